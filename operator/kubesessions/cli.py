@@ -1,0 +1,105 @@
+"""The `kubesessions` command."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from . import logs
+
+
+def _image_map_item(text: str) -> tuple[str, str]:
+    image, sep, command = text.partition("=")
+    if not sep or not image or not command:
+        raise argparse.ArgumentTypeError(f"--image-map wants IMAGE=COMMAND, got {text!r}")
+    return image, command
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"wants a whole number >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"wants a whole number >= 0, got {value}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="kubesessions", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    lc = sub.add_parser("localcluster", help="a real control plane on loopback, for development and tests")
+    lc_sub = lc.add_subparsers(dest="action", required=True)
+    for action, text in (
+        ("up", "start etcd, the control plane and the process node; wait until ready"),
+        ("down", "stop exactly the processes `up` started"),
+        ("status", "print the cluster's state as JSON"),
+        ("env", "print `export KUBECONFIG=...` (and PATH for kubectl/helm)"),
+    ):
+        p = lc_sub.add_parser(action, help=text)
+        p.add_argument("--state-dir", type=Path, default=None, help="default: .localcluster/")
+        if action == "up":
+            p.add_argument("--gpus", type=_positive_int, default=2, help="nvidia.com/gpu on the node")
+            p.add_argument("--gpu-product", default="NVIDIA-A100-SXM4-80GB")
+            p.add_argument(
+                "--gpu-taint", action="store_true", help="taint the node nvidia.com/gpu:NoSchedule"
+            )
+            p.add_argument("--cpu", default="64", help="virtual cpu capacity")
+            p.add_argument("--memory", default="256Gi", help="virtual memory capacity")
+            p.add_argument("--pods", type=_positive_int, default=250)
+            p.add_argument(
+                "--image-map", type=_image_map_item, action="append", default=[],
+                metavar="IMAGE=COMMAND",
+                help="run IMAGE (without tag) as COMMAND when a container sets none",
+            )  # fmt: skip
+    lc_sub.add_parser("binaries", help="find or build the Kubernetes binaries; print their paths")
+
+    sub.add_parser("demo", help="bring the local cluster up and show a GPU pod running on it")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    logs.setup()
+    if args.command == "localcluster":
+        _localcluster(args)
+    elif args.command == "demo":
+        from .demo import run_demo
+
+        sys.exit(run_demo())
+
+
+def _localcluster(args: argparse.Namespace) -> None:
+    from .localcluster import binaries, cluster
+    from .localcluster.nodeconfig import NodeConfig
+
+    if args.action == "binaries":
+        binaries.main()
+        return
+    state_dir = cluster.StateDir(args.state_dir or cluster.default_state_dir())
+    try:
+        if args.action == "up":
+            node = NodeConfig(
+                gpus=args.gpus, gpu_product=args.gpu_product, gpu_taint=args.gpu_taint,
+                cpu=args.cpu, memory=args.memory, pods=args.pods,
+            )  # fmt: skip
+            node.image_map.update(dict(args.image_map))
+            cluster.up(state_dir, node)
+            print(f"export KUBECONFIG={state_dir.kubeconfig}")
+        elif args.action == "down":
+            cluster.down(state_dir)
+        elif args.action == "status":
+            print(json.dumps(cluster.status(state_dir), indent=2))
+        elif args.action == "env":
+            print("\n".join(cluster.env_lines(state_dir)))
+    except (cluster.ClusterError, binaries.BinaryError) as exc:
+        print(f"kubesessions localcluster {args.action}: {exc}", file=sys.stderr)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,256 @@
+"""Find or build the Kubernetes binaries the local cluster runs.
+
+Order: ``KUBEBUILDER_ASSETS`` (the envtest convention), then ``PATH``, then the cache
+(``~/.cache/kube-sessions/<version>/bin``), building pinned releases from Go modules
+into it when missing. The releases carry ``replace`` directives, so ``go install
+pkg@version`` refuses them; a small wrapper module that requires the release and
+replaces each staging module by its published tag builds them instead.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+KUBERNETES_VERSION = "v1.36.4"
+ETCD_VERSION = "v3.6.16"
+HELM_VERSION = "v3.21.4"
+
+CONTROL_PLANE = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler")
+TOOLS = ("kubectl", "helm")
+KUBERNETES_COMMANDS = ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl")
+
+
+class BinaryError(RuntimeError):
+    """A binary is missing and cannot be built here."""
+
+
+@dataclass(frozen=True)
+class GoBuild:
+    """One ``go build`` of some main packages from a wrapper module."""
+
+    name: str
+    go_mod: str
+    packages: dict[str, str]  # binary name -> package path
+    ldflags: str = ""
+
+
+def cache_root() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "kube-sessions"
+
+
+def cache_bin_dir() -> Path:
+    return cache_root() / KUBERNETES_VERSION / "bin"
+
+
+def staging_version(kubernetes_version: str) -> str:
+    """Staging modules are tagged v0.<minor>.<patch> for Kubernetes v1.<minor>.<patch>."""
+    match = re.fullmatch(r"v1\.(\d+)\.(\d+)", kubernetes_version)
+    if not match:
+        raise ValueError(f"not a Kubernetes release version: {kubernetes_version!r}")
+    return f"v0.{match.group(1)}.{match.group(2)}"
+
+
+def staging_modules(release_go_mod: str) -> list[str]:
+    """The k8s.io modules a release's go.mod requires at the placeholder v0.0.0."""
+    return sorted(set(re.findall(r"^\s*(k8s\.io/[\w.\-/]+) v0\.0\.0$", release_go_mod, re.M)))
+
+
+def kubernetes_wrapper_go_mod(version: str, release_go_mod: str, go_version: str) -> str:
+    staged = staging_version(version)
+    replaces = "\n".join(f"\t{m} => {m} {staged}" for m in staging_modules(release_go_mod))
+    return (
+        "module kubesessions.local/kubernetes-build\n\n"
+        f"go {go_version}\n\n"
+        f"require k8s.io/kubernetes {version}\n\n"
+        f"replace (\n{replaces}\n)\n"
+    )
+
+
+def version_ldflags(version: str) -> str:
+    match = re.fullmatch(r"v(\d+)\.(\d+)\.\d+", version)
+    if not match:
+        raise ValueError(f"not a release version: {version!r}")
+    major, minor = match.groups()
+    flags = []
+    for pkg in ("k8s.io/component-base/version", "k8s.io/client-go/pkg/version"):
+        flags += [
+            f"-X {pkg}.gitVersion={version}",
+            f"-X {pkg}.gitMajor={major}",
+            f"-X {pkg}.gitMinor={minor}",
+            f"-X {pkg}.gitTreeState=clean",
+        ]
+    return " ".join(["-s -w", *flags])
+
+
+def find_binary(name: str) -> Path | None:
+    """Where ``name`` is, by the documented order, without building anything."""
+    assets = os.environ.get("KUBEBUILDER_ASSETS")
+    if assets and (Path(assets) / name).is_file():
+        return Path(assets) / name
+    on_path = shutil.which(name)
+    if on_path and _usable(name, Path(on_path)):
+        return Path(on_path)
+    cached = cache_bin_dir() / name
+    return cached if cached.is_file() else None
+
+
+def _usable(name: str, path: Path) -> bool:
+    """A kubectl more than one minor release away from our server is not supported."""
+    if name != "kubectl":
+        return True
+    try:
+        out = subprocess.run(
+            [str(path), "version", "--client", "-o", "json"],
+            capture_output=True,
+            text=True,
+            timeout=20,
+            check=True,
+        ).stdout
+        minor = int(re.sub(r"\D", "", json.loads(out)["clientVersion"]["minor"]))
+    except (OSError, subprocess.SubprocessError, ValueError, KeyError):
+        return False
+    wanted = int(KUBERNETES_VERSION.split(".")[1])
+    return abs(minor - wanted) <= 1
+
+
+def ensure_binaries(names: Iterable[str] = CONTROL_PLANE + TOOLS) -> dict[str, Path]:
+    """Paths of all ``names``, building the missing ones into the cache."""
+    found = {name: find_binary(name) for name in names}
+    missing = [name for name, path in found.items() if path is None]
+    if missing:
+        build(missing)
+        found.update({name: cache_bin_dir() / name for name in missing})
+    return {name: path for name, path in found.items() if path is not None}
+
+
+def _go() -> str:
+    go = shutil.which("go")
+    if go is None:
+        raise BinaryError(
+            "the Kubernetes binaries (etcd, kube-apiserver, kube-controller-manager, "
+            "kube-scheduler, kubectl, helm) were not found and Go is not installed to build "
+            "them. Either install Go >= 1.26 (they are then built once into "
+            f"{cache_bin_dir()}), or set KUBEBUILDER_ASSETS to a directory holding them, "
+            "or put them on PATH."
+        )
+    return go
+
+
+def _go_version(go: str) -> str:
+    out = subprocess.run([go, "env", "GOVERSION"], capture_output=True, text=True, check=True)
+    match = re.match(r"go(\d+\.\d+)", out.stdout.strip())
+    if not match:
+        raise BinaryError(f"cannot read the Go version from {out.stdout!r}")
+    return match.group(1) + ".0"
+
+
+def _release_go_mod(go: str, env: dict[str, str]) -> str:
+    out = subprocess.run(
+        [go, "mod", "download", "-json", f"k8s.io/kubernetes@{KUBERNETES_VERSION}"],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
+    ).stdout
+    return Path(json.loads(out)["GoMod"]).read_text()
+
+
+def plan(missing: Iterable[str], go: str, env: dict[str, str]) -> list[GoBuild]:
+    """The builds that produce ``missing``."""
+    wanted = set(missing)
+    go_version = _go_version(go)
+    builds: list[GoBuild] = []
+    kube = [name for name in KUBERNETES_COMMANDS if name in wanted]
+    if kube:
+        builds.append(
+            GoBuild(
+                name=f"kubernetes {KUBERNETES_VERSION}",
+                go_mod=kubernetes_wrapper_go_mod(KUBERNETES_VERSION, _release_go_mod(go, env), go_version),
+                packages={n: f"k8s.io/kubernetes/cmd/{n}" for n in kube},
+                ldflags=version_ldflags(KUBERNETES_VERSION),
+            )
+        )
+    if "etcd" in wanted:
+        builds.append(
+            GoBuild(
+                name=f"etcd {ETCD_VERSION}",
+                go_mod=(
+                    "module kubesessions.local/etcd-build\n\n"
+                    f"go {go_version}\n\nrequire go.etcd.io/etcd/server/v3 {ETCD_VERSION}\n"
+                ),
+                packages={"etcd": "go.etcd.io/etcd/server/v3"},
+                ldflags="-s -w",
+            )
+        )
+    if "helm" in wanted:
+        builds.append(
+            GoBuild(
+                name=f"helm {HELM_VERSION}",
+                go_mod=(
+                    "module kubesessions.local/helm-build\n\n"
+                    f"go {go_version}\n\nrequire helm.sh/helm/v3 {HELM_VERSION}\n"
+                ),
+                packages={"helm": "helm.sh/helm/v3/cmd/helm"},
+                ldflags=(f"-s -w -X helm.sh/helm/v3/internal/version.version={HELM_VERSION}"),
+            )
+        )
+    unknown = wanted - set(KUBERNETES_COMMANDS) - {"etcd", "helm"}
+    if unknown:
+        raise BinaryError(f"no build is known for {sorted(unknown)}")
+    return builds
+
+
+def build(missing: Iterable[str]) -> None:
+    """Build ``missing`` binaries into the cache, printing progress to stderr."""
+    go = _go()
+    env = {**os.environ, "CGO_ENABLED": "0", "GOTOOLCHAIN": "local", "GOFLAGS": "-mod=mod"}
+    bin_dir = cache_bin_dir()
+    bin_dir.mkdir(parents=True, exist_ok=True)
+    for job in plan(missing, go, env):
+        work = cache_root() / "build" / job.name.split()[0]
+        work.mkdir(parents=True, exist_ok=True)
+        (work / "go.mod").write_text(job.go_mod)
+        _say(f"building {job.name}: {', '.join(job.packages)} (a cold build takes minutes)")
+        started = time.monotonic()
+        for binary, package in job.packages.items():
+            # One package per go build keeps -o unambiguous; the build cache makes the
+            # later ones cheap, since they share most of their dependencies.
+            tmp = bin_dir / f".{binary}.partial"
+            cmd = [
+                go, "build", "-trimpath", "-tags=selinux,notest,grpcnotrace",
+                "-ldflags", job.ldflags, "-o", str(tmp), package,
+            ]  # fmt: skip
+            proc = subprocess.run(cmd, cwd=work, env=env, stderr=subprocess.PIPE, text=True)
+            if proc.returncode != 0:
+                raise BinaryError(f"building {binary} failed:\n{proc.stderr[-4000:]}")
+            tmp.replace(bin_dir / binary)  # atomic: a half-built binary is never cached
+            _say(f"  {binary} ready after {time.monotonic() - started:.0f}s")
+
+
+def _say(text: str) -> None:
+    print(f"[kube-sessions binaries] {text}", file=sys.stderr, flush=True)
+
+
+def main() -> None:
+    """Entry for ``python -m kubesessions.localcluster.binaries``: ensure all are present."""
+    try:
+        paths = ensure_binaries()
+    except BinaryError as exc:
+        _say(str(exc))
+        raise SystemExit(2) from None
+    for name, path in sorted(paths.items()):
+        print(f"{name}\t{path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,412 @@
+"""`kubesessions localcluster up | down | status | env`: a real control plane on loopback.
+
+etcd, kube-apiserver, kube-controller-manager and kube-scheduler run as local processes
+on free 127.0.0.1 ports with certificates made for this cluster, plus the process node
+(see :mod:`kubesessions.localcluster.node`). Everything lives in one state directory.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import ssl
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import processes
+from .binaries import CONTROL_PLANE, ensure_binaries
+from .certs import Authority, Pair, service_account_key
+from .kubeconfig import build_kubeconfig, write_kubeconfig
+from .nodeconfig import NodeConfig
+
+SERVICE_CIDR = "10.96.0.0/16"
+STARTUP_TIMEOUT = 90.0
+
+
+class ClusterError(RuntimeError):
+    """The cluster cannot be brought up, or is not in the state asked for."""
+
+
+@dataclass
+class ClusterState:
+    """What `up` wrote to ``state.json``: how to reach the cluster and what to stop."""
+
+    server: str
+    ports: dict[str, int]
+    processes: list[processes.ProcessRecord] = field(default_factory=list)
+    node: NodeConfig = field(default_factory=NodeConfig)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "server": self.server,
+            "ports": self.ports,
+            "processes": [p.to_json() for p in self.processes],
+            "node": asdict(self.node),
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ClusterState:
+        return cls(
+            server=data["server"],
+            ports=dict(data["ports"]),
+            processes=[processes.ProcessRecord.from_json(p) for p in data["processes"]],
+            node=NodeConfig(**data["node"]),
+        )
+
+
+class StateDir:
+    """The layout of one cluster's state directory."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root.resolve()
+
+    pki = property(lambda self: self.root / "pki")
+    logs = property(lambda self: self.root / "logs")
+    etcd_data = property(lambda self: self.root / "etcd")
+    node_dir = property(lambda self: self.root / "node")
+    kubeconfig = property(lambda self: self.root / "kubeconfig")
+    state_file = property(lambda self: self.root / "state.json")
+
+    def component_kubeconfig(self, name: str) -> Path:
+        return self.root / "kubeconfigs" / f"{name}.kubeconfig"
+
+    def load(self) -> ClusterState | None:
+        try:
+            return ClusterState.from_json(json.loads(self.state_file.read_text()))
+        except FileNotFoundError:
+            return None
+
+    def save(self, state: ClusterState) -> None:
+        tmp = self.state_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(state.to_json(), indent=2))
+        tmp.replace(self.state_file)
+
+
+def default_state_dir() -> Path:
+    return Path(os.environ.get("KUBESESSIONS_LOCALCLUSTER_DIR", ".localcluster"))
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def running_state(state_dir: StateDir) -> ClusterState | None:
+    """The saved state if every process it names is still alive."""
+    state = state_dir.load()
+    if state is None or not state.processes:
+        return None
+    return state if all(processes.alive(p) for p in state.processes) else None
+
+
+def up(state_dir: StateDir, node: NodeConfig, log: Callable[[str], None] = print) -> ClusterState:
+    """Start the cluster and wait until it is ready to run pods."""
+    existing = state_dir.load()
+    if existing is not None:
+        if running_state(state_dir) is not None:
+            raise ClusterError(
+                f"a local cluster is already running from {state_dir.root} "
+                f"(API server {existing.server}); use it (`kubesessions localcluster env`) "
+                "or stop it first (`kubesessions localcluster down`)"
+            )
+        log(f"state in {state_dir.root} is from a cluster that is no longer fully running;")
+        log("stopping what is left of it and starting afresh")
+        down(state_dir, log=log)
+    started = time.monotonic()
+    bins = ensure_binaries(CONTROL_PLANE)
+    _fresh(state_dir)
+    ports = {
+        name: free_port() for name in ("etcd", "etcd-peer", "apiserver", "controller-manager", "scheduler")
+    }
+    server = f"https://127.0.0.1:{ports['apiserver']}"
+    pki = _make_pki(state_dir, server, node.name)
+    state = ClusterState(server=server, ports=ports, node=node)
+
+    def launch(name: str, argv: list[str]) -> None:
+        state.processes.append(processes.spawn(name, argv, state_dir.logs / f"{name}.log"))
+        state_dir.save(state)  # saved as each starts, so `down` can stop a half-made cluster
+
+    try:
+        etcd_url = f"http://127.0.0.1:{ports['etcd']}"
+        launch("etcd", _etcd_args(bins["etcd"], state_dir, ports))
+        _await(f"{etcd_url}/health", "etcd", state_dir, state)
+        launch("kube-apiserver", _apiserver_args(bins["kube-apiserver"], state_dir, ports, pki))
+        admin_tls = _tls(pki["ca"], pki["admin"])
+        _await(f"{server}/readyz", "kube-apiserver", state_dir, state, admin_tls)
+        launch(
+            "kube-controller-manager",
+            _controller_manager_args(bins["kube-controller-manager"], state_dir, ports, pki),
+        )
+        launch("kube-scheduler", _scheduler_args(bins["kube-scheduler"], state_dir, ports))
+        launch(
+            "process-node",
+            [
+                sys.executable,
+                "-m",
+                "kubesessions.localcluster.node",
+                "--state-dir",
+                str(state_dir.root),
+            ],
+        )
+        probe_tls = _tls(pki["ca"], None, verify=False)
+        _await(f"https://127.0.0.1:{ports['controller-manager']}/healthz",
+               "kube-controller-manager", state_dir, state, probe_tls)  # fmt: skip
+        _await(f"https://127.0.0.1:{ports['scheduler']}/healthz",
+               "kube-scheduler", state_dir, state, probe_tls)  # fmt: skip
+        _await_node_schedulable(server, admin_tls, node.name, state_dir, state)
+    except BaseException:
+        down(state_dir, log=lambda _: None)
+        raise
+    log(f"local cluster ready in {time.monotonic() - started:.1f}s: API server {server}")
+    return state
+
+
+def down(state_dir: StateDir, log: Callable[[str], None] = print) -> None:
+    """Stop exactly the processes `up` started, newest first, then any pod processes left."""
+    state = state_dir.load()
+    if state is None:
+        log(f"no local cluster state in {state_dir.root}; nothing to stop")
+        return
+    # The node stops its pods on SIGTERM; stopping it first keeps the API up meanwhile.
+    ordered = sorted(state.processes, key=lambda p: p.name != "process-node")
+    stuck = [p for rec in ordered for p in processes.stop([rec])]
+    from .node import leftover_pod_processes  # the node's own record of what it started
+
+    stuck += processes.stop(leftover_pod_processes(state_dir.node_dir))
+    if stuck:
+        raise ClusterError(f"could not stop: {[(p.name, p.pid) for p in stuck]}")
+    state.processes = []
+    state_dir.save(state)
+    log(f"local cluster in {state_dir.root} stopped")
+
+
+def status(state_dir: StateDir) -> dict[str, Any]:
+    state = state_dir.load()
+    if state is None:
+        return {"running": False, "stateDir": str(state_dir.root)}
+    return {
+        "running": running_state(state_dir) is not None,
+        "stateDir": str(state_dir.root),
+        "server": state.server,
+        "kubeconfig": str(state_dir.kubeconfig),
+        "processes": {p.name: {"pid": p.pid, "alive": processes.alive(p)} for p in state.processes},
+        "node": asdict(state.node),
+    }
+
+
+def env_lines(state_dir: StateDir) -> list[str]:
+    """Shell lines that point kubectl (and our tools) at the cluster."""
+    if running_state(state_dir) is None:
+        raise ClusterError(
+            f"no local cluster is running from {state_dir.root}; "
+            "start one with `kubesessions localcluster up`"
+        )
+    bins = ensure_binaries(("kubectl", "helm"))
+    path_dirs = sorted({str(p.parent) for p in bins.values()})
+    return [
+        f"export KUBECONFIG={state_dir.kubeconfig}",
+        f"export PATH={':'.join(path_dirs)}:$PATH",
+    ]
+
+
+def _fresh(state_dir: StateDir) -> None:
+    for sub in (
+        state_dir.pki,
+        state_dir.etcd_data,
+        state_dir.node_dir,
+        state_dir.root / "kubeconfigs",
+    ):
+        shutil.rmtree(sub, ignore_errors=True)
+    state_dir.root.mkdir(parents=True, exist_ok=True)
+    state_dir.logs.mkdir(exist_ok=True)
+    state_dir.state_file.unlink(missing_ok=True)
+
+
+def _make_pki(state_dir: StateDir, server: str, node_name: str) -> dict[str, Pair]:
+    ca = Authority(state_dir.pki)
+    pki = {
+        "ca": ca.pair,
+        "apiserver": ca.issue(
+            "apiserver",
+            "kube-apiserver",
+            server_names=(
+                "127.0.0.1",
+                "localhost",
+                "10.96.0.1",
+                "kubernetes",
+                "kubernetes.default",
+                "kubernetes.default.svc",
+                "kubernetes.default.svc.cluster.local",
+            ),
+            client=False,
+        ),
+        "admin": ca.issue("admin", "kube-sessions-admin", organizations=("system:masters",)),
+        "controller-manager": ca.issue("controller-manager", "system:kube-controller-manager"),
+        "scheduler": ca.issue("scheduler", "system:kube-scheduler"),
+        # The process node authenticates as a real node, so the Node authorizer and
+        # NodeRestriction limit it exactly as they would a kubelet.
+        "node": ca.issue("node", f"system:node:{node_name}", organizations=("system:nodes",)),
+    }
+    service_account_key(state_dir.pki / "sa.key")
+    for name in ("controller-manager", "scheduler", "node"):
+        write_kubeconfig(
+            state_dir.component_kubeconfig(name), build_kubeconfig(server, ca.pair.cert, pki[name])
+        )
+    write_kubeconfig(state_dir.kubeconfig, build_kubeconfig(server, ca.pair.cert, pki["admin"]))
+    return pki
+
+
+def _etcd_args(binary: Path, state_dir: StateDir, ports: dict[str, int]) -> list[str]:
+    client = f"http://127.0.0.1:{ports['etcd']}"
+    peer = f"http://127.0.0.1:{ports['etcd-peer']}"
+    return [
+        str(binary),
+        f"--data-dir={state_dir.etcd_data}",
+        f"--listen-client-urls={client}",
+        f"--advertise-client-urls={client}",
+        f"--listen-peer-urls={peer}",
+        f"--initial-advertise-peer-urls={peer}",
+        f"--initial-cluster=default={peer}",
+        "--listen-metrics-urls=",
+        # A throwaway development cluster: losing the last writes on a crash is fine.
+        "--unsafe-no-fsync",
+        "--log-level=warn",
+    ]
+
+
+def _apiserver_args(
+    binary: Path, state_dir: StateDir, ports: dict[str, int], pki: dict[str, Pair]
+) -> list[str]:
+    sa_key = state_dir.pki / "sa.key"
+    return [
+        str(binary),
+        f"--etcd-servers=http://127.0.0.1:{ports['etcd']}",
+        f"--cert-dir={state_dir.pki}",
+        f"--tls-cert-file={pki['apiserver'].cert}",
+        f"--tls-private-key-file={pki['apiserver'].key}",
+        f"--client-ca-file={pki['ca'].cert}",
+        f"--secure-port={ports['apiserver']}",
+        "--bind-address=127.0.0.1",
+        "--advertise-address=127.0.0.1",
+        "--authorization-mode=Node,RBAC",
+        "--enable-admission-plugins=NodeRestriction",
+        f"--service-cluster-ip-range={SERVICE_CIDR}",
+        "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+        f"--service-account-key-file={sa_key}",
+        f"--service-account-signing-key-file={sa_key}",
+        "--allow-privileged=true",
+        "--profiling=false",
+        "--v=1",
+    ]
+
+
+def _component_common(name: str, state_dir: StateDir, port: int) -> list[str]:
+    kubeconfig = state_dir.component_kubeconfig(name)
+    return [
+        f"--kubeconfig={kubeconfig}",
+        f"--authentication-kubeconfig={kubeconfig}",
+        f"--authorization-kubeconfig={kubeconfig}",
+        "--bind-address=127.0.0.1",
+        f"--secure-port={port}",
+        f"--cert-dir={state_dir.root / 'pki' / name}",
+        "--leader-elect=false",
+        "--profiling=false",
+        "--v=1",
+    ]
+
+
+def _controller_manager_args(
+    binary: Path, state_dir: StateDir, ports: dict[str, int], pki: dict[str, Pair]
+) -> list[str]:
+    return [
+        str(binary),
+        *_component_common("controller-manager", state_dir, ports["controller-manager"]),
+        f"--service-account-private-key-file={state_dir.pki / 'sa.key'}",
+        f"--root-ca-file={pki['ca'].cert}",
+        f"--cluster-signing-cert-file={pki['ca'].cert}",
+        f"--cluster-signing-key-file={pki['ca'].key}",
+        "--use-service-account-credentials=true",
+        # Nothing here allocates pod CIDRs or talks to a cloud.
+        "--controllers=*,-nodeipam,-cloud-node-lifecycle,-service-lb-controller,-node-route-controller",
+        "--node-monitor-period=2s",
+    ]
+
+
+def _scheduler_args(binary: Path, state_dir: StateDir, ports: dict[str, int]) -> list[str]:
+    return [str(binary), *_component_common("scheduler", state_dir, ports["scheduler"])]
+
+
+def _tls(ca: Pair, client: Pair | None, verify: bool = True) -> ssl.SSLContext:
+    ctx = ssl.create_default_context(cafile=str(ca.cert))
+    if not verify:
+        # Controller-manager and scheduler serve self-signed certs; /healthz is public.
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    if client is not None:
+        ctx.load_cert_chain(client.cert, client.key)
+    return ctx
+
+
+def _check_alive(state_dir: StateDir, state: ClusterState) -> None:
+    for record in state.processes:
+        if not processes.alive(record):
+            log_file = state_dir.logs / f"{record.name}.log"
+            tail = log_file.read_text(errors="replace")[-3000:] if log_file.exists() else ""
+            raise ClusterError(f"{record.name} exited during start-up; its log ends:\n{tail}")
+
+
+def _await(
+    url: str,
+    what: str,
+    state_dir: StateDir,
+    state: ClusterState,
+    tls: ssl.SSLContext | None = None,
+) -> None:
+    deadline = time.monotonic() + STARTUP_TIMEOUT
+    last = ""
+    while time.monotonic() < deadline:
+        _check_alive(state_dir, state)
+        try:
+            with urllib.request.urlopen(url, context=tls, timeout=5) as resp:  # noqa: S310
+                if resp.status == 200:
+                    return
+        except (urllib.error.URLError, OSError) as exc:
+            last = str(exc)
+        time.sleep(0.1)
+    raise ClusterError(f"{what} was not ready at {url} within {STARTUP_TIMEOUT:.0f}s: {last}")
+
+
+def _await_node_schedulable(
+    server: str, tls: ssl.SSLContext, node: str, state_dir: StateDir, state: ClusterState
+) -> None:
+    """Ready, and the not-ready taint the API server adds at registration is gone."""
+    deadline = time.monotonic() + STARTUP_TIMEOUT
+    last = "not registered"
+    while time.monotonic() < deadline:
+        _check_alive(state_dir, state)
+        try:
+            url = f"{server}/api/v1/nodes/{node}"
+            with urllib.request.urlopen(url, context=tls, timeout=5) as resp:  # noqa: S310
+                obj = json.load(resp)
+            ready = any(
+                c["type"] == "Ready" and c["status"] == "True"
+                for c in obj.get("status", {}).get("conditions", [])
+            )
+            taints = [t["key"] for t in obj.get("spec", {}).get("taints", []) or []]
+            if ready and "node.kubernetes.io/not-ready" not in taints:
+                return
+            last = f"ready={ready} taints={taints}"
+        except (urllib.error.URLError, OSError) as exc:
+            last = str(exc)
+        time.sleep(0.1)
+    raise ClusterError(f"node {node} did not become schedulable within {STARTUP_TIMEOUT:.0f}s: {last}")

@@ -1,0 +1,426 @@
+"""The process node: a development and test node whose pods run as local processes.
+
+It is NOT a kubelet replacement. It registers a Node (with virtual cpu, memory and
+``nvidia.com/gpu`` capacity), renews its Lease, and runs the pods the scheduler binds to
+it: each container as a process in its own process group, each pod on its own loopback
+address (127.0.x.y) as podIP. It honours env (literals, Secrets, ConfigMaps, downward
+API), HTTP/TCP/exec probes, restart policies, termination messages and graceful
+deletion. It has no images, no network or mount namespaces, no resource limits and no
+``kubectl logs``/``exec``; container output goes to files in the state directory.
+
+Run by ``kubesessions localcluster up`` as ``python -m kubesessions.localcluster.node``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import datetime
+import ipaddress
+import json
+import logging
+import os
+import shutil
+import signal
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from .. import logs
+from . import processes
+from .apiclient import STRATEGIC, ApiClient, ApiError
+from .kubeconfig import connection_from_kubeconfig
+from .nodeconfig import NodeConfig
+from .podrunner import PodRunner, PodServices
+
+log = logging.getLogger("kubesessions.processnode")
+JSON = dict[str, Any]
+
+LEASE_SECONDS = 40
+LEASE_RENEW_SECONDS = 10
+STATUS_REPORT_SECONDS = 60
+HOST_IP = "127.0.0.1"
+DESCRIPTION = (
+    "kube-sessions process node: a development and test node whose pods run as local processes; not a kubelet"
+)
+
+
+class AddressPool:
+    """Loopback addresses for pods: 127.0.0.2 upward, skipping .0, .1 and .255."""
+
+    def __init__(self) -> None:
+        self._free: list[str] = []
+        self._next = int(ipaddress.ip_address("127.0.0.2"))
+        self._used: set[str] = set()
+
+    def take(self) -> str:
+        while self._free:
+            ip = self._free.pop(0)
+            if ip not in self._used:
+                self._used.add(ip)
+                return ip
+        while True:
+            ip = str(ipaddress.ip_address(self._next))
+            self._next += 1
+            if int(ip.rsplit(".", 1)[1]) in (0, 1, 255) or ip in self._used:
+                continue
+            self._used.add(ip)
+            return ip
+
+    def claim(self, ip: str) -> bool:
+        if ip in self._used or not ip.startswith("127."):
+            return False
+        self._used.add(ip)
+        return True
+
+    def release(self, ip: str) -> None:
+        if ip in self._used:
+            self._used.discard(ip)
+            self._free.append(ip)
+
+
+def leftover_pod_processes(node_dir: Path) -> list[processes.ProcessRecord]:
+    """Every container process the node recorded (live or not) under ``node_dir``."""
+    records = []
+    for pid_file in node_dir.glob("pods/*/*.pid"):
+        with contextlib.suppress(OSError, ValueError, KeyError, AssertionError):
+            records.append(processes.ProcessRecord.from_json(json.loads(pid_file.read_text())))
+    return records
+
+
+def node_object(cfg: NodeConfig) -> JSON:
+    labels = {
+        "kubernetes.io/hostname": cfg.name,
+        "kubernetes.io/os": "linux",
+        "kubernetes.io/arch": "amd64",
+        "kubesessions.io/process-node": "true",
+    }
+    taints = []
+    if cfg.gpus:
+        labels.update(
+            {
+                "nvidia.com/gpu.present": "true",
+                "nvidia.com/gpu.product": cfg.gpu_product,
+                "nvidia.com/gpu.count": str(cfg.gpus),
+                "nvidia.com/gpu.memory": str(cfg.gpu_memory_mib),
+            }
+        )
+        if cfg.gpu_taint:
+            taints.append({"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"})
+    return {
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {
+            "name": cfg.name,
+            "labels": labels,
+            "annotations": {"kubesessions.io/process-node": DESCRIPTION},
+        },
+        "spec": {"taints": taints} if taints else {},
+    }
+
+
+def node_status(cfg: NodeConfig, heartbeat: str, since: str) -> JSON:
+    capacity = {
+        "cpu": cfg.cpu,
+        "memory": cfg.memory,
+        "pods": str(cfg.pods),
+        "ephemeral-storage": "1Ti",
+        "nvidia.com/gpu": str(cfg.gpus),
+    }
+
+    def cond(kind: str, status: str, reason: str, message: str) -> JSON:
+        return {
+            "type": kind,
+            "status": status,
+            "reason": reason,
+            "message": message,
+            "lastHeartbeatTime": heartbeat,
+            "lastTransitionTime": since,
+        }
+
+    return {
+        "capacity": capacity,
+        "allocatable": capacity,
+        "conditions": [
+            cond("MemoryPressure", "False", "ProcessNodeHasSufficientMemory", "not measured"),
+            cond("DiskPressure", "False", "ProcessNodeHasNoDiskPressure", "not measured"),
+            cond("PIDPressure", "False", "ProcessNodeHasSufficientPID", "not measured"),
+            cond("Ready", "True", "ProcessNodeReady", DESCRIPTION),
+        ],
+        "addresses": [
+            {"type": "InternalIP", "address": HOST_IP},
+            {"type": "Hostname", "address": cfg.name},
+        ],
+        "daemonEndpoints": {"kubeletEndpoint": {"Port": 0}},
+        "nodeInfo": {
+            "machineID": "",
+            "systemUUID": "",
+            "bootID": "",
+            "kernelVersion": os.uname().release,
+            "osImage": "kube-sessions process node",
+            "containerRuntimeVersion": "process://local",
+            "kubeletVersion": "v1.36.4",
+            "kubeProxyVersion": "",
+            "operatingSystem": "linux",
+            "architecture": "amd64",
+        },
+    }
+
+
+def micro_time() -> str:
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+class ProcessNode(PodServices):
+    def __init__(self, api: ApiClient, cfg: NodeConfig, node_dir: Path, api_port: int) -> None:
+        self.api = api
+        self.cfg = cfg
+        self.node_dir = node_dir
+        self.api_port = api_port
+        self.addresses = AddressPool()
+        self.runners: dict[str, PodRunner] = {}  # by pod uid
+        self._node_uid = ""
+        self._since = podstatus_now()
+
+    # -- PodServices, used by the runners -------------------------------------------
+
+    @property
+    def image_map(self) -> Mapping[str, str]:
+        return self.cfg.image_map
+
+    def base_env(self) -> dict[str, str]:
+        keep = ("HOME", "LANG", "LC_ALL", "TZ", "SSL_CERT_FILE", "SSL_CERT_DIR")
+        base = {k: os.environ[k] for k in keep if k in os.environ}
+        # Console scripts of the venv the node runs from (kubesessions-worker) come first.
+        base["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+        base["KUBERNETES_SERVICE_HOST"] = HOST_IP
+        base["KUBERNETES_SERVICE_PORT"] = str(self.api_port)
+        base["KUBESESSIONS_PROCESS_NODE"] = self.cfg.name
+        return base
+
+    async def lookup(self, kind: str, namespace: str, name: str) -> Mapping[str, str] | None:
+        import base64
+
+        plural = "secrets" if kind == "secret" else "configmaps"
+        try:
+            obj = await self.api.get(f"/api/v1/namespaces/{namespace}/{plural}/{name}")
+        except ApiError as exc:
+            if exc.status == 404:
+                return None
+            raise
+        data: dict[str, str] = {}
+        if kind == "secret":
+            for key, value in (obj.get("data") or {}).items():
+                data[key] = base64.b64decode(value).decode(errors="replace")
+        else:
+            data.update(obj.get("data") or {})
+        return data
+
+    async def patch_status(self, pod: JSON, status: JSON) -> JSON | None:
+        meta = pod["metadata"]
+        path = f"/api/v1/namespaces/{meta['namespace']}/pods/{meta['name']}/status"
+        body = {"metadata": {"uid": meta["uid"]}, "status": status}
+        try:
+            return await self.api.request("PATCH", path, body=body, content_type=STRATEGIC)
+        except ApiError as exc:
+            if exc.status in (404, 409):  # gone, or replaced by a pod of the same name
+                return None
+            raise
+
+    async def event(self, pod: JSON, kind: str, reason: str, message: str) -> None:
+        meta = pod["metadata"]
+        now = micro_time()
+        body = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
+            "involvedObject": {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "name": meta["name"],
+                "namespace": meta["namespace"],
+                "uid": meta["uid"],
+            },
+            "type": kind,
+            "reason": reason,
+            "message": message,
+            "source": {"component": "process-node", "host": self.cfg.name},
+            "firstTimestamp": now[:19] + "Z",
+            "lastTimestamp": now[:19] + "Z",
+            "count": 1,
+            "reportingComponent": "kubesessions.io/process-node",
+            "reportingInstance": self.cfg.name,
+        }
+        try:
+            await self.api.request("POST", f"/api/v1/namespaces/{meta['namespace']}/events", body=body)
+        except ApiError as exc:
+            log.warning("could not record event %s on %s: %s", reason, meta["name"], exc)
+
+    async def remove(self, pod: JSON) -> None:
+        """The last step of a graceful deletion: delete the object for good."""
+        meta = pod["metadata"]
+        body = {"gracePeriodSeconds": 0, "preconditions": {"uid": meta["uid"]}}
+        path = f"/api/v1/namespaces/{meta['namespace']}/pods/{meta['name']}"
+        try:
+            await self.api.request("DELETE", path, body=body)
+        except ApiError as exc:
+            if exc.status not in (404, 409):
+                raise
+
+    # -- node lifecycle ----------------------------------------------------------------
+
+    async def register(self) -> None:
+        obj = node_object(self.cfg)
+        try:
+            created = await self.api.request("POST", "/api/v1/nodes", body=obj)
+        except ApiError as exc:
+            if exc.status != 409:
+                raise
+            patch = {"metadata": {"labels": obj["metadata"]["labels"],
+                                  "annotations": obj["metadata"]["annotations"]}}  # fmt: skip
+            created = await self.api.request(
+                "PATCH", f"/api/v1/nodes/{self.cfg.name}", body=patch, content_type=STRATEGIC
+            )
+        self._node_uid = created["metadata"]["uid"]
+        await self.report_status()
+
+    async def report_status(self) -> None:
+        await self.api.request(
+            "PATCH",
+            f"/api/v1/nodes/{self.cfg.name}/status",
+            body={"status": node_status(self.cfg, podstatus_now(), self._since)},
+            content_type=STRATEGIC,
+        )
+
+    async def renew_lease(self) -> None:
+        path = f"/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/{self.cfg.name}"
+        spec = {
+            "holderIdentity": self.cfg.name,
+            "leaseDurationSeconds": LEASE_SECONDS,
+            "renewTime": micro_time(),
+        }
+        try:
+            await self.api.request("PATCH", path, body={"spec": spec}, content_type=STRATEGIC)
+        except ApiError as exc:
+            if exc.status != 404:
+                raise
+            owner = {
+                "apiVersion": "v1",
+                "kind": "Node",
+                "name": self.cfg.name,
+                "uid": self._node_uid,
+            }
+            lease = {
+                "apiVersion": "coordination.k8s.io/v1",
+                "kind": "Lease",
+                "metadata": {"name": self.cfg.name, "ownerReferences": [owner]},
+                "spec": spec,
+            }
+            await self.api.request("POST", path.rsplit("/", 1)[0], body=lease)
+
+    async def heartbeat(self) -> None:
+        ticks = 0
+        while True:
+            try:
+                await self.renew_lease()
+                if ticks % (STATUS_REPORT_SECONDS // LEASE_RENEW_SECONDS) == 0:
+                    await self.report_status()
+            except (TimeoutError, ApiError, OSError) as exc:
+                log.warning("heartbeat failed (will retry): %s", exc)
+            ticks += 1
+            await asyncio.sleep(LEASE_RENEW_SECONDS)
+
+    async def watch_pods(self) -> None:
+        selector = f"spec.nodeName={self.cfg.name}"
+        while True:
+            try:
+                listing = await self.api.get("/api/v1/pods", fieldSelector=selector)
+                seen = set()
+                for pod in listing["items"]:
+                    seen.add(pod["metadata"]["uid"])
+                    self.sync(pod)
+                for uid in set(self.runners) - seen:
+                    self.runners[uid].vanished()
+                version = listing["metadata"]["resourceVersion"]
+                while True:
+                    async for event in self.api.watch("/api/v1/pods", version, fieldSelector=selector):
+                        obj = event["object"]
+                        if event["type"] == "ERROR":
+                            raise ApiError(obj.get("code", 500), "WATCH", "pods", json.dumps(obj))
+                        version = obj["metadata"]["resourceVersion"]
+                        if event["type"] == "DELETED":
+                            runner = self.runners.get(obj["metadata"]["uid"])
+                            if runner:
+                                runner.vanished()
+                        elif event["type"] in ("ADDED", "MODIFIED"):
+                            self.sync(obj)
+            except ApiError as exc:
+                if exc.status != 410:  # 410: our resourceVersion is too old; list again
+                    log.warning("pod watch failed (relisting): %s", exc)
+                    await asyncio.sleep(1)
+            except (TimeoutError, OSError) as exc:
+                log.warning("pod watch broke (relisting): %s", exc)
+                await asyncio.sleep(1)
+
+    def sync(self, pod: JSON) -> None:
+        uid = pod["metadata"]["uid"]
+        runner = self.runners.get(uid)
+        if runner is None:
+            runner = PodRunner(pod, self, self.node_dir / "pods" / uid, self.addresses)
+            self.runners[uid] = runner
+            runner.start(on_done=lambda: self._forget(uid))
+        else:
+            runner.update(pod)
+
+    def _forget(self, uid: str) -> None:
+        runner = self.runners.pop(uid, None)
+        if runner is not None:
+            shutil.rmtree(runner.dir, ignore_errors=True)
+
+    async def shutdown(self) -> None:
+        """Stop every container (the pods stay; a restarted node reports them lost)."""
+        await asyncio.gather(*(r.stop_processes() for r in list(self.runners.values())))
+
+
+def podstatus_now() -> str:
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+async def run(state_dir: Path) -> None:
+    from .cluster import StateDir
+
+    paths = StateDir(state_dir)
+    state = paths.load()
+    if state is None:
+        raise SystemExit(f"no cluster state in {state_dir}")
+    # Processes left by an earlier run of this node cannot be re-adopted: stop them.
+    processes.stop(leftover_pod_processes(paths.node_dir), grace=2)
+    api = ApiClient(connection_from_kubeconfig(paths.component_kubeconfig("node")))
+    node = ProcessNode(api, state.node, paths.node_dir, state.ports["apiserver"])
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await node.register()
+    log.info("node %s registered: %s", state.node.name, DESCRIPTION)
+    tasks = [asyncio.create_task(node.heartbeat()), asyncio.create_task(node.watch_pods())]
+    await stop.wait()
+    log.info("stopping: ending every container process")
+    for task in tasks:
+        task.cancel()
+    await node.shutdown()
+    await api.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=DESCRIPTION)
+    parser.add_argument("--state-dir", type=Path, required=True)
+    args = parser.parse_args()
+    logs.setup()
+    asyncio.run(run(args.state_dir))
+
+
+if __name__ == "__main__":
+    main()

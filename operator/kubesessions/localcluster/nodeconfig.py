@@ -1,0 +1,44 @@
+"""Settings of the process node, chosen at `localcluster up` and kept in state.json."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+# The project's worker image runs as the worker's console script on the process node.
+WORKER_IMAGE = "ghcr.io/kube-sessions/kube-sessions-worker"
+DEFAULT_IMAGE_MAP = {
+    WORKER_IMAGE: "kubesessions-worker",
+    "python": "python3",
+}
+
+
+@dataclass
+class NodeConfig:
+    name: str = "local-0"
+    cpu: str = "64"
+    memory: str = "256Gi"
+    pods: int = 250
+    gpus: int = 2
+    gpu_product: str = "NVIDIA-A100-SXM4-80GB"
+    gpu_memory_mib: int = 81920
+    # GPU nodes often carry this taint so that only pods asking for GPUs land there.
+    gpu_taint: bool = False
+    image_map: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_IMAGE_MAP))
+
+
+def image_repository(image: str) -> str:
+    """``repo/name:tag`` or ``repo/name@sha256:...`` -> ``repo/name`` (a port stays)."""
+    name = image.split("@", 1)[0]
+    last = name.rsplit("/", 1)
+    if ":" in last[-1]:
+        last[-1] = last[-1].split(":", 1)[0]
+    repo = "/".join(last)
+    for prefix in ("docker.io/library/", "docker.io/"):
+        if repo.startswith(prefix):
+            return repo[len(prefix) :]
+    return repo
+
+
+def command_for_image(image: str, image_map: dict[str, str]) -> str | None:
+    """The local command an image stands for on the process node, if it has one."""
+    return image_map.get(image_repository(image))

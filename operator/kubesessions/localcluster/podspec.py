@@ -1,0 +1,152 @@
+"""Pure helpers: what a container of a pod runs on the process node, and with what env.
+
+They follow the kubelet's rules: ``envFrom`` first and ``env`` over it, ``$(VAR)``
+references expanded against what is defined before, ``command`` replacing the image's
+entrypoint and ``args`` its default arguments.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Mapping
+from decimal import Decimal
+from typing import Any
+
+from .nodeconfig import command_for_image
+
+JSON = dict[str, Any]
+
+
+class ContainerConfigError(ValueError):
+    """The container cannot be started as configured (kubelet: CreateContainerConfigError)."""
+
+
+class ImageNotRunnable(ValueError):
+    """The image has no command on this node and the container names none (ErrImagePull)."""
+
+
+_REF = re.compile(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_.\-]*)\)")
+
+
+def expand(text: str, env: Mapping[str, str]) -> str:
+    """Kubernetes ``$(VAR)`` expansion: unknown references stay, ``$$`` escapes ``$``."""
+
+    def sub(match: re.Match[str]) -> str:
+        if match.group(0) == "$$":
+            return "$"
+        name = match.group(1)
+        return env.get(name, match.group(0))
+
+    return _REF.sub(sub, text)
+
+
+def field_value(pod: JSON, path: str) -> str:
+    """The downward API's ``fieldRef.fieldPath`` of ``pod``."""
+    meta, spec, status = pod["metadata"], pod["spec"], pod.get("status", {})
+    simple = {
+        "metadata.name": meta.get("name", ""),
+        "metadata.namespace": meta.get("namespace", ""),
+        "metadata.uid": meta.get("uid", ""),
+        "spec.nodeName": spec.get("nodeName", ""),
+        "spec.serviceAccountName": spec.get("serviceAccountName", ""),
+        "status.hostIP": status.get("hostIP", ""),
+        "status.podIP": status.get("podIP", ""),
+        "status.podIPs": ",".join(ip["ip"] for ip in status.get("podIPs", [])),
+        "status.hostIPs": ",".join(ip["ip"] for ip in status.get("hostIPs", [])),
+    }
+    if path in simple:
+        return str(simple[path])
+    match = re.fullmatch(r"metadata\.(labels|annotations)\['([^']+)'\]", path)
+    if match:
+        return str(meta.get(match.group(1), {}).get(match.group(2), ""))
+    raise ContainerConfigError(f"unsupported fieldRef.fieldPath {path!r}")
+
+
+_SUFFIX: dict[str, Decimal | int] = {
+    "": 1, "m": Decimal("0.001"), "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12,
+    "P": 10**15, "E": 10**18, "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40,
+    "Pi": 2**50, "Ei": 2**60,
+}  # fmt: skip
+
+
+def parse_quantity(text: str) -> Decimal:
+    """A Kubernetes resource quantity (``500m``, ``2Gi``, ``1e3``) as a number."""
+    match = re.fullmatch(r"([+-]?[0-9.]+(?:[eE][+-]?\d+)?)([a-zA-Z]*)", str(text).strip())
+    if not match or match.group(2) not in _SUFFIX:
+        raise ContainerConfigError(f"not a quantity: {text!r}")
+    return Decimal(match.group(1)) * Decimal(_SUFFIX[match.group(2)])
+
+
+def resource_value(container: JSON, ref: JSON) -> str:
+    """``resourceFieldRef``: a limit (or request) divided by the divisor, rounded up."""
+    kind, _, name = ref["resource"].partition(".")
+    resources = container.get("resources", {})
+    value = resources.get(kind, {}).get(name)
+    if value is None and kind == "limits":
+        value = resources.get("requests", {}).get(name)
+    if value is None:
+        return "0"
+    divisor = parse_quantity(ref.get("divisor", "1"))
+    return str(math.ceil(parse_quantity(value) / divisor))
+
+
+def container_env(
+    pod: JSON,
+    container: JSON,
+    lookup: Callable[[str, str, str], Mapping[str, str] | None],
+) -> dict[str, str]:
+    """The environment a container's own spec gives it (without the node's base env)."""
+    namespace = pod["metadata"]["namespace"]
+    env: dict[str, str] = {}
+
+    def source(kind: str, ref: JSON, what: str) -> Mapping[str, str] | None:
+        data = lookup(kind, namespace, ref["name"])
+        if data is None and not ref.get("optional", False):
+            raise ContainerConfigError(f'{kind} "{ref["name"]}" not found ({what})')
+        return data
+
+    for item in container.get("envFrom", []):
+        for kind, key in (("secret", "secretRef"), ("configmap", "configMapRef")):
+            if key in item:
+                data = source(kind, item[key], "envFrom") or {}
+                env.update({item.get("prefix", "") + k: v for k, v in data.items()})
+    for var in container.get("env", []):
+        name = var["name"]
+        if "valueFrom" not in var:
+            env[name] = expand(var.get("value", ""), env)
+            continue
+        ref = var["valueFrom"]
+        if "fieldRef" in ref:
+            env[name] = field_value(pod, ref["fieldRef"]["fieldPath"])
+        elif "resourceFieldRef" in ref:
+            env[name] = resource_value(container, ref["resourceFieldRef"])
+        else:
+            kind, key = (
+                ("secret", "secretKeyRef") if "secretKeyRef" in ref else ("configmap", "configMapKeyRef")
+            )
+            sel = ref[key]
+            values = source(kind, sel, f"env {name}")
+            if values is None:
+                continue
+            if sel["key"] not in values:
+                if sel.get("optional", False):
+                    continue
+                raise ContainerConfigError(f'key "{sel["key"]}" not in {kind} "{sel["name"]}" (env {name})')
+            env[name] = values[sel["key"]]
+    return env
+
+
+def container_argv(container: JSON, env: Mapping[str, str], image_map: Mapping[str, str]) -> list[str]:
+    """What the process node runs for a container: its command, or its image's mapping."""
+    args = [expand(a, env) for a in container.get("args", [])]
+    if container.get("command"):
+        return [expand(c, env) for c in container["command"]] + args
+    mapped = command_for_image(container.get("image", ""), dict(image_map))
+    if mapped is None:
+        known = ", ".join(sorted(image_map)) or "none"
+        raise ImageNotRunnable(
+            f'image "{container.get("image", "")}" has no local command on the process node '
+            f"and the container sets no command (images it can run without one: {known})"
+        )
+    return mapped.split() + args

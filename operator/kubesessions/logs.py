@@ -1,0 +1,42 @@
+"""Logging set-up shared by every kube-sessions process: JSON lines when not on a TTY."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import logging
+import sys
+from typing import Any
+
+# Extra attributes a log call may pass (``extra={"session": name}``) that belong in the line.
+_FIELDS = ("session", "namespace", "pod", "node")
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        line: dict[str, Any] = {
+            "time": datetime.datetime.fromtimestamp(record.created, datetime.UTC).isoformat(
+                timespec="milliseconds"
+            ),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for name in _FIELDS:
+            if hasattr(record, name):
+                line[name] = getattr(record, name)
+        if record.exc_info:
+            line["error"] = self.formatException(record.exc_info)
+        return json.dumps(line)
+
+
+def setup(level: int = logging.INFO, json_lines: bool | None = None) -> None:
+    """Configure the root logger once; ``json_lines`` defaults to 'stderr is not a TTY'."""
+    handler = logging.StreamHandler(sys.stderr)
+    if json_lines if json_lines is not None else not sys.stderr.isatty():
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)

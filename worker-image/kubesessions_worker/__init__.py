@@ -1,0 +1,1 @@
+"""kube-sessions worker runtime: hosts one session's app, one call at a time."""
