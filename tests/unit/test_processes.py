@@ -1,0 +1,52 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from kubesessions.localcluster import processes
+from kubesessions.localcluster.node import AddressPool, leftover_pod_processes
+
+pytestmark = pytest.mark.unit
+
+
+def test_spawn_alive_and_stop(tmp_path: Path) -> None:
+    record = processes.spawn("sleeper", ["sleep", "30"], tmp_path / "log")
+    assert processes.alive(record)
+    assert processes.stop([record], grace=5) == []
+    assert not processes.alive(record)
+
+
+def test_stop_kills_what_ignores_sigterm(tmp_path: Path) -> None:
+    script = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(60)"
+    record = processes.spawn("stubborn", ["python3", "-c", script], tmp_path / "log")
+    assert processes.stop([record], grace=0.5) == []  # the SIGKILL after the grace ends it
+    assert not processes.alive(record)
+
+
+def test_a_reused_pid_is_not_ours() -> None:
+    import os
+
+    me = processes.start_ticks(os.getpid())
+    assert me is not None
+    assert processes.alive(processes.ProcessRecord("me", os.getpid(), me))
+    assert not processes.alive(processes.ProcessRecord("me", os.getpid(), me + 1))
+
+
+def test_leftover_records_are_read_from_the_node_dir(tmp_path: Path) -> None:
+    pod_dir = tmp_path / "pods" / "uid-1"
+    pod_dir.mkdir(parents=True)
+    (pod_dir / "main.pid").write_text('{"name": "main", "pid": 12, "start_ticks": 34}')
+    (pod_dir / "bad.pid").write_text("not json")
+    assert leftover_pod_processes(tmp_path) == [processes.ProcessRecord("main", 12, 34)]
+
+
+def test_address_pool_skips_reserved_and_reuses_released() -> None:
+    pool = AddressPool()
+    first = [pool.take() for _ in range(300)]
+    assert first[0] == "127.0.0.2"
+    assert len(set(first)) == 300
+    assert not any(ip.endswith((".0", ".1", ".255")) for ip in first)
+    pool.release("127.0.0.9")
+    assert pool.take() == "127.0.0.9"
+    assert not pool.claim("127.0.0.2")  # in use
+    assert not pool.claim("10.0.0.1")  # never outside loopback
