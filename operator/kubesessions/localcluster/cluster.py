@@ -177,9 +177,15 @@ def down(state_dir: StateDir, log: Callable[[str], None] = print) -> None:
     if state is None:
         log(f"no local cluster state in {state_dir.root}; nothing to stop")
         return
-    # The node stops its pods on SIGTERM; stopping it first keeps the API up meanwhile.
-    ordered = sorted(state.processes, key=lambda p: p.name != "process-node")
-    stuck = [p for rec in ordered for p in processes.stop([rec])]
+    # Reverse start order, in three waves: the node first (it stops its pods while the API is
+    # still up), then the API server and its clients together, etcd last (an API server whose
+    # etcd is gone hangs in shutdown).
+    waves = [
+        [p for p in state.processes if p.name == "process-node"],
+        [p for p in state.processes if p.name not in ("process-node", "etcd")],
+        [p for p in state.processes if p.name == "etcd"],
+    ]
+    stuck = [p for wave in waves for p in processes.stop(wave)]
     from .node import leftover_pod_processes  # the node's own record of what it started
 
     stuck += processes.stop(leftover_pod_processes(state_dir.node_dir))
