@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test lint typecheck unit cluster binaries demo venv clean-cluster
+.PHONY: test lint typecheck unit cluster binaries demo venv clean-cluster bench
 
 venv: $(STAMP)
 
@@ -33,6 +33,11 @@ test: lint typecheck binaries
 
 unit: $(STAMP)
 	$(BIN)/pytest -m unit
+
+# Benchmarks write bench-results/<name>.json and print a short table each.
+BENCHES ?= localcluster
+bench: binaries
+	for b in $(BENCHES); do $(BIN)/python bench/$$b.py; done
 
 demo: binaries
 	$(BIN)/kubesessions demo

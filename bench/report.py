@@ -1,0 +1,44 @@
+"""Shared by the benchmarks: percentiles, a JSON result file and a short table."""
+
+from __future__ import annotations
+
+import json
+import platform
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+RESULTS = Path("bench-results")
+
+
+def percentile(values: list[float], p: float) -> float:
+    """Nearest-rank percentile (p in 0..100) of a non-empty list."""
+    ordered = sorted(values)
+    rank = max(0, min(len(ordered) - 1, round(p / 100 * len(ordered) + 0.5) - 1))
+    return ordered[rank]
+
+
+def summary(values: list[float]) -> dict[str, float]:
+    return {
+        "n": len(values),
+        "median": statistics.median(values),
+        "p90": percentile(values, 90),
+        "p99": percentile(values, 99),
+        "max": max(values),
+    }
+
+
+def write(name: str, results: dict[str, Any], rows: list[tuple[str, str, str]]) -> Path:
+    """Save ``results`` as bench-results/<name>.json and print (metric, value, target) rows."""
+    RESULTS.mkdir(exist_ok=True)
+    path = RESULTS / f"{name}.json"
+    meta = {"when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "machine": platform.machine(),
+            "python": platform.python_version()}  # fmt: skip
+    path.write_text(json.dumps({"benchmark": name, **meta, "results": results}, indent=2))
+    width = max(len(r[0]) for r in rows)
+    print(f"\n{name}  ({path})")
+    print(f"{'metric'.ljust(width)}  {'value':>12}  target")
+    for metric, value, target in rows:
+        print(f"{metric.ljust(width)}  {value:>12}  {target}")
+    return path
