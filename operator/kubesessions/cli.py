@@ -58,6 +58,14 @@ def build_parser() -> argparse.ArgumentParser:
             )  # fmt: skip
     lc_sub.add_parser("binaries", help="find or build the Kubernetes binaries; print their paths")
 
+    crds = sub.add_parser("crds", help="print the CRDs generated from the models")
+    mode = crds.add_mutually_exclusive_group()
+    mode.add_argument("--write", action="store_true", help="write them into --dir")
+    mode.add_argument(
+        "--check", action="store_true", help="fail, with a diff, if --dir differs from the models"
+    )
+    crds.add_argument("--dir", type=Path, default=Path("crds"), help="default: crds/")
+
     sub.add_parser("demo", help="bring the local cluster up and show a GPU pod running on it")
     return parser
 
@@ -67,10 +75,29 @@ def main(argv: Sequence[str] | None = None) -> None:
     logs.setup()
     if args.command == "localcluster":
         _localcluster(args)
+    elif args.command == "crds":
+        _crds(args)
     elif args.command == "demo":
         from .demo import run_demo
 
         sys.exit(run_demo())
+
+
+def _crds(args: argparse.Namespace) -> None:
+    from . import crds
+
+    if args.write:
+        for path in crds.write(args.dir):
+            print(f"wrote {path}")
+    elif args.check:
+        diffs = crds.check(args.dir)
+        if diffs:
+            print("".join(diffs), end="")
+            print(f"{args.dir} differs from the models: run `kubesessions crds --write`", file=sys.stderr)
+            sys.exit(1)
+        print(f"{args.dir} matches the models")
+    else:
+        print("---\n".join(crds.rendered().values()), end="")
 
 
 def _localcluster(args: argparse.Namespace) -> None:

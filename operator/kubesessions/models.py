@@ -1,0 +1,422 @@
+"""The `App` and `Session` resources (kubesessions.io/v1alpha1) as typed models.
+
+They are the one source of truth: the CRD schemas in `crds/` are generated from them
+(`kubesessions crds --write`), so the API server and the gateway apply the same rules.
+Rules JSON Schema cannot say are CEL rules (``x-kubernetes-validations``), mirrored here
+by model validators with the same messages.
+"""
+
+from __future__ import annotations
+
+import re
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, model_validator
+
+GROUP = "kubesessions.io"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+
+MIN_TIMEOUT, MAX_TIMEOUT, DEFAULT_TIMEOUT = 1, 3600, 60
+MAX_LIFETIME = 30 * 24 * 3600
+MAX_GPUS = 16
+
+# The Kubernetes resource.Quantity grammar (apimachinery's), without a minus sign: no resource
+# or divisor here may be negative.
+QUANTITY_PATTERN = (
+    r"^\+?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))"
+    r"(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
+)
+DNS1123_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+LABEL_VALUE = r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$"
+ENTRYPOINT = r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*$"
+MIG_PROFILE = r"^[0-9]+g\.[0-9]+gb$"
+ENV_NAME = r"^[-._a-zA-Z][-._a-zA-Z0-9]*$"
+
+
+def _cel(rule: str, message: str, field_path: str | None = None, reason: str | None = None) -> dict[str, str]:
+    out = {"rule": rule, "message": message}
+    if field_path:
+        out["fieldPath"] = field_path
+    if reason:
+        out["reason"] = reason
+    return out
+
+
+class _Model(BaseModel):
+    # Unknown fields are errors, as `kubectl apply` (field validation Strict) makes them.
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True, populate_by_name=True)
+
+
+# Like Kubernetes, a quantity may be written as a whole number (`cpu: 2`) or a string.
+Quantity = Annotated[
+    Annotated[StrictInt, Field(ge=0)] | Annotated[StrictStr, Field(pattern=QUANTITY_PATTERN, max_length=64)],
+    Field(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                _cel("type(self) == string || self >= 0", "must be a quantity >= 0 such as 500m, 2 or 8Gi")
+            ]
+        }
+    ),
+]
+
+
+class Resources(_Model):
+    """What one worker gets: GPUs (whole or a MIG slice), cpu and memory."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                _cel(
+                    "!(has(self.gpu) && self.gpu > 0 && has(self.migProfile))",
+                    "gpu and migProfile are mutually exclusive: ask for whole GPUs or for one MIG slice",
+                )
+            ]
+        }
+    )
+
+    gpu: StrictInt | None = Field(default=None, ge=0, le=MAX_GPUS)
+    """Whole GPUs (`nvidia.com/gpu`), 0..16."""
+    gpuProduct: StrictStr | None = Field(default=None, max_length=63, pattern=LABEL_VALUE)
+    """GPU model to run on, matched against the node label `nvidia.com/gpu.product`."""
+    migProfile: StrictStr | None = Field(default=None, pattern=MIG_PROFILE, max_length=32)
+    """A MIG slice such as `1g.10gb` (resource `nvidia.com/mig-<profile>`); excludes `gpu`."""
+    cpu: Quantity | None = None
+    """CPU request and limit, a Kubernetes quantity such as `500m` or `2`."""
+    memory: Quantity | None = None
+    """Memory request and limit, a Kubernetes quantity such as `8Gi`."""
+
+    @model_validator(mode="after")
+    def _gpu_or_mig(self) -> Resources:
+        if self.gpu and self.migProfile:
+            raise ValueError(
+                "gpu and migProfile are mutually exclusive: ask for whole GPUs or for one MIG slice"
+            )
+        return self
+
+
+class KeyRef(_Model):
+    """A key of a Secret or ConfigMap in the Session's namespace."""
+
+    name: StrictStr = Field(min_length=1, max_length=253)
+    """Name of the Secret or ConfigMap."""
+    key: StrictStr = Field(min_length=1, max_length=253)
+    """The key to read."""
+    optional: bool | None = None
+    """Whether the object or key may be missing."""
+
+
+class FieldRef(_Model):
+    """A field of the worker pod (downward API)."""
+
+    fieldPath: StrictStr = Field(min_length=1)
+    """Path of the field, e.g. `metadata.name` or `status.podIP`."""
+    apiVersion: StrictStr | None = None
+    """Version of the schema the path is written in (default `v1`)."""
+
+
+class ResourceFieldRef(_Model):
+    """A resource limit or request of the worker container."""
+
+    resource: StrictStr = Field(min_length=1)
+    """E.g. `limits.memory`."""
+    containerName: StrictStr | None = None
+    """Defaults to the worker container."""
+    divisor: Quantity | None = None
+    """Unit of the value (default `1`)."""
+
+
+class EnvVarSource(_Model):
+    """Where an env var's value comes from (exactly one source)."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                _cel(
+                    "[has(self.secretKeyRef), has(self.configMapKeyRef), has(self.fieldRef), "
+                    "has(self.resourceFieldRef)].filter(x, x).size() == 1",
+                    "exactly one of secretKeyRef, configMapKeyRef, fieldRef, resourceFieldRef",
+                )
+            ]
+        }
+    )
+
+    secretKeyRef: KeyRef | None = None
+    """A key of a Secret."""
+    configMapKeyRef: KeyRef | None = None
+    """A key of a ConfigMap."""
+    fieldRef: FieldRef | None = None
+    """A field of the pod."""
+    resourceFieldRef: ResourceFieldRef | None = None
+    """A resource of the container."""
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> EnvVarSource:
+        chosen = [self.secretKeyRef, self.configMapKeyRef, self.fieldRef, self.resourceFieldRef]
+        if sum(x is not None for x in chosen) != 1:
+            raise ValueError("exactly one of secretKeyRef, configMapKeyRef, fieldRef, resourceFieldRef")
+        return self
+
+
+class EnvVar(_Model):
+    """An environment variable of the worker (core/v1 EnvVar)."""
+
+    name: StrictStr = Field(min_length=1, max_length=256, pattern=ENV_NAME)
+    """Variable name."""
+    value: StrictStr | None = None
+    """Literal value; `$(VAR)` references are expanded."""
+    valueFrom: EnvVarSource | None = None
+    """Take the value from a Secret, ConfigMap or the pod."""
+
+
+class Toleration(_Model):
+    """A core/v1 Toleration for the worker pod."""
+
+    key: StrictStr | None = Field(default=None, max_length=316)
+    """Taint key; empty with operator Exists matches all."""
+    operator: Literal["Exists", "Equal"] | None = None
+    """Exists or Equal (default Equal)."""
+    value: StrictStr | None = Field(default=None, max_length=63)
+    """Taint value for Equal."""
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
+    """Taint effect to match; empty matches all."""
+    tolerationSeconds: StrictInt | None = None
+    """How long a NoExecute taint is tolerated."""
+
+
+class WorkerTemplate(_Model):
+    """How a worker pod runs; every field optional so a Session can override an App's."""
+
+    image: StrictStr | None = Field(default=None, min_length=1, max_length=512)
+    """Worker container image (the kube-sessions worker runtime plus the app)."""
+    entrypoint: StrictStr | None = Field(default=None, pattern=ENTRYPOINT, max_length=256)
+    """The app class, `package.module:Class`, loaded by `kubesessions-worker`."""
+    resources: Resources | None = None
+    """GPUs, cpu and memory."""
+    env: list[EnvVar] | None = Field(default=None, max_length=128)
+    """Extra environment variables of the worker."""
+    nodeSelector: dict[str, StrictStr] | None = None
+    """Node labels the worker pod must match."""
+    tolerations: list[Toleration] | None = Field(default=None, max_length=32)
+    """Taints the worker pod tolerates."""
+
+
+class AppSpec(WorkerTemplate):
+    """A template for workers of one kind."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                _cel(
+                    "self.defaultSessionTimeout <= self.maxSessionTimeout",
+                    "defaultSessionTimeout must be <= maxSessionTimeout",
+                    ".defaultSessionTimeout",
+                )
+            ]
+        }
+    )
+
+    image: StrictStr = Field(min_length=1, max_length=512)
+    """Worker container image (the kube-sessions worker runtime plus the app)."""
+    defaultSessionTimeout: StrictInt = Field(default=DEFAULT_TIMEOUT, ge=MIN_TIMEOUT, le=MAX_TIMEOUT)
+    """Idle timeout in seconds (1..3600) for Sessions that set none."""
+    maxSessionTimeout: StrictInt = Field(default=MAX_TIMEOUT, ge=MIN_TIMEOUT, le=MAX_TIMEOUT)
+    """The longest idle timeout (seconds, 1..3600) a Session of this App may ask for."""
+
+    @model_validator(mode="after")
+    def _default_within_max(self) -> AppSpec:
+        if self.defaultSessionTimeout > self.maxSessionTimeout:
+            raise ValueError("defaultSessionTimeout must be <= maxSessionTimeout")
+        return self
+
+
+class SessionSpec(_Model):
+    """One client's session on one warm worker."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                _cel(
+                    "has(self.app) || (has(self.template) && has(self.template.image))",
+                    "spec.app or spec.template.image is required",
+                ),
+                _cel(
+                    "!has(self.maxLifetime) || self.maxLifetime >= self.sessionTimeout",
+                    "maxLifetime must be >= sessionTimeout",
+                    ".maxLifetime",
+                ),
+                _cel("has(self.app) == has(oldSelf.app)", "spec.app is immutable", ".app"),
+                _cel(
+                    "has(self.template) == has(oldSelf.template)", "spec.template is immutable", ".template"
+                ),
+            ]
+        }
+    )
+
+    app: StrictStr | None = Field(
+        default=None,
+        min_length=1,
+        max_length=253,
+        pattern=DNS1123_SUBDOMAIN,
+        json_schema_extra={"x-kubernetes-validations": [_cel("self == oldSelf", "spec.app is immutable")]},
+    )
+    """Name of an App in the same namespace to start the worker from."""
+    template: WorkerTemplate | None = Field(
+        default=None,
+        json_schema_extra={
+            "x-kubernetes-validations": [_cel("self == oldSelf", "spec.template is immutable")]
+        },
+    )
+    """Inline worker settings; they override the App's, or stand alone without an App."""
+    sessionTimeout: StrictInt = Field(default=DEFAULT_TIMEOUT, ge=MIN_TIMEOUT, le=MAX_TIMEOUT)
+    """Idle timeout in whole seconds, 1..3600: the session ends this long after its last call."""
+    maxLifetime: StrictInt | None = Field(default=None, ge=MIN_TIMEOUT, le=MAX_LIFETIME)
+    """Absolute cap in seconds from start, even while busy; must be >= sessionTimeout."""
+    config: dict[str, Any] | None = None
+    """Free-form settings handed to the app's `setup(config)`."""
+
+    @model_validator(mode="after")
+    def _cross_field(self) -> SessionSpec:
+        if self.app is None and (self.template is None or self.template.image is None):
+            raise ValueError("spec.app or spec.template.image is required")
+        if self.maxLifetime is not None and self.maxLifetime < self.sessionTimeout:
+            raise ValueError("maxLifetime must be >= sessionTimeout")
+        return self
+
+
+class Phase(StrEnum):
+    PENDING = "Pending"
+    STARTING = "Starting"
+    READY = "Ready"
+    CLOSED = "Closed"
+    EXPIRED = "Expired"
+    FAILED = "Failed"
+
+
+FINISHED_PHASES = frozenset({Phase.CLOSED, Phase.EXPIRED, Phase.FAILED})
+
+
+class Condition(BaseModel):
+    """A status condition (metav1.Condition shape)."""
+
+    model_config = ConfigDict(use_attribute_docstrings=True)
+
+    type: str
+    """E.g. Ready, Scheduled, WorkerUnreachable."""
+    status: Literal["True", "False", "Unknown"]
+    """Whether the condition holds."""
+    reason: str = ""
+    """A CamelCase reason such as Unschedulable, SetupFailed, IdleTimeout."""
+    message: str = ""
+    """What happened, for people."""
+    lastTransitionTime: str | None = None
+    """When status last changed (RFC 3339)."""
+    observedGeneration: int | None = None
+    """The spec generation the condition was computed from."""
+
+
+class GpuDevice(BaseModel):
+    model_config = ConfigDict(use_attribute_docstrings=True)
+
+    name: str = ""
+    """Device model name."""
+    uuid: str = ""
+    """Device UUID."""
+    memoryTotalBytes: int | None = None
+    """Device memory."""
+
+
+class GpuSummary(BaseModel):
+    """What GPUs the worker asked for and, once running, saw."""
+
+    model_config = ConfigDict(use_attribute_docstrings=True)
+
+    requested: int = 0
+    """Whole GPUs requested (0 with a MIG slice)."""
+    product: str = ""
+    """Requested GPU product, if any."""
+    migProfile: str = ""
+    """Requested MIG slice, if any."""
+    devices: list[GpuDevice] = Field(default_factory=list)
+    """Devices the worker reported."""
+
+
+class SessionStatus(BaseModel):
+    """Where the session stands; written by the operator only."""
+
+    model_config = ConfigDict(
+        use_attribute_docstrings=True,
+        extra="forbid",
+    )
+
+    phase: Phase | None = None
+    """Pending, Starting, Ready, Closed, Expired or Failed."""
+    conditions: list[Condition] = Field(default_factory=list)
+    """Ready and friends, each with reason, message and observedGeneration."""
+    podName: str | None = None
+    """The worker pod."""
+    podIP: str | None = None
+    """The worker pod's IP."""
+    endpoint: str | None = None
+    """In-cluster URL of the session's Service."""
+    startedAt: str | None = None
+    """When the worker pod started."""
+    readyAt: str | None = None
+    """When the worker first became ready."""
+    lastActivityTime: str | None = None
+    """Last call start or end, or keepalive (RFC 3339, ms)."""
+    expiresAt: str | None = None
+    """When the session ends if idle until then."""
+    endedAt: str | None = None
+    """When the session finished (Closed, Expired or Failed)."""
+    calls: int | None = None
+    """Calls served so far."""
+    gpus: GpuSummary | None = None
+    """GPUs asked for and seen."""
+    observedGeneration: int | None = None
+    """The spec generation this status describes."""
+    kopf: dict[str, Any] | None = None
+    """Reserved for the kopf framework's own bookkeeping."""
+
+
+class AppStatus(BaseModel):
+    model_config = ConfigDict(use_attribute_docstrings=True, extra="forbid")
+
+    observedGeneration: int | None = None
+    """The spec generation last seen."""
+    kopf: dict[str, Any] | None = None
+    """Reserved for the kopf framework's own bookkeeping."""
+
+
+class _Resource(BaseModel):
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+
+    apiVersion: Literal["kubesessions.io/v1alpha1"] = API_VERSION
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class App(_Resource):
+    kind: Literal["App"] = "App"
+    spec: AppSpec
+    status: AppStatus | None = None
+
+
+class Session(_Resource):
+    kind: Literal["Session"] = "Session"
+    spec: SessionSpec
+    status: SessionStatus | None = None
+
+
+def is_dns1123_subdomain(name: str) -> bool:
+    return len(name) <= 253 and re.fullmatch(DNS1123_SUBDOMAIN, name) is not None
+
+
+def immutable_changes(old: SessionSpec, new: SessionSpec) -> list[str]:
+    """The same refusals the CRD's transition rules give for an update, as messages."""
+    problems = []
+    if old.app != new.app:
+        problems.append("spec.app is immutable")
+    if old.template != new.template:
+        problems.append("spec.template is immutable")
+    return problems

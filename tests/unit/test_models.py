@@ -1,0 +1,56 @@
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from kubesessions import models
+from pydantic import ValidationError
+
+from ..validation_cases import BAD, GOOD, IMMUTABLE, Case, examples
+
+pytestmark = pytest.mark.unit
+
+
+def validate(manifest: dict[str, Any]) -> None:
+    model = models.Session if manifest["kind"] == "Session" else models.App
+    model.model_validate(manifest)
+
+
+@pytest.mark.parametrize("case", examples() + GOOD, ids=lambda c: c.id)
+def test_valid_manifests_pass_the_models(case: Case) -> None:
+    validate(case.manifest)
+
+
+@pytest.mark.parametrize("case", BAD, ids=lambda c: c.id)
+def test_bad_manifests_fail_the_models_naming_the_field(case: Case) -> None:
+    with pytest.raises(ValidationError) as err:
+        validate(case.manifest)
+    assert case.field and case.field in str(err.value)
+
+
+@pytest.mark.parametrize(("case_id", "old", "new", "message"), IMMUTABLE, ids=[c[0] for c in IMMUTABLE])
+def test_immutable_fields(case_id: str, old: dict[str, Any], new: dict[str, Any], message: str) -> None:
+    before, after = models.SessionSpec.model_validate(old), models.SessionSpec.model_validate(new)
+    assert message in models.immutable_changes(before, after)
+    assert models.immutable_changes(before, before) == []
+
+
+def test_defaults_are_applied() -> None:
+    spec = models.SessionSpec.model_validate({"app": "x"})
+    assert spec.sessionTimeout == models.DEFAULT_TIMEOUT == 60
+    app = models.AppSpec.model_validate({"image": "i"})
+    assert (app.defaultSessionTimeout, app.maxSessionTimeout) == (60, 3600)
+
+
+def test_every_field_is_documented() -> None:
+    def walk(model: type[models.BaseModel]) -> list[str]:
+        missing = []
+        for name, info in model.model_fields.items():
+            if not info.description and name not in ("apiVersion", "kind", "metadata", "spec", "status"):
+                missing.append(f"{model.__name__}.{name}")
+        return missing
+
+    classes = [models.SessionSpec, models.AppSpec, models.WorkerTemplate, models.Resources, models.EnvVar,
+               models.EnvVarSource, models.KeyRef, models.FieldRef, models.ResourceFieldRef, models.Toleration,
+               models.SessionStatus, models.Condition, models.GpuSummary, models.GpuDevice, models.AppStatus]  # fmt: skip
+    assert [m for c in classes for m in walk(c)] == []

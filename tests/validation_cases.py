@@ -1,0 +1,154 @@
+"""One table of Session/App manifests and their verdicts, checked twice: by the pydantic
+models (tests/unit/test_models.py) and by the API server (tests/cluster/test_crds.py)."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+EXAMPLES = Path(__file__).parent.parent / "examples"
+IMAGE = "ghcr.io/kube-sessions/kube-sessions-worker:0.1.0"
+
+
+@dataclass(frozen=True)
+class Case:
+    id: str
+    manifest: dict[str, Any]
+    field: str | None  # None: valid; else text naming the field that both refusals must contain
+
+
+def session(spec: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "apiVersion": "kubesessions.io/v1alpha1",
+        "kind": "Session",
+        "metadata": {"name": "s"},
+        "spec": spec,
+    }
+
+
+def app(spec: dict[str, Any]) -> dict[str, Any]:
+    return {"apiVersion": "kubesessions.io/v1alpha1", "kind": "App", "metadata": {"name": "a"}, "spec": spec}
+
+
+def with_resources(**resources: Any) -> dict[str, Any]:
+    return session({"template": {"image": IMAGE, "resources": resources}})
+
+
+def examples() -> list[Case]:
+    return [
+        Case(f"example:{p.name}", yaml.safe_load(p.read_text()), None)
+        for p in sorted(EXAMPLES.glob("*.yaml"))
+    ]
+
+
+GOOD = [
+    Case("timeout 1", session({"app": "x", "sessionTimeout": 1}), None),
+    Case("timeout 3600", session({"app": "x", "sessionTimeout": 3600}), None),
+    Case("default timeout", session({"app": "x"}), None),
+    Case("integer cpu", with_resources(cpu=2, memory="1Gi"), None),
+    Case("gpu 16", with_resources(gpu=16), None),
+    Case("gpu 0 with mig", with_resources(gpu=0, migProfile="2g.20gb"), None),
+    Case("maxLifetime equal", session({"app": "x", "sessionTimeout": 300, "maxLifetime": 300}), None),
+    Case("free-form config", session({"app": "x", "config": {"a": [1, {"b": None}], "c": "d"}}), None),
+    Case(
+        "env from secret",
+        session(
+            {
+                "app": "x",
+                "template": {
+                    "env": [{"name": "A", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}}]
+                },
+            }
+        ),
+        None,
+    ),
+]
+
+BAD = [
+    Case("zero timeout", session({"app": "x", "sessionTimeout": 0}), "sessionTimeout"),
+    Case("negative timeout", session({"app": "x", "sessionTimeout": -5}), "sessionTimeout"),
+    Case("fractional timeout", session({"app": "x", "sessionTimeout": 1.5}), "sessionTimeout"),
+    Case("string timeout", session({"app": "x", "sessionTimeout": "300"}), "sessionTimeout"),
+    Case("too-large timeout", session({"app": "x", "sessionTimeout": 3601}), "sessionTimeout"),
+    Case("missing app and image", session({"sessionTimeout": 60}), "spec.app or spec.template.image"),
+    Case(
+        "template without image",
+        session({"template": {"entrypoint": "a.b:C"}}),
+        "spec.app or spec.template.image",
+    ),
+    Case("unknown field", session({"app": "x", "sessionTimout": 60}), "sessionTimout"),
+    Case("unknown nested field", with_resources(gpus=1), "gpus"),
+    Case("bad quantity", with_resources(memory="8GB"), "memory"),
+    Case("negative cpu", with_resources(cpu=-1), "cpu"),
+    Case("too many gpus", with_resources(gpu=17), "resources.gpu"),
+    Case("fractional gpus", with_resources(gpu=1.5), "resources.gpu"),
+    Case("gpu and mig", with_resources(gpu=1, migProfile="1g.10gb"), "mutually exclusive"),
+    Case("bad mig profile", with_resources(migProfile="big"), "migProfile"),
+    Case(
+        "maxLifetime below timeout",
+        session({"app": "x", "sessionTimeout": 300, "maxLifetime": 100}),
+        "maxLifetime",
+    ),
+    Case("bad app name", session({"app": "My_App"}), "spec.app"),
+    Case("bad entrypoint", session({"app": "x", "template": {"entrypoint": "not-a-class"}}), "entrypoint"),
+    Case("env without name", session({"app": "x", "template": {"env": [{"value": "v"}]}}), "name"),
+    Case(
+        "env with two sources",
+        session(
+            {
+                "app": "x",
+                "template": {
+                    "env": [
+                        {
+                            "name": "A",
+                            "valueFrom": {
+                                "fieldRef": {"fieldPath": "metadata.name"},
+                                "secretKeyRef": {"name": "s", "key": "k"},
+                            },
+                        }
+                    ]
+                },
+            }
+        ),
+        "exactly one of",
+    ),
+    Case(
+        "bad toleration operator",
+        session({"app": "x", "template": {"tolerations": [{"operator": "Maybe"}]}}),
+        "operator",
+    ),
+    Case(
+        "app default above max",
+        app({"image": IMAGE, "defaultSessionTimeout": 600, "maxSessionTimeout": 300}),
+        "defaultSessionTimeout",
+    ),
+    Case("app without image", app({"entrypoint": "a:B"}), "image"),
+    Case("app timeout too large", app({"image": IMAGE, "maxSessionTimeout": 7200}), "maxSessionTimeout"),
+]
+
+# Changes to a valid Session after creation: (id, original spec, new spec, field named).
+IMMUTABLE = [
+    ("change app", {"app": "x"}, {"app": "other"}, "spec.app is immutable"),
+    (
+        "add template",
+        {"app": "x"},
+        {"app": "x", "template": {"entrypoint": "a:B"}},
+        "spec.template is immutable",
+    ),
+    (
+        "change template",
+        {"template": {"image": IMAGE}},
+        {"template": {"image": IMAGE + "-2"}},
+        "spec.template is immutable",
+    ),
+]
+
+
+def mutated(spec: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(session(spec))
+    out["spec"] = new
+    return out
