@@ -134,7 +134,7 @@ def session_crd() -> JSON:
             {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
             {"name": "App", "type": "string", "jsonPath": ".spec.app"},
             {"name": "GPUs", "type": "integer", "jsonPath": ".status.gpus.requested"},
-            {"name": "Timeout", "type": "integer", "jsonPath": ".spec.sessionTimeout"},
+            {"name": "Timeout", "type": "integer", "jsonPath": ".status.sessionTimeout"},
             {"name": "Idle-since", "type": "date", "jsonPath": ".status.lastActivityTime"},
             {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
         ],

@@ -242,7 +242,7 @@ class SessionSpec(_Model):
                     "spec.app or spec.template.image is required",
                 ),
                 _cel(
-                    "!has(self.maxLifetime) || self.maxLifetime >= self.sessionTimeout",
+                    "!has(self.maxLifetime) || !has(self.sessionTimeout) || self.maxLifetime >= self.sessionTimeout",
                     "maxLifetime must be >= sessionTimeout",
                     ".maxLifetime",
                 ),
@@ -269,8 +269,9 @@ class SessionSpec(_Model):
         },
     )
     """Inline worker settings; they override the App's, or stand alone without an App."""
-    sessionTimeout: StrictInt = Field(default=DEFAULT_TIMEOUT, ge=MIN_TIMEOUT, le=MAX_TIMEOUT)
-    """Idle timeout in whole seconds, 1..3600: the session ends this long after its last call."""
+    sessionTimeout: StrictInt | None = Field(default=None, ge=MIN_TIMEOUT, le=MAX_TIMEOUT)
+    """Idle timeout in whole seconds, 1..3600: the session ends this long after its last call.
+    Unset: the App's defaultSessionTimeout, else 60."""
     maxLifetime: StrictInt | None = Field(default=None, ge=MIN_TIMEOUT, le=MAX_LIFETIME)
     """Absolute cap in seconds from start, even while busy; must be >= sessionTimeout."""
     config: dict[str, Any] | None = None
@@ -280,7 +281,7 @@ class SessionSpec(_Model):
     def _cross_field(self) -> SessionSpec:
         if self.app is None and (self.template is None or self.template.image is None):
             raise ValueError("spec.app or spec.template.image is required")
-        if self.maxLifetime is not None and self.maxLifetime < self.sessionTimeout:
+        if self.maxLifetime is not None and self.sessionTimeout is not None and self.maxLifetime < self.sessionTimeout:
             raise ValueError("maxLifetime must be >= sessionTimeout")
         return self
 
@@ -354,6 +355,12 @@ class SessionStatus(BaseModel):
     """Pending, Starting, Ready, Closed, Expired or Failed."""
     conditions: list[Condition] = Field(default_factory=list)
     """Ready and friends, each with reason, message and observedGeneration."""
+    reason: str | None = None
+    """Why the session is in its phase, CamelCase (e.g. Unschedulable, IdleTimeout, SetupFailed)."""
+    message: str | None = None
+    """The same for people."""
+    sessionTimeout: int | None = None
+    """The idle timeout in force (spec, else the App's default, else 60)."""
     podName: str | None = None
     """The worker pod."""
     podIP: str | None = None
@@ -420,3 +427,10 @@ def immutable_changes(old: SessionSpec, new: SessionSpec) -> list[str]:
     if old.template != new.template:
         problems.append("spec.template is immutable")
     return problems
+
+
+def effective_timeout(spec: SessionSpec, app: AppSpec | None) -> int:
+    """The idle timeout in force: the Session's, else the App's default, else 60 s."""
+    if spec.sessionTimeout is not None:
+        return spec.sessionTimeout
+    return app.defaultSessionTimeout if app is not None else DEFAULT_TIMEOUT

@@ -37,9 +37,12 @@ def test_immutable_fields(case_id: str, old: dict[str, Any], new: dict[str, Any]
 
 def test_defaults_are_applied() -> None:
     spec = models.SessionSpec.model_validate({"app": "x"})
-    assert spec.sessionTimeout == models.DEFAULT_TIMEOUT == 60
     app = models.AppSpec.model_validate({"image": "i"})
     assert (app.defaultSessionTimeout, app.maxSessionTimeout) == (60, 3600)
+    assert models.effective_timeout(spec, None) == models.DEFAULT_TIMEOUT == 60
+    assert models.effective_timeout(spec, app.model_copy(update={"defaultSessionTimeout": 90})) == 90
+    own = models.SessionSpec.model_validate({"app": "x", "sessionTimeout": 5})
+    assert models.effective_timeout(own, app) == 5
 
 
 def test_every_field_is_documented() -> None:
