@@ -28,6 +28,16 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"wants a number of seconds >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"wants a number of seconds >= 0, got {value}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kubesessions", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -58,6 +68,22 @@ def build_parser() -> argparse.ArgumentParser:
             )  # fmt: skip
     lc_sub.add_parser("binaries", help="find or build the Kubernetes binaries; print their paths")
 
+    op = sub.add_parser("operator", help="run the kopf operator that reconciles Sessions")
+    op.add_argument(
+        "--namespace", action="append", default=[], help="watch this namespace (repeatable; default: all)"
+    )
+    op.add_argument(
+        "--retention", type=_seconds, default=600.0, help="seconds a finished Session is kept (default 600)"
+    )
+    op.add_argument(
+        "--termination-grace", type=_positive_int, default=30, help="worker pods' grace period on deletion"
+    )
+    op.add_argument("--unreachable-limit", type=_positive_int, default=5,
+                    help="failed worker status calls in a row before the session fails as WorkerLost")  # fmt: skip
+    op.add_argument(
+        "--metrics-port", type=_positive_int, default=None, help="serve /metrics and /healthz here"
+    )
+
     crds = sub.add_parser("crds", help="print the CRDs generated from the models")
     mode = crds.add_mutually_exclusive_group()
     mode.add_argument("--write", action="store_true", help="write them into --dir")
@@ -75,6 +101,17 @@ def main(argv: Sequence[str] | None = None) -> None:
     logs.setup()
     if args.command == "localcluster":
         _localcluster(args)
+    elif args.command == "operator":
+        from .controller import OperatorSettings
+        from .handlers import run
+
+        run(
+            OperatorSettings(
+                namespaces=args.namespace, retention=args.retention, termination_grace=args.termination_grace,
+                unreachable_limit=max(1, args.unreachable_limit),
+            ),
+            metrics_port=args.metrics_port,
+        )  # fmt: skip
     elif args.command == "crds":
         _crds(args)
     elif args.command == "demo":

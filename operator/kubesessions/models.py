@@ -13,6 +13,7 @@ from enum import StrEnum
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, model_validator
+from pydantic.config import JsonDict
 
 GROUP = "kubesessions.io"
 VERSION = "v1alpha1"
@@ -35,8 +36,8 @@ MIG_PROFILE = r"^[0-9]+g\.[0-9]+gb$"
 ENV_NAME = r"^[-._a-zA-Z][-._a-zA-Z0-9]*$"
 
 
-def _cel(rule: str, message: str, field_path: str | None = None, reason: str | None = None) -> dict[str, str]:
-    out = {"rule": rule, "message": message}
+def _cel(rule: str, message: str, field_path: str | None = None, reason: str | None = None) -> JsonDict:
+    out: JsonDict = {"rule": rule, "message": message}
     if field_path:
         out["fieldPath"] = field_path
     if reason:
@@ -281,7 +282,11 @@ class SessionSpec(_Model):
     def _cross_field(self) -> SessionSpec:
         if self.app is None and (self.template is None or self.template.image is None):
             raise ValueError("spec.app or spec.template.image is required")
-        if self.maxLifetime is not None and self.sessionTimeout is not None and self.maxLifetime < self.sessionTimeout:
+        if (
+            self.maxLifetime is not None
+            and self.sessionTimeout is not None
+            and self.maxLifetime < self.sessionTimeout
+        ):
             raise ValueError("maxLifetime must be >= sessionTimeout")
         return self
 
@@ -399,7 +404,7 @@ class AppStatus(BaseModel):
 class _Resource(BaseModel):
     model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
 
-    apiVersion: Literal["kubesessions.io/v1alpha1"] = API_VERSION
+    apiVersion: Literal["kubesessions.io/v1alpha1"] = "kubesessions.io/v1alpha1"
     metadata: dict[str, Any] = Field(default_factory=dict)
 
 

@@ -1,0 +1,146 @@
+"""Thin kopf handlers: record what the watches see and hand the Session's key to the controller.
+
+Only raw event handlers are used: they keep no per-object state in the API (no diff-base
+annotations, no finalizers), so deleting a Session deletes its children through their
+ownerReferences even while the operator is down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+import kopf
+from aiohttp import web
+from kubernetes_asyncio import client, config
+
+from .builders import MANAGED_BY, MANAGER
+from .controller import Controller, OperatorSettings
+from .models import GROUP, VERSION
+
+log = logging.getLogger("kubesessions.operator")
+
+
+async def api_client() -> client.ApiClient:
+    """In-cluster credentials when running in a pod, else the kubeconfig (KUBECONFIG)."""
+    try:
+        config.load_incluster_config()  # type: ignore[no-untyped-call]
+    except config.ConfigException:
+        await config.load_kube_config()
+    return client.ApiClient()
+
+
+def build_registry(settings: OperatorSettings, metrics_port: int | None = None) -> kopf.OperatorRegistry:
+    registry = kopf.OperatorRegistry()
+    state: dict[str, Any] = {}
+
+    @kopf.on.login(registry=registry)
+    def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+        return kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
+
+    @kopf.on.startup(registry=registry)
+    async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
+        # kopf's own bookkeeping, should it ever write any, lives under our prefix.
+        settings.persistence.finalizer = f"{GROUP}/finalizer"
+        settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+        settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+            prefix=GROUP, key="last-handled-configuration"
+        )
+        settings.watching.server_timeout = 300
+        settings.watching.client_timeout = 330
+        settings.watching.connect_timeout = 10
+        settings.networking.request_timeout = 30
+        settings.posting.enabled = False  # the controller posts Events for real transitions only
+        ctl = Controller(await api_client(), operator_settings)
+        state["controller"] = ctl
+        state["tasks"] = [
+            asyncio.create_task(ctl.queue.run(), name="workqueue"),
+            asyncio.create_task(_sweep_forever(ctl), name="orphan-sweep"),
+        ]
+        if metrics_port is not None:
+            state["metrics"] = await _serve_metrics(ctl, metrics_port)
+
+    operator_settings = settings
+
+    @kopf.on.cleanup(registry=registry)
+    async def cleanup(**_: Any) -> None:
+        for task in state.get("tasks", []):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if "metrics" in state:
+            await state["metrics"].cleanup()
+        if "controller" in state:
+            await state["controller"].close()
+
+    @kopf.on.event(GROUP, VERSION, "sessions", registry=registry)
+    async def session_event(event: kopf.RawEvent, **_: Any) -> None:
+        state["controller"].session_seen(event["object"], deleted=event.get("type") == "DELETED")
+
+    @kopf.on.event(GROUP, VERSION, "apps", registry=registry)
+    async def app_event(event: kopf.RawEvent, **_: Any) -> None:
+        state["controller"].app_seen(event["object"], deleted=event.get("type") == "DELETED")
+
+    @kopf.on.event("", "v1", "pods", labels={MANAGED_BY: MANAGER}, registry=registry)
+    async def pod_event(event: kopf.RawEvent, **_: Any) -> None:
+        state["controller"].pod_seen(event["object"], deleted=event.get("type") == "DELETED")
+
+    return registry
+
+
+async def _sweep_forever(ctl: Controller) -> None:
+    while True:
+        try:
+            removed = await ctl.sweep_orphans()
+            if removed:
+                log.info("orphan sweep removed %d objects", removed)
+        except Exception:
+            log.exception("orphan sweep failed; trying again later")
+        await asyncio.sleep(ctl.settings.orphan_sweep_interval)
+
+
+async def _serve_metrics(ctl: Controller, port: int) -> web.AppRunner:
+    """Prometheus text: the API writes the controller made, by verb and resource."""
+
+    async def metrics(_: web.Request) -> web.Response:
+        lines = [
+            "# HELP kubesessions_operator_api_writes_total API writes made by the operator.",
+            "# TYPE kubesessions_operator_api_writes_total counter",
+        ]
+        for what, count in sorted(ctl.writes.items()):
+            verb, resource = what.split(" ", 1)
+            lines.append(
+                f'kubesessions_operator_api_writes_total{{verb="{verb}",resource="{resource}"}} {count}'
+            )
+        lines += [
+            "# HELP kubesessions_operator_sessions Sessions in the controller's cache.",
+            "# TYPE kubesessions_operator_sessions gauge",
+            f"kubesessions_operator_sessions {len(ctl.sessions)}",
+        ]
+        return web.Response(text="\n".join(lines) + "\n", content_type="text/plain")
+
+    app = web.Application()
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/healthz", _ok)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "0.0.0.0", port).start()  # noqa: S104 - scraped from the cluster
+    return runner
+
+
+async def _ok(_: web.Request) -> web.Response:
+    return web.Response(text="ok")
+
+
+def run(settings: OperatorSettings, metrics_port: int | None = None) -> None:
+    registry = build_registry(settings, metrics_port)
+    asyncio.run(
+        kopf.operator(
+            registry=registry,
+            namespaces=settings.namespaces,
+            clusterwide=not settings.namespaces,
+            standalone=True,
+        )
+    )

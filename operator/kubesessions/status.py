@@ -1,0 +1,187 @@
+"""Pure: a Session's status from its worker pod, and the status patch to write."""
+
+from __future__ import annotations
+
+import datetime
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from .builders import WORKER_CONTAINER
+from .models import FINISHED_PHASES, Phase
+
+JSON = dict[str, Any]
+
+# Waiting reasons after which an image will not start without a change to the spec.
+IMAGE_ERRORS = frozenset({"ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull"})
+# Waiting reasons worth showing while a worker starts (they may still clear up).
+STARTUP_PROBLEMS = frozenset(
+    {"ErrImagePull", "CreateContainerConfigError", "CreateContainerError", "CrashLoopBackOff"}
+)
+# Termination messages the worker writes (docs/worker-contract.md) -> (phase, reason).
+WORKER_ENDINGS = {
+    "SetupFailed": (Phase.FAILED, "SetupFailed"),
+    "Closed": (Phase.CLOSED, "Closed"),
+    "ClosedByApp": (Phase.CLOSED, "ClosedByApp"),
+    "IdleTimeout": (Phase.EXPIRED, "IdleTimeout"),
+}
+
+
+def now_iso(now: datetime.datetime | None = None) -> str:
+    """RFC 3339, UTC, milliseconds (the format of kubesessions.io/last-activity)."""
+    now = now or datetime.datetime.now(datetime.UTC)
+    return now.strftime("%Y-%m-%dT%H:%M:%S.") + f"{now.microsecond // 1000:03d}Z"
+
+
+def parse_time(text: str | None) -> datetime.datetime | None:
+    if not text:
+        return None
+    return datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """Where the session stands, as read from its pod."""
+
+    phase: Phase
+    reason: str
+    message: str
+    ready: bool = False
+
+
+def _pod_condition(pod: JSON, kind: str) -> JSON | None:
+    return next((c for c in pod.get("status", {}).get("conditions") or [] if c.get("type") == kind), None)
+
+
+def _worker_status(pod: JSON) -> JSON | None:
+    statuses = pod.get("status", {}).get("containerStatuses") or []
+    return next((s for s in statuses if s.get("name") == WORKER_CONTAINER), statuses[0] if statuses else None)
+
+
+def _ending(terminated: JSON) -> tuple[Phase, str, str]:
+    """What a worker's exit means, from its termination message (JSON per the contract)."""
+    raw = terminated.get("message") or ""
+    code = terminated.get("exitCode", 0)
+    try:
+        said = json.loads(raw)
+    except ValueError:
+        said = None
+    if isinstance(said, dict) and said.get("reason") in WORKER_ENDINGS:
+        phase, reason = WORKER_ENDINGS[said["reason"]]
+        return phase, reason, str(said.get("message") or said["reason"])
+    detail = f": {raw.strip()[-500:]}" if raw.strip() else ""
+    return Phase.FAILED, "WorkerLost", f"the worker exited with code {code}{detail}"
+
+
+def judge(pod: JSON | None, previous_phase: str | None) -> Verdict:
+    """Read the pod. ``pod`` None means there is none (yet, or any more)."""
+    if pod is None or pod.get("metadata", {}).get("deletionTimestamp"):
+        if previous_phase in (Phase.STARTING, Phase.READY):
+            return Verdict(Phase.FAILED, "WorkerLost", "the worker pod disappeared")
+        return Verdict(Phase.PENDING, "Creating", "creating the worker pod")
+    status = pod.get("status", {})
+    worker = _worker_status(pod) or {}
+    state = worker.get("state") or {}
+    if "terminated" in state:
+        phase, reason, message = _ending(state["terminated"])
+        return Verdict(phase, reason, message)
+    waiting = state.get("waiting") or {}
+    if status.get("phase") == "Failed":
+        if status.get("reason") == "ErrImagePull" or waiting.get("reason") in ("ErrImagePull", *IMAGE_ERRORS):
+            return Verdict(Phase.FAILED, "ImageError", status.get("message") or waiting.get("message", ""))
+        return Verdict(Phase.FAILED, "WorkerLost", status.get("message") or "the worker pod failed")
+    if status.get("phase") == "Succeeded":
+        return Verdict(Phase.FAILED, "WorkerLost", "the worker exited")
+    if waiting.get("reason") in IMAGE_ERRORS:
+        return Verdict(
+            Phase.FAILED, "ImageError", f"{waiting['reason']}: {waiting.get('message', '')}".strip()
+        )
+    scheduled = _pod_condition(pod, "PodScheduled")
+    if scheduled and scheduled.get("status") == "False" and scheduled.get("reason") == "Unschedulable":
+        return Verdict(Phase.PENDING, "Unschedulable", scheduled.get("message", ""))
+    if not pod.get("spec", {}).get("nodeName"):
+        return Verdict(Phase.PENDING, "Creating", "creating the worker pod")
+    ready = _pod_condition(pod, "Ready")
+    if ready and ready.get("status") == "True":
+        return Verdict(Phase.READY, "WorkerReady", "the worker is ready for calls", ready=True)
+    if previous_phase == Phase.READY:
+        return Verdict(Phase.READY, "WorkerNotReady", "the worker stopped answering its readiness probe")
+    # Routine start-up steps share one reason, so they cost no status writes; problems show.
+    if waiting.get("reason") in STARTUP_PROBLEMS:
+        return Verdict(Phase.STARTING, waiting["reason"], waiting.get("message", ""))
+    return Verdict(Phase.STARTING, "WorkerStarting", "the worker is starting and running the app's setup")
+
+
+def _condition(
+    previous: list[JSON], kind: str, ok: bool, reason: str, message: str, generation: int, now: str
+) -> JSON:
+    status = "True" if ok else "False"
+    old = next((c for c in previous if c.get("type") == kind), None)
+    since = old.get("lastTransitionTime") if old is not None and old.get("status") == status else None
+    return {
+        "type": kind,
+        "status": status,
+        "reason": reason,
+        "message": message,
+        "lastTransitionTime": since or now,
+        "observedGeneration": generation,
+    }
+
+
+def desired_status(
+    current: JSON,
+    verdict: Verdict,
+    *,
+    pod: JSON | None,
+    generation: int,
+    now: str,
+    extra: JSON | None = None,
+) -> JSON:
+    """The whole status the operator wants, keeping what only accrues (readyAt, endedAt)."""
+    phase = verdict.phase
+    conditions = current.get("conditions") or []
+    on_node = bool(pod and pod.get("spec", {}).get("nodeName"))
+    scheduled = (
+        next((c for c in conditions if c.get("type") == "Scheduled"), None)
+        if phase in FINISHED_PHASES and pod is None
+        else _condition(
+            conditions,
+            "Scheduled",
+            on_node,
+            "Scheduled" if on_node else verdict.reason,
+            "" if on_node else verdict.message,
+            generation,
+            now,
+        )
+    )
+    ready = _condition(conditions, "Ready", verdict.ready, verdict.reason, verdict.message, generation, now)
+    out: JSON = {
+        **current,
+        **(extra or {}),
+        "phase": phase.value,
+        "reason": verdict.reason,
+        "message": verdict.message,
+        "observedGeneration": generation,
+        "conditions": [c for c in (ready, scheduled) if c is not None],
+    }
+    if pod is not None:
+        pod_status = pod.get("status", {})
+        out["podName"] = pod["metadata"]["name"]
+        if pod_status.get("podIP"):
+            out["podIP"] = pod_status["podIP"]
+        if pod_status.get("startTime") and not current.get("startedAt"):
+            out["startedAt"] = pod_status["startTime"]
+    if verdict.ready and not current.get("readyAt"):
+        out["readyAt"] = now
+    if phase in FINISHED_PHASES and not current.get("endedAt"):
+        out["endedAt"] = now
+    return out
+
+
+def finished(phase: str | None) -> bool:
+    return phase in FINISHED_PHASES
+
+
+def status_patch(current: JSON, desired: JSON) -> JSON:
+    """The fields of ``desired`` that differ from ``current`` (empty: nothing to write)."""
+    return {k: v for k, v in desired.items() if current.get(k) != v}
