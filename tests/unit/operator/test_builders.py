@@ -1,0 +1,150 @@
+from __future__ import annotations
+
+import base64
+import json
+import re
+from typing import Any
+
+import pytest
+from kubesessions import builders
+from kubesessions.models import AppSpec, SessionSpec
+
+pytestmark = pytest.mark.unit
+
+REF = builders.SessionRef(name="s1", namespace="ns", uid="uid-1")
+APP = AppSpec.model_validate(
+    {
+        "image": "img:1",
+        "entrypoint": "pkg.mod:App",
+        "resources": {"gpu": 1, "cpu": "2", "memory": "4Gi"},
+        "env": [{"name": "A", "value": "app"}, {"name": "B", "value": "app"}],
+        "nodeSelector": {"zone": "a"},
+        "defaultSessionTimeout": 90,
+        "maxSessionTimeout": 600,
+    }
+)
+
+
+def pod_for(spec: dict[str, Any], app: AppSpec | None = APP) -> dict[str, Any]:
+    return builders.build_pod(REF, "counter" if app else None, app, SessionSpec.model_validate(spec))
+
+
+def container(pod: dict[str, Any]) -> dict[str, Any]:
+    return pod["spec"]["containers"][0]
+
+
+def env_of(pod: dict[str, Any]) -> dict[str, Any]:
+    return {e["name"]: e.get("value", e.get("valueFrom")) for e in container(pod)["env"]}
+
+
+def test_pod_is_restricted_tokenless_and_never_restarted() -> None:
+    pod = pod_for({"app": "counter"})
+    spec, c = pod["spec"], container(pod)
+    assert spec["automountServiceAccountToken"] is False
+    assert spec["restartPolicy"] == "Never"
+    assert spec["securityContext"]["runAsNonRoot"] is True
+    assert spec["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert c["securityContext"] == {
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "runAsNonRoot": True,
+        "capabilities": {"drop": ["ALL"]},
+    }
+    assert {"name": "scratch", "mountPath": "/tmp"} in c["volumeMounts"]
+    assert c["readinessProbe"]["httpGet"]["path"] == "/readyz"
+
+
+def test_children_are_owned_by_the_session_and_labelled() -> None:
+    for obj in (pod_for({"app": "counter"}), builders.build_service(REF, "counter"),
+                builders.build_secret(REF, "counter", "t")):  # fmt: skip
+        meta = obj["metadata"]
+        assert meta["ownerReferences"] == [builders.owner_reference(REF)]
+        assert meta["ownerReferences"][0]["controller"] is True
+        assert meta["labels"] == {
+            "app.kubernetes.io/managed-by": "kube-sessions",
+            "kubesessions.io/session": "s1",
+            "kubesessions.io/app": "counter",
+        }
+        assert not any(k.startswith("kopf.") for k in meta.get("annotations", {}))
+
+
+def test_env_carries_the_contract_and_the_token_by_reference() -> None:
+    env = env_of(pod_for({"app": "counter", "sessionTimeout": 120, "config": {"k": [1, 2]}}))
+    assert env["SESSION_ID"] == "s1"
+    assert env["SESSION_TIMEOUT"] == "120"
+    assert env["KUBESESSIONS_APP"] == "pkg.mod:App"
+    assert json.loads(env["KUBESESSIONS_CONFIG"]) == {"k": [1, 2]}
+    assert env["KUBESESSIONS_TOKEN"] == {"secretKeyRef": {"name": "s1-token", "key": "token"}}
+    assert env["POD_IP"] == {"fieldRef": {"fieldPath": "status.podIP"}}
+
+
+def test_app_default_timeout_applies_when_the_session_sets_none() -> None:
+    assert env_of(pod_for({"app": "counter"}))["SESSION_TIMEOUT"] == "90"
+
+
+def test_session_template_wins_field_by_field() -> None:
+    pod = pod_for({"app": "counter", "template": {
+        "entrypoint": "pkg.other:App", "resources": {"memory": "8Gi"},
+        "env": [{"name": "B", "value": "session"}], "nodeSelector": {"disk": "ssd"}}})  # fmt: skip
+    c = container(pod)
+    assert c["image"] == "img:1"
+    assert env_of(pod)["KUBESESSIONS_APP"] == "pkg.other:App"
+    assert env_of(pod)["A"] == "app" and env_of(pod)["B"] == "session"
+    assert c["resources"]["limits"] == {"cpu": "2", "memory": "8Gi", "nvidia.com/gpu": "1"}
+    assert c["resources"]["requests"] == {"cpu": "2", "memory": "8Gi"}
+    assert pod["spec"]["nodeSelector"] == {"zone": "a", "disk": "ssd"}
+
+
+def test_gpu_product_and_toleration() -> None:
+    pod = pod_for({"app": "counter", "template": {"resources": {"gpu": 2, "gpuProduct": "NVIDIA-H100"}}})
+    assert container(pod)["resources"]["limits"]["nvidia.com/gpu"] == "2"
+    assert pod["spec"]["nodeSelector"]["nvidia.com/gpu.product"] == "NVIDIA-H100"
+    assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in pod["spec"][
+        "tolerations"
+    ]
+
+
+def test_mig_profile_replaces_whole_gpus() -> None:
+    pod = pod_for({"app": "counter", "template": {"resources": {"migProfile": "1g.10gb"}}})
+    limits = container(pod)["resources"]["limits"]
+    assert limits["nvidia.com/mig-1g.10gb"] == "1"
+    assert "nvidia.com/gpu" not in limits
+
+
+def test_cpu_only_session_has_no_gpu_limit_or_toleration() -> None:
+    pod = pod_for({"template": {"image": "i", "entrypoint": "a:B"}}, app=None)
+    assert "resources" not in container(pod) or not container(pod)["resources"]
+    assert "tolerations" not in pod["spec"]
+    assert pod["metadata"]["labels"]["kubesessions.io/app"] == "inline"
+
+
+@pytest.mark.parametrize(
+    ("spec", "app", "message"),
+    [
+        ({"app": "counter", "sessionTimeout": 601}, APP, "above the App's maxSessionTimeout 600"),
+        ({"template": {"image": "i"}}, None, "no entrypoint"),
+        (
+            {"app": "counter", "maxLifetime": 60},
+            APP,
+            "maxLifetime 60 is below the sessionTimeout in force (90)",
+        ),
+    ],
+)
+def test_specs_that_cannot_run_are_refused(spec: dict[str, Any], app: AppSpec | None, message: str) -> None:
+    with pytest.raises(builders.SpecError, match=re.escape(message)):
+        pod_for(spec, app)
+
+
+def test_service_selects_exactly_the_session_pod() -> None:
+    service = builders.build_service(REF, "counter")
+    pod = pod_for({"app": "counter"})
+    assert service["spec"]["selector"].items() <= pod["metadata"]["labels"].items()
+    assert service["spec"]["selector"]["kubesessions.io/session"] == "s1"
+    assert builders.endpoint(REF) == "http://s1.ns.svc:8080"
+
+
+def test_secret_holds_a_fresh_random_token() -> None:
+    a, b = builders.new_token(), builders.new_token()
+    assert a != b and len(a) >= 40
+    secret = builders.build_secret(REF, "counter", a)
+    assert base64.b64decode(secret["data"]["token"]).decode() == a

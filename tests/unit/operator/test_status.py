@@ -1,0 +1,99 @@
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from kubesessions.models import Phase
+from kubesessions.status import Verdict, desired_status, judge, status_patch
+
+pytestmark = pytest.mark.unit
+
+
+def pod(phase: str = "Pending", node: str | None = "local-0", conditions: list[dict[str, Any]] | None = None,
+        state: dict[str, Any] | None = None, **status: Any) -> dict[str, Any]:  # fmt: skip
+    containers = [{"name": "worker", "state": state}] if state is not None else []
+    return {
+        "metadata": {"name": "s"},
+        "spec": {"nodeName": node} if node else {},
+        "status": {"phase": phase, "conditions": conditions or [], "containerStatuses": containers, **status},
+    }
+
+
+def cond(kind: str, status: str, reason: str = "", message: str = "") -> dict[str, Any]:
+    return {"type": kind, "status": status, "reason": reason, "message": message}
+
+
+def terminated(code: int, message: str = "") -> dict[str, Any]:
+    return {"terminated": {"exitCode": code, "message": message}}
+
+
+@pytest.mark.parametrize(
+    ("the_pod", "previous", "phase", "reason"),
+    [
+        (None, None, Phase.PENDING, "Creating"),
+        (None, Phase.READY, Phase.FAILED, "WorkerLost"),
+        (None, Phase.STARTING, Phase.FAILED, "WorkerLost"),
+        (pod(node=None), None, Phase.PENDING, "Creating"),
+        (pod(node=None, conditions=[cond("PodScheduled", "False", "Unschedulable",
+             "0/1 nodes are available: 1 Insufficient nvidia.com/gpu.")]), None, Phase.PENDING, "Unschedulable"),
+        (pod(state={"waiting": {"reason": "ContainerCreating"}}), Phase.PENDING, Phase.STARTING, "WorkerStarting"),
+        (pod("Running", state={"running": {}}), Phase.STARTING, Phase.STARTING, "WorkerStarting"),
+        (pod("Running", conditions=[cond("Ready", "True")], state={"running": {}}), None, Phase.READY, "WorkerReady"),
+        (pod("Running", state={"running": {}}), Phase.READY, Phase.READY, "WorkerNotReady"),
+        (pod(state={"waiting": {"reason": "ImagePullBackOff", "message": "no such image"}}), None,
+         Phase.FAILED, "ImageError"),
+        (pod("Failed", reason="ErrImagePull", message="image x has no local command",
+             state={"waiting": {"reason": "ErrImagePull"}}), None, Phase.FAILED, "ImageError"),
+        (pod(state={"waiting": {"reason": "CreateContainerConfigError", "message": "secret"}}), None,
+         Phase.STARTING, "CreateContainerConfigError"),
+        (pod("Failed", state=terminated(1, json.dumps({"reason": "SetupFailed", "message": "boom"}))), None,
+         Phase.FAILED, "SetupFailed"),
+        (pod("Succeeded", state=terminated(0, json.dumps({"reason": "Closed"}))), Phase.READY, Phase.CLOSED, "Closed"),
+        (pod("Succeeded", state=terminated(0, json.dumps({"reason": "ClosedByApp"}))), Phase.READY,
+         Phase.CLOSED, "ClosedByApp"),
+        (pod("Succeeded", state=terminated(0, json.dumps({"reason": "IdleTimeout"}))), Phase.READY,
+         Phase.EXPIRED, "IdleTimeout"),
+        (pod("Failed", state=terminated(137)), Phase.READY, Phase.FAILED, "WorkerLost"),
+        (pod("Failed", state=terminated(2, "Traceback: KeyError")), Phase.READY, Phase.FAILED, "WorkerLost"),
+    ],
+)  # fmt: skip
+def test_judge(the_pod: dict[str, Any] | None, previous: str | None, phase: Phase, reason: str) -> None:
+    verdict = judge(the_pod, previous)
+    assert (verdict.phase, verdict.reason) == (phase, reason)
+
+
+def test_messages_carry_the_why() -> None:
+    unschedulable = pod(
+        node=None,
+        conditions=[cond("PodScheduled", "False", "Unschedulable", "1 Insufficient nvidia.com/gpu")],
+    )
+    assert "nvidia.com/gpu" in judge(unschedulable, None).message
+    setup = pod("Failed", state=terminated(1, json.dumps({"reason": "SetupFailed", "message": "no weights"})))
+    assert judge(setup, None).message == "no weights"
+    crashed = pod("Failed", state=terminated(2, "Traceback: KeyError"))
+    assert judge(crashed, Phase.READY).message == "the worker exited with code 2: Traceback: KeyError"
+
+
+def test_status_keeps_transition_times_and_accruing_fields() -> None:
+    ready = Verdict(Phase.READY, "WorkerReady", "ok", ready=True)
+    first = desired_status(
+        {}, ready, pod=pod("Running", podIP="127.0.0.5", startTime="t0"), generation=1, now="T1"
+    )
+    assert first["readyAt"] == "T1" and first["podIP"] == "127.0.0.5" and first["startedAt"] == "t0"
+    again = desired_status(first, ready, pod=pod("Running", podIP="127.0.0.5"), generation=1, now="T2")
+    assert again["readyAt"] == "T1"
+    assert [c["lastTransitionTime"] for c in again["conditions"]] == ["T1", "T1"]
+    assert status_patch(first, again) == {}
+
+
+def test_finished_status_records_end_once() -> None:
+    verdict = Verdict(Phase.EXPIRED, "IdleTimeout", "idle")
+    ended = desired_status({"phase": "Ready"}, verdict, pod=None, generation=3, now="T9")
+    assert (ended["phase"], ended["reason"], ended["endedAt"]) == ("Expired", "IdleTimeout", "T9")
+    assert all(c["observedGeneration"] == 3 for c in ended["conditions"])
+    assert desired_status(ended, verdict, pod=None, generation=3, now="T10")["endedAt"] == "T9"
+
+
+def test_status_patch_is_only_the_difference() -> None:
+    assert status_patch({"a": 1, "b": 2}, {"a": 1, "b": 3, "c": 4}) == {"b": 3, "c": 4}
