@@ -1,0 +1,1 @@
+"""Example apps shipped with the worker: echo, counter, stream, slow, model."""

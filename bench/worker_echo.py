@@ -1,0 +1,170 @@
+"""Worker echo round trip: HTTP on loopback, and the runner's queue without HTTP.
+
+Starts `kubesessions-worker` with the echo app on 127.0.0.1 in a subprocess and measures
+`POST /run` with an aiohttp client at 1 and 8 concurrent clients (the 8 queue behind each
+other in the worker). Side by side, in this process: the app called directly, and the same
+app through the runner (FIFO queue + app thread) without HTTP, so the queue's overhead and
+HTTP's share are visible. Run with `.venv/bin/python bench/worker_echo.py`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import secrets
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+sys.path.insert(0, str(Path(__file__).parent))
+import report
+from kubesessions_worker.app import AppHost
+from kubesessions_worker.examples.echo import Echo
+from kubesessions_worker.runner import Done, Output, Runner
+from kubesessions_worker.termination import Reason
+
+SECONDS = 3.0  # per scenario, after a short warm-up
+WARMUP = 0.5
+TOKEN = secrets.token_urlsafe(32)
+PAYLOAD = {"input": {"message": "hello", "n": 42}}
+APP = "kubesessions_worker.examples.echo:Echo"
+
+
+async def measure(clients: int, once: Callable[[], Awaitable[None]]) -> dict[str, Any]:
+    """``clients`` loops calling ``once`` back to back for SECONDS; latencies in ms."""
+    latencies: list[float] = []
+    stop = time.monotonic() + WARMUP
+
+    async def loop(record: bool) -> None:
+        while time.monotonic() < stop:
+            started = time.perf_counter()
+            await once()
+            if record:
+                latencies.append((time.perf_counter() - started) * 1000)
+
+    await asyncio.gather(*(loop(False) for _ in range(clients)))
+    stop = time.monotonic() + SECONDS
+    started = time.perf_counter()
+    await asyncio.gather(*(loop(True) for _ in range(clients)))
+    elapsed = time.perf_counter() - started
+    stats = report.summary(latencies)
+    return {
+        "clients": clients,
+        "calls": len(latencies),
+        "calls_per_second": len(latencies) / elapsed,
+        "p50_ms": stats["median"],
+        "p99_ms": stats["p99"],
+        "max_ms": stats["max"],
+    }
+
+
+async def start_worker() -> tuple[asyncio.subprocess.Process, str]:
+    env = {
+        **os.environ,
+        "SESSION_ID": "bench",
+        "KUBESESSIONS_APP": APP,
+        "KUBESESSIONS_TOKEN": TOKEN,
+        "KUBESESSIONS_TERMINATION_MESSAGE_PATH": os.devnull,
+    }
+    worker = Path(sys.executable).parent / "kubesessions-worker"
+    proc = await asyncio.create_subprocess_exec(
+        str(worker), "--host=127.0.0.1", "--port=0", env=env, stderr=asyncio.subprocess.PIPE
+    )
+    assert proc.stderr is not None
+    async with asyncio.timeout(20):
+        while line := await proc.stderr.readline():
+            message = json.loads(line)["message"]
+            if message.startswith("listening on "):
+                url = message.removeprefix("listening on ")
+                break
+        else:
+            raise RuntimeError("the worker exited before it listened")
+        async with aiohttp.ClientSession() as http:
+            while True:
+                async with http.get(f"{url}/readyz") as resp:
+                    if resp.status == 200:
+                        break
+                await asyncio.sleep(0.01)
+    # Keep draining its logs so a full pipe can never stall it.
+    asyncio.get_running_loop().create_task(proc.stderr.read())
+    return proc, url
+
+
+async def http_scenarios(url: str) -> dict[str, dict[str, Any]]:
+    body = json.dumps(PAYLOAD).encode()
+    headers = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
+    results = {}
+    connector = aiohttp.TCPConnector(limit=16)
+    async with aiohttp.ClientSession(connector=connector) as http:
+
+        async def once() -> None:
+            async with http.post(f"{url}/run", data=body, headers=headers) as resp:
+                await resp.read()
+                assert resp.status == 200, resp.status
+
+        for clients in (1, 8):
+            results[f"http_{clients}"] = await measure(clients, once)
+    return results
+
+
+async def in_process_scenarios() -> dict[str, dict[str, Any]]:
+    echo = Echo()
+
+    async def direct() -> None:
+        echo.run(PAYLOAD["input"])
+
+    runner = Runner(AppHost(APP), session_id="bench", session_timeout=60, queue_size=16, call_timeout=600)
+    await runner.setup({})
+
+    async def queued() -> None:
+        call = runner.submit(PAYLOAD["input"])
+        while isinstance(event := await call.events.get(), Output):
+            pass
+        assert isinstance(event, Done), event
+
+    results = {"direct_1": await measure(1, direct)}
+    for clients in (1, 8):
+        results[f"runner_{clients}"] = await measure(clients, queued)
+    runner.stop(Reason.CLOSED)
+    await runner.shutdown(grace=5)
+    return results
+
+
+async def main() -> None:
+    proc, url = await start_worker()
+    try:
+        results = await http_scenarios(url)
+    finally:
+        proc.terminate()
+        await proc.wait()
+    results |= await in_process_scenarios()
+    results["queue_overhead_p50_ms"] = results["runner_1"]["p50_ms"] - results["direct_1"]["p50_ms"]
+    results["http_share_p50_ms"] = results["http_1"]["p50_ms"] - results["runner_1"]["p50_ms"]
+
+    def row(name: str, label: str, target: str = "") -> list[tuple[str, str, str]]:
+        r = results[name]
+        return [
+            (f"{label} p50 ms", f"{r['p50_ms']:.4f}", target if "p50" in target else ""),
+            (f"{label} p99 ms", f"{r['p99_ms']:.4f}", ""),
+            (f"{label} calls/s", f"{r['calls_per_second']:,.0f}", target if "calls" in target else ""),
+        ]
+
+    rows = [
+        *row("http_1", "http, 1 client", "p50 <= 1 ms"),
+        *row("http_8", "http, 8 clients", ">= 2,000 calls/s"),
+        *row("runner_1", "runner (no http), 1"),
+        *row("runner_8", "runner (no http), 8"),
+        *row("direct_1", "app called directly"),
+        ("queue overhead p50 ms", f"{results['queue_overhead_p50_ms']:.3f}", "runner_1 - direct"),
+        ("http share p50 ms", f"{results['http_share_p50_ms']:.3f}", "http_1 - runner_1"),
+    ]
+    report.write("worker_echo", results, rows)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -1,0 +1,179 @@
+"""The user's app: loaded from ``module:Class``; ``setup``/``run``/``close`` sync or async.
+
+Sync code runs on one dedicated thread, never on the event loop: the server keeps
+answering probes while ``setup`` loads a model, and libraries that insist on being used
+from the thread that created their objects (browser drivers, some GPU contexts) work.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextvars
+import importlib
+import inspect
+import os
+import queue
+import sys
+import threading
+from collections.abc import AsyncGenerator, Callable, Generator, Mapping
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+class AppError(Exception):
+    """The app cannot be loaded or does not follow the contract."""
+
+
+@dataclass(frozen=True)
+class Value:
+    """``run`` returned one value."""
+
+    value: Any
+
+
+@dataclass(frozen=True)
+class Stream:
+    """``run`` yields values; iterate ``items`` (it closes the generator when left early)."""
+
+    items: AsyncGenerator[Any, Any]
+
+
+class AppThread:
+    """One daemon thread that runs every piece of the app's sync code, in order.
+
+    A daemon thread (unlike ``ThreadPoolExecutor``'s) cannot keep the process alive: a call
+    stuck past its timeout must not stop the worker from exiting and freeing the GPU.
+    """
+
+    def __init__(self) -> None:
+        self._jobs: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+        self._last: concurrent.futures.Future[Any] | None = None
+        threading.Thread(target=self._work, name="app", daemon=True).start()
+
+    def _work(self) -> None:
+        while True:
+            self._jobs.get()()
+
+    async def run(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.wrap_future(self.submit(fn, *args))
+
+    def submit(self, fn: Callable[..., T], *args: Any) -> concurrent.futures.Future[T]:
+        done: concurrent.futures.Future[T] = concurrent.futures.Future()
+        context = contextvars.copy_context()  # end_session() must see the current call
+
+        def job() -> None:
+            if not done.set_running_or_notify_cancel():
+                return
+            try:
+                done.set_result(context.run(fn, *args))
+            except BaseException as exc:  # handed to the awaiting coroutine, never lost
+                done.set_exception(exc)
+
+        self._last = done
+        self._jobs.put(job)
+        return done
+
+    @property
+    def busy(self) -> bool:
+        return self._last is not None and not self._last.done()
+
+    async def settled(self) -> None:
+        """Wait until the last job handed over has finished (even if its caller gave up)."""
+        if self._last is not None and not self._last.done():
+            await asyncio.wait([asyncio.wrap_future(self._last)])
+
+
+class AppHost:
+    """Loads the app class and calls it; knows nothing about HTTP or queues."""
+
+    def __init__(self, spec: str) -> None:
+        self.spec = spec
+        self.thread = AppThread()
+        self._instance: Any = None
+
+    @property
+    def instance(self) -> Any:
+        if self._instance is None:
+            raise AppError("the app is not loaded yet")
+        return self._instance
+
+    async def setup(self, config: Mapping[str, Any]) -> None:
+        """Import and instantiate the class (on the app thread: imports can take seconds), then
+        call ``setup(config)``, or ``setup()`` when it takes no argument."""
+        self._instance = await self.thread.run(_instantiate, self.spec)
+        setup = getattr(self._instance, "setup", None)
+        if setup is None:
+            return
+        args = (dict(config),) if _takes_argument(setup) else ()
+        await self._call(setup, *args)
+
+    async def run(self, payload: Any) -> Value | Stream:
+        fn = self.instance.run
+        if inspect.isasyncgenfunction(fn):
+            return Stream(fn(payload))
+        result = await self._call(fn, payload)
+        if isinstance(result, AsyncGenerator):
+            return Stream(result)
+        if isinstance(result, Generator):
+            return Stream(self._iterate_on_thread(result))
+        return Value(result)
+
+    async def close(self) -> None:
+        close = getattr(self._instance, "close", None)
+        if close is not None:
+            await self._call(close)
+
+    async def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
+        if inspect.iscoroutinefunction(fn):
+            return await fn(*args)
+        return await self.thread.run(fn, *args)
+
+    async def _iterate_on_thread(self, generator: Generator[Any, Any, Any]) -> AsyncGenerator[Any, Any]:
+        finished = False
+        try:
+            while True:
+                more, item = await self.thread.run(_step, generator)
+                if not more:
+                    finished = True
+                    return
+                yield item
+        finally:
+            if not finished:
+                # Queued behind a step that may still be running; the runner waits for the
+                # thread to settle before it starts the next call.
+                self.thread.submit(generator.close)
+
+
+_DONE = object()
+
+
+def _step(generator: Generator[Any, Any, Any]) -> tuple[bool, Any]:
+    item = next(generator, _DONE)
+    return (item is not _DONE, item)
+
+
+def _instantiate(spec: str) -> Any:
+    module_name, _, class_name = spec.partition(":")
+    # Like `python -m`: an app module in the working directory is found without packaging.
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise AppError(f"cannot import {module_name!r}: {exc}") from exc
+    cls = getattr(module, class_name, None)
+    if cls is None:
+        raise AppError(f"module {module_name!r} has no attribute {class_name!r}")
+    if not callable(getattr(cls, "run", None)):
+        raise AppError(f"{spec} has no run(input) method")
+    return cls()
+
+
+def _takes_argument(fn: Callable[..., Any]) -> bool:
+    try:
+        return bool(inspect.signature(fn).parameters)
+    except (TypeError, ValueError):  # builtins without a signature: follow the contract
+        return True

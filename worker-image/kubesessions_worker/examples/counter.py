@@ -1,0 +1,29 @@
+"""Counter: state that lives between calls.
+
+``{"add": n}`` adds to a running total (``{}`` adds 1); ``{"action": "cleanup"}`` answers with
+the final total and ends the session.
+"""
+
+import logging
+from typing import Any
+
+from kubesessions_worker import end_session
+
+log = logging.getLogger(__name__)
+
+
+class Counter:
+    def setup(self, config: dict[str, Any]) -> None:
+        self.total = int(config.get("start", 0))
+        self.calls = 0
+
+    def run(self, input: dict[str, Any]) -> dict[str, Any]:
+        self.calls += 1
+        if input.get("action") == "cleanup":
+            end_session()
+            return {"total": self.total, "calls": self.calls, "closing": True}
+        self.total += int(input.get("add", 1))
+        return {"total": self.total, "calls": self.calls}
+
+    def close(self) -> None:
+        log.info("counter closed at %d after %d calls", self.total, self.calls)

@@ -1,0 +1,314 @@
+"""One call at a time, in arrival order: a bounded FIFO queue in front of the app.
+
+The runner owns the worker's state machine (STARTING → READY ⇄ BUSY, SETUP_FAILED, CLOSING),
+the activity stamps the idle culler relies on, per-call timeouts, and how the session ends.
+It speaks in :class:`Call` events, not HTTP.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import json
+import logging
+import math
+import time
+from collections import deque
+from collections.abc import Mapping
+from contextlib import aclosing
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from .app import AppHost, Value
+from .problems import Problem
+from .session import CallScope, current_call
+from .stats import CallStats
+from .termination import Ending, Reason
+
+log = logging.getLogger(__name__)
+
+
+class State(StrEnum):
+    STARTING = "STARTING"
+    READY = "READY"
+    BUSY = "BUSY"
+    SETUP_FAILED = "SETUP_FAILED"
+    CLOSING = "CLOSING"
+
+
+@dataclass(frozen=True)
+class Output:
+    json: str  # one output value, already encoded: a value that is not JSON fails its call
+
+
+@dataclass(frozen=True)
+class Done:
+    session_closed: bool
+    duration_ms: float
+
+
+@dataclass(frozen=True)
+class Failed:
+    problem: Problem
+
+
+Event = Output | Done | Failed
+
+
+@dataclass(eq=False)
+class Call:
+    """A call accepted into the queue; its events end with exactly one Done or Failed."""
+
+    input: Any
+    events: asyncio.Queue[Event] = field(default_factory=asyncio.Queue)
+    streamed: bool = False  # run() yielded rather than returned
+
+
+@dataclass(frozen=True)
+class Status:
+    state: State
+    session_id: str
+    last_activity: datetime.datetime
+    idle_seconds: float
+    in_flight: int
+    queued: int
+    calls: int
+    uptime_seconds: float
+    session_timeout: int
+
+
+class Clock:
+    """Monotonic time for durations, wall time for what is reported; swapped in tests."""
+
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+    def now(self) -> datetime.datetime:
+        return datetime.datetime.now(datetime.UTC)
+
+
+class Runner:
+    def __init__(
+        self,
+        app: AppHost,
+        *,
+        session_id: str,
+        session_timeout: int,
+        queue_size: int,
+        call_timeout: float,
+        clock: Clock | None = None,
+    ) -> None:
+        self.app = app
+        self.session_id = session_id
+        self.session_timeout = session_timeout
+        self.queue_size = queue_size
+        self.call_timeout = call_timeout or None  # 0 means no limit
+        self.clock = clock or Clock()
+        self.stats = CallStats()
+        self.state = State.STARTING
+        self._started = self.clock.monotonic()
+        self._waiting: deque[Call] = deque()
+        self._wake = asyncio.Event()
+        self._running: Call | None = None
+        self._calls = 0
+        self._mean_seconds = 0.0  # moving average of call durations, for Retry-After
+        self._ending: asyncio.Future[Ending] = asyncio.get_running_loop().create_future()
+        self._serving: asyncio.Task[None] | None = None
+        self._set_up = False
+        self._stamp()
+
+    # -- activity ---------------------------------------------------------------------------
+
+    def _stamp(self) -> None:
+        self._activity_mono = self.clock.monotonic()
+        self._activity_wall = self.clock.now()
+
+    def idle_seconds(self) -> float:
+        """Zero while a call runs or waits: work in hand is activity, however long it takes."""
+        if self._running is not None or self._waiting:
+            return 0.0
+        return max(0.0, self.clock.monotonic() - self._activity_mono)
+
+    def status(self) -> Status:
+        return Status(
+            state=self.state,
+            session_id=self.session_id,
+            last_activity=self._activity_wall,
+            idle_seconds=self.idle_seconds(),
+            in_flight=int(self._running is not None),
+            queued=len(self._waiting),
+            calls=self._calls,
+            uptime_seconds=self.clock.monotonic() - self._started,
+            session_timeout=self.session_timeout,
+        )
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    async def setup(self, config: Mapping[str, Any]) -> None:
+        """Load the app and run its setup; READY after, SETUP_FAILED (and re-raise) if it fails."""
+        started = self.clock.monotonic()
+        try:
+            await self.app.setup(config)
+        except Exception:
+            self.state = State.SETUP_FAILED
+            raise
+        self._set_up = True
+        if self.state is State.STARTING:  # a stop during setup wins
+            self.state = State.READY
+            self._stamp()  # idleness counts from readiness, not from process start
+            self._serving = asyncio.create_task(self._serve(), name="runner")
+        log.info("setup done in %.2fs", self.clock.monotonic() - started)
+
+    def stop(self, reason: Reason, message: str = "") -> None:
+        """Stop taking calls now; the running one may finish (see :meth:`shutdown`).
+
+        The first reason wins: a SIGTERM after POST /close does not rename the ending.
+        """
+        if self._ending.done():
+            return
+        log.info("session ending: %s%s", reason, f" ({message})" if message else "")
+        self.state = State.CLOSING
+        while self._waiting:
+            self._reject_waiting(self._waiting.popleft())
+        self._ending.set_result(Ending(reason, message))
+        self._wake.set()
+
+    async def ending(self) -> Ending:
+        return await asyncio.shield(self._ending)
+
+    async def shutdown(self, grace: float) -> None:
+        """Let the running call finish, then close the app; both within ``grace`` seconds."""
+        deadline = self.clock.monotonic() + grace
+        if self._serving is not None:
+            done, _ = await asyncio.wait([self._serving], timeout=grace)
+            if not done:
+                log.warning("the running call outlived the %.0fs stop grace; cancelling it", grace)
+                self._serving.cancel()
+                await asyncio.wait([self._serving])
+        if not self._set_up:
+            return
+        left = max(0.0, deadline - self.clock.monotonic())
+        try:
+            async with asyncio.timeout(left):
+                await self.app.thread.settled()
+                await self.app.close()
+        except TimeoutError:
+            log.warning("the app's close() did not finish within the stop grace")
+        except Exception:
+            log.exception("the app's close() failed")
+
+    # -- calls --------------------------------------------------------------------------------
+
+    def submit(self, payload: Any) -> Call:
+        """Queue a call, or raise the :class:`Problem` that says why it cannot be taken."""
+        if self.state is State.CLOSING:
+            raise self._rejected(Problem("SESSION_ENDED", "the session is closing or closed"))
+        if self.state in (State.STARTING, State.SETUP_FAILED):
+            what = "still running setup" if self.state is State.STARTING else "failed its setup"
+            raise self._rejected(Problem("NOT_READY", f"the app {what}"))
+        # Room for the running call plus queue_size waiting ones; a call just taken but not yet
+        # started still sits in _waiting, so count both together.
+        if len(self._waiting) + (self._running is not None) > self.queue_size:
+            raise self._rejected(
+                Problem(
+                    "QUEUE_FULL",
+                    f"{len(self._waiting)} calls are already waiting (queue size {self.queue_size})",
+                    retry_after=self._retry_after(),
+                )
+            )
+        call = Call(payload)
+        self._waiting.append(call)
+        self._wake.set()
+        return call
+
+    def _rejected(self, problem: Problem) -> Problem:
+        self.stats.rejected[problem.code] += 1
+        return problem
+
+    def _reject_waiting(self, call: Call) -> None:
+        self.stats.outcomes["session_ended"] += 1
+        call.events.put_nowait(
+            Failed(Problem("SESSION_ENDED", "the session closed before the call could run"))
+        )
+
+    def _retry_after(self) -> int:
+        """Whole seconds until a slot is likely free: the queue ahead times the mean call."""
+        return max(1, math.ceil(self._mean_seconds * (len(self._waiting) + 1)))
+
+    async def _serve(self) -> None:
+        while self.state is not State.CLOSING:
+            if not self._waiting:
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            call = self._running = self._waiting.popleft()
+            self.state = State.BUSY
+            self._stamp()
+            try:
+                await self._execute(call)
+            finally:
+                self._running = None
+                self._stamp()
+                if self.state is State.BUSY:
+                    self.state = State.READY
+
+    async def _execute(self, call: Call) -> None:
+        scope = CallScope()
+        token = current_call.set(scope)
+        started = self.clock.monotonic()
+        limit = asyncio.timeout(self.call_timeout)
+        try:
+            async with limit:
+                await self._drive(call)
+        except asyncio.CancelledError:
+            self._finish(
+                call, started, "session_ended", Problem("SESSION_ENDED", "the session closed during the call")
+            )
+            raise
+        except Exception as exc:
+            if isinstance(exc, TimeoutError) and limit.expired():  # ours, not the app's own
+                log.warning("call ran past its %gs timeout", self.call_timeout)
+                problem = Problem("CALL_TIMEOUT", f"the call ran past {self.call_timeout:g}s")
+                self._finish(call, started, "call_timeout", problem)
+                # Sync code cannot be interrupted: the next call waits until the thread is
+                # free, so app code never overlaps.
+                await self.app.thread.settled()
+            else:
+                log.warning("run failed: %s: %s", type(exc).__name__, exc, exc_info=exc)
+                self._finish(call, started, "run_failed", _run_failed(exc))
+        else:
+            if scope.end_requested:
+                self.stop(Reason.CLOSED_BY_APP, "the app called end_session()")
+            self._finish(call, started, "ok", None)
+        finally:
+            current_call.reset(token)
+
+    async def _drive(self, call: Call) -> None:
+        reply = await self.app.run(call.input)
+        if isinstance(reply, Value):
+            call.events.put_nowait(Output(_encode(reply.value)))
+            return
+        call.streamed = True
+        async with aclosing(reply.items) as items:
+            async for item in items:
+                call.events.put_nowait(Output(_encode(item)))
+
+    def _finish(self, call: Call, started: float, outcome: str, problem: Problem | None) -> None:
+        seconds = self.clock.monotonic() - started
+        self._calls += 1
+        self.stats.outcomes[outcome] += 1
+        self.stats.latency.observe(seconds)
+        self._mean_seconds += (seconds - self._mean_seconds) * (1.0 if self._calls == 1 else 0.2)
+        if problem is None:
+            call.events.put_nowait(Done(self.state is State.CLOSING, round(seconds * 1000, 3)))
+        else:
+            call.events.put_nowait(Failed(problem))
+
+
+def _encode(value: Any) -> str:
+    return json.dumps(value, allow_nan=False, separators=(",", ":"))
+
+
+def _run_failed(exc: BaseException) -> Problem:
+    return Problem("RUN_FAILED", str(exc) or type(exc).__name__, errorType=type(exc).__name__)

@@ -1,0 +1,173 @@
+"""Typed settings of one worker: the operator's environment, overridden by command-line flags.
+
+Read once by the CLI at start-up (``Settings.load``), never at import time, so tests and
+embedders build a ``Settings`` directly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+N = TypeVar("N", int, float)
+
+
+class SettingsError(ValueError):
+    """The environment or the flags do not describe a runnable worker."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    session_id: str
+    app: str
+    token: str = field(repr=False)  # never printed, not even in a debug dump of the settings
+    session_timeout: int = 60
+    config: Mapping[str, Any] = field(default_factory=dict)
+    host: str = "0.0.0.0"  # noqa: S104 - the pod IP is the usual bind address; this is the fallback
+    port: int = 8080
+    queue_size: int = 16
+    call_timeout: float = 600.0
+    idle_grace: float = 60.0
+    termination_message_path: Path = Path("/dev/termination-log")
+    # Not part of the operator's contract: tuning knobs with safe defaults, flags only.
+    max_body_bytes: int = 32 * 1024 * 1024
+    stop_grace: float = 25.0  # under Kubernetes' default 30 s termination grace period
+    gpu_interval: float = 5.0
+    log_level: str = "INFO"
+
+    @classmethod
+    def load(cls, argv: Sequence[str] | None, environ: Mapping[str, str]) -> Settings:
+        """Environment first, then flags on top (the contract in docs/worker-contract.md)."""
+        args = _parser().parse_args(argv)
+
+        def pick(flag: Any, env: str, default: str | None = None) -> str | None:
+            return str(flag) if flag is not None else environ.get(env, default)
+
+        session_id = pick(args.session_id, "SESSION_ID")
+        app = pick(args.app, "KUBESESSIONS_APP")
+        token = environ.get("KUBESESSIONS_TOKEN")
+        missing = [
+            name
+            for name, value in (
+                ("SESSION_ID", session_id),
+                ("KUBESESSIONS_APP", app),
+                ("KUBESESSIONS_TOKEN", token),
+            )
+            if not value
+        ]
+        if missing:
+            raise SettingsError(f"required setting(s) missing: {', '.join(missing)}")
+        assert session_id and app and token  # narrowed by the check above
+        if ":" not in app:
+            raise SettingsError(f"KUBESESSIONS_APP must look like package.module:Class, got {app!r}")
+        timeout = _number(pick(args.session_timeout, "SESSION_TIMEOUT", "60"), "SESSION_TIMEOUT", int)
+        if not 1 <= timeout <= 3600:
+            raise SettingsError(f"SESSION_TIMEOUT must be 1..3600 seconds, got {timeout}")
+        return cls(
+            session_id=session_id,
+            app=app,
+            token=token,
+            session_timeout=timeout,
+            config=_config(pick(args.config, "KUBESESSIONS_CONFIG", "{}") or "{}"),
+            host=pick(args.host, "POD_IP") or "0.0.0.0",  # noqa: S104 - see the field's default
+            port=_bounded(pick(args.port, "KUBESESSIONS_PORT", "8080"), "KUBESESSIONS_PORT", int, 0, 65535),
+            queue_size=_bounded(
+                pick(args.queue_size, "KUBESESSIONS_QUEUE_SIZE", "16"), "KUBESESSIONS_QUEUE_SIZE", int
+            ),
+            call_timeout=_bounded(
+                pick(args.call_timeout, "KUBESESSIONS_CALL_TIMEOUT", "600"),
+                "KUBESESSIONS_CALL_TIMEOUT",
+                float,
+            ),
+            idle_grace=_bounded(
+                pick(args.idle_grace, "KUBESESSIONS_IDLE_GRACE", "60"), "KUBESESSIONS_IDLE_GRACE", float
+            ),
+            termination_message_path=Path(
+                pick(args.termination_message_path, "KUBESESSIONS_TERMINATION_MESSAGE_PATH")
+                or "/dev/termination-log"
+            ),
+            max_body_bytes=_bounded(args.max_body_bytes, "--max-body-bytes", int, 1),
+            stop_grace=_bounded(args.stop_grace, "--stop-grace", float),
+            gpu_interval=_bounded(args.gpu_interval, "--gpu-interval", float, 0.1),
+            log_level=args.log_level.upper(),
+        )
+
+    @property
+    def idle_window(self) -> float:
+        """Idle seconds after which the worker ends itself if nobody culled it."""
+        return self.session_timeout + self.idle_grace
+
+
+def termination_path(argv: Sequence[str] | None, environ: Mapping[str, str]) -> Path:
+    """Where to report a failure even when the rest of the settings are unusable."""
+    args, _ = _parser().parse_known_args(argv)
+    return Path(
+        args.termination_message_path
+        or environ.get("KUBESESSIONS_TERMINATION_MESSAGE_PATH")
+        or "/dev/termination-log"
+    )
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="kubesessions-worker",
+        description=(
+            "Serve one kube-sessions session: load the app class, answer calls one at a time. "
+            "Flags override the environment; the token is only read from KUBESESSIONS_TOKEN "
+            "because command lines are visible to every process on the machine."
+        ),
+    )
+    # Flags default to None so that "not given" falls through to the environment.
+    p.add_argument("--app", help="the app class, package.module:Class (KUBESESSIONS_APP)")
+    p.add_argument("--session-id", help="the session's name (SESSION_ID)")
+    p.add_argument("--session-timeout", help="idle timeout in whole seconds, 1..3600 (SESSION_TIMEOUT)")
+    p.add_argument("--config", help="JSON object handed to setup(config) (KUBESESSIONS_CONFIG)")
+    p.add_argument("--host", help="address to bind (POD_IP)")
+    p.add_argument("--port", help="port to listen on, 0 picks a free one (KUBESESSIONS_PORT)")
+    p.add_argument(
+        "--queue-size", help="calls that may wait behind the running one (KUBESESSIONS_QUEUE_SIZE)"
+    )
+    p.add_argument(
+        "--call-timeout", help="seconds one call may run, 0 = no limit (KUBESESSIONS_CALL_TIMEOUT)"
+    )
+    p.add_argument("--idle-grace", help="exit when idle longer than timeout + this (KUBESESSIONS_IDLE_GRACE)")
+    p.add_argument("--termination-message-path", help="(KUBESESSIONS_TERMINATION_MESSAGE_PATH)")
+    p.add_argument("--max-body-bytes", default=str(Settings.max_body_bytes), help="largest request body")
+    p.add_argument(
+        "--stop-grace",
+        default=str(Settings.stop_grace),
+        help="seconds the running call and close() get on stop",
+    )
+    p.add_argument("--gpu-interval", default=str(Settings.gpu_interval), help="seconds between GPU samples")
+    p.add_argument("--log-level", default=Settings.log_level, help="DEBUG, INFO, WARNING or ERROR")
+    return p
+
+
+def _number(raw: str | None, name: str, kind: type[N]) -> N:
+    if raw is None:
+        raise SettingsError(f"{name} is required")
+    try:
+        return kind(raw)
+    except (TypeError, ValueError):
+        raise SettingsError(f"{name} must be a number, got {raw!r}") from None
+
+
+def _bounded(raw: str | None, name: str, kind: type[N], low: float = 0, high: float = float("inf")) -> N:
+    value = _number(raw, name, kind)
+    if not low <= value <= high:
+        raise SettingsError(f"{name} must be between {low:g} and {high:g}, got {value}")
+    return value
+
+
+def _config(raw: str) -> dict[str, Any]:
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise SettingsError(f"KUBESESSIONS_CONFIG is not JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise SettingsError("KUBESESSIONS_CONFIG must be a JSON object")
+    return value
