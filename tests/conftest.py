@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import os
+import signal
+import socket
+import subprocess
+import sys
 import time
+import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -107,3 +112,129 @@ def await_pod(
     pytest.fail(
         f"pod {namespace}/{name}: timed out after {timeout:.0f}s waiting for {what}; last status: {pod.status}"
     )
+
+
+REPO = Path(__file__).parent.parent
+
+
+@pytest.fixture(scope="session")
+def crds(kube: Cluster) -> None:
+    """The committed CRDs installed and served."""
+    from kubernetes import utils
+
+    for path in sorted((REPO / "crds").glob("*.yaml")):
+        try:
+            utils.create_from_yaml(kube.api, str(path))
+        except utils.FailToCreateError as exc:
+            if not all(e.status == 409 for e in exc.api_exceptions):
+                raise
+    ext = client.ApiextensionsV1Api(kube.api)
+    for name in ("sessions.kubesessions.io", "apps.kubesessions.io"):
+        await_condition(
+            lambda n=name: any(
+                c.type == "Established" and c.status == "True"
+                for c in ext.read_custom_resource_definition(n).status.conditions or []
+            ),
+            timeout=30,
+            what=f"CRD {name} to be established",
+        )
+
+
+class OperatorProcess:
+    """`kubesessions operator` as a real process, watching one namespace."""
+
+    def __init__(self, kube: Cluster, namespace: str, log_dir: Path, *args: str) -> None:
+        self.kube, self.namespace, self.args = kube, namespace, args
+        self.log = log_dir / "operator.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.port = 0
+
+    def start(self) -> OperatorProcess:
+        self.port = _free_port()
+        env = {**os.environ, "KUBECONFIG": str(self.kube.kubeconfig)}
+        argv = [str(Path(sys.executable).parent / "kubesessions"), "operator", "--namespace", self.namespace,
+                "--metrics-port", str(self.port), *self.args]  # fmt: skip
+        with self.log.open("ab") as out:
+            self.proc = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT)
+        await_condition(self._healthy, timeout=30, what=f"the operator to serve /healthz (log: {self.log})")
+        return self
+
+    def _healthy(self) -> bool:
+        assert self.proc is not None
+        if self.proc.poll() is not None:
+            pytest.fail(
+                f"the operator exited with {self.proc.returncode}; log:\n{self.log.read_text()[-3000:]}"
+            )
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/healthz", timeout=1) as resp:
+                return bool(resp.status == 200)
+        except OSError:
+            return False
+
+    def metrics(self) -> dict[str, float]:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=5) as resp:
+            lines = resp.read().decode().splitlines()
+        return {
+            k: float(v) for k, _, v in (ln.rpartition(" ") for ln in lines if ln and not ln.startswith("#"))
+        }
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=5)
+        self.proc = None
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@pytest.fixture
+def operator(kube: Cluster, namespace: str, crds: None, tmp_path: Path) -> Iterator[OperatorProcess]:
+    """A running operator for this test's namespace (short tombstone retention)."""
+    op = OperatorProcess(kube, namespace, tmp_path, "--retention", "5").start()
+    yield op
+    op.stop()
+
+
+def await_session(
+    kube: Cluster,
+    namespace: str,
+    name: str,
+    check: Callable[[dict[str, Any]], bool],
+    timeout: float,
+    what: str,
+) -> dict[str, Any]:
+    """Watch one Session until ``check(session)`` holds; fail with its last status otherwise."""
+    custom = client.CustomObjectsApi(kube.api)
+    args = ("kubesessions.io", "v1alpha1", namespace, "sessions")
+    obj: dict[str, Any] = custom.get_namespaced_custom_object(*args, name)
+    if check(obj):
+        return obj
+    deadline = time.monotonic() + timeout
+    w = watch.Watch()
+    version = obj["metadata"]["resourceVersion"]
+    while (left := deadline - time.monotonic()) > 0:
+        for event in w.stream(
+            custom.list_namespaced_custom_object, *args, field_selector=f"metadata.name={name}",
+            resource_version=version, timeout_seconds=max(1, int(left)),
+        ):  # fmt: skip
+            obj = event["object"]
+            version = obj["metadata"]["resourceVersion"]
+            if event["type"] != "DELETED" and check(obj):
+                w.stop()
+                return obj
+    pytest.fail(
+        f"session {namespace}/{name}: timed out after {timeout:.0f}s waiting for {what}; status: {obj.get('status')}"
+    )
+
+
+def phase_is(*phases: str) -> Callable[[dict[str, Any]], bool]:
+    return lambda s: (s.get("status") or {}).get("phase") in phases

@@ -23,16 +23,6 @@ def kubectl(kube: Cluster, *args: str, stdin: str | None = None) -> subprocess.C
     )  # fmt: skip
 
 
-@pytest.fixture(scope="module")
-def crds(kube: Cluster) -> None:
-    """Install the committed CRDs (what users apply) and wait until they are served."""
-    applied = kubectl(kube, "apply", "-f", str(REPO / "crds"))
-    assert applied.returncode == 0, applied.stderr
-    established = kubectl(kube, "wait", "--for=condition=Established", "--timeout=30s",
-                          "crd/sessions.kubesessions.io", "crd/apps.kubesessions.io")  # fmt: skip
-    assert established.returncode == 0, established.stderr
-
-
 @pytest.mark.parametrize("case", examples() + GOOD, ids=lambda c: c.id)
 def test_valid_manifests_are_accepted(kube: Cluster, crds: None, namespace: str, case: Case) -> None:
     out = kubectl(kube, "apply", "-n", namespace, "-f", "-", stdin=yaml.safe_dump(case.manifest))
