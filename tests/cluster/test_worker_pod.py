@@ -47,14 +47,17 @@ def worker_pod(name: str, secret: str) -> dict[str, Any]:
     }
 
 
-def post(url: str, body: dict[str, Any] | None, token: str | None) -> tuple[int, dict[str, Any]]:
+def request(
+    method: str, url: str, body: dict[str, Any] | None, token: str | None
+) -> tuple[int, dict[str, Any]]:
     headers = {"Content-Type": "application/json"}
     if token is not None:
         headers["Authorization"] = f"Bearer {token}"
-    data = json.dumps(body).encode() if body is not None else b""
-    request = urllib.request.Request(url, data=data, headers=headers, method="POST")
+    data = json.dumps(body).encode() if body is not None else None
     try:
-        with urllib.request.urlopen(request, timeout=10) as resp:
+        with urllib.request.urlopen(
+            urllib.request.Request(url, data, headers, method=method), timeout=10
+        ) as resp:
             return resp.status, json.loads(resp.read())
     except urllib.error.HTTPError as err:
         return err.code, json.loads(err.read())
@@ -72,8 +75,13 @@ def test_counter_worker_keeps_state_and_closes(kube: Cluster, namespace: str) ->
     core.create_namespaced_pod(namespace, worker_pod("w", "w-token"))
     pod = await_pod(kube, namespace, "w", ready, 60, "the worker to be Ready")
     base = f"http://{pod.status.pod_ip}:8080"
+    status, body = request("GET", f"{base}/status", None, TOKEN)
+    assert (status, body.get("sessionId")) == (200, "w"), (
+        f"another process answers on {base}: pod IPs of two local clusters on one machine can collide"
+    )
+    assert body["state"] == "READY" and body["gpu"]["available"] is False
 
-    totals = [post(f"{base}/run", {"input": {"add": n}}, TOKEN) for n in (1, 2, 3)]
+    totals = [request("POST", f"{base}/run", {"input": {"add": n}}, TOKEN) for n in (1, 2, 3)]
     assert [status for status, _ in totals] == [200, 200, 200]
     assert [body["output"] for _, body in totals] == [
         {"total": 101, "calls": 1},
@@ -81,12 +89,12 @@ def test_counter_worker_keeps_state_and_closes(kube: Cluster, namespace: str) ->
         {"total": 106, "calls": 3},
     ]
 
-    status, body = post(f"{base}/run", {"input": {"add": 1}}, None)
+    status, body = request("POST", f"{base}/run", {"input": {"add": 1}}, None)
     assert (status, body["code"]) == (401, "UNAUTHORIZED")
-    status, body = post(f"{base}/run", {"input": {"add": 1}}, "not-the-token")
+    status, body = request("POST", f"{base}/run", {"input": {"add": 1}}, "not-the-token")
     assert (status, body["code"]) == (401, "UNAUTHORIZED")
 
-    status, _ = post(f"{base}/close", None, TOKEN)
+    status, _ = request("POST", f"{base}/close", None, TOKEN)
     assert status == 202
     done = await_pod(
         kube, namespace, "w", lambda p: p.status.phase in ("Succeeded", "Failed"), 30, "the pod to end"

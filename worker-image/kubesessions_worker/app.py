@@ -76,10 +76,6 @@ class AppThread:
         self._jobs.put(job)
         return done
 
-    @property
-    def busy(self) -> bool:
-        return self._last is not None and not self._last.done()
-
     async def settled(self) -> None:
         """Wait until the last job handed over has finished (even if its caller gave up)."""
         if self._last is not None and not self._last.done():
@@ -142,8 +138,8 @@ class AppHost:
                 yield item
         finally:
             if not finished:
-                # Queued behind a step that may still be running; the runner waits for the
-                # thread to settle before it starts the next call.
+                # Runs on the app thread after any step still in progress (a timed-out one),
+                # so still before the next call's code.
                 self.thread.submit(generator.close)
 
 
