@@ -172,7 +172,12 @@ def desired_status(
         if pod_status.get("startTime") and not current.get("startedAt"):
             out["startedAt"] = pod_status["startTime"]
     if verdict.ready and not current.get("readyAt"):
-        out["readyAt"] = now
+        # Ready is where idleness starts counting: recorded with it, it costs no extra write.
+        out["readyAt"] = out["lastActivityTime"] = now
+        timeout = out.get("sessionTimeout")
+        parsed = parse_time(now)
+        if isinstance(timeout, int) and parsed is not None:
+            out["expiresAt"] = now_iso(parsed + datetime.timedelta(seconds=timeout))
     if phase in FINISHED_PHASES and not current.get("endedAt"):
         out["endedAt"] = now
     return out

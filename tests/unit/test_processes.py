@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 from kubesessions.localcluster import processes
-from kubesessions.localcluster.node import AddressPool, leftover_pod_processes
+from kubesessions.localcluster.node import AddressPool, claim_address_block, leftover_pod_processes
 
 pytestmark = pytest.mark.unit
 
@@ -50,3 +50,20 @@ def test_address_pool_skips_reserved_and_reuses_released() -> None:
     assert pool.take() == "127.0.0.9"
     assert not pool.claim("127.0.0.2")  # in use
     assert not pool.claim("10.0.0.1")  # never outside loopback
+
+
+def test_address_pools_of_other_blocks_do_not_overlap() -> None:
+    pool = AddressPool(7)
+    assert pool.take() == "127.7.0.2"
+    assert not pool.claim("127.0.0.3")
+
+
+def test_each_live_node_gets_its_own_block(tmp_path: Path) -> None:
+    first, lock1 = claim_address_block(tmp_path)
+    second, lock2 = claim_address_block(tmp_path)
+    assert (first, second) == (0, 1)
+    lock1.close()  # a node that exits frees its block
+    third, lock3 = claim_address_block(tmp_path)
+    assert third == 0
+    lock2.close()
+    lock3.close()

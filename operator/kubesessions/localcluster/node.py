@@ -17,6 +17,7 @@ import argparse
 import asyncio
 import contextlib
 import datetime
+import fcntl
 import ipaddress
 import json
 import logging
@@ -24,9 +25,10 @@ import os
 import shutil
 import signal
 import sys
+import tempfile
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from .. import logs
 from . import processes
@@ -48,11 +50,15 @@ DESCRIPTION = (
 
 
 class AddressPool:
-    """Loopback addresses for pods: 127.0.0.2 upward, skipping .0, .1 and .255."""
+    """Loopback addresses for this node's pods, within its block 127.<block>.0.0/16.
 
-    def __init__(self) -> None:
+    Block 0 gives 127.0.0.2 upward. Addresses skip .0, .1 and .255 of each /24.
+    """
+
+    def __init__(self, block: int = 0) -> None:
+        self._prefix = f"127.{block}."
         self._free: list[str] = []
-        self._next = int(ipaddress.ip_address("127.0.0.2"))
+        self._next = int(ipaddress.ip_address(f"{self._prefix}0.2"))
         self._used: set[str] = set()
 
     def take(self) -> str:
@@ -64,13 +70,15 @@ class AddressPool:
         while True:
             ip = str(ipaddress.ip_address(self._next))
             self._next += 1
+            if not ip.startswith(self._prefix):
+                raise RuntimeError(f"no loopback addresses left in {self._prefix}0.0/16")
             if int(ip.rsplit(".", 1)[1]) in (0, 1, 255) or ip in self._used:
                 continue
             self._used.add(ip)
             return ip
 
     def claim(self, ip: str) -> bool:
-        if ip in self._used or not ip.startswith("127."):
+        if ip in self._used or not ip.startswith(self._prefix):
             return False
         self._used.add(ip)
         return True
@@ -79,6 +87,25 @@ class AddressPool:
         if ip in self._used:
             self._used.discard(ip)
             self._free.append(ip)
+
+
+def claim_address_block(lock_dir: Path) -> tuple[int, IO[bytes]]:
+    """The lowest 127.<block>.0.0/16 no other live process node on this machine holds.
+
+    Two local clusters must not hand out the same pod IPs (a probe or call would reach the
+    other cluster's pod). Each node holds an flock on its block's file for its lifetime, so
+    a crashed node frees its block by itself.
+    """
+    lock_dir.mkdir(parents=True, exist_ok=True)
+    for block in range(255):
+        handle = (lock_dir / f"block-{block}.lock").open("wb")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            continue
+        return block, handle
+    raise RuntimeError(f"all 255 loopback address blocks are held by process nodes ({lock_dir})")
 
 
 def leftover_pod_processes(node_dir: Path) -> list[processes.ProcessRecord]:
@@ -174,12 +201,14 @@ def micro_time() -> str:
 
 
 class ProcessNode(PodServices):
-    def __init__(self, api: ApiClient, cfg: NodeConfig, node_dir: Path, api_port: int) -> None:
+    def __init__(
+        self, api: ApiClient, cfg: NodeConfig, node_dir: Path, api_port: int, block: int = 0
+    ) -> None:
         self.api = api
         self.cfg = cfg
         self.node_dir = node_dir
         self.api_port = api_port
-        self.addresses = AddressPool()
+        self.addresses = AddressPool(block)
         self.runners: dict[str, PodRunner] = {}  # by pod uid
         self._node_uid = ""
         self._since = podstatus_now()
@@ -397,14 +426,15 @@ async def run(state_dir: Path) -> None:
         raise SystemExit(f"no cluster state in {state_dir}")
     # Processes left by an earlier run of this node cannot be re-adopted: stop them.
     processes.stop(leftover_pod_processes(paths.node_dir), grace=2)
+    block, _lock = claim_address_block(Path(tempfile.gettempdir()) / "kube-sessions-address-blocks")
     api = ApiClient(connection_from_kubeconfig(paths.component_kubeconfig("node")))
-    node = ProcessNode(api, state.node, paths.node_dir, state.ports["apiserver"])
+    node = ProcessNode(api, state.node, paths.node_dir, state.ports["apiserver"], block)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await node.register()
-    log.info("node %s registered: %s", state.node.name, DESCRIPTION)
+    log.info("node %s registered, pod IPs 127.%d.x.y: %s", state.node.name, block, DESCRIPTION)
     tasks = [asyncio.create_task(node.heartbeat()), asyncio.create_task(node.watch_pods())]
     await stop.wait()
     log.info("stopping: ending every container process")

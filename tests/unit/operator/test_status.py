@@ -77,13 +77,15 @@ def test_messages_carry_the_why() -> None:
 
 def test_status_keeps_transition_times_and_accruing_fields() -> None:
     ready = Verdict(Phase.READY, "WorkerReady", "ok", ready=True)
-    first = desired_status(
-        {}, ready, pod=pod("Running", podIP="127.0.0.5", startTime="t0"), generation=1, now="T1"
-    )
-    assert first["readyAt"] == "T1" and first["podIP"] == "127.0.0.5" and first["startedAt"] == "t0"
-    again = desired_status(first, ready, pod=pod("Running", podIP="127.0.0.5"), generation=1, now="T2")
-    assert again["readyAt"] == "T1"
-    assert [c["lastTransitionTime"] for c in again["conditions"]] == ["T1", "T1"]
+    t1, t2 = "2026-01-01T00:00:01.000Z", "2026-01-01T00:00:02.000Z"
+    running = pod("Running", podIP="127.0.0.5", startTime="t0")
+    first = desired_status({}, ready, pod=running, generation=1, now=t1, extra={"sessionTimeout": 60})
+    assert first["readyAt"] == first["lastActivityTime"] == t1
+    assert first["expiresAt"] == "2026-01-01T00:01:01.000Z"
+    assert first["podIP"] == "127.0.0.5" and first["startedAt"] == "t0"
+    again = desired_status(first, ready, pod=running, generation=1, now=t2)
+    assert again["readyAt"] == t1
+    assert [c["lastTransitionTime"] for c in again["conditions"]] == [t1, t1]
     assert status_patch(first, again) == {}
 
 
