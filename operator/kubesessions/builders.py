@@ -122,7 +122,10 @@ def build_service(ref: SessionRef, app_name: str | None) -> JSON:
         "kind": "Service",
         "metadata": _metadata(ref.name, ref, app_name),
         "spec": {
+            # Headless: the name resolves straight to the one pod, and thousands of sessions
+            # use up no ClusterIPs (allocating one is also the slowest part of creating it).
             "type": "ClusterIP",
+            "clusterIP": "None",
             "selector": {MANAGED_BY: MANAGER, SESSION_LABEL: ref.name},
             "ports": [{"name": "http", "port": WORKER_PORT, "targetPort": "http", "protocol": "TCP"}],
         },
@@ -165,6 +168,7 @@ def build_pod(
     spec: SessionSpec,
     *,
     termination_grace: int = 30,
+    idle_grace: int = 60,
 ) -> JSON:
     """The worker pod: restricted, token-less, never restarted, GPU-limited as asked."""
     template = merge_template(app, spec.template)
@@ -190,6 +194,8 @@ def build_pod(
         },
         {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
         {"name": "KUBESESSIONS_PORT", "value": str(WORKER_PORT)},
+        # The worker's own safety net: it exits if nobody culled it by timeout + grace.
+        {"name": "KUBESESSIONS_IDLE_GRACE", "value": str(idle_grace)},
         {"name": "TMPDIR", "value": "/tmp"},  # noqa: S108 - an emptyDir, the only writable place
     ]
     reserved = {e["name"] for e in env}

@@ -108,7 +108,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         run(
             OperatorSettings(
                 namespaces=args.namespace, retention=args.retention, termination_grace=args.termination_grace,
-                unreachable_limit=max(1, args.unreachable_limit),
+                unreachable_limit=max(1, args.unreachable_limit), idle_grace=args.idle_grace,
             ),
             metrics_port=args.metrics_port,
         )  # fmt: skip

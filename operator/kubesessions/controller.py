@@ -7,6 +7,7 @@ and says when to look again (idle deadline, max lifetime, tombstone retention).
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import datetime
 import logging
@@ -40,9 +41,10 @@ class OperatorSettings:
     namespaces: list[str] = field(default_factory=list)  # empty: all namespaces
     retention: float = 600.0  # seconds a finished Session stays as a tombstone
     termination_grace: int = 30
-    workers: int = 8
+    workers: int = 32  # reconciles wait on the API, not the CPU
     worker_timeout: float = 2.0  # seconds for one /status call to a worker
     unreachable_limit: int = 5  # failed /status calls in a row before WorkerLost
+    idle_grace: int = 60  # the worker exits by itself when idle past timeout + this
     orphan_sweep_interval: float = 300.0
 
 
@@ -56,6 +58,13 @@ class Tracked:
     keepalive: str | None = None
     activity_written_at: float = 0.0  # monotonic
     unreachable: int = 0
+
+
+def _from_ms(ms: int) -> datetime.datetime:
+    """Exact: no float round trip, so equal milliseconds give equal strings."""
+    return datetime.datetime.fromtimestamp(ms // 1000, datetime.UTC) + datetime.timedelta(
+        milliseconds=ms % 1000
+    )
 
 
 def _ref(body: JSON) -> builders.SessionRef:
@@ -206,12 +215,14 @@ class Controller:
             if await self._create("secrets", key[0], builders.build_secret(ref, app_name, tracked.token)):
                 tracked.token = None  # someone else's token stands; read it when needed
             tracked.children.add("secret")
+        # Pod and Service do not depend on each other: one round trip for both.
+        creates = []
         if "pod" not in tracked.children:
-            await self._create("pods", key[0], pod)
-            tracked.children.add("pod")
+            creates.append(self._create("pods", key[0], pod))
         if "service" not in tracked.children:
-            await self._create("services", key[0], builders.build_service(ref, app_name))
-            tracked.children.add("service")
+            creates.append(self._create("services", key[0], builders.build_service(ref, app_name)))
+        await asyncio.gather(*creates)
+        tracked.children.update({"pod", "service"})
 
     async def _create(self, kind: str, namespace: str, body: JSON) -> bool:
         """Create; True when it existed already."""
@@ -244,10 +255,7 @@ class Controller:
         )
         patch = status_patch(current, desired)
         if patch:
-            self.writes["patch sessions/status"] += 1
-            result = await self.custom.patch_namespaced_custom_object_status(
-                GROUP, VERSION, key[0], "sessions", key[1], {"status": patch}, _content_type=MERGE_PATCH
-            )
+            result = await self._patch_status(key, {"status": patch})
             self.sessions[key] = result  # our write is the newest view until the watch says more
             if current.get("phase") != desired["phase"] or current.get("reason") != desired["reason"]:
                 log.info(
@@ -256,6 +264,15 @@ class Controller:
                 )  # fmt: skip
                 await self._transition_event(body, current.get("phase"), verdict)
         return desired
+
+    async def _patch_status(self, key: Key, body: JSON) -> JSON:
+        """A merge patch of the Session's status subresource; returns the updated Session."""
+        self.writes["patch sessions/status"] += 1
+        options: dict[str, Any] = {"_content_type": MERGE_PATCH}  # not in the client's typed signature
+        result: JSON = await self.custom.patch_namespaced_custom_object_status(
+            GROUP, VERSION, key[0], "sessions", key[1], body, **options
+        )
+        return result
 
     async def _transition_event(self, body: JSON, before: str | None, verdict: Verdict) -> None:
         """Events for transitions a person cares about only."""
@@ -340,21 +357,30 @@ class Controller:
             tracked.token = base64.b64decode(secret.data[builders.TOKEN_KEY]).decode()
         return tracked.token
 
-    async def _worker_status(self, key: Key, pod: JSON, tracked: Tracked) -> JSON:
+    async def _worker(
+        self, method: str, key: Key, pod: JSON, tracked: Tracked, path: str
+    ) -> tuple[int, JSON]:
+        """One call to the session's worker with its token; (status, JSON body)."""
         ip = pod.get("status", {}).get("podIP")
-        url = f"http://{ip}:{builders.WORKER_PORT}/status"
+        url = f"http://{ip}:{builders.WORKER_PORT}{path}"
         headers = {"Authorization": f"Bearer {await self._token(key, tracked)}"}
         timeout = aiohttp.ClientTimeout(total=self.settings.worker_timeout)
-        async with self.http.get(url, headers=headers, timeout=timeout) as resp:
-            resp.raise_for_status()
-            result: JSON = await resp.json()
-            return result
+        async with self.http.request(method, url, headers=headers, timeout=timeout) as resp:
+            if resp.status >= 500 or resp.status in (401, 403, 404):
+                resp.raise_for_status()
+            body: JSON = await resp.json(content_type=None) if resp.content_length != 0 else {}
+            return resp.status, body
 
     async def _check_idle(
         self, key: Key, body: JSON, pod: JSON, timeout: int, tracked: Tracked
     ) -> float | None:
         try:
-            worker = await self._worker_status(key, pod, tracked)
+            keepalive = self._new_keepalive(body, tracked)
+            if keepalive is not None:
+                await self._worker("POST", key, pod, tracked, "/keepalive")
+                tracked.keepalive = keepalive
+                tracked.activity_written_at = 0.0  # record it (and that it was seen) without delay
+            _, worker = await self._worker("GET", key, pod, tracked, "/status")
         except (aiohttp.ClientError, TimeoutError, ApiException) as exc:
             return await self._unreachable(key, body, pod, tracked, exc)
         if tracked.unreachable:
@@ -366,11 +392,17 @@ class Controller:
         ready_at = parse_time((body.get("status") or {}).get("readyAt"))
         if ready_at is not None:
             last_ts = max(last_ts, ready_at.timestamp())  # setup is not idleness
-        keepalive = self._keepalive(body, tracked)
-        if keepalive is not None:
-            last_ts = max(last_ts, keepalive)
-        decision = idle.decide(wall_now, last_ts, timeout, bool(worker.get("inFlight")))
+        decision = idle.decide(
+            wall_now, last_ts, timeout, bool(worker.get("inFlight") or worker.get("queued"))
+        )
         if decision.expire:
+            # Decided here, done by the worker in one step: it refuses if a call came in since.
+            try:
+                code, answer = await self._worker("POST", key, pod, tracked, f"/close?ifIdleFor={timeout}")
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                return await self._unreachable(key, body, pod, tracked, exc)
+            if code == 409:
+                return float(answer.get("remainingSeconds") or idle.BUSY_LOOK_MIN) + idle.EPSILON
             await self._finish(
                 key, body, Verdict(Phase.EXPIRED, "IdleTimeout", f"no call for {timeout}s (idle timeout)")
             )
@@ -378,35 +410,38 @@ class Controller:
         await self._record_activity(key, body, tracked, last_ts, timeout, worker)
         return decision.look_again_in
 
-    def _keepalive(self, body: JSON, tracked: Tracked) -> float | None:
-        """A keepalive annotation counts as activity when it first changes."""
-        annotations = body["metadata"].get("annotations") or {}
-        value = annotations.get(KEEPALIVE_ANNOTATION)
-        if value is None:
+    def _new_keepalive(self, body: JSON, tracked: Tracked) -> str | None:
+        """A ``kubesessions.io/keepalive`` value not yet passed on to the worker, if any."""
+        value = (body["metadata"].get("annotations") or {}).get(KEEPALIVE_ANNOTATION)
+        if value is None or value == tracked.keepalive:
             return None
-        seen = tracked.keepalive
-        if seen is None:
-            # After a restart: the pod remembers which keepalive was already counted.
-            pod_annotations = self.pods.get((body["metadata"]["namespace"], body["metadata"]["name"]), {})
-            seen = (pod_annotations.get("metadata", {}).get("annotations") or {}).get(KEEPALIVE_SEEN)
-        if value == seen:
-            return None
-        tracked.keepalive = value
-        tracked.activity_written_at = 0.0  # write it through now
-        return time.time()
+        if tracked.keepalive is None:
+            # After a restart: the pod remembers which keepalive was already passed on.
+            pod = self.pods.get((body["metadata"]["namespace"], body["metadata"]["name"]), {})
+            if (pod.get("metadata", {}).get("annotations") or {}).get(KEEPALIVE_SEEN) == value:
+                tracked.keepalive = value
+                return None
+        return str(value)
 
     async def _record_activity(
         self, key: Key, body: JSON, tracked: Tracked, last_ts: float, timeout: int, worker: JSON
     ) -> None:
         """Annotate the pod and the status with the last activity, throttled per session."""
-        last = now_iso(datetime.datetime.fromtimestamp(last_ts, datetime.UTC))
+        last_ms = round(last_ts * 1000)
+        last = now_iso(_from_ms(last_ms))
         status = body.get("status") or {}
-        if status.get("lastActivityTime") == last and status.get("calls") == worker.get("calls"):
+        recorded = parse_time(status.get("lastActivityTime"))
+        calls = worker.get("calls") if isinstance(worker.get("calls"), int) else None
+        if (
+            recorded is not None
+            and round(recorded.timestamp() * 1000) == last_ms
+            and calls in (status.get("calls"), None if status.get("calls") is not None else 0)
+        ):
             return
         if time.monotonic() - tracked.activity_written_at < idle.write_interval(timeout):
             return
         tracked.activity_written_at = time.monotonic()
-        expires = now_iso(datetime.datetime.fromtimestamp(last_ts + timeout, datetime.UTC))
+        expires = now_iso(_from_ms(last_ms + timeout * 1000))
         pod_annotations = {builders.LAST_ACTIVITY: last}
         if tracked.keepalive is not None:
             pod_annotations[KEEPALIVE_SEEN] = tracked.keepalive
@@ -419,12 +454,9 @@ class Controller:
             if exc.status != 404:
                 raise
         patch: JSON = {"lastActivityTime": last, "expiresAt": expires}
-        if isinstance(worker.get("calls"), int):
-            patch["calls"] = worker["calls"]
-        self.writes["patch sessions/status"] += 1
-        self.sessions[key] = await self.custom.patch_namespaced_custom_object_status(
-            GROUP, VERSION, key[0], "sessions", key[1], {"status": patch}, _content_type=MERGE_PATCH
-        )
+        if calls is not None:
+            patch["calls"] = calls
+        self.sessions[key] = await self._patch_status(key, {"status": patch})
 
     async def _unreachable(
         self, key: Key, body: JSON, pod: JSON, tracked: Tracked, exc: BaseException
@@ -456,16 +488,7 @@ class Controller:
                 "observedGeneration": body["metadata"].get("generation", 1),
             }
         )
-        self.writes["patch sessions/status"] += 1
-        self.sessions[key] = await self.custom.patch_namespaced_custom_object_status(
-            GROUP,
-            VERSION,
-            key[0],
-            "sessions",
-            key[1],
-            {"status": {"conditions": conditions}},
-            _content_type=MERGE_PATCH,
-        )
+        self.sessions[key] = await self._patch_status(key, {"status": {"conditions": conditions}})
 
     # -- orphans --------------------------------------------------------------------------
 

@@ -46,6 +46,7 @@ def build(runner: Runner, gpu: GpuMonitor, *, token: str, max_body_bytes: int) -
     app.router.add_get("/status", _status)
     app.router.add_get("/metrics", _metrics)
     app.router.add_post("/close", _close)
+    app.router.add_post("/keepalive", _keepalive)
     return app
 
 
@@ -184,8 +185,36 @@ async def _metrics(request: web.Request) -> web.Response:
 
 
 async def _close(request: web.Request) -> web.Response:
-    request.app[RUNNER].stop(Reason.CLOSED, "POST /close")
-    return web.json_response({"state": State.CLOSING}, status=202)
+    """``?ifIdleFor=<seconds>``: close only if idle that long (the operator's idle cull)."""
+    runner = request.app[RUNNER]
+    raw = request.query.get("ifIdleFor")
+    if raw is None:
+        runner.stop(Reason.CLOSED, "POST /close")
+        return web.json_response({"state": State.CLOSING}, status=202)
+    try:
+        seconds = float(raw)
+        if not 0 < seconds <= 86400:
+            raise ValueError
+    except ValueError:
+        raise Problem(
+            "VALIDATION", f"ifIdleFor must be a number of seconds in (0, 86400], got {raw!r}"
+        ) from None
+    remaining = runner.close_if_idle(seconds)
+    if remaining is None:
+        return web.json_response({"state": State.CLOSING}, status=202)
+    body = {
+        "state": runner.state,
+        "idleSeconds": round(runner.idle_seconds(), 3),
+        "remainingSeconds": round(remaining, 3),
+    }
+    return web.json_response(body, status=409)
+
+
+async def _keepalive(request: web.Request) -> web.Response:
+    runner = request.app[RUNNER]
+    if not runner.keepalive():
+        raise Problem("SESSION_ENDED", "the session is ending")
+    return web.json_response({"lastActivity": rfc3339(runner.status().last_activity)})
 
 
 def rfc3339(moment: datetime.datetime) -> str:

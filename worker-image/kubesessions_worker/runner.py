@@ -143,6 +143,28 @@ class Runner:
             session_timeout=self.session_timeout,
         )
 
+    def keepalive(self) -> bool:
+        """Count a keepalive as activity; False once the session is ending."""
+        if self.state not in (State.READY, State.BUSY):
+            return False
+        self._stamp()
+        return True
+
+    def close_if_idle(self, seconds: float) -> float | None:
+        """End the session as IdleTimeout only if it has been idle for ``seconds``.
+
+        The check and the stop are one step on the event loop, so a call arriving meanwhile
+        either sees the session closing or keeps it alive: the culler can never end a
+        session mid-call. Returns None when it closed, else the seconds still to wait.
+        """
+        idle = self.idle_seconds()
+        if self.state not in (State.READY, State.BUSY) or self._running is not None or self._waiting:
+            return seconds
+        if idle < seconds:
+            return seconds - idle
+        self.stop(Reason.IDLE_TIMEOUT, f"idle for {idle:.1f}s (timeout {seconds:g}s)")
+        return None
+
     # -- lifecycle --------------------------------------------------------------------------
 
     async def setup(self, config: Mapping[str, Any]) -> None:

@@ -12,7 +12,7 @@ import pytest
 from kubesessions_worker.runner import State
 from kubesessions_worker.termination import Reason
 
-from .harness import AUTH, TOKEN, until, worker
+from .harness import AUTH, TOKEN, FakeClock, until, worker
 
 pytestmark = pytest.mark.unit
 
@@ -236,3 +236,52 @@ async def test_call_timeout_is_504() -> None:
     async with worker("Gate", call_timeout=0.05) as w:
         status, body = await w.call("stuck")
         assert (status, body["code"]) == (504, "CALL_TIMEOUT")
+
+
+async def test_keepalive_stamps_activity() -> None:
+    clock = FakeClock()
+    async with worker("Echo", clock=clock) as w:
+        clock.advance(30)
+        assert w.runner.idle_seconds() == 30
+        async with w.client.post("/keepalive", headers=AUTH) as resp:
+            assert resp.status == 200
+            assert (await resp.json())["lastActivity"].startswith("2030-01-01T00:00:30")
+        assert w.runner.idle_seconds() == 0
+        async with w.client.post("/keepalive") as resp:
+            assert resp.status == 401
+
+
+async def test_close_if_idle_closes_only_an_idle_session() -> None:
+    clock = FakeClock()
+    async with worker("Echo", clock=clock) as w:
+        clock.advance(5)
+        async with w.client.post("/close?ifIdleFor=10", headers=AUTH) as resp:
+            assert resp.status == 409
+            body = await resp.json()
+            assert (body["idleSeconds"], body["remainingSeconds"]) == (5, 5)
+        assert w.runner.state is State.READY
+        clock.advance(5)
+        async with w.client.post("/close?ifIdleFor=10", headers=AUTH) as resp:
+            assert resp.status == 202
+        ending = await w.runner.ending()
+        assert ending.reason is Reason.IDLE_TIMEOUT
+
+
+async def test_close_if_idle_never_ends_a_call_in_flight() -> None:
+    clock = FakeClock()
+    async with worker("Gate", clock=clock) as w:
+        call = asyncio.create_task(w.call("hold"))
+        await until(lambda: w.runner.status().in_flight, "the call to start")
+        clock.advance(3600)
+        async with w.client.post("/close?ifIdleFor=1", headers=AUTH) as resp:
+            assert resp.status == 409
+        w.app.release.set()
+        assert (await call)[0] == 200
+        assert w.runner.state is State.READY
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "abc", "1e9"])
+async def test_close_if_idle_validates(value: str) -> None:
+    async with worker("Echo") as w, w.client.post(f"/close?ifIdleFor={value}", headers=AUTH) as resp:
+        assert resp.status == 400
+        assert "ifIdleFor" in (await resp.json())["detail"]
