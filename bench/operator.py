@@ -146,6 +146,9 @@ def main() -> None:
                 print(f"not all Ready: {phases}", file=sys.stderr)
             latencies = [max(0.0, pod_seen[n] - created[n]) * 1000 for n in created if n in pod_seen]
         finally:
+            if op is not None and op.poll() is not None:
+                print(f"the operator exited ({op.returncode}):\n{(Path(tmp) / 'operator.log').read_text()[-3000:]}",
+                      file=sys.stderr)  # fmt: skip
             if op is not None:
                 op.terminate()
                 op.wait(timeout=20)

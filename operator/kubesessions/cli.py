@@ -81,6 +81,12 @@ def build_parser() -> argparse.ArgumentParser:
     op.add_argument("--unreachable-limit", type=_positive_int, default=5,
                     help="failed worker status calls in a row before the session fails as WorkerLost")  # fmt: skip
     op.add_argument(
+        "--idle-grace",
+        type=_positive_int,
+        default=60,
+        help="a worker idle past its timeout + this many seconds exits by itself (default 60)",
+    )
+    op.add_argument(
         "--metrics-port", type=_positive_int, default=None, help="serve /metrics and /healthz here"
     )
 
