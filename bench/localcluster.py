@@ -14,6 +14,7 @@ from kubernetes import client, config, watch
 
 sys.path.insert(0, str(Path(__file__).parent))
 import report
+
 from kubesessions.localcluster import cluster
 from kubesessions.localcluster.nodeconfig import NodeConfig
 

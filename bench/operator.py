@@ -22,10 +22,10 @@ from pathlib import Path
 from kubernetes import client, config, utils, watch
 
 sys.path.insert(0, str(Path(__file__).parent))
-import report  # noqa: E402
+import report
 
-from kubesessions.localcluster import cluster  # noqa: E402
-from kubesessions.localcluster.nodeconfig import NodeConfig  # noqa: E402
+from kubesessions.localcluster import cluster
+from kubesessions.localcluster.nodeconfig import NodeConfig
 
 SESSIONS = int(os.environ.get("BENCH_SESSIONS", "100"))
 NS = "bench"
@@ -68,7 +68,6 @@ def main() -> None:
             port = 18900
             env = {**os.environ, "KUBECONFIG": str(state_dir.kubeconfig)}
             op = subprocess.Popen(
-                os.environ["BENCH_OPERATOR"].split() + [str(port)] if "BENCH_OPERATOR" in os.environ else
                 [str(Path(sys.executable).parent / "kubesessions"), "operator", "--namespace", NS,
                  "--metrics-port", str(port)],
                 env=env, stdout=subprocess.DEVNULL, stderr=open(Path(tmp) / "operator.log", "wb"),  # noqa: SIM115
@@ -95,7 +94,9 @@ def main() -> None:
 
             def watch_sessions() -> None:
                 w = watch.Watch()
-                for event in w.stream(custom.list_namespaced_custom_object, *GROUP, NS, "sessions", timeout_seconds=600):
+                for event in w.stream(
+                    custom.list_namespaced_custom_object, *GROUP, NS, "sessions", timeout_seconds=600
+                ):
                     obj = event["object"]
                     if (obj.get("status") or {}).get("phase") == "Ready":
                         ready_seen.setdefault(obj["metadata"]["name"], time.monotonic())
@@ -117,7 +118,9 @@ def main() -> None:
 
             # Phase 1, process node paused (SIGSTOP): the operator alone turns Sessions into
             # Pods; on this 2-core machine 100 workers starting at once would starve it of CPU.
-            node_pid = next(p.pid for p in cluster.running_state(state_dir).processes if p.name == "process-node")
+            node_pid = next(
+                p.pid for p in cluster.running_state(state_dir).processes if p.name == "process-node"
+            )
             os.kill(node_pid, signal.SIGSTOP)
             start = time.monotonic()
             with ThreadPoolExecutor(8) as pool:
@@ -171,7 +174,11 @@ def main() -> None:
         [
             ("Session->Pod p50, node paused (ms)", f"{lat['median']:.0f}", ""),
             ("Session->Pod p99, node paused (ms)", f"{lat['p99']:.0f}", "<= 250 ms"),
-            (f"all {SESSIONS} Ready after node resumed (s)", f"{ready_after_resume:.1f}", f"{len(ready_seen)}/{SESSIONS} Ready"),
+            (
+                f"all {SESSIONS} Ready after node resumed (s)",
+                f"{ready_after_resume:.1f}",
+                f"{len(ready_seen)}/{SESSIONS} Ready",
+            ),
             ("API writes per Session to Ready", f"{writes / SESSIONS:.2f}", "<= 8"),
             ("operator peak RSS (MB)", f"{rss:.0f}", "<= 150 MB"),
             ("operator CPU (s)", f"{cpu_after - cpu_before:.1f}", ""),

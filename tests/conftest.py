@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 
 import pytest
 from kubernetes import client, config, watch
+
 from kubesessions.localcluster import binaries, cluster
 from kubesessions.localcluster.nodeconfig import NodeConfig
 

@@ -12,6 +12,7 @@ import pytest
 import yaml
 from kubernetes import client
 from kubernetes.client.rest import ApiException
+
 from kubesessions.localcluster import processes
 from kubesessions.localcluster.processes import start_ticks
 

@@ -5,6 +5,7 @@ import stat
 from pathlib import Path
 
 import pytest
+
 from kubesessions.localcluster import binaries
 
 pytestmark = pytest.mark.unit

@@ -3,8 +3,9 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from kubesessions import models
 from pydantic import ValidationError
+
+from kubesessions import models
 
 from ..validation_cases import BAD, GOOD, IMMUTABLE, Case, examples
 

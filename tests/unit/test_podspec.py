@@ -5,6 +5,7 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+
 from kubesessions.localcluster import podspec
 from kubesessions.localcluster.nodeconfig import DEFAULT_IMAGE_MAP, WORKER_IMAGE, image_repository
 

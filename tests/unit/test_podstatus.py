@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import pytest
+
 from kubesessions.localcluster.podstatus import ContainerRecord, pod_phase, pod_status
 
 pytestmark = pytest.mark.unit

@@ -3,6 +3,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from kubesessions.localcluster import processes
 from kubesessions.localcluster.node import AddressPool, claim_address_block, leftover_pod_processes
 

@@ -6,6 +6,7 @@ import re
 from typing import Any
 
 import pytest
+
 from kubesessions import builders
 from kubesessions.models import AppSpec, SessionSpec
 

@@ -4,6 +4,7 @@ import json
 from typing import Any
 
 import pytest
+
 from kubesessions.models import Phase
 from kubesessions.status import Verdict, desired_status, judge, status_patch
 

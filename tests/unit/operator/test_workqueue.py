@@ -4,6 +4,7 @@ import asyncio
 import time
 
 import pytest
+
 from kubesessions.workqueue import WorkQueue
 
 pytestmark = pytest.mark.unit

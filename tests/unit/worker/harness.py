@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from aiohttp.test_utils import TestClient, TestServer
+
 from kubesessions_worker import http
 from kubesessions_worker.app import AppHost
 from kubesessions_worker.gpu import GpuMonitor

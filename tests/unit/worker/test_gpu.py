@@ -8,6 +8,7 @@ from typing import Any
 
 import pynvml  # type: ignore[import-untyped]
 import pytest
+
 from kubesessions_worker import metrics
 from kubesessions_worker.gpu import GpuMonitor, Snapshot
 

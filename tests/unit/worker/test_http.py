@@ -9,6 +9,7 @@ import re
 from pathlib import Path
 
 import pytest
+
 from kubesessions_worker.runner import State
 from kubesessions_worker.termination import Reason
 

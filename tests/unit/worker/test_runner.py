@@ -6,6 +6,7 @@ import asyncio
 from typing import Any
 
 import pytest
+
 from kubesessions_worker import end_session
 from kubesessions_worker.runner import Call, Done, Failed, Output, Runner, State
 from kubesessions_worker.termination import Reason

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from kubesessions_worker.settings import Settings, SettingsError
 
 pytestmark = pytest.mark.unit
