@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test lint typecheck unit cluster binaries demo venv clean-cluster bench
+.PHONY: test lint typecheck unit cluster binaries demo venv clean-cluster bench image
 
 venv: $(STAMP)
 
@@ -35,7 +35,7 @@ unit: $(STAMP)
 	$(BIN)/pytest -m unit
 
 # Benchmarks write bench-results/<name>.json and print a short table each.
-BENCHES ?= localcluster
+BENCHES ?= localcluster worker_echo operator
 bench: binaries
 	for b in $(BENCHES); do $(BIN)/python bench/$$b.py; done
 
@@ -44,3 +44,8 @@ demo: binaries
 
 clean-cluster: $(STAMP)
 	$(BIN)/kubesessions localcluster down
+
+# The worker image (needs a Docker engine; the build machines have none, so CI does not run it).
+WORKER_IMAGE ?= ghcr.io/kube-sessions/kube-sessions-worker:0.1.0
+image:
+	docker build -f worker-image/Dockerfile -t $(WORKER_IMAGE) .

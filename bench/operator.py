@@ -140,6 +140,12 @@ def main() -> None:
             stop.set()
             rss, cpu_after = proc_stats(op.pid)
             writes = metric_total(port, "kubesessions_operator_api_writes_total") - writes_before
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+                breakdown = [
+                    ln
+                    for ln in resp.read().decode().splitlines()
+                    if ln.startswith("kubesessions_operator_api")
+                ]
             if len(ready_seen) < SESSIONS:  # say why, rather than report a silent shortfall
                 phases: dict[str, int] = {}
                 for item in custom.list_namespaced_custom_object(*GROUP, NS, "sessions")["items"]:
@@ -165,6 +171,7 @@ def main() -> None:
         "all_ready_seconds": all_ready,
         "all_ready_after_resume_seconds": ready_after_resume,
         "api_writes_per_session_to_ready": writes / SESSIONS,
+        "api_writes_breakdown": breakdown,
         "operator_peak_rss_mb": rss,
         "operator_cpu_seconds": cpu_after - cpu_before,
     }

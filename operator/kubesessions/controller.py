@@ -67,6 +67,18 @@ def _from_ms(ms: int) -> datetime.datetime:
     )
 
 
+def _newer(body: JSON, cached: JSON | None) -> bool:
+    """Whether ``body`` is at least as new as ``cached``. Our own writes put their result in the
+    cache at once, so a watch event still in flight from before them must not roll it back.
+    resourceVersions are etcd revisions; where one does not parse, trust the event."""
+    if cached is None or cached["metadata"].get("uid") != body["metadata"].get("uid"):
+        return True
+    try:
+        return int(body["metadata"]["resourceVersion"]) >= int(cached["metadata"]["resourceVersion"])
+    except (KeyError, ValueError):
+        return True
+
+
 def _ref(body: JSON) -> builders.SessionRef:
     meta = body["metadata"]
     return builders.SessionRef(name=meta["name"], namespace=meta["namespace"], uid=meta["uid"])
@@ -100,7 +112,8 @@ class Controller:
         tracked = self.tracked.get(key)
         if tracked is None or tracked.uid != body["metadata"]["uid"]:
             self.tracked[key] = Tracked(uid=body["metadata"]["uid"])
-        self.sessions[key] = body
+        if _newer(body, self.sessions.get(key)):
+            self.sessions[key] = body
         self.queue.add(key)
 
     def pod_seen(self, body: JSON, deleted: bool) -> None:
@@ -113,7 +126,7 @@ class Controller:
                 self.pods.pop(key, None)
             if key in self.tracked:
                 self.tracked[key].children.discard("pod")
-        else:
+        elif _newer(body, self.pods.get(key)):
             self.pods[key] = body
         self.queue.add(key)
 
@@ -174,12 +187,14 @@ class Controller:
                 await self._finish(key, body, Verdict(Phase.FAILED, "InvalidSpec", str(exc)))
                 return self.settings.retention
             await self._ensure_children(key, ref, app_name, tracked, manifest)
-            extra_status["endpoint"] = builders.endpoint(ref)
+            # Known now, so the first status write carries them (not one write per field later).
+            extra_status.update(endpoint=builders.endpoint(ref), podName=ref.name)
         verdict = judge(pod, status.get("phase"))
         if finished(verdict.phase):
             await self._finish(key, body, verdict, pod=pod)
             return self.settings.retention
         await self._write_status(key, body, verdict, pod, extra_status)
+        body = self.sessions.get(key, body)  # with the status just written
         looks = [self._lifetime_left(spec, body)]
         if looks[0] is not None and looks[0] <= 0:
             await self._finish(

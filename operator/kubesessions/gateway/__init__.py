@@ -1,0 +1,1 @@
+"""`kubesessions gateway`: the sessions API over HTTP, routed to warm worker pods."""

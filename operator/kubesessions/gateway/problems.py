@@ -1,0 +1,78 @@
+"""The gateway's errors as RFC 9457 problem details, each with a stable ``code``."""
+
+from __future__ import annotations
+
+from http import HTTPStatus
+from typing import Any
+
+from aiohttp import web
+
+PROBLEM_TYPE = "application/problem+json"
+
+# code -> default HTTP status (DESIGN.md); a few codes carry more than one status.
+STATUS = {
+    "VALIDATION": HTTPStatus.BAD_REQUEST,
+    "APP_MISMATCH": HTTPStatus.BAD_REQUEST,
+    "APP_NOT_FOUND": HTTPStatus.NOT_FOUND,
+    "UNAUTHORIZED": HTTPStatus.UNAUTHORIZED,  # 403 when the identity is known but not allowed
+    "SESSION_NOT_FOUND": HTTPStatus.NOT_FOUND,
+    "SESSION_EXPIRED": HTTPStatus.GONE,
+    "SESSION_ENDED": HTTPStatus.GONE,
+    "PAYLOAD_TOO_LARGE": HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+    "QUEUE_FULL": HTTPStatus.TOO_MANY_REQUESTS,
+    "RUN_FAILED": HTTPStatus.INTERNAL_SERVER_ERROR,
+    "WORKER_UNAVAILABLE": HTTPStatus.SERVICE_UNAVAILABLE,
+    "CALL_TIMEOUT": HTTPStatus.GATEWAY_TIMEOUT,
+}
+
+
+class Problem(Exception):
+    """An error the caller gets as ``application/problem+json``."""
+
+    def __init__(
+        self,
+        code: str,
+        detail: str,
+        *,
+        status: int | None = None,
+        retry_after: int | None = None,
+        **members: Any,
+    ) -> None:
+        super().__init__(f"{code}: {detail}")
+        self.code = code
+        self.status = HTTPStatus(status) if status is not None else STATUS[code]
+        self.detail = detail
+        self.retry_after = retry_after
+        self.members = members  # extension members, e.g. session_id, reason
+
+    def body(self) -> dict[str, Any]:
+        return {
+            "type": "about:blank",
+            "title": self.status.phrase,
+            "status": int(self.status),
+            "code": self.code,
+            "detail": self.detail,
+            **self.members,
+        }
+
+    def response(self) -> web.Response:
+        headers = {}
+        if self.retry_after is not None:
+            headers["Retry-After"] = str(self.retry_after)
+        if self.status == HTTPStatus.UNAUTHORIZED:
+            headers["WWW-Authenticate"] = "Bearer"
+        return web.json_response(
+            self.body(), status=int(self.status), content_type=PROBLEM_TYPE, headers=headers
+        )
+
+
+def from_worker(status: int, body: Any, retry_after: str | None) -> Problem:
+    """A worker's problem, passed on with its own code; worker-side auth or readiness trouble is ours."""
+    code = body.get("code") if isinstance(body, dict) else None
+    detail = body.get("detail") if isinstance(body, dict) else None
+    detail = str(detail or f"the worker answered HTTP {status}")
+    if code in ("UNAUTHORIZED", "NOT_READY") or code not in STATUS:
+        return Problem("WORKER_UNAVAILABLE", f"the session's worker cannot take calls: {detail}")
+    members = {k: v for k, v in body.items() if k not in ("type", "title", "status", "code", "detail")}
+    seconds = int(retry_after) if retry_after and retry_after.isdigit() else None
+    return Problem(code, detail, status=status, retry_after=seconds, **members)

@@ -1,0 +1,98 @@
+"""Request bodies of the gateway API, validated by the same rules the CRDs carry.
+
+The models feed the OpenAPI document too, so the documented and the enforced shapes are one.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+from base64 import b32encode
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, ValidationError
+
+from ..models import DNS1123_SUBDOMAIN, MAX_TIMEOUT, MIN_TIMEOUT, AppSpec, SessionSpec
+from .problems import Problem
+
+NEW = "new"
+SESSION_PREFIX = "s-"
+# 15 random bytes: 120 bits, 24 base32 characters; lowercase base32 is DNS-1123 safe.
+SESSION_ID = re.compile(r"^s-[a-z2-7]{24}$")
+TIMEOUT_RANGE = f"a whole number of seconds, {MIN_TIMEOUT}..{MAX_TIMEOUT}"
+
+
+def new_session_id() -> str:
+    return SESSION_PREFIX + b32encode(secrets.token_bytes(15)).decode().lower()
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+
+    app: StrictStr | None = Field(default=None, max_length=253, pattern=DNS1123_SUBDOMAIN)
+    """The App (in the request's namespace) to start the worker from."""
+    session_timeout: StrictInt | None = Field(default=None, ge=MIN_TIMEOUT, le=MAX_TIMEOUT)
+    """Idle timeout of a new session in whole seconds, 1..3600 (default: the App's)."""
+    config: dict[str, Any] | None = None
+    """Settings handed to the app's `setup(config)` for a new session."""
+
+
+class RunRequest(_Body):
+    """`POST /v1/run`."""
+
+    input: Any = Field()
+    """Whatever the app's `run(input)` takes (any JSON)."""
+    session: StrictStr | None = Field(default=None, max_length=253)
+    """`"new"` to start a session, a session id to continue one, absent for a one-shot call."""
+    stream: StrictBool = False
+    """Answer as server-sent events, one `output` event per value the app yields."""
+
+
+class CreateSessionRequest(_Body):
+    """`POST /v1/sessions`: start a session without a call."""
+
+    app: StrictStr = Field(max_length=253, pattern=DNS1123_SUBDOMAIN)
+    """The App (in the request's namespace) to start the worker from."""
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def parse(model: type[M], raw: bytes) -> M:
+    try:
+        data = json.loads(raw)
+    except ValueError as exc:
+        raise Problem("VALIDATION", f"the body is not JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise Problem("VALIDATION", "the body must be a JSON object")
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise Problem("VALIDATION", describe(exc)) from None
+
+
+def describe(exc: ValidationError) -> str:
+    """One line per error, naming the field; timeouts also name the allowed range."""
+    parts = []
+    for error in exc.errors():
+        field = ".".join(str(p) for p in error["loc"]) or "body"
+        text = f"{field}: {error['msg']}"
+        if field in ("session_timeout", "sessionTimeout"):
+            text += f" ({TIMEOUT_RANGE})"
+        parts.append(text)
+    return "; ".join(parts)
+
+
+def session_spec(body: _Body, app: AppSpec) -> SessionSpec:
+    """The Session's spec, checked as the API server will check it, and against the App's maximum."""
+    if body.session_timeout is not None and body.session_timeout > app.maxSessionTimeout:
+        raise Problem(
+            "VALIDATION",
+            f"session_timeout: {body.session_timeout} is over the App's maxSessionTimeout of "
+            f"{app.maxSessionTimeout} ({TIMEOUT_RANGE}, at most {app.maxSessionTimeout} for app {body.app})",
+        )
+    try:
+        return SessionSpec(app=body.app, sessionTimeout=body.session_timeout, config=body.config)
+    except ValidationError as exc:
+        raise Problem("VALIDATION", describe(exc)) from None
