@@ -87,6 +87,7 @@ def _ref(body: JSON) -> builders.SessionRef:
 class Controller:
     def __init__(self, api: client.ApiClient, settings: OperatorSettings) -> None:
         self.settings = settings
+        self.api = api
         self.core = client.CoreV1Api(api)
         self.custom = client.CustomObjectsApi(api)
         self.sessions: dict[Key, JSON] = {}
@@ -160,7 +161,7 @@ class Controller:
         app_name = spec.app
         app: AppSpec | None = None
         if app_name is not None:
-            app_body = self.apps.get((key[0], app_name))
+            app_body = self.apps.get((key[0], app_name)) or await self._read("apps", key[0], app_name)
             if app_body is None:
                 await self._write_status(
                     key,
@@ -173,6 +174,10 @@ class Controller:
         timeout = effective_timeout(spec, app)
         extra_status: JSON = {"sessionTimeout": timeout, "gpus": builders.gpu_summary(app, spec)}
         pod = self.pods.get(key)
+        if pod is None and status.get("phase") in (Phase.STARTING, Phase.READY):
+            # Before calling the worker lost, ask the API: after a restart the pod watch may
+            # not have caught up with the Session watch yet.
+            pod = await self._read("pods", key[0], key[1])
         if pod is not None:
             tracked.children.add("pod")
         # A worker that has been running is never replaced: its state is gone with it.
@@ -181,7 +186,12 @@ class Controller:
             ref = _ref(body)
             try:
                 manifest = builders.build_pod(
-                    ref, app_name, app, spec, termination_grace=self.settings.termination_grace
+                    ref,
+                    app_name,
+                    app,
+                    spec,
+                    termination_grace=self.settings.termination_grace,
+                    idle_grace=self.settings.idle_grace,
                 )
             except builders.SpecError as exc:
                 await self._finish(key, body, Verdict(Phase.FAILED, "InvalidSpec", str(exc)))
@@ -211,6 +221,25 @@ class Controller:
             looks.append(await self._check_idle(key, body, pod, timeout, tracked))
         pending = [t for t in looks if t is not None]
         return min(pending) if pending else None
+
+    async def _read(self, kind: str, namespace: str, name: str) -> JSON | None:
+        """A direct read for the rare paths where the watch caches may lag; None if absent."""
+        try:
+            if kind == "apps":
+                found: JSON = await self.custom.get_namespaced_custom_object(
+                    GROUP, VERSION, namespace, "apps", name
+                )
+                self.app_seen(found, deleted=False)
+            else:
+                pod = await self.core.read_namespaced_pod(name, namespace)
+                found = self.api.sanitize_for_serialization(pod)
+                if _newer(found, self.pods.get((namespace, name))):
+                    self.pods[(namespace, name)] = found
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return found
 
     def _lifetime_left(self, spec: SessionSpec, body: JSON) -> float | None:
         if spec.maxLifetime is None:

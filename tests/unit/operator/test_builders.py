@@ -149,3 +149,8 @@ def test_secret_holds_a_fresh_random_token() -> None:
     assert a != b and len(a) >= 40
     secret = builders.build_secret(REF, "counter", a)
     assert base64.b64decode(secret["data"]["token"]).decode() == a
+
+
+def test_idle_grace_reaches_the_worker() -> None:
+    pod = builders.build_pod(REF, "counter", APP, SessionSpec.model_validate({"app": "counter"}), idle_grace=7)
+    assert env_of(pod)["KUBESESSIONS_IDLE_GRACE"] == "7"
