@@ -10,6 +10,9 @@ from pathlib import Path
 
 from . import logs
 
+# The Helm chart carries a copy of crds/ (a chart can only read files inside itself).
+CHART_CRDS = Path("charts/kube-sessions/files/crds")
+
 
 def _image_map_item(text: str) -> tuple[str, str]:
     image, sep, command = text.partition("=")
@@ -90,6 +93,21 @@ def build_parser() -> argparse.ArgumentParser:
         "--metrics-port", type=_positive_int, default=None, help="serve /metrics and /healthz here"
     )
 
+    gw = sub.add_parser("gateway", help="serve the sessions API over HTTP (stateless; run N replicas)")
+    gw.add_argument("--namespace", action="append", default=[],
+                    help="serve (and watch) this namespace (repeatable; default: all)")  # fmt: skip
+    gw.add_argument("--default-namespace", default=None,
+                    help="namespace of requests that name none (default: the first --namespace, else default)")  # fmt: skip
+    gw.add_argument("--auth", choices=("kubernetes", "none"), default="kubernetes",
+                    help="kubernetes: TokenReview + SubjectAccessReview; none: local development only")  # fmt: skip
+    gw.add_argument("--host", default="0.0.0.0")  # noqa: S104 - a Service sends callers here
+    gw.add_argument("--port", type=_positive_int, default=8000)
+    gw.add_argument("--max-body-bytes", type=_positive_int, default=8 * 1024 * 1024)
+    gw.add_argument("--start-timeout", type=_seconds, default=120.0,
+                    help="seconds a new session may take to become Ready (default 120)")  # fmt: skip
+    gw.add_argument("--call-timeout", type=_seconds, default=660.0,
+                    help="seconds without a byte from the worker before 504 (default 660)")  # fmt: skip
+
     crds = sub.add_parser("crds", help="print the CRDs generated from the models")
     mode = crds.add_mutually_exclusive_group()
     mode.add_argument("--write", action="store_true", help="write them into --dir")
@@ -98,7 +116,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     crds.add_argument("--dir", type=Path, default=Path("crds"), help="default: crds/")
 
-    sub.add_parser("demo", help="bring the local cluster up and show a GPU pod running on it")
+    demo = sub.add_parser(
+        "demo", help="the local cluster, operator and gateway, and sessions used through the client"
+    )
+    demo.add_argument("--keep", action="store_true", help="leave it all running and print how to reach it")
+    demo.add_argument("--state-dir", type=Path, default=None, help="default: .localcluster/")
     return parser
 
 
@@ -118,22 +140,35 @@ def main(argv: Sequence[str] | None = None) -> None:
             ),
             metrics_port=args.metrics_port,
         )  # fmt: skip
+    elif args.command == "gateway":
+        from .gateway.app import run as run_gateway
+        from .gateway.sessions import GatewaySettings
+
+        run_gateway(
+            GatewaySettings(
+                namespaces=args.namespace,
+                default_namespace=args.default_namespace or (args.namespace or ["default"])[0],
+                auth=args.auth, host=args.host, port=args.port, max_body_bytes=args.max_body_bytes,
+                start_timeout=args.start_timeout, call_timeout=args.call_timeout,
+            )
+        )  # fmt: skip
     elif args.command == "crds":
         _crds(args)
     elif args.command == "demo":
         from .demo import run_demo
 
-        sys.exit(run_demo())
+        sys.exit(run_demo(keep=args.keep, state_dir=args.state_dir))
 
 
 def _crds(args: argparse.Namespace) -> None:
     from . import crds
 
+    dirs = [args.dir, *([CHART_CRDS] if args.dir == Path("crds") and CHART_CRDS.parent.is_dir() else [])]
     if args.write:
-        for path in crds.write(args.dir):
+        for path in (p for d in dirs for p in crds.write(d)):
             print(f"wrote {path}")
     elif args.check:
-        diffs = crds.check(args.dir)
+        diffs = [diff for d in dirs for diff in crds.check(d)]
         if diffs:
             print("".join(diffs), end="")
             print(f"{args.dir} differs from the models: run `kubesessions crds --write`", file=sys.stderr)

@@ -1,0 +1,116 @@
+"""The Helm chart: lint, render with default and other values, refuse typos (real helm)."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from kubesessions.localcluster import binaries
+
+pytestmark = pytest.mark.unit
+REPO = Path(__file__).parent.parent.parent
+CHART = REPO / "charts" / "kube-sessions"
+
+
+def helm(*args: str) -> subprocess.CompletedProcess[str]:
+    exe = binaries.find_binary("helm")
+    if exe is None:
+        pytest.fail("helm not found: run `make binaries` (it builds helm into the cache)")
+    return subprocess.run([str(exe), *args], capture_output=True, text=True, timeout=60)
+
+
+def render(*sets: str) -> list[dict[str, Any]]:
+    out = helm(
+        "template", "ks", str(CHART), "--namespace", "ks-system", *(a for s in sets for a in ("--set", s))
+    )
+    assert out.returncode == 0, out.stderr
+    return [d for d in yaml.safe_load_all(out.stdout) if d]
+
+
+def test_lint_strict() -> None:
+    out = helm("lint", "--strict", str(CHART), "--set", "image.tag=0.1.0")
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_image_tag_is_required() -> None:
+    out = helm("template", "ks", str(CHART))
+    assert out.returncode != 0
+    assert "/image/tag" in out.stderr
+
+
+@pytest.mark.parametrize("typo", ["gateway.replica=3", "operatr.retention=5", "networkPolicy.enable=false"])
+def test_schema_refuses_misspelled_keys(typo: str) -> None:
+    out = helm("template", "ks", str(CHART), "--set", "image.tag=0.1.0", "--set", typo)
+    assert out.returncode != 0
+    assert "additional properties" in out.stderr
+
+
+def test_default_render_watches_all_namespaces_with_cluster_roles() -> None:
+    docs = render("image.tag=0.1.0")
+    kinds = sorted({d["kind"] for d in docs})
+    assert kinds == sorted({"CustomResourceDefinition", "ServiceAccount", "ClusterRole", "ClusterRoleBinding",
+                            "Deployment", "Service", "PodDisruptionBudget"})  # fmt: skip
+    assert not [d for d in docs if d["kind"] == "Role"]
+    operator = next(
+        d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"].endswith("-operator")
+    )
+    assert operator["spec"]["replicas"] == 1
+    assert operator["spec"]["strategy"]["type"] == "Recreate"
+    assert "--namespace" not in operator["spec"]["template"]["spec"]["containers"][0]["args"]
+
+
+def test_namespaced_render_uses_roles_and_network_policies() -> None:
+    docs = render("image.tag=0.1.0", "watchNamespaces={team-a,team-b}", "gateway.replicas=3",
+                  "exampleApps[0].name=echo", "exampleApps[0].entrypoint=kubesessions_worker.examples.echo:Echo")  # fmt: skip
+    roles = [(d["metadata"]["namespace"], d["metadata"]["name"]) for d in docs if d["kind"] == "Role"]
+    assert sorted(roles) == [("team-a", "ks-kube-sessions-gateway"), ("team-a", "ks-kube-sessions-operator"),
+                             ("team-b", "ks-kube-sessions-gateway"), ("team-b", "ks-kube-sessions-operator")]  # fmt: skip
+    cluster_roles = [d["metadata"]["name"] for d in docs if d["kind"] == "ClusterRole"]
+    assert cluster_roles == ["ks-kube-sessions-gateway-auth"]
+    policies = [d["metadata"]["namespace"] for d in docs if d["kind"] == "NetworkPolicy"]
+    assert policies == ["team-a", "team-b"]
+    gateway = next(
+        d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"].endswith("-gateway")
+    )
+    assert gateway["spec"]["replicas"] == 3
+    args = gateway["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args[:5] == ["gateway", "--namespace", "team-a", "--namespace", "team-b"]
+    app = next(d for d in docs if d["kind"] == "App")
+    assert app["spec"]["image"] == "ghcr.io/kube-sessions/kube-sessions-worker:0.1.0"
+
+
+def test_every_pod_is_restricted() -> None:
+    for d in render("image.tag=0.1.0"):
+        if d["kind"] != "Deployment":
+            continue
+        spec = d["spec"]["template"]["spec"]
+        assert spec["securityContext"]["runAsNonRoot"] is True
+        assert spec["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault"
+        for c in spec["containers"]:
+            assert c["securityContext"]["allowPrivilegeEscalation"] is False
+            assert c["securityContext"]["capabilities"]["drop"] == ["ALL"]
+            assert c["securityContext"]["readOnlyRootFilesystem"] is True
+            assert c["resources"]["requests"] and c["readinessProbe"] and c["livenessProbe"]
+
+
+def test_crds_match_the_committed_ones_and_are_kept() -> None:
+    rendered = {
+        d["metadata"]["name"]: d for d in render("image.tag=0.1.0") if d["kind"] == "CustomResourceDefinition"
+    }
+    for path in sorted((REPO / "crds").glob("*.yaml")):
+        committed = yaml.safe_load(path.read_text())
+        chart_copy = yaml.safe_load((CHART / "files" / "crds" / path.name).read_text())
+        assert chart_copy == committed, (
+            f"charts/kube-sessions/files/crds/{path.name} differs from crds/{path.name}"
+        )
+        got = rendered[committed["metadata"]["name"]]
+        assert got["metadata"]["annotations"] == {"helm.sh/resource-policy": "keep"}
+        assert got["spec"] == committed["spec"]
+    off = [
+        d for d in render("image.tag=0.1.0", "crds.enabled=false") if d["kind"] == "CustomResourceDefinition"
+    ]
+    assert off == []
