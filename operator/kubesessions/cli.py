@@ -89,6 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=60,
         help="a worker idle past its timeout + this many seconds exits by itself (default 60)",
     )
+    op.add_argument("--metrics-host", default="0.0.0.0", help="address for /metrics (default all)")  # noqa: S104
     op.add_argument(
         "--metrics-port", type=_positive_int, default=None, help="serve /metrics and /healthz here"
     )
@@ -139,6 +140,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                 unreachable_limit=max(1, args.unreachable_limit), idle_grace=args.idle_grace,
             ),
             metrics_port=args.metrics_port,
+            metrics_host=args.metrics_host,
         )  # fmt: skip
     elif args.command == "gateway":
         from .gateway.app import run as run_gateway

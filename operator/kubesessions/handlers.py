@@ -32,7 +32,11 @@ async def api_client() -> client.ApiClient:
     return client.ApiClient()
 
 
-def build_registry(settings: OperatorSettings, metrics_port: int | None = None) -> kopf.OperatorRegistry:
+def build_registry(
+    settings: OperatorSettings,
+    metrics_port: int | None = None,
+    metrics_host: str = "0.0.0.0",  # noqa: S104
+) -> kopf.OperatorRegistry:
     registry = kopf.OperatorRegistry()
     state: dict[str, Any] = {}
 
@@ -60,7 +64,7 @@ def build_registry(settings: OperatorSettings, metrics_port: int | None = None) 
             asyncio.create_task(_sweep_forever(ctl), name="orphan-sweep"),
         ]
         if metrics_port is not None:
-            state["metrics"] = await _serve_metrics(ctl, metrics_port)
+            state["metrics"] = await _serve_metrics(ctl, metrics_host, metrics_port)
 
     operator_settings = settings
 
@@ -101,7 +105,7 @@ async def _sweep_forever(ctl: Controller) -> None:
         await asyncio.sleep(ctl.settings.orphan_sweep_interval)
 
 
-async def _serve_metrics(ctl: Controller, port: int) -> web.AppRunner:
+async def _serve_metrics(ctl: Controller, host: str, port: int) -> web.AppRunner:
     """Prometheus text: the API writes the controller made, by verb and resource."""
 
     async def metrics(_: web.Request) -> web.Response:
@@ -126,7 +130,7 @@ async def _serve_metrics(ctl: Controller, port: int) -> web.AppRunner:
     app.router.add_get("/healthz", _ok)
     runner = web.AppRunner(app)
     await runner.setup()
-    await web.TCPSite(runner, "0.0.0.0", port).start()  # noqa: S104 - scraped from the cluster
+    await web.TCPSite(runner, host, port).start()
     return runner
 
 
@@ -134,8 +138,8 @@ async def _ok(_: web.Request) -> web.Response:
     return web.Response(text="ok")
 
 
-def run(settings: OperatorSettings, metrics_port: int | None = None) -> None:
-    registry = build_registry(settings, metrics_port)
+def run(settings: OperatorSettings, metrics_port: int | None = None, metrics_host: str = "0.0.0.0") -> None:  # noqa: S104
+    registry = build_registry(settings, metrics_port, metrics_host)
     asyncio.run(
         kopf.operator(
             registry=registry,

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import contextlib
 import datetime
 import fcntl
@@ -43,6 +44,7 @@ JSON = dict[str, Any]
 LEASE_SECONDS = 40
 LEASE_RENEW_SECONDS = 10
 STATUS_REPORT_SECONDS = 60
+SERVICE_ACCOUNT_TOKEN_SECONDS = 24 * 3600  # a dev node does not rotate tokens
 HOST_IP = "127.0.0.1"
 DESCRIPTION = (
     "kube-sessions process node: a development and test node whose pods run as local processes; not a kubelet"
@@ -202,9 +204,10 @@ def micro_time() -> str:
 
 class ProcessNode(PodServices):
     def __init__(
-        self, api: ApiClient, cfg: NodeConfig, node_dir: Path, api_port: int, block: int = 0
+        self, api: ApiClient, cfg: NodeConfig, node_dir: Path, api_port: int, ca_data: str, block: int = 0
     ) -> None:
         self.api = api
+        self.ca_data = ca_data
         self.cfg = cfg
         self.node_dir = node_dir
         self.api_port = api_port
@@ -230,8 +233,6 @@ class ProcessNode(PodServices):
         return base
 
     async def lookup(self, kind: str, namespace: str, name: str) -> Mapping[str, str] | None:
-        import base64
-
         plural = "secrets" if kind == "secret" else "configmaps"
         try:
             obj = await self.api.get(f"/api/v1/namespaces/{namespace}/{plural}/{name}")
@@ -286,6 +287,41 @@ class ProcessNode(PodServices):
             await self.api.request("POST", f"/api/v1/namespaces/{meta['namespace']}/events", body=body)
         except ApiError as exc:
             log.warning("could not record event %s on %s: %s", reason, meta["name"], exc)
+
+    async def service_account_kubeconfig(self, pod: JSON) -> JSON | None:
+        """Token from the TokenRequest API, bound to the pod (the Node authorizer allows it for
+        pods on this node), so RBAC applies to the pod as it would on a real cluster."""
+        spec, meta = pod["spec"], pod["metadata"]
+        account = spec.get("serviceAccountName")
+        if not account or spec.get("automountServiceAccountToken") is False:
+            return None
+        request = {
+            "apiVersion": "authentication.k8s.io/v1",
+            "kind": "TokenRequest",
+            "spec": {
+                "expirationSeconds": SERVICE_ACCOUNT_TOKEN_SECONDS,
+                "boundObjectRef": {
+                    "apiVersion": "v1",
+                    "kind": "Pod",
+                    "name": meta["name"],
+                    "uid": meta["uid"],
+                },
+            },
+        }
+        path = f"/api/v1/namespaces/{meta['namespace']}/serviceaccounts/{account}/token"
+        token = (await self.api.request("POST", path, body=request))["status"]["token"]
+        name = f"{meta['namespace']}-{account}"
+        cluster = {"server": self.api.server, "certificate-authority-data": self.ca_data}
+        return {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [{"name": "local", "cluster": cluster}],
+            "users": [{"name": name, "user": {"token": token}}],
+            "contexts": [
+                {"name": name, "context": {"cluster": "local", "user": name, "namespace": meta["namespace"]}}
+            ],
+            "current-context": name,
+        }
 
     async def remove(self, pod: JSON) -> None:
         """The last step of a graceful deletion: delete the object for good."""
@@ -428,7 +464,8 @@ async def run(state_dir: Path) -> None:
     processes.stop(leftover_pod_processes(paths.node_dir), grace=2)
     block, _lock = claim_address_block(Path(tempfile.gettempdir()) / "kube-sessions-address-blocks")
     api = ApiClient(connection_from_kubeconfig(paths.component_kubeconfig("node")))
-    node = ProcessNode(api, state.node, paths.node_dir, state.ports["apiserver"], block)
+    ca_data = base64.b64encode((paths.pki / "ca.crt").read_bytes()).decode()
+    node = ProcessNode(api, state.node, paths.node_dir, state.ports["apiserver"], ca_data, block)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

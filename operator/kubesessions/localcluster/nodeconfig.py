@@ -6,8 +6,11 @@ from dataclasses import dataclass, field
 
 # The project's worker image runs as the worker's console script on the process node.
 WORKER_IMAGE = "ghcr.io/kube-sessions/kube-sessions-worker"
+# The operator and gateway image (the Helm chart's `image`) runs the `kubesessions` command.
+OPERATOR_IMAGE = "ghcr.io/kube-sessions/kube-sessions"
 DEFAULT_IMAGE_MAP = {
     WORKER_IMAGE: "kubesessions-worker",
+    OPERATOR_IMAGE: "kubesessions",
     "python": "python3",
 }
 

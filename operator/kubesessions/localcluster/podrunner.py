@@ -53,6 +53,10 @@ class PodServices(ABC):
     @abstractmethod
     async def remove(self, pod: JSON) -> None: ...
 
+    @abstractmethod
+    async def service_account_kubeconfig(self, pod: JSON) -> JSON | None:
+        """A kubeconfig with a real token of the pod's service account, if it should get one."""
+
 
 class _PodFailed(Exception):
     """The pod cannot run at all (its failure is already recorded)."""
@@ -235,8 +239,27 @@ class PodRunner:
                 "KUBESESSIONS_TERMINATION_MESSAGE_PATH": str(self._termination_file(cspec["name"])),
             }
         )
+        kubeconfig = await self._service_account_kubeconfig()
+        if kubeconfig is not None:
+            # In place of the token a kubelet would mount: clients fall back to KUBECONFIG.
+            env["KUBECONFIG"] = str(kubeconfig)
         env.update(own)
         return argv, env
+
+    async def _service_account_kubeconfig(self) -> Path | None:
+        path = self.dir / "serviceaccount" / "kubeconfig"
+        if path.exists():
+            return path
+        try:
+            config = await self.services.service_account_kubeconfig(self.pod)
+        except Exception as exc:
+            raise ContainerConfigError(f"requesting a service-account token: {exc}") from exc
+        if config is None:
+            return None
+        path.parent.mkdir(mode=0o700, exist_ok=True)
+        path.write_text(json.dumps(config))
+        path.chmod(0o600)
+        return path
 
     def _termination_file(self, container: str) -> Path:
         return self.dir / f"{container}.termination-log"

@@ -1,0 +1,120 @@
+"""`helm install` of the chart into the local cluster: the operator and gateway run as pods
+(as local processes, with their service accounts' real tokens, so RBAC applies to them)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from kubernetes import client
+
+from kubesessions.localcluster import binaries
+
+from ..conftest import Cluster, await_condition, await_pod, await_session, phase_is
+
+pytestmark = pytest.mark.cluster
+REPO = Path(__file__).parent.parent.parent
+CHART = REPO / "charts" / "kube-sessions"
+
+
+def helm(kube: Cluster, *args: str) -> str:
+    exe = binaries.find_binary("helm")
+    assert exe is not None, "helm not found: run `make binaries`"
+    out = subprocess.run(
+        [str(exe), f"--kubeconfig={kube.kubeconfig}", *args], capture_output=True, text=True, timeout=180
+    )
+    assert out.returncode == 0, f"helm {' '.join(args)} failed:\n{out.stdout}\n{out.stderr}"
+    return out.stdout
+
+
+def ready(pod: Any) -> bool:
+    return any(c.type == "Ready" and c.status == "True" for c in pod.status.conditions or [])
+
+
+@pytest.fixture
+def release(kube: Cluster, namespace: str, crds: None) -> Iterator[str]:
+    values = ["image.tag=0.1.0", f"watchNamespaces={{{namespace}}}", "crds.enabled=false", "gateway.replicas=1",
+              "gateway.auth=kubernetes", "operator.retention=30"]  # fmt: skip
+    helm(kube, "install", "ks", str(CHART), "-n", namespace, "--wait", "--timeout", "120s",
+         *(a for v in values for a in ("--set", v)))  # fmt: skip
+    yield "ks"
+    subprocess.run([str(binaries.find_binary("helm")), f"--kubeconfig={kube.kubeconfig}", "uninstall", "ks", "-n",
+                    namespace, "--ignore-not-found", "--wait"], capture_output=True, timeout=120)  # fmt: skip
+
+
+def caller_token(kube: Cluster, namespace: str) -> str:
+    """A service account allowed to create Sessions in ``namespace``, and its token."""
+    rbac = client.RbacAuthorizationV1Api(kube.api)
+    kube.core.create_namespaced_service_account(namespace, {"metadata": {"name": "caller"}})
+    rbac.create_namespaced_role(namespace, {"metadata": {"name": "caller"}, "rules": [
+        {"apiGroups": ["kubesessions.io"], "resources": ["sessions"], "verbs": ["create", "get", "list"]}]})  # fmt: skip
+    rbac.create_namespaced_role_binding(namespace, {
+        "metadata": {"name": "caller"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "caller"},
+        "subjects": [{"kind": "ServiceAccount", "name": "caller", "namespace": namespace}]})  # fmt: skip
+    request = kube.core.create_namespaced_service_account_token(
+        "caller", namespace, {"spec": {"expirationSeconds": 3600}}
+    )
+    return str(request.status.token)
+
+
+def test_install_upgrade_uninstall(kube: Cluster, namespace: str, release: str) -> None:
+    pods = kube.core.list_namespaced_pod(namespace, label_selector="app.kubernetes.io/instance=ks").items
+    assert {p.metadata.labels["app.kubernetes.io/component"] for p in pods} == {"operator", "gateway"}
+    assert all(ready(p) for p in pods)
+    # A Session applied with kubectl becomes Ready under the installed operator.
+    app = yaml.safe_load((REPO / "examples" / "app-counter.yaml").read_text())
+    session = {"apiVersion": "kubesessions.io/v1alpha1", "kind": "Session", "metadata": {"name": "via-helm"},
+               "spec": {"app": "counter", "sessionTimeout": 600}}  # fmt: skip
+    applied = subprocess.run([str(kube.kubectl), f"--kubeconfig={kube.kubeconfig}", "apply", "-n", namespace, "-f", "-"],
+                             input=yaml.safe_dump_all([app, session]), capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert applied.returncode == 0, applied.stderr
+    await_session(
+        kube, namespace, "via-helm", phase_is("Ready"), 60, "Ready under the helm-installed operator"
+    )
+    worker_uid = kube.core.read_namespaced_pod("via-helm", namespace).metadata.uid
+    # A call through the installed gateway, authenticated as a service account with RBAC.
+    gateway = next(p for p in pods if p.metadata.labels["app.kubernetes.io/component"] == "gateway")
+    body = json.dumps({"app": "counter", "input": {"add": 2}, "session": "via-helm"}).encode()
+    request = urllib.request.Request(f"http://{gateway.status.pod_ip}:8080/v1/run?namespace={namespace}", data=body,
+                                     headers={"Content-Type": "application/json",
+                                              "Authorization": f"Bearer {caller_token(kube, namespace)}"})  # fmt: skip
+    with urllib.request.urlopen(request, timeout=30) as resp:
+        answer = json.loads(resp.read())
+    assert answer["session_id"] == "via-helm"
+    assert answer["output"]["total"] == 2
+    # helm upgrade changes a value without losing the session.
+    helm(kube, "upgrade", "ks", str(CHART), "-n", namespace, "--reuse-values", "--set", "operator.retention=60",
+         "--wait", "--timeout", "120s")  # fmt: skip
+    operator = next(
+        p
+        for p in kube.core.list_namespaced_pod(
+            namespace, label_selector="app.kubernetes.io/component=operator"
+        ).items
+        if not p.metadata.deletion_timestamp
+    )
+    assert "60" in operator.spec.containers[0].args
+    await_pod(kube, namespace, operator.metadata.name, ready, 60, "the upgraded operator Ready")
+    assert kube.core.read_namespaced_pod("via-helm", namespace).metadata.uid == worker_uid
+    assert (
+        await_session(kube, namespace, "via-helm", phase_is("Ready"), 10, "still Ready")["status"]["phase"]
+        == "Ready"
+    )
+    # helm uninstall leaves none of the chart's objects (the CRDs are kept on purpose).
+    helm(kube, "uninstall", "ks", "-n", namespace, "--wait")
+    selector = "app.kubernetes.io/instance=ks"
+    await_condition(lambda: not kube.core.list_namespaced_pod(namespace, label_selector=selector).items, 60,
+                    "the chart's pods to go")  # fmt: skip
+    assert not kube.core.list_namespaced_service_account(namespace, label_selector=selector).items
+    assert (
+        not client.RbacAuthorizationV1Api(kube.api)
+        .list_namespaced_role(namespace, label_selector=selector)
+        .items
+    )
+    assert client.ApiextensionsV1Api(kube.api).read_custom_resource_definition("sessions.kubesessions.io")
