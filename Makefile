@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test lint typecheck unit cluster binaries demo venv clean-cluster bench image
+.PHONY: test lint typecheck unit cluster binaries demo venv clean-cluster bench image e2e-kind
 
 venv: $(STAMP)
 
@@ -49,3 +49,20 @@ clean-cluster: $(STAMP)
 WORKER_IMAGE ?= ghcr.io/kube-sessions/kube-sessions-worker:0.1.0
 image:
 	docker build -f worker-image/Dockerfile -t $(WORKER_IMAGE) .
+
+# End to end on kind, for machines with Docker and kind (the build machines have neither; the
+# same smoke test runs against the local cluster in `make test`).
+E2E_CLUSTER ?= kube-sessions-e2e
+E2E_TAG ?= e2e
+e2e-kind: $(STAMP)
+	kind create cluster --name $(E2E_CLUSTER)
+	trap 'kind delete cluster --name $(E2E_CLUSTER)' EXIT; \
+	docker build -t ghcr.io/kube-sessions/kube-sessions:$(E2E_TAG) . && \
+	docker build -f worker-image/Dockerfile -t $(WORKER_IMAGE) . && \
+	kind load docker-image --name $(E2E_CLUSTER) ghcr.io/kube-sessions/kube-sessions:$(E2E_TAG) $(WORKER_IMAGE) && \
+	kubectl create namespace sessions && \
+	helm install ks charts/kube-sessions -n sessions --wait --timeout 180s \
+	  --set image.tag=$(E2E_TAG) --set image.pullPolicy=Never --set 'watchNamespaces={sessions}' && \
+	(kubectl -n sessions port-forward svc/ks-kube-sessions-gateway 18080:80 & echo $$! > .e2e-pf.pid) && \
+	sleep 3 && $(BIN)/python scripts/smoke_test.py --gateway http://127.0.0.1:18080 --namespace sessions; \
+	status=$$?; kill $$(cat .e2e-pf.pid) 2>/dev/null; rm -f .e2e-pf.pid; exit $$status

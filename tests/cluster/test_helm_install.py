@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -118,3 +119,19 @@ def test_install_upgrade_uninstall(kube: Cluster, namespace: str, release: str) 
         .items
     )
     assert client.ApiextensionsV1Api(kube.api).read_custom_resource_definition("sessions.kubesessions.io")
+
+
+def test_smoke_script_passes_against_the_installed_release(
+    kube: Cluster, namespace: str, release: str
+) -> None:
+    gateway = kube.core.list_namespaced_pod(
+        namespace, label_selector="app.kubernetes.io/component=gateway"
+    ).items[0]
+    out = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "smoke_test.py"), "--gateway", f"http://{gateway.status.pod_ip}:8080",
+         "--namespace", namespace, "--kubeconfig", str(kube.kubeconfig), "--kubectl", str(kube.kubectl),
+         "--timeout", "60"],
+        capture_output=True, text=True, timeout=240,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "smoke: OK" in out.stdout
