@@ -40,8 +40,10 @@ def with_resources(**resources: Any) -> dict[str, Any]:
 
 def examples() -> list[Case]:
     return [
-        Case(f"example:{p.name}", yaml.safe_load(p.read_text()), None)
+        Case(f"example:{p.name}:{doc['metadata']['name']}", doc, None)
         for p in sorted(EXAMPLES.glob("*.yaml"))
+        for doc in yaml.safe_load_all(p.read_text())
+        if doc
     ]
 
 
