@@ -1,96 +1,234 @@
-"""`make demo`: the local cluster up, its GPU node, and a pod running on it."""
+"""`make demo`: the local cluster, the operator and the gateway, then sessions used through the client.
+
+Shows the sessions API end to end: a model loaded once then fast calls (timed), state kept
+across calls, streamed output, an explicit close, and an idle session expiring into
+"session not found". Everything it starts is stopped at the end, unless ``--keep``.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import os
+import socket
 import subprocess
 import sys
 import time
+import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
-import yaml
-
+from .client import Client, KubeSessionsError
 from .localcluster import binaries, cluster
 from .localcluster.nodeconfig import NodeConfig
 
-DEMO_NAMESPACE = "kubesessions-demo"
+NAMESPACE = "kubesessions-demo"
+REPO = Path(__file__).resolve().parent.parent.parent
+RETENTION = 5  # seconds a finished session stays a tombstone (410) before it is gone (404)
 
-
-def demo_pod() -> dict[str, Any]:
-    """A pod that asks for a GPU and serves HTTP on its own podIP."""
-    return {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": "hello-gpu", "namespace": DEMO_NAMESPACE},
-        "spec": {
-            "restartPolicy": "Never",
-            "automountServiceAccountToken": False,
-            "terminationGracePeriodSeconds": 5,
-            "containers": [
-                {
-                    "name": "web",
-                    "image": "python:3.11-slim",
-                    "command": ["python3", "-m", "http.server", "8000", "--bind", "$(POD_IP)"],
-                    "env": [{"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}],
-                    "ports": [{"containerPort": 8000}],
-                    "resources": {"limits": {"nvidia.com/gpu": "1"}},
-                    "readinessProbe": {"httpGet": {"path": "/", "port": 8000}, "periodSeconds": 1},
-                }
-            ],
-        },
-    }
+# A caller of the gateway: a ServiceAccount allowed to use sessions in the demo namespace.
+CALLER_RBAC = f"""
+apiVersion: v1
+kind: ServiceAccount
+metadata: {{name: demo-client, namespace: {NAMESPACE}}}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata: {{name: session-user, namespace: {NAMESPACE}}}
+rules:
+- {{apiGroups: [kubesessions.io], resources: [sessions], verbs: [create, get, list, delete]}}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {{name: demo-client, namespace: {NAMESPACE}}}
+roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: Role, name: session-user}}
+subjects: [{{kind: ServiceAccount, name: demo-client, namespace: {NAMESPACE}}}]
+"""
 
 
 def _step(text: str) -> None:
     print(f"\n==> {text}", flush=True)
 
 
-def run_demo() -> int:
-    state_dir = cluster.StateDir(cluster.default_state_dir())
-    kubectl = str(binaries.ensure_binaries(("kubectl",))["kubectl"])
-    if cluster.running_state(state_dir) is None:
-        _step(
-            "starting the local cluster (etcd, kube-apiserver, controller-manager, scheduler, process node)"
+def _say(text: str) -> None:
+    print(f"    {text}", flush=True)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _wait_http(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{proc.args!r} exited with {proc.returncode}; see {log}")
+        with contextlib.suppress(OSError), urllib.request.urlopen(url, timeout=1) as resp:  # noqa: S310 - our own http URL
+            if resp.status == 200:
+                return
+        time.sleep(0.1)  # a process coming up has no event to wait on
+    raise RuntimeError(f"{url} did not answer within {timeout:.0f}s; see {log}")
+
+
+@contextlib.contextmanager
+def _timed(label: str) -> Iterator[None]:
+    started = time.perf_counter()
+    yield
+    _say(f"{label}: {(time.perf_counter() - started) * 1000:.1f} ms")
+
+
+class Demo:
+    def __init__(self, state_dir: cluster.StateDir) -> None:
+        self.state_dir = state_dir
+        self.kubectl = str(binaries.ensure_binaries(("kubectl",))["kubectl"])
+        self.logs = state_dir.root / "demo"
+        self.procs: list[subprocess.Popen[bytes]] = []
+        self.started_cluster = False
+
+    def kubectl_run(self, *args: str, stdin: str | None = None) -> str:
+        proc = subprocess.run(
+            [self.kubectl, f"--kubeconfig={self.state_dir.kubeconfig}", *args],
+            input=stdin, capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        if proc.returncode != 0:
+            raise RuntimeError(f"kubectl {' '.join(args)}: {proc.stderr.strip()}")
+        return proc.stdout
+
+    def spawn(self, name: str, *args: str) -> tuple[subprocess.Popen[bytes], Path]:
+        self.logs.mkdir(parents=True, exist_ok=True)
+        log = self.logs / f"{name}.log"
+        env = {**os.environ, "KUBECONFIG": str(self.state_dir.kubeconfig)}
+        with log.open("wb") as out:
+            proc = subprocess.Popen(
+                [str(Path(sys.executable).parent / "kubesessions"), *args],
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        self.procs.append(proc)
+        return proc, log
+
+    def up(self) -> tuple[str, str]:
+        """Cluster, CRDs, Apps, operator, gateway; returns (gateway URL, caller token)."""
+        if cluster.running_state(self.state_dir) is None:
+            _step(
+                "starting the local cluster: etcd, kube-apiserver, controller-manager, scheduler, process node"
+            )
+            cluster.up(self.state_dir, NodeConfig(), log=_say)
+            self.started_cluster = True
+        else:
+            _step(f"using the local cluster already running in {self.state_dir.root}")
+        _step("installing the CRDs (Session, App) and the example Apps")
+        _say(self.kubectl_run("apply", "-f", str(REPO / "crds")).strip().replace("\n", "\n    "))
+        self.kubectl_run(
+            "wait", "--for=condition=Established", "crd/sessions.kubesessions.io", "crd/apps.kubesessions.io"
         )
-        cluster.up(state_dir, NodeConfig())
-    else:
-        _step(f"the local cluster in {state_dir.root} is already running; using it")
-    kc = [kubectl, f"--kubeconfig={state_dir.kubeconfig}"]
+        with contextlib.suppress(RuntimeError):
+            self.kubectl_run("create", "namespace", NAMESPACE)
+        for manifest in ("app-counter.yaml", "apps.yaml"):
+            self.kubectl_run("apply", "-n", NAMESPACE, "-f", str(REPO / "examples" / manifest))
+        _say(self.kubectl_run("get", "apps.kubesessions.io", "-n", NAMESPACE).strip().replace("\n", "\n    "))
+        _step(f"starting the operator and the gateway (logs in {self.logs})")
+        op_port, gw_port = _free_port(), _free_port()
+        op, op_log = self.spawn("operator", "operator", "--namespace", NAMESPACE, "--retention", str(RETENTION),
+                                "--metrics-port", str(op_port))  # fmt: skip
+        gw, gw_log = self.spawn("gateway", "gateway", "--namespace", NAMESPACE, "--host", "127.0.0.1",
+                                "--port", str(gw_port))  # fmt: skip
+        _wait_http(f"http://127.0.0.1:{op_port}/healthz", op, op_log)
+        url = f"http://127.0.0.1:{gw_port}"
+        _wait_http(f"{url}/readyz", gw, gw_log)
+        _say(f"operator pid {op.pid}, gateway pid {gw.pid} at {url}")
+        self.kubectl_run("apply", "-f", "-", stdin=CALLER_RBAC)
+        token = self.kubectl_run("create", "token", "demo-client", "-n", NAMESPACE, "--duration=24h").strip()
+        _say("caller: ServiceAccount demo-client (Role session-user), token from the TokenRequest API")
+        return url, token
 
-    def show(*args: str) -> None:
-        print("$ kubectl " + " ".join(args), flush=True)
-        subprocess.run([*kc, *args], check=True)
+    def stop(self) -> None:
+        for proc in reversed(self.procs):
+            proc.terminate()
+        for proc in self.procs:
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        if self.started_cluster:
+            _step("stopping the local cluster")
+            cluster.down(self.state_dir)
 
-    _step("the process node: a development node advertising nvidia.com/gpu")
-    show("get", "nodes", "-o",
-         "custom-columns=NAME:.metadata.name,STATUS:.status.conditions[-1].type,"
-         "GPUS:.status.capacity.nvidia\\.com/gpu,PRODUCT:.metadata.labels.nvidia\\.com/gpu\\.product")  # fmt: skip
-    _step("a pod that asks for one GPU and serves HTTP on its own loopback podIP")
-    subprocess.run([*kc, "create", "namespace", DEMO_NAMESPACE], capture_output=True, check=False)
-    pod = ["pod", "hello-gpu", "-n", DEMO_NAMESPACE]
-    subprocess.run([*kc, "delete", *pod, "--ignore-not-found", "--wait"], check=True, capture_output=True)
-    subprocess.run([*kc, "apply", "-f", "-"], input=yaml.safe_dump(demo_pod()), text=True, check=True)
-    started = time.monotonic()
-    show("wait", "--for=condition=Ready", *pod, "--timeout=60s")
-    print(f"(Ready {time.monotonic() - started:.1f}s after create)")
-    show("get", *pod, "-o", "wide")
-    ip = subprocess.run(
-        [*kc, "get", *pod, "-o", "jsonpath={.status.podIP}"], check=True, capture_output=True, text=True
-    ).stdout
-    import urllib.request
 
-    with urllib.request.urlopen(f"http://{ip}:8000/", timeout=5) as resp:
-        print(f"GET http://{ip}:8000/ -> {resp.status}")
-    _step("use it")
-    env = "\n".join(cluster.env_lines(state_dir))
-    print(
-        f"{env}\n"
-        "kubectl get nodes,pods -A\n"
-        f"# container output of the demo pod: {Path(state_dir.node_dir)}/pods/<uid>/web.log\n"
-        "kubesessions localcluster down   # stops every process of the cluster"
+def show_sessions(client: Client) -> None:
+    _step("model: load once (cold), then fast calls on the warm worker")
+    with _timed('first call, session "new" (pod start + setup + call)'):
+        first = client.run({"app": "model", "input": {"seed": 0}, "session": "new", "session_timeout": 600})
+    model = first["session_id"]
+    _say(f"session_id {model}; setup took {first['output']['setupSeconds']} s inside the worker")
+    for seed in range(1, 4):
+        with _timed(f"warm call {seed}"):
+            client.run({"app": "model", "input": {"seed": seed}, "session": model})
+
+    _step("counter: state kept across calls (a stateful conversation)")
+    with client.session("counter", timeout=300) as session:
+        for n in (1, 2, 3):
+            _say(f"add {n} -> {session.run({'add': n})}")
+        kept = session.id
+    _say(f"left the `with` block: session {kept} closed")
+
+    _step("stream: output as the app yields it")
+    stream = client.stream(
+        {"app": "stream", "input": {"text": "warm workers answer fast", "delay": 0.15}, "session": "new"}
     )
+    started = time.perf_counter()
+    for token in stream:
+        _say(f"+{(time.perf_counter() - started) * 1000:5.0f} ms  {token!r}")
+
+    _step("explicit close: the worker is stopped, the id answers 'session not found'")
+    client.close_session(model)
+    _say(f"closed {model}")
+    try:
+        client.run({"app": "model", "input": {"seed": 9}, "session": model})
+    except KubeSessionsError as exc:
+        _say(f"{type(exc).__name__} (HTTP {exc.status}): {exc}")
+
+    _step("expiry: an echo session with session_timeout 2 s, left idle")
+    echo = client.run({"app": "echo", "input": "hello", "session": "new", "session_timeout": 2})["session_id"]
+    _say(f"session {echo} answered; now idle")
+    started = time.perf_counter()
+    while client.get_session(echo)["phase"] not in ("Expired", "Closed", "Failed"):
+        time.sleep(0.25)  # the demo watches over HTTP like a client would
+    _say(f"Expired {time.perf_counter() - started:.1f} s later ({client.get_session(echo)['reason']})")
+    for when in ("during the tombstone's retention", f"after retention ({RETENTION} s)"):
+        try:
+            client.run({"app": "echo", "input": "hello?", "session": echo})
+        except KubeSessionsError as exc:
+            _say(f"{when}: {type(exc).__name__} (HTTP {exc.status}): {exc}")
+        time.sleep(RETENTION + 1)
+
+
+def run_demo(keep: bool = False, state_dir: Path | None = None) -> int:
+    started = time.monotonic()
+    demo = Demo(cluster.StateDir(state_dir or cluster.default_state_dir()))
+    try:
+        url, token = demo.up()
+        with Client(url, token=token, namespace=NAMESPACE, timeout=120) as client:
+            show_sessions(client)
+    except (RuntimeError, KubeSessionsError, cluster.ClusterError, binaries.BinaryError) as exc:
+        print(f"\ndemo failed: {exc}", file=sys.stderr)
+        demo.stop()
+        return 1
+    _step(f"done in {time.monotonic() - started:.0f} s")
+    if keep:
+        env = "\n".join(cluster.env_lines(demo.state_dir))
+        print(
+            f"left running (--keep). Reach it with:\n{env}\n"
+            f"export KUBESESSIONS_URL={url} KUBESESSIONS_NAMESPACE={NAMESPACE}\n"
+            f"export KUBESESSIONS_TOKEN=$(kubectl create token demo-client -n {NAMESPACE})\n"
+            f'curl -s $KUBESESSIONS_URL/v1/run -H "Authorization: Bearer $KUBESESSIONS_TOKEN" '
+            f'-H \'X-Kubesessions-Namespace: {NAMESPACE}\' -d \'{{"app": "counter", "input": {{"add": 1}}, "session": "new"}}\'\n'
+            f"stop it: kill {' '.join(str(p.pid) for p in demo.procs)}; kubesessions localcluster down"
+            + (f" --state-dir {demo.state_dir.root}" if state_dir else "")
+        )
+    else:
+        demo.stop()
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(run_demo())

@@ -23,6 +23,7 @@ STATUS = {
     "RUN_FAILED": HTTPStatus.INTERNAL_SERVER_ERROR,
     "WORKER_UNAVAILABLE": HTTPStatus.SERVICE_UNAVAILABLE,
     "CALL_TIMEOUT": HTTPStatus.GATEWAY_TIMEOUT,
+    "INTERNAL": HTTPStatus.INTERNAL_SERVER_ERROR,
 }
 
 
@@ -66,13 +67,31 @@ class Problem(Exception):
         )
 
 
-def from_worker(status: int, body: Any, retry_after: str | None) -> Problem:
+def from_worker(status: int, body: Any, retry_after: str | None, session_id: str) -> Problem:
     """A worker's problem, passed on with its own code; worker-side auth or readiness trouble is ours."""
     code = body.get("code") if isinstance(body, dict) else None
-    detail = body.get("detail") if isinstance(body, dict) else None
-    detail = str(detail or f"the worker answered HTTP {status}")
-    if code in ("UNAUTHORIZED", "NOT_READY") or code not in STATUS:
-        return Problem("WORKER_UNAVAILABLE", f"the session's worker cannot take calls: {detail}")
+    detail = str(
+        (body.get("detail") if isinstance(body, dict) else None) or f"the worker answered HTTP {status}"
+    )
+    if code == "SESSION_ENDED":
+        return ended("SESSION_ENDED", session_id, "has ended", detail)
+    if not isinstance(body, dict) or code in ("UNAUTHORIZED", "NOT_READY") or code not in STATUS:
+        return Problem(
+            "WORKER_UNAVAILABLE", f"the worker of session {session_id} cannot take calls: {detail}",
+            session_id=session_id,
+        )  # fmt: skip
     members = {k: v for k, v in body.items() if k not in ("type", "title", "status", "code", "detail")}
     seconds = int(retry_after) if retry_after and retry_after.isdigit() else None
-    return Problem(code, detail, status=status, retry_after=seconds, **members)
+    return Problem(code, detail, status=status, retry_after=seconds, session_id=session_id, **members)
+
+
+def not_found(session_id: str, namespace: str) -> Problem:
+    return Problem(
+        "SESSION_NOT_FOUND", f'session not found: no session "{session_id}" in namespace "{namespace}"',
+        session_id=session_id,
+    )  # fmt: skip
+
+
+def ended(code: str, session_id: str, what: str, why: str) -> Problem:
+    """410 for a finished session; the text still says "session not found", which SDKs match on."""
+    return Problem(code, f"session not found: {session_id} {what} ({why})", session_id=session_id)

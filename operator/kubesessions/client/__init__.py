@@ -1,0 +1,38 @@
+"""Python client of the kube-sessions gateway: ``Client``, ``AsyncClient`` and typed errors.
+
+>>> from kubesessions.client import Client
+>>> client = Client("http://localhost:8000", token="...")   # in a pod: Client() finds both
+>>> result = client.run({"app": "counter", "input": {"add": 1}, "session": "new", "session_timeout": 300})
+>>> with client.session("counter", timeout=300) as session:
+...     session.run({"add": 2})
+"""
+
+from ._core import Retry
+from .aio import AsyncClient, AsyncSession, AsyncStream
+from .errors import (
+    AppMismatch,
+    AppNotFound,
+    CallTimeout,
+    Forbidden,
+    GatewayUnavailable,
+    InvalidRequest,
+    KubeSessionsError,
+    PayloadTooLarge,
+    QueueFull,
+    RunFailed,
+    SessionEnded,
+    SessionExpired,
+    SessionNotFound,
+    Unauthorized,
+    WorkerUnavailable,
+)
+from .recovering import RecoveringSession
+from .sync import Client, Session, Stream
+from .tokens import ServiceAccountToken, TokenProvider
+
+__all__ = [
+    "AppMismatch", "AppNotFound", "AsyncClient", "AsyncSession", "AsyncStream", "CallTimeout", "Client",
+    "Forbidden", "GatewayUnavailable", "InvalidRequest", "KubeSessionsError", "PayloadTooLarge", "QueueFull",
+    "RecoveringSession", "Retry", "RunFailed", "ServiceAccountToken", "Session", "SessionEnded",
+    "SessionExpired", "SessionNotFound", "Stream", "TokenProvider", "Unauthorized", "WorkerUnavailable",
+]  # fmt: skip

@@ -1,0 +1,223 @@
+"""What the blocking and the asyncio client share: endpoints, retries, requests, answers, SSE."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import KubeSessionsError, from_problem
+from .tokens import TokenProvider, resolve
+
+# The gateway's Service as the Helm chart names it; KUBESESSIONS_URL (comma-separated) overrides.
+IN_CLUSTER_URL = "http://kube-sessions-gateway.kube-sessions.svc:8000"
+NAMESPACE_HEADER = "X-Kubesessions-Namespace"
+SERVICE_ACCOUNT_NAMESPACE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
+
+
+@dataclass(frozen=True)
+class Retry:
+    """Backoff for safe operations (reads, keepalive, close) on 502/503/504 and lost connections.
+
+    Connecting to a URL that refuses is always tried on the next URL: nothing was sent.
+    """
+
+    attempts: int = 4
+    backoff: float = 0.1  # seconds before the second attempt; doubles, with jitter
+    max_backoff: float = 2.0
+
+    def pause(self, attempt: int) -> float:
+        if attempt == 0:
+            return 0.0
+        base = min(self.max_backoff, self.backoff * 2.0 ** (attempt - 1))
+        return base / 2 + random.uniform(0, base / 2)  # noqa: S311 - jitter, not secrecy
+
+
+class Endpoints:
+    """Gateway URLs in fail-over order: the last one that answered first."""
+
+    def __init__(self, urls: Sequence[str]) -> None:
+        if not urls:
+            raise ValueError("at least one gateway URL is needed")
+        self.urls = [u.rstrip("/") for u in urls]
+        self._down_until: dict[str, float] = {}
+
+    def order(self) -> list[str]:
+        now = time.monotonic()
+        return sorted(self.urls, key=lambda u: self._down_until.get(u, 0.0) > now)
+
+    def good(self, url: str) -> None:
+        self._down_until.pop(url, None)
+        self.urls.remove(url)
+        self.urls.insert(0, url)
+
+    def bad(self, url: str, for_seconds: float = 5.0) -> None:
+        self._down_until[url] = time.monotonic() + for_seconds
+
+
+@dataclass
+class Call:
+    """One API request, before it is sent."""
+
+    method: str
+    path: str
+    body: Any = None
+    safe: bool = False  # may be sent again when the first try's fate is unknown
+    stream: bool = False
+    query: dict[str, str] = field(default_factory=dict)
+
+    def encoded(self) -> bytes | None:
+        return None if self.body is None else json.dumps(self.body).encode()
+
+    def target(self) -> str:
+        if not self.query:
+            return self.path
+        from urllib.parse import urlencode
+
+        return f"{self.path}?{urlencode(self.query)}"
+
+
+def run_call(params: Mapping[str, Any], stream: bool) -> Call:
+    """``/v1/run`` with the reference's parameters: app, input, session, session_timeout (and config)."""
+    if "input" not in params:
+        raise ValueError('run() needs params["input"]')
+    body = {k: v for k, v in params.items() if v is not None}
+    body["stream"] = stream
+    return Call("POST", "/v1/run", body, safe=False, stream=stream)
+
+
+class Base:
+    """Settings and request preparation common to :class:`Client` and :class:`AsyncClient`."""
+
+    def __init__(
+        self,
+        url: str | Sequence[str] | None = None,
+        *,
+        token: str | TokenProvider | None = None,
+        namespace: str | None = None,
+        timeout: float = 660.0,
+        retry: Retry | None = None,
+    ) -> None:
+        if url is None:
+            url = os.environ.get("KUBESESSIONS_URL", IN_CLUSTER_URL).split(",")
+        self.endpoints = Endpoints([url] if isinstance(url, str) else list(url))
+        self.token = resolve(token)
+        self.namespace = namespace or os.environ.get("KUBESESSIONS_NAMESPACE") or _pod_namespace()
+        self.timeout = timeout
+        self.retry = retry or Retry()
+
+    def headers(self, call: Call) -> dict[str, str]:
+        headers = {"Accept": "text/event-stream" if call.stream else "application/json"}
+        if call.body is not None:
+            headers["Content-Type"] = "application/json"
+        token = self.token()
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        if self.namespace:
+            headers[NAMESPACE_HEADER] = self.namespace
+        return headers
+
+    def plan(self, call: Call) -> Iterator[tuple[int, str]]:
+        """(attempt, url) pairs to try in turn; each attempt walks the URLs in fail-over order."""
+        for attempt in range(self.retry.attempts if call.safe else 1):
+            for url in self.endpoints.order():
+                yield attempt, url
+
+
+def answer(status: int, body: bytes, retry_after: str | None) -> Any:
+    """The JSON of a 2xx answer; the typed error of any other."""
+    if 200 <= status < 300:
+        return json.loads(body) if body else None
+    try:
+        problem = json.loads(body)
+    except ValueError:
+        problem = {"detail": body.decode(errors="replace")[:500] or f"HTTP {status}"}
+    raise from_problem(status, problem, retry_after)
+
+
+def retryable(status: int) -> bool:
+    return status in (502, 503, 504)
+
+
+class Events:
+    """Turns SSE lines into outputs; remembers the session id and the end (done or error)."""
+
+    def __init__(self) -> None:
+        self.session_id: str | None = None
+        self.done: dict[str, Any] | None = None
+        self._event, self._data = "message", ""
+
+    def feed(self, raw: bytes) -> list[Any]:
+        """Outputs completed by one line; raises the typed error of an ``error`` event."""
+        line = raw.decode().rstrip("\r\n")
+        if line.startswith("event:"):
+            self._event = line[6:].strip()
+            return []
+        if line.startswith("data:"):
+            chunk = line[5:].removeprefix(" ")
+            self._data = f"{self._data}\n{chunk}" if self._data else chunk
+            return []
+        if line or not self._data:
+            return []
+        event, data = self._event, json.loads(self._data)
+        self._event, self._data = "message", ""
+        if event == "session":
+            self.session_id = data["session_id"]
+        elif event == "done":
+            self.done = data
+        elif event == "error":
+            error = from_problem(int(data.get("status", 500)), data)
+            error.problem.setdefault("session_id", self.session_id)
+            raise error
+        elif event == "output":
+            return [data]
+        return []
+
+    def ended(self) -> None:
+        if self.done is None:
+            raise KubeSessionsError(
+                "the stream ended before the call finished", problem={"session_id": self.session_id}
+            )
+
+
+def _pod_namespace() -> str | None:
+    try:
+        with open(SERVICE_ACCOUNT_NAMESPACE) as f:
+            return f.read().strip() or None
+    except OSError:
+        return None
+
+
+def session_path(session_id: str) -> str:
+    from urllib.parse import quote
+
+    return f"/v1/sessions/{quote(session_id, safe='')}"
+
+
+def create_call(app: str, session_timeout: int | None, config: dict[str, Any] | None) -> Call:
+    body: dict[str, Any] = {"app": app}
+    if session_timeout is not None:
+        body["session_timeout"] = session_timeout
+    if config is not None:
+        body["config"] = config
+    return Call("POST", "/v1/sessions", body)
+
+
+def list_call(app: str | None) -> Call:
+    return Call("GET", "/v1/sessions", safe=True, query={"app": app} if app else {})
+
+
+def get_call(session_id: str) -> Call:
+    return Call("GET", session_path(session_id), safe=True)
+
+
+def close_call(session_id: str) -> Call:
+    return Call("DELETE", session_path(session_id), safe=True)
+
+
+def keepalive_call(session_id: str) -> Call:
+    return Call("POST", session_path(session_id) + "/keepalive", safe=True)

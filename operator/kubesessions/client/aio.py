@@ -1,0 +1,167 @@
+"""The asyncio client (aiohttp): the same API as :class:`~kubesessions.client.Client`, awaited."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
+
+import aiohttp
+
+from . import _core
+from ._core import Base, Call, Events
+from .errors import GatewayUnavailable, KubeSessionsError
+
+
+class AsyncClient(Base):
+    """Sessions over the gateway, for asyncio code. Use ``async with AsyncClient(...) as client``."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._http: aiohttp.ClientSession | None = None
+
+    @property
+    def http(self) -> aiohttp.ClientSession:
+        if self._http is None:
+            self._http = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=self.timeout)
+            )
+        return self._http
+
+    async def run(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        """One call: ``{"session_id", "output", ...}``; raises a :class:`KubeSessionsError` subclass."""
+        result: dict[str, Any] = await self._json(_core.run_call(params, stream=False))
+        return result
+
+    def stream(self, params: Mapping[str, Any]) -> AsyncStream:
+        """The outputs of one call as the app yields them: ``async for output in client.stream(...)``."""
+        return AsyncStream(self, _core.run_call(params, stream=True))
+
+    async def create_session(
+        self, app: str, session_timeout: int | None = None, config: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        result: dict[str, Any] = await self._json(_core.create_call(app, session_timeout, config))
+        return result
+
+    async def get_session(self, session_id: str) -> dict[str, Any]:
+        result: dict[str, Any] = await self._json(_core.get_call(session_id))
+        return result
+
+    async def list_sessions(self, app: str | None = None) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = (await self._json(_core.list_call(app)))["sessions"]
+        return result
+
+    async def close_session(self, session_id: str) -> None:
+        await self._json(_core.close_call(session_id))
+
+    async def keepalive(self, session_id: str) -> dict[str, Any]:
+        result: dict[str, Any] = await self._json(_core.keepalive_call(session_id))
+        return result
+
+    @contextlib.asynccontextmanager
+    async def session(
+        self, app: str, timeout: int | None = None, config: dict[str, Any] | None = None
+    ) -> AsyncIterator[AsyncSession]:
+        """A session that is closed when the block ends, however it ends."""
+        info = await self.create_session(app, timeout, config)
+        session = AsyncSession(self, app, info["session_id"])
+        try:
+            yield session
+        finally:
+            await session.close()
+
+    async def close(self) -> None:
+        if self._http is not None:
+            await self._http.close()
+            self._http = None
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.close()
+
+    # -- transport ---------------------------------------------------------------------------
+
+    async def _json(self, call: Call) -> Any:
+        response = await self._send(call)
+        async with response:
+            return _core.answer(response.status, await response.read(), response.headers.get("Retry-After"))
+
+    async def _send(self, call: Call) -> aiohttp.ClientResponse:
+        """Send with fail-over and (for safe calls) retries; the caller reads and releases the answer."""
+        last: Exception | None = None
+        for attempt, url in self.plan(call):
+            await asyncio.sleep(self.retry.pause(attempt))
+            try:
+                response = await self.http.request(
+                    call.method, url + call.target(), data=call.encoded(), headers=self.headers(call)
+                )
+            except aiohttp.ClientConnectorError as exc:  # nothing was sent
+                last = exc
+                self.endpoints.bad(url)
+                continue
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                last = exc
+                if not call.safe:
+                    raise GatewayUnavailable(
+                        f"the gateway at {url} failed during the request: {exc}"
+                    ) from exc
+                continue
+            if call.safe and _core.retryable(response.status) and attempt + 1 < self.retry.attempts:
+                response.release()
+                last = KubeSessionsError(f"HTTP {response.status}", status=response.status)
+                continue
+            self.endpoints.good(url)
+            return response
+        raise GatewayUnavailable(f"no gateway answered ({', '.join(self.endpoints.urls)}): {last}") from last
+
+
+class AsyncStream:
+    """``async for`` the outputs; ``session_id`` and ``done`` are set as the events arrive."""
+
+    def __init__(self, client: AsyncClient, call: Call) -> None:
+        self.client, self.call = client, call
+        self.events = Events()
+
+    @property
+    def session_id(self) -> str | None:
+        return self.events.session_id
+
+    @property
+    def done(self) -> dict[str, Any] | None:
+        return self.events.done
+
+    async def __aiter__(self) -> AsyncIterator[Any]:
+        response = await self.client._send(self.call)
+        async with response:
+            if response.status != 200:
+                _core.answer(response.status, await response.read(), response.headers.get("Retry-After"))
+            async for line in response.content:
+                for output in self.events.feed(line):
+                    yield output
+        self.events.ended()
+
+
+class AsyncSession:
+    """One session's handle: calls go to its warm worker; ``await close()`` ends it."""
+
+    def __init__(self, client: AsyncClient, app: str, session_id: str) -> None:
+        self.client, self.app, self.id = client, app, session_id
+
+    async def run(self, input: Any) -> Any:
+        """The output of one call."""
+        return (await self.client.run({"app": self.app, "input": input, "session": self.id}))["output"]
+
+    def stream(self, input: Any) -> AsyncStream:
+        return self.client.stream({"app": self.app, "input": input, "session": self.id})
+
+    async def keepalive(self) -> dict[str, Any]:
+        return await self.client.keepalive(self.id)
+
+    async def info(self) -> dict[str, Any]:
+        return await self.client.get_session(self.id)
+
+    async def close(self) -> None:
+        await self.client.close_session(self.id)

@@ -1,0 +1,190 @@
+"""The blocking client (standard library HTTP, one kept-alive connection per thread and URL)."""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import socket
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from typing import Any
+from urllib.parse import urlsplit
+
+from . import _core
+from ._core import Base, Call, Events
+from .errors import GatewayUnavailable, KubeSessionsError
+
+# Failures that mean "nothing was sent": safe to try the next URL for any request.
+_NOT_SENT = (ConnectionRefusedError, socket.gaierror, TimeoutError)
+
+
+class _Connections(threading.local):
+    def __init__(self) -> None:
+        self.by_url: dict[str, http.client.HTTPConnection] = {}
+
+
+class Client(Base):
+    """Sessions over the gateway. ``run(params)`` takes and returns the reference's dict shape.
+
+    >>> client = Client("http://gateway:8000", token="...")
+    >>> result = client.run({"app": "counter", "input": {"add": 1}, "session": "new"})
+    >>> client.run({"app": "counter", "input": {"add": 1}, "session": result["session_id"]})
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._local = _Connections()
+
+    def run(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        """One call: ``{"session_id", "output", ...}``; raises a :class:`KubeSessionsError` subclass."""
+        result: dict[str, Any] = self._json(_core.run_call(params, stream=False))
+        return result
+
+    def stream(self, params: Mapping[str, Any]) -> Stream:
+        """The outputs of one call as the app yields them (``.session_id`` once the first arrives)."""
+        return Stream(self, _core.run_call(params, stream=True))
+
+    def create_session(
+        self, app: str, session_timeout: int | None = None, config: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """Start a session without a call; returns once it is Ready."""
+        result: dict[str, Any] = self._json(_core.create_call(app, session_timeout, config))
+        return result
+
+    def get_session(self, session_id: str) -> dict[str, Any]:
+        result: dict[str, Any] = self._json(_core.get_call(session_id))
+        return result
+
+    def list_sessions(self, app: str | None = None) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self._json(_core.list_call(app))["sessions"]
+        return result
+
+    def close_session(self, session_id: str) -> None:
+        self._json(_core.close_call(session_id))
+
+    def keepalive(self, session_id: str) -> dict[str, Any]:
+        result: dict[str, Any] = self._json(_core.keepalive_call(session_id))
+        return result
+
+    @contextlib.contextmanager
+    def session(
+        self, app: str, timeout: int | None = None, config: dict[str, Any] | None = None
+    ) -> Iterator[Session]:
+        """A session that is closed when the block ends, however it ends."""
+        info = self.create_session(app, timeout, config)
+        session = Session(self, app, info["session_id"])
+        try:
+            yield session
+        finally:
+            session.close()
+
+    def close(self) -> None:
+        for conn in self._local.by_url.values():
+            conn.close()
+        self._local.by_url.clear()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    # -- transport ---------------------------------------------------------------------------
+
+    def _json(self, call: Call) -> Any:
+        status, headers, body = self._send(call, lambda resp: resp.read())
+        return _core.answer(status, body, headers.get("Retry-After"))
+
+    def _send(self, call: Call, read: Any) -> tuple[int, http.client.HTTPMessage, Any]:
+        """Send with fail-over and (for safe calls) retries; ``read(response)`` takes the body."""
+        last: Exception | None = None
+        for attempt, url in self.plan(call):
+            time.sleep(self.retry.pause(attempt))
+            try:
+                resp = self._request(url, call)
+            except _NOT_SENT as exc:
+                last = exc
+                self.endpoints.bad(url)
+                continue
+            except (OSError, http.client.HTTPException) as exc:
+                last = exc
+                if not call.safe:
+                    raise GatewayUnavailable(
+                        f"the gateway at {url} failed during the request: {exc}"
+                    ) from exc
+                continue
+            if call.safe and _core.retryable(resp.status) and attempt + 1 < self.retry.attempts:
+                resp.read()
+                last = KubeSessionsError(f"HTTP {resp.status}", status=resp.status)
+                continue
+            self.endpoints.good(url)
+            return resp.status, resp.headers, read(resp)
+        raise GatewayUnavailable(f"no gateway answered ({', '.join(self.endpoints.urls)}): {last}") from last
+
+    def _request(self, url: str, call: Call) -> http.client.HTTPResponse:
+        conn = self._local.by_url.get(url)
+        reused = conn is not None and conn.sock is not None
+        if conn is None:
+            parts = urlsplit(url)
+            factory = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+            conn = self._local.by_url[url] = factory(parts.netloc, timeout=self.timeout)
+        try:
+            conn.request(call.method, call.target(), body=call.encoded(), headers=self.headers(call))
+            return conn.getresponse()
+        except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError) as exc:
+            conn.close()
+            if reused:
+                # The gateway closed an idle kept-alive connection; the request never reached it.
+                raise ConnectionRefusedError(str(exc)) from exc
+            raise
+        except OSError:
+            conn.close()
+            raise
+
+
+class Stream:
+    """Iterate for the outputs; ``session_id`` and ``done`` are set as the events arrive."""
+
+    def __init__(self, client: Client, call: Call) -> None:
+        self.client, self.call = client, call
+        self.events = Events()
+
+    @property
+    def session_id(self) -> str | None:
+        return self.events.session_id
+
+    @property
+    def done(self) -> dict[str, Any] | None:
+        return self.events.done
+
+    def __iter__(self) -> Iterator[Any]:
+        status, headers, resp = self.client._send(self.call, lambda r: r)
+        if status != 200:
+            _core.answer(status, resp.read(), headers.get("Retry-After"))
+        for line in resp:
+            yield from self.events.feed(line)
+        self.events.ended()
+
+
+class Session:
+    """One session's handle: calls go to its warm worker; ``close()`` ends it."""
+
+    def __init__(self, client: Client, app: str, session_id: str) -> None:
+        self.client, self.app, self.id = client, app, session_id
+
+    def run(self, input: Any) -> Any:
+        """The output of one call."""
+        return self.client.run({"app": self.app, "input": input, "session": self.id})["output"]
+
+    def stream(self, input: Any) -> Stream:
+        return self.client.stream({"app": self.app, "input": input, "session": self.id})
+
+    def keepalive(self) -> dict[str, Any]:
+        return self.client.keepalive(self.id)
+
+    def info(self) -> dict[str, Any]:
+        return self.client.get_session(self.id)
+
+    def close(self) -> None:
+        self.client.close_session(self.id)

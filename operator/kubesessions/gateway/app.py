@@ -1,0 +1,278 @@
+"""The gateway's HTTP API (aiohttp): routes, auth, problem+json, metrics; and running it."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import signal
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+
+from ..handlers import api_client
+from . import openapi
+from .auth import Authorizer, Identity, KubernetesAuth, NoAuth
+from .cache import Cache
+from .forward import Forwarder
+from .metrics import CONTENT_TYPE, Metrics
+from .problems import Problem
+from .requests import NEW, CreateSessionRequest, RunRequest, parse
+from .sessions import GatewaySettings, Sessions, closing, view
+
+log = logging.getLogger("kubesessions.gateway")
+NAMESPACE_HEADER = "X-Kubesessions-Namespace"
+OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/openapi.json"})
+
+SETTINGS = web.AppKey("settings", GatewaySettings)
+CACHE = web.AppKey("cache", Cache)
+SESSIONS = web.AppKey("sessions", Sessions)
+FORWARDER = web.AppKey("forwarder", Forwarder)
+AUTH = web.AppKey("auth", Authorizer)
+METRICS = web.AppKey("metrics", Metrics)
+IDENTITY = "kubesessions.identity"
+NS = "kubesessions.namespace"
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def build(
+    settings: GatewaySettings, cache: Cache, sessions: Sessions, forwarder: Forwarder, auth: Authorizer
+) -> web.Application:
+    app = web.Application(middlewares=[_observe, _authenticate], client_max_size=settings.max_body_bytes)
+    app[SETTINGS], app[CACHE], app[SESSIONS], app[FORWARDER], app[AUTH] = (
+        settings,
+        cache,
+        sessions,
+        forwarder,
+        auth,
+    )
+    metrics = app[METRICS] = Metrics()
+    metrics.gauge(
+        "kubesessions_gateway_cached_sessions",
+        "Sessions in the watch-fed cache.",
+        lambda: len(cache.sessions),
+    )
+    metrics.gauge("kubesessions_gateway_cached_apps", "Apps in the watch-fed cache.", lambda: len(cache.apps))
+    metrics.gauge(
+        "kubesessions_gateway_sessions_created_total",
+        "Sessions the gateway created.",
+        lambda: sessions.created,
+    )
+    if isinstance(auth, KubernetesAuth):
+        metrics.gauge(
+            "kubesessions_gateway_auth_cache_hits", "Auth answers served from the cache.", lambda: auth.hits
+        )
+        metrics.gauge(
+            "kubesessions_gateway_auth_reviews",
+            "Token and access reviews asked of the API server.",
+            lambda: auth.misses,
+        )
+    app.router.add_post("/v1/run", _run)
+    app.router.add_get("/v1/sessions", _list)
+    app.router.add_post("/v1/sessions", _create)
+    app.router.add_get("/v1/sessions/{id}", _get)
+    app.router.add_delete("/v1/sessions/{id}", _delete)
+    app.router.add_post("/v1/sessions/{id}/keepalive", _keepalive)
+    app.router.add_get("/healthz", _healthz)
+    app.router.add_get("/readyz", _readyz)
+    app.router.add_get("/metrics", _metrics)
+    app.router.add_get("/openapi.json", _openapi)
+    return app
+
+
+# -- middlewares ---------------------------------------------------------------------------
+
+
+@web.middleware
+async def _observe(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Problems become problem+json; every answer is counted by route, status and code."""
+    started = time.perf_counter()
+    code = ""
+    try:
+        response = await handler(request)
+    except Problem as problem:
+        code = problem.code
+        response = problem.response()
+    except web.HTTPException:
+        raise
+    except Exception:
+        log.exception("%s %s failed", request.method, request.path)
+        code = "INTERNAL"
+        response = Problem("INTERNAL", "the gateway failed; see its log").response()
+    route = request.match_info.route.resource.canonical if request.match_info.route.resource else "unmatched"
+    request.app[METRICS].observe(
+        f"{request.method} {route}", response.status, code, time.perf_counter() - started
+    )
+    return response
+
+
+@web.middleware
+async def _authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
+    if request.path in OPEN_PATHS:
+        return await handler(request)
+    settings = request.app[SETTINGS]
+    namespace = (
+        request.headers.get(NAMESPACE_HEADER) or request.query.get("namespace") or settings.default_namespace
+    )
+    if settings.namespaces and namespace not in settings.namespaces:
+        raise Problem(
+            "VALIDATION", f'namespace "{namespace}" is not served by this gateway (it serves: '
+            f"{', '.join(settings.namespaces)})",
+        )  # fmt: skip
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    bearer = token.strip() if scheme.lower() == "bearer" else None
+    request[IDENTITY] = await request.app[AUTH].check(bearer, namespace)
+    request[NS] = namespace
+    return await handler(request)
+
+
+async def _body(request: web.Request) -> bytes:
+    try:
+        return await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        raise Problem(
+            "PAYLOAD_TOO_LARGE", f"the body is over the limit of {request.app[SETTINGS].max_body_bytes} bytes"
+        ) from None
+
+
+# -- the API ---------------------------------------------------------------------------------
+
+
+async def _run(request: web.Request) -> web.StreamResponse:
+    namespace, identity = request[NS], request[IDENTITY]
+    call = parse(RunRequest, await _body(request))
+    sessions = request.app[SESSIONS]
+    fresh = call.session in (None, NEW)
+    session_id = await sessions.create(namespace, call.app, call, identity) if fresh else str(call.session)
+    try:
+        target = await sessions.target(namespace, session_id, call.app, ours=fresh)
+        key = (namespace, session_id)
+        forwarder = request.app[FORWARDER]
+        if call.stream:
+            return await _stream(request, forwarder, key, target, call.input)
+        reply = await forwarder.run(key, target, call.input)
+        return web.Response(body=reply.body(session_id), content_type="application/json")
+    except Problem as problem:
+        problem.members.setdefault("session_id", session_id)  # a new session stays usable after an error
+        raise
+    finally:
+        if call.session is None:
+            with contextlib.suppress(Problem):
+                await sessions.close(namespace, session_id, "one-shot call done")
+
+
+async def _stream(
+    request: web.Request, forwarder: Forwarder, key: tuple[str, str], target: Any, input: Any
+) -> web.StreamResponse:
+    """The worker's events as it sends them, after one `session` event naming the session."""
+    async with forwarder.call(key, target, input) as upstream:
+        response = web.StreamResponse(
+            headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
+        )
+        await response.prepare(request)
+        try:
+            await response.write(
+                b"event: session\ndata: " + json.dumps({"session_id": key[1]}).encode() + b"\n\n"
+            )
+            async for chunk in upstream.content.iter_any():
+                await response.write(chunk)
+        except ConnectionResetError:
+            # The call runs to its end on the worker anyway, so the app's state stays whole.
+            log.info("the client left a streaming call early", extra={"session": key[1]})
+            return response
+    await response.write_eof()
+    return response
+
+
+async def _list(request: web.Request) -> web.Response:
+    namespace, app = request[NS], request.query.get("app")
+    items = [
+        view(body)
+        for (ns, _), body in sorted(request.app[CACHE].sessions.items())
+        if ns == namespace and (app is None or (body.get("spec") or {}).get("app") == app)
+    ]
+    return web.json_response({"sessions": items})
+
+
+async def _create(request: web.Request) -> web.Response:
+    namespace, identity = request[NS], request[IDENTITY]
+    body = parse(CreateSessionRequest, await _body(request))
+    sessions = request.app[SESSIONS]
+    session_id = await sessions.create(namespace, body.app, body, identity)
+    await sessions.target(namespace, session_id, body.app, ours=True)
+    return web.json_response(view(request.app[CACHE].sessions[(namespace, session_id)]), status=201)
+
+
+async def _get(request: web.Request) -> web.Response:
+    return web.json_response(view(await request.app[SESSIONS].find(request[NS], request.match_info["id"])))
+
+
+async def _delete(request: web.Request) -> web.Response:
+    namespace, session_id = request[NS], request.match_info["id"]
+    sessions = request.app[SESSIONS]
+    body = await sessions.find(namespace, session_id)
+    if not closing(body):
+        identity: Identity = request[IDENTITY]
+        await sessions.close(namespace, session_id, f"closed through the gateway by {identity.username}")
+    return web.Response(status=204)
+
+
+async def _keepalive(request: web.Request) -> web.Response:
+    namespace, session_id = request[NS], request.match_info["id"]
+    target = await request.app[SESSIONS].target(namespace, session_id, None)
+    answer = await request.app[FORWARDER].keepalive(target)
+    return web.json_response({"session_id": session_id, "last_activity": answer.get("lastActivity")})
+
+
+async def _healthz(_: web.Request) -> web.Response:
+    return web.json_response({"ok": True})
+
+
+async def _readyz(request: web.Request) -> web.Response:
+    synced = request.app[CACHE].synced()
+    return web.json_response({"ready": synced}, status=200 if synced else 503)
+
+
+async def _metrics(request: web.Request) -> web.Response:
+    return web.Response(text=request.app[METRICS].render(), headers={"Content-Type": CONTENT_TYPE})
+
+
+async def _openapi(_: web.Request) -> web.Response:
+    return web.json_response(openapi.document())
+
+
+# -- running ---------------------------------------------------------------------------------
+
+
+async def serve(settings: GatewaySettings) -> None:
+    """Run until SIGTERM or SIGINT: watches first, then the listener."""
+    api = await api_client()
+    cache = Cache(settings.namespaces)
+    cache.start(api)
+    auth: Authorizer = NoAuth() if settings.auth == "none" else KubernetesAuth(api, ttl=settings.auth_ttl)
+    forwarder = Forwarder(settings.call_timeout)
+    app = build(settings, cache, Sessions(cache, api, settings), forwarder, auth)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await web.TCPSite(runner, settings.host, settings.port).start()
+        log.info("gateway listening on %s:%d (namespaces: %s, auth: %s)", settings.host, settings.port,
+                 ", ".join(settings.namespaces) or "all", settings.auth)  # fmt: skip
+        await stop.wait()
+    finally:
+        await runner.cleanup()
+        await forwarder.close()
+        await cache.stop()
+        await api.close()
+
+
+def run(settings: GatewaySettings) -> None:
+    asyncio.run(serve(settings))

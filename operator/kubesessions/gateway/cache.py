@@ -1,0 +1,237 @@
+"""What the gateway knows about Sessions, Apps and session tokens, fed by watches.
+
+Calls on existing sessions read only this cache, never the API server. Waiting for a session
+to become Ready is waiting on its key's change notifications, not polling.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import aiohttp
+from kubernetes_asyncio import client, watch
+from kubernetes_asyncio.client.exceptions import ApiException
+
+from ..builders import MANAGED_BY, MANAGER, SESSION_LABEL, TOKEN_KEY
+from ..models import GROUP, VERSION
+
+log = logging.getLogger("kubesessions.gateway")
+JSON = dict[str, Any]
+Key = tuple[str, str]  # (namespace, name)
+T = TypeVar("T")
+WATCH_SECONDS = 290  # the API server ends a watch after this; we resume from the last version
+
+
+def key_of(body: JSON) -> Key:
+    return body["metadata"]["namespace"], body["metadata"]["name"]
+
+
+class Informer:
+    """List, then watch from the list's resourceVersion; list again when the version is too old."""
+
+    def __init__(
+        self,
+        what: str,
+        lister: Callable[..., Awaitable[Any]],
+        args: tuple[Any, ...],
+        on_list: Callable[[list[JSON]], None],
+        on_event: Callable[[str, JSON], None],
+        **kwargs: Any,
+    ) -> None:
+        self.what, self.lister, self.args, self.kwargs = what, lister, args, kwargs
+        self.on_list, self.on_event = on_list, on_event
+        self.synced = asyncio.Event()
+
+    async def run(self) -> None:
+        backoff = 0.2
+        while True:
+            try:
+                version = await self._list()
+                backoff = 0.2
+                while True:
+                    version = await self._watch(version)
+            except ApiException as exc:
+                if exc.status == 410:
+                    log.info("%s: watch version expired; listing again", self.what)
+                    continue
+                log.warning(
+                    "%s: API error %s %s; retrying in %.1fs", self.what, exc.status, exc.reason, backoff
+                )
+            except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+                log.warning("%s: %s; retrying in %.1fs", self.what, exc, backoff)
+            except Exception:
+                # A cache that silently stops would serve stale sessions forever: log, and start over.
+                log.exception("%s: unexpected failure; listing again in %.1fs", self.what, backoff)
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 10.0)
+
+    async def _list(self) -> str:
+        response = await self.lister(*self.args, _preload_content=False, **self.kwargs)
+        body = await response.read()
+        if response.status != 200:
+            # E.g. 404 for a CRD the API server has not started serving yet.
+            raise ApiException(status=response.status, reason=body.decode(errors="replace")[:300])
+        data = json.loads(body)
+        self.on_list(data.get("items") or [])
+        self.synced.set()
+        return str(data["metadata"]["resourceVersion"])
+
+    async def _watch(self, version: str) -> str:
+        w = watch.Watch()
+        async with w.stream(
+            self.lister, *self.args, resource_version=version, timeout_seconds=WATCH_SECONDS,
+            allow_watch_bookmarks=True, **self.kwargs,
+        ) as events:  # fmt: skip
+            async for event in events:
+                raw: JSON = event["raw_object"]
+                version = raw["metadata"]["resourceVersion"]
+                if event["type"] != "BOOKMARK":
+                    self.on_event(event["type"], raw)
+        return version
+
+
+class Cache:
+    """Sessions, Apps and tokens of the served namespaces (all namespaces when none are named)."""
+
+    def __init__(self, namespaces: list[str]) -> None:
+        self.namespaces = namespaces
+        self.sessions: dict[Key, JSON] = {}
+        self.apps: dict[Key, JSON] = {}
+        self.tokens: dict[Key, str] = {}
+        self._changed: dict[Key, set[asyncio.Event]] = {}
+        self._informers: list[Informer] = []
+        self._tasks: list[asyncio.Task[None]] = []
+
+    # -- feeding -------------------------------------------------------------------------
+
+    def start(self, api: client.ApiClient) -> None:
+        custom, core = client.CustomObjectsApi(api), client.CoreV1Api(api)
+        secrets = {"label_selector": f"{MANAGED_BY}={MANAGER}"}
+        served: list[str | None] = [*self.namespaces] or [None]
+        for ns in served:
+            feeds: list[tuple[str, Callable[..., Awaitable[Any]], tuple[str, ...], dict[str, str]]]
+            where = ns or "all namespaces"
+            if ns is None:
+                feeds = [
+                    ("sessions", custom.list_cluster_custom_object, (GROUP, VERSION, "sessions"), {}),
+                    ("apps", custom.list_cluster_custom_object, (GROUP, VERSION, "apps"), {}),
+                    ("tokens", core.list_secret_for_all_namespaces, (), secrets),
+                ]
+            else:
+                feeds = [
+                    ("sessions", custom.list_namespaced_custom_object, (GROUP, VERSION, ns, "sessions"), {}),
+                    ("apps", custom.list_namespaced_custom_object, (GROUP, VERSION, ns, "apps"), {}),
+                    ("tokens", core.list_namespaced_secret, (ns,), secrets),
+                ]
+            for kind, lister, args, kwargs in feeds:
+                self._informers.append(
+                    Informer(
+                        f"{kind} in {where}",
+                        lister,
+                        args,
+                        self._replacer(kind, ns),
+                        self._handler(kind),
+                        **kwargs,
+                    )
+                )
+        self._tasks = [asyncio.create_task(i.run(), name=i.what) for i in self._informers]
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    def synced(self) -> bool:
+        return bool(self._informers) and all(i.synced.is_set() for i in self._informers)
+
+    async def wait_synced(self, timeout: float) -> None:
+        await asyncio.wait_for(asyncio.gather(*(i.synced.wait() for i in self._informers)), timeout)
+
+    def _replacer(self, kind: str, namespace: str | None) -> Callable[[list[JSON]], None]:
+        def replace(items: list[JSON]) -> None:
+            store: dict[Key, Any] = getattr(self, kind)
+            fresh = {k: v for k, v in map(self._entry(kind), items) if v is not None}
+            for key in [k for k in store if namespace is None or k[0] == namespace]:
+                if key not in fresh:
+                    del store[key]
+                    self._notify(key)
+            for key, value in fresh.items():
+                store[key] = value
+                self._notify(key)
+
+        return replace
+
+    def _handler(self, kind: str) -> Callable[[str, JSON], None]:
+        def handle(event: str, body: JSON) -> None:
+            self.seen(kind, body, deleted=event == "DELETED")
+
+        return handle
+
+    def _entry(self, kind: str) -> Callable[[JSON], tuple[Key, Any]]:
+        """(key, value) of one object; tokens are keyed by their session, valued by the token."""
+
+        def entry(body: JSON) -> tuple[Key, Any]:
+            if kind != "tokens":
+                return key_of(body), body
+            meta = body["metadata"]
+            session = (meta.get("labels") or {}).get(SESSION_LABEL)
+            data = (body.get("data") or {}).get(TOKEN_KEY)
+            token = base64.b64decode(data).decode() if session and data else None
+            return (meta["namespace"], session or ""), token
+
+        return entry
+
+    def seen(self, kind: str, body: JSON, deleted: bool = False) -> None:
+        """Record one object (from a watch event, or read or written by the gateway itself)."""
+        key, value = self._entry(kind)(body)
+        store: dict[Key, Any] = getattr(self, kind)
+        if kind == "sessions" and not deleted and key in store and _older(body, store[key]):
+            return  # our own create/patch result may be newer than a late watch event
+        if deleted or value is None:
+            store.pop(key, None)
+        else:
+            store[key] = value
+        self._notify(key)
+
+    # -- waiting -------------------------------------------------------------------------
+
+    def _notify(self, key: Key) -> None:
+        for event in self._changed.get(key, ()):
+            event.set()
+
+    async def wait(self, key: Key, check: Callable[[], T | None], timeout: float) -> T | None:
+        """``check()`` once it gives something, re-checked on each change of ``key``; None on timeout."""
+        event = asyncio.Event()
+        self._changed.setdefault(key, set()).add(event)
+        deadline = time.monotonic() + timeout
+        try:
+            while (result := check()) is None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return None
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(event.wait(), left)
+                event.clear()
+            return result
+        finally:
+            waiters = self._changed[key]
+            waiters.discard(event)
+            if not waiters:
+                del self._changed[key]
+
+
+def _older(new: JSON, old: JSON) -> bool:
+    """Whether ``new`` is an older version than ``old`` (resourceVersions of one object only grow)."""
+    try:
+        return int(new["metadata"]["resourceVersion"]) < int(old["metadata"]["resourceVersion"])
+    except (KeyError, ValueError):
+        return False

@@ -1,0 +1,181 @@
+"""Calls to a session's worker pod: in arrival order, with the session token, SSE passed through.
+
+The gateway always asks the worker for server-sent events. The worker sends their headers as
+soon as the call is in its queue, so the gateway can hand the next caller's call on only
+then: calls on one session reach the worker queue in the order they reached the gateway,
+while the worker (not the gateway) does the queueing and says QUEUE_FULL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+
+from ..builders import WORKER_PORT
+from .problems import Problem, from_worker
+
+Key = tuple[str, str]
+
+
+@dataclass(frozen=True)
+class Target:
+    """One session's worker, as the cache knows it."""
+
+    session_id: str
+    pod_ip: str
+    token: str
+
+    def url(self, path: str) -> str:
+        return f"http://{self.pod_ip}:{WORKER_PORT}{path}"
+
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+
+class Sequencer:
+    """A FIFO turn per key (asyncio.Lock wakes waiters in order); idle keys are forgotten."""
+
+    def __init__(self) -> None:
+        self._locks: dict[Key, tuple[asyncio.Lock, int]] = {}
+
+    @contextlib.asynccontextmanager
+    async def turn(self, key: Key) -> AsyncIterator[None]:
+        lock, users = self._locks.get(key, (asyncio.Lock(), 0))
+        self._locks[key] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._locks[key]
+            if users == 1:
+                del self._locks[key]
+            else:
+                self._locks[key] = (lock, users - 1)
+
+    def __len__(self) -> int:
+        return len(self._locks)
+
+
+@dataclass
+class Reply:
+    """A finished call: the outputs as JSON text, and the worker's `done` members."""
+
+    outputs: list[bytes]
+    done: bytes  # the members of the done object, without braces
+
+    def body(self, session_id: str) -> bytes:
+        # Outputs arrive encoded; a streamed run answers a plain request with the list of its values.
+        output = self.outputs[0] if len(self.outputs) == 1 else b"[" + b",".join(self.outputs) + b"]"
+        sid = json.dumps(session_id).encode()
+        return (
+            b'{"session_id":' + sid + b',"output":' + output + (b"," + self.done if self.done else b"") + b"}"
+        )
+
+
+class Forwarder:
+    def __init__(self, call_timeout: float, connect_timeout: float = 5.0) -> None:
+        self.sequencer = Sequencer()
+        # A call may legitimately run long; the worker enforces its own call timeout first.
+        self.timeout = aiohttp.ClientTimeout(total=None, sock_connect=connect_timeout, sock_read=call_timeout)
+        self.call_timeout = call_timeout
+        self.http = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=30), timeout=self.timeout,
+            auto_decompress=False, skip_auto_headers=("User-Agent",),
+        )  # fmt: skip
+
+    async def close(self) -> None:
+        await self.http.close()
+
+    @contextlib.asynccontextmanager
+    async def call(self, key: Key, target: Target, input: Any) -> AsyncIterator[aiohttp.ClientResponse]:
+        """The worker's SSE response to one call, once the worker has queued it."""
+        payload = json.dumps({"input": input, "stream": True}).encode()
+        headers = {**target.headers(), "Content-Type": "application/json", "Accept": "text/event-stream"}
+        async with self.sequencer.turn(key):
+            response = await self._request("POST", target, "/run", data=payload, headers=headers)
+        try:
+            if response.status != 200:
+                raise await _problem(response, target)
+            yield response
+        except TimeoutError:
+            raise Problem(
+                "CALL_TIMEOUT", f"the worker gave no answer within {self.call_timeout:g}s"
+            ) from None
+        except aiohttp.ClientError as exc:
+            raise _unavailable(target, exc) from None
+        finally:
+            response.release()
+
+    async def run(self, key: Key, target: Target, input: Any) -> Reply:
+        async with self.call(key, target, input) as response:
+            outputs: list[bytes] = []
+            async for event, data in sse_events(response.content):
+                if event == "output":
+                    outputs.append(data)
+                elif event == "done":
+                    return Reply(outputs, data.strip()[1:-1])
+                elif event == "error":
+                    raise from_worker(_status_of(data), json.loads(data), None, target.session_id)
+        raise Problem("WORKER_UNAVAILABLE", f"the worker of session {target.session_id} ended the call early")
+
+    async def keepalive(self, target: Target) -> Any:
+        response = await self._request("POST", target, "/keepalive", headers=target.headers())
+        async with response:
+            if response.status != 200:
+                raise await _problem(response, target)
+            return await response.json()
+
+    async def _request(self, method: str, target: Target, path: str, **kwargs: Any) -> aiohttp.ClientResponse:
+        try:
+            return await self.http.request(method, target.url(path), **kwargs)
+        except TimeoutError:
+            raise Problem(
+                "CALL_TIMEOUT", f"the worker gave no answer within {self.call_timeout:g}s"
+            ) from None
+        except aiohttp.ClientError as exc:
+            raise _unavailable(target, exc) from None
+
+
+def _unavailable(target: Target, exc: BaseException) -> Problem:
+    return Problem(
+        "WORKER_UNAVAILABLE", f"the worker of session {target.session_id} cannot be reached: {exc}",
+        session_id=target.session_id,
+    )  # fmt: skip
+
+
+async def _problem(response: aiohttp.ClientResponse, target: Target) -> Problem:
+    try:
+        body = await response.json(content_type=None)
+    except (ValueError, aiohttp.ClientError):
+        body = None
+    return from_worker(response.status, body, response.headers.get("Retry-After"), target.session_id)
+
+
+def _status_of(data: bytes) -> int:
+    with contextlib.suppress(ValueError, AttributeError):
+        return int(json.loads(data).get("status", 500))
+    return 500
+
+
+async def sse_events(stream: aiohttp.StreamReader) -> AsyncIterator[tuple[str, bytes]]:
+    """(event, data) pairs of a server-sent event stream."""
+    event, data = "message", b""
+    async for raw in stream:
+        line = raw.rstrip(b"\r\n")
+        if not line:
+            if data:
+                yield event, data
+            event, data = "message", b""
+        elif line.startswith(b"event:"):
+            event = line[6:].strip().decode()
+        elif line.startswith(b"data:"):
+            chunk = line[5:].removeprefix(b" ")
+            data = data + b"\n" + chunk if data else chunk
+    if data:
+        yield event, data

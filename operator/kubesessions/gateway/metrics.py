@@ -1,0 +1,69 @@
+"""Prometheus text for the gateway: requests by route and code, call latency, cache sizes."""
+
+from __future__ import annotations
+
+from bisect import bisect_left
+from collections import Counter
+from collections.abc import Callable
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
+
+
+class Histogram:
+    def __init__(self) -> None:
+        self.counts = [0] * (len(BUCKETS) + 1)
+        self.total = 0.0
+
+    def observe(self, seconds: float) -> None:
+        self.counts[bisect_left(BUCKETS, seconds)] += 1
+        self.total += seconds
+
+    def render(self, name: str, labels: str) -> list[str]:
+        lines, running = [], 0
+        for bound, count in zip((*BUCKETS, float("inf")), self.counts, strict=True):
+            running += count
+            le = "+Inf" if bound == float("inf") else repr(bound)
+            lines.append(f'{name}_bucket{{{labels}{"," if labels else ""}le="{le}"}} {running}')
+        lines.append(f"{name}_sum{{{labels}}} {self.total}")
+        lines.append(f"{name}_count{{{labels}}} {running}")
+        return lines
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.requests: Counter[tuple[str, int, str]] = Counter()  # (route, status, code)
+        self.latency: dict[str, Histogram] = {}  # route -> seconds
+        self.sessions_created = 0
+        self.gauges: dict[str, tuple[str, Callable[[], float]]] = {}
+
+    def observe(self, route: str, status: int, code: str, seconds: float) -> None:
+        self.requests[(route, status, code)] += 1
+        self.latency.setdefault(route, Histogram()).observe(seconds)
+
+    def gauge(self, name: str, help_text: str, read: Callable[[], float]) -> None:
+        self.gauges[name] = (help_text, read)
+
+    def render(self) -> str:
+        lines = [
+            "# HELP kubesessions_gateway_requests_total Requests answered, by route, status and problem code.",
+            "# TYPE kubesessions_gateway_requests_total counter",
+        ]
+        for (route, status, code), count in sorted(self.requests.items()):
+            lines.append(
+                f'kubesessions_gateway_requests_total{{route="{route}",status="{status}",code="{code}"}} {count}'
+            )
+        lines += [
+            "# HELP kubesessions_gateway_request_seconds Time to answer (to the first byte for streams).",
+            "# TYPE kubesessions_gateway_request_seconds histogram",
+        ]
+        for route, histogram in sorted(self.latency.items()):
+            lines += histogram.render("kubesessions_gateway_request_seconds", f'route="{route}"')
+        lines += [
+            "# HELP kubesessions_gateway_sessions_created_total Sessions the gateway created.",
+            "# TYPE kubesessions_gateway_sessions_created_total counter",
+            f"kubesessions_gateway_sessions_created_total {self.sessions_created}",
+        ]
+        for name, (help_text, read) in sorted(self.gauges.items()):
+            lines += [f"# HELP {name} {help_text}", f"# TYPE {name} gauge", f"{name} {read()}"]
+        return "\n".join(lines) + "\n"

@@ -1,0 +1,204 @@
+"""Sessions as the gateway sees them: find one (cache first), start one, wait for it, close it."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from kubernetes_asyncio import client
+from kubernetes_asyncio.client.exceptions import ApiException
+
+from ..models import API_VERSION, FINISHED_PHASES, GROUP, VERSION, AppSpec, Phase, is_dns1123_subdomain
+from .auth import Identity
+from .cache import JSON, Cache, Key
+from .forward import Target
+from .problems import Problem, ended, not_found
+from .requests import new_session_id, session_spec
+
+log = logging.getLogger("kubesessions.gateway")
+CLOSE_ANNOTATION = "kubesessions.io/close"
+CREATED_BY_ANNOTATION = "kubesessions.io/created-by"
+MERGE_PATCH = "application/merge-patch+json"
+
+
+@dataclass
+class GatewaySettings:
+    namespaces: list[str] = field(default_factory=list)  # served and watched; empty: all
+    default_namespace: str = "default"
+    auth: str = "kubernetes"  # or "none"
+    host: str = "0.0.0.0"  # noqa: S104 - a Service sends callers here
+    port: int = 8000
+    max_body_bytes: int = 8 * 1024 * 1024
+    start_timeout: float = 120.0  # seconds a new session may take to become Ready
+    call_timeout: float = 660.0  # seconds without a byte from the worker; its own limit is 600
+    auth_ttl: float = 10.0
+
+
+def _status(body: JSON) -> JSON:
+    status: JSON = body.get("status") or {}
+    return status
+
+
+def view(body: JSON) -> JSON:
+    """A Session as the API shows it."""
+    meta, status = body["metadata"], _status(body)
+    return {
+        "session_id": meta["name"],
+        "namespace": meta["namespace"],
+        "app": (body.get("spec") or {}).get("app"),
+        "phase": status.get("phase") or Phase.PENDING.value,
+        "reason": status.get("reason"),
+        "message": status.get("message"),
+        "session_timeout": status.get("sessionTimeout"),
+        "created_at": meta.get("creationTimestamp"),
+        "ready_at": status.get("readyAt"),
+        "last_activity": status.get("lastActivityTime"),
+        "expires_at": status.get("expiresAt"),
+        "ended_at": status.get("endedAt"),
+        "calls": status.get("calls"),
+        "gpus": status.get("gpus"),
+    }
+
+
+def closing(body: JSON) -> bool:
+    """Finished, or asked to close: either way no call may start on it any more."""
+    annotations = body["metadata"].get("annotations") or {}
+    return _status(body).get("phase") in FINISHED_PHASES or CLOSE_ANNOTATION in annotations
+
+
+def gone(body: JSON) -> Problem:
+    """410 for a tombstone (expired, or closed or failed) or a session being closed."""
+    status, name = _status(body), body["metadata"]["name"]
+    if status.get("phase") not in FINISHED_PHASES:
+        why = (body["metadata"].get("annotations") or {}).get(CLOSE_ANNOTATION) or "closing"
+        return ended("SESSION_ENDED", name, "has been closed", f"ClosedByUser: {why}")
+    why = f"{status.get('reason') or status.get('phase')}: {status.get('message') or ''}".rstrip(": ")
+    if status.get("phase") == Phase.EXPIRED:
+        return ended("SESSION_EXPIRED", name, "has expired", why)
+    return ended("SESSION_ENDED", name, "has ended", why)
+
+
+class Sessions:
+    def __init__(self, cache: Cache, api: client.ApiClient, settings: GatewaySettings) -> None:
+        self.cache, self.settings = cache, settings
+        self.custom = client.CustomObjectsApi(api)
+        self.created = 0
+
+    async def find(self, namespace: str, session_id: str) -> JSON:
+        """The Session from the cache; only an id the cache lacks costs an API read."""
+        if not is_dns1123_subdomain(session_id):
+            raise not_found(session_id, namespace)
+        body = self.cache.sessions.get((namespace, session_id))
+        if body is None:
+            body = await self._read("sessions", namespace, session_id)
+            if body is None:
+                raise not_found(session_id, namespace)
+        return body
+
+    async def target(self, namespace: str, session_id: str, app: str | None, *, ours: bool = False) -> Target:
+        """Where to send calls: the live worker's pod IP and token, waiting (bounded) until it is Ready.
+
+        ``ours``: the session was created for this request, so a session that cannot start is closed.
+        """
+        body = await self.find(namespace, session_id)
+        if app is not None and (body.get("spec") or {}).get("app") != app:
+            raise Problem(
+                "APP_MISMATCH",
+                f'session {session_id} runs app "{(body.get("spec") or {}).get("app")}", not "{app}"',
+                session_id=session_id,
+            )
+        key = (namespace, session_id)
+        body = await self.cache.wait(key, lambda: self._usable(key), self.settings.start_timeout) or body
+        status = _status(body)
+        if closing(body):
+            if ours:
+                raise Problem(
+                    "WORKER_UNAVAILABLE", f"session {session_id} could not start: {status.get('reason')}: "
+                    f"{status.get('message')}", session_id=session_id, reason=status.get("reason"),
+                )  # fmt: skip
+            raise gone(body)
+        token = self.cache.tokens.get(key)
+        if status.get("phase") != Phase.READY or not status.get("podIP") or token is None:
+            why = f"{status.get('phase') or 'Pending'} ({status.get('reason') or 'no reason yet'}: {status.get('message') or ''})"
+            if ours:
+                await self.close(namespace, session_id, f"not Ready within {self.settings.start_timeout:g}s")
+            raise Problem(
+                "WORKER_UNAVAILABLE",
+                f"session {session_id} is not Ready after {self.settings.start_timeout:g}s: {why}",
+                session_id=session_id, reason=status.get("reason"),
+            )  # fmt: skip
+        return Target(session_id, status["podIP"], token)
+
+    def _usable(self, key: Key) -> JSON | None:
+        body = self.cache.sessions.get(key)
+        if body is None:
+            return None
+        if closing(body):
+            return body
+        status = _status(body)
+        if status.get("phase") == Phase.READY and status.get("podIP") and key in self.cache.tokens:
+            return body
+        return None
+
+    async def create(self, namespace: str, app: str | None, request: Any, identity: Identity) -> str:
+        """Create a Session for ``app`` (checked to exist first, so a bad request creates nothing)."""
+        if app is None:
+            raise Problem(
+                "VALIDATION", "app: required to start a session (the name of an App in the namespace)"
+            )
+        app_body = self.cache.apps.get((namespace, app)) or await self._read("apps", namespace, app)
+        if app_body is None:
+            raise Problem("APP_NOT_FOUND", f'app "{app}" not found in namespace "{namespace}"', app=app)
+        spec = session_spec(request, AppSpec.model_validate(app_body.get("spec") or {}))
+        name = new_session_id()
+        body = {
+            "apiVersion": API_VERSION,
+            "kind": "Session",
+            "metadata": {"name": name, "annotations": {CREATED_BY_ANNOTATION: identity.username[:253]}},
+            "spec": spec.model_dump(exclude_none=True),
+        }
+        try:
+            created = await self.custom.create_namespaced_custom_object(
+                GROUP, VERSION, namespace, "sessions", body
+            )
+        except ApiException as exc:
+            if exc.status in (400, 422):
+                raise Problem(
+                    "VALIDATION", f"the API server refused the session: {exc.reason}", status=exc.status
+                ) from None
+            raise
+        self.cache.seen("sessions", created)
+        self.created += 1
+        log.info("session %s created for %s (app %s)", name, identity.username, app,
+                 extra={"session": name, "namespace": namespace})  # fmt: skip
+        return name
+
+    async def close(self, namespace: str, session_id: str, why: str) -> None:
+        """Ask the operator to close the session (it deletes the worker and keeps a tombstone)."""
+        patch = {"metadata": {"annotations": {CLOSE_ANNOTATION: why[:1024]}}}
+        options: dict[str, Any] = {"_content_type": MERGE_PATCH}  # not in the client's typed signature
+        try:
+            result = await self.custom.patch_namespaced_custom_object(
+                GROUP, VERSION, namespace, "sessions", session_id, patch, **options
+            )
+        except ApiException as exc:
+            if exc.status == 404:
+                raise not_found(session_id, namespace) from None
+            raise
+        self.cache.seen("sessions", result)
+        log.info(
+            "session %s closed: %s", session_id, why, extra={"session": session_id, "namespace": namespace}
+        )
+
+    async def _read(self, plural: str, namespace: str, name: str) -> JSON | None:
+        try:
+            body: JSON = await self.custom.get_namespaced_custom_object(
+                GROUP, VERSION, namespace, plural, name
+            )
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        self.cache.seen(plural, body)
+        return body

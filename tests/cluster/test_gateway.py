@@ -1,0 +1,263 @@
+"""The gateway end to end on the local cluster: the reference's flows, ordering, auth, bad requests."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import statistics
+import threading
+import time
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import pytest
+from kubernetes import client
+
+from kubesessions.client import Client, RecoveringSession
+
+from ..conftest import Cluster, await_condition, await_session, phase_is
+from .conftest import GROUP, GatewayProcess, service_account_token
+
+pytestmark = pytest.mark.cluster
+
+
+@pytest.fixture
+def token(kube: Cluster, namespace: str) -> str:
+    return service_account_token(kube, namespace, "caller", allowed=True)
+
+
+@pytest.fixture
+def api(gateway: GatewayProcess, namespace: str, token: str) -> Client:
+    return Client(gateway.url, token=token, namespace=namespace, timeout=60)
+
+
+def post(
+    gateway: GatewayProcess, namespace: str, token: str | None, body: bytes, path: str = "/v1/run"
+) -> tuple[int, dict[str, Any]]:
+    request = urllib.request.Request(f"{gateway.url}{path}?namespace={namespace}", data=body, method="POST")
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=60) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as err:
+        status, kind, raw = err.code, err.headers["Content-Type"], err.read()
+    assert kind.startswith("application/problem+json"), kind
+    return status, json.loads(raw)
+
+
+def sessions_in(kube: Cluster, namespace: str) -> list[dict[str, Any]]:
+    items: list[dict[str, Any]] = client.CustomObjectsApi(kube.api).list_namespaced_custom_object(
+        *GROUP, namespace, "sessions"
+    )["items"]
+    return items
+
+
+def test_model_loads_once_then_predictions_are_fast(api: Client) -> None:
+    started = time.perf_counter()
+    first = api.run({"app": "model", "input": {"seed": 0}, "session": "new", "session_timeout": 600})
+    cold = time.perf_counter() - started
+    session_id = first["session_id"]
+    warm = []
+    for seed in range(1, 6):
+        started = time.perf_counter()
+        result = api.run({"app": "model", "input": {"seed": seed}, "session": session_id})
+        warm.append(time.perf_counter() - started)
+        assert result["session_id"] == session_id
+        assert result["output"]["setupSeconds"] == first["output"]["setupSeconds"], "setup ran again"
+        assert result["output"]["residual"] < 1e-6
+    assert statistics.median(warm) < cold / 5, f"cold {cold:.3f}s, warm {warm}"
+
+
+def test_stateful_conversation_keeps_state_on_one_worker(api: Client, kube: Cluster, namespace: str) -> None:
+    result = api.run({"app": "counter", "input": {"add": 1}, "session": "new", "session_timeout": 1800})
+    session_id = result["session_id"]
+    totals = [
+        api.run({"app": "counter", "input": {"add": n}, "session": session_id})["output"]["total"]
+        for n in (2, 3, 4)
+    ]
+    assert totals == [3, 6, 10]
+    assert [s["metadata"]["name"] for s in sessions_in(kube, namespace)] == [session_id]
+    info = api.get_session(session_id)
+    assert (info["phase"], info["session_timeout"], info["app"]) == ("Ready", 1800, "counter")
+
+
+def test_data_pipeline_loads_once_and_analyses_several_times(api: Client) -> None:
+    with api.session("model", timeout=900, config={"size": 400}) as session:
+        results = [
+            session.run({"seed": seed})
+            for seed in ("summary", "correlations", "outliers", "trends").__len__() * [0]
+        ]
+        setups = {r["setupSeconds"] for r in results}
+        assert len(setups) == 1, "the data was loaded more than once"
+        session_id = session.id
+    assert api.get_session(session_id)["phase"] in ("Ready", "Closed")  # closing is under way or done
+    await_condition(lambda: api.get_session(session_id)["phase"] == "Closed", 15, "the session to close")
+
+
+def test_recovery_pattern_starts_a_new_session_and_replays(
+    api: Client, kube: Cluster, namespace: str
+) -> None:
+    manager = RecoveringSession(api, "counter", timeout=1, init={"add": 100})
+    assert manager.run({"add": 1})["output"]["total"] == 101
+    first = manager.session_id
+    assert first is not None
+    await_session(kube, namespace, first, phase_is("Expired"), 15, "the idle session to expire")
+    result = manager.run({"add": 1})
+    assert manager.recoveries == 1 and manager.session_id != first
+    assert result["output"]["total"] == 101, "the new session was initialised, then the call replayed"
+
+
+def test_explicit_close_frees_the_worker(api: Client, kube: Cluster, namespace: str) -> None:
+    session_id = api.run({"app": "counter", "input": {}, "session": "new"})["session_id"]
+    api.close_session(session_id)
+    with pytest.raises(Exception, match="session not found") as err:
+        api.run({"app": "counter", "input": {}, "session": session_id})
+    assert err.value.code == "SESSION_ENDED" and err.value.status == 410  # type: ignore[attr-defined]
+    await_condition(lambda: not kube.core.list_namespaced_pod(namespace).items, 15, "the worker pod to go")
+
+
+@pytest.mark.xfail(
+    strict=True, reason="the operator reports an app's own close as Failed/WorkerLost, not Closed/ClosedByApp"
+)
+def test_the_app_may_close_its_own_session(api: Client, kube: Cluster, namespace: str) -> None:
+    other = api.run({"app": "counter", "input": {}, "session": "new"})["session_id"]
+    closing = api.run({"app": "counter", "input": {"action": "cleanup"}, "session": other})
+    assert closing["sessionClosed"] is True
+    await_session(kube, namespace, other, phase_is("Closed"), 15, "Closed by the app")
+
+
+def test_expired_session_is_410_then_404_after_retention(
+    gateway: GatewayProcess, token: str, kube: Cluster, namespace: str
+) -> None:
+    status, body = post(gateway, namespace, token, json.dumps(
+        {"app": "echo", "input": "hi", "session": "new", "session_timeout": 1}).encode())  # fmt: skip
+    assert (status, body["output"]) == (200, "hi")
+    session_id = body["session_id"]
+    await_session(kube, namespace, session_id, phase_is("Expired"), 15, "Expired")
+    again = json.dumps({"app": "echo", "input": "hi", "session": session_id}).encode()
+    status, problem = post(gateway, namespace, token, again)
+    assert (status, problem["code"]) == (410, "SESSION_EXPIRED"), problem
+    assert "session not found" in problem["detail"] and "IdleTimeout" in problem["detail"]
+    await_condition(
+        lambda: not sessions_in(kube, namespace), 20, "the tombstone to be deleted (retention 5 s)"
+    )
+    status, problem = post(gateway, namespace, token, again)
+    assert (status, problem["code"]) == (404, "SESSION_NOT_FOUND"), problem
+    assert "session not found" in problem["detail"]
+
+
+def test_ten_concurrent_calls_run_one_at_a_time_in_arrival_order(api: Client) -> None:
+    session_id = api.run({"app": "slow", "input": {"seconds": 0}, "session": "new"})["session_id"]
+    finished: list[tuple[float, float]] = []
+    lock = threading.Lock()
+
+    def call(i: int) -> None:
+        time.sleep(i * 0.03)  # arrival order: call i reaches the gateway 30 ms after call i-1
+        seconds = round(0.2 + i / 1000, 3)  # tells the calls apart in the answers
+        out = Client(api.endpoints.urls, token=api.token, namespace=api.namespace).run(
+            {"app": "slow", "input": {"seconds": seconds}, "session": session_id})["output"]  # fmt: skip
+        with lock:
+            finished.append((time.monotonic(), out["slept"]))
+
+    started = time.monotonic()
+    with ThreadPoolExecutor(10) as pool:
+        list(pool.map(call, range(10)))
+    order = [slept for _, slept in sorted(finished)]
+    assert order == [round(0.2 + i / 1000, 3) for i in range(10)], f"out of arrival order: {order}"
+    ends = sorted(t for t, _ in finished)
+    assert all(b - a >= 0.19 for a, b in itertools.pairwise(ends)), "two calls overlapped"
+    assert ends[-1] - started >= 2.0
+
+
+def test_calls_on_different_sessions_run_in_parallel(api: Client) -> None:
+    ids = [
+        api.run({"app": "slow", "input": {"seconds": 0}, "session": "new"})["session_id"] for _ in range(3)
+    ]
+    started = time.monotonic()
+    with ThreadPoolExecutor(3) as pool:
+        outs = list(pool.map(lambda s: api.run({"app": "slow", "input": {"seconds": 1}, "session": s}), ids))
+    assert [o["output"]["slept"] for o in outs] == [1.0] * 3
+    assert time.monotonic() - started < 1.8, "sessions did not run in parallel"
+
+
+def test_streaming_passes_tokens_through_as_they_come(api: Client) -> None:
+    stream = api.stream({"app": "stream", "input": {"text": "one two three", "delay": 0.2}, "session": "new"})
+    arrivals = []
+    for token in stream:
+        arrivals.append((time.monotonic(), token))
+    assert [t for _, t in arrivals] == ["one", "two", "three"]
+    assert arrivals[-1][0] - arrivals[0][0] >= 0.3, "the tokens were buffered, not streamed"
+    assert stream.session_id is not None and stream.done is not None and stream.done["sessionClosed"] is False
+
+
+def test_one_shot_call_closes_its_session(api: Client, kube: Cluster, namespace: str) -> None:
+    result = api.run({"app": "echo", "input": {"x": 1}})
+    assert result["output"] == {"x": 1}
+    await_session(
+        kube, namespace, result["session_id"], phase_is("Closed"), 15, "the one-shot session to close"
+    )
+
+
+def test_auth_needs_a_token_allowed_to_create_sessions(
+    gateway: GatewayProcess, token: str, kube: Cluster, namespace: str
+) -> None:
+    body = json.dumps({"app": "echo", "input": 1}).encode()
+    status, problem = post(gateway, namespace, None, body)
+    assert (status, problem["code"]) == (401, "UNAUTHORIZED")
+    status, problem = post(gateway, namespace, "not-a-token", body)
+    assert status == 401
+    outsider = service_account_token(kube, namespace, "outsider", allowed=False)
+    status, problem = post(gateway, namespace, outsider, body)
+    assert (status, problem["code"]) == (403, "UNAUTHORIZED")
+    assert f"system:serviceaccount:{namespace}:outsider" in problem["detail"]
+    assert not sessions_in(kube, namespace)
+    assert post(gateway, namespace, token, body)[0] == 200
+
+
+def test_bad_requests_get_clear_4xx_and_create_nothing(
+    gateway: GatewayProcess, token: str, kube: Cluster, namespace: str
+) -> None:
+    cases = [
+        (b"{not json", 400, "VALIDATION", "not JSON"),
+        (b"[1]", 400, "VALIDATION", "JSON object"),
+        (json.dumps({"app": "nope", "input": 1, "session": "new"}).encode(), 404, "APP_NOT_FOUND", 'app "nope" not found'),
+        (json.dumps({"app": "echo", "input": 1, "session": "new", "session_timeout": 0}).encode(), 400, "VALIDATION", "1..3600"),
+        (json.dumps({"app": "echo", "input": 1, "session": "new", "session_timeout": 3601}).encode(), 400, "VALIDATION", "1..3600"),
+        (json.dumps({"app": "echo", "session": "new"}).encode(), 400, "VALIDATION", "input"),
+        (b'{"app": "echo", "input": "' + b"x" * (9 * 1024 * 1024) + b'"}', 413, "PAYLOAD_TOO_LARGE", "limit"),
+    ]  # fmt: skip
+    for body, status, code, text in cases:
+        got, problem = post(gateway, namespace, token, body)
+        assert (got, problem["code"]) == (status, code), (body[:80], problem)
+        assert text in problem["detail"], problem
+    assert not sessions_in(kube, namespace)
+
+
+def test_a_different_app_for_a_session_is_app_mismatch(api: Client) -> None:
+    session_id = api.run({"app": "echo", "input": 1, "session": "new"})["session_id"]
+    with pytest.raises(Exception, match='runs app "echo", not "counter"') as err:
+        api.run({"app": "counter", "input": 1, "session": session_id})
+    assert err.value.code == "APP_MISMATCH"  # type: ignore[attr-defined]
+
+
+def test_health_metrics_and_openapi(gateway: GatewayProcess, api: Client) -> None:
+    api.run({"app": "echo", "input": 1})
+    with urllib.request.urlopen(f"{gateway.url}/metrics", timeout=5) as resp:
+        text = resp.read().decode()
+    assert 'kubesessions_gateway_requests_total{route="POST /v1/run",status="200",code=""}' in text
+    assert "kubesessions_gateway_sessions_created_total 1" in text
+    with urllib.request.urlopen(f"{gateway.url}/openapi.json", timeout=5) as resp:
+        doc = json.loads(resp.read())
+    assert set(doc["paths"]) >= {
+        "/v1/run",
+        "/v1/sessions",
+        "/v1/sessions/{id}",
+        "/v1/sessions/{id}/keepalive",
+    }
+    assert (
+        doc["components"]["schemas"]["RunRequest"]["properties"]["session_timeout"]["anyOf"][0]["maximum"]
+        == 3600
+    )
