@@ -14,7 +14,7 @@ from .errors import KubeSessionsError, from_problem
 from .tokens import TokenProvider, resolve
 
 # The gateway's Service as the Helm chart names it; KUBESESSIONS_URL (comma-separated) overrides.
-IN_CLUSTER_URL = "http://kube-sessions-gateway.kube-sessions.svc:8000"
+IN_CLUSTER_URL = "http://kube-sessions-gateway.kube-sessions.svc"
 NAMESPACE_HEADER = "X-Kubesessions-Namespace"
 SERVICE_ACCOUNT_NAMESPACE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
 

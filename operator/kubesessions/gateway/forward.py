@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -163,8 +163,8 @@ def _status_of(data: bytes) -> int:
     return 500
 
 
-async def sse_events(stream: aiohttp.StreamReader) -> AsyncIterator[tuple[str, bytes]]:
-    """(event, data) pairs of a server-sent event stream."""
+async def sse_events(stream: AsyncIterable[bytes]) -> AsyncIterator[tuple[str, bytes]]:
+    """(event, data) pairs of a server-sent event stream, read line by line."""
     event, data = "message", b""
     async for raw in stream:
         line = raw.rstrip(b"\r\n")

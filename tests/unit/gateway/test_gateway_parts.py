@@ -1,0 +1,195 @@
+"""Gateway parts without a cluster: validation, ordering, replies, SSE, worker problems, auth cache, cache waits."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from kubesessions.gateway import openapi
+from kubesessions.gateway.auth import KubernetesAuth
+from kubesessions.gateway.cache import Cache
+from kubesessions.gateway.forward import Reply, Sequencer, sse_events
+from kubesessions.gateway.problems import Problem, from_worker
+from kubesessions.gateway.requests import SESSION_ID, RunRequest, new_session_id, parse, session_spec
+from kubesessions.models import AppSpec, is_dns1123_subdomain
+
+pytestmark = pytest.mark.unit
+
+
+def test_session_ids_are_unguessable_dns_names() -> None:
+    ids = {new_session_id() for _ in range(1000)}
+    assert len(ids) == 1000
+    assert all(SESSION_ID.match(i) and is_dns1123_subdomain(i) for i in ids)
+
+
+@pytest.mark.parametrize(
+    ("raw", "text"),
+    [
+        (b"{nope", "not JSON"),
+        (b"[]", "JSON object"),
+        (b'{"app": "a"}', "input: Field required"),
+        (b'{"input": 1, "session_timeout": 0}', "session_timeout: Input should be greater than or equal to 1 (a whole number of seconds, 1..3600)"),
+        (b'{"input": 1, "session_timeout": 3601}', "1..3600"),
+        (b'{"input": 1, "session_timeout": "60"}', "session_timeout"),
+        (b'{"input": 1, "stream": "yes"}', "stream"),
+        (b'{"input": 1, "surprise": 1}', "surprise: Extra inputs are not permitted"),
+        (b'{"input": 1, "app": "Not_A_Name"}', "app: String should match pattern"),
+    ],
+)  # fmt: skip
+def test_bad_run_requests_name_the_field(raw: bytes, text: str) -> None:
+    with pytest.raises(Problem) as err:
+        parse(RunRequest, raw)
+    assert (err.value.code, int(err.value.status)) == ("VALIDATION", 400)
+    assert text in err.value.detail
+
+
+def test_timeout_over_the_apps_maximum_is_refused() -> None:
+    request = parse(RunRequest, b'{"app": "m", "input": 1, "session_timeout": 900}')
+    with pytest.raises(Problem, match="maxSessionTimeout of 600"):
+        session_spec(request, AppSpec(image="i", maxSessionTimeout=600, defaultSessionTimeout=60))
+    spec = session_spec(request, AppSpec(image="i"))
+    assert (spec.app, spec.sessionTimeout) == ("m", 900)
+
+
+async def test_sequencer_gives_turns_in_arrival_order_and_forgets_idle_keys() -> None:
+    seq, order = Sequencer(), []
+
+    async def caller(i: int) -> None:
+        async with seq.turn(("ns", "s")):
+            order.append(i)
+            await asyncio.sleep(0)
+
+    await asyncio.gather(*(caller(i) for i in range(20)))
+    assert order == list(range(20))
+    assert len(seq) == 0
+
+
+def test_reply_renders_one_output_or_the_list_of_a_stream() -> None:
+    done = b'"sessionClosed":false,"durationMs":1.5'
+    one = json.loads(Reply([b'{"a":1}'], done).body("s-x"))
+    assert one == {"session_id": "s-x", "output": {"a": 1}, "sessionClosed": False, "durationMs": 1.5}
+    assert json.loads(Reply([b"1", b"2"], done).body("s-x"))["output"] == [1, 2]
+    assert json.loads(Reply([], done).body("s-x"))["output"] == []
+
+
+async def test_sse_events_are_parsed_line_by_line() -> None:
+    async def lines() -> AsyncIterator[bytes]:
+        for line in b"event: output\ndata: 1\n\nevent: output\ndata: [1,\ndata: 2]\n\r\nevent: done\ndata: {}\n".splitlines(
+            True
+        ):
+            yield line
+
+    assert [e async for e in sse_events(lines())] == [
+        ("output", b"1"),
+        ("output", b"[1,\n2]"),
+        ("done", b"{}"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "code", "http"),
+    [
+        (429, {"code": "QUEUE_FULL", "detail": "full"}, "QUEUE_FULL", 429),
+        (500, {"code": "RUN_FAILED", "detail": "boom", "errorType": "ValueError"}, "RUN_FAILED", 500),
+        (504, {"code": "CALL_TIMEOUT", "detail": "late"}, "CALL_TIMEOUT", 504),
+        (410, {"code": "SESSION_ENDED", "detail": "closing"}, "SESSION_ENDED", 410),
+        (401, {"code": "UNAUTHORIZED", "detail": "token"}, "WORKER_UNAVAILABLE", 503),
+        (503, {"code": "NOT_READY", "detail": "setup"}, "WORKER_UNAVAILABLE", 503),
+        (502, None, "WORKER_UNAVAILABLE", 503),
+    ],
+)  # fmt: skip
+def test_worker_problems_are_passed_on_or_made_ours(status: int, body: Any, code: str, http: int) -> None:
+    problem = from_worker(status, body, "2" if code == "QUEUE_FULL" else None, "s-x")
+    assert (problem.code, int(problem.status)) == (code, http)
+    assert problem.body()["session_id"] == "s-x"
+    if code == "QUEUE_FULL":
+        assert problem.response().headers["Retry-After"] == "2"
+    if code == "RUN_FAILED":
+        assert problem.body()["errorType"] == "ValueError"
+    if code == "SESSION_ENDED":
+        assert "session not found" in problem.detail
+
+
+class FakeReviews:
+    """Stands in for the authentication and authorization APIs; counts the reviews asked."""
+
+    def __init__(self, allowed: bool) -> None:
+        self.allowed, self.calls = allowed, 0
+
+    async def create_token_review(self, body: Any) -> Any:
+        self.calls += 1
+        ok = body.spec.token == "good"
+        user = SimpleNamespace(username="system:serviceaccount:ns:me", groups=["g"], uid="u", extra=None)
+        return SimpleNamespace(
+            status=SimpleNamespace(authenticated=ok, user=user, error=None if ok else "bad token")
+        )
+
+    async def create_subject_access_review(self, body: Any) -> Any:
+        self.calls += 1
+        attrs = body.spec.resource_attributes
+        assert (attrs.verb, attrs.group, attrs.resource) == ("create", "kubesessions.io", "sessions")
+        return SimpleNamespace(status=SimpleNamespace(allowed=self.allowed))
+
+
+def auth_with(reviews: FakeReviews) -> KubernetesAuth:
+    auth = KubernetesAuth.__new__(KubernetesAuth)
+    auth.authn = auth.authz = reviews  # type: ignore[assignment]
+    auth.ttl, auth.denied_ttl, auth.size, auth._cache, auth.hits, auth.misses = 10.0, 2.0, 8, {}, 0, 0
+    return auth
+
+
+async def test_auth_answers_are_cached_and_say_why() -> None:
+    reviews = FakeReviews(allowed=True)
+    auth = auth_with(reviews)
+    for _ in range(5):
+        assert (await auth.check("good", "ns")).username == "system:serviceaccount:ns:me"
+    assert reviews.calls == 2 and auth.hits == 4
+    with pytest.raises(Problem) as err:
+        await auth.check(None, "ns")
+    assert int(err.value.status) == 401
+    with pytest.raises(Problem, match="bad token") as err:
+        await auth.check("bad", "ns")
+    assert int(err.value.status) == 401
+    denied = auth_with(FakeReviews(allowed=False))
+    with pytest.raises(Problem, match=r'may not create sessions\.kubesessions\.io in namespace "ns"') as err:
+        await denied.check("good", "ns")
+    assert (err.value.code, int(err.value.status)) == ("UNAUTHORIZED", 403)
+
+
+async def test_cache_wait_wakes_on_the_keys_changes_only() -> None:
+    cache = Cache(["ns"])
+    key = ("ns", "s-1")
+
+    def session(phase: str, version: int) -> dict[str, Any]:
+        meta = {"namespace": "ns", "name": "s-1", "resourceVersion": str(version)}
+        return {"metadata": meta, "status": {"phase": phase}}
+
+    def ready() -> str | None:
+        body = cache.sessions.get(key)
+        return "ready" if body and body["status"]["phase"] == "Ready" else None
+
+    waiter = asyncio.create_task(cache.wait(key, ready, timeout=5))
+    await asyncio.sleep(0)
+    cache.seen("sessions", session("Starting", 2))
+    await asyncio.sleep(0)
+    assert not waiter.done()
+    cache.seen("sessions", session("Ready", 3))
+    assert await waiter == "ready"
+    cache.seen("sessions", session("Starting", 2))  # a late, older event does not roll it back
+    assert cache.sessions[key]["status"]["phase"] == "Ready"
+    assert await cache.wait(("ns", "other"), lambda: None, timeout=0.05) is None
+    assert not cache._changed
+
+
+def test_openapi_documents_every_route_and_code() -> None:
+    doc = openapi.document()
+    assert doc["openapi"].startswith("3.1")
+    run = doc["paths"]["/v1/run"]["post"]
+    assert {"200", "400", "401", "404", "410", "413", "429", "500", "503", "504"} <= set(run["responses"])
+    schema = doc["components"]["schemas"]["RunRequest"]
+    assert schema["required"] == ["input"]
