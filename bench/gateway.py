@@ -1,0 +1,201 @@
+"""Gateway: the latency it adds, and session "new" -> first output, on the local cluster.
+
+Echo through the gateway (`POST /v1/run` with a session id, bearer-token auth answered from
+its cache) against the same echo workers called straight on their pod IPs, in the same run,
+at 1 and 10 concurrent clients (each client on its own session, so the router's cost is
+measured, not the worker's queue): p50, p99, calls/s and the ratio. Then session "new" to
+first output, p50 and p99. The load generator shares the 2 cores with everything else, so
+run it on a quiet machine: `make bench BENCHES=gateway` (or .venv/bin/python bench/gateway.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from kubernetes import client, config, utils
+
+sys.path.insert(0, str(Path(__file__).parent))
+import report
+
+from kubesessions.localcluster import cluster
+from kubesessions.localcluster.nodeconfig import NodeConfig
+
+NS = "bench"
+REPO = Path(__file__).parent.parent
+GROUP = ("kubesessions.io", "v1alpha1")
+SECONDS = float(os.environ.get("BENCH_SECONDS", "4"))
+WARMUP = 0.5
+NEW_SESSIONS = int(os.environ.get("BENCH_NEW_SESSIONS", "20"))
+PAYLOAD = {"message": "hello", "n": 42}
+
+
+async def measure(clients: int, once: Callable[[int], Awaitable[None]]) -> dict[str, float]:
+    """``clients`` loops, client i calling ``once(i)`` back to back; latencies in ms."""
+    latencies: list[float] = []
+    stop = time.monotonic() + WARMUP
+
+    async def loop(i: int, record: bool) -> None:
+        while time.monotonic() < stop:
+            started = time.perf_counter()
+            await once(i)
+            if record:
+                latencies.append((time.perf_counter() - started) * 1000)
+
+    await asyncio.gather(*(loop(i, False) for i in range(clients)))
+    stop = time.monotonic() + SECONDS
+    began = time.monotonic()
+    await asyncio.gather(*(loop(i, True) for i in range(clients)))
+    elapsed = time.monotonic() - began
+    return {"p50_ms": report.percentile(latencies, 50), "p99_ms": report.percentile(latencies, 99),
+            "calls_per_s": len(latencies) / elapsed, "n": len(latencies)}  # fmt: skip
+
+
+def start(kubeconfig: Path, log: Path, *args: str) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "KUBECONFIG": str(kubeconfig)}
+    with log.open("wb") as out:
+        return subprocess.Popen([str(Path(sys.executable).parent / "kubesessions"), *args], env=env,
+                                stdout=out, stderr=subprocess.STDOUT)  # fmt: skip
+
+
+def wait_http(url: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=1) as resp:  # noqa: S310 - our own http URL
+                if resp.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"{url} did not come up")
+
+
+def caller_token(api: client.ApiClient) -> str:
+    core, rbac = client.CoreV1Api(api), client.RbacAuthorizationV1Api(api)
+    core.create_namespaced_service_account(NS, {"metadata": {"name": "bench"}})
+    rbac.create_namespaced_role(NS, {"metadata": {"name": "bench"}, "rules": [
+        {"apiGroups": ["kubesessions.io"], "resources": ["sessions"], "verbs": ["create"]}]})  # fmt: skip
+    rbac.create_namespaced_role_binding(NS, {"metadata": {"name": "bench"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "bench"},
+        "subjects": [{"kind": "ServiceAccount", "name": "bench", "namespace": NS}]})  # fmt: skip
+    token: str = core.create_namespaced_service_account_token("bench", NS, {"spec": {}}).status.token
+    return token
+
+
+async def scenarios(gateway: str, token: str, api: client.ApiClient) -> dict[str, Any]:
+    headers = {"Authorization": f"Bearer {token}", "X-Kubesessions-Namespace": NS}
+    core, custom = client.CoreV1Api(api), client.CustomObjectsApi(api)
+    results: dict[str, Any] = {}
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as http:
+
+        async def new_session() -> str:
+            async with http.post(f"{gateway}/v1/run", headers=headers,
+                                 json={"app": "echo", "input": PAYLOAD, "session": "new", "session_timeout": 3600}) as r:  # fmt: skip
+                body = await r.json()
+                assert r.status == 200, body
+                return str(body["session_id"])
+
+        sessions = [await new_session() for _ in range(10)]
+        workers = []
+        for sid in sessions:
+            status = custom.get_namespaced_custom_object(*GROUP, NS, "sessions", sid)["status"]
+            secret = core.read_namespaced_secret(f"{sid}-token", NS)
+            workers.append((f"http://{status['podIP']}:8080/run",
+                            {"Authorization": f"Bearer {base64.b64decode(secret.data['token']).decode()}"}))  # fmt: skip
+
+        async def via_gateway(i: int) -> None:
+            async with http.post(f"{gateway}/v1/run", headers=headers,
+                                 json={"app": "echo", "input": PAYLOAD, "session": sessions[i]}) as r:  # fmt: skip
+                await r.read()
+                assert r.status == 200
+
+        async def direct(i: int) -> None:
+            async with http.post(workers[i][0], headers=workers[i][1], json={"input": PAYLOAD}) as r:
+                await r.read()
+                assert r.status == 200
+
+        for clients in (1, 10):
+            worker = await measure(clients, direct)
+            through = await measure(clients, via_gateway)
+            results[f"{clients}_clients"] = {
+                "direct": worker, "gateway": through,
+                "added_p50_ms": through["p50_ms"] - worker["p50_ms"],
+                "added_p99_ms": through["p99_ms"] - worker["p99_ms"],
+                "p50_ratio": through["p50_ms"] / worker["p50_ms"],
+            }  # fmt: skip
+        firsts = []
+        for _ in range(NEW_SESSIONS):
+            started = time.perf_counter()
+            sid = await new_session()
+            firsts.append((time.perf_counter() - started) * 1000)
+            async with http.delete(f"{gateway}/v1/sessions/{sid}", headers=headers) as r:
+                assert r.status == 204
+        results["new_to_first_output"] = {"p50_ms": report.percentile(firsts, 50),
+                                          "p99_ms": report.percentile(firsts, 99), "n": len(firsts)}  # fmt: skip
+    return results
+
+
+def main() -> None:
+    with tempfile.TemporaryDirectory(prefix="ks-bench-gw-") as tmp:
+        state_dir = cluster.StateDir(Path(tmp) / "cluster")
+        cluster.up(state_dir, NodeConfig(), log=lambda _: None)
+        procs: list[subprocess.Popen[bytes]] = []
+        try:
+            api = config.new_client_from_config(config_file=str(state_dir.kubeconfig))
+            core, custom = client.CoreV1Api(api), client.CustomObjectsApi(api)
+            for path in sorted((REPO / "crds").glob("*.yaml")):
+                utils.create_from_yaml(api, str(path))
+            core.create_namespace({"metadata": {"name": NS}})
+            while not core.list_namespaced_service_account(NS).items:
+                time.sleep(0.1)
+            import yaml
+
+            for body in yaml.safe_load_all((REPO / "examples" / "apps.yaml").read_text()):
+                custom.create_namespaced_custom_object(*GROUP, NS, "apps", body)
+            token = caller_token(api)
+            op_port, gw_port = 18931, 18932
+            procs.append(start(state_dir.kubeconfig, Path(tmp) / "operator.log", "operator", "--namespace", NS,
+                               "--metrics-port", str(op_port)))  # fmt: skip
+            procs.append(start(state_dir.kubeconfig, Path(tmp) / "gateway.log", "gateway", "--namespace", NS,
+                               "--host", "127.0.0.1", "--port", str(gw_port)))  # fmt: skip
+            wait_http(f"http://127.0.0.1:{op_port}/healthz")
+            wait_http(f"http://127.0.0.1:{gw_port}/readyz")
+            results = asyncio.run(scenarios(f"http://127.0.0.1:{gw_port}", token, api))
+        finally:
+            for proc in procs:
+                proc.terminate()
+                proc.wait(timeout=15)
+            cluster.down(state_dir)
+    rows = []
+    for clients, target in (("1", "added p50 <= 1 ms, p99 <= 3 ms"), ("10", "gateway p50 < 1.2 ms")):
+        r = results[f"{clients}_clients"]
+        rows += [
+            (f"{clients} client(s): direct p50 / p99 ms", f"{r['direct']['p50_ms']:.2f} / {r['direct']['p99_ms']:.2f}", ""),
+            (f"{clients} client(s): gateway p50 / p99 ms", f"{r['gateway']['p50_ms']:.2f} / {r['gateway']['p99_ms']:.2f}", target),
+            (f"{clients} client(s): added p50 / p99 ms", f"{r['added_p50_ms']:.2f} / {r['added_p99_ms']:.2f}", ""),
+            (f"{clients} client(s): calls/s direct / gateway", f"{r['direct']['calls_per_s']:.0f} / {r['gateway']['calls_per_s']:.0f}", ""),
+            (f"{clients} client(s): gateway/direct p50", f"{r['p50_ratio']:.2f}x", ""),
+        ]  # fmt: skip
+    new = results["new_to_first_output"]
+    rows.append(
+        (
+            'session "new" -> first output p50 / p99 ms',
+            f"{new['p50_ms']:.0f} / {new['p99_ms']:.0f}",
+            "process node",
+        )
+    )
+    report.write("gateway", results, rows)
+
+
+if __name__ == "__main__":
+    main()
