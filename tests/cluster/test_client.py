@@ -1,0 +1,42 @@
+"""The Python client against the real gateway: the reference's async flow, streams, keepalive, sessions."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from kubesessions.client import AsyncClient, SessionEnded
+
+from ..conftest import Cluster
+from .conftest import GatewayProcess, service_account_token
+
+pytestmark = pytest.mark.cluster
+
+
+async def test_async_session_workflow_of_the_reference(
+    gateway: GatewayProcess, kube: Cluster, namespace: str
+) -> None:
+    token = service_account_token(kube, namespace, "async-caller", allowed=True)
+    async with AsyncClient(gateway.url, token=token, namespace=namespace, timeout=60) as client:
+        result = await client.run(
+            {"app": "counter", "input": {"add": 0}, "session": "new", "session_timeout": 300}
+        )
+        session_id = result["session_id"]
+        # Ten calls issued at once run one after the other on the same worker.
+        results = await asyncio.gather(
+            *(client.run({"app": "counter", "input": {"add": 1}, "session": session_id}) for _ in range(10))
+        )
+        assert sorted(r["output"]["calls"] for r in results) == list(range(2, 12))
+        assert max(r["output"]["total"] for r in results) == 10
+        kept = await client.keepalive(session_id)
+        assert kept["session_id"] == session_id and kept["last_activity"].endswith("Z")
+        listed = await client.list_sessions(app="counter")
+        assert [s["session_id"] for s in listed] == [session_id]
+
+        async with client.session("stream", timeout=60) as session:
+            words = [w async for w in session.stream({"text": "tokens one by one"})]
+            assert words == ["tokens", "one", "by", "one"]
+            assert (await session.info())["phase"] == "Ready"
+        with pytest.raises(SessionEnded, match="session not found"):
+            await session.run({"text": "again"})
