@@ -58,6 +58,7 @@ class Tracked:
     keepalive: str | None = None
     activity_written_at: float = 0.0  # monotonic
     unreachable: int = 0
+    retry_at: float = 0.0  # monotonic: no worker call before this while it is unreachable
 
 
 def _from_ms(ms: int) -> datetime.datetime:
@@ -418,6 +419,10 @@ class Controller:
     async def _check_idle(
         self, key: Key, body: JSON, pod: JSON, timeout: int, tracked: Tracked
     ) -> float | None:
+        wait = tracked.retry_at - time.monotonic()
+        if tracked.unreachable and wait > 0:
+            # Backing off an unreachable worker: other events must not spend the tries faster.
+            return wait
         try:
             keepalive = self._new_keepalive(body, tracked)
             if keepalive is not None:
@@ -516,7 +521,9 @@ class Controller:
             await self._finish(key, body, Verdict(Phase.FAILED, "WorkerLost", message), pod=pod)
             return self.settings.retention
         await self._set_unreachable(key, body, error)
-        return idle.unreachable_backoff(tracked.unreachable)
+        backoff = idle.unreachable_backoff(tracked.unreachable)
+        tracked.retry_at = time.monotonic() + backoff
+        return backoff
 
     async def _set_unreachable(self, key: Key, body: JSON, error: str | None) -> None:
         """Condition WorkerUnreachable: True with the error, or False once it answers again."""

