@@ -3,7 +3,7 @@
 Measures Session -> Pod created latency (p50/p99, from the create call returning to the pod's
 ADDED watch event), time until all are Ready, API writes per Session to Ready (the
 operator's own counter), and the operator's peak RSS and CPU seconds.
-Run with `make bench BENCHES=operator` (or .venv/bin/python bench/operator.py).
+Run with `make bench BENCHES=operator_bench` (or .venv/bin/python bench/operator_bench.py).
 """
 
 from __future__ import annotations
