@@ -152,5 +152,7 @@ def test_secret_holds_a_fresh_random_token() -> None:
 
 
 def test_idle_grace_reaches_the_worker() -> None:
-    pod = builders.build_pod(REF, "counter", APP, SessionSpec.model_validate({"app": "counter"}), idle_grace=7)
+    pod = builders.build_pod(
+        REF, "counter", APP, SessionSpec.model_validate({"app": "counter"}), idle_grace=7
+    )
     assert env_of(pod)["KUBESESSIONS_IDLE_GRACE"] == "7"
