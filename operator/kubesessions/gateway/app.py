@@ -14,27 +14,31 @@ from typing import Any
 from aiohttp import web
 
 from ..handlers import api_client
-from . import openapi
+from . import compat, openapi
 from .auth import Authorizer, Identity, KubernetesAuth, NoAuth
 from .cache import Cache
+from .context import (
+    AUTH,
+    CACHE,
+    FORWARDER,
+    IDENTITY,
+    METRICS,
+    NS,
+    SESSIONS,
+    SETTINGS,
+    bearer,
+    read_body,
+    served,
+)
 from .forward import Forwarder
 from .metrics import CONTENT_TYPE, Metrics
 from .problems import Problem
 from .requests import NEW, CreateSessionRequest, RunRequest, parse
-from .sessions import GatewaySettings, Sessions, closing, view
+from .sessions import GatewaySettings, Sessions, view
 
 log = logging.getLogger("kubesessions.gateway")
 NAMESPACE_HEADER = "X-Kubesessions-Namespace"
 OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/openapi.json"})
-
-SETTINGS = web.AppKey("settings", GatewaySettings)
-CACHE = web.AppKey("cache", Cache)
-SESSIONS = web.AppKey("sessions", Sessions)
-FORWARDER = web.AppKey("forwarder", Forwarder)
-AUTH = web.AppKey("auth", Authorizer)
-METRICS = web.AppKey("metrics", Metrics)
-IDENTITY = "kubesessions.identity"
-NS = "kubesessions.namespace"
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -81,6 +85,7 @@ def build(
     app.router.add_get("/readyz", _readyz)
     app.router.add_get("/metrics", _metrics)
     app.router.add_get("/openapi.json", _openapi)
+    compat.register(app)
     return app
 
 
@@ -118,25 +123,10 @@ async def _authenticate(request: web.Request, handler: Handler) -> web.StreamRes
     namespace = (
         request.headers.get(NAMESPACE_HEADER) or request.query.get("namespace") or settings.default_namespace
     )
-    if settings.namespaces and namespace not in settings.namespaces:
-        raise Problem(
-            "VALIDATION", f'namespace "{namespace}" is not served by this gateway (it serves: '
-            f"{', '.join(settings.namespaces)})",
-        )  # fmt: skip
-    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-    bearer = token.strip() if scheme.lower() == "bearer" else None
-    request[IDENTITY] = await request.app[AUTH].check(bearer, namespace)
+    served(settings, namespace)
+    request[IDENTITY] = await request.app[AUTH].check(bearer(request), namespace)
     request[NS] = namespace
     return await handler(request)
-
-
-async def _body(request: web.Request) -> bytes:
-    try:
-        return await request.read()
-    except web.HTTPRequestEntityTooLarge:
-        raise Problem(
-            "PAYLOAD_TOO_LARGE", f"the body is over the limit of {request.app[SETTINGS].max_body_bytes} bytes"
-        ) from None
 
 
 # -- the API ---------------------------------------------------------------------------------
@@ -144,7 +134,7 @@ async def _body(request: web.Request) -> bytes:
 
 async def _run(request: web.Request) -> web.StreamResponse:
     namespace, identity = request[NS], request[IDENTITY]
-    call = parse(RunRequest, await _body(request))
+    call = parse(RunRequest, await read_body(request))
     sessions = request.app[SESSIONS]
     fresh = call.session in (None, NEW)
     session_id = await sessions.create(namespace, call.app, call, identity) if fresh else str(call.session)
@@ -200,7 +190,7 @@ async def _list(request: web.Request) -> web.Response:
 
 async def _create(request: web.Request) -> web.Response:
     namespace, identity = request[NS], request[IDENTITY]
-    body = parse(CreateSessionRequest, await _body(request))
+    body = parse(CreateSessionRequest, await read_body(request))
     sessions = request.app[SESSIONS]
     session_id = await sessions.create(namespace, body.app, body, identity)
     await sessions.target(namespace, session_id, body.app, ours=True)
@@ -212,12 +202,8 @@ async def _get(request: web.Request) -> web.Response:
 
 
 async def _delete(request: web.Request) -> web.Response:
-    namespace, session_id = request[NS], request.match_info["id"]
-    sessions = request.app[SESSIONS]
-    body = await sessions.find(namespace, session_id)
-    if not closing(body):
-        identity: Identity = request[IDENTITY]
-        await sessions.close(namespace, session_id, f"closed through the gateway by {identity.username}")
+    identity: Identity = request[IDENTITY]
+    await request.app[SESSIONS].end(request[NS], request.match_info["id"], identity)
     return web.Response(status=204)
 
 

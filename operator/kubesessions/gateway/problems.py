@@ -16,6 +16,7 @@ STATUS = {
     "APP_NOT_FOUND": HTTPStatus.NOT_FOUND,
     "UNAUTHORIZED": HTTPStatus.UNAUTHORIZED,  # 403 when the identity is known but not allowed
     "SESSION_NOT_FOUND": HTTPStatus.NOT_FOUND,
+    "TASK_NOT_FOUND": HTTPStatus.NOT_FOUND,  # the inference.sh compat routes (compat.py)
     "SESSION_EXPIRED": HTTPStatus.GONE,
     "SESSION_ENDED": HTTPStatus.GONE,
     "PAYLOAD_TOO_LARGE": HTTPStatus.REQUEST_ENTITY_TOO_LARGE,

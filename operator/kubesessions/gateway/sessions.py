@@ -174,6 +174,12 @@ class Sessions:
                  extra={"session": name, "namespace": namespace})  # fmt: skip
         return name
 
+    async def end(self, namespace: str, session_id: str, identity: Identity) -> None:
+        """A caller's close: a session already finished or closing is left as it is."""
+        body = await self.find(namespace, session_id)
+        if not closing(body):
+            await self.close(namespace, session_id, f"closed through the gateway by {identity.username}")
+
     async def close(self, namespace: str, session_id: str, why: str) -> None:
         """Ask the operator to close the session (it deletes the worker and keeps a tombstone)."""
         patch = {"metadata": {"annotations": {CLOSE_ANNOTATION: why[:1024]}}}
