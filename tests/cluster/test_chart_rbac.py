@@ -10,7 +10,7 @@ import yaml
 
 from kubesessions.localcluster import binaries
 
-from ..conftest import Cluster
+from ..conftest import Cluster, await_condition
 
 pytestmark = pytest.mark.cluster
 CHART = Path(__file__).parent.parent.parent / "charts" / "kube-sessions"
@@ -74,7 +74,15 @@ def test_least_privilege(
 ) -> None:  # fmt: skip
     where = None if elsewhere is None else ("default" if elsewhere else namespace)
     sa = f"{release}-kube-sessions-{component}"
-    assert can(kube, sa, namespace, verb, resource, where) is allowed
+    if allowed:
+        # The API server's RBAC cache learns of the new Roles a moment after they are created.
+        await_condition(
+            lambda: can(kube, sa, namespace, verb, resource, where),
+            15,
+            f"{component} to be allowed to {verb} {resource}",
+        )
+    else:
+        assert not can(kube, sa, namespace, verb, resource, where)
 
 
 @pytest.mark.parametrize("resource", ["nodes", "namespaces", "clusterroles", "customresourcedefinitions"])
