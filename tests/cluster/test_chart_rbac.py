@@ -23,7 +23,7 @@ def kubectl(kube: Cluster, *args: str, stdin: str | None = None) -> subprocess.C
 
 
 @pytest.fixture
-def release(kube: Cluster, namespace: str) -> str:
+def release(kube: Cluster, namespace: str, crds: None) -> str:
     """The chart's ServiceAccounts and RBAC for a release in ``namespace`` serving ``namespace``."""
     helm = binaries.find_binary("helm")
     assert helm is not None, "helm not found: run `make binaries`"
