@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -23,7 +24,7 @@ def kubectl(kube: Cluster, *args: str, stdin: str | None = None) -> subprocess.C
 
 
 @pytest.fixture
-def release(kube: Cluster, namespace: str, crds: None) -> str:
+def release(kube: Cluster, namespace: str, crds: None) -> Iterator[str]:
     """The chart's ServiceAccounts and RBAC for a release in ``namespace`` serving ``namespace``."""
     helm = binaries.find_binary("helm")
     assert helm is not None, "helm not found: run `make binaries`"
