@@ -23,9 +23,10 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-from kubernetes import client, config, utils
+from kubernetes import client, config
 
 sys.path.insert(0, str(Path(__file__).parent))
+import benchcluster
 import report
 
 from kubesessions.localcluster import cluster
@@ -152,12 +153,8 @@ def main() -> None:
         procs: list[subprocess.Popen[bytes]] = []
         try:
             api = config.new_client_from_config(config_file=str(state_dir.kubeconfig))
-            core, custom = client.CoreV1Api(api), client.CustomObjectsApi(api)
-            for path in sorted((REPO / "crds").glob("*.yaml")):
-                utils.create_from_yaml(api, str(path))
-            core.create_namespace({"metadata": {"name": NS}})
-            while not core.list_namespaced_service_account(NS).items:
-                time.sleep(0.1)
+            custom = client.CustomObjectsApi(api)
+            benchcluster.prepare(api, NS)
             import yaml
 
             for body in yaml.safe_load_all((REPO / "examples" / "apps.yaml").read_text()):

@@ -21,12 +21,15 @@ import tempfile
 import threading
 import time
 import urllib.request
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
-from kubernetes import client, config, utils, watch
+from kubernetes import client, config, watch
 
 sys.path.insert(0, str(Path(__file__).parent))
+import benchcluster
 import report
 from operator_bench import metric_total, proc_stats
 
@@ -37,7 +40,6 @@ CULLED = int(os.environ.get("BENCH_IDLE_SESSIONS", "100"))
 QUIET = int(os.environ.get("BENCH_QUIET_SESSIONS", "200"))
 QUIET_WINDOW = float(os.environ.get("BENCH_QUIET_SECONDS", "60"))
 NS = "idle"
-REPO = Path(__file__).parent.parent
 GROUP = ("kubesessions.io", "v1alpha1")
 
 
@@ -47,27 +49,33 @@ def session(name: str, timeout: int) -> dict[str, object]:
 
 
 def wait_ready(
-    custom: client.CustomObjectsApi, names: set[str], limit: float
-) -> dict[str, dict[str, object]]:
-    ready: dict[str, dict[str, object]] = {}
+    custom: client.CustomObjectsApi,
+    names: set[str],
+    limit: float,
+    on_ready: Callable[[dict[str, Any]], None] | None = None,
+) -> dict[str, dict[str, Any]]:
+    """Watch until every one of ``names`` is Ready; ``on_ready`` runs (on a pool) as each gets there."""
+    ready: dict[str, dict[str, Any]] = {}
     w = watch.Watch()
     deadline = time.monotonic() + limit
-    for event in w.stream(
-        custom.list_namespaced_custom_object, *GROUP, NS, "sessions", timeout_seconds=int(limit)
-    ):
-        obj = event["object"]
-        if obj["metadata"]["name"] in names and (obj.get("status") or {}).get("phase") == "Ready":
-            ready.setdefault(obj["metadata"]["name"], obj)
-        if len(ready) == len(names) or time.monotonic() > deadline:
-            w.stop()
+    with ThreadPoolExecutor(8) as pool:
+        for event in w.stream(
+            custom.list_namespaced_custom_object, *GROUP, NS, "sessions", timeout_seconds=int(limit)
+        ):
+            obj = event["object"]
+            name = obj["metadata"]["name"]
+            if name in names and name not in ready and (obj.get("status") or {}).get("phase") == "Ready":
+                ready[name] = obj
+                if on_ready is not None:
+                    pool.submit(on_ready, obj)
+            if len(ready) == len(names) or time.monotonic() > deadline:
+                w.stop()
     return ready
 
 
-def worker_last_activity(core: client.CoreV1Api, obj: dict[str, object]) -> float:
+def worker_last_activity(core: client.CoreV1Api, obj: dict[str, Any]) -> float:
     """The worker's own lastActivity (epoch seconds): the true start of idleness."""
-    status = obj["status"]
-    assert isinstance(status, dict)
-    name = obj["metadata"]["name"]  # type: ignore[index]
+    name, status = obj["metadata"]["name"], obj["status"]
     token = base64.b64decode(core.read_namespaced_secret(f"{name}-token", NS).data["token"]).decode()
     request = urllib.request.Request(
         f"http://{status['podIP']}:8080/status", headers={"Authorization": f"Bearer {token}"}
@@ -85,11 +93,7 @@ def main() -> None:
         try:
             api = config.new_client_from_config(config_file=str(state_dir.kubeconfig))
             core, custom = client.CoreV1Api(api), client.CustomObjectsApi(api)
-            for path in sorted((REPO / "crds").glob("*.yaml")):
-                utils.create_from_yaml(api, str(path))
-            core.create_namespace({"metadata": {"name": NS}})
-            while not core.list_namespaced_service_account(NS).items:
-                time.sleep(0.1)
+            benchcluster.prepare(api, NS)
             custom.create_namespaced_custom_object(*GROUP, NS, "apps", {
                 "apiVersion": "kubesessions.io/v1alpha1", "kind": "App", "metadata": {"name": "echo"},
                 "spec": {"image": "ghcr.io/kube-sessions/kube-sessions-worker:0.1.0",
@@ -125,13 +129,23 @@ def main() -> None:
             watcher.start()
             time.sleep(1)
             deadlines: dict[str, float] = {}
+            unread: list[str] = []
+
+            def record_deadline(obj: dict[str, Any]) -> None:
+                # Read at once: with a 1 s timeout the worker may be culled a moment later.
+                try:
+                    deadlines[obj["metadata"]["name"]] = (
+                        worker_last_activity(core, obj) + obj["spec"]["sessionTimeout"]
+                    )
+                except Exception:
+                    unread.append(obj["metadata"]["name"])
+
             for wave in range(0, CULLED, 20):
                 names = {f"c{i}" for i in range(wave, min(CULLED, wave + 20))}
                 with ThreadPoolExecutor(8) as pool:
                     list(pool.map(lambda n: custom.create_namespaced_custom_object(
                         *GROUP, NS, "sessions", session(n, 1 + int(n[1:]) % 10)), sorted(names)))  # fmt: skip
-                for name, obj in wait_ready(custom, names, 120).items():
-                    deadlines[name] = worker_last_activity(core, obj) + obj["spec"]["sessionTimeout"]
+                wait_ready(custom, names, 120, record_deadline)
             watcher.join(timeout=60)
             lateness = [deletion_seen[n] - d for n, d in deadlines.items() if n in deletion_seen]
             premature = sum(1 for x in lateness if x < 0)
@@ -159,6 +173,7 @@ def main() -> None:
     late = report.summary(lateness) if lateness else {}
     results = {
         "culled_sessions": len(lateness),
+        "deadline_unread": unread,
         "deletion_minus_deadline_seconds": late,
         "premature_deletions": premature,
         "quiet_sessions": QUIET,

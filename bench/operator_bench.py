@@ -19,9 +19,10 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from kubernetes import client, config, utils, watch
+from kubernetes import client, config, watch
 
 sys.path.insert(0, str(Path(__file__).parent))
+import benchcluster
 import report
 
 from kubesessions.localcluster import cluster
@@ -29,7 +30,6 @@ from kubesessions.localcluster.nodeconfig import NodeConfig
 
 SESSIONS = int(os.environ.get("BENCH_SESSIONS", "100"))
 NS = "bench"
-REPO = Path(__file__).parent.parent
 GROUP = ("kubesessions.io", "v1alpha1")
 
 
@@ -56,11 +56,7 @@ def main() -> None:
         try:
             api = config.new_client_from_config(config_file=str(state_dir.kubeconfig))
             core, custom = client.CoreV1Api(api), client.CustomObjectsApi(api)
-            for path in sorted((REPO / "crds").glob("*.yaml")):
-                utils.create_from_yaml(api, str(path))
-            core.create_namespace({"metadata": {"name": NS}})
-            while not core.list_namespaced_service_account(NS).items:
-                time.sleep(0.1)
+            benchcluster.prepare(api, NS)
             app = {"apiVersion": "kubesessions.io/v1alpha1", "kind": "App", "metadata": {"name": "echo"},
                    "spec": {"image": "ghcr.io/kube-sessions/kube-sessions-worker:0.1.0",
                             "entrypoint": "kubesessions_worker.examples.echo:Echo"}}  # fmt: skip

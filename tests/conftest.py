@@ -13,7 +13,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Self, TypeVar
 
 import pytest
 from kubernetes import client, config, watch
@@ -141,43 +141,51 @@ def crds(kube: Cluster) -> None:
         )
 
 
-class OperatorProcess:
-    """`kubesessions operator` as a real process, watching one namespace."""
+class ServiceProcess:
+    """A `kubesessions <command>` as a real process serving one namespace, awaited until its
+    health endpoint answers; subclasses say which command, flags and endpoint."""
+
+    command = ""
+    health_path = "/healthz"
 
     def __init__(self, kube: Cluster, namespace: str, log_dir: Path, *args: str) -> None:
         self.kube, self.namespace, self.args = kube, namespace, args
-        self.log = log_dir / "operator.log"
+        self.log = log_dir / f"{self.command}.log"
         self.proc: subprocess.Popen[bytes] | None = None
         self.port = 0
 
-    def start(self) -> OperatorProcess:
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def flags(self) -> list[str]:
+        raise NotImplementedError
+
+    def start(self) -> Self:
         self.port = _free_port()
         env = {**os.environ, "KUBECONFIG": str(self.kube.kubeconfig)}
-        argv = [str(Path(sys.executable).parent / "kubesessions"), "operator", "--namespace", self.namespace,
-                "--metrics-port", str(self.port), *self.args]  # fmt: skip
+        argv = [str(Path(sys.executable).parent / "kubesessions"), self.command, "--namespace", self.namespace,
+                *self.flags(), *self.args]  # fmt: skip
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT)
-        await_condition(self._healthy, timeout=30, what=f"the operator to serve /healthz (log: {self.log})")
+        await_condition(
+            self._healthy,
+            timeout=30,
+            what=f"the {self.command} to serve {self.health_path} (log: {self.log})",
+        )
         return self
 
     def _healthy(self) -> bool:
         assert self.proc is not None
         if self.proc.poll() is not None:
             pytest.fail(
-                f"the operator exited with {self.proc.returncode}; log:\n{self.log.read_text()[-3000:]}"
+                f"the {self.command} exited with {self.proc.returncode}; log:\n{self.log.read_text()[-3000:]}"
             )
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/healthz", timeout=1) as resp:
+            with urllib.request.urlopen(f"{self.url}{self.health_path}", timeout=1) as resp:
                 return bool(resp.status == 200)
         except OSError:
             return False
-
-    def metrics(self) -> dict[str, float]:
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=5) as resp:
-            lines = resp.read().decode().splitlines()
-        return {
-            k: float(v) for k, _, v in (ln.rpartition(" ") for ln in lines if ln and not ln.startswith("#"))
-        }
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -188,6 +196,22 @@ class OperatorProcess:
                 self.proc.kill()
                 self.proc.wait(timeout=5)
         self.proc = None
+
+
+class OperatorProcess(ServiceProcess):
+    """`kubesessions operator` watching one namespace; /healthz and /metrics on its port."""
+
+    command = "operator"
+
+    def flags(self) -> list[str]:
+        return ["--metrics-port", str(self.port)]
+
+    def metrics(self) -> dict[str, float]:
+        with urllib.request.urlopen(f"{self.url}/metrics", timeout=5) as resp:
+            lines = resp.read().decode().splitlines()
+        return {
+            k: float(v) for k, _, v in (ln.rpartition(" ") for ln in lines if ln and not ln.startswith("#"))
+        }
 
 
 def _free_port() -> int:

@@ -438,9 +438,6 @@ class Controller:
         wall_now = time.time()
         last = parse_time(worker.get("lastActivity"))
         last_ts = last.timestamp() if last else wall_now
-        ready_at = parse_time((body.get("status") or {}).get("readyAt"))
-        if ready_at is not None:
-            last_ts = max(last_ts, ready_at.timestamp())  # setup is not idleness
         decision = idle.decide(
             wall_now, last_ts, timeout, bool(worker.get("inFlight") or worker.get("queued"))
         )

@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,55 +9,19 @@ import pytest
 import yaml
 from kubernetes import client
 
-from ..conftest import REPO, Cluster, OperatorProcess, _free_port, await_condition
+from ..conftest import REPO, Cluster, OperatorProcess, ServiceProcess
 
 GROUP = ("kubesessions.io", "v1alpha1")
 
 
-class GatewayProcess:
+class GatewayProcess(ServiceProcess):
     """`kubesessions gateway` serving one namespace, with the test kubeconfig (admin) as its identity."""
 
-    def __init__(self, kube: Cluster, namespace: str, log_dir: Path, *args: str) -> None:
-        self.kube, self.namespace, self.args = kube, namespace, args
-        self.log = log_dir / "gateway.log"
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.port = 0
+    command = "gateway"
+    health_path = "/readyz"
 
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> GatewayProcess:
-        self.port = _free_port()
-        env = {**os.environ, "KUBECONFIG": str(self.kube.kubeconfig)}
-        argv = [str(Path(sys.executable).parent / "kubesessions"), "gateway", "--namespace", self.namespace,
-                "--host", "127.0.0.1", "--port", str(self.port), "--start-timeout", "30", *self.args]  # fmt: skip
-        with self.log.open("ab") as out:
-            self.proc = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT)
-        await_condition(self._ready, timeout=30, what=f"the gateway to serve /readyz (log: {self.log})")
-        return self
-
-    def _ready(self) -> bool:
-        assert self.proc is not None
-        if self.proc.poll() is not None:
-            pytest.fail(
-                f"the gateway exited with {self.proc.returncode}; log:\n{self.log.read_text()[-3000:]}"
-            )
-        try:
-            with urllib.request.urlopen(f"{self.url}/readyz", timeout=1) as resp:
-                return bool(resp.status == 200)
-        except OSError:
-            return False
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=5)
-        self.proc = None
+    def flags(self) -> list[str]:
+        return ["--host", "127.0.0.1", "--port", str(self.port), "--start-timeout", "30"]
 
 
 def apply_example_apps(kube: Cluster, namespace: str) -> None:
