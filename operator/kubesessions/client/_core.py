@@ -221,3 +221,19 @@ def close_call(session_id: str) -> Call:
 
 def keepalive_call(session_id: str) -> Call:
     return Call("POST", session_path(session_id) + "/keepalive", safe=True)
+
+
+class StreamState:
+    """What the sync and async streams share: the call, and what its events said so far."""
+
+    def __init__(self, call: Call) -> None:
+        self.call = call
+        self.events = Events()
+
+    @property
+    def session_id(self) -> str | None:
+        return self.events.session_id
+
+    @property
+    def done(self) -> dict[str, Any] | None:
+        return self.events.done

@@ -10,7 +10,7 @@ from typing import Any
 import aiohttp
 
 from . import _core
-from ._core import Base, Call, Events
+from ._core import Base, Call, StreamState
 from .errors import GatewayUnavailable, KubeSessionsError
 
 
@@ -118,20 +118,12 @@ class AsyncClient(Base):
         raise GatewayUnavailable(f"no gateway answered ({', '.join(self.endpoints.urls)}): {last}") from last
 
 
-class AsyncStream:
+class AsyncStream(StreamState):
     """``async for`` the outputs; ``session_id`` and ``done`` are set as the events arrive."""
 
     def __init__(self, client: AsyncClient, call: Call) -> None:
-        self.client, self.call = client, call
-        self.events = Events()
-
-    @property
-    def session_id(self) -> str | None:
-        return self.events.session_id
-
-    @property
-    def done(self) -> dict[str, Any] | None:
-        return self.events.done
+        super().__init__(call)
+        self.client = client
 
     async def __aiter__(self) -> AsyncIterator[Any]:
         response = await self.client._send(self.call)

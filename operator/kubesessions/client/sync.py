@@ -12,7 +12,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from . import _core
-from ._core import Base, Call, Events
+from ._core import Base, Call, StreamState
 from .errors import GatewayUnavailable, KubeSessionsError
 
 # Failures that mean "nothing was sent": safe to try the next URL for any request.
@@ -143,20 +143,12 @@ class Client(Base):
             raise
 
 
-class Stream:
+class Stream(StreamState):
     """Iterate for the outputs; ``session_id`` and ``done`` are set as the events arrive."""
 
     def __init__(self, client: Client, call: Call) -> None:
-        self.client, self.call = client, call
-        self.events = Events()
-
-    @property
-    def session_id(self) -> str | None:
-        return self.events.session_id
-
-    @property
-    def done(self) -> dict[str, Any] | None:
-        return self.events.done
+        super().__init__(call)
+        self.client = client
 
     def __iter__(self) -> Iterator[Any]:
         status, headers, resp = self.client._send(self.call, lambda r: r)
