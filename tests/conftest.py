@@ -263,3 +263,7 @@ def await_session(
 
 def phase_is(*phases: str) -> Callable[[dict[str, Any]], bool]:
     return lambda s: (s.get("status") or {}).get("phase") in phases
+
+
+def reason_is(*reasons: str) -> Callable[[dict[str, Any]], bool]:
+    return lambda s: (s.get("status") or {}).get("reason") in reasons

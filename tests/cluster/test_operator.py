@@ -16,7 +16,7 @@ import yaml
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from ..conftest import Cluster, OperatorProcess, await_condition, await_session, phase_is
+from ..conftest import Cluster, OperatorProcess, await_condition, await_session, phase_is, reason_is
 
 pytestmark = pytest.mark.cluster
 REPO = Path(__file__).parent.parent.parent
@@ -159,7 +159,7 @@ def test_too_many_gpus_is_pending_with_the_reason(
         kube,
         namespace,
         "big",
-        lambda s: (s.get("status") or {}).get("reason") == "Unschedulable",
+        reason_is("Unschedulable"),
         30,
         "Unschedulable",
     )
@@ -239,7 +239,7 @@ def test_app_created_later_unblocks_the_session(
         kube,
         namespace,
         "late",
-        lambda s: (s.get("status") or {}).get("reason") == "AppNotFound",
+        reason_is("AppNotFound"),
         15,
         "AppNotFound",
     )

@@ -1,11 +1,14 @@
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
 
 from kubesessions.localcluster import processes
 from kubesessions.localcluster.node import AddressPool, claim_address_block, leftover_pod_processes
+
+from ..conftest import await_condition
 
 pytestmark = pytest.mark.unit
 
@@ -18,9 +21,19 @@ def test_spawn_alive_and_stop(tmp_path: Path) -> None:
 
 
 def test_stop_kills_what_ignores_sigterm(tmp_path: Path) -> None:
-    script = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(60)"
-    record = processes.spawn("stubborn", ["python3", "-c", script], tmp_path / "log")
-    assert processes.stop([record], grace=0.5) == []  # the SIGKILL after the grace ends it
+    script = (
+        "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+        "print('ignoring SIGTERM', flush=True); time.sleep(60)"
+    )
+    log = tmp_path / "log"
+    record = processes.spawn("stubborn", ["python3", "-c", script], log)
+    # Only once SIGTERM is really ignored does this prove that the SIGKILL after the grace works.
+    await_condition(
+        lambda: "ignoring SIGTERM" in log.read_text(), 10, "the process to ignore SIGTERM", every=0.01
+    )
+    started = time.monotonic()
+    assert processes.stop([record], grace=0.5) == []
+    assert time.monotonic() - started >= 0.5, "it ended before the grace: SIGTERM was not ignored"
     assert not processes.alive(record)
 
 
