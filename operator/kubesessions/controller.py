@@ -353,9 +353,9 @@ class Controller:
             )
 
     async def _finish(self, key: Key, body: JSON, verdict: Verdict, pod: JSON | None = None) -> None:
-        """A finished session: final status first (so callers learn why), then its children go."""
-        await self._write_status(key, body, verdict, pod)
-        await self._delete_children(key)
+        """A finished session: its final status and the deletion of its children in one round
+        trip (the status says why; a cull must not wait on a write before it starts)."""
+        await asyncio.gather(self._write_status(key, body, verdict, pod), self._delete_children(key))
 
     async def _delete_children(self, key: Key) -> None:
         namespace, name = key
@@ -438,6 +438,11 @@ class Controller:
         wall_now = time.time()
         last = parse_time(worker.get("lastActivity"))
         last_ts = last.timestamp() if last else wall_now
+        # Nobody can call a session before it is announced Ready, so its idle clock starts
+        # there at the earliest: the expiresAt published with Ready is a promise.
+        ready_at = parse_time((body.get("status") or {}).get("readyAt"))
+        if ready_at is not None:
+            last_ts = max(last_ts, ready_at.timestamp())
         decision = idle.decide(
             wall_now, last_ts, timeout, bool(worker.get("inFlight") or worker.get("queued"))
         )
