@@ -103,6 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="kubernetes: TokenReview + SubjectAccessReview; none: local development only")  # fmt: skip
     gw.add_argument("--host", default="0.0.0.0")  # noqa: S104 - a Service sends callers here
     gw.add_argument("--port", type=_positive_int, default=8000)
+    gw.add_argument("--processes", type=_positive_int, default=1,
+                    help="serving processes sharing the port, each with its own watches (default 1)")  # fmt: skip
     gw.add_argument("--max-body-bytes", type=_positive_int, default=8 * 1024 * 1024)
     gw.add_argument("--start-timeout", type=_seconds, default=120.0,
                     help="seconds a new session may take to become Ready (default 120)")  # fmt: skip
@@ -150,7 +152,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             GatewaySettings(
                 namespaces=args.namespace,
                 default_namespace=args.default_namespace or (args.namespace or ["default"])[0],
-                auth=args.auth, host=args.host, port=args.port, max_body_bytes=args.max_body_bytes,
+                auth=args.auth, host=args.host, port=args.port, processes=args.processes,
+                max_body_bytes=args.max_body_bytes,
                 start_timeout=args.start_timeout, call_timeout=args.call_timeout,
             )
         )  # fmt: skip

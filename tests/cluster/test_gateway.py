@@ -10,6 +10,7 @@ import time
 import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,7 +18,7 @@ from kubernetes import client
 
 from kubesessions.client import Client, RecoveringSession
 
-from ..conftest import Cluster, await_condition, await_session, phase_is
+from ..conftest import Cluster, OperatorProcess, await_condition, await_session, phase_is
 from .conftest import GROUP, GatewayProcess, service_account_token
 
 pytestmark = pytest.mark.cluster
@@ -82,6 +83,27 @@ def test_stateful_conversation_keeps_state_on_one_worker(api: Client, kube: Clus
     assert [s["metadata"]["name"] for s in sessions_in(kube, namespace)] == [session_id]
     info = api.get_session(session_id)
     assert (info["phase"], info["session_timeout"], info["app"]) == ("Ready", 1800, "counter")
+
+
+def test_several_processes_share_the_port_and_stop_together(
+    kube: Cluster, namespace: str, apps: None, operator: OperatorProcess, tmp_path: Path, token: str
+) -> None:
+    gateway = GatewayProcess(kube, namespace, tmp_path, "--processes", "2").start()
+    proc = gateway.proc
+    assert proc is not None
+    try:
+        first = Client(gateway.url, token=token, namespace=namespace, timeout=60)
+        session_id = first.run({"app": "counter", "input": {"add": 1}, "session": "new"})["session_id"]
+        # A new client is a new connection, which the kernel may hand to either process: each
+        # must find the session the other created (its own watch, or one read on a miss).
+        totals = []
+        for _ in range(6):
+            with Client(gateway.url, token=token, namespace=namespace, timeout=60) as fresh:
+                totals.append(fresh.run({"app": "counter", "input": {"add": 1}, "session": session_id}))
+        assert [t["output"]["total"] for t in totals] == [2, 3, 4, 5, 6, 7]
+    finally:
+        gateway.stop()
+    assert proc.returncode == 0, "SIGTERM stops every process cleanly"
 
 
 def test_data_pipeline_loads_once_and_analyses_several_times(api: Client) -> None:

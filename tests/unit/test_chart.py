@@ -42,7 +42,9 @@ def test_image_tag_is_required() -> None:
     assert "/image/tag" in out.stderr
 
 
-@pytest.mark.parametrize("typo", ["gateway.replica=3", "operatr.retention=5", "networkPolicy.enable=false"])
+@pytest.mark.parametrize(
+    "typo", ["gateway.replica=3", "gateway.process=2", "operatr.retention=5", "networkPolicy.enable=false"]
+)
 def test_schema_refuses_misspelled_keys(typo: str) -> None:
     out = helm("template", "ks", str(CHART), "--set", "image.tag=0.1.0", "--set", typo)
     assert out.returncode != 0
@@ -64,7 +66,7 @@ def test_default_render_watches_all_namespaces_with_cluster_roles() -> None:
 
 
 def test_namespaced_render_uses_roles_and_network_policies() -> None:
-    docs = render("image.tag=0.1.0", "watchNamespaces={team-a,team-b}", "gateway.replicas=3",
+    docs = render("image.tag=0.1.0", "watchNamespaces={team-a,team-b}", "gateway.replicas=3", "gateway.processes=2",
                   "exampleApps[0].name=echo", "exampleApps[0].entrypoint=kubesessions_worker.examples.echo:Echo")  # fmt: skip
     roles = [(d["metadata"]["namespace"], d["metadata"]["name"]) for d in docs if d["kind"] == "Role"]
     assert sorted(roles) == [("team-a", "ks-kube-sessions-gateway"), ("team-a", "ks-kube-sessions-operator"),
@@ -79,6 +81,7 @@ def test_namespaced_render_uses_roles_and_network_policies() -> None:
     assert gateway["spec"]["replicas"] == 3
     args = gateway["spec"]["template"]["spec"]["containers"][0]["args"]
     assert args[:5] == ["gateway", "--namespace", "team-a", "--namespace", "team-b"]
+    assert args[args.index("--processes") + 1] == "2"
     app = next(d for d in docs if d["kind"] == "App")
     assert app["spec"]["image"] == "ghcr.io/kube-sessions/kube-sessions-worker:0.1.0"
 

@@ -18,7 +18,7 @@ from aiohttp import web
 from . import metrics
 from .gpu import GpuMonitor
 from .problems import Problem
-from .runner import Call, Done, Failed, Output, Runner, State
+from .runner import Call, Done, Event, Failed, Output, Runner, State
 from .termination import Reason
 
 log = logging.getLogger(__name__)
@@ -125,25 +125,32 @@ async def _reply(call: Call) -> web.Response:
 
 async def _sse(request: web.Request, call: Call) -> web.StreamResponse:
     response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
+    # The headers go out now: they tell the caller its call is queued (the gateway's ordering).
     await response.prepare(request)
     while True:
-        event = await call.events.get()
-        if isinstance(event, Output):
-            chunk = f"event: output\ndata: {event.json}\n\n"
-        elif isinstance(event, Done):
-            chunk = f"event: done\ndata: {{{_done_members(event)}}}\n\n"
-        else:
-            chunk = f"event: error\ndata: {json.dumps(event.problem.body())}\n\n"
+        events = [await call.events.get()]
+        # What is already queued goes out in one write, the end of the stream with the last event:
+        # a quick call costs the caller one more packet after the headers, not three.
+        while isinstance(events[-1], Output) and not call.events.empty():
+            events.append(call.events.get_nowait())
+        chunk = "".join(map(_sse_event, events)).encode()
+        last = not isinstance(events[-1], Output)
         try:
-            await response.write(chunk.encode())
+            await (response.write_eof(chunk) if last else response.write(chunk))
         except ConnectionResetError:
             # The call still runs to its end, so the app's state stays whole.
             log.info("the client left a streaming call early")
             return response
-        if not isinstance(event, Output):
-            break
-    await response.write_eof()
-    return response
+        if last:
+            return response
+
+
+def _sse_event(event: Event) -> str:
+    if isinstance(event, Output):
+        return f"event: output\ndata: {event.json}\n\n"
+    if isinstance(event, Done):
+        return f"event: done\ndata: {{{_done_members(event)}}}\n\n"
+    return f"event: error\ndata: {json.dumps(event.problem.body())}\n\n"
 
 
 def _done_members(done: Done) -> str:

@@ -6,13 +6,18 @@ import asyncio
 import contextlib
 import json
 import logging
+import multiprocessing
+import multiprocessing.connection
+import os
 import signal
+import sys
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
 
+from .. import logs
 from ..handlers import api_client
 from . import compat, openapi
 from .auth import Authorizer, Identity, KubernetesAuth, NoAuth
@@ -249,9 +254,11 @@ async def serve(settings: GatewaySettings) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     try:
-        await web.TCPSite(runner, settings.host, settings.port).start()
-        log.info("gateway listening on %s:%d (namespaces: %s, auth: %s)", settings.host, settings.port,
-                 ", ".join(settings.namespaces) or "all", settings.auth)  # fmt: skip
+        # With several processes each binds the port itself and the kernel spreads connections.
+        site = web.TCPSite(runner, settings.host, settings.port, reuse_port=settings.processes > 1)
+        await site.start()
+        log.info("gateway listening on %s:%d (namespaces: %s, auth: %s, event loop: %s)", settings.host,
+                 settings.port, ", ".join(settings.namespaces) or "all", settings.auth, type(loop).__module__)  # fmt: skip
         await stop.wait()
     finally:
         await runner.cleanup()
@@ -261,4 +268,52 @@ async def serve(settings: GatewaySettings) -> None:
 
 
 def run(settings: GatewaySettings) -> None:
-    asyncio.run(serve(settings))
+    """Serve in this process, or supervise ``settings.processes`` serving processes."""
+    if settings.processes == 1:
+        _serve_here(settings)
+        return
+    sys.exit(_supervise(settings))
+
+
+def _serve_here(settings: GatewaySettings) -> None:
+    try:
+        import uvloop
+    except ImportError:  # optional: the standard loop works, at more CPU per call
+        asyncio.run(serve(settings))
+    else:
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            runner.run(serve(settings))
+
+
+def _child(settings: GatewaySettings) -> None:
+    logs.setup()
+    _serve_here(settings)
+
+
+def _supervise(settings: GatewaySettings) -> int:
+    """Start the processes, pass SIGTERM/SIGINT on to them; if one dies the others are stopped too,
+    and the exit status says so (a half-served port must not look healthy)."""
+    spawn = multiprocessing.get_context("spawn")
+    children = [spawn.Process(target=_child, args=(settings,), name=f"gateway-{i}") for i in range(settings.processes)]  # fmt: skip
+    stopping = False
+
+    def stop(signum: int, _: object) -> None:
+        nonlocal stopping
+        stopping = True
+        for child in children:
+            if child.is_alive() and child.pid is not None:
+                os.kill(child.pid, signum)
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, stop)
+    for child in children:
+        child.start()
+    log.info("gateway: %d processes (pids %s)", len(children), ", ".join(str(c.pid) for c in children))
+    multiprocessing.connection.wait([c.sentinel for c in children])
+    if not stopping:
+        dead = [c for c in children if not c.is_alive()]
+        log.error("gateway process %s exited (code %s); stopping the others", dead[0].name, dead[0].exitcode)
+        stop(signal.SIGTERM, None)
+    for child in children:
+        child.join()
+    return 0 if stopping and all(c.exitcode == 0 for c in children) else 1

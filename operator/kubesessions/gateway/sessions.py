@@ -29,6 +29,7 @@ class GatewaySettings:
     auth: str = "kubernetes"  # or "none"
     host: str = "0.0.0.0"  # noqa: S104 - a Service sends callers here
     port: int = 8000
+    processes: int = 1  # serving processes sharing the port (SO_REUSEPORT), each with its own watches
     max_body_bytes: int = 8 * 1024 * 1024
     start_timeout: float = 120.0  # seconds a new session may take to become Ready
     call_timeout: float = 660.0  # seconds without a byte from the worker; its own limit is 600
@@ -109,7 +110,12 @@ class Sessions:
                 session_id=session_id,
             )
         key = (namespace, session_id)
-        body = await self.cache.wait(key, lambda: self._usable(key), self.settings.start_timeout) or body
+        # A Ready session (every call but a new session's first) needs no waiter set up.
+        body = (
+            self._usable(key)
+            or await self.cache.wait(key, lambda: self._usable(key), self.settings.start_timeout)
+            or body
+        )
         status = _status(body)
         if closing(body):
             if ours:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
 from types import SimpleNamespace
 from typing import Any
 
@@ -77,14 +76,9 @@ def test_reply_renders_one_output_or_the_list_of_a_stream() -> None:
     assert json.loads(Reply([], done).body("s-x"))["output"] == []
 
 
-async def test_sse_events_are_parsed_line_by_line() -> None:
-    async def lines() -> AsyncIterator[bytes]:
-        for line in b"event: output\ndata: 1\n\nevent: output\ndata: [1,\ndata: 2]\n\r\nevent: done\ndata: {}\n".splitlines(
-            True
-        ):
-            yield line
-
-    assert [e async for e in sse_events(lines())] == [
+def test_sse_events_are_parsed_line_by_line() -> None:
+    body = b"event: output\ndata: 1\n\nevent: output\ndata: [1,\ndata: 2]\n\r\nevent: done\ndata: {}\n"
+    assert list(sse_events(body.splitlines())) == [
         ("output", b"1"),
         ("output", b"[1,\n2]"),
         ("done", b"{}"),
