@@ -1,0 +1,3 @@
+module kubesessions.io/bench/stubworker
+
+go 1.22
