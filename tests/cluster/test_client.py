@@ -6,9 +6,9 @@ import asyncio
 
 import pytest
 
-from kubesessions.client import AsyncClient, SessionEnded
+from kubesessions.client import AsyncClient, AsyncRecoveringSession, SessionEnded
 
-from ..conftest import Cluster
+from ..conftest import Cluster, await_session, phase_is
 from .conftest import GatewayProcess, service_account_token
 
 pytestmark = pytest.mark.cluster
@@ -40,3 +40,31 @@ async def test_async_session_workflow_of_the_reference(
             assert (await session.info())["phase"] == "Ready"
         with pytest.raises(SessionEnded, match="session not found"):
             await session.run({"text": "again"})
+
+
+async def test_async_recovery_starts_a_new_session_and_replays(
+    gateway: GatewayProcess, kube: Cluster, namespace: str
+) -> None:
+    token = service_account_token(kube, namespace, "async-recovering", allowed=True)
+    async with AsyncClient(gateway.url, token=token, namespace=namespace, timeout=60) as client:
+        async with AsyncRecoveringSession(client, "counter", timeout=1, init={"add": 100}) as manager:
+            assert (await manager.run({"add": 1}))["output"]["total"] == 101
+            first = manager.session_id
+            assert first is not None
+            await asyncio.to_thread(
+                await_session, kube, namespace, first, phase_is("Expired"), 15, "the idle session to expire"
+            )
+            result = await manager.run({"add": 1})
+            assert manager.recoveries == 1 and manager.session_id not in (None, first)
+            assert result["output"]["total"] == 101, "the new session was initialised, then the call replayed"
+            second = manager.session_id
+        assert manager.session_id is None and second is not None
+        await asyncio.to_thread(
+            await_session,
+            kube,
+            namespace,
+            second,
+            phase_is("Closed"),
+            15,
+            "the block's end to close the session",
+        )

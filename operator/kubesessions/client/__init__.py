@@ -26,12 +26,12 @@ from .errors import (
     Unauthorized,
     WorkerUnavailable,
 )
-from .recovering import RecoveringSession
+from .recovering import AsyncRecoveringSession, RecoveringSession
 from .sync import Client, Session, Stream
 from .tokens import ServiceAccountToken, TokenProvider
 
 __all__ = [
-    "AppMismatch", "AppNotFound", "AsyncClient", "AsyncSession", "AsyncStream", "CallTimeout", "Client",
+    "AppMismatch", "AppNotFound", "AsyncClient", "AsyncRecoveringSession", "AsyncSession", "AsyncStream", "CallTimeout", "Client",
     "Forbidden", "GatewayUnavailable", "InvalidRequest", "KubeSessionsError", "PayloadTooLarge", "QueueFull",
     "RecoveringSession", "Retry", "RunFailed", "ServiceAccountToken", "Session", "SessionEnded",
     "SessionExpired", "SessionNotFound", "Stream", "TokenProvider", "Unauthorized", "WorkerUnavailable",

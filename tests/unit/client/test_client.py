@@ -16,6 +16,7 @@ from aiohttp import web
 from kubesessions.client import (
     AppMismatch,
     AsyncClient,
+    AsyncRecoveringSession,
     Client,
     Forbidden,
     GatewayUnavailable,
@@ -246,6 +247,78 @@ def test_recovering_session_replays_after_expiry(client: Client, fake: tuple[Fak
     fake[0].expired.add(strict.session_id)
     with pytest.raises(SessionExpired):
         strict.run({})
+
+
+async def test_async_recovering_session_replays_after_expiry(fake: tuple[FakeGateway, str]) -> None:
+    async with AsyncClient(fake[1], token="t", retry=FAST) as c:
+        async with AsyncRecoveringSession(c, "counter", timeout=60, init={"add": 10}) as manager:
+            assert (await manager.run({"add": 1}))["output"] == {"total": 11}
+            first = manager.session_id
+            assert first is not None
+            fake[0].expired.add(first)
+            assert (await manager.run({"add": 1}))["output"] == {"total": 11}
+            assert manager.recoveries == 1 and manager.session_id not in (None, first)
+            live = manager.session_id
+        assert manager.session_id is None and live not in fake[0].totals, "closed on leaving the block"
+        strict = AsyncRecoveringSession(c, "counter", recover=False)
+        await strict.ensure_session()
+        assert strict.session_id is not None
+        fake[0].expired.add(strict.session_id)
+        with pytest.raises(SessionExpired):
+            await strict.run({})
+
+
+class ScriptedClient:
+    """A client that records the calls a recovering session makes; runs on ``lost`` ids fail."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, Any]] = []
+        self.lost: set[str] = set()
+
+    def create_session(self, app: str, timeout: int | None) -> dict[str, Any]:
+        self.calls.append(("create", (app, timeout)))
+        return {"session_id": f"s-{len(self.calls)}"}
+
+    def run(self, params: dict[str, Any]) -> dict[str, Any]:
+        self.calls.append(("run", (params["session"], params["input"])))
+        if params["session"] in self.lost:
+            raise SessionExpired("session not found: expired", status=410)
+        session = f"s-{len(self.calls)}" if params["session"] == "new" else params["session"]
+        return {"session_id": session, "output": params["input"]}
+
+    def close_session(self, session_id: str) -> None:
+        self.calls.append(("close", session_id))
+
+
+def test_recovery_plan_starts_once_replays_once_and_closes() -> None:
+    scripted = ScriptedClient()
+    manager = RecoveringSession(scripted, "counter", timeout=5)  # type: ignore[arg-type]
+    manager.run("a")
+    scripted.lost.add("s-1")
+    assert manager.run("b") == {"session_id": "s-4", "output": "b"}
+    manager.close()
+    manager.close()  # nothing left to close
+    assert scripted.calls == [
+        ("create", ("counter", 5)), ("run", ("s-1", "a")),  # no init: a session without a call
+        ("run", ("s-1", "b")), ("create", ("counter", 5)), ("run", ("s-4", "b")),  # expired: new, replay
+        ("close", "s-4"),
+    ]  # fmt: skip
+    assert (manager.recoveries, manager.session_id) == (1, None)
+    scripted.lost.add("s-4")
+    again = RecoveringSession(scripted, "counter", init="setup")  # type: ignore[arg-type]
+    scripted.calls.clear()
+    again.run("c")
+    assert scripted.calls[0] == ("run", ("new", "setup")), "init starts the session with a call"
+
+
+def test_recovery_gives_up_after_one_replay() -> None:
+    scripted = ScriptedClient()
+    manager = RecoveringSession(scripted, "counter")  # type: ignore[arg-type]
+    manager.ensure_session()
+    scripted.lost.update({"s-1", "s-3"})  # the replacement is lost as well
+    with pytest.raises(SessionExpired):
+        manager.run("x")
+    assert manager.recoveries == 1
 
 
 async def test_async_client_has_the_same_api(fake: tuple[FakeGateway, str]) -> None:
