@@ -23,7 +23,16 @@ from kubernetes_asyncio.client.exceptions import ApiException
 
 from . import builders, idle
 from .models import GROUP, VERSION, AppSpec, Phase, SessionSpec, effective_timeout
-from .status import Verdict, desired_status, finished, judge, now_iso, parse_time, status_patch
+from .status import (
+    Verdict,
+    creating_settle,
+    desired_status,
+    finished,
+    judge,
+    now_iso,
+    parse_time,
+    status_patch,
+)
 from .workqueue import WorkQueue
 
 log = logging.getLogger("kubesessions.operator")
@@ -34,6 +43,8 @@ CLOSE_ANNOTATION = "kubesessions.io/close"
 KEEPALIVE_ANNOTATION = "kubesessions.io/keepalive"
 KEEPALIVE_SEEN = "kubesessions.io/keepalive-seen"
 MERGE_PATCH = "application/merge-patch+json"
+# Seconds until a look at a Session whose pod was just created, should its watch event not come.
+CREATED_LOOK_AGAIN = 2.0
 
 
 @dataclass
@@ -59,6 +70,7 @@ class Tracked:
     activity_written_at: float = 0.0  # monotonic
     unreachable: int = 0
     retry_at: float = 0.0  # monotonic: no worker call before this while it is unreachable
+    pod_created_at: float | None = None  # monotonic, when this operator created the pod
 
 
 def _from_ms(ms: int) -> datetime.datetime:
@@ -101,6 +113,7 @@ class Controller:
 
     async def close(self) -> None:
         await self.http.close()
+        await self.api.close()
 
     # -- fed by the watches ---------------------------------------------------------------
 
@@ -173,7 +186,14 @@ class Controller:
                 return None  # an App event wakes it
             app = AppSpec.model_validate(app_body.get("spec") or {})
         timeout = effective_timeout(spec, app)
-        extra_status: JSON = {"sessionTimeout": timeout, "gpus": builders.gpu_summary(app, spec)}
+        ref = _ref(body)
+        # All known from the start, so the first status write carries them (not one write each).
+        extra_status: JSON = {
+            "sessionTimeout": timeout,
+            "gpus": builders.gpu_summary(app, spec),
+            "endpoint": builders.endpoint(ref),
+            "podName": ref.name,
+        }
         pod = self.pods.get(key)
         if pod is None and status.get("phase") in (Phase.STARTING, Phase.READY):
             # Before calling the worker lost, ask the API: after a restart the pod watch may
@@ -184,7 +204,6 @@ class Controller:
         # A worker that has been running is never replaced: its state is gone with it.
         may_create_pod = pod is None and status.get("phase") not in (Phase.STARTING, Phase.READY)
         if tracked.children != {"secret", "pod", "service"} and (may_create_pod or pod is not None):
-            ref = _ref(body)
             try:
                 manifest = builders.build_pod(
                     ref,
@@ -197,13 +216,20 @@ class Controller:
             except builders.SpecError as exc:
                 await self._finish(key, body, Verdict(Phase.FAILED, "InvalidSpec", str(exc)))
                 return self.settings.retention
-            await self._ensure_children(key, ref, app_name, tracked, manifest)
-            # Known now, so the first status write carries them (not one write per field later).
-            extra_status.update(endpoint=builders.endpoint(ref), podName=ref.name)
+            created = await self._ensure_children(key, ref, app_name, tracked, manifest)
+            if created and pod is None:
+                # The status waits for the pod's watch event (moments away; the requeue is a
+                # safety net): in a burst, creating the next Session's pod comes first, and the
+                # first status write then says where the pod stands, not just "creating".
+                return CREATED_LOOK_AGAIN
         verdict = judge(pod, status.get("phase"))
         if finished(verdict.phase):
             await self._finish(key, body, verdict, pod=pod)
             return self.settings.retention
+        pod_age = None if tracked.pod_created_at is None else time.monotonic() - tracked.pod_created_at
+        settle = creating_settle(verdict, status, pod_age)
+        if settle > 0:
+            return settle  # the pod's scheduling event will most likely come first
         await self._write_status(key, body, verdict, pod, extra_status)
         body = self.sessions.get(key, body)  # with the status just written
         looks = [self._lifetime_left(spec, body)]
@@ -253,21 +279,30 @@ class Controller:
 
     async def _ensure_children(
         self, key: Key, ref: builders.SessionRef, app_name: str | None, tracked: Tracked, pod: JSON
-    ) -> None:
-        """Create-if-absent, Secret first (the pod reads it); AlreadyExists counts as done."""
+    ) -> bool:
+        """Create-if-absent in one round trip; AlreadyExists counts as done. True when this
+        call created the pod.
+
+        The pod may reach a node a moment before its token Secret exists: the kubelet then
+        waits (CreateContainerConfigError) and retries, so no serial round trip is needed.
+        """
+        creates: dict[str, Awaitable[bool]] = {}
         if "secret" not in tracked.children:
             tracked.token = tracked.token or builders.new_token()
-            if await self._create("secrets", key[0], builders.build_secret(ref, app_name, tracked.token)):
-                tracked.token = None  # someone else's token stands; read it when needed
-            tracked.children.add("secret")
-        # Pod and Service do not depend on each other: one round trip for both.
-        creates = []
+            creates["secret"] = self._create(
+                "secrets", key[0], builders.build_secret(ref, app_name, tracked.token)
+            )
         if "pod" not in tracked.children:
-            creates.append(self._create("pods", key[0], pod))
+            creates["pod"] = self._create("pods", key[0], pod)
         if "service" not in tracked.children:
-            creates.append(self._create("services", key[0], builders.build_service(ref, app_name)))
-        await asyncio.gather(*creates)
-        tracked.children.update({"pod", "service"})
+            creates["service"] = self._create("services", key[0], builders.build_service(ref, app_name))
+        existed = dict(zip(creates, await asyncio.gather(*creates.values()), strict=True))
+        if existed.get("pod") is False:
+            tracked.pod_created_at = time.monotonic()
+        if existed.get("secret"):
+            tracked.token = None  # someone else's token stands; read it when needed
+        tracked.children.update({"secret", "pod", "service"})
+        return existed.get("pod") is False
 
     async def _create(self, kind: str, namespace: str, body: JSON) -> bool:
         """Create; True when it existed already."""
@@ -278,12 +313,17 @@ class Controller:
         }
         create = creators[kind]
         self.writes[f"create {kind}"] += 1
+        # The created object is not needed: the raw reply skips turning it into model objects,
+        # which costs more CPU than the request itself in a burst.
+        options: dict[str, Any] = {"_preload_content": False}
+        reply = await create(namespace, body, **options)
         try:
-            await create(namespace, body)
-        except ApiException as exc:
-            if exc.status == 409:
+            if reply.status == 409:
                 return True
-            raise
+            if not 200 <= reply.status < 300:
+                raise ApiException(status=reply.status, reason=(await reply.text())[:1000])
+        finally:
+            reply.release()
         return False
 
     async def _write_status(

@@ -22,6 +22,10 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
+        ref = getattr(record, "k8s_ref", None)  # kopf's lines about one object name it this way
+        if isinstance(ref, dict) and ref.get("name"):
+            field = "session" if ref.get("kind") == "Session" else str(ref.get("kind") or "object").lower()
+            line[field], line["namespace"] = ref["name"], ref.get("namespace")
         for name in _FIELDS:
             if hasattr(record, name):
                 line[name] = getattr(record, name)

@@ -369,13 +369,13 @@ class SessionStatus(BaseModel):
     podName: str | None = None
     """The worker pod."""
     podIP: str | None = None
-    """The worker pod's IP."""
+    """The worker pod's IP (recorded with the next phase change, Ready at the latest)."""
     endpoint: str | None = None
     """In-cluster URL of the session's Service."""
     startedAt: str | None = None
-    """When the worker pod started."""
+    """When the worker pod started (recorded like podIP)."""
     readyAt: str | None = None
-    """When the worker first became ready."""
+    """When the session was announced Ready: its idle clock starts here at the earliest."""
     lastActivityTime: str | None = None
     """Last call start or end, or keepalive (RFC 3339, ms)."""
     expiresAt: str | None = None

@@ -18,6 +18,10 @@ IMAGE_ERRORS = frozenset({"ImagePullBackOff", "InvalidImageName", "ErrImageNever
 STARTUP_PROBLEMS = frozenset(
     {"ErrImagePull", "CreateContainerConfigError", "CreateContainerError", "CrashLoopBackOff"}
 )
+# Status fields that only describe the pod: see status_patch.
+POD_FACTS = frozenset({"podIP", "startedAt"})
+# How long a new pod may wait for the scheduler before "Creating" is worth a write.
+CREATING_SETTLE = 1.0
 # Termination messages the worker writes (docs/worker-contract.md) -> (phase, reason).
 WORKER_ENDINGS = {
     "SetupFailed": (Phase.FAILED, "SetupFailed"),
@@ -188,5 +192,20 @@ def finished(phase: str | None) -> bool:
 
 
 def status_patch(current: JSON, desired: JSON) -> JSON:
-    """The fields of ``desired`` that differ from ``current`` (empty: nothing to write)."""
-    return {k: v for k, v in desired.items() if current.get(k) != v}
+    """The fields of ``desired`` that differ from ``current`` (empty: nothing to write).
+
+    Pod facts alone (podIP, startedAt) are not worth a write: they ride along with the next
+    change of phase or reason (Ready, at the latest), which is all anyone acts on.
+    """
+    patch = {k: v for k, v in desired.items() if current.get(k) != v}
+    return {} if set(patch) <= POD_FACTS else patch
+
+
+def creating_settle(verdict: Verdict, current: JSON, pod_age: float | None) -> float:
+    """Seconds to hold back a Session's first status while its new pod waits for the
+    scheduler (0: write now). Placing a pod takes milliseconds, so a "Creating" written
+    at once would be overwritten by "Starting" a moment later: one write where two would do.
+    ``pod_age`` is None when this operator did not create the pod just now."""
+    if verdict.reason != "Creating" or current.get("phase") or pod_age is None:
+        return 0.0
+    return max(0.0, CREATING_SETTLE - pod_age)

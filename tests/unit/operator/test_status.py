@@ -6,7 +6,7 @@ from typing import Any
 import pytest
 
 from kubesessions.models import Phase
-from kubesessions.status import Verdict, desired_status, judge, status_patch
+from kubesessions.status import CREATING_SETTLE, Verdict, creating_settle, desired_status, judge, status_patch
 
 pytestmark = pytest.mark.unit
 
@@ -100,3 +100,20 @@ def test_finished_status_records_end_once() -> None:
 
 def test_status_patch_is_only_the_difference() -> None:
     assert status_patch({"a": 1, "b": 2}, {"a": 1, "b": 3, "c": 4}) == {"b": 3, "c": 4}
+
+
+def test_pod_facts_alone_wait_for_the_next_change_of_phase() -> None:
+    starting = {"phase": "Starting", "reason": "WorkerStarting"}
+    assert status_patch(starting, {**starting, "podIP": "127.1.0.5", "startedAt": "T1"}) == {}
+    ready = {**starting, "phase": "Ready", "reason": "WorkerReady", "podIP": "127.1.0.5"}
+    assert status_patch(starting, ready) == {"phase": "Ready", "reason": "WorkerReady", "podIP": "127.1.0.5"}
+
+
+def test_a_new_pod_waiting_for_the_scheduler_holds_back_the_first_status_only() -> None:
+    creating = Verdict(Phase.PENDING, "Creating", "creating the worker pod")
+    assert creating_settle(creating, {}, pod_age=0.25) == CREATING_SETTLE - 0.25
+    assert creating_settle(creating, {}, pod_age=CREATING_SETTLE + 1) == 0.0  # it waits long: say so
+    assert creating_settle(creating, {}, pod_age=None) == 0.0  # not created just now by us
+    assert creating_settle(creating, {"phase": "Pending"}, pod_age=0.1) == 0.0  # not the first
+    unschedulable = Verdict(Phase.PENDING, "Unschedulable", "0/1 nodes: insufficient nvidia.com/gpu")
+    assert creating_settle(unschedulable, {}, pod_age=0.1) == 0.0  # problems show at once
