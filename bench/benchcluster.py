@@ -9,10 +9,11 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from kubernetes import client, utils
+import urllib3
+from kubernetes import client, utils, watch
 
 REPO = Path(__file__).parent.parent
 
@@ -22,6 +23,11 @@ def prepare(api: client.ApiClient, namespace: str, timeout: float = 60) -> None:
     there (its default ServiceAccount exists)."""
     for path in sorted((REPO / "crds").glob("*.yaml")):
         utils.create_from_yaml(api, str(path))
+    create_namespace(api, namespace, timeout)
+
+
+def create_namespace(api: client.ApiClient, namespace: str, timeout: float = 60) -> None:
+    """Create ``namespace``; return once pods can be admitted there."""
     core = client.CoreV1Api(api)
     core.create_namespace({"metadata": {"name": namespace}})
     deadline = time.monotonic() + timeout
@@ -59,3 +65,28 @@ def operator(
     finally:
         op.terminate()
         op.wait(timeout=30)
+
+
+def watch_objects(
+    list_objects: Callable[..., object],
+    *args: str,
+    until: Callable[[str, dict[str, object]], bool],
+    limit: float,
+) -> None:
+    """Feed each watch event (type, object as a plain dict) to ``until`` until it returns True
+    or ``limit`` seconds pass. Objects stay dicts (turning each pod into model objects costs the
+    bench's CPU and makes it a slow watcher), and a watch the API server ends early, as it
+    does to watchers that fall behind, is opened again from where it was."""
+    deadline = time.monotonic() + limit
+    version: str | None = None
+    while (left := deadline - time.monotonic()) >= 1:  # a watch timeout of 0 would mean none
+        w = watch.Watch(return_type="object")
+        options = {"resource_version": version} if version else {}
+        try:
+            for event in w.stream(list_objects, *args, timeout_seconds=int(left), **options):
+                if until(event["type"], event["object"]):
+                    w.stop()
+                    return
+        except (urllib3.exceptions.HTTPError, OSError):
+            time.sleep(0.1)  # the connection dropped (or the cluster is going): try again
+        version = w.resource_version

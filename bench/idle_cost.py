@@ -103,12 +103,7 @@ def create_in_waves(custom: client.CustomObjectsApi) -> tuple[int, str]:
             list(
                 pool.map(lambda b: custom.create_namespaced_custom_object(*GROUP, NS, "sessions", b), bodies)
             )
-        pending, deadline = set(names), time.monotonic() + WAVE_READY_LIMIT
-        # wait_ready again while time is left: its watch can end before its timeout (seen at
-        # the second wave of 100 here), and a new one lists what is Ready already. Whole
-        # seconds: a watch timeout of 0 would mean none.
-        while pending and deadline - time.monotonic() >= 1:
-            pending -= wait_ready(custom, pending, deadline - time.monotonic()).keys()
+        pending = set(names) - wait_ready(custom, set(names), WAVE_READY_LIMIT).keys()
         ready += len(names) - len(pending)
         if pending:
             return (

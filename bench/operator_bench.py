@@ -16,21 +16,31 @@ import tempfile
 import threading
 import time
 import urllib.request
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
-from kubernetes import client, config, watch
+from kubernetes import client, config
 
 sys.path.insert(0, str(Path(__file__).parent))
 import benchcluster
 import report
 
+from kubesessions import builders
 from kubesessions.localcluster import cluster
 from kubesessions.localcluster.nodeconfig import NodeConfig
+from kubesessions.models import AppSpec, SessionSpec
 
 SESSIONS = int(os.environ.get("BENCH_SESSIONS", "100"))
 NS = "bench"
 GROUP = ("kubesessions.io", "v1alpha1")
+OPERATOR_LOG = report.RESULTS / "operator_bench.operator.log"
+FLOOR_NS = "floor"
+APP = {
+    "image": "ghcr.io/kube-sessions/kube-sessions-worker:0.1.0",
+    "entrypoint": "kubesessions_worker.examples.echo:Echo",
+}
 
 
 def proc_stats(pid: int) -> tuple[float, float]:
@@ -42,6 +52,76 @@ def proc_stats(pid: int) -> tuple[float, float]:
     return hwm / 1024, (int(fields[11]) + int(fields[12])) / ticks
 
 
+def floor(
+    api: client.ApiClient, core: client.CoreV1Api, custom: client.CustomObjectsApi, pids: dict[str, int]
+) -> dict[str, Any]:
+    """The same burst with no operator, in a namespace of its own and the node paused again:
+    the bench creates each Session's Pod, Secret and Service itself (the operator's own
+    manifests, from 32 threads like its 32 workers) the moment the Session's create call
+    returns, with no watch, cache or status. What this machine's control plane allows at best
+    for Session -> Pod, measured the same way."""
+    benchcluster.create_namespace(api, FLOOR_NS)
+    # An image the node has no command for: once it resumes, these pods fail without starting.
+    app = AppSpec.model_validate({**APP, "image": "floor.invalid/never-started:0"})
+    spec = SessionSpec.model_validate({"app": "echo", "sessionTimeout": 3600})
+    created: dict[str, float] = {}
+    pod_seen: dict[str, float] = {}
+
+    def seen(_: str, pod: dict[str, Any]) -> bool:
+        pod_seen.setdefault(pod["metadata"]["name"], time.monotonic())
+        return len(pod_seen) >= SESSIONS
+
+    def children(name: str, uid: str) -> None:
+        ref = builders.SessionRef(name=name, namespace=FLOOR_NS, uid=uid)
+        core.create_namespaced_pod(FLOOR_NS, builders.build_pod(ref, "echo", app, spec))
+        core.create_namespaced_secret(FLOOR_NS, builders.build_secret(ref, "echo", builders.new_token()))
+        core.create_namespaced_service(FLOOR_NS, builders.build_service(ref, "echo"))
+
+    watcher = threading.Thread(
+        target=benchcluster.watch_objects, args=(core.list_namespaced_pod, FLOOR_NS),
+        kwargs={"until": seen, "limit": 300}, daemon=True,
+    )  # fmt: skip
+    watcher.start()
+    time.sleep(1)  # the watch established
+    cpu = {name: proc_stats(pid)[1] for name, pid in pids.items()}
+    os.kill(pids["process-node"], signal.SIGSTOP)
+    try:
+        start = time.monotonic()
+        with ThreadPoolExecutor(32) as workers:
+
+            def create(i: int) -> None:
+                body = {"apiVersion": "kubesessions.io/v1alpha1", "kind": "Session", "metadata": {"name": f"f{i}"},
+                        "spec": {"app": "echo", "sessionTimeout": 3600}}  # fmt: skip
+                obj = custom.create_namespaced_custom_object(*GROUP, FLOOR_NS, "sessions", body)
+                created[f"f{i}"] = time.monotonic()
+                workers.submit(children, f"f{i}", obj["metadata"]["uid"])
+
+            with ThreadPoolExecutor(8) as pool:
+                list(pool.map(create, range(SESSIONS)))
+        watcher.join(timeout=120)
+        seconds = time.monotonic() - start
+        cpu = {n: round(proc_stats(pid)[1] - cpu[n], 2) for n, pid in pids.items()}
+    finally:
+        os.kill(pids["process-node"], signal.SIGCONT)
+    return {
+        "session_to_pod_ms": report.summary(
+            [(pod_seen[n] - created[n]) * 1000 for n in created if n in pod_seen]
+        ),
+        "burst_seconds": seconds,
+        "burst_cpu_seconds_by_process": cpu,
+    }
+
+
+def wait_while_running(op: subprocess.Popen[bytes], done: Callable[[], bool], limit: float) -> None:
+    """Until ``done()`` or ``limit`` seconds (a shortfall is reported with the results); fails at
+    once if the operator exits."""
+    deadline = time.monotonic() + limit
+    while not done() and time.monotonic() < deadline:
+        if op.poll() is not None:
+            raise RuntimeError(f"the operator exited with {op.returncode}; see {OPERATOR_LOG}")
+        time.sleep(0.05)  # the watch threads fill the tallies
+
+
 def metric_total(port: int, prefix: str) -> float:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
         lines = resp.read().decode().splitlines()
@@ -51,118 +131,106 @@ def metric_total(port: int, prefix: str) -> float:
 def main() -> None:
     with tempfile.TemporaryDirectory(prefix="ks-bench-op-") as tmp:
         state_dir = cluster.StateDir(Path(tmp) / "cluster")
-        cluster.up(state_dir, NodeConfig(pods=SESSIONS + 20), log=lambda _: None)
-        op = None
+        cluster.up(state_dir, NodeConfig(pods=2 * SESSIONS + 20), log=lambda _: None)
         try:
             api = config.new_client_from_config(config_file=str(state_dir.kubeconfig))
             core, custom = client.CoreV1Api(api), client.CustomObjectsApi(api)
             benchcluster.prepare(api, NS)
             app = {"apiVersion": "kubesessions.io/v1alpha1", "kind": "App", "metadata": {"name": "echo"},
-                   "spec": {"image": "ghcr.io/kube-sessions/kube-sessions-worker:0.1.0",
-                            "entrypoint": "kubesessions_worker.examples.echo:Echo"}}  # fmt: skip
+                   "spec": APP}  # fmt: skip
             custom.create_namespaced_custom_object(*GROUP, NS, "apps", app)
-            port = 18900
-            env = {**os.environ, "KUBECONFIG": str(state_dir.kubeconfig)}
-            op = subprocess.Popen(
-                [str(Path(sys.executable).parent / "kubesessions"), "operator", "--namespace", NS,
-                 "--metrics-port", str(port)],
-                env=env, stdout=subprocess.DEVNULL, stderr=open(Path(tmp) / "operator.log", "wb"),  # noqa: SIM115
-            )  # fmt: skip
-            deadline = time.monotonic() + 30
-            while time.monotonic() < deadline:
-                try:
-                    metric_total(port, "kubesessions_operator_sessions")
-                    break
-                except OSError:
-                    time.sleep(0.1)
-            created: dict[str, float] = {}
-            pod_seen: dict[str, float] = {}
-            ready_seen: dict[str, float] = {}
-            stop = threading.Event()
+            port = cluster.free_port()  # a fixed port could answer for a stray operator
+            report.RESULTS.mkdir(exist_ok=True)
+            with benchcluster.operator(state_dir.kubeconfig, NS, port, OPERATOR_LOG) as op:
+                created: dict[str, float] = {}
+                pod_seen: dict[str, float] = {}
+                ready_seen: dict[str, float] = {}
+                stop = threading.Event()
 
-            def watch_pods() -> None:
-                w = watch.Watch()
-                for event in w.stream(core.list_namespaced_pod, NS, timeout_seconds=600):
-                    name = event["object"].metadata.name
-                    pod_seen.setdefault(name, time.monotonic())
-                    if stop.is_set():
-                        w.stop()
+                def pod_event(_: str, pod: dict[str, Any]) -> bool:
+                    pod_seen.setdefault(pod["metadata"]["name"], time.monotonic())
+                    return stop.is_set()
 
-            def watch_sessions() -> None:
-                w = watch.Watch()
-                for event in w.stream(
-                    custom.list_namespaced_custom_object, *GROUP, NS, "sessions", timeout_seconds=600
-                ):
-                    obj = event["object"]
+                def session_event(_: str, obj: dict[str, Any]) -> bool:
                     if (obj.get("status") or {}).get("phase") == "Ready":
                         ready_seen.setdefault(obj["metadata"]["name"], time.monotonic())
-                    if stop.is_set() or len(ready_seen) == SESSIONS:
-                        w.stop()
+                    return stop.is_set() or len(ready_seen) == SESSIONS
 
-            threads = [threading.Thread(target=f, daemon=True) for f in (watch_pods, watch_sessions)]
-            for t in threads:
-                t.start()
-            time.sleep(1)  # both watches established
-            _, cpu_before = proc_stats(op.pid)
-            writes_before = metric_total(port, "kubesessions_operator_api_writes_total")
+                def watch_pods() -> None:
+                    benchcluster.watch_objects(core.list_namespaced_pod, NS, until=pod_event, limit=900)
 
-            def create(i: int) -> None:
-                body = {"apiVersion": "kubesessions.io/v1alpha1", "kind": "Session", "metadata": {"name": f"s{i}"},
-                        "spec": {"app": "echo", "sessionTimeout": 3600}}  # fmt: skip
-                custom.create_namespaced_custom_object(*GROUP, NS, "sessions", body)
-                created[f"s{i}"] = time.monotonic()
+                def watch_sessions() -> None:
+                    benchcluster.watch_objects(
+                        custom.list_namespaced_custom_object,
+                        *GROUP,
+                        NS,
+                        "sessions",
+                        until=session_event,
+                        limit=900,
+                    )
 
-            # Phase 1, process node paused (SIGSTOP): the operator alone turns Sessions into
-            # Pods; on this 2-core machine 100 workers starting at once would starve it of CPU.
-            node_pid = next(
-                p.pid for p in cluster.running_state(state_dir).processes if p.name == "process-node"
-            )
-            os.kill(node_pid, signal.SIGSTOP)
-            start = time.monotonic()
-            with ThreadPoolExecutor(8) as pool:
-                list(pool.map(create, range(SESSIONS)))
-            created_all = time.monotonic() - start
-            deadline = time.monotonic() + 120
-            while len(pod_seen) < SESSIONS and time.monotonic() < deadline:
-                time.sleep(0.05)
-            # Phase 2: the node runs the workers; time until every Session is Ready.
-            os.kill(node_pid, signal.SIGCONT)
-            resumed = time.monotonic()
-            deadline = time.monotonic() + 600
-            while len(ready_seen) < SESSIONS and time.monotonic() < deadline:
-                time.sleep(0.2)
-            all_ready = time.monotonic() - start
-            ready_after_resume = time.monotonic() - resumed
-            stop.set()
-            rss, cpu_after = proc_stats(op.pid)
-            writes = metric_total(port, "kubesessions_operator_api_writes_total") - writes_before
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
-                breakdown = [
-                    ln
-                    for ln in resp.read().decode().splitlines()
-                    if ln.startswith("kubesessions_operator_api")
-                ]
-            if len(ready_seen) < SESSIONS:  # say why, rather than report a silent shortfall
-                phases: dict[str, int] = {}
-                for item in custom.list_namespaced_custom_object(*GROUP, NS, "sessions")["items"]:
-                    st = item.get("status") or {}
-                    label = f"{st.get('phase')}/{st.get('reason')}"
-                    phases[label] = phases.get(label, 0) + 1
-                print(f"not all Ready: {phases}", file=sys.stderr)
-            latencies = [max(0.0, pod_seen[n] - created[n]) * 1000 for n in created if n in pod_seen]
+                threads = [threading.Thread(target=f, daemon=True) for f in (watch_pods, watch_sessions)]
+                for t in threads:
+                    t.start()
+                time.sleep(1)  # both watches established
+                _, cpu_before = proc_stats(op.pid)
+                writes_before = metric_total(port, "kubesessions_operator_api_writes_total")
+
+                def create(i: int) -> None:
+                    body = {"apiVersion": "kubesessions.io/v1alpha1", "kind": "Session", "metadata": {"name": f"s{i}"},
+                            "spec": {"app": "echo", "sessionTimeout": 3600}}  # fmt: skip
+                    custom.create_namespaced_custom_object(*GROUP, NS, "sessions", body)
+                    created[f"s{i}"] = time.monotonic()
+
+                # Phase 1, process node paused (SIGSTOP): the operator alone turns Sessions into
+                # Pods; on this 2-core machine 100 workers starting at once would starve it of CPU.
+                # Where the CPU goes during the burst: each cluster process, the operator, the bench.
+                pids = {p.name: p.pid for p in cluster.running_state(state_dir).processes}
+                node_pid = pids["process-node"]
+                pids |= {"operator": op.pid, "bench client": os.getpid()}
+                burst_cpu = {name: proc_stats(pid)[1] for name, pid in pids.items()}
+                os.kill(node_pid, signal.SIGSTOP)
+                try:
+                    start = time.monotonic()
+                    with ThreadPoolExecutor(8) as pool:
+                        list(pool.map(create, range(SESSIONS)))
+                    created_all = time.monotonic() - start
+                    wait_while_running(op, lambda: len(pod_seen) >= SESSIONS, 120)
+                    burst_seconds = time.monotonic() - start
+                    burst_cpu = {n: round(proc_stats(pid)[1] - burst_cpu[n], 2) for n, pid in pids.items()}
+                finally:  # Phase 2: the node runs the workers; time until every Session is Ready.
+                    os.kill(node_pid, signal.SIGCONT)
+                resumed = time.monotonic()
+                wait_while_running(op, lambda: len(ready_seen) >= SESSIONS, 600)
+                all_ready = time.monotonic() - start
+                ready_after_resume = time.monotonic() - resumed
+                stop.set()
+                rss, cpu_after = proc_stats(op.pid)
+                writes = metric_total(port, "kubesessions_operator_api_writes_total") - writes_before
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+                    breakdown = [
+                        ln
+                        for ln in resp.read().decode().splitlines()
+                        if ln.startswith("kubesessions_operator_api")
+                    ]
+                if len(ready_seen) < SESSIONS:  # say why, rather than report a silent shortfall
+                    phases: dict[str, int] = {}
+                    for item in custom.list_namespaced_custom_object(*GROUP, NS, "sessions")["items"]:
+                        st = item.get("status") or {}
+                        label = f"{st.get('phase')}/{st.get('reason')}"
+                        phases[label] = phases.get(label, 0) + 1
+                    print(f"not all Ready: {phases}", file=sys.stderr)
+                latencies = [max(0.0, pod_seen[n] - created[n]) * 1000 for n in created if n in pod_seen]
+                floor_results = floor(api, core, custom, pids)
         finally:
-            if op is not None and op.poll() is not None:
-                print(f"the operator exited ({op.returncode}):\n{(Path(tmp) / 'operator.log').read_text()[-3000:]}",
-                      file=sys.stderr)  # fmt: skip
-            if op is not None:
-                op.terminate()
-                op.wait(timeout=20)
             cluster.down(state_dir, log=lambda _: None)
     lat = report.summary(latencies)
     results = {
         "sessions": SESSIONS,
         "ready": len(ready_seen),
         "create_calls_seconds": created_all,
+        "burst_seconds": burst_seconds,
+        "burst_cpu_seconds_by_process": burst_cpu,
         "session_to_pod_ms": lat,
         "all_ready_seconds": all_ready,
         "all_ready_after_resume_seconds": ready_after_resume,
@@ -170,6 +238,7 @@ def main() -> None:
         "api_writes_breakdown": breakdown,
         "operator_peak_rss_mb": rss,
         "operator_cpu_seconds": cpu_after - cpu_before,
+        "floor_no_operator": floor_results,
     }
     report.write(
         "operator",
@@ -177,6 +246,16 @@ def main() -> None:
         [
             ("Session->Pod p50, node paused (ms)", f"{lat['median']:.0f}", ""),
             ("Session->Pod p99, node paused (ms)", f"{lat['p99']:.0f}", "<= 250 ms"),
+            (
+                "same burst, no operator: p50 (ms)",
+                f"{floor_results['session_to_pod_ms']['median']:.0f}",
+                "floor",
+            ),
+            (
+                "same burst, no operator: p99 (ms)",
+                f"{floor_results['session_to_pod_ms']['p99']:.0f}",
+                "floor",
+            ),
             (
                 f"all {SESSIONS} Ready after node resumed (s)",
                 f"{ready_after_resume:.1f}",
