@@ -3,7 +3,8 @@
 Echo through the gateway (`POST /v1/run` with a session id, bearer-token auth answered from
 its cache) against the same echo workers called straight on their pod IPs, in the same run,
 at 1 and 10 concurrent clients (each client on its own session, so the router's cost is
-measured, not the worker's queue): p50, p99, calls/s and the ratio. Then session "new" to
+measured, not the worker's queue): p50, p99, calls/s and the ratio, the two paths taking
+turns in eight short rounds so that this VM's drifting speed falls on both alike. Then session "new" to
 first output, p50 and p99. The load generator shares the 2 cores with everything else, so
 run it on a quiet machine: `make bench BENCHES=gateway` (or .venv/bin/python bench/gateway.py).
 """
@@ -39,30 +40,47 @@ REPO = Path(__file__).parent.parent
 GROUP = ("kubesessions.io", "v1alpha1")
 SECONDS = float(os.environ.get("BENCH_SECONDS", "4"))
 WARMUP = 0.5
+ROUNDS = 8
 NEW_SESSIONS = int(os.environ.get("BENCH_NEW_SESSIONS", "20"))
 PAYLOAD = {"message": "hello", "n": 42}
 GATEWAY_PROCESSES = os.environ.get("BENCH_GATEWAY_PROCESSES", "1")
 
 
-async def measure(clients: int, once: Callable[[int], Awaitable[None]]) -> dict[str, float]:
-    """``clients`` loops, client i calling ``once(i)`` back to back; latencies in ms."""
-    latencies: list[float] = []
-    stop = time.monotonic() + WARMUP
+async def measure(
+    clients: int, paths: dict[str, Callable[[int], Awaitable[None]]]
+) -> dict[str, dict[str, float]]:
+    """Each path in turn, in short alternating rounds (so that this VM's drifting speed falls on
+    all paths alike): ``clients`` loops, client i calling ``path(i)`` back to back; ms."""
+    latencies: dict[str, list[float]] = {name: [] for name in paths}
+    elapsed = dict.fromkeys(paths, 0.0)
 
-    async def loop(i: int, record: bool) -> None:
+    async def loop(
+        once: Callable[[int], Awaitable[None]], i: int, stop: float, out: list[float] | None
+    ) -> None:
         while time.monotonic() < stop:
             started = time.perf_counter()
             await once(i)
-            if record:
-                latencies.append((time.perf_counter() - started) * 1000)
+            if out is not None:
+                out.append((time.perf_counter() - started) * 1000)
 
-    await asyncio.gather(*(loop(i, False) for i in range(clients)))
-    stop = time.monotonic() + SECONDS
-    began = time.monotonic()
-    await asyncio.gather(*(loop(i, True) for i in range(clients)))
-    elapsed = time.monotonic() - began
-    return {"p50_ms": report.percentile(latencies, 50), "p99_ms": report.percentile(latencies, 99),
-            "calls_per_s": len(latencies) / elapsed, "n": len(latencies)}  # fmt: skip
+    for once in paths.values():  # warm-up: connections opened, caches filled
+        stop = time.monotonic() + WARMUP
+        await asyncio.gather(*(loop(once, i, stop, None) for i in range(clients)))
+    for _ in range(ROUNDS):
+        for name, once in paths.items():
+            began = time.monotonic()
+            stop = began + SECONDS / ROUNDS
+            await asyncio.gather(*(loop(once, i, stop, latencies[name]) for i in range(clients)))
+            elapsed[name] += time.monotonic() - began
+    return {
+        name: {
+            "p50_ms": report.percentile(values, 50),
+            "p99_ms": report.percentile(values, 99),
+            "calls_per_s": len(values) / elapsed[name],
+            "n": len(values),
+        }
+        for name, values in latencies.items()
+    }
 
 
 def start(kubeconfig: Path, log: Path, *args: str) -> subprocess.Popen[bytes]:
@@ -137,8 +155,8 @@ async def scenarios(gateway: str, token: str, api: client.ApiClient) -> dict[str
                 assert r.status == 200
 
         for clients in (1, 10):
-            worker = await measure(clients, direct)
-            through = await measure(clients, via_gateway)
+            measured = await measure(clients, {"direct": direct, "gateway": via_gateway})
+            worker, through = measured["direct"], measured["gateway"]
             results[f"{clients}_clients"] = {
                 "direct": worker, "gateway": through,
                 "added_p50_ms": through["p50_ms"] - worker["p50_ms"],

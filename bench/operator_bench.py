@@ -56,9 +56,9 @@ def floor(
     api: client.ApiClient, core: client.CoreV1Api, custom: client.CustomObjectsApi, pids: dict[str, int]
 ) -> dict[str, Any]:
     """The same burst with no operator, in a namespace of its own and the node paused again:
-    the bench creates each Session's Pod, Secret and Service itself (the operator's own
-    manifests, from 32 threads like its 32 workers) the moment the Session's create call
-    returns, with no watch, cache or status. What this machine's control plane allows at best
+    the bench creates each Session's Secret, Pod and Service itself (the operator's own
+    manifests, Secret before Pod as it must be, from 32 threads like its 32 workers) the
+    moment the Session's create call returns, with no watch, cache or status. What this machine's control plane allows at best
     for Session -> Pod, measured the same way."""
     benchcluster.create_namespace(api, FLOOR_NS)
     # An image the node has no command for: once it resumes, these pods fail without starting.
@@ -73,8 +73,9 @@ def floor(
 
     def children(name: str, uid: str) -> None:
         ref = builders.SessionRef(name=name, namespace=FLOOR_NS, uid=uid)
-        core.create_namespaced_pod(FLOOR_NS, builders.build_pod(ref, "echo", app, spec))
+        # The operator's order: the pod's token Secret must exist before the pod does.
         core.create_namespaced_secret(FLOOR_NS, builders.build_secret(ref, "echo", builders.new_token()))
+        core.create_namespaced_pod(FLOOR_NS, builders.build_pod(ref, "echo", app, spec))
         core.create_namespaced_service(FLOOR_NS, builders.build_service(ref, "echo"))
 
     watcher = threading.Thread(

@@ -280,29 +280,31 @@ class Controller:
     async def _ensure_children(
         self, key: Key, ref: builders.SessionRef, app_name: str | None, tracked: Tracked, pod: JSON
     ) -> bool:
-        """Create-if-absent in one round trip; AlreadyExists counts as done. True when this
-        call created the pod.
+        """Create-if-absent, the Secret (with the Service) before the pod; AlreadyExists counts
+        as done. True when this call created the pod.
 
-        The pod may reach a node a moment before its token Secret exists: the kubelet then
-        waits (CreateContainerConfigError) and retries, so no serial round trip is needed.
+        Not all three at once: a pod that reaches its node before its token Secret exists waits
+        for the kubelet's retry (CreateContainerConfigError), seconds rather than one round trip.
         """
-        creates: dict[str, Awaitable[bool]] = {}
+        first: dict[str, Awaitable[bool]] = {}
         if "secret" not in tracked.children:
             tracked.token = tracked.token or builders.new_token()
-            creates["secret"] = self._create(
+            first["secret"] = self._create(
                 "secrets", key[0], builders.build_secret(ref, app_name, tracked.token)
             )
-        if "pod" not in tracked.children:
-            creates["pod"] = self._create("pods", key[0], pod)
         if "service" not in tracked.children:
-            creates["service"] = self._create("services", key[0], builders.build_service(ref, app_name))
-        existed = dict(zip(creates, await asyncio.gather(*creates.values()), strict=True))
-        if existed.get("pod") is False:
-            tracked.pod_created_at = time.monotonic()
+            first["service"] = self._create("services", key[0], builders.build_service(ref, app_name))
+        existed = dict(zip(first, await asyncio.gather(*first.values()), strict=True))
         if existed.get("secret"):
             tracked.token = None  # someone else's token stands; read it when needed
-        tracked.children.update({"secret", "pod", "service"})
-        return existed.get("pod") is False
+        tracked.children.update({"secret", "service"})
+        if "pod" in tracked.children:
+            return False
+        created = not await self._create("pods", key[0], pod)
+        if created:
+            tracked.pod_created_at = time.monotonic()
+        tracked.children.add("pod")
+        return created
 
     async def _create(self, kind: str, namespace: str, body: JSON) -> bool:
         """Create; True when it existed already."""

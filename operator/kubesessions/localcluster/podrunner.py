@@ -26,7 +26,7 @@ log = logging.getLogger("kubesessions.processnode")
 JSON = dict[str, Any]
 
 BACKOFF_START, BACKOFF_CAP = 1.0, 20.0  # shorter than a kubelet's 10 s .. 5 min: a dev node
-CONFIG_RETRY_SECONDS = 2.0
+CONFIG_QUICK_RETRIES, CONFIG_RETRY_SECONDS = (0.05, 0.1, 0.2, 0.4), 2.0
 TERMINATION_MESSAGE_LIMIT = 4096
 HOST_IP = "127.0.0.1"
 
@@ -265,6 +265,7 @@ class PodRunner:
         return self.dir / f"{container}.termination-log"
 
     async def _run_once(self, cspec: JSON, rec: ContainerRecord) -> None:
+        quick = list(CONFIG_QUICK_RETRIES)
         while True:
             try:
                 argv, env = await self._environment(cspec)
@@ -276,6 +277,14 @@ class PodRunner:
                 await self.services.event(self.pod, "Warning", "Failed", str(exc))
                 raise _PodFailed from exc
             except ContainerConfigError as exc:
+                # The API server's Node authorizer learns of a newly bound pod's Secrets a
+                # moment after the binding, so the first read can be refused (403): a few quick
+                # tries first, and only a refusal that lasts is reported.
+                if quick:
+                    await self._sleep_unless_deleting(quick.pop(0))
+                    if self.stopping:
+                        return
+                    continue
                 if (rec.reason, rec.message) != ("CreateContainerConfigError", str(exc)):
                     rec.state, rec.reason, rec.message = (
                         "waiting",
