@@ -142,7 +142,8 @@ def main() -> None:
             custom.create_namespaced_custom_object(*GROUP, NS, "apps", app)
             port = cluster.free_port()  # a fixed port could answer for a stray operator
             report.RESULTS.mkdir(exist_ok=True)
-            with benchcluster.operator(state_dir.kubeconfig, NS, port, OPERATOR_LOG) as op:
+            extra = os.environ.get("BENCH_OPERATOR_ARGS", "").split()
+            with benchcluster.operator(state_dir.kubeconfig, NS, port, OPERATOR_LOG, *extra) as op:
                 created: dict[str, float] = {}
                 pod_seen: dict[str, float] = {}
                 ready_seen: dict[str, float] = {}

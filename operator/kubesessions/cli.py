@@ -89,6 +89,8 @@ def build_parser() -> argparse.ArgumentParser:
         default=60,
         help="a worker idle past its timeout + this many seconds exits by itself (default 60)",
     )
+    op.add_argument("--workers", type=_positive_int, default=32,
+                    help="Sessions reconciled at once (default 32; each waits on the API, not the CPU)")  # fmt: skip
     op.add_argument("--metrics-host", default="0.0.0.0", help="address for /metrics (default all)")  # noqa: S104
     op.add_argument(
         "--metrics-port", type=_positive_int, default=None, help="serve /metrics and /healthz here"
@@ -140,6 +142,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             OperatorSettings(
                 namespaces=args.namespace, retention=args.retention, termination_grace=args.termination_grace,
                 unreachable_limit=max(1, args.unreachable_limit), idle_grace=args.idle_grace,
+                workers=args.workers,
             ),
             metrics_port=args.metrics_port,
             metrics_host=args.metrics_host,
