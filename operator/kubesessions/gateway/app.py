@@ -152,8 +152,10 @@ async def _run(request: web.Request) -> web.StreamResponse:
         reply = await forwarder.run(key, target, call.input)
         return web.Response(body=reply.body(session_id), content_type="application/json")
     except Problem as problem:
+        if problem.code == "WORKER_UNAVAILABLE" and not fresh:
+            problem = await sessions.explain_unavailable(namespace, session_id, problem)
         problem.members.setdefault("session_id", session_id)  # a new session stays usable after an error
-        raise
+        raise problem from None
     finally:
         if call.session is None:
             with contextlib.suppress(Problem):

@@ -62,6 +62,10 @@ def view(body: JSON) -> JSON:
     }
 
 
+# How long a call whose worker cannot be reached waits to learn that its session has ended.
+ENDED_WAIT = 2.0
+
+
 def closing(body: JSON) -> bool:
     """Finished, or asked to close: either way no call may start on it any more."""
     annotations = body["metadata"].get("annotations") or {}
@@ -135,6 +139,20 @@ class Sessions:
                 session_id=session_id, reason=status.get("reason"),
             )  # fmt: skip
         return Target(session_id, status["podIP"], token)
+
+    async def explain_unavailable(self, namespace: str, session_id: str, problem: Problem) -> Problem:
+        """A worker that cannot be reached has most often just been ended (an idle cull or a
+        close: the worker goes first, its Session's status follows a moment later). Wait for
+        that on the watch, bounded, so the caller learns the session ended (410, which clients
+        recover from) rather than that a worker is unavailable (503)."""
+        key = (namespace, session_id)
+
+        def ended() -> JSON | None:
+            body = self.cache.sessions.get(key)
+            return body if body is not None and closing(body) else None
+
+        body = ended() or await self.cache.wait(key, ended, ENDED_WAIT)
+        return gone(body) if body is not None else problem
 
     def _usable(self, key: Key) -> JSON | None:
         body = self.cache.sessions.get(key)

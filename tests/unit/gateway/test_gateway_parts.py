@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import AsyncIterator
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from kubernetes_asyncio.client import ApiClient
 
 from kubesessions.gateway import openapi
 from kubesessions.gateway.auth import KubernetesAuth
@@ -15,6 +17,7 @@ from kubesessions.gateway.cache import Cache
 from kubesessions.gateway.forward import Reply, Sequencer, sse_events
 from kubesessions.gateway.problems import Problem, from_worker
 from kubesessions.gateway.requests import SESSION_ID, RunRequest, new_session_id, parse, session_spec
+from kubesessions.gateway.sessions import GatewaySettings, Sessions
 from kubesessions.models import AppSpec, is_dns1123_subdomain
 
 pytestmark = pytest.mark.unit
@@ -187,3 +190,36 @@ def test_openapi_documents_every_route_and_code() -> None:
     assert {"200", "400", "401", "404", "410", "413", "429", "500", "503", "504"} <= set(run["responses"])
     schema = doc["components"]["schemas"]["RunRequest"]
     assert schema["required"] == ["input"]
+
+
+@pytest.fixture
+async def sessions() -> AsyncIterator[Sessions]:
+    async with ApiClient() as api:  # never called: the cache has the sessions
+        yield Sessions(Cache(["ns"]), api, GatewaySettings(namespaces=["ns"], default_namespace="ns"))
+
+
+def ns_session(phase: str, version: int, reason: str = "") -> dict[str, Any]:
+    meta = {"namespace": "ns", "name": "s-1", "resourceVersion": str(version)}
+    return {"metadata": meta, "status": {"phase": phase, "reason": reason}}
+
+
+UNAVAILABLE = Problem("WORKER_UNAVAILABLE", "the worker of session s-1 cannot be reached")
+
+
+async def test_an_unreachable_worker_whose_session_then_ends_is_reported_as_ended(sessions: Sessions) -> None:
+    sessions.cache.seen("sessions", ns_session("Ready", 1))
+    explained = asyncio.create_task(sessions.explain_unavailable("ns", "s-1", UNAVAILABLE))
+    await asyncio.sleep(0)
+    assert not explained.done()  # the worker is gone, its status not yet: wait for it
+    sessions.cache.seen("sessions", ns_session("Expired", 2, "IdleTimeout"))
+    problem = await explained
+    assert (problem.code, problem.status) == ("SESSION_EXPIRED", 410)
+    assert "session not found" in problem.detail
+
+
+async def test_an_unreachable_worker_of_a_live_session_stays_unavailable(
+    sessions: Sessions, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("kubesessions.gateway.sessions.ENDED_WAIT", 0.05)
+    sessions.cache.seen("sessions", ns_session("Ready", 1))
+    assert await sessions.explain_unavailable("ns", "s-1", UNAVAILABLE) is UNAVAILABLE
