@@ -10,7 +10,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import KubeSessionsError, from_problem
+from .errors import GatewayUnavailable, KubeSessionsError, from_problem
 from .tokens import TokenProvider, resolve
 
 # The gateway's Service as the Helm chart names it; KUBESESSIONS_URL (comma-separated) overrides.
@@ -121,11 +121,46 @@ class Base:
             headers[NAMESPACE_HEADER] = self.namespace
         return headers
 
-    def plan(self, call: Call) -> Iterator[tuple[int, str]]:
-        """(attempt, url) pairs to try in turn; each attempt walks the URLs in fail-over order."""
-        for attempt in range(self.retry.attempts if call.safe else 1):
+    def attempts(self, call: Call) -> Attempts:
+        return Attempts(self.endpoints, self.retry, call)
+
+
+class Attempts:
+    """One call's way through the gateways: the fail-over and retry decisions both transports
+    share, so that each only sends and reads."""
+
+    def __init__(self, endpoints: Endpoints, retry: Retry, call: Call) -> None:
+        self.endpoints, self.retry, self.call = endpoints, retry, call
+        self.attempt = 0
+        self.last: Exception | None = None
+
+    def __iter__(self) -> Iterator[tuple[float, str]]:
+        """(seconds to pause, url) in turn; each attempt walks the URLs in fail-over order."""
+        for attempt in range(self.retry.attempts if self.call.safe else 1):
+            self.attempt = attempt
             for url in self.endpoints.order():
-                yield attempt, url
+                yield self.retry.pause(attempt), url
+
+    def not_sent(self, url: str, exc: Exception) -> None:
+        """Nothing reached ``url``: the next gateway may take the call, safe or not."""
+        self.last = exc
+        self.endpoints.bad(url)
+
+    def broken(self, url: str, exc: Exception) -> None:
+        """The request may have reached ``url``: only a safe call may be sent again."""
+        self.last = exc
+        if not self.call.safe:
+            raise GatewayUnavailable(f"the gateway at {url} failed during the request: {exc}") from exc
+
+    def again(self, status: int) -> bool:
+        """Whether to drop this answer and try again (a safe call, a passing failure)."""
+        if self.call.safe and retryable(status) and self.attempt + 1 < self.retry.attempts:
+            self.last = KubeSessionsError(f"HTTP {status}", status=status)
+            return True
+        return False
+
+    def exhausted(self) -> GatewayUnavailable:
+        return GatewayUnavailable(f"no gateway answered ({', '.join(self.endpoints.urls)}): {self.last}")
 
 
 def answer(status: int, body: bytes, retry_after: str | None) -> Any:

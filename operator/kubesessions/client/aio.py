@@ -11,7 +11,6 @@ import aiohttp
 
 from . import _core
 from ._core import Base, Call, StreamState
-from .errors import GatewayUnavailable, KubeSessionsError
 
 
 class AsyncClient(Base):
@@ -91,31 +90,25 @@ class AsyncClient(Base):
 
     async def _send(self, call: Call) -> aiohttp.ClientResponse:
         """Send with fail-over and (for safe calls) retries; the caller reads and releases the answer."""
-        last: Exception | None = None
-        for attempt, url in self.plan(call):
-            await asyncio.sleep(self.retry.pause(attempt))
+        attempts = self.attempts(call)
+        for pause, url in attempts:
+            await asyncio.sleep(pause)
             try:
                 response = await self.http.request(
                     call.method, url + call.target(), data=call.encoded(), headers=self.headers(call)
                 )
-            except aiohttp.ClientConnectorError as exc:  # nothing was sent
-                last = exc
-                self.endpoints.bad(url)
+            except aiohttp.ClientConnectorError as exc:
+                attempts.not_sent(url, exc)
                 continue
             except (aiohttp.ClientError, TimeoutError) as exc:
-                last = exc
-                if not call.safe:
-                    raise GatewayUnavailable(
-                        f"the gateway at {url} failed during the request: {exc}"
-                    ) from exc
+                attempts.broken(url, exc)
                 continue
-            if call.safe and _core.retryable(response.status) and attempt + 1 < self.retry.attempts:
+            if attempts.again(response.status):
                 response.release()
-                last = KubeSessionsError(f"HTTP {response.status}", status=response.status)
                 continue
             self.endpoints.good(url)
             return response
-        raise GatewayUnavailable(f"no gateway answered ({', '.join(self.endpoints.urls)}): {last}") from last
+        raise attempts.exhausted() from attempts.last
 
 
 class AsyncStream(StreamState):

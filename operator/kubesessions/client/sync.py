@@ -13,7 +13,6 @@ from urllib.parse import urlsplit
 
 from . import _core
 from ._core import Base, Call, StreamState
-from .errors import GatewayUnavailable, KubeSessionsError
 
 # Failures that mean "nothing was sent": safe to try the next URL for any request.
 _NOT_SENT = (ConnectionRefusedError, socket.gaierror, TimeoutError)
@@ -98,29 +97,23 @@ class Client(Base):
 
     def _send(self, call: Call, read: Any) -> tuple[int, http.client.HTTPMessage, Any]:
         """Send with fail-over and (for safe calls) retries; ``read(response)`` takes the body."""
-        last: Exception | None = None
-        for attempt, url in self.plan(call):
-            time.sleep(self.retry.pause(attempt))
+        attempts = self.attempts(call)
+        for pause, url in attempts:
+            time.sleep(pause)
             try:
                 resp = self._request(url, call)
             except _NOT_SENT as exc:
-                last = exc
-                self.endpoints.bad(url)
+                attempts.not_sent(url, exc)
                 continue
             except (OSError, http.client.HTTPException) as exc:
-                last = exc
-                if not call.safe:
-                    raise GatewayUnavailable(
-                        f"the gateway at {url} failed during the request: {exc}"
-                    ) from exc
+                attempts.broken(url, exc)
                 continue
-            if call.safe and _core.retryable(resp.status) and attempt + 1 < self.retry.attempts:
+            if attempts.again(resp.status):
                 resp.read()
-                last = KubeSessionsError(f"HTTP {resp.status}", status=resp.status)
                 continue
             self.endpoints.good(url)
             return resp.status, resp.headers, read(resp)
-        raise GatewayUnavailable(f"no gateway answered ({', '.join(self.endpoints.urls)}): {last}") from last
+        raise attempts.exhausted() from attempts.last
 
     def _request(self, url: str, call: Call) -> http.client.HTTPResponse:
         conn = self._local.by_url.get(url)
