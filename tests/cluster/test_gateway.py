@@ -174,11 +174,15 @@ def test_ten_concurrent_calls_run_one_at_a_time_in_arrival_order(api: Client) ->
     finished: list[tuple[float, float]] = []
     lock = threading.Lock()
 
+    # One client each, made beforehand so that nothing but the spacing decides arrival order.
+    clients = [Client(api.endpoints.urls, token=api.token, namespace=api.namespace) for _ in range(10)]
+
     def call(i: int) -> None:
-        time.sleep(i * 0.03)  # arrival order: call i reaches the gateway 30 ms after call i-1
+        # Arrival order: call i reaches the gateway 80 ms after call i-1, a margin over thread
+        # start-up jitter on a busy 2-core machine; still under 200 ms, so calls queue.
+        time.sleep(i * 0.08)
         seconds = round(0.2 + i / 1000, 3)  # tells the calls apart in the answers
-        out = Client(api.endpoints.urls, token=api.token, namespace=api.namespace).run(
-            {"app": "slow", "input": {"seconds": seconds}, "session": session_id})["output"]  # fmt: skip
+        out = clients[i].run({"app": "slow", "input": {"seconds": seconds}, "session": session_id})["output"]
         with lock:
             finished.append((time.monotonic(), out["slept"]))
 
