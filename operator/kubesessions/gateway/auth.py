@@ -6,6 +6,7 @@ A caller's bearer token goes through a TokenReview (who is this?) and a SubjectA
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import time
@@ -59,6 +60,7 @@ class KubernetesAuth:
         self.ttl, self.denied_ttl, self.size = ttl, denied_ttl, size
         # sha256(token), namespace -> (expires at, identity or the problem to raise)
         self._cache: dict[tuple[str, str], tuple[float, Identity | Problem]] = {}
+        self._reviews: dict[tuple[str, str], asyncio.Future[Identity | Problem]] = {}
         self.hits = self.misses = 0
 
     async def check(self, token: str | None, namespace: str) -> Identity:
@@ -71,15 +73,31 @@ class KubernetesAuth:
             self.hits += 1
             answer = cached[1]
         else:
-            self.misses += 1
-            answer = await self._review(token, namespace)
-            if len(self._cache) >= self.size:
-                self._cache = {k: v for k, v in self._cache.items() if v[0] > now}
-                if len(self._cache) >= self.size:
-                    self._cache.clear()
-            self._cache[key] = (now + (self.denied_ttl if isinstance(answer, Problem) else self.ttl), answer)
+            # One review per token at a time: the calls that wait for it resume in the order
+            # they came (separate reviews finish in any order, and calls on one session must
+            # keep their arrival order through the gateway).
+            review = self._reviews.get(key)
+            if review is None:
+                self.misses += 1
+                review = self._reviews[key] = asyncio.ensure_future(
+                    self._review_and_keep(key, token, namespace)
+                )
+            answer = await asyncio.shield(review)
         if isinstance(answer, Problem):
             raise answer
+        return answer
+
+    async def _review_and_keep(self, key: tuple[str, str], token: str, namespace: str) -> Identity | Problem:
+        try:
+            answer = await self._review(token, namespace)
+        finally:
+            del self._reviews[key]
+        now = time.monotonic()
+        if len(self._cache) >= self.size:
+            self._cache = {k: v for k, v in self._cache.items() if v[0] > now}
+            if len(self._cache) >= self.size:
+                self._cache.clear()
+        self._cache[key] = (now + (self.denied_ttl if isinstance(answer, Problem) else self.ttl), answer)
         return answer
 
     async def _review(self, token: str, namespace: str) -> Identity | Problem:

@@ -115,11 +115,12 @@ def test_worker_problems_are_passed_on_or_made_ours(status: int, body: Any, code
 class FakeReviews:
     """Stands in for the authentication and authorization APIs; counts the reviews asked."""
 
-    def __init__(self, allowed: bool) -> None:
-        self.allowed, self.calls = allowed, 0
+    def __init__(self, allowed: bool, delay: float = 0.0) -> None:
+        self.allowed, self.calls, self.delay = allowed, 0, delay
 
     async def create_token_review(self, body: Any) -> Any:
         self.calls += 1
+        await asyncio.sleep(self.delay)  # a round trip to the API server
         ok = body.spec.token == "good"
         user = SimpleNamespace(username="system:serviceaccount:ns:me", groups=["g"], uid="u", extra=None)
         return SimpleNamespace(
@@ -137,7 +138,27 @@ def auth_with(reviews: FakeReviews) -> KubernetesAuth:
     auth = KubernetesAuth.__new__(KubernetesAuth)
     auth.authn = auth.authz = reviews  # type: ignore[assignment]
     auth.ttl, auth.denied_ttl, auth.size, auth._cache, auth.hits, auth.misses = 10.0, 2.0, 8, {}, 0, 0
+    auth._reviews = {}
     return auth
+
+
+async def test_calls_waiting_for_one_review_share_it_and_go_on_in_arrival_order() -> None:
+    reviews = FakeReviews(allowed=True, delay=0.05)
+    auth = auth_with(reviews)
+    passed: list[int] = []
+
+    async def call(i: int) -> None:
+        await auth.check("good", "ns")
+        passed.append(i)
+
+    calls = []
+    for i in range(5):  # they arrive one after another while the first one's review runs
+        calls.append(asyncio.create_task(call(i)))
+        await asyncio.sleep(0)
+    await asyncio.gather(*calls)
+    assert passed == [0, 1, 2, 3, 4]
+    assert reviews.calls == 2  # one TokenReview and one SubjectAccessReview for all five
+    assert not auth._reviews
 
 
 async def test_auth_answers_are_cached_and_say_why() -> None:
