@@ -11,6 +11,7 @@ import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import urllib3
 from kubernetes import client, utils, watch
@@ -24,6 +25,12 @@ def prepare(api: client.ApiClient, namespace: str, timeout: float = 60) -> None:
     for path in sorted((REPO / "crds").glob("*.yaml")):
         utils.create_from_yaml(api, str(path))
     create_namespace(api, namespace, timeout)
+
+
+def session(name: str, timeout: int, app: str = "echo") -> dict[str, Any]:
+    """A Session manifest for ``app`` with idle timeout ``timeout``."""
+    return {"apiVersion": "kubesessions.io/v1alpha1", "kind": "Session", "metadata": {"name": name},
+            "spec": {"app": app, "sessionTimeout": timeout}}  # fmt: skip
 
 
 def create_namespace(api: client.ApiClient, namespace: str, timeout: float = 60) -> None:

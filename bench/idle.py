@@ -43,11 +43,6 @@ NS = "idle"
 GROUP = ("kubesessions.io", "v1alpha1")
 
 
-def session(name: str, timeout: int) -> dict[str, object]:
-    return {"apiVersion": "kubesessions.io/v1alpha1", "kind": "Session", "metadata": {"name": name},
-            "spec": {"app": "echo", "sessionTimeout": timeout}}  # fmt: skip
-
-
 def wait_ready(
     custom: client.CustomObjectsApi,
     names: set[str],
@@ -158,7 +153,7 @@ def cull_in_waves(core: client.CoreV1Api, custom: client.CustomObjectsApi) -> tu
         names = {f"c{i}" for i in range(wave, min(SESSIONS, wave + WAVE))}
         with ThreadPoolExecutor(8) as pool:
             list(pool.map(lambda n: custom.create_namespaced_custom_object(
-                *GROUP, NS, "sessions", session(n, 1 + int(n[1:]) % 10)), sorted(names)))  # fmt: skip
+                *GROUP, NS, "sessions", benchcluster.session(n, 1 + int(n[1:]) % 10)), sorted(names)))  # fmt: skip
         wait_ready(custom, names, 120, record_deadline)
         limit = time.monotonic() + 60
         while not names <= deletion_seen.keys() and time.monotonic() < limit:

@@ -34,7 +34,7 @@ from kubernetes import client, config
 sys.path.insert(0, str(Path(__file__).parent))
 import benchcluster
 import report
-from idle import GROUP, NS, session, wait_ready
+from idle import GROUP, NS, wait_ready
 from operator_bench import metric_total, proc_stats
 
 from kubesessions.localcluster import cluster, processes
@@ -96,9 +96,7 @@ def create_in_waves(custom: client.CustomObjectsApi) -> tuple[int, str]:
         if available_mb() < MIN_AVAILABLE_MB:
             return ready, f"MemAvailable below {MIN_AVAILABLE_MB} MB after {ready} sessions"
         names = [f"q{i}" for i in range(wave, min(SESSIONS, wave + WAVE))]
-        bodies = [session(n, 3600) for n in names]
-        for body in bodies:
-            body["spec"]["app"] = APP
+        bodies = [benchcluster.session(n, 3600, app=APP) for n in names]
         with ThreadPoolExecutor(8) as pool:
             list(
                 pool.map(lambda b: custom.create_namespaced_custom_object(*GROUP, NS, "sessions", b), bodies)

@@ -91,8 +91,7 @@ def floor(
         with ThreadPoolExecutor(32) as workers:
 
             def create(i: int) -> None:
-                body = {"apiVersion": "kubesessions.io/v1alpha1", "kind": "Session", "metadata": {"name": f"f{i}"},
-                        "spec": {"app": "echo", "sessionTimeout": 3600}}  # fmt: skip
+                body = benchcluster.session(f"f{i}", 3600)
                 obj = custom.create_namespaced_custom_object(*GROUP, FLOOR_NS, "sessions", body)
                 created[f"f{i}"] = time.monotonic()
                 workers.submit(children, f"f{i}", obj["metadata"]["uid"])
@@ -179,9 +178,9 @@ def main() -> None:
                 writes_before = metric_total(port, "kubesessions_operator_api_writes_total")
 
                 def create(i: int) -> None:
-                    body = {"apiVersion": "kubesessions.io/v1alpha1", "kind": "Session", "metadata": {"name": f"s{i}"},
-                            "spec": {"app": "echo", "sessionTimeout": 3600}}  # fmt: skip
-                    custom.create_namespaced_custom_object(*GROUP, NS, "sessions", body)
+                    custom.create_namespaced_custom_object(
+                        *GROUP, NS, "sessions", benchcluster.session(f"s{i}", 3600)
+                    )
                     created[f"s{i}"] = time.monotonic()
 
                 # Phase 1, process node paused (SIGSTOP): the operator alone turns Sessions into
