@@ -29,8 +29,12 @@ def prepare(api: client.ApiClient, namespace: str, timeout: float = 60) -> None:
 
 def session(name: str, timeout: int, app: str = "echo") -> dict[str, Any]:
     """A Session manifest for ``app`` with idle timeout ``timeout``."""
-    return {"apiVersion": "kubesessions.io/v1alpha1", "kind": "Session", "metadata": {"name": name},
-            "spec": {"app": app, "sessionTimeout": timeout}}  # fmt: skip
+    return {
+        "apiVersion": "kubesessions.io/v1alpha1",
+        "kind": "Session",
+        "metadata": {"name": name},
+        "spec": {"app": app, "sessionTimeout": timeout},
+    }
 
 
 def create_namespace(api: client.ApiClient, namespace: str, timeout: float = 60) -> None:
@@ -52,10 +56,19 @@ def operator(
     answers until the block ends."""
     with log.open("wb") as err:
         op = subprocess.Popen(
-            [str(Path(sys.executable).parent / "kubesessions"), "operator", "--namespace", namespace,
-             "--metrics-port", str(metrics_port), *args],
-            env={**os.environ, "KUBECONFIG": str(kubeconfig)}, stdout=subprocess.DEVNULL, stderr=err,
-        )  # fmt: skip
+            [
+                str(Path(sys.executable).parent / "kubesessions"),
+                "operator",
+                "--namespace",
+                namespace,
+                "--metrics-port",
+                str(metrics_port),
+                *args,
+            ],
+            env={**os.environ, "KUBECONFIG": str(kubeconfig)},
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+        )
     try:
         deadline = time.monotonic() + timeout
         while True:

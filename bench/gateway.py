@@ -86,8 +86,12 @@ async def measure(
 def start(kubeconfig: Path, log: Path, *args: str) -> subprocess.Popen[bytes]:
     env = {**os.environ, "KUBECONFIG": str(kubeconfig)}
     with log.open("wb") as out:
-        return subprocess.Popen([str(Path(sys.executable).parent / "kubesessions"), *args], env=env,
-                                stdout=out, stderr=subprocess.STDOUT)  # fmt: skip
+        return subprocess.Popen(
+            [str(Path(sys.executable).parent / "kubesessions"), *args],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
 
 
 def wait_http(url: str, timeout: float = 60) -> None:
@@ -105,11 +109,21 @@ def wait_http(url: str, timeout: float = 60) -> None:
 def caller_token(api: client.ApiClient) -> str:
     core, rbac = client.CoreV1Api(api), client.RbacAuthorizationV1Api(api)
     core.create_namespaced_service_account(NS, {"metadata": {"name": "bench"}})
-    rbac.create_namespaced_role(NS, {"metadata": {"name": "bench"}, "rules": [
-        {"apiGroups": ["kubesessions.io"], "resources": ["sessions"], "verbs": ["create"]}]})  # fmt: skip
-    rbac.create_namespaced_role_binding(NS, {"metadata": {"name": "bench"},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "bench"},
-        "subjects": [{"kind": "ServiceAccount", "name": "bench", "namespace": NS}]})  # fmt: skip
+    rbac.create_namespaced_role(
+        NS,
+        {
+            "metadata": {"name": "bench"},
+            "rules": [{"apiGroups": ["kubesessions.io"], "resources": ["sessions"], "verbs": ["create"]}],
+        },
+    )
+    rbac.create_namespaced_role_binding(
+        NS,
+        {
+            "metadata": {"name": "bench"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "bench"},
+            "subjects": [{"kind": "ServiceAccount", "name": "bench", "namespace": NS}],
+        },
+    )
     token: str = core.create_namespaced_service_account_token("bench", NS, {"spec": {}}).status.token
     return token
 
@@ -124,8 +138,11 @@ async def scenarios(gateway: str, token: str, api: client.ApiClient) -> dict[str
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as http:
 
         async def new_session() -> str:
-            async with http.post(f"{gateway}/v1/run", headers=headers,
-                                 json={"app": "echo", "input": PAYLOAD, "session": "new", "session_timeout": 3600}) as r:  # fmt: skip
+            async with http.post(
+                f"{gateway}/v1/run",
+                headers=headers,
+                json={"app": "echo", "input": PAYLOAD, "session": "new", "session_timeout": 3600},
+            ) as r:
                 body = await r.json()
                 assert r.status == 200, body
                 return str(body["session_id"])
@@ -140,9 +157,15 @@ async def scenarios(gateway: str, token: str, api: client.ApiClient) -> dict[str
         for sid in sessions:
             status = custom.get_namespaced_custom_object(*GROUP, NS, "sessions", sid)["status"]
             secret = core.read_namespaced_secret(f"{sid}-token", NS)
-            workers.append((f"http://{status['podIP']}:8080/run",
-                            {"Authorization": f"Bearer {base64.b64decode(secret.data['token']).decode()}",
-                             "Content-Type": "application/json"}))  # fmt: skip
+            workers.append(
+                (
+                    f"http://{status['podIP']}:8080/run",
+                    {
+                        "Authorization": f"Bearer {base64.b64decode(secret.data['token']).decode()}",
+                        "Content-Type": "application/json",
+                    },
+                )
+            )
 
         async def via_gateway(i: int) -> None:
             async with http.post(run_url, headers=json_headers, data=gateway_bodies[i]) as r:
@@ -158,11 +181,12 @@ async def scenarios(gateway: str, token: str, api: client.ApiClient) -> dict[str
             measured = await measure(clients, {"direct": direct, "gateway": via_gateway})
             worker, through = measured["direct"], measured["gateway"]
             results[f"{clients}_clients"] = {
-                "direct": worker, "gateway": through,
+                "direct": worker,
+                "gateway": through,
                 "added_p50_ms": through["p50_ms"] - worker["p50_ms"],
                 "added_p99_ms": through["p99_ms"] - worker["p99_ms"],
                 "p50_ratio": through["p50_ms"] / worker["p50_ms"],
-            }  # fmt: skip
+            }
         firsts = []
         for _ in range(NEW_SESSIONS):
             started = time.perf_counter()
@@ -170,8 +194,11 @@ async def scenarios(gateway: str, token: str, api: client.ApiClient) -> dict[str
             firsts.append((time.perf_counter() - started) * 1000)
             async with http.delete(f"{gateway}/v1/sessions/{sid}", headers=headers) as r:
                 assert r.status == 204
-        results["new_to_first_output"] = {"p50_ms": report.percentile(firsts, 50),
-                                          "p99_ms": report.percentile(firsts, 99), "n": len(firsts)}  # fmt: skip
+        results["new_to_first_output"] = {
+            "p50_ms": report.percentile(firsts, 50),
+            "p99_ms": report.percentile(firsts, 99),
+            "n": len(firsts),
+        }
     return results
 
 
@@ -190,10 +217,32 @@ def main() -> None:
                 custom.create_namespaced_custom_object(*GROUP, NS, "apps", body)
             token = caller_token(api)
             op_port, gw_port = 18931, 18932
-            procs.append(start(state_dir.kubeconfig, Path(tmp) / "operator.log", "operator", "--namespace", NS,
-                               "--metrics-port", str(op_port)))  # fmt: skip
-            procs.append(start(state_dir.kubeconfig, Path(tmp) / "gateway.log", "gateway", "--namespace", NS,
-                               "--host", "127.0.0.1", "--port", str(gw_port), "--processes", GATEWAY_PROCESSES))  # fmt: skip
+            procs.append(
+                start(
+                    state_dir.kubeconfig,
+                    Path(tmp) / "operator.log",
+                    "operator",
+                    "--namespace",
+                    NS,
+                    "--metrics-port",
+                    str(op_port),
+                )
+            )
+            procs.append(
+                start(
+                    state_dir.kubeconfig,
+                    Path(tmp) / "gateway.log",
+                    "gateway",
+                    "--namespace",
+                    NS,
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(gw_port),
+                    "--processes",
+                    GATEWAY_PROCESSES,
+                )
+            )
             wait_http(f"http://127.0.0.1:{op_port}/healthz")
             wait_http(f"http://127.0.0.1:{gw_port}/readyz")
             with asyncio.Runner(loop_factory=uvloop.new_event_loop) as loop:
@@ -207,12 +256,28 @@ def main() -> None:
     for clients, target in (("1", "added p50 <= 1 ms, p99 <= 3 ms"), ("10", "gateway p50 < 1.2 ms")):
         r = results[f"{clients}_clients"]
         rows += [
-            (f"{clients} client(s): direct p50 / p99 ms", f"{r['direct']['p50_ms']:.2f} / {r['direct']['p99_ms']:.2f}", ""),
-            (f"{clients} client(s): gateway p50 / p99 ms", f"{r['gateway']['p50_ms']:.2f} / {r['gateway']['p99_ms']:.2f}", target),
-            (f"{clients} client(s): added p50 / p99 ms", f"{r['added_p50_ms']:.2f} / {r['added_p99_ms']:.2f}", ""),
-            (f"{clients} client(s): calls/s direct / gateway", f"{r['direct']['calls_per_s']:.0f} / {r['gateway']['calls_per_s']:.0f}", ""),
+            (
+                f"{clients} client(s): direct p50 / p99 ms",
+                f"{r['direct']['p50_ms']:.2f} / {r['direct']['p99_ms']:.2f}",
+                "",
+            ),
+            (
+                f"{clients} client(s): gateway p50 / p99 ms",
+                f"{r['gateway']['p50_ms']:.2f} / {r['gateway']['p99_ms']:.2f}",
+                target,
+            ),
+            (
+                f"{clients} client(s): added p50 / p99 ms",
+                f"{r['added_p50_ms']:.2f} / {r['added_p99_ms']:.2f}",
+                "",
+            ),
+            (
+                f"{clients} client(s): calls/s direct / gateway",
+                f"{r['direct']['calls_per_s']:.0f} / {r['gateway']['calls_per_s']:.0f}",
+                "",
+            ),
             (f"{clients} client(s): gateway/direct p50", f"{r['p50_ratio']:.2f}x", ""),
-        ]  # fmt: skip
+        ]
     new = results["new_to_first_output"]
     rows.append(
         (

@@ -92,10 +92,20 @@ def main() -> None:
             api = config.new_client_from_config(config_file=str(state_dir.kubeconfig))
             core, custom = client.CoreV1Api(api), client.CustomObjectsApi(api)
             benchcluster.prepare(api, NS)
-            custom.create_namespaced_custom_object(*GROUP, NS, "apps", {
-                "apiVersion": "kubesessions.io/v1alpha1", "kind": "App", "metadata": {"name": "echo"},
-                "spec": {"image": "ghcr.io/kube-sessions/kube-sessions-worker:0.1.0",
-                         "entrypoint": "kubesessions_worker.examples.echo:Echo"}})  # fmt: skip
+            custom.create_namespaced_custom_object(
+                *GROUP,
+                NS,
+                "apps",
+                {
+                    "apiVersion": "kubesessions.io/v1alpha1",
+                    "kind": "App",
+                    "metadata": {"name": "echo"},
+                    "spec": {
+                        "image": "ghcr.io/kube-sessions/kube-sessions-worker:0.1.0",
+                        "entrypoint": "kubesessions_worker.examples.echo:Echo",
+                    },
+                },
+            )
             log = Path(tmp) / "operator.log"
             with benchcluster.operator(
                 state_dir.kubeconfig, NS, cluster.free_port(), log, "--retention", "3600"
@@ -152,8 +162,14 @@ def cull_in_waves(core: client.CoreV1Api, custom: client.CustomObjectsApi) -> tu
     for wave in range(0, SESSIONS, WAVE):
         names = {f"c{i}" for i in range(wave, min(SESSIONS, wave + WAVE))}
         with ThreadPoolExecutor(8) as pool:
-            list(pool.map(lambda n: custom.create_namespaced_custom_object(
-                *GROUP, NS, "sessions", benchcluster.session(n, 1 + int(n[1:]) % 10)), sorted(names)))  # fmt: skip
+            list(
+                pool.map(
+                    lambda n: custom.create_namespaced_custom_object(
+                        *GROUP, NS, "sessions", benchcluster.session(n, 1 + int(n[1:]) % 10)
+                    ),
+                    sorted(names),
+                )
+            )
         wait_ready(custom, names, 120, record_deadline)
         limit = time.monotonic() + 60
         while not names <= deletion_seen.keys() and time.monotonic() < limit:

@@ -124,9 +124,17 @@ def main() -> None:
             api = config.new_client_from_config(config_file=str(state_dir.kubeconfig))
             custom = client.CustomObjectsApi(api)
             benchcluster.prepare(api, NS)
-            custom.create_namespaced_custom_object(*GROUP, NS, "apps", {
-                "apiVersion": "kubesessions.io/v1alpha1", "kind": "App", "metadata": {"name": APP},
-                "spec": {"image": f"{STUB_IMAGE}:bench", "entrypoint": "stub:NoApp"}})  # fmt: skip
+            custom.create_namespaced_custom_object(
+                *GROUP,
+                NS,
+                "apps",
+                {
+                    "apiVersion": "kubesessions.io/v1alpha1",
+                    "kind": "App",
+                    "metadata": {"name": APP},
+                    "spec": {"image": f"{STUB_IMAGE}:bench", "entrypoint": "stub:NoApp"},
+                },
+            )
             with benchcluster.operator(
                 state_dir.kubeconfig, NS, port, Path(tmp) / "operator.log", "--retention", "3600"
             ) as op:
@@ -185,11 +193,23 @@ def main() -> None:
             ("API writes per session per minute", f"{per_session:.4f}" if ready else "n/a", "<= 1"),
             ("operator CPU s per minute", f"{cpu['operator']:.2f}", ""),
             ("operator peak RSS (MB)", f"{after['operator'][0]:.0f}", ""),
-            ("kube-apiserver CPU s/min, peak RSS MB", f"{cpu['kube-apiserver']:.1f}, {after['kube-apiserver'][0]:.0f}", ""),
-            ("process node CPU s/min, peak RSS MB", f"{cpu['process-node']:.1f}, {after['process-node'][0]:.0f}", ""),
-            ("stub worker RSS / PSS mean (MB)", f"{results['stub_workers']['rss_mb_mean'] or 0:.1f} / {results['stub_workers']['pss_mb_mean'] or 0:.1f}", ""),
+            (
+                "kube-apiserver CPU s/min, peak RSS MB",
+                f"{cpu['kube-apiserver']:.1f}, {after['kube-apiserver'][0]:.0f}",
+                "",
+            ),
+            (
+                "process node CPU s/min, peak RSS MB",
+                f"{cpu['process-node']:.1f}, {after['process-node'][0]:.0f}",
+                "",
+            ),
+            (
+                "stub worker RSS / PSS mean (MB)",
+                f"{results['stub_workers']['rss_mb_mean'] or 0:.1f} / {results['stub_workers']['pss_mb_mean'] or 0:.1f}",
+                "",
+            ),
         ],
-    )  # fmt: skip
+    )
 
 
 if __name__ == "__main__":

@@ -47,9 +47,12 @@ def create_to_ready(core: client.CoreV1Api, name: str) -> float:
     started = time.monotonic()
     created = core.create_namespaced_pod("default", pod(name))
     for event in w.stream(
-        core.list_namespaced_pod, "default", field_selector=f"metadata.name={name}",
-        resource_version=created.metadata.resource_version, timeout_seconds=60,
-    ):  # fmt: skip
+        core.list_namespaced_pod,
+        "default",
+        field_selector=f"metadata.name={name}",
+        resource_version=created.metadata.resource_version,
+        timeout_seconds=60,
+    ):
         conds = event["object"].status.conditions or []
         if any(c.type == "Ready" and c.status == "True" for c in conds):
             w.stop()
@@ -76,8 +79,11 @@ def main() -> None:
             t = time.monotonic()
             cluster.down(state_dir, log=lambda _: None)
             downs.append(time.monotonic() - t)
-    results = {"up_seconds": report.summary(ups), "down_seconds": report.summary(downs),
-               "pod_create_to_ready_seconds": report.summary(readies)}  # fmt: skip
+    results = {
+        "up_seconds": report.summary(ups),
+        "down_seconds": report.summary(downs),
+        "pod_create_to_ready_seconds": report.summary(readies),
+    }
     report.write(
         "localcluster",
         results,

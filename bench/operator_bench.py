@@ -79,9 +79,11 @@ def floor(
         core.create_namespaced_service(FLOOR_NS, builders.build_service(ref, "echo"))
 
     watcher = threading.Thread(
-        target=benchcluster.watch_objects, args=(core.list_namespaced_pod, FLOOR_NS),
-        kwargs={"until": seen, "limit": 300}, daemon=True,
-    )  # fmt: skip
+        target=benchcluster.watch_objects,
+        args=(core.list_namespaced_pod, FLOOR_NS),
+        kwargs={"until": seen, "limit": 300},
+        daemon=True,
+    )
     watcher.start()
     time.sleep(1)  # the watch established
     cpu = {name: proc_stats(pid)[1] for name, pid in pids.items()}
@@ -136,8 +138,12 @@ def main() -> None:
             api = config.new_client_from_config(config_file=str(state_dir.kubeconfig))
             core, custom = client.CoreV1Api(api), client.CustomObjectsApi(api)
             benchcluster.prepare(api, NS)
-            app = {"apiVersion": "kubesessions.io/v1alpha1", "kind": "App", "metadata": {"name": "echo"},
-                   "spec": APP}  # fmt: skip
+            app = {
+                "apiVersion": "kubesessions.io/v1alpha1",
+                "kind": "App",
+                "metadata": {"name": "echo"},
+                "spec": APP,
+            }
             custom.create_namespaced_custom_object(*GROUP, NS, "apps", app)
             port = cluster.free_port()  # a fixed port could answer for a stray operator
             report.RESULTS.mkdir(exist_ok=True)

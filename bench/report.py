@@ -33,8 +33,11 @@ def write(name: str, results: dict[str, Any], rows: list[tuple[str, str, str]]) 
     """Save ``results`` as bench-results/<name>.json and print (metric, value, target) rows."""
     RESULTS.mkdir(exist_ok=True)
     path = RESULTS / f"{name}.json"
-    meta = {"when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "machine": platform.machine(),
-            "python": platform.python_version()}  # fmt: skip
+    meta = {
+        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "machine": platform.machine(),
+        "python": platform.python_version(),
+    }
     path.write_text(json.dumps({"benchmark": name, **meta, "results": results}, indent=2))
     width = max(len(r[0]) for r in rows)
     print(f"\n{name}  ({path})")

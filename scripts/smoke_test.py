@@ -53,17 +53,42 @@ def main() -> int:
         return out.stdout
 
     objects = [
-        {"apiVersion": "kubesessions.io/v1alpha1", "kind": "App", "metadata": {"name": APP},
-         "spec": {"image": args.worker_image, "entrypoint": "kubesessions_worker.examples.counter:Counter"}},
-        {"apiVersion": "kubesessions.io/v1alpha1", "kind": "Session", "metadata": {"name": SESSION},
-         "spec": {"app": APP, "sessionTimeout": 300}},
+        {
+            "apiVersion": "kubesessions.io/v1alpha1",
+            "kind": "App",
+            "metadata": {"name": APP},
+            "spec": {
+                "image": args.worker_image,
+                "entrypoint": "kubesessions_worker.examples.counter:Counter",
+            },
+        },
+        {
+            "apiVersion": "kubesessions.io/v1alpha1",
+            "kind": "Session",
+            "metadata": {"name": SESSION},
+            "spec": {"app": APP, "sessionTimeout": 300},
+        },
         {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "smoke-caller"}},
-        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": {"name": "smoke-caller"},
-         "rules": [{"apiGroups": ["kubesessions.io"], "resources": ["sessions"], "verbs": ["create", "get", "list"]}]},
-        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": {"name": "smoke-caller"},
-         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "smoke-caller"},
-         "subjects": [{"kind": "ServiceAccount", "name": "smoke-caller", "namespace": args.namespace}]},
-    ]  # fmt: skip
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "Role",
+            "metadata": {"name": "smoke-caller"},
+            "rules": [
+                {
+                    "apiGroups": ["kubesessions.io"],
+                    "resources": ["sessions"],
+                    "verbs": ["create", "get", "list"],
+                }
+            ],
+        },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "RoleBinding",
+            "metadata": {"name": "smoke-caller"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "smoke-caller"},
+            "subjects": [{"kind": "ServiceAccount", "name": "smoke-caller", "namespace": args.namespace}],
+        },
+    ]
     manifest = json.dumps({"apiVersion": "v1", "kind": "List", "items": objects})
     run("apply", "-f", "-", stdin=manifest)
     try:
@@ -74,9 +99,10 @@ def main() -> int:
         for add in (1, 2, 3):
             body = json.dumps({"app": APP, "input": {"add": add}, "session": SESSION}).encode()
             request = urllib.request.Request(  # noqa: S310 - the gateway URL we were given
-                f"{args.gateway.rstrip('/')}/v1/run?namespace={args.namespace}", data=body,
+                f"{args.gateway.rstrip('/')}/v1/run?namespace={args.namespace}",
+                data=body,
                 headers={"Content-Type": "application/json", "Authorization": f"Bearer {token}"},
-            )  # fmt: skip
+            )
             try:
                 with urllib.request.urlopen(request, timeout=30) as resp:  # noqa: S310 - the URL we were given
                     totals.append(json.loads(resp.read())["output"]["total"])

@@ -164,8 +164,14 @@ class ServiceProcess:
     def start(self) -> Self:
         self.port = _free_port()
         env = {**os.environ, "KUBECONFIG": str(self.kube.kubeconfig)}
-        argv = [str(Path(sys.executable).parent / "kubesessions"), self.command, "--namespace", self.namespace,
-                *self.flags(), *self.args]  # fmt: skip
+        argv = [
+            str(Path(sys.executable).parent / "kubesessions"),
+            self.command,
+            "--namespace",
+            self.namespace,
+            *self.flags(),
+            *self.args,
+        ]
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT)
         await_condition(
@@ -248,9 +254,12 @@ def await_session(
     version = obj["metadata"]["resourceVersion"]
     while (left := deadline - time.monotonic()) > 0:
         for event in w.stream(
-            custom.list_namespaced_custom_object, *args, field_selector=f"metadata.name={name}",
-            resource_version=version, timeout_seconds=max(1, int(left)),
-        ):  # fmt: skip
+            custom.list_namespaced_custom_object,
+            *args,
+            field_selector=f"metadata.name={name}",
+            resource_version=version,
+            timeout_seconds=max(1, int(left)),
+        ):
             obj = event["object"]
             version = obj["metadata"]["resourceVersion"]
             if event["type"] != "DELETED" and check(obj):

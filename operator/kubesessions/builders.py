@@ -17,6 +17,8 @@ MANAGER = "kube-sessions"
 SESSION_LABEL = "kubesessions.io/session"
 APP_LABEL = "kubesessions.io/app"
 LAST_ACTIVITY = "kubesessions.io/last-activity"
+# On a Session: close it (the value says why); set by the gateway, acted on by the operator.
+CLOSE_ANNOTATION = "kubesessions.io/close"
 WORKER_PORT = 8080
 WORKER_CONTAINER = "worker"
 WORKER_UID = 10001

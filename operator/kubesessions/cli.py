@@ -65,10 +65,13 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--memory", default="256Gi", help="virtual memory capacity")
             p.add_argument("--pods", type=_positive_int, default=250)
             p.add_argument(
-                "--image-map", type=_image_map_item, action="append", default=[],
+                "--image-map",
+                type=_image_map_item,
+                action="append",
+                default=[],
                 metavar="IMAGE=COMMAND",
                 help="run IMAGE (without tag) as COMMAND when a container sets none",
-            )  # fmt: skip
+            )
     lc_sub.add_parser("binaries", help="find or build the Kubernetes binaries; print their paths")
 
     op = sub.add_parser("operator", help="run the kopf operator that reconciles Sessions")
@@ -81,37 +84,68 @@ def build_parser() -> argparse.ArgumentParser:
     op.add_argument(
         "--termination-grace", type=_positive_int, default=30, help="worker pods' grace period on deletion"
     )
-    op.add_argument("--unreachable-limit", type=_positive_int, default=5,
-                    help="failed worker status calls in a row before the session fails as WorkerLost")  # fmt: skip
+    op.add_argument(
+        "--unreachable-limit",
+        type=_positive_int,
+        default=5,
+        help="failed worker status calls in a row before the session fails as WorkerLost",
+    )
     op.add_argument(
         "--idle-grace",
         type=_positive_int,
         default=60,
         help="a worker idle past its timeout + this many seconds exits by itself (default 60)",
     )
-    op.add_argument("--workers", type=_positive_int, default=32,
-                    help="Sessions reconciled at once (default 32; each waits on the API, not the CPU)")  # fmt: skip
+    op.add_argument(
+        "--workers",
+        type=_positive_int,
+        default=32,
+        help="Sessions reconciled at once (default 32; each waits on the API, not the CPU)",
+    )
     op.add_argument("--metrics-host", default="0.0.0.0", help="address for /metrics (default all)")  # noqa: S104
     op.add_argument(
         "--metrics-port", type=_positive_int, default=None, help="serve /metrics and /healthz here"
     )
 
     gw = sub.add_parser("gateway", help="serve the sessions API over HTTP (stateless; run N replicas)")
-    gw.add_argument("--namespace", action="append", default=[],
-                    help="serve (and watch) this namespace (repeatable; default: all)")  # fmt: skip
-    gw.add_argument("--default-namespace", default=None,
-                    help="namespace of requests that name none (default: the first --namespace, else default)")  # fmt: skip
-    gw.add_argument("--auth", choices=("kubernetes", "none"), default="kubernetes",
-                    help="kubernetes: TokenReview + SubjectAccessReview; none: local development only")  # fmt: skip
+    gw.add_argument(
+        "--namespace",
+        action="append",
+        default=[],
+        help="serve (and watch) this namespace (repeatable; default: all)",
+    )
+    gw.add_argument(
+        "--default-namespace",
+        default=None,
+        help="namespace of requests that name none (default: the first --namespace, else default)",
+    )
+    gw.add_argument(
+        "--auth",
+        choices=("kubernetes", "none"),
+        default="kubernetes",
+        help="kubernetes: TokenReview + SubjectAccessReview; none: local development only",
+    )
     gw.add_argument("--host", default="0.0.0.0")  # noqa: S104 - a Service sends callers here
     gw.add_argument("--port", type=_positive_int, default=8000)
-    gw.add_argument("--processes", type=_positive_int, default=1,
-                    help="serving processes sharing the port, each with its own watches (default 1)")  # fmt: skip
+    gw.add_argument(
+        "--processes",
+        type=_positive_int,
+        default=1,
+        help="serving processes sharing the port, each with its own watches (default 1)",
+    )
     gw.add_argument("--max-body-bytes", type=_positive_int, default=8 * 1024 * 1024)
-    gw.add_argument("--start-timeout", type=_seconds, default=120.0,
-                    help="seconds a new session may take to become Ready (default 120)")  # fmt: skip
-    gw.add_argument("--call-timeout", type=_seconds, default=660.0,
-                    help="seconds without a byte from the worker before 504 (default 660)")  # fmt: skip
+    gw.add_argument(
+        "--start-timeout",
+        type=_seconds,
+        default=120.0,
+        help="seconds a new session may take to become Ready (default 120)",
+    )
+    gw.add_argument(
+        "--call-timeout",
+        type=_seconds,
+        default=660.0,
+        help="seconds without a byte from the worker before 504 (default 660)",
+    )
 
     crds = sub.add_parser("crds", help="print the CRDs generated from the models")
     mode = crds.add_mutually_exclusive_group()
@@ -140,13 +174,16 @@ def main(argv: Sequence[str] | None = None) -> None:
 
         run(
             OperatorSettings(
-                namespaces=args.namespace, retention=args.retention, termination_grace=args.termination_grace,
-                unreachable_limit=max(1, args.unreachable_limit), idle_grace=args.idle_grace,
+                namespaces=args.namespace,
+                retention=args.retention,
+                termination_grace=args.termination_grace,
+                unreachable_limit=max(1, args.unreachable_limit),
+                idle_grace=args.idle_grace,
                 workers=args.workers,
             ),
             metrics_port=args.metrics_port,
             metrics_host=args.metrics_host,
-        )  # fmt: skip
+        )
     elif args.command == "gateway":
         from .gateway.app import run as run_gateway
         from .gateway.sessions import GatewaySettings
@@ -155,11 +192,15 @@ def main(argv: Sequence[str] | None = None) -> None:
             GatewaySettings(
                 namespaces=args.namespace,
                 default_namespace=args.default_namespace or (args.namespace or ["default"])[0],
-                auth=args.auth, host=args.host, port=args.port, processes=args.processes,
+                auth=args.auth,
+                host=args.host,
+                port=args.port,
+                processes=args.processes,
                 max_body_bytes=args.max_body_bytes,
-                start_timeout=args.start_timeout, call_timeout=args.call_timeout,
+                start_timeout=args.start_timeout,
+                call_timeout=args.call_timeout,
             )
-        )  # fmt: skip
+        )
     elif args.command == "crds":
         _crds(args)
     elif args.command == "demo":
@@ -197,9 +238,13 @@ def _localcluster(args: argparse.Namespace) -> None:
     try:
         if args.action == "up":
             node = NodeConfig(
-                gpus=args.gpus, gpu_product=args.gpu_product, gpu_taint=args.gpu_taint,
-                cpu=args.cpu, memory=args.memory, pods=args.pods,
-            )  # fmt: skip
+                gpus=args.gpus,
+                gpu_product=args.gpu_product,
+                gpu_taint=args.gpu_taint,
+                cpu=args.cpu,
+                memory=args.memory,
+                pods=args.pods,
+            )
             node.image_map.update(dict(args.image_map))
             cluster.up(state_dir, node)
             print(f"export KUBECONFIG={state_dir.kubeconfig}")

@@ -22,6 +22,8 @@ from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from . import builders, idle
+from .builders import CLOSE_ANNOTATION
+from .kubeobjects import MERGE_PATCH, newer
 from .models import GROUP, VERSION, AppSpec, Phase, SessionSpec, effective_timeout
 from .status import (
     Verdict,
@@ -29,20 +31,17 @@ from .status import (
     desired_status,
     finished,
     judge,
-    now_iso,
-    parse_time,
     status_patch,
 )
+from .timefmt import parse_rfc3339, rfc3339
 from .workqueue import WorkQueue
 
 log = logging.getLogger("kubesessions.operator")
 JSON = dict[str, Any]
 Key = tuple[str, str]  # (namespace, name)
 
-CLOSE_ANNOTATION = "kubesessions.io/close"
 KEEPALIVE_ANNOTATION = "kubesessions.io/keepalive"
 KEEPALIVE_SEEN = "kubesessions.io/keepalive-seen"
-MERGE_PATCH = "application/merge-patch+json"
 # Seconds until a look at a Session whose pod was just created, should its watch event not come.
 CREATED_LOOK_AGAIN = 2.0
 
@@ -80,18 +79,6 @@ def _from_ms(ms: int) -> datetime.datetime:
     )
 
 
-def _newer(body: JSON, cached: JSON | None) -> bool:
-    """Whether ``body`` is at least as new as ``cached``. Our own writes put their result in the
-    cache at once, so a watch event still in flight from before them must not roll it back.
-    resourceVersions are etcd revisions; where one does not parse, trust the event."""
-    if cached is None or cached["metadata"].get("uid") != body["metadata"].get("uid"):
-        return True
-    try:
-        return int(body["metadata"]["resourceVersion"]) >= int(cached["metadata"]["resourceVersion"])
-    except (KeyError, ValueError):
-        return True
-
-
 def _ref(body: JSON) -> builders.SessionRef:
     meta = body["metadata"]
     return builders.SessionRef(name=meta["name"], namespace=meta["namespace"], uid=meta["uid"])
@@ -127,7 +114,7 @@ class Controller:
         tracked = self.tracked.get(key)
         if tracked is None or tracked.uid != body["metadata"]["uid"]:
             self.tracked[key] = Tracked(uid=body["metadata"]["uid"])
-        if _newer(body, self.sessions.get(key)):
+        if newer(body, self.sessions.get(key)):
             self.sessions[key] = body
         self.queue.add(key)
 
@@ -141,7 +128,7 @@ class Controller:
                 self.pods.pop(key, None)
             if key in self.tracked:
                 self.tracked[key].children.discard("pod")
-        elif _newer(body, self.pods.get(key)):
+        elif newer(body, self.pods.get(key)):
             self.pods[key] = body
         self.queue.add(key)
 
@@ -260,7 +247,7 @@ class Controller:
             else:
                 pod = await self.core.read_namespaced_pod(name, namespace)
                 found = self.api.sanitize_for_serialization(pod)
-                if _newer(found, self.pods.get((namespace, name))):
+                if newer(found, self.pods.get((namespace, name))):
                     self.pods[(namespace, name)] = found
         except ApiException as exc:
             if exc.status == 404:
@@ -271,7 +258,7 @@ class Controller:
     def _lifetime_left(self, spec: SessionSpec, body: JSON) -> float | None:
         if spec.maxLifetime is None:
             return None
-        created = parse_time(body["metadata"].get("creationTimestamp"))
+        created = parse_rfc3339(body["metadata"].get("creationTimestamp"))
         if created is None:
             return None
         age = (datetime.datetime.now(datetime.UTC) - created).total_seconds()
@@ -337,7 +324,7 @@ class Controller:
             verdict,
             pod=pod,
             generation=body["metadata"].get("generation", 1),
-            now=now_iso(),
+            now=rfc3339(),
             extra=extra,
         )
         patch = status_patch(current, desired)
@@ -346,9 +333,14 @@ class Controller:
             self.sessions[key] = result  # our write is the newest view until the watch says more
             if current.get("phase") != desired["phase"] or current.get("reason") != desired["reason"]:
                 log.info(
-                    "session %s/%s: %s (%s) %s", key[0], key[1], desired["phase"], verdict.reason, verdict.message,
+                    "session %s/%s: %s (%s) %s",
+                    key[0],
+                    key[1],
+                    desired["phase"],
+                    verdict.reason,
+                    verdict.message,
                     extra={"session": key[1], "namespace": key[0]},
-                )  # fmt: skip
+                )
                 await self._transition_event(body, current.get("phase"), verdict)
         return desired
 
@@ -375,17 +367,20 @@ class Controller:
         event = {
             "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
             "involvedObject": {
-                "apiVersion": f"{GROUP}/{VERSION}", "kind": "Session", "name": meta["name"],
-                "namespace": meta["namespace"], "uid": meta["uid"],
+                "apiVersion": f"{GROUP}/{VERSION}",
+                "kind": "Session",
+                "name": meta["name"],
+                "namespace": meta["namespace"],
+                "uid": meta["uid"],
             },
             "type": kind,
             "reason": verdict.reason if verdict.phase != Phase.READY else "Ready",
             "message": verdict.message[:1024],
             "source": {"component": "kube-sessions-operator"},
-            "firstTimestamp": now_iso()[:19] + "Z",
-            "lastTimestamp": now_iso()[:19] + "Z",
+            "firstTimestamp": rfc3339(precision="seconds"),
+            "lastTimestamp": rfc3339(precision="seconds"),
             "count": 1,
-        }  # fmt: skip
+        }
         self.writes["create events"] += 1
         try:
             await self.core.create_namespaced_event(meta["namespace"], cast(Any, event))
@@ -421,7 +416,7 @@ class Controller:
         pod = self.pods.get(key)
         if tracked.children or (pod is not None and not pod["metadata"].get("deletionTimestamp")):
             await self._delete_children(key)
-        ended = parse_time((body.get("status") or {}).get("endedAt"))
+        ended = parse_rfc3339((body.get("status") or {}).get("endedAt"))
         left = self.settings.retention
         if ended is not None:
             left -= (datetime.datetime.now(datetime.UTC) - ended).total_seconds()
@@ -478,11 +473,11 @@ class Controller:
             tracked.unreachable = 0
             await self._set_unreachable(key, body, None)
         wall_now = time.time()
-        last = parse_time(worker.get("lastActivity"))
+        last = parse_rfc3339(worker.get("lastActivity"))
         last_ts = last.timestamp() if last else wall_now
         # Nobody can call a session before it is announced Ready, so its idle clock starts
         # there at the earliest: the expiresAt published with Ready is a promise.
-        ready_at = parse_time((body.get("status") or {}).get("readyAt"))
+        ready_at = parse_rfc3339((body.get("status") or {}).get("readyAt"))
         if ready_at is not None:
             last_ts = max(last_ts, ready_at.timestamp())
         decision = idle.decide(
@@ -521,9 +516,9 @@ class Controller:
     ) -> None:
         """Annotate the pod and the status with the last activity, throttled per session."""
         last_ms = round(last_ts * 1000)
-        last = now_iso(_from_ms(last_ms))
+        last = rfc3339(_from_ms(last_ms))
         status = body.get("status") or {}
-        recorded = parse_time(status.get("lastActivityTime"))
+        recorded = parse_rfc3339(status.get("lastActivityTime"))
         calls = worker.get("calls") if isinstance(worker.get("calls"), int) else None
         if (
             recorded is not None
@@ -534,7 +529,7 @@ class Controller:
         if time.monotonic() - tracked.activity_written_at < idle.write_interval(timeout):
             return
         tracked.activity_written_at = time.monotonic()
-        expires = now_iso(_from_ms(last_ms + timeout * 1000))
+        expires = rfc3339(_from_ms(last_ms + timeout * 1000))
         pod_annotations = {builders.LAST_ACTIVITY: last}
         if tracked.keepalive is not None:
             pod_annotations[KEEPALIVE_SEEN] = tracked.keepalive
@@ -557,9 +552,14 @@ class Controller:
         tracked.unreachable += 1
         error = f"{type(exc).__name__}: {exc}".strip()
         log.warning(
-            "session %s/%s: worker unreachable (%d/%d): %s", key[0], key[1], tracked.unreachable,
-            self.settings.unreachable_limit, error, extra={"session": key[1], "namespace": key[0]},
-        )  # fmt: skip
+            "session %s/%s: worker unreachable (%d/%d): %s",
+            key[0],
+            key[1],
+            tracked.unreachable,
+            self.settings.unreachable_limit,
+            error,
+            extra={"session": key[1], "namespace": key[0]},
+        )
         if tracked.unreachable >= self.settings.unreachable_limit:
             message = f"the worker did not answer {tracked.unreachable} times in a row: {error}"
             await self._finish(key, body, Verdict(Phase.FAILED, "WorkerLost", message), pod=pod)
@@ -579,7 +579,7 @@ class Controller:
                 "status": "True" if error else "False",
                 "reason": "StatusCallFailed" if error else "WorkerAnswers",
                 "message": error or "",
-                "lastTransitionTime": now_iso(),
+                "lastTransitionTime": rfc3339(),
                 "observedGeneration": body["metadata"].get("generation", 1),
             }
         )

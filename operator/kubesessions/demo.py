@@ -90,8 +90,11 @@ class Demo:
     def kubectl_run(self, *args: str, stdin: str | None = None) -> str:
         proc = subprocess.run(
             [self.kubectl, f"--kubeconfig={self.state_dir.kubeconfig}", *args],
-            input=stdin, capture_output=True, text=True, check=False,
-        )  # fmt: skip
+            input=stdin,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
         if proc.returncode != 0:
             raise RuntimeError(f"kubectl {' '.join(args)}: {proc.stderr.strip()}")
         return proc.stdout
@@ -132,10 +135,19 @@ class Demo:
         _say(self.kubectl_run("get", "apps.kubesessions.io", "-n", NAMESPACE).strip().replace("\n", "\n    "))
         _step(f"starting the operator and the gateway (logs in {self.logs})")
         op_port, gw_port = _free_port(), _free_port()
-        op, op_log = self.spawn("operator", "operator", "--namespace", NAMESPACE, "--retention", str(RETENTION),
-                                "--metrics-port", str(op_port))  # fmt: skip
-        gw, gw_log = self.spawn("gateway", "gateway", "--namespace", NAMESPACE, "--host", "127.0.0.1",
-                                "--port", str(gw_port))  # fmt: skip
+        op, op_log = self.spawn(
+            "operator",
+            "operator",
+            "--namespace",
+            NAMESPACE,
+            "--retention",
+            str(RETENTION),
+            "--metrics-port",
+            str(op_port),
+        )
+        gw, gw_log = self.spawn(
+            "gateway", "gateway", "--namespace", NAMESPACE, "--host", "127.0.0.1", "--port", str(gw_port)
+        )
         _wait_http(f"http://127.0.0.1:{op_port}/healthz", op, op_log)
         url = f"http://127.0.0.1:{gw_port}"
         _wait_http(f"{url}/readyz", gw, gw_log)

@@ -9,6 +9,7 @@ from typing import Any
 
 from .builders import WORKER_CONTAINER
 from .models import FINISHED_PHASES, Phase
+from .timefmt import parse_rfc3339, rfc3339
 
 JSON = dict[str, Any]
 
@@ -29,18 +30,6 @@ WORKER_ENDINGS = {
     "ClosedByApp": (Phase.CLOSED, "ClosedByApp"),
     "IdleTimeout": (Phase.EXPIRED, "IdleTimeout"),
 }
-
-
-def now_iso(now: datetime.datetime | None = None) -> str:
-    """RFC 3339, UTC, milliseconds (the format of kubesessions.io/last-activity)."""
-    now = now or datetime.datetime.now(datetime.UTC)
-    return now.strftime("%Y-%m-%dT%H:%M:%S.") + f"{now.microsecond // 1000:03d}Z"
-
-
-def parse_time(text: str | None) -> datetime.datetime | None:
-    if not text:
-        return None
-    return datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
 @dataclass(frozen=True)
@@ -179,9 +168,9 @@ def desired_status(
         # Ready is where idleness starts counting: recorded with it, it costs no extra write.
         out["readyAt"] = out["lastActivityTime"] = now
         timeout = out.get("sessionTimeout")
-        parsed = parse_time(now)
+        parsed = parse_rfc3339(now)
         if isinstance(timeout, int) and parsed is not None:
-            out["expiresAt"] = now_iso(parsed + datetime.timedelta(seconds=timeout))
+            out["expiresAt"] = rfc3339(parsed + datetime.timedelta(seconds=timeout))
     if phase in FINISHED_PHASES and not current.get("endedAt"):
         out["endedAt"] = now
     return out

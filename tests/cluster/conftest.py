@@ -51,16 +51,31 @@ def service_account_token(kube: Cluster, namespace: str, name: str, allowed: boo
     core, rbac = kube.core, client.RbacAuthorizationV1Api(kube.api)
     core.create_namespaced_service_account(namespace, {"metadata": {"name": name}})
     if allowed:
-        rbac.create_namespaced_role(namespace, {
-            "metadata": {"name": f"{name}-sessions"},
-            "rules": [{"apiGroups": ["kubesessions.io"], "resources": ["sessions"],
-                       "verbs": ["create", "get", "list", "delete"]}],
-        })  # fmt: skip
-        rbac.create_namespaced_role_binding(namespace, {
-            "metadata": {"name": f"{name}-sessions"},
-            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": f"{name}-sessions"},
-            "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": namespace}],
-        })  # fmt: skip
+        rbac.create_namespaced_role(
+            namespace,
+            {
+                "metadata": {"name": f"{name}-sessions"},
+                "rules": [
+                    {
+                        "apiGroups": ["kubesessions.io"],
+                        "resources": ["sessions"],
+                        "verbs": ["create", "get", "list", "delete"],
+                    }
+                ],
+            },
+        )
+        rbac.create_namespaced_role_binding(
+            namespace,
+            {
+                "metadata": {"name": f"{name}-sessions"},
+                "roleRef": {
+                    "apiGroup": "rbac.authorization.k8s.io",
+                    "kind": "Role",
+                    "name": f"{name}-sessions",
+                },
+                "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": namespace}],
+            },
+        )
     request = core.create_namespaced_service_account_token(
         name, namespace, {"spec": {"expirationSeconds": 3600}}
     )

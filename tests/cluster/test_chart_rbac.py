@@ -19,8 +19,13 @@ RBAC_KINDS = {"ServiceAccount", "Role", "RoleBinding", "ClusterRole", "ClusterRo
 
 
 def kubectl(kube: Cluster, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(kube.kubectl), f"--kubeconfig={kube.kubeconfig}", *args], input=stdin,
-                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    return subprocess.run(
+        [str(kube.kubectl), f"--kubeconfig={kube.kubeconfig}", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 @pytest.fixture
@@ -30,10 +35,25 @@ def release(kube: Cluster, namespace: str, crds: None) -> Iterator[str]:
     assert helm is not None, "helm not found: run `make binaries`"
     name = f"r{namespace[2:]}"
     out = subprocess.run(
-        [str(helm), "template", name, str(CHART), "--namespace", namespace, "--set", "image.tag=0.1.0",
-         "--set", f"watchNamespaces={{{namespace}}}", "--set", "crds.enabled=false"],
-        capture_output=True, text=True, timeout=60, check=True,
-    ).stdout  # fmt: skip
+        [
+            str(helm),
+            "template",
+            name,
+            str(CHART),
+            "--namespace",
+            namespace,
+            "--set",
+            "image.tag=0.1.0",
+            "--set",
+            f"watchNamespaces={{{namespace}}}",
+            "--set",
+            "crds.enabled=false",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
     docs = [d for d in yaml.safe_load_all(out) if d and d["kind"] in RBAC_KINDS]
     applied = kubectl(kube, "apply", "-f", "-", stdin=yaml.safe_dump_all(docs))
     assert applied.returncode == 0, applied.stderr
@@ -70,9 +90,15 @@ def can(kube: Cluster, who: str, namespace: str, verb: str, resource: str, where
     ],
 )
 def test_least_privilege(
-    kube: Cluster, namespace: str, release: str, component: str, verb: str, resource: str,
-    elsewhere: bool | None, allowed: bool,
-) -> None:  # fmt: skip
+    kube: Cluster,
+    namespace: str,
+    release: str,
+    component: str,
+    verb: str,
+    resource: str,
+    elsewhere: bool | None,
+    allowed: bool,
+) -> None:
     where = None if elsewhere is None else ("default" if elsewhere else namespace)
     sa = f"{release}-kube-sessions-{component}"
     if allowed:

@@ -19,8 +19,11 @@ REPO = Path(__file__).parent.parent.parent
 def kubectl(kube: Cluster, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [str(kube.kubectl), f"--kubeconfig={kube.kubeconfig}", *args],
-        input=stdin, capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 @pytest.mark.parametrize("case", examples() + GOOD, ids=lambda c: c.id)
@@ -59,8 +62,15 @@ def test_mutable_fields_can_change(kube: Cluster, crds: None, namespace: str) ->
         kubectl(kube, "apply", "-n", namespace, "-f", "-", stdin=yaml.safe_dump(session(spec))).returncode
         == 0
     )
-    longer = kubectl(kube, "apply", "-n", namespace, "-f", "-",
-                     stdin=yaml.safe_dump(session({**spec, "sessionTimeout": 120})))  # fmt: skip
+    longer = kubectl(
+        kube,
+        "apply",
+        "-n",
+        namespace,
+        "-f",
+        "-",
+        stdin=yaml.safe_dump(session({**spec, "sessionTimeout": 120})),
+    )
     assert longer.returncode == 0, longer.stderr
 
 

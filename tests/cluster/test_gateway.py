@@ -152,8 +152,12 @@ def test_the_app_may_close_its_own_session(api: Client, kube: Cluster, namespace
 def test_expired_session_is_410_then_404_after_retention(
     gateway: GatewayProcess, token: str, kube: Cluster, namespace: str
 ) -> None:
-    status, body = post(gateway, namespace, token, json.dumps(
-        {"app": "echo", "input": "hi", "session": "new", "session_timeout": 1}).encode())  # fmt: skip
+    status, body = post(
+        gateway,
+        namespace,
+        token,
+        json.dumps({"app": "echo", "input": "hi", "session": "new", "session_timeout": 1}).encode(),
+    )
     assert (status, body["output"]) == (200, "hi")
     session_id = body["session_id"]
     await_session(kube, namespace, session_id, phase_is("Expired"), 15, "Expired")
@@ -247,12 +251,27 @@ def test_bad_requests_get_clear_4xx_and_create_nothing(
     cases = [
         (b"{not json", 400, "VALIDATION", "not JSON"),
         (b"[1]", 400, "VALIDATION", "JSON object"),
-        (json.dumps({"app": "nope", "input": 1, "session": "new"}).encode(), 404, "APP_NOT_FOUND", 'app "nope" not found'),
-        (json.dumps({"app": "echo", "input": 1, "session": "new", "session_timeout": 0}).encode(), 400, "VALIDATION", "1..3600"),
-        (json.dumps({"app": "echo", "input": 1, "session": "new", "session_timeout": 3601}).encode(), 400, "VALIDATION", "1..3600"),
+        (
+            json.dumps({"app": "nope", "input": 1, "session": "new"}).encode(),
+            404,
+            "APP_NOT_FOUND",
+            'app "nope" not found',
+        ),
+        (
+            json.dumps({"app": "echo", "input": 1, "session": "new", "session_timeout": 0}).encode(),
+            400,
+            "VALIDATION",
+            "1..3600",
+        ),
+        (
+            json.dumps({"app": "echo", "input": 1, "session": "new", "session_timeout": 3601}).encode(),
+            400,
+            "VALIDATION",
+            "1..3600",
+        ),
         (json.dumps({"app": "echo", "session": "new"}).encode(), 400, "VALIDATION", "input"),
         (b'{"app": "echo", "input": "' + b"x" * (9 * 1024 * 1024) + b'"}', 413, "PAYLOAD_TOO_LARGE", "limit"),
-    ]  # fmt: skip
+    ]
     for body, status, code, text in cases:
         got, problem = post(gateway, namespace, token, body)
         assert (got, problem["code"]) == (status, code), (body[:80], problem)

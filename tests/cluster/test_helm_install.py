@@ -40,25 +40,68 @@ def ready(pod: Any) -> bool:
 
 @pytest.fixture
 def release(kube: Cluster, namespace: str, crds: None) -> Iterator[str]:
-    values = ["image.tag=0.1.0", f"watchNamespaces={{{namespace}}}", "crds.enabled=false", "gateway.replicas=1",
-              "gateway.auth=kubernetes", "operator.retention=30"]  # fmt: skip
-    helm(kube, "install", "ks", str(CHART), "-n", namespace, "--wait", "--timeout", "120s",
-         *(a for v in values for a in ("--set", v)))  # fmt: skip
+    values = [
+        "image.tag=0.1.0",
+        f"watchNamespaces={{{namespace}}}",
+        "crds.enabled=false",
+        "gateway.replicas=1",
+        "gateway.auth=kubernetes",
+        "operator.retention=30",
+    ]
+    helm(
+        kube,
+        "install",
+        "ks",
+        str(CHART),
+        "-n",
+        namespace,
+        "--wait",
+        "--timeout",
+        "120s",
+        *(a for v in values for a in ("--set", v)),
+    )
     yield "ks"
-    subprocess.run([str(binaries.find_binary("helm")), f"--kubeconfig={kube.kubeconfig}", "uninstall", "ks", "-n",
-                    namespace, "--ignore-not-found", "--wait"], capture_output=True, timeout=120)  # fmt: skip
+    subprocess.run(
+        [
+            str(binaries.find_binary("helm")),
+            f"--kubeconfig={kube.kubeconfig}",
+            "uninstall",
+            "ks",
+            "-n",
+            namespace,
+            "--ignore-not-found",
+            "--wait",
+        ],
+        capture_output=True,
+        timeout=120,
+    )
 
 
 def caller_token(kube: Cluster, namespace: str) -> str:
     """A service account allowed to create Sessions in ``namespace``, and its token."""
     rbac = client.RbacAuthorizationV1Api(kube.api)
     kube.core.create_namespaced_service_account(namespace, {"metadata": {"name": "caller"}})
-    rbac.create_namespaced_role(namespace, {"metadata": {"name": "caller"}, "rules": [
-        {"apiGroups": ["kubesessions.io"], "resources": ["sessions"], "verbs": ["create", "get", "list"]}]})  # fmt: skip
-    rbac.create_namespaced_role_binding(namespace, {
-        "metadata": {"name": "caller"},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "caller"},
-        "subjects": [{"kind": "ServiceAccount", "name": "caller", "namespace": namespace}]})  # fmt: skip
+    rbac.create_namespaced_role(
+        namespace,
+        {
+            "metadata": {"name": "caller"},
+            "rules": [
+                {
+                    "apiGroups": ["kubesessions.io"],
+                    "resources": ["sessions"],
+                    "verbs": ["create", "get", "list"],
+                }
+            ],
+        },
+    )
+    rbac.create_namespaced_role_binding(
+        namespace,
+        {
+            "metadata": {"name": "caller"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "caller"},
+            "subjects": [{"kind": "ServiceAccount", "name": "caller", "namespace": namespace}],
+        },
+    )
     request = kube.core.create_namespaced_service_account_token(
         "caller", namespace, {"spec": {"expirationSeconds": 3600}}
     )
@@ -71,10 +114,19 @@ def test_install_upgrade_uninstall(kube: Cluster, namespace: str, release: str) 
     assert all(ready(p) for p in pods)
     # A Session applied with kubectl becomes Ready under the installed operator.
     app = yaml.safe_load((REPO / "examples" / "app-counter.yaml").read_text())
-    session = {"apiVersion": "kubesessions.io/v1alpha1", "kind": "Session", "metadata": {"name": "via-helm"},
-               "spec": {"app": "counter", "sessionTimeout": 600}}  # fmt: skip
-    applied = subprocess.run([str(kube.kubectl), f"--kubeconfig={kube.kubeconfig}", "apply", "-n", namespace, "-f", "-"],
-                             input=yaml.safe_dump_all([app, session]), capture_output=True, text=True, timeout=60)  # fmt: skip
+    session = {
+        "apiVersion": "kubesessions.io/v1alpha1",
+        "kind": "Session",
+        "metadata": {"name": "via-helm"},
+        "spec": {"app": "counter", "sessionTimeout": 600},
+    }
+    applied = subprocess.run(
+        [str(kube.kubectl), f"--kubeconfig={kube.kubeconfig}", "apply", "-n", namespace, "-f", "-"],
+        input=yaml.safe_dump_all([app, session]),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert applied.returncode == 0, applied.stderr
     await_session(
         kube, namespace, "via-helm", phase_is("Ready"), 60, "Ready under the helm-installed operator"
@@ -83,16 +135,33 @@ def test_install_upgrade_uninstall(kube: Cluster, namespace: str, release: str) 
     # A call through the installed gateway, authenticated as a service account with RBAC.
     gateway = next(p for p in pods if p.metadata.labels["app.kubernetes.io/component"] == "gateway")
     body = json.dumps({"app": "counter", "input": {"add": 2}, "session": "via-helm"}).encode()
-    request = urllib.request.Request(f"http://{gateway.status.pod_ip}:8080/v1/run?namespace={namespace}", data=body,
-                                     headers={"Content-Type": "application/json",
-                                              "Authorization": f"Bearer {caller_token(kube, namespace)}"})  # fmt: skip
+    request = urllib.request.Request(
+        f"http://{gateway.status.pod_ip}:8080/v1/run?namespace={namespace}",
+        data=body,
+        headers={
+            "Content-Type": "application/json",
+            "Authorization": f"Bearer {caller_token(kube, namespace)}",
+        },
+    )
     with urllib.request.urlopen(request, timeout=30) as resp:
         answer = json.loads(resp.read())
     assert answer["session_id"] == "via-helm"
     assert answer["output"]["total"] == 2
     # helm upgrade changes a value without losing the session.
-    helm(kube, "upgrade", "ks", str(CHART), "-n", namespace, "--reuse-values", "--set", "operator.retention=60",
-         "--wait", "--timeout", "120s")  # fmt: skip
+    helm(
+        kube,
+        "upgrade",
+        "ks",
+        str(CHART),
+        "-n",
+        namespace,
+        "--reuse-values",
+        "--set",
+        "operator.retention=60",
+        "--wait",
+        "--timeout",
+        "120s",
+    )
     operator = next(
         p
         for p in kube.core.list_namespaced_pod(
@@ -110,8 +179,11 @@ def test_install_upgrade_uninstall(kube: Cluster, namespace: str, release: str) 
     # helm uninstall leaves none of the chart's objects (the CRDs are kept on purpose).
     helm(kube, "uninstall", "ks", "-n", namespace, "--wait")
     selector = "app.kubernetes.io/instance=ks"
-    await_condition(lambda: not kube.core.list_namespaced_pod(namespace, label_selector=selector).items, 60,
-                    "the chart's pods to go")  # fmt: skip
+    await_condition(
+        lambda: not kube.core.list_namespaced_pod(namespace, label_selector=selector).items,
+        60,
+        "the chart's pods to go",
+    )
     assert not kube.core.list_namespaced_service_account(namespace, label_selector=selector).items
     assert (
         not client.RbacAuthorizationV1Api(kube.api)
@@ -128,10 +200,23 @@ def test_smoke_script_passes_against_the_installed_release(
         namespace, label_selector="app.kubernetes.io/component=gateway"
     ).items[0]
     out = subprocess.run(
-        [sys.executable, str(REPO / "scripts" / "smoke_test.py"), "--gateway", f"http://{gateway.status.pod_ip}:8080",
-         "--namespace", namespace, "--kubeconfig", str(kube.kubeconfig), "--kubectl", str(kube.kubectl),
-         "--timeout", "60"],
-        capture_output=True, text=True, timeout=240,
-    )  # fmt: skip
+        [
+            sys.executable,
+            str(REPO / "scripts" / "smoke_test.py"),
+            "--gateway",
+            f"http://{gateway.status.pod_ip}:8080",
+            "--namespace",
+            namespace,
+            "--kubeconfig",
+            str(kube.kubeconfig),
+            "--kubectl",
+            str(kube.kubectl),
+            "--timeout",
+            "60",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
     assert out.returncode == 0, out.stdout + out.stderr
     assert "smoke: OK" in out.stdout

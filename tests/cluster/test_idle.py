@@ -43,8 +43,12 @@ class PodEnd:
         from kubernetes import watch
 
         w = watch.Watch()
-        for event in w.stream(kube.core.list_namespaced_pod, namespace, field_selector=f"metadata.name={name}",
-                              timeout_seconds=120):  # fmt: skip
+        for event in w.stream(
+            kube.core.list_namespaced_pod,
+            namespace,
+            field_selector=f"metadata.name={name}",
+            timeout_seconds=120,
+        ):
             if event["type"] == "DELETED" or event["object"].metadata.deletion_timestamp:
                 self.at = time.monotonic()
                 w.stop()

@@ -197,9 +197,15 @@ def test_env_from_literals_secrets_configmaps_and_downward_api(kube: Cluster, na
     assert done.status.phase == "Succeeded"
     seen = json.loads(done.status.container_statuses[0].state.terminated.message)
     assert seen == {
-        "LIT": "plain", "TOKEN": "t0k", "CFG_A": "1", "CFG_B": "2", "NAME": "env", "NS": namespace,
-        "IP": done.status.pod_ip, "REF": "plain-env",
-    }  # fmt: skip
+        "LIT": "plain",
+        "TOKEN": "t0k",
+        "CFG_A": "1",
+        "CFG_B": "2",
+        "NAME": "env",
+        "NS": namespace,
+        "IP": done.status.pod_ip,
+        "REF": "plain-env",
+    }
 
 
 def test_missing_secret_is_a_config_error_until_it_exists(kube: Cluster, namespace: str) -> None:

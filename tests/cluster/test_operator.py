@@ -152,10 +152,20 @@ def kube_wait_ready(kube: Cluster, namespace: str, name: str) -> str:
     import subprocess
 
     proc = subprocess.run(
-        [str(kube.kubectl), f"--kubeconfig={kube.kubeconfig}", "wait", "-n", namespace,
-         "--for=condition=Ready", f"session/{name}", "--timeout=20s"],
-        capture_output=True, text=True, timeout=30,
-    )  # fmt: skip
+        [
+            str(kube.kubectl),
+            f"--kubeconfig={kube.kubeconfig}",
+            "wait",
+            "-n",
+            namespace,
+            "--for=condition=Ready",
+            f"session/{name}",
+            "--timeout=20s",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert proc.returncode == 0, proc.stderr
     return proc.stdout
 

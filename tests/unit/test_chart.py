@@ -54,8 +54,17 @@ def test_schema_refuses_misspelled_keys(typo: str) -> None:
 def test_default_render_watches_all_namespaces_with_cluster_roles() -> None:
     docs = render("image.tag=0.1.0")
     kinds = sorted({d["kind"] for d in docs})
-    assert kinds == sorted({"CustomResourceDefinition", "ServiceAccount", "ClusterRole", "ClusterRoleBinding",
-                            "Deployment", "Service", "PodDisruptionBudget"})  # fmt: skip
+    assert kinds == sorted(
+        {
+            "CustomResourceDefinition",
+            "ServiceAccount",
+            "ClusterRole",
+            "ClusterRoleBinding",
+            "Deployment",
+            "Service",
+            "PodDisruptionBudget",
+        }
+    )
     assert not [d for d in docs if d["kind"] == "Role"]
     operator = next(
         d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"].endswith("-operator")
@@ -66,11 +75,21 @@ def test_default_render_watches_all_namespaces_with_cluster_roles() -> None:
 
 
 def test_namespaced_render_uses_roles_and_network_policies() -> None:
-    docs = render("image.tag=0.1.0", "watchNamespaces={team-a,team-b}", "gateway.replicas=3", "gateway.processes=2",
-                  "exampleApps[0].name=echo", "exampleApps[0].entrypoint=kubesessions_worker.examples.echo:Echo")  # fmt: skip
+    docs = render(
+        "image.tag=0.1.0",
+        "watchNamespaces={team-a,team-b}",
+        "gateway.replicas=3",
+        "gateway.processes=2",
+        "exampleApps[0].name=echo",
+        "exampleApps[0].entrypoint=kubesessions_worker.examples.echo:Echo",
+    )
     roles = [(d["metadata"]["namespace"], d["metadata"]["name"]) for d in docs if d["kind"] == "Role"]
-    assert sorted(roles) == [("team-a", "ks-kube-sessions-gateway"), ("team-a", "ks-kube-sessions-operator"),
-                             ("team-b", "ks-kube-sessions-gateway"), ("team-b", "ks-kube-sessions-operator")]  # fmt: skip
+    assert sorted(roles) == [
+        ("team-a", "ks-kube-sessions-gateway"),
+        ("team-a", "ks-kube-sessions-operator"),
+        ("team-b", "ks-kube-sessions-gateway"),
+        ("team-b", "ks-kube-sessions-operator"),
+    ]
     cluster_roles = [d["metadata"]["name"] for d in docs if d["kind"] == "ClusterRole"]
     assert cluster_roles == ["ks-kube-sessions-gateway-auth"]
     policies = [d["metadata"]["namespace"] for d in docs if d["kind"] == "NetworkPolicy"]

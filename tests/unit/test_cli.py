@@ -9,12 +9,29 @@ pytestmark = pytest.mark.unit
 
 def test_operator_flags_parse() -> None:
     args = build_parser().parse_args(
-        ["operator", "--namespace", "a", "--namespace", "b", "--retention", "5", "--idle-grace", "2",
-         "--unreachable-limit", "3", "--metrics-port", "9000"]
-    )  # fmt: skip
+        [
+            "operator",
+            "--namespace",
+            "a",
+            "--namespace",
+            "b",
+            "--retention",
+            "5",
+            "--idle-grace",
+            "2",
+            "--unreachable-limit",
+            "3",
+            "--metrics-port",
+            "9000",
+        ]
+    )
     assert (args.namespace, args.retention, args.idle_grace, args.unreachable_limit, args.metrics_port) == (
-        ["a", "b"], 5.0, 2, 3, 9000,
-    )  # fmt: skip
+        ["a", "b"],
+        5.0,
+        2,
+        3,
+        9000,
+    )
 
 
 @pytest.mark.parametrize(

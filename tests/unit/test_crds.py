@@ -22,8 +22,11 @@ def test_check_command_fails_with_a_diff_on_drift(tmp_path: Path) -> None:
     crds.write(tmp_path)
     target = tmp_path / "sessions.kubesessions.io.yaml"
     target.write_text(target.read_text().replace("maximum: 3600", "maximum: 7200"))
-    proc = subprocess.run([sys.executable, "-m", "kubesessions.cli", "crds", "--check", "--dir", str(tmp_path)],
-                          capture_output=True, text=True)  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-m", "kubesessions.cli", "crds", "--check", "--dir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 1
     assert "-                maximum: 7200" in proc.stdout or "maximum: 7200" in proc.stdout
     assert "kubesessions crds --write" in proc.stderr

@@ -54,7 +54,21 @@ def test_every_field_is_documented() -> None:
                 missing.append(f"{model.__name__}.{name}")
         return missing
 
-    classes = [models.SessionSpec, models.AppSpec, models.WorkerTemplate, models.Resources, models.EnvVar,
-               models.EnvVarSource, models.KeyRef, models.FieldRef, models.ResourceFieldRef, models.Toleration,
-               models.SessionStatus, models.Condition, models.GpuSummary, models.GpuDevice, models.AppStatus]  # fmt: skip
+    classes = [
+        models.SessionSpec,
+        models.AppSpec,
+        models.WorkerTemplate,
+        models.Resources,
+        models.EnvVar,
+        models.EnvVarSource,
+        models.KeyRef,
+        models.FieldRef,
+        models.ResourceFieldRef,
+        models.Toleration,
+        models.SessionStatus,
+        models.Condition,
+        models.GpuSummary,
+        models.GpuDevice,
+        models.AppStatus,
+    ]
     assert [m for c in classes for m in walk(c)] == []

@@ -48,9 +48,13 @@ def test_env_order_sources_and_expansion() -> None:
     store = {("configmap", "cm"): {"A": "1"}, ("secret", "sec"): {"TOKEN": "s3cret"}}
     env = podspec.container_env(POD, container, lookup_from(store))
     assert env == {
-        "C_A": "1", "TOKEN": "literal-wins", "IP": "127.0.0.7", "APP": "x",
-        "URL": "http://127.0.0.7:8080", "KEY": "s3cret",
-    }  # fmt: skip
+        "C_A": "1",
+        "TOKEN": "literal-wins",
+        "IP": "127.0.0.7",
+        "APP": "x",
+        "URL": "http://127.0.0.7:8080",
+        "KEY": "s3cret",
+    }
 
 
 @pytest.mark.parametrize(
@@ -99,8 +103,11 @@ def test_parse_quantity_refuses_garbage() -> None:
 def test_command_replaces_the_image_and_args_are_expanded() -> None:
     container = {"image": "anything:1", "command": ["python3", "-m", "x"], "args": ["--ip=$(IP)"]}
     assert podspec.container_argv(container, {"IP": "127.0.0.9"}, DEFAULT_IMAGE_MAP) == [
-        "python3", "-m", "x", "--ip=127.0.0.9",
-    ]  # fmt: skip
+        "python3",
+        "-m",
+        "x",
+        "--ip=127.0.0.9",
+    ]
 
 
 def test_mapped_image_runs_its_command_with_args() -> None:

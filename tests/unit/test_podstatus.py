@@ -62,8 +62,15 @@ def test_transition_time_is_kept_while_status_is_unchanged() -> None:
 
 def test_failure_fails_the_pod_with_reason() -> None:
     pod = {"spec": {}, "status": {}}
-    status = pod_status(pod, [], [rec()], pod_ip="", host_ip="127.0.0.1", start_time="t",
-                        failure=("ErrImagePull", "no such image"))  # fmt: skip
+    status = pod_status(
+        pod,
+        [],
+        [rec()],
+        pod_ip="",
+        host_ip="127.0.0.1",
+        start_time="t",
+        failure=("ErrImagePull", "no such image"),
+    )
     assert (status["phase"], status["reason"], status["message"]) == (
         "Failed",
         "ErrImagePull",

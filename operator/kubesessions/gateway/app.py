@@ -259,8 +259,14 @@ async def serve(settings: GatewaySettings) -> None:
         # With several processes each binds the port itself and the kernel spreads connections.
         site = web.TCPSite(runner, settings.host, settings.port, reuse_port=settings.processes > 1)
         await site.start()
-        log.info("gateway listening on %s:%d (namespaces: %s, auth: %s, event loop: %s)", settings.host,
-                 settings.port, ", ".join(settings.namespaces) or "all", settings.auth, type(loop).__module__)  # fmt: skip
+        log.info(
+            "gateway listening on %s:%d (namespaces: %s, auth: %s, event loop: %s)",
+            settings.host,
+            settings.port,
+            ", ".join(settings.namespaces) or "all",
+            settings.auth,
+            type(loop).__module__,
+        )
         await stop.wait()
     finally:
         await runner.cleanup()
@@ -296,7 +302,9 @@ def _supervise(settings: GatewaySettings) -> int:
     """Start the processes, pass SIGTERM/SIGINT on to them; if one dies the others are stopped too,
     and the exit status says so (a half-served port must not look healthy)."""
     spawn = multiprocessing.get_context("spawn")
-    children = [spawn.Process(target=_child, args=(settings,), name=f"gateway-{i}") for i in range(settings.processes)]  # fmt: skip
+    children = [
+        spawn.Process(target=_child, args=(settings,), name=f"gateway-{i}") for i in range(settings.processes)
+    ]
     stopping = False
 
     def stop(signum: int, _: object) -> None:

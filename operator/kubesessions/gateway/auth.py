@@ -116,12 +116,14 @@ class KubernetesAuth:
             extra=tuple((k, tuple(v)) for k, v in sorted((user.extra or {}).items())),
         )
         spec = client.V1SubjectAccessReviewSpec(
-            user=identity.username, groups=list(identity.groups), uid=identity.uid,
+            user=identity.username,
+            groups=list(identity.groups),
+            uid=identity.uid,
             extra={k: list(v) for k, v in identity.extra},
             resource_attributes=client.V1ResourceAttributes(
                 namespace=namespace, verb="create", group=GROUP, resource="sessions"
             ),
-        )  # fmt: skip
+        )
         access: Any = await self.authz.create_subject_access_review(client.V1SubjectAccessReview(spec=spec))
         if not access.status.allowed:
             return Problem(

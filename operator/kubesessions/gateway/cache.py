@@ -20,6 +20,7 @@ from kubernetes_asyncio import client, watch
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from ..builders import MANAGED_BY, MANAGER, SESSION_LABEL, TOKEN_KEY
+from ..kubeobjects import newer
 from ..models import GROUP, VERSION
 
 log = logging.getLogger("kubesessions.gateway")
@@ -86,9 +87,13 @@ class Informer:
     async def _watch(self, version: str) -> str:
         w = watch.Watch()
         async with w.stream(
-            self.lister, *self.args, resource_version=version, timeout_seconds=WATCH_SECONDS,
-            allow_watch_bookmarks=True, **self.kwargs,
-        ) as events:  # fmt: skip
+            self.lister,
+            *self.args,
+            resource_version=version,
+            timeout_seconds=WATCH_SECONDS,
+            allow_watch_bookmarks=True,
+            **self.kwargs,
+        ) as events:
             async for event in events:
                 raw: JSON = event["raw_object"]
                 version = raw["metadata"]["resourceVersion"]
@@ -194,7 +199,7 @@ class Cache:
         """Record one object (from a watch event, or read or written by the gateway itself)."""
         key, value = self._entry(kind)(body)
         store: dict[Key, Any] = getattr(self, kind)
-        if kind == "sessions" and not deleted and key in store and _older(body, store[key]):
+        if kind == "sessions" and not deleted and key in store and not newer(body, store[key]):
             return  # our own create/patch result may be newer than a late watch event
         if deleted or value is None:
             store.pop(key, None)
@@ -227,11 +232,3 @@ class Cache:
             waiters.discard(event)
             if not waiters:
                 del self._changed[key]
-
-
-def _older(new: JSON, old: JSON) -> bool:
-    """Whether ``new`` is an older version than ``old`` (resourceVersions of one object only grow)."""
-    try:
-        return int(new["metadata"]["resourceVersion"]) < int(old["metadata"]["resourceVersion"])
-    except (KeyError, ValueError):
-        return False

@@ -25,7 +25,6 @@ import re
 import secrets
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from enum import IntEnum
 from typing import Any
 
@@ -33,6 +32,7 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, StrictBool, StrictStr, ValidationError
 
 from ..models import DNS1123_SUBDOMAIN, Phase
+from ..timefmt import rfc3339
 from .cache import JSON
 from .context import CACHE, FORWARDER, NS, SESSIONS, SETTINGS, authorize, read_body
 from .problems import Problem
@@ -60,10 +60,6 @@ class Status(IntEnum):
 
 
 TERMINAL = frozenset({Status.COMPLETED, Status.FAILED, Status.CANCELLED})
-
-
-def _now() -> str:
-    return datetime.now(UTC).isoformat().replace("+00:00", "Z")
 
 
 class AppRunRequest(BaseModel):
@@ -99,14 +95,19 @@ class Task:
     status: Status = Status.QUEUED
     output: Any = None
     error: str | None = None
-    created_at: str = field(default_factory=_now)
-    updated_at: str = field(default_factory=_now)
+    created_at: str = field(default_factory=lambda: rfc3339(precision="microseconds"))
+    updated_at: str = field(default_factory=lambda: rfc3339(precision="microseconds"))
     runner: asyncio.Task[None] | None = None
     # Replaced on every change, so a stream waits on the one current when it last looked.
     changed: asyncio.Event = field(default_factory=asyncio.Event)
 
     def update(self, status: Status, *, output: Any = None, error: str | None = None) -> None:
-        self.status, self.output, self.error, self.updated_at = status, output, error, _now()
+        self.status, self.output, self.error, self.updated_at = (
+            status,
+            output,
+            error,
+            rfc3339(precision="microseconds"),
+        )
         changed, self.changed = self.changed, asyncio.Event()
         changed.set()
 
@@ -143,9 +144,11 @@ class Tasks:
         task = self._tasks.get(task_id)
         if task is None:
             raise Problem(
-                "TASK_NOT_FOUND", f"task not found: {task_id} (a task is known only to the gateway replica "
-                "that started it, and only for its last 1000 finished tasks)", task_id=task_id,
-            )  # fmt: skip
+                "TASK_NOT_FOUND",
+                f"task not found: {task_id} (a task is known only to the gateway replica "
+                "that started it, and only for its last 1000 finished tasks)",
+                task_id=task_id,
+            )
         return task
 
     def running(self) -> list[asyncio.Task[None]]:

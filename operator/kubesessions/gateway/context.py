@@ -29,9 +29,10 @@ def bearer(request: web.Request) -> str | None:
 def served(settings: GatewaySettings, namespace: str) -> None:
     if settings.namespaces and namespace not in settings.namespaces:
         raise Problem(
-            "VALIDATION", f'namespace "{namespace}" is not served by this gateway (it serves: '
+            "VALIDATION",
+            f'namespace "{namespace}" is not served by this gateway (it serves: '
             f"{', '.join(settings.namespaces)})",
-        )  # fmt: skip
+        )
 
 
 async def authorize(request: web.Request, namespace: str) -> Identity:

@@ -85,9 +85,11 @@ class Forwarder:
         self.timeout = aiohttp.ClientTimeout(total=None, sock_connect=connect_timeout, sock_read=call_timeout)
         self.call_timeout = call_timeout
         self.http = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=30), timeout=self.timeout,
-            auto_decompress=False, skip_auto_headers=("User-Agent",),
-        )  # fmt: skip
+            connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=30),
+            timeout=self.timeout,
+            auto_decompress=False,
+            skip_auto_headers=("User-Agent",),
+        )
 
     async def close(self) -> None:
         await self.http.close()
@@ -147,9 +149,10 @@ def _timeout(seconds: float) -> Problem:
 
 def _unavailable(target: Target, exc: BaseException) -> Problem:
     return Problem(
-        "WORKER_UNAVAILABLE", f"the worker of session {target.session_id} cannot be reached: {exc}",
+        "WORKER_UNAVAILABLE",
+        f"the worker of session {target.session_id} cannot be reached: {exc}",
         session_id=target.session_id,
-    )  # fmt: skip
+    )
 
 
 async def _problem(response: aiohttp.ClientResponse, target: Target) -> Problem:

@@ -38,10 +38,14 @@ SESSION_ID = {
     "description": "The session id.",
 }
 NAMESPACE = [
-    {"name": "X-Kubesessions-Namespace", "in": "header", "schema": {"type": "string"},
-     "description": "Namespace of the session (default: the gateway's)."},
+    {
+        "name": "X-Kubesessions-Namespace",
+        "in": "header",
+        "schema": {"type": "string"},
+        "description": "Namespace of the session (default: the gateway's).",
+    },
     {"name": "namespace", "in": "query", "schema": {"type": "string"}, "description": "Same as the header."},
-]  # fmt: skip
+]
 AUTH = ("UNAUTHORIZED", "VALIDATION")
 LOOKUP = ("SESSION_NOT_FOUND", "SESSION_EXPIRED")
 
@@ -62,20 +66,38 @@ def document() -> JSON:
         "type": "object",
         "properties": {
             name: {"type": ["string", "null"]}
-            for name in ("session_id", "namespace", "app", "phase", "reason", "message", "created_at",
-                         "ready_at", "last_activity", "expires_at", "ended_at")
-        } | {"session_timeout": {"type": ["integer", "null"]}, "calls": {"type": ["integer", "null"]},
-             "gpus": {"type": ["object", "null"]}},
-    }  # fmt: skip
+            for name in (
+                "session_id",
+                "namespace",
+                "app",
+                "phase",
+                "reason",
+                "message",
+                "created_at",
+                "ready_at",
+                "last_activity",
+                "expires_at",
+                "ended_at",
+            )
+        }
+        | {
+            "session_timeout": {"type": ["integer", "null"]},
+            "calls": {"type": ["integer", "null"]},
+            "gpus": {"type": ["object", "null"]},
+        },
+    }
     problem = {
         "type": "object",
         "required": ["status", "code", "detail"],
         "properties": {
-            "type": {"type": "string"}, "title": {"type": "string"}, "status": {"type": "integer"},
-            "code": {"type": "string", "enum": sorted(STATUS)}, "detail": {"type": "string"},
+            "type": {"type": "string"},
+            "title": {"type": "string"},
+            "status": {"type": "integer"},
+            "code": {"type": "string", "enum": sorted(STATUS)},
+            "detail": {"type": "string"},
             "session_id": {"type": "string"},
         },
-    }  # fmt: skip
+    }
     return {
         "openapi": "3.1.0",
         "info": {"title": "kube-sessions gateway", "version": "v1"},

@@ -78,9 +78,10 @@ def from_worker(status: int, body: Any, retry_after: str | None, session_id: str
         return ended("SESSION_ENDED", session_id, "has ended", detail)
     if not isinstance(body, dict) or code in ("UNAUTHORIZED", "NOT_READY") or code not in STATUS:
         return Problem(
-            "WORKER_UNAVAILABLE", f"the worker of session {session_id} cannot take calls: {detail}",
+            "WORKER_UNAVAILABLE",
+            f"the worker of session {session_id} cannot take calls: {detail}",
             session_id=session_id,
-        )  # fmt: skip
+        )
     members = {k: v for k, v in body.items() if k not in ("type", "title", "status", "code", "detail")}
     seconds = int(retry_after) if retry_after and retry_after.isdigit() else None
     return Problem(code, detail, status=status, retry_after=seconds, session_id=session_id, **members)
@@ -88,9 +89,10 @@ def from_worker(status: int, body: Any, retry_after: str | None, session_id: str
 
 def not_found(session_id: str, namespace: str) -> Problem:
     return Problem(
-        "SESSION_NOT_FOUND", f'session not found: no session "{session_id}" in namespace "{namespace}"',
+        "SESSION_NOT_FOUND",
+        f'session not found: no session "{session_id}" in namespace "{namespace}"',
         session_id=session_id,
-    )  # fmt: skip
+    )
 
 
 def ended(code: str, session_id: str, what: str, why: str) -> Problem:

@@ -9,6 +9,8 @@ from typing import Any
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
+from ..builders import CLOSE_ANNOTATION
+from ..kubeobjects import MERGE_PATCH
 from ..models import API_VERSION, FINISHED_PHASES, GROUP, VERSION, AppSpec, Phase, is_dns1123_subdomain
 from .auth import Identity
 from .cache import JSON, Cache, Key
@@ -17,9 +19,7 @@ from .problems import Problem, ended, not_found
 from .requests import new_session_id, session_spec
 
 log = logging.getLogger("kubesessions.gateway")
-CLOSE_ANNOTATION = "kubesessions.io/close"
 CREATED_BY_ANNOTATION = "kubesessions.io/created-by"
-MERGE_PATCH = "application/merge-patch+json"
 
 
 @dataclass
@@ -124,9 +124,11 @@ class Sessions:
         if closing(body):
             if ours:
                 raise Problem(
-                    "WORKER_UNAVAILABLE", f"session {session_id} could not start: {status.get('reason')}: "
-                    f"{status.get('message')}", session_id=session_id, reason=status.get("reason"),
-                )  # fmt: skip
+                    "WORKER_UNAVAILABLE",
+                    f"session {session_id} could not start: {status.get('reason')}: {status.get('message')}",
+                    session_id=session_id,
+                    reason=status.get("reason"),
+                )
             raise gone(body)
         token = self.cache.tokens.get(key)
         if status.get("phase") != Phase.READY or not status.get("podIP") or token is None:
@@ -136,8 +138,9 @@ class Sessions:
             raise Problem(
                 "WORKER_UNAVAILABLE",
                 f"session {session_id} is not Ready after {self.settings.start_timeout:g}s: {why}",
-                session_id=session_id, reason=status.get("reason"),
-            )  # fmt: skip
+                session_id=session_id,
+                reason=status.get("reason"),
+            )
         return Target(session_id, status["podIP"], token)
 
     async def explain_unavailable(self, namespace: str, session_id: str, problem: Problem) -> Problem:
@@ -194,8 +197,13 @@ class Sessions:
             raise
         self.cache.seen("sessions", created)
         self.created += 1
-        log.info("session %s created for %s (app %s)", name, identity.username, app,
-                 extra={"session": name, "namespace": namespace})  # fmt: skip
+        log.info(
+            "session %s created for %s (app %s)",
+            name,
+            identity.username,
+            app,
+            extra={"session": name, "namespace": namespace},
+        )
         return name
 
     async def end(self, namespace: str, session_id: str, identity: Identity) -> None:

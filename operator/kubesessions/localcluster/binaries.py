@@ -227,9 +227,16 @@ def build(missing: Iterable[str]) -> None:
             # later ones cheap, since they share most of their dependencies.
             tmp = bin_dir / f".{binary}.partial"
             cmd = [
-                go, "build", "-trimpath", "-tags=selinux,notest,grpcnotrace",
-                "-ldflags", job.ldflags, "-o", str(tmp), package,
-            ]  # fmt: skip
+                go,
+                "build",
+                "-trimpath",
+                "-tags=selinux,notest,grpcnotrace",
+                "-ldflags",
+                job.ldflags,
+                "-o",
+                str(tmp),
+                package,
+            ]
             proc = subprocess.run(cmd, cwd=work, env=env, stderr=subprocess.PIPE, text=True)
             if proc.returncode != 0:
                 raise BinaryError(f"building {binary} failed:\n{proc.stderr[-4000:]}")

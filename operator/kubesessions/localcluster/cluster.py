@@ -176,10 +176,16 @@ def up(state_dir: StateDir, node: NodeConfig, log: Callable[[str], None] = print
             ],
         )
         probe_tls = _tls(pki["ca"], None, verify=False)
-        _await(f"https://127.0.0.1:{ports['controller-manager']}/healthz",
-               "kube-controller-manager", state_dir, state, probe_tls)  # fmt: skip
-        _await(f"https://127.0.0.1:{ports['scheduler']}/healthz",
-               "kube-scheduler", state_dir, state, probe_tls)  # fmt: skip
+        _await(
+            f"https://127.0.0.1:{ports['controller-manager']}/healthz",
+            "kube-controller-manager",
+            state_dir,
+            state,
+            probe_tls,
+        )
+        _await(
+            f"https://127.0.0.1:{ports['scheduler']}/healthz", "kube-scheduler", state_dir, state, probe_tls
+        )
         _await_node_schedulable(server, admin_tls, node.name, state_dir, state)
     except BaseException:
         down(state_dir, log=lambda _: None)

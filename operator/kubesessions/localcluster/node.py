@@ -17,7 +17,6 @@ import argparse
 import asyncio
 import base64
 import contextlib
-import datetime
 import fcntl
 import ipaddress
 import json
@@ -32,10 +31,11 @@ from pathlib import Path
 from typing import IO, Any
 
 from .. import logs
+from ..timefmt import rfc3339
 from . import processes
 from .apiclient import STRATEGIC, ApiClient, ApiError
 from .kubeconfig import connection_from_kubeconfig
-from .nodeconfig import NodeConfig
+from .nodeconfig import HOST_IP, NodeConfig
 from .podrunner import PodRunner, PodServices
 
 log = logging.getLogger("kubesessions.processnode")
@@ -45,7 +45,6 @@ LEASE_SECONDS = 40
 LEASE_RENEW_SECONDS = 10
 STATUS_REPORT_SECONDS = 60
 SERVICE_ACCOUNT_TOKEN_SECONDS = 24 * 3600  # a dev node does not rotate tokens
-HOST_IP = "127.0.0.1"
 DESCRIPTION = (
     "kube-sessions process node: a development and test node whose pods run as local processes; not a kubelet"
 )
@@ -198,10 +197,6 @@ def node_status(cfg: NodeConfig, heartbeat: str, since: str) -> JSON:
     }
 
 
-def micro_time() -> str:
-    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
 class ProcessNode(PodServices):
     def __init__(
         self, api: ApiClient, cfg: NodeConfig, node_dir: Path, api_port: int, ca_data: str, block: int = 0
@@ -214,7 +209,7 @@ class ProcessNode(PodServices):
         self.addresses = AddressPool(block)
         self.runners: dict[str, PodRunner] = {}  # by pod uid
         self._node_uid = ""
-        self._since = podstatus_now()
+        self._since = rfc3339(precision="seconds")
 
     # -- PodServices, used by the runners -------------------------------------------
 
@@ -261,7 +256,7 @@ class ProcessNode(PodServices):
 
     async def event(self, pod: JSON, kind: str, reason: str, message: str) -> None:
         meta = pod["metadata"]
-        now = micro_time()
+        now = rfc3339(precision="microseconds")
         body = {
             "apiVersion": "v1",
             "kind": "Event",
@@ -343,8 +338,12 @@ class ProcessNode(PodServices):
         except ApiError as exc:
             if exc.status != 409:
                 raise
-            patch = {"metadata": {"labels": obj["metadata"]["labels"],
-                                  "annotations": obj["metadata"]["annotations"]}}  # fmt: skip
+            patch = {
+                "metadata": {
+                    "labels": obj["metadata"]["labels"],
+                    "annotations": obj["metadata"]["annotations"],
+                }
+            }
             created = await self.api.request(
                 "PATCH", f"/api/v1/nodes/{self.cfg.name}", body=patch, content_type=STRATEGIC
             )
@@ -355,7 +354,7 @@ class ProcessNode(PodServices):
         await self.api.request(
             "PATCH",
             f"/api/v1/nodes/{self.cfg.name}/status",
-            body={"status": node_status(self.cfg, podstatus_now(), self._since)},
+            body={"status": node_status(self.cfg, rfc3339(precision="seconds"), self._since)},
             content_type=STRATEGIC,
         )
 
@@ -364,7 +363,7 @@ class ProcessNode(PodServices):
         spec = {
             "holderIdentity": self.cfg.name,
             "leaseDurationSeconds": LEASE_SECONDS,
-            "renewTime": micro_time(),
+            "renewTime": rfc3339(precision="microseconds"),
         }
         try:
             await self.api.request("PATCH", path, body={"spec": spec}, content_type=STRATEGIC)
@@ -447,10 +446,6 @@ class ProcessNode(PodServices):
     async def shutdown(self) -> None:
         """Stop every container (the pods stay; a restarted node reports them lost)."""
         await asyncio.gather(*(r.stop_processes() for r in list(self.runners.values())))
-
-
-def podstatus_now() -> str:
-    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 async def run(state_dir: Path) -> None:

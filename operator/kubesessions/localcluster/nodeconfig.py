@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+# The node's own address: the API server reaches it here, and pods see it as hostIP.
+HOST_IP = "127.0.0.1"
+
 # The project's worker image runs as the worker's console script on the process node.
 WORKER_IMAGE = "ghcr.io/kube-sessions/kube-sessions-worker"
 # The operator and gateway image (the Helm chart's `image`) runs the `kubesessions` command.

@@ -15,9 +15,11 @@ from typing import TYPE_CHECKING, Any
 
 import aiohttp
 
+from ..timefmt import rfc3339
 from . import processes
+from .nodeconfig import HOST_IP
 from .podspec import ContainerConfigError, ImageNotRunnable, container_argv, container_env
-from .podstatus import ContainerRecord, now_rfc3339, pod_status, will_restart
+from .podstatus import ContainerRecord, pod_status, will_restart
 
 if TYPE_CHECKING:
     from .node import AddressPool
@@ -28,7 +30,6 @@ JSON = dict[str, Any]
 BACKOFF_START, BACKOFF_CAP = 1.0, 20.0  # shorter than a kubelet's 10 s .. 5 min: a dev node
 CONFIG_QUICK_RETRIES, CONFIG_RETRY_SECONDS = (0.05, 0.1, 0.2, 0.4), 2.0
 TERMINATION_MESSAGE_LIMIT = 4096
-HOST_IP = "127.0.0.1"
 
 
 class PodServices(ABC):
@@ -69,7 +70,7 @@ class PodRunner:
         self.dir = directory
         self.addresses = addresses
         self.ip = ""
-        self.start_time = now_rfc3339()
+        self.start_time = rfc3339(precision="seconds")
         spec = pod["spec"]
         self.inits = [
             ContainerRecord(c["name"], c.get("image", ""), init=True) for c in spec.get("initContainers", [])
@@ -176,7 +177,7 @@ class PodRunner:
             else:
                 rec.exit_code, rec.reason = 137, "ContainerStatusUnknown"
                 rec.message = "the process node restarted and lost this container's process"
-                rec.finished_at = now_rfc3339()
+                rec.finished_at = rfc3339(precision="seconds")
 
     async def _lifecycle(self) -> None:
         try:
@@ -217,8 +218,13 @@ class PodRunner:
 
     def _pod_view(self) -> JSON:
         """The pod as the downward API should see it (podIP known before status is written)."""
-        status = {**(self.pod.get("status") or {}), "podIP": self.ip, "podIPs": [{"ip": self.ip}],
-                  "hostIP": HOST_IP, "hostIPs": [{"ip": HOST_IP}]}  # fmt: skip
+        status = {
+            **(self.pod.get("status") or {}),
+            "podIP": self.ip,
+            "podIPs": [{"ip": self.ip}],
+            "hostIP": HOST_IP,
+            "hostIPs": [{"ip": HOST_IP}],
+        }
         return {**self.pod, "status": status}
 
     async def _environment(self, cspec: JSON) -> tuple[list[str], dict[str, str]]:
@@ -300,7 +306,7 @@ class PodRunner:
         term_file = self._termination_file(rec.name)
         term_file.unlink(missing_ok=True)
         log_path = self.dir / f"{rec.name}.log"
-        rec.started_at, rec.message = now_rfc3339(), ""
+        rec.started_at, rec.message = rfc3339(precision="seconds"), ""
         try:
             with log_path.open("ab") as out:
                 proc = await asyncio.create_subprocess_exec(
@@ -315,7 +321,7 @@ class PodRunner:
         except OSError as exc:
             rec.state, rec.reason, rec.exit_code, rec.pid = "terminated", "StartError", 128, 0
             rec.message = f"failed to start {argv[0]!r}: {exc.strerror or exc}"
-            rec.finished_at = now_rfc3339()
+            rec.finished_at = rfc3339(precision="seconds")
             self.changed.set()
             await self.services.event(self.pod, "Warning", "Failed", rec.message)
             return
@@ -344,7 +350,7 @@ class PodRunner:
         rec.exit_code = code if code >= 0 else 128 - code
         rec.signal = -code if code < 0 else 0
         rec.reason = "Completed" if code == 0 else "Error"
-        rec.finished_at = now_rfc3339()
+        rec.finished_at = rfc3339(precision="seconds")
         rec.message = _termination_message(cspec, term_file, log_path, rec.exit_code)
         self.changed.set()
 
@@ -426,9 +432,12 @@ class PodRunner:
             if "exec" in probe:
                 _, env = await self._environment(cspec)
                 proc = await asyncio.create_subprocess_exec(
-                    *probe["exec"]["command"], env=env, cwd=self.dir,
-                    stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-                )  # fmt: skip
+                    *probe["exec"]["command"],
+                    env=env,
+                    cwd=self.dir,
+                    stdout=asyncio.subprocess.PIPE,
+                    stderr=asyncio.subprocess.STDOUT,
+                )
                 try:
                     out, _ = await asyncio.wait_for(proc.communicate(), timeout)
                 except TimeoutError:
@@ -450,9 +459,12 @@ class PodRunner:
         url = f"{scheme}://{host}:{_port(spec['port'], cspec)}{spec.get('path', '/')}"
         headers = {h["name"]: h["value"] for h in spec.get("httpHeaders", [])}
         async with self._http.get(
-            url, headers=headers, ssl=False, timeout=aiohttp.ClientTimeout(total=timeout),
+            url,
+            headers=headers,
+            ssl=False,
+            timeout=aiohttp.ClientTimeout(total=timeout),
             allow_redirects=False,
-        ) as resp:  # fmt: skip
+        ) as resp:
             if 200 <= resp.status < 400:
                 return True, ""
             return False, f"HTTP probe failed with statuscode: {resp.status}"

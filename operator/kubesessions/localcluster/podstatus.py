@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import datetime
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..timefmt import rfc3339
+
 JSON = dict[str, Any]
-
-
-def now_rfc3339() -> str:
-    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 @dataclass
@@ -106,7 +103,7 @@ def _condition(kind: str, ok: bool, previous: dict[str, JSON], reason: str = "")
         "lastProbeTime": None,
         "lastTransitionTime": old["lastTransitionTime"]
         if old and old.get("status") == status and old.get("lastTransitionTime")
-        else now_rfc3339(),
+        else rfc3339(precision="seconds"),
     }
     if not ok and reason:
         cond["reason"] = reason

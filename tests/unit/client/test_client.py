@@ -299,10 +299,13 @@ def test_recovery_plan_starts_once_replays_once_and_closes() -> None:
     manager.close()
     manager.close()  # nothing left to close
     assert scripted.calls == [
-        ("create", ("counter", 5)), ("run", ("s-1", "a")),  # no init: a session without a call
-        ("run", ("s-1", "b")), ("create", ("counter", 5)), ("run", ("s-4", "b")),  # expired: new, replay
+        ("create", ("counter", 5)),
+        ("run", ("s-1", "a")),  # no init: a session without a call
+        ("run", ("s-1", "b")),
+        ("create", ("counter", 5)),
+        ("run", ("s-4", "b")),  # expired: new, replay
         ("close", "s-4"),
-    ]  # fmt: skip
+    ]
     assert (manager.recoveries, manager.session_id) == (1, None)
     scripted.lost.add("s-4")
     again = RecoveringSession(scripted, "counter", init="setup")  # type: ignore[arg-type]
@@ -342,8 +345,13 @@ async def test_async_client_has_the_same_api(fake: tuple[FakeGateway, str]) -> N
 
 def test_events_raise_the_typed_error_of_an_error_event() -> None:
     events = Events()
-    lines = [b'event: session\n', b'data: {"session_id": "s-1"}\n', b"\n", b"event: error\n",
-             b'data: {"status": 500, "code": "RUN_FAILED", "detail": "ValueError: x", "errorType": "ValueError"}\n']  # fmt: skip
+    lines = [
+        b"event: session\n",
+        b'data: {"session_id": "s-1"}\n',
+        b"\n",
+        b"event: error\n",
+        b'data: {"status": 500, "code": "RUN_FAILED", "detail": "ValueError: x", "errorType": "ValueError"}\n',
+    ]
     for line in lines:
         assert events.feed(line) == []
     with pytest.raises(RunFailed) as err:

@@ -35,14 +35,17 @@ def test_session_ids_are_unguessable_dns_names() -> None:
         (b"{nope", "not JSON"),
         (b"[]", "JSON object"),
         (b'{"app": "a"}', "input: Field required"),
-        (b'{"input": 1, "session_timeout": 0}', "session_timeout: Input should be greater than or equal to 1 (a whole number of seconds, 1..3600)"),
+        (
+            b'{"input": 1, "session_timeout": 0}',
+            "session_timeout: Input should be greater than or equal to 1 (a whole number of seconds, 1..3600)",
+        ),
         (b'{"input": 1, "session_timeout": 3601}', "1..3600"),
         (b'{"input": 1, "session_timeout": "60"}', "session_timeout"),
         (b'{"input": 1, "stream": "yes"}', "stream"),
         (b'{"input": 1, "surprise": 1}', "surprise: Extra inputs are not permitted"),
         (b'{"input": 1, "app": "Not_A_Name"}', "app: String should match pattern"),
     ],
-)  # fmt: skip
+)
 def test_bad_run_requests_name_the_field(raw: bytes, text: str) -> None:
     with pytest.raises(Problem) as err:
         parse(RunRequest, raw)
@@ -99,7 +102,7 @@ def test_sse_events_are_parsed_line_by_line() -> None:
         (503, {"code": "NOT_READY", "detail": "setup"}, "WORKER_UNAVAILABLE", 503),
         (502, None, "WORKER_UNAVAILABLE", 503),
     ],
-)  # fmt: skip
+)
 def test_worker_problems_are_passed_on_or_made_ours(status: int, body: Any, code: str, http: int) -> None:
     problem = from_worker(status, body, "2" if code == "QUEUE_FULL" else None, "s-x")
     assert (problem.code, int(problem.status)) == (code, http)

@@ -56,8 +56,11 @@ def test_pod_is_restricted_tokenless_and_never_restarted() -> None:
 
 
 def test_children_are_owned_by_the_session_and_labelled() -> None:
-    for obj in (pod_for({"app": "counter"}), builders.build_service(REF, "counter"),
-                builders.build_secret(REF, "counter", "t")):  # fmt: skip
+    for obj in (
+        pod_for({"app": "counter"}),
+        builders.build_service(REF, "counter"),
+        builders.build_secret(REF, "counter", "t"),
+    ):
         meta = obj["metadata"]
         assert meta["ownerReferences"] == [builders.owner_reference(REF)]
         assert meta["ownerReferences"][0]["controller"] is True
@@ -84,9 +87,17 @@ def test_app_default_timeout_applies_when_the_session_sets_none() -> None:
 
 
 def test_session_template_wins_field_by_field() -> None:
-    pod = pod_for({"app": "counter", "template": {
-        "entrypoint": "pkg.other:App", "resources": {"memory": "8Gi"},
-        "env": [{"name": "B", "value": "session"}], "nodeSelector": {"disk": "ssd"}}})  # fmt: skip
+    pod = pod_for(
+        {
+            "app": "counter",
+            "template": {
+                "entrypoint": "pkg.other:App",
+                "resources": {"memory": "8Gi"},
+                "env": [{"name": "B", "value": "session"}],
+                "nodeSelector": {"disk": "ssd"},
+            },
+        }
+    )
     c = container(pod)
     assert c["image"] == "img:1"
     assert env_of(pod)["KUBESESSIONS_APP"] == "pkg.other:App"

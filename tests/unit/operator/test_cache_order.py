@@ -4,7 +4,7 @@ from typing import Any
 
 import pytest
 
-from kubesessions.controller import _newer
+from kubesessions.kubeobjects import newer
 
 pytestmark = pytest.mark.unit
 
@@ -14,15 +14,15 @@ def obj(version: str, uid: str = "u1") -> dict[str, Any]:
 
 
 def test_an_older_watch_event_does_not_roll_back_our_own_write() -> None:
-    assert not _newer(obj("99"), obj("100"))
-    assert _newer(obj("100"), obj("100"))
-    assert _newer(obj("101"), obj("100"))
+    assert not newer(obj("99"), obj("100"))
+    assert newer(obj("100"), obj("100"))
+    assert newer(obj("101"), obj("100"))
 
 
 def test_a_new_object_of_the_same_name_always_wins() -> None:
-    assert _newer(obj("5", uid="u2"), obj("100"))
-    assert _newer(obj("5"), None)
+    assert newer(obj("5", uid="u2"), obj("100"))
+    assert newer(obj("5"), None)
 
 
 def test_unparseable_versions_trust_the_event() -> None:
-    assert _newer(obj("abc"), obj("100"))
+    assert newer(obj("abc"), obj("100"))

@@ -11,8 +11,13 @@ from kubesessions.status import CREATING_SETTLE, Verdict, creating_settle, desir
 pytestmark = pytest.mark.unit
 
 
-def pod(phase: str = "Pending", node: str | None = "local-0", conditions: list[dict[str, Any]] | None = None,
-        state: dict[str, Any] | None = None, **status: Any) -> dict[str, Any]:  # fmt: skip
+def pod(
+    phase: str = "Pending",
+    node: str | None = "local-0",
+    conditions: list[dict[str, Any]] | None = None,
+    state: dict[str, Any] | None = None,
+    **status: Any,
+) -> dict[str, Any]:
     containers = [{"name": "worker", "state": state}] if state is not None else []
     return {
         "metadata": {"name": "s"},
@@ -36,29 +41,87 @@ def terminated(code: int, message: str = "") -> dict[str, Any]:
         (None, Phase.READY, Phase.FAILED, "WorkerLost"),
         (None, Phase.STARTING, Phase.FAILED, "WorkerLost"),
         (pod(node=None), None, Phase.PENDING, "Creating"),
-        (pod(node=None, conditions=[cond("PodScheduled", "False", "Unschedulable",
-             "0/1 nodes are available: 1 Insufficient nvidia.com/gpu.")]), None, Phase.PENDING, "Unschedulable"),
-        (pod(state={"waiting": {"reason": "ContainerCreating"}}), Phase.PENDING, Phase.STARTING, "WorkerStarting"),
+        (
+            pod(
+                node=None,
+                conditions=[
+                    cond(
+                        "PodScheduled",
+                        "False",
+                        "Unschedulable",
+                        "0/1 nodes are available: 1 Insufficient nvidia.com/gpu.",
+                    )
+                ],
+            ),
+            None,
+            Phase.PENDING,
+            "Unschedulable",
+        ),
+        (
+            pod(state={"waiting": {"reason": "ContainerCreating"}}),
+            Phase.PENDING,
+            Phase.STARTING,
+            "WorkerStarting",
+        ),
         (pod("Running", state={"running": {}}), Phase.STARTING, Phase.STARTING, "WorkerStarting"),
-        (pod("Running", conditions=[cond("Ready", "True")], state={"running": {}}), None, Phase.READY, "WorkerReady"),
+        (
+            pod("Running", conditions=[cond("Ready", "True")], state={"running": {}}),
+            None,
+            Phase.READY,
+            "WorkerReady",
+        ),
         (pod("Running", state={"running": {}}), Phase.READY, Phase.READY, "WorkerNotReady"),
-        (pod(state={"waiting": {"reason": "ImagePullBackOff", "message": "no such image"}}), None,
-         Phase.FAILED, "ImageError"),
-        (pod("Failed", reason="ErrImagePull", message="image x has no local command",
-             state={"waiting": {"reason": "ErrImagePull"}}), None, Phase.FAILED, "ImageError"),
-        (pod(state={"waiting": {"reason": "CreateContainerConfigError", "message": "secret"}}), None,
-         Phase.STARTING, "CreateContainerConfigError"),
-        (pod("Failed", state=terminated(1, json.dumps({"reason": "SetupFailed", "message": "boom"}))), None,
-         Phase.FAILED, "SetupFailed"),
-        (pod("Succeeded", state=terminated(0, json.dumps({"reason": "Closed"}))), Phase.READY, Phase.CLOSED, "Closed"),
-        (pod("Succeeded", state=terminated(0, json.dumps({"reason": "ClosedByApp"}))), Phase.READY,
-         Phase.CLOSED, "ClosedByApp"),
-        (pod("Succeeded", state=terminated(0, json.dumps({"reason": "IdleTimeout"}))), Phase.READY,
-         Phase.EXPIRED, "IdleTimeout"),
+        (
+            pod(state={"waiting": {"reason": "ImagePullBackOff", "message": "no such image"}}),
+            None,
+            Phase.FAILED,
+            "ImageError",
+        ),
+        (
+            pod(
+                "Failed",
+                reason="ErrImagePull",
+                message="image x has no local command",
+                state={"waiting": {"reason": "ErrImagePull"}},
+            ),
+            None,
+            Phase.FAILED,
+            "ImageError",
+        ),
+        (
+            pod(state={"waiting": {"reason": "CreateContainerConfigError", "message": "secret"}}),
+            None,
+            Phase.STARTING,
+            "CreateContainerConfigError",
+        ),
+        (
+            pod("Failed", state=terminated(1, json.dumps({"reason": "SetupFailed", "message": "boom"}))),
+            None,
+            Phase.FAILED,
+            "SetupFailed",
+        ),
+        (
+            pod("Succeeded", state=terminated(0, json.dumps({"reason": "Closed"}))),
+            Phase.READY,
+            Phase.CLOSED,
+            "Closed",
+        ),
+        (
+            pod("Succeeded", state=terminated(0, json.dumps({"reason": "ClosedByApp"}))),
+            Phase.READY,
+            Phase.CLOSED,
+            "ClosedByApp",
+        ),
+        (
+            pod("Succeeded", state=terminated(0, json.dumps({"reason": "IdleTimeout"}))),
+            Phase.READY,
+            Phase.EXPIRED,
+            "IdleTimeout",
+        ),
         (pod("Failed", state=terminated(137)), Phase.READY, Phase.FAILED, "WorkerLost"),
         (pod("Failed", state=terminated(2, "Traceback: KeyError")), Phase.READY, Phase.FAILED, "WorkerLost"),
     ],
-)  # fmt: skip
+)
 def test_judge(the_pod: dict[str, Any] | None, previous: str | None, phase: Phase, reason: str) -> None:
     verdict = judge(the_pod, previous)
     assert (verdict.phase, verdict.reason) == (phase, reason)

@@ -61,17 +61,27 @@ async def test_devices_are_sampled_periodically_when_nvml_is_present(fake_nvml: 
         "available": True,
         "devices": [
             {
-                "index": 0, "name": "NVIDIA A100-SXM4-80GB", "uuid": "GPU-00000000",
-                "memoryUsedBytes": 2**30, "memoryTotalBytes": 80 * 2**30,
-                "utilizationPercent": 40.0, "temperatureC": 50.0, "powerWatts": 123.456,
+                "index": 0,
+                "name": "NVIDIA A100-SXM4-80GB",
+                "uuid": "GPU-00000000",
+                "memoryUsedBytes": 2**30,
+                "memoryTotalBytes": 80 * 2**30,
+                "utilizationPercent": 40.0,
+                "temperatureC": 50.0,
+                "powerWatts": 123.456,
             },
             {
-                "index": 1, "name": "NVIDIA A100-SXM4-80GB", "uuid": "GPU-00000001",
-                "memoryUsedBytes": 2 * 2**30, "memoryTotalBytes": 80 * 2**30,
-                "utilizationPercent": 41.0, "temperatureC": 51.0, "powerWatts": None,
+                "index": 1,
+                "name": "NVIDIA A100-SXM4-80GB",
+                "uuid": "GPU-00000001",
+                "memoryUsedBytes": 2 * 2**30,
+                "memoryTotalBytes": 80 * 2**30,
+                "utilizationPercent": 41.0,
+                "temperatureC": 51.0,
+                "powerWatts": None,
             },
         ],
-    }  # fmt: skip
+    }
     monitor.close()
     assert fake_nvml == {"init": 1, "shutdown": 1, "samples": fake_nvml["samples"]}
 

@@ -190,9 +190,17 @@ async def test_status_has_the_contract_shape() -> None:
         async with w.client.get("/status", headers=AUTH) as resp:
             status = await resp.json()
     assert set(status) == {
-        "state", "sessionId", "lastActivity", "idleSeconds", "inFlight", "queued", "calls",
-        "uptimeSeconds", "sessionTimeout", "gpu",
-    }  # fmt: skip
+        "state",
+        "sessionId",
+        "lastActivity",
+        "idleSeconds",
+        "inFlight",
+        "queued",
+        "calls",
+        "uptimeSeconds",
+        "sessionTimeout",
+        "gpu",
+    }
     assert status["state"] == "READY" and status["sessionId"] == "s-test"
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", status["lastActivity"])
     assert (status["inFlight"], status["queued"], status["calls"], status["sessionTimeout"]) == (0, 0, 1, 60)

@@ -1,0 +1,21 @@
+"""Facts about Kubernetes objects that the operator and the gateway share."""
+
+from __future__ import annotations
+
+from typing import Any
+
+JSON = dict[str, Any]
+MERGE_PATCH = "application/merge-patch+json"
+
+
+def newer(body: JSON, cached: JSON | None) -> bool:
+    """Whether ``body`` is at least as new as ``cached``. A cache updated by our own writes must
+    not be rolled back by a watch event still in flight from before them. resourceVersions are
+    etcd revisions and only grow for one object (same uid); where one does not parse, trust
+    the event."""
+    if cached is None or cached["metadata"].get("uid") != body["metadata"].get("uid"):
+        return True
+    try:
+        return int(body["metadata"]["resourceVersion"]) >= int(cached["metadata"]["resourceVersion"])
+    except (KeyError, ValueError):
+        return True
