@@ -38,8 +38,8 @@ from idle import GROUP, NS, wait_ready
 from operator_bench import metric_total, proc_stats
 
 from kubesessions.localcluster import cluster, processes
-from kubesessions.localcluster.node import leftover_pod_processes
 from kubesessions.localcluster.nodeconfig import NodeConfig
+from kubesessions.localcluster.state import leftover_pod_processes
 
 SESSIONS = int(os.environ.get("BENCH_IDLE_COST_SESSIONS", "1000"))
 WAVE = int(os.environ.get("BENCH_IDLE_COST_WAVE", "100"))

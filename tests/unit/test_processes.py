@@ -6,7 +6,8 @@ from pathlib import Path
 import pytest
 
 from kubesessions.localcluster import processes
-from kubesessions.localcluster.node import AddressPool, claim_address_block, leftover_pod_processes
+from kubesessions.localcluster.addresses import AddressPool, claim_address_block
+from kubesessions.localcluster.state import leftover_pod_processes
 
 from ..conftest import await_condition
 

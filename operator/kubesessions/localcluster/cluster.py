@@ -8,7 +8,6 @@ on free 127.0.0.1 ports with certificates made for this cluster, plus the proces
 from __future__ import annotations
 
 import json
-import os
 import secrets
 import shutil
 import socket
@@ -18,7 +17,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -28,71 +27,18 @@ from .certs import Authority, Pair, service_account_key
 from .kubeconfig import build_kubeconfig, write_kubeconfig
 from .nodeconfig import NodeConfig
 
+# Re-exported: callers reach the cluster's state through this module.
+from .state import ClusterState as ClusterState
+from .state import StateDir as StateDir
+from .state import default_state_dir as default_state_dir
+from .state import leftover_pod_processes
+
 SERVICE_CIDR = "10.96.0.0/16"
 STARTUP_TIMEOUT = 90.0
 
 
 class ClusterError(RuntimeError):
     """The cluster cannot be brought up, or is not in the state asked for."""
-
-
-@dataclass
-class ClusterState:
-    """What `up` wrote to ``state.json``: how to reach the cluster and what to stop."""
-
-    server: str
-    ports: dict[str, int]
-    processes: list[processes.ProcessRecord] = field(default_factory=list)
-    node: NodeConfig = field(default_factory=NodeConfig)
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "server": self.server,
-            "ports": self.ports,
-            "processes": [p.to_json() for p in self.processes],
-            "node": asdict(self.node),
-        }
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> ClusterState:
-        return cls(
-            server=data["server"],
-            ports=dict(data["ports"]),
-            processes=[processes.ProcessRecord.from_json(p) for p in data["processes"]],
-            node=NodeConfig(**data["node"]),
-        )
-
-
-class StateDir:
-    """The layout of one cluster's state directory."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root.resolve()
-
-    pki = property(lambda self: self.root / "pki")
-    logs = property(lambda self: self.root / "logs")
-    etcd_data = property(lambda self: self.root / "etcd")
-    node_dir = property(lambda self: self.root / "node")
-    kubeconfig = property(lambda self: self.root / "kubeconfig")
-    state_file = property(lambda self: self.root / "state.json")
-
-    def component_kubeconfig(self, name: str) -> Path:
-        return self.root / "kubeconfigs" / f"{name}.kubeconfig"
-
-    def load(self) -> ClusterState | None:
-        try:
-            return ClusterState.from_json(json.loads(self.state_file.read_text()))
-        except FileNotFoundError:
-            return None
-
-    def save(self, state: ClusterState) -> None:
-        tmp = self.state_file.with_suffix(".tmp")
-        tmp.write_text(json.dumps(state.to_json(), indent=2))
-        tmp.replace(self.state_file)
-
-
-def default_state_dir() -> Path:
-    return Path(os.environ.get("KUBESESSIONS_LOCALCLUSTER_DIR", ".localcluster"))
 
 
 def free_port() -> int:
@@ -209,8 +155,6 @@ def down(state_dir: StateDir, log: Callable[[str], None] = print) -> None:
         [p for p in state.processes if p.name == "etcd"],
     ]
     stuck = [p for wave in waves for p in processes.stop(wave)]
-    from .node import leftover_pod_processes  # the node's own record of what it started
-
     stuck += processes.stop(leftover_pod_processes(state_dir.node_dir))
     if stuck:
         raise ClusterError(f"could not stop: {[(p.name, p.pid) for p in stuck]}")

@@ -11,18 +11,16 @@ import signal
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Coroutine, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import aiohttp
 
 from ..timefmt import rfc3339
 from . import processes
+from .addresses import AddressPool
 from .nodeconfig import HOST_IP
 from .podspec import ContainerConfigError, ImageNotRunnable, container_argv, container_env
 from .podstatus import ContainerRecord, pod_status, will_restart
-
-if TYPE_CHECKING:
-    from .node import AddressPool
 
 log = logging.getLogger("kubesessions.processnode")
 JSON = dict[str, Any]
