@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from . import logs
+from .localcluster.nodeconfig import DEFAULT_IMAGE_MAP
 
 # The Helm chart carries a copy of crds/ (a chart can only read files inside itself).
 CHART_CRDS = Path("charts/kube-sessions/files/crds")
@@ -41,11 +43,32 @@ def _seconds(text: str) -> float:
     return value
 
 
+class _DefaultsFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Every option's help ends with its default, unless it has none to show (a flag, an
+    unset option) or its help already says it in words (``default: ...``)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if action.default in (None, False, [], argparse.SUPPRESS) or "default:" in text:
+            return text
+        return super()._get_help_string(action) or text
+
+
+# Pods are reached through their Service or pod IP, so servers in them listen on every interface.
+ALL_INTERFACES = "0.0.0.0"  # noqa: S104
+STATE_DIR_HELP = "the cluster's state directory (default: $KUBESESSIONS_LOCALCLUSTER_DIR, else .localcluster)"
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="kubesessions", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="kubesessions", description=__doc__, formatter_class=_DefaultsFormatter
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
-    lc = sub.add_parser("localcluster", help="a real control plane on loopback, for development and tests")
+    def add_parser(name: str, help: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=help, formatter_class=_DefaultsFormatter)
+
+    lc = add_parser("localcluster", help="a real control plane on loopback, for development and tests")
     lc_sub = lc.add_subparsers(dest="action", required=True)
     for action, text in (
         ("up", "start etcd, the control plane and the process node; wait until ready"),
@@ -53,34 +76,45 @@ def build_parser() -> argparse.ArgumentParser:
         ("status", "print the cluster's state as JSON"),
         ("env", "print `export KUBECONFIG=...` (and PATH for kubectl/helm)"),
     ):
-        p = lc_sub.add_parser(action, help=text)
-        p.add_argument("--state-dir", type=Path, default=None, help="default: .localcluster/")
+        p = lc_sub.add_parser(action, help=text, formatter_class=_DefaultsFormatter)
+        p.add_argument("--state-dir", type=Path, default=None, help=STATE_DIR_HELP)
         if action == "up":
             p.add_argument("--gpus", type=_positive_int, default=2, help="nvidia.com/gpu on the node")
-            p.add_argument("--gpu-product", default="NVIDIA-A100-SXM4-80GB")
+            p.add_argument(
+                "--gpu-product",
+                default="NVIDIA-A100-SXM4-80GB",
+                help="the node's nvidia.com/gpu.product label",
+            )
             p.add_argument(
                 "--gpu-taint", action="store_true", help="taint the node nvidia.com/gpu:NoSchedule"
             )
             p.add_argument("--cpu", default="64", help="virtual cpu capacity")
             p.add_argument("--memory", default="256Gi", help="virtual memory capacity")
-            p.add_argument("--pods", type=_positive_int, default=250)
+            p.add_argument("--pods", type=_positive_int, default=250, help="pods the node accepts")
             p.add_argument(
                 "--image-map",
                 type=_image_map_item,
                 action="append",
                 default=[],
                 metavar="IMAGE=COMMAND",
-                help="run IMAGE (without tag) as COMMAND when a container sets none",
+                help="run IMAGE (without tag) as COMMAND when a container sets none (repeatable; default: "
+                + ", ".join(f"{image}={command}" for image, command in DEFAULT_IMAGE_MAP.items())
+                + ")",
             )
-    lc_sub.add_parser("binaries", help="find or build the Kubernetes binaries; print their paths")
+    lc_sub.add_parser(
+        "binaries",
+        help="find or build the Kubernetes binaries; print their paths",
+        formatter_class=_DefaultsFormatter,
+    )
 
-    op = sub.add_parser("operator", help="run the kopf operator that reconciles Sessions")
+    op = add_parser("operator", help="run the kopf operator that reconciles Sessions")
     op.add_argument(
-        "--namespace", action="append", default=[], help="watch this namespace (repeatable; default: all)"
+        "--namespace",
+        action="append",
+        default=[],
+        help="watch this namespace (repeatable; default: all namespaces)",
     )
-    op.add_argument(
-        "--retention", type=_seconds, default=600.0, help="seconds a finished Session is kept (default 600)"
-    )
+    op.add_argument("--retention", type=_seconds, default=600.0, help="seconds a finished Session is kept")
     op.add_argument(
         "--termination-grace", type=_positive_int, default=30, help="worker pods' grace period on deletion"
     )
@@ -94,25 +128,30 @@ def build_parser() -> argparse.ArgumentParser:
         "--idle-grace",
         type=_positive_int,
         default=60,
-        help="a worker idle past its timeout + this many seconds exits by itself (default 60)",
+        help="a worker idle past its timeout + this many seconds exits by itself",
     )
     op.add_argument(
         "--workers",
         type=_positive_int,
         default=32,
-        help="Sessions reconciled at once (default 32; each waits on the API, not the CPU)",
+        help="Sessions reconciled at once (each waits on the API, not the CPU)",
     )
-    op.add_argument("--metrics-host", default="0.0.0.0", help="address for /metrics (default all)")  # noqa: S104
     op.add_argument(
-        "--metrics-port", type=_positive_int, default=None, help="serve /metrics and /healthz here"
+        "--metrics-host", default=ALL_INTERFACES, help="address for /metrics (0.0.0.0: every interface)"
+    )
+    op.add_argument(
+        "--metrics-port",
+        type=_positive_int,
+        default=None,
+        help="serve /metrics and /healthz here (default: not served)",
     )
 
-    gw = sub.add_parser("gateway", help="serve the sessions API over HTTP (stateless; run N replicas)")
+    gw = add_parser("gateway", help="serve the sessions API over HTTP (stateless; run N replicas)")
     gw.add_argument(
         "--namespace",
         action="append",
         default=[],
-        help="serve (and watch) this namespace (repeatable; default: all)",
+        help="serve (and watch) this namespace (repeatable; default: all namespaces)",
     )
     gw.add_argument(
         "--default-namespace",
@@ -125,47 +164,85 @@ def build_parser() -> argparse.ArgumentParser:
         default="kubernetes",
         help="kubernetes: TokenReview + SubjectAccessReview; none: local development only",
     )
-    gw.add_argument("--host", default="0.0.0.0")  # noqa: S104 - a Service sends callers here
-    gw.add_argument("--port", type=_positive_int, default=8000)
+    gw.add_argument("--host", default=ALL_INTERFACES, help="address to listen on (0.0.0.0: every interface)")
+    gw.add_argument("--port", type=_positive_int, default=8000, help="port to listen on")
     gw.add_argument(
         "--processes",
         type=_positive_int,
         default=1,
-        help="serving processes sharing the port, each with its own watches (default 1)",
+        help="serving processes sharing the port, each with its own watches",
     )
-    gw.add_argument("--max-body-bytes", type=_positive_int, default=8 * 1024 * 1024)
+    gw.add_argument(
+        "--max-body-bytes", type=_positive_int, default=8 * 1024 * 1024, help="largest request body accepted"
+    )
     gw.add_argument(
         "--start-timeout",
         type=_seconds,
         default=120.0,
-        help="seconds a new session may take to become Ready (default 120)",
+        help="seconds a new session may take to become Ready",
     )
     gw.add_argument(
         "--call-timeout",
         type=_seconds,
         default=660.0,
-        help="seconds without a byte from the worker before 504 (default 660)",
+        help="seconds without a byte from the worker before 504",
     )
 
-    crds = sub.add_parser("crds", help="print the CRDs generated from the models")
+    crds = add_parser("crds", help="print the CRDs generated from the models")
     mode = crds.add_mutually_exclusive_group()
     mode.add_argument("--write", action="store_true", help="write them into --dir")
     mode.add_argument(
         "--check", action="store_true", help="fail, with a diff, if --dir differs from the models"
     )
-    crds.add_argument("--dir", type=Path, default=Path("crds"), help="default: crds/")
+    crds.add_argument("--dir", type=Path, default=Path("crds"), help="the CRD files' directory")
 
-    demo = sub.add_parser(
+    demo = add_parser(
         "demo", help="the local cluster, operator and gateway, and sessions used through the client"
     )
     demo.add_argument("--keep", action="store_true", help="leave it all running and print how to reach it")
-    demo.add_argument("--state-dir", type=Path, default=None, help="default: .localcluster/")
+    demo.add_argument("--state-dir", type=Path, default=None, help=STATE_DIR_HELP)
     return parser
+
+
+IN_CLUSTER_TOKEN = Path("/var/run/secrets/kubernetes.io/serviceaccount/token")
+
+
+def kube_config_problem(environ: Mapping[str, str], home: Path, token: Path = IN_CLUSTER_TOKEN) -> str | None:
+    """Why the operator or gateway could not find a cluster to talk to, or None if it can.
+
+    They would otherwise fail deep in a client library (a long traceback ending in
+    ConfigException, or kopf retrying its login every minute)."""
+    if environ.get("KUBECONFIG"):
+        files = [f for f in environ["KUBECONFIG"].split(os.pathsep) if f]
+        if any(Path(f).is_file() for f in files):
+            return None
+        return f"KUBECONFIG={environ['KUBECONFIG']} names no file that exists."
+    if environ.get("KUBERNETES_SERVICE_HOST") and token.is_file():
+        return None  # in a pod, with its service account's token
+    if (home / ".kube" / "config").is_file():
+        return None
+    return (
+        "no cluster to talk to: KUBECONFIG is not set, ~/.kube/config does not exist, and this is not a pod."
+    )
+
+
+def _require_kube_config(command: str) -> None:
+    problem = kube_config_problem(os.environ, Path.home())
+    if problem is not None:
+        print(
+            f"kubesessions {command}: {problem}\n"
+            'For the local cluster run: eval "$(kubesessions localcluster env)" '
+            "(add --state-dir if `up` had one); else set KUBECONFIG, or run it in a pod.",
+            file=sys.stderr,
+        )
+        sys.exit(2)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     logs.setup()
+    if args.command in ("operator", "gateway"):
+        _require_kube_config(args.command)
     if args.command == "localcluster":
         _localcluster(args)
     elif args.command == "operator":
@@ -247,7 +324,7 @@ def _localcluster(args: argparse.Namespace) -> None:
             )
             node.image_map.update(dict(args.image_map))
             cluster.up(state_dir, node)
-            print(f"export KUBECONFIG={state_dir.kubeconfig}")
+            print("\n".join(cluster.env_lines(state_dir)))
         elif args.action == "down":
             cluster.down(state_dir)
         elif args.action == "status":

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
+import sys
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -304,8 +306,27 @@ def test_up_refuses_a_second_start_and_down_leaves_no_process(tmp_path: Path) ->
     from kubesessions.localcluster.nodeconfig import NodeConfig
 
     state_dir = cluster.StateDir(tmp_path / "second")
-    state = cluster.up(state_dir, NodeConfig(name="local-0", gpus=0), log=lambda _: None)
     try:
+        up = subprocess.run(
+            [
+                str(Path(sys.executable).parent / "kubesessions"),
+                "localcluster",
+                "up",
+                "--state-dir",
+                str(state_dir.root),
+                "--gpus",
+                "0",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert up.returncode == 0, up.stderr
+        state = state_dir.load()
+        assert state is not None
+        # What to paste next, PATH for the matching kubectl included.
+        assert up.stdout.splitlines()[-2:] == cluster.env_lines(state_dir)
+        assert up.stdout.splitlines()[-1].startswith("export PATH=")
         names = {p.name for p in state.processes}
         assert names == {
             "etcd",
@@ -314,7 +335,13 @@ def test_up_refuses_a_second_start_and_down_leaves_no_process(tmp_path: Path) ->
             "kube-scheduler",
             "process-node",
         }
-        with pytest.raises(cluster.ClusterError, match="already running"):
+        # The hint names this cluster's state directory, or it would point at another one.
+        hint = (
+            re.escape(f"already running from {state_dir.root}")
+            + ".*"
+            + re.escape(f"env --state-dir {state_dir.root}")
+        )
+        with pytest.raises(cluster.ClusterError, match=hint):
             cluster.up(state_dir, NodeConfig(), log=lambda _: None)
     except BaseException:
         cluster.down(state_dir, log=lambda _: None)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import shlex
 import shutil
 import socket
 import ssl
@@ -79,8 +80,8 @@ def up(state_dir: StateDir, node: NodeConfig, log: Callable[[str], None] = print
         if running_state(state_dir) is not None:
             raise ClusterError(
                 f"a local cluster is already running from {state_dir.root} "
-                f"(API server {existing.server}); use it (`kubesessions localcluster env`) "
-                "or stop it first (`kubesessions localcluster down`)"
+                f"(API server {existing.server}); use it (`{command(state_dir, 'env')}`) "
+                f"or stop it first (`{command(state_dir, 'down')}`)"
             )
         log(f"state in {state_dir.root} is from a cluster that is no longer fully running;")
         log("stopping what is left of it and starting afresh")
@@ -172,17 +173,26 @@ def status(state_dir: StateDir) -> dict[str, Any]:
         "stateDir": str(state_dir.root),
         "server": state.server,
         "kubeconfig": str(state_dir.kubeconfig),
+        "ports": state.ports,
         "processes": {p.name: {"pid": p.pid, "alive": processes.alive(p)} for p in state.processes},
         "node": asdict(state.node),
     }
+
+
+def command(state_dir: StateDir, action: str) -> str:
+    """The `kubesessions localcluster` command line for this cluster: a state directory other
+    than the default has to be named on every command, not just on `up`."""
+    line = f"kubesessions localcluster {action}"
+    if state_dir.root != StateDir(default_state_dir()).root:
+        line += f" --state-dir {shlex.quote(str(state_dir.root))}"
+    return line
 
 
 def env_lines(state_dir: StateDir) -> list[str]:
     """Shell lines that point kubectl (and our tools) at the cluster."""
     if running_state(state_dir) is None:
         raise ClusterError(
-            f"no local cluster is running from {state_dir.root}; "
-            "start one with `kubesessions localcluster up`"
+            f"no local cluster is running from {state_dir.root}; start one with `{command(state_dir, 'up')}`"
         )
     bins = ensure_binaries(("kubectl", "helm"))
     path_dirs = sorted({str(p.parent) for p in bins.values()})
