@@ -363,3 +363,36 @@ def test_up_refuses_a_second_start_and_down_leaves_no_process(tmp_path: Path) ->
     cluster.down(state_dir, log=lambda _: None)
     assert [r for r in records if processes.alive(r)] == []
     assert cluster.status(state_dir)["running"] is False
+
+
+def test_kubectl_logs_reach_the_process_node_by_its_ip(kube: Cluster, namespace: str) -> None:
+    """The API server calls the node's log endpoint at its InternalIP over TLS (no DNS lookup of
+    `local-0`), and the worker's JSON log lines come back; --tail and -f work too."""
+    from .test_worker_pod import TOKEN, worker_pod
+
+    kube.core.create_namespaced_secret(
+        namespace, {"metadata": {"name": "w-token"}, "stringData": {"token": TOKEN}}
+    )
+    kube.core.create_namespaced_pod(namespace, worker_pod("w", "w-token"))
+    await_pod(kube, namespace, "w", ready, 60, "the worker to be Ready")
+    lines = [json.loads(line) for line in kubectl(kube, "-n", namespace, "logs", "w").splitlines()]
+    assert any("listening on" in line.get("message", "") for line in lines), lines
+    assert len(kubectl(kube, "-n", namespace, "logs", "w", "--tail=1").splitlines()) == 1
+
+    kube.core.create_namespaced_pod(
+        namespace,
+        script_pod(
+            "talker", "import time\nfor i in range(3):\n    print(i, flush=True)\n    time.sleep(0.5)"
+        ),
+    )
+    await_pod(kube, namespace, "talker", lambda p: p.status.phase != "Pending", 30, "talker to start")
+    # -f returns once the container has ended, with everything it printed.
+    assert kubectl(kube, "-n", namespace, "logs", "-f", "talker").split() == ["0", "1", "2"]
+
+    refused = subprocess.run(
+        [str(kube.kubectl), f"--kubeconfig={kube.kubeconfig}", "-n", namespace, "logs", "w", "--timestamps"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert refused.returncode != 0 and "does not support timestamps" in refused.stderr, refused.stderr

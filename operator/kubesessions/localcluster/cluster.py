@@ -26,7 +26,8 @@ from . import processes
 from .binaries import CONTROL_PLANE, ensure_binaries
 from .certs import Authority, Pair, service_account_key
 from .kubeconfig import build_kubeconfig, write_kubeconfig
-from .nodeconfig import NodeConfig
+from .logserver import KUBELET_CLIENT
+from .nodeconfig import HOST_IP, NodeConfig
 
 # Re-exported: callers reach the cluster's state through this module.
 from .state import ClusterState as ClusterState
@@ -237,8 +238,13 @@ def _make_pki(state_dir: StateDir, server: str, node_name: str) -> dict[str, Pai
         "controller-manager": ca.issue("controller-manager", "system:kube-controller-manager"),
         "scheduler": ca.issue("scheduler", "system:kube-scheduler"),
         # The process node authenticates as a real node, so the Node authorizer and
-        # NodeRestriction limit it exactly as they would a kubelet.
-        "node": ca.issue("node", f"system:node:{node_name}", organizations=("system:nodes",)),
+        # NodeRestriction limit it exactly as they would a kubelet; the same certificate
+        # serves its log endpoint, at its InternalIP.
+        "node": ca.issue(
+            "node", f"system:node:{node_name}", organizations=("system:nodes",), server_names=(HOST_IP,)
+        ),
+        # What the API server shows nodes when it proxies `kubectl logs` to them.
+        "kubelet-client": ca.issue("kubelet-client", KUBELET_CLIENT, organizations=("system:masters",)),
     }
     service_account_key(state_dir.pki / "sa.key")
     for name in ("controller-manager", "scheduler", "node"):
@@ -282,6 +288,11 @@ def _apiserver_args(
         "--bind-address=127.0.0.1",
         "--advertise-address=127.0.0.1",
         "--authorization-mode=Node,RBAC",
+        f"--kubelet-client-certificate={pki['kubelet-client'].cert}",
+        f"--kubelet-client-key={pki['kubelet-client'].key}",
+        f"--kubelet-certificate-authority={pki['ca'].cert}",
+        # Nodes are reached at their InternalIP: their names are not in the machine's DNS.
+        "--kubelet-preferred-address-types=InternalIP",
         "--enable-admission-plugins=NodeRestriction",
         f"--service-cluster-ip-range={SERVICE_CIDR}",
         "--service-account-issuer=https://kubernetes.default.svc.cluster.local",

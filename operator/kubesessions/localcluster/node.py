@@ -6,7 +6,8 @@ it: each container as a process in its own process group, each pod on its own lo
 address (127.0.x.y) as podIP. It honours env (literals, Secrets, ConfigMaps, downward
 API), HTTP/TCP/exec probes, restart policies, termination messages and graceful
 deletion. It has no images, no network or mount namespaces, no resource limits and no
-``kubectl logs``/``exec``; container output goes to files in the state directory.
+``kubectl exec``; container output goes to files in the state directory, served to
+``kubectl logs`` (:mod:`kubesessions.localcluster.logserver`).
 
 Run by ``kubesessions localcluster up`` as ``python -m kubesessions.localcluster.node``.
 """
@@ -32,7 +33,9 @@ from ..timefmt import rfc3339
 from . import processes
 from .addresses import AddressPool, claim_address_block
 from .apiclient import STRATEGIC, ApiClient, ApiError
+from .certs import Pair
 from .kubeconfig import connection_from_kubeconfig
+from .logserver import ContainerLog, LogServer
 from .nodeconfig import HOST_IP, NodeConfig
 from .podrunner import PodRunner, PodServices
 from .state import StateDir, leftover_pod_processes
@@ -80,7 +83,7 @@ def node_object(cfg: NodeConfig) -> JSON:
     }
 
 
-def node_status(cfg: NodeConfig, heartbeat: str, since: str) -> JSON:
+def node_status(cfg: NodeConfig, heartbeat: str, since: str, log_port: int) -> JSON:
     capacity = {
         "cpu": cfg.cpu,
         "memory": cfg.memory,
@@ -112,7 +115,8 @@ def node_status(cfg: NodeConfig, heartbeat: str, since: str) -> JSON:
             {"type": "InternalIP", "address": HOST_IP},
             {"type": "Hostname", "address": cfg.name},
         ],
-        "daemonEndpoints": {"kubeletEndpoint": {"Port": 0}},
+        # The API server calls here for `kubectl logs` (at the InternalIP: no name is looked up).
+        "daemonEndpoints": {"kubeletEndpoint": {"Port": log_port}},
         "nodeInfo": {
             "machineID": "",
             "systemUUID": "",
@@ -139,6 +143,7 @@ class ProcessNode(PodServices):
         self.api_port = api_port
         self.addresses = AddressPool(block)
         self.runners: dict[str, PodRunner] = {}  # by pod uid
+        self.log_port = 0  # set once the log server listens
         self._node_uid = ""
         self._since = rfc3339(precision="seconds")
 
@@ -260,6 +265,13 @@ class ProcessNode(PodServices):
             if exc.status not in (404, 409):
                 raise
 
+    def container_log(self, namespace: str, pod: str, container: str) -> ContainerLog | None:
+        for runner in self.runners.values():
+            meta = runner.pod["metadata"]
+            if (meta["namespace"], meta["name"]) == (namespace, pod):
+                return runner.container_log(container)
+        return None
+
     # -- node lifecycle ----------------------------------------------------------------
 
     async def register(self) -> None:
@@ -285,7 +297,7 @@ class ProcessNode(PodServices):
         await self.api.request(
             "PATCH",
             f"/api/v1/nodes/{self.cfg.name}/status",
-            body={"status": node_status(self.cfg, rfc3339(precision="seconds"), self._since)},
+            body={"status": node_status(self.cfg, rfc3339(precision="seconds"), self._since, self.log_port)},
             content_type=STRATEGIC,
         )
 
@@ -390,6 +402,8 @@ async def run(state_dir: Path) -> None:
     api = ApiClient(connection_from_kubeconfig(paths.component_kubeconfig("node")))
     ca_data = base64.b64encode((paths.pki / "ca.crt").read_bytes()).decode()
     node = ProcessNode(api, state.node, paths.node_dir, state.ports["apiserver"], ca_data, block)
+    logs_server = LogServer(node, Pair(paths.pki / "node.crt", paths.pki / "node.key"), paths.pki / "ca.crt")
+    node.log_port = await logs_server.start(HOST_IP)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -402,6 +416,7 @@ async def run(state_dir: Path) -> None:
     for task in tasks:
         task.cancel()
     await node.shutdown()
+    await logs_server.stop()
     await api.close()
 
 

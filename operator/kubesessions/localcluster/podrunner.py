@@ -18,6 +18,7 @@ import aiohttp
 from ..timefmt import rfc3339
 from . import processes
 from .addresses import AddressPool
+from .logserver import ContainerLog
 from .nodeconfig import HOST_IP
 from .podspec import ContainerConfigError, ImageNotRunnable, container_argv, container_env
 from .podstatus import ContainerRecord, pod_status, will_restart
@@ -265,6 +266,15 @@ class PodRunner:
         path.chmod(0o600)
         return path
 
+    def _log_file(self, container: str) -> Path:
+        return self.dir / f"{container}.log"
+
+    def container_log(self, container: str) -> ContainerLog | None:
+        """The container's output (every run of it), for the node's log endpoint."""
+        if container not in {rec.name for rec in self.inits + self.mains}:
+            return None
+        return ContainerLog(self._log_file(container), running=lambda: container in self.procs)
+
     def _termination_file(self, container: str) -> Path:
         return self.dir / f"{container}.termination-log"
 
@@ -303,7 +313,7 @@ class PodRunner:
         workdir = Path(cspec.get("workingDir") or self.dir)
         term_file = self._termination_file(rec.name)
         term_file.unlink(missing_ok=True)
-        log_path = self.dir / f"{rec.name}.log"
+        log_path = self._log_file(rec.name)
         rec.started_at, rec.message = rfc3339(precision="seconds"), ""
         try:
             with log_path.open("ab") as out:
