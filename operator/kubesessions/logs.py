@@ -34,6 +34,22 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(line)
 
 
+class ExpectedRetries(logging.Filter):
+    """kopf logs every retried API request at error level. A 429 it retries is the API server
+    asking to come back later (``storage is (re)initializing`` right after CRDs are created):
+    expected and recovered from, so a warning. Other failures keep their level."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if (
+            record.levelno == logging.ERROR
+            and record.name.startswith("kopf.")
+            and "failed; will retry" in (message := record.getMessage())
+            and "APITooManyRequestsError" in message
+        ):
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
+
+
 def setup(level: int = logging.INFO, json_lines: bool | None = None) -> None:
     """Configure the root logger once; ``json_lines`` defaults to 'stderr is not a TTY'."""
     handler = logging.StreamHandler(sys.stderr)
@@ -41,6 +57,7 @@ def setup(level: int = logging.INFO, json_lines: bool | None = None) -> None:
         handler.setFormatter(JsonFormatter())
     else:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+    handler.addFilter(ExpectedRetries())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

@@ -7,7 +7,7 @@ import logging
 
 import pytest
 
-from kubesessions.logs import JsonFormatter
+from kubesessions.logs import JsonFormatter, setup
 
 pytestmark = pytest.mark.unit
 
@@ -34,3 +34,32 @@ def test_kopf_lines_about_other_kinds_name_the_kind() -> None:
 def test_our_own_fields_are_kept() -> None:
     out = line(session="s2", namespace="b")
     assert (out["session"], out["namespace"], out["level"]) == ("s2", "b", "warning")
+
+
+@pytest.mark.parametrize(
+    ("message", "level"),
+    [
+        (
+            "Request attempt #1/9 failed; will retry: GET https://127.0.0.1:1/apis/kubesessions.io/v1alpha1/apps"
+            " -> APITooManyRequestsError('storage is (re)initializing', {})",
+            "warning",
+        ),
+        ("Request attempt #1/9 failed; will retry: GET https://x -> APIServerError('boom', {})", "error"),
+        (
+            "Request attempt #9/9 failed; escalating: GET https://x -> APITooManyRequestsError('x', {})",
+            "error",
+        ),
+    ],
+)
+def test_a_retried_429_from_kopf_is_a_warning_not_an_error(
+    message: str, level: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = logging.getLogger()
+    handlers, level_before = root.handlers[:], root.level
+    try:
+        setup(json_lines=True)
+        logging.getLogger("kopf._cogs.clients.watching").error(message)
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level_before)
+    assert json.loads(capsys.readouterr().err.splitlines()[-1])["level"] == level
