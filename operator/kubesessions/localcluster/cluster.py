@@ -8,10 +8,8 @@ on free 127.0.0.1 ports with certificates made for this cluster, plus the proces
 from __future__ import annotations
 
 import json
-import secrets
 import shlex
 import shutil
-import socket
 import ssl
 import sys
 import time
@@ -28,8 +26,10 @@ from .certs import Authority, Pair, service_account_key
 from .kubeconfig import build_kubeconfig, write_kubeconfig
 from .logserver import KUBELET_CLIENT
 from .nodeconfig import HOST_IP, NodeConfig
+from .ports import free_port as free_port
 
 # Re-exported: callers reach the cluster's state through this module.
+from .state import ClusterError as ClusterError
 from .state import ClusterState as ClusterState
 from .state import StateDir as StateDir
 from .state import default_state_dir as default_state_dir
@@ -37,33 +37,6 @@ from .state import leftover_pod_processes
 
 SERVICE_CIDR = "10.96.0.0/16"
 STARTUP_TIMEOUT = 90.0
-
-
-class ClusterError(RuntimeError):
-    """The cluster cannot be brought up, or is not in the state asked for."""
-
-
-def free_port() -> int:
-    """A port free now, from below the kernel's ephemeral range: a port the kernel hands out
-    (bind to 0) can be taken by any outgoing connection before its server binds it, and one
-    of the cluster's components then fails with 'address already in use'."""
-    low = _ephemeral_floor()
-    for _ in range(200):
-        port = secrets.choice(range(max(1024, low - 12000), low))
-        with socket.socket() as sock:
-            try:
-                sock.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise ClusterError("no free port found below the ephemeral range")
-
-
-def _ephemeral_floor() -> int:
-    try:
-        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        return 32768  # Linux's default
 
 
 def running_state(state_dir: StateDir) -> ClusterState | None:

@@ -37,6 +37,7 @@ from .certs import Pair
 from .kubeconfig import connection_from_kubeconfig
 from .logserver import ContainerLog, LogServer
 from .nodeconfig import HOST_IP, NodeConfig
+from .nodeobject import DESCRIPTION, node_object, node_status
 from .podrunner import PodRunner, PodServices
 from .state import StateDir, leftover_pod_processes
 
@@ -47,89 +48,6 @@ LEASE_SECONDS = 40
 LEASE_RENEW_SECONDS = 10
 STATUS_REPORT_SECONDS = 60
 SERVICE_ACCOUNT_TOKEN_SECONDS = 24 * 3600  # a dev node does not rotate tokens
-DESCRIPTION = (
-    "kube-sessions process node: a development and test node whose pods run as local processes; not a kubelet"
-)
-
-
-def node_object(cfg: NodeConfig) -> JSON:
-    labels = {
-        "kubernetes.io/hostname": cfg.name,
-        "kubernetes.io/os": "linux",
-        "kubernetes.io/arch": "amd64",
-        "kubesessions.io/process-node": "true",
-    }
-    taints = []
-    if cfg.gpus:
-        labels.update(
-            {
-                "nvidia.com/gpu.present": "true",
-                "nvidia.com/gpu.product": cfg.gpu_product,
-                "nvidia.com/gpu.count": str(cfg.gpus),
-                "nvidia.com/gpu.memory": str(cfg.gpu_memory_mib),
-            }
-        )
-        if cfg.gpu_taint:
-            taints.append({"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"})
-    return {
-        "apiVersion": "v1",
-        "kind": "Node",
-        "metadata": {
-            "name": cfg.name,
-            "labels": labels,
-            "annotations": {"kubesessions.io/process-node": DESCRIPTION},
-        },
-        "spec": {"taints": taints} if taints else {},
-    }
-
-
-def node_status(cfg: NodeConfig, heartbeat: str, since: str, log_port: int) -> JSON:
-    capacity = {
-        "cpu": cfg.cpu,
-        "memory": cfg.memory,
-        "pods": str(cfg.pods),
-        "ephemeral-storage": "1Ti",
-        "nvidia.com/gpu": str(cfg.gpus),
-    }
-
-    def cond(kind: str, status: str, reason: str, message: str) -> JSON:
-        return {
-            "type": kind,
-            "status": status,
-            "reason": reason,
-            "message": message,
-            "lastHeartbeatTime": heartbeat,
-            "lastTransitionTime": since,
-        }
-
-    return {
-        "capacity": capacity,
-        "allocatable": capacity,
-        "conditions": [
-            cond("MemoryPressure", "False", "ProcessNodeHasSufficientMemory", "not measured"),
-            cond("DiskPressure", "False", "ProcessNodeHasNoDiskPressure", "not measured"),
-            cond("PIDPressure", "False", "ProcessNodeHasSufficientPID", "not measured"),
-            cond("Ready", "True", "ProcessNodeReady", DESCRIPTION),
-        ],
-        "addresses": [
-            {"type": "InternalIP", "address": HOST_IP},
-            {"type": "Hostname", "address": cfg.name},
-        ],
-        # The API server calls here for `kubectl logs` (at the InternalIP: no name is looked up).
-        "daemonEndpoints": {"kubeletEndpoint": {"Port": log_port}},
-        "nodeInfo": {
-            "machineID": "",
-            "systemUUID": "",
-            "bootID": "",
-            "kernelVersion": os.uname().release,
-            "osImage": "kube-sessions process node",
-            "containerRuntimeVersion": "process://local",
-            "kubeletVersion": "v1.36.4",
-            "kubeProxyVersion": "",
-            "operatingSystem": "linux",
-            "architecture": "amd64",
-        },
-    }
 
 
 class ProcessNode(PodServices):

@@ -9,26 +9,24 @@ import logging
 import os
 import signal
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
-
-import aiohttp
 
 from ..timefmt import rfc3339
 from . import processes
 from .addresses import AddressPool
 from .logserver import ContainerLog
 from .nodeconfig import HOST_IP
-from .podspec import ContainerConfigError, ImageNotRunnable, container_argv, container_env
-from .podstatus import ContainerRecord, pod_status, will_restart
+from .podspec import ContainerConfigError, ImageNotRunnable, container_argv, container_env, env_references
+from .podstatus import ContainerRecord, pod_status, termination_message, will_restart
+from .probes import Prober
 
 log = logging.getLogger("kubesessions.processnode")
 JSON = dict[str, Any]
 
 BACKOFF_START, BACKOFF_CAP = 1.0, 20.0  # shorter than a kubelet's 10 s .. 5 min: a dev node
 CONFIG_QUICK_RETRIES, CONFIG_RETRY_SECONDS = (0.05, 0.1, 0.2, 0.4), 2.0
-TERMINATION_MESSAGE_LIMIT = 4096
 
 
 class PodServices(ABC):
@@ -82,7 +80,7 @@ class PodRunner:
         self.stopping = False
         self.gone = False
         self.last_status: JSON = dict(pod.get("status") or {})
-        self._http: aiohttp.ClientSession | None = None
+        self.prober = Prober(self)
         self._task: asyncio.Task[None] | None = None
 
     @property
@@ -143,8 +141,7 @@ class PodRunner:
             if not self.gone:
                 await self.services.remove(self.pod)
             self.addresses.release(self.ip)
-            if self._http is not None:
-                await self._http.close()
+            await self.prober.close()
 
     def _grace(self) -> float:
         if self.gone:
@@ -226,9 +223,10 @@ class PodRunner:
         }
         return {**self.pod, "status": status}
 
-    async def _environment(self, cspec: JSON) -> tuple[list[str], dict[str, str]]:
+    async def environment(self, cspec: JSON) -> tuple[list[str], dict[str, str]]:
+        """The container's command line and environment, as a kubelet would build them."""
         fetched: dict[tuple[str, str, str], Mapping[str, str] | None] = {}
-        for kind, ns, name in _references(self.pod, cspec):
+        for kind, ns, name in env_references(self.pod, cspec):
             try:
                 fetched[(kind, ns, name)] = await self.services.lookup(kind, ns, name)
             except Exception as exc:
@@ -282,7 +280,7 @@ class PodRunner:
         quick = list(CONFIG_QUICK_RETRIES)
         while True:
             try:
-                argv, env = await self._environment(cspec)
+                argv, env = await self.environment(cspec)
                 break
             except ImageNotRunnable as exc:
                 rec.state, rec.reason, rec.message = "waiting", "ErrImagePull", str(exc)
@@ -340,7 +338,7 @@ class PodRunner:
             pid_file.write_text(json.dumps(processes.ProcessRecord(rec.name, proc.pid, ticks).to_json()))
         rec.state, rec.reason, rec.pid = "running", "", proc.pid
         rec.ready = rec.started = False
-        probes = asyncio.create_task(self._probe_container(cspec, rec, proc))
+        probes = asyncio.create_task(self.prober.container(cspec, rec, proc))
         self.changed.set()
         if not rec.init:
             await self.services.event(
@@ -359,129 +357,14 @@ class PodRunner:
         rec.signal = -code if code < 0 else 0
         rec.reason = "Completed" if code == 0 else "Error"
         rec.finished_at = rfc3339(precision="seconds")
-        rec.message = _termination_message(cspec, term_file, log_path, rec.exit_code)
+        rec.message = termination_message(cspec, term_file, log_path, rec.exit_code)
         self.changed.set()
-
-    # -- probes -------------------------------------------------------------------------
-
-    async def _probe_container(
-        self, cspec: JSON, rec: ContainerRecord, proc: asyncio.subprocess.Process
-    ) -> None:
-        startup = cspec.get("startupProbe")
-        if startup and not await self._probe_until(startup, cspec, proc, rec, "Startup"):
-            return
-        rec.started = True
-        readiness, liveness = cspec.get("readinessProbe"), cspec.get("livenessProbe")
-        if readiness is None:
-            rec.ready = True
-        self.changed.set()
-        tasks: list[Coroutine[Any, Any, object]] = []
-        if readiness:
-            tasks.append(self._readiness(readiness, cspec, rec))
-        if liveness:
-            tasks.append(self._probe_until(liveness, cspec, proc, rec, "Liveness", stop_on_success=False))
-        await asyncio.gather(*tasks)
-
-    async def _readiness(self, probe: JSON, cspec: JSON, rec: ContainerRecord) -> None:
-        period, success_needed, failure_allowed = _probe_timing(probe)
-        await asyncio.sleep(probe.get("initialDelaySeconds", 0))
-        successes = failures = 0
-        while True:
-            ok, why = await self._probe_once(probe, cspec)
-            successes, failures = (successes + 1, 0) if ok else (0, failures + 1)
-            ready = rec.ready
-            if ok and successes >= success_needed:
-                ready = True
-            elif not ok and failures >= failure_allowed:
-                ready = False
-            if not ok and failures == failure_allowed and rec.ready:
-                await self.services.event(self.pod, "Warning", "Unhealthy", f"Readiness probe failed: {why}")
-            if ready != rec.ready:
-                rec.ready = ready
-                self.changed.set()
-            await asyncio.sleep(period)
-
-    async def _probe_until(
-        self,
-        probe: JSON,
-        cspec: JSON,
-        proc: asyncio.subprocess.Process,
-        rec: ContainerRecord,
-        kind: str,
-        stop_on_success: bool = True,
-    ) -> bool:
-        """Startup (until it first succeeds) or liveness (forever); kills on failure."""
-        period, _, failure_allowed = _probe_timing(probe)
-        await asyncio.sleep(probe.get("initialDelaySeconds", 0))
-        failures = 0
-        while True:
-            ok, why = await self._probe_once(probe, cspec)
-            if ok and stop_on_success:
-                return True
-            failures = 0 if ok else failures + 1
-            if failures >= failure_allowed:
-                message = f"{kind} probe failed: {why}; container {rec.name} will be restarted"
-                await self.services.event(self.pod, "Warning", "Unhealthy", message)
-                await _terminate(proc, float(self.pod["spec"].get("terminationGracePeriodSeconds", 30)))
-                return False
-            await asyncio.sleep(period)
-
-    async def _probe_once(self, probe: JSON, cspec: JSON) -> tuple[bool, str]:
-        timeout = float(probe.get("timeoutSeconds", 1))
-        try:
-            if "httpGet" in probe:
-                return await self._http_probe(probe["httpGet"], cspec, timeout)
-            if "tcpSocket" in probe:
-                port = _port(probe["tcpSocket"]["port"], cspec)
-                host = probe["tcpSocket"].get("host") or self.ip
-                _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
-                writer.close()
-                return True, ""
-            if "exec" in probe:
-                _, env = await self._environment(cspec)
-                proc = await asyncio.create_subprocess_exec(
-                    *probe["exec"]["command"],
-                    env=env,
-                    cwd=self.dir,
-                    stdout=asyncio.subprocess.PIPE,
-                    stderr=asyncio.subprocess.STDOUT,
-                )
-                try:
-                    out, _ = await asyncio.wait_for(proc.communicate(), timeout)
-                except TimeoutError:
-                    proc.kill()
-                    return False, f"command timed out after {timeout:.0f}s"
-                return proc.returncode == 0, out.decode(errors="replace")[-200:]
-            return (
-                False,
-                "probe type not supported on the process node (httpGet, tcpSocket, exec are)",
-            )
-        except (TimeoutError, OSError, aiohttp.ClientError, ContainerConfigError) as exc:
-            return False, str(exc) or type(exc).__name__
-
-    async def _http_probe(self, spec: JSON, cspec: JSON, timeout: float) -> tuple[bool, str]:
-        if self._http is None:
-            self._http = aiohttp.ClientSession()
-        scheme = spec.get("scheme", "HTTP").lower()
-        host = spec.get("host") or self.ip
-        url = f"{scheme}://{host}:{_port(spec['port'], cspec)}{spec.get('path', '/')}"
-        headers = {h["name"]: h["value"] for h in spec.get("httpHeaders", [])}
-        async with self._http.get(
-            url,
-            headers=headers,
-            ssl=False,
-            timeout=aiohttp.ClientTimeout(total=timeout),
-            allow_redirects=False,
-        ) as resp:
-            if 200 <= resp.status < 400:
-                return True, ""
-            return False, f"HTTP probe failed with statuscode: {resp.status}"
 
     # -- stopping and status --------------------------------------------------------------
 
     async def stop_processes(self, grace: float = 30.0) -> None:
         self.stopping = True
-        await asyncio.gather(*(_terminate(p, grace) for p in list(self.procs.values())))
+        await asyncio.gather(*(processes.terminate(p, grace) for p in list(self.procs.values())))
 
     async def _write_status(self) -> None:
         while True:
@@ -515,64 +398,3 @@ class PodRunner:
 
 def _same_status(new: JSON, old: JSON) -> bool:
     return all(old.get(k) == v for k, v in new.items() if v is not None)
-
-
-def _probe_timing(probe: JSON) -> tuple[float, int, int]:
-    return (
-        float(probe.get("periodSeconds", 10)),
-        int(probe.get("successThreshold", 1)),
-        int(probe.get("failureThreshold", 3)),
-    )
-
-
-def _port(port: int | str, cspec: JSON) -> int:
-    if isinstance(port, int) or str(port).isdigit():
-        return int(port)
-    for item in cspec.get("ports", []):
-        if item.get("name") == port:
-            return int(item["containerPort"])
-    raise ContainerConfigError(f"named port {port!r} is not declared by container {cspec['name']}")
-
-
-def _references(pod: JSON, cspec: JSON) -> set[tuple[str, str, str]]:
-    """The Secrets and ConfigMaps a container's env reads."""
-    ns = pod["metadata"]["namespace"]
-    refs = set()
-    for item in cspec.get("envFrom", []):
-        if "secretRef" in item:
-            refs.add(("secret", ns, item["secretRef"]["name"]))
-        if "configMapRef" in item:
-            refs.add(("configmap", ns, item["configMapRef"]["name"]))
-    for var in cspec.get("env", []):
-        ref = var.get("valueFrom", {})
-        if "secretKeyRef" in ref:
-            refs.add(("secret", ns, ref["secretKeyRef"]["name"]))
-        if "configMapKeyRef" in ref:
-            refs.add(("configmap", ns, ref["configMapKeyRef"]["name"]))
-    return refs
-
-
-def _termination_message(cspec: JSON, term_file: Path, log_path: Path, exit_code: int) -> str:
-    try:
-        message = term_file.read_bytes()[:TERMINATION_MESSAGE_LIMIT].decode(errors="replace")
-    except OSError:
-        message = ""
-    if not message and exit_code != 0 and cspec.get("terminationMessagePolicy") == "FallbackToLogsOnError":
-        with contextlib.suppress(OSError):
-            tail = log_path.read_bytes()[-2048:].decode(errors="replace")
-            message = "\n".join(tail.splitlines()[-80:])
-    return message
-
-
-async def _terminate(proc: asyncio.subprocess.Process, grace: float) -> None:
-    """SIGTERM the container's process group, SIGKILL it after ``grace`` seconds."""
-    if proc.returncode is not None:
-        return
-    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 10.0)):
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, sig)
-        try:
-            await asyncio.wait_for(proc.wait(), wait)
-            return
-        except TimeoutError:
-            continue

@@ -161,3 +161,21 @@ def container_argv(container: JSON, env: Mapping[str, str], image_map: Mapping[s
             f"and the container sets no command (images it can run without one: {known})"
         )
     return mapped.split() + args
+
+
+def env_references(pod: JSON, cspec: JSON) -> set[tuple[str, str, str]]:
+    """The Secrets and ConfigMaps a container's env reads."""
+    ns = pod["metadata"]["namespace"]
+    refs = set()
+    for item in cspec.get("envFrom", []):
+        if "secretRef" in item:
+            refs.add(("secret", ns, item["secretRef"]["name"]))
+        if "configMapRef" in item:
+            refs.add(("configmap", ns, item["configMapRef"]["name"]))
+    for var in cspec.get("env", []):
+        ref = var.get("valueFrom", {})
+        if "secretKeyRef" in ref:
+            refs.add(("secret", ns, ref["secretKeyRef"]["name"]))
+        if "configMapKeyRef" in ref:
+            refs.add(("configmap", ns, ref["configMapKeyRef"]["name"]))
+    return refs

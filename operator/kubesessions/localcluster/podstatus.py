@@ -1,11 +1,16 @@
-"""Pure: a pod's status as a kubelet would report it, from what its containers did."""
+"""A pod's status as a kubelet would report it, from what its containers did (pure), and the
+termination message a container left."""
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from ..timefmt import rfc3339
+
+TERMINATION_MESSAGE_LIMIT = 4096  # bytes, as a kubelet keeps
 
 JSON = dict[str, Any]
 
@@ -146,3 +151,15 @@ def pod_status(
     if failure:
         status["reason"], status["message"] = failure
     return status
+
+
+def termination_message(cspec: JSON, term_file: Path, log_path: Path, exit_code: int) -> str:
+    try:
+        message = term_file.read_bytes()[:TERMINATION_MESSAGE_LIMIT].decode(errors="replace")
+    except OSError:
+        message = ""
+    if not message and exit_code != 0 and cspec.get("terminationMessagePolicy") == "FallbackToLogsOnError":
+        with contextlib.suppress(OSError):
+            tail = log_path.read_bytes()[-2048:].decode(errors="replace")
+            message = "\n".join(tail.splitlines()[-80:])
+    return message

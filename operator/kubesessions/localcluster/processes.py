@@ -6,6 +6,7 @@ also keeps the process's start time (field 22 of /proc/<pid>/stat).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import signal
@@ -112,3 +113,17 @@ def _reap(records: Iterable[ProcessRecord]) -> None:
     for record in records:
         with contextlib.suppress(ChildProcessError):
             os.waitpid(record.pid, os.WNOHANG)
+
+
+async def terminate(proc: asyncio.subprocess.Process, grace: float) -> None:
+    """SIGTERM the container's process group, SIGKILL it after ``grace`` seconds."""
+    if proc.returncode is not None:
+        return
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 10.0)):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, sig)
+        try:
+            await asyncio.wait_for(proc.wait(), wait)
+            return
+        except TimeoutError:
+            continue

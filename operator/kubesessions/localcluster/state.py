@@ -17,6 +17,10 @@ from . import processes
 from .nodeconfig import NodeConfig
 
 
+class ClusterError(RuntimeError):
+    """The cluster cannot be brought up, or is not in the state asked for."""
+
+
 @dataclass
 class ClusterState:
     """What `up` wrote to ``state.json``: how to reach the cluster and what to stop."""
