@@ -18,7 +18,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, cast
 
-from kubernetes_asyncio import client
+import aiohttp
+from kubernetes_asyncio import client, watch
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from .timefmt import rfc3339
@@ -53,6 +54,7 @@ class Observed:
     holder: str | None
     renew_time: str | None
     seen_at: float
+    duration: float  # the Lease's own leaseDurationSeconds (its holder chose it)
 
 
 def may_take(
@@ -66,8 +68,7 @@ def may_take(
     holder = spec.get("holderIdentity")
     if not holder or holder == settings.identity:
         return True
-    duration = float(spec.get("leaseDurationSeconds") or settings.lease_duration)
-    return observed is not None and now - observed.seen_at >= duration
+    return observed is not None and now - observed.seen_at >= observed.duration
 
 
 def lease_body(
@@ -110,12 +111,35 @@ class LeaderElector:
                 return None
             raise
         lease: dict[str, Any] = self._api.sanitize_for_serialization(raw)
+        self._note(lease)
+        return lease
+
+    def _note(self, lease: dict[str, Any]) -> None:
         spec = lease.get("spec") or {}
         holder, renewed = spec.get("holderIdentity"), spec.get("renewTime")
         seen = self._observed
         if seen is None or (seen.holder, seen.renew_time) != (holder, renewed):
-            self._observed = Observed(holder, renewed, self._clock())
-        return lease
+            duration = float(spec.get("leaseDurationSeconds") or self.settings.lease_duration)
+            self._observed = Observed(holder, renewed, self._clock(), duration)
+
+    async def _follow(self) -> None:
+        """Note each change of the Lease as it happens (a watch): a standby that only polled
+        would see a renewal up to a retry period late, and so take over that much later."""
+        s = self.settings
+        while True:
+            try:
+                stream = watch.Watch(return_type="object").stream(
+                    self._leases.list_namespaced_lease,
+                    s.namespace,
+                    field_selector=f"metadata.name={s.name}",
+                    timeout_seconds=300,
+                )
+                async for event in stream:
+                    if event["type"] in ("ADDED", "MODIFIED"):
+                        self._note(event["raw_object"])
+            except (ApiException, OSError, TimeoutError, aiohttp.ClientError) as err:
+                log.warning("leader election: watch on Lease %s/%s ended: %s", s.namespace, s.name, err)
+            await asyncio.sleep(s.retry_period)
 
     async def try_take(self) -> bool:
         """One attempt to become (or stay) the holder; True when this replica holds the Lease."""
@@ -158,12 +182,17 @@ class LeaderElector:
         log.info(
             "leader election: waiting to lead (Lease %s/%s, identity %s)", s.namespace, s.name, s.identity
         )
-        while not await self.try_take():
-            wait = s.retry_period * (1 + 0.2 * random.random())  # noqa: S311 - jitter, not a secret
-            if self._observed is not None:
-                expires_in = self._observed.seen_at + s.lease_duration - self._clock()
-                wait = max(0.05, min(wait, expires_in + 0.01))
-            await asyncio.sleep(wait)
+        following = asyncio.create_task(self._follow(), name="lease-watch")
+        try:
+            while not await self.try_take():
+                wait = s.retry_period * (1 + 0.2 * random.random())  # noqa: S311 - jitter, not a secret
+                if self._observed is not None:
+                    expires_in = self._observed.seen_at + self._observed.duration - self._clock()
+                    wait = max(0.05, min(wait, expires_in + 0.01))
+                await asyncio.sleep(wait)
+        finally:
+            following.cancel()
+            await asyncio.gather(following, return_exceptions=True)
         log.info("leader election: leading as %s", s.identity)
 
     async def hold(self) -> None:

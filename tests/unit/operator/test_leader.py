@@ -29,12 +29,13 @@ def test_the_holder_may_always_renew() -> None:
 
 
 def test_another_holder_expires_by_our_clock_since_we_saw_it_change() -> None:
-    seen = Observed("other", "2026-11-29T10:00:00.000000Z", seen_at=100.0)
+    seen = Observed("other", "2026-11-29T10:00:00.000000Z", seen_at=100.0, duration=15)
     assert not may_take(lease("other"), seen, ME, now=100.0)
     assert not may_take(lease("other"), seen, ME, now=114.9)
     assert may_take(lease("other"), seen, ME, now=115.0)
-    # The Lease's own duration wins over ours (the holder chose it).
-    assert not may_take(lease("other", duration=30), seen, ME, now=115.0)
+    # The Lease's own duration counts, not ours (the holder chose it).
+    longer = Observed("other", "2026-11-29T10:00:00.000000Z", seen_at=100.0, duration=30)
+    assert not may_take(lease("other", duration=30), longer, ME, now=115.0)
 
 
 def test_a_lease_never_seen_change_is_not_taken() -> None:
