@@ -1,5 +1,6 @@
 """Operator failover with the default lease settings (15/10/2 s): two replicas; `kill -9` the
 leader; time until the new leader acts on a Session created just after (its Pod appears).
+Each standby is in steady state when the leader dies (it has seen a renewal).
 
 Target (issue 16): p50 over 5 runs <= 15 s from the kill to the first reconcile.
 """
@@ -12,6 +13,7 @@ import signal
 import subprocess
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
 import benchcluster
@@ -37,33 +39,50 @@ def holder(coordination: client.CoordinationV1Api) -> str | None:
     return lease.spec.holder_identity
 
 
+def lease_changes_seen(port: int) -> float:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+        for line in resp.read().decode().splitlines():
+            if line.startswith("kubesessions_operator_lease_changes_seen_total "):
+                return float(line.rpartition(" ")[2])
+    return 0.0
+
+
 def failovers(state_dir: cluster.StateDir, api: client.ApiClient, tmp: Path) -> list[float]:
     core, custom = client.CoreV1Api(api), client.CustomObjectsApi(api)
     coordination = client.CoordinationV1Api(api)
     times: list[float] = []
     with contextlib.ExitStack() as stack:
 
-        def replica(n: int) -> subprocess.Popen[bytes]:
-            return stack.enter_context(
+        def replica(n: int) -> tuple[subprocess.Popen[bytes], int]:
+            port = cluster.free_port()
+            proc = stack.enter_context(
                 benchcluster.operator(
                     state_dir.kubeconfig,
                     NS,
-                    cluster.free_port(),
+                    port,
                     tmp / f"operator-{n}.log",
                     "--leader-elect",
                     "--lease-namespace",
                     NS,
                 )
             )
+            return proc, port
 
-        leader = replica(0)
+        leader, _ = replica(0)
         deadline = time.monotonic() + 60
         while not (holder(coordination) or "").endswith(f"-{leader.pid}"):
             if time.monotonic() > deadline:
                 raise RuntimeError("the first replica did not take the Lease within 60 s")
             time.sleep(0.1)
         for run in range(RUNS):
-            standby = replica(run + 1)
+            standby, port = replica(run + 1)
+            # A standby in steady state has seen the leader renew at least once since it
+            # started (one just started must wait a whole lease duration from its first look).
+            settled = time.monotonic() + 60
+            while lease_changes_seen(port) < 2:
+                if time.monotonic() > settled:
+                    raise RuntimeError("the standby saw no Lease renewal within 60 s")
+                time.sleep(0.1)
             os.kill(leader.pid, signal.SIGKILL)
             leader.wait()
             killed = time.monotonic()

@@ -92,7 +92,7 @@ def build_registry(
         state["elector"] = elector
         state["tasks"] = [asyncio.create_task(_lead(ctl, elector, lost), name="leading")]
         if metrics_port is not None:
-            state["metrics"] = await _serve_metrics(ctl, metrics_host, metrics_port)
+            state["metrics"] = await _serve_metrics(ctl, elector, metrics_host, metrics_port)
 
     operator_settings = settings
 
@@ -158,7 +158,9 @@ async def _sweep_forever(ctl: Controller) -> None:
         await asyncio.sleep(ctl.settings.orphan_sweep_interval)
 
 
-async def _serve_metrics(ctl: Controller, host: str, port: int) -> web.AppRunner:
+async def _serve_metrics(
+    ctl: Controller, elector: LeaderElector | None, host: str, port: int
+) -> web.AppRunner:
     """Prometheus text: the API writes the controller made, by verb and resource."""
 
     async def metrics(_: web.Request) -> web.Response:
@@ -175,7 +177,16 @@ async def _serve_metrics(ctl: Controller, host: str, port: int) -> web.AppRunner
             "# HELP kubesessions_operator_sessions Sessions in the controller's cache.",
             "# TYPE kubesessions_operator_sessions gauge",
             f"kubesessions_operator_sessions {len(ctl.sessions)}",
+            "# HELP kubesessions_operator_leading 1 while this replica acts (leads, or runs alone).",
+            "# TYPE kubesessions_operator_leading gauge",
+            f"kubesessions_operator_leading {int(elector is None or elector.leading)}",
         ]
+        if elector is not None:
+            lines += [
+                "# HELP kubesessions_operator_lease_changes_seen_total Changes of the Lease this replica saw.",
+                "# TYPE kubesessions_operator_lease_changes_seen_total counter",
+                f"kubesessions_operator_lease_changes_seen_total {elector.changes_seen}",
+            ]
         return web.Response(text="\n".join(lines) + "\n", content_type="text/plain")
 
     app = web.Application()

@@ -11,6 +11,7 @@ caches warm; only the leader acts, so taking over needs no warm-up.
 from __future__ import annotations
 
 import asyncio
+import datetime
 import logging
 import random
 import time
@@ -22,7 +23,7 @@ import aiohttp
 from kubernetes_asyncio import client, watch
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from .timefmt import rfc3339
+from .timefmt import parse_rfc3339, rfc3339
 
 log = logging.getLogger("kubesessions.leader")
 
@@ -52,7 +53,7 @@ class Observed:
     """A Lease's holder as last read, and when (monotonic) this replica saw it change."""
 
     holder: str | None
-    renew_time: str | None
+    renew_time: datetime.datetime | None
     seen_at: float
     duration: float  # the Lease's own leaseDurationSeconds (its holder chose it)
 
@@ -102,6 +103,8 @@ class LeaderElector:
         self._clock = clock
         self._observed: Observed | None = None
         self._lease: dict[str, Any] | None = None
+        self.leading = False
+        self.changes_seen = 0  # the Lease's holder or renewTime, as this replica saw them change
 
     async def _read(self) -> dict[str, Any] | None:
         try:
@@ -116,11 +119,14 @@ class LeaderElector:
 
     def _note(self, lease: dict[str, Any]) -> None:
         spec = lease.get("spec") or {}
-        holder, renewed = spec.get("holderIdentity"), spec.get("renewTime")
+        # A read (the client's models) and a watch event (raw JSON) spell the same instant
+        # differently ("+00:00" / "Z"): compare instants, or every look would seem a change.
+        holder, renewed = spec.get("holderIdentity"), parse_rfc3339(spec.get("renewTime"))
         seen = self._observed
         if seen is None or (seen.holder, seen.renew_time) != (holder, renewed):
             duration = float(spec.get("leaseDurationSeconds") or self.settings.lease_duration)
             self._observed = Observed(holder, renewed, self._clock(), duration)
+            self.changes_seen += 1
 
     async def _follow(self) -> None:
         """Note each change of the Lease as it happens (a watch): a standby that only polled
@@ -193,6 +199,7 @@ class LeaderElector:
         finally:
             following.cancel()
             await asyncio.gather(following, return_exceptions=True)
+        self.leading = True
         log.info("leader election: leading as %s", s.identity)
 
     async def hold(self) -> None:
@@ -208,6 +215,7 @@ class LeaderElector:
                     "leader election: could not renew the Lease for %.0f s: no longer leading",
                     s.renew_deadline,
                 )
+                self.leading = False
                 return
 
     async def release(self) -> None:

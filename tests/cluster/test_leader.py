@@ -91,6 +91,10 @@ def test_one_replica_acts_and_the_other_takes_over_after_kill_9(
     await_session(kube, namespace, "s1", reconciled, timeout=30, what="s1 reconciled by the leader")
     assert writes(first) > 0
     assert writes(second) == 0, "the standby wrote to the API while another replica led"
+    assert (
+        first.metrics()["kubesessions_operator_leading"],
+        second.metrics()["kubesessions_operator_leading"],
+    ) == (1, 0)
     assert holder_is(kube, namespace, first)
 
     assert first.proc is not None
@@ -104,6 +108,7 @@ def test_one_replica_acts_and_the_other_takes_over_after_kill_9(
     found = lease(kube, namespace)
     assert found is not None and found.spec.lease_transitions >= 1
     assert writes(second) > 0
+    assert second.metrics()["kubesessions_operator_leading"] == 1
     # Expiry (by the standby's clock from when it last saw a renewal) plus one try.
     assert took < LEASE_DURATION + 3, f"the standby took {took:.1f} s to act after the leader died"
 

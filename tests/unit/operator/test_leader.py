@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from kubesessions.leader import LeaseSettings, Observed, lease_body, may_take
+from kubesessions.leader import LeaderElector, LeaseSettings, Observed, lease_body, may_take
 
 pytestmark = pytest.mark.unit
 ME = LeaseSettings(namespace="ops", identity="me", lease_duration=15, renew_deadline=10, retry_period=2)
@@ -29,12 +29,12 @@ def test_the_holder_may_always_renew() -> None:
 
 
 def test_another_holder_expires_by_our_clock_since_we_saw_it_change() -> None:
-    seen = Observed("other", "2026-11-29T10:00:00.000000Z", seen_at=100.0, duration=15)
+    seen = Observed("other", None, seen_at=100.0, duration=15)
     assert not may_take(lease("other"), seen, ME, now=100.0)
     assert not may_take(lease("other"), seen, ME, now=114.9)
     assert may_take(lease("other"), seen, ME, now=115.0)
     # The Lease's own duration counts, not ours (the holder chose it).
-    longer = Observed("other", "2026-11-29T10:00:00.000000Z", seen_at=100.0, duration=30)
+    longer = Observed("other", None, seen_at=100.0, duration=30)
     assert not may_take(lease("other", duration=30), longer, ME, now=115.0)
 
 
@@ -64,3 +64,18 @@ def test_lease_body_carries_the_version_it_replaces() -> None:
     assert body["spec"]["leaseDurationSeconds"] == 15
     assert body["spec"]["leaseTransitions"] == 3
     assert "resourceVersion" not in lease_body(ME, 0, "x", None)["metadata"]
+
+
+async def test_one_instant_spelled_two_ways_is_not_a_change() -> None:
+    # Reads come back through the client's models ("+00:00"), watch events as raw JSON ("Z"):
+    # were they two changes, a standby would restart its expiry clock on every look.
+    from kubernetes_asyncio import client
+
+    ticks = iter(range(100))
+    async with client.ApiClient() as api:
+        elector = LeaderElector(api, ME, clock=lambda: float(next(ticks)))
+        elector._note(lease("other", renewed="2026-11-29T10:00:00.123456Z"))
+        elector._note(lease("other", renewed="2026-11-29T10:00:00.123456+00:00"))
+        assert elector.changes_seen == 1
+        elector._note(lease("other", renewed="2026-11-29T10:00:02.000000Z"))
+        assert elector.changes_seen == 2
