@@ -5,12 +5,17 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import socket
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from . import logs
 from .localcluster.nodeconfig import DEFAULT_IMAGE_MAP
+
+if TYPE_CHECKING:
+    from .leader import LeaseSettings
 
 # The Helm chart carries a copy of crds/ (a chart can only read files inside itself).
 CHART_CRDS = Path("charts/kube-sessions/files/crds")
@@ -145,6 +150,27 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="serve /metrics and /healthz here (default: not served)",
     )
+    op.add_argument(
+        "--leader-elect",
+        action="store_true",
+        help="act only while holding the Lease (for several replicas; the chart turns it on)",
+    )
+    op.add_argument(
+        "--lease-namespace",
+        default=os.environ.get("POD_NAMESPACE", "default"),
+        help="namespace of the Lease ($POD_NAMESPACE when set)",
+    )
+    op.add_argument("--lease-name", default="kube-sessions-operator", help="the Lease's name")
+    op.add_argument(
+        "--lease-duration", type=_seconds, default=15.0, help="seconds a standby waits before taking over"
+    )
+    op.add_argument(
+        "--renew-deadline",
+        type=_seconds,
+        default=10.0,
+        help="seconds the leader tries to renew before it stops",
+    )
+    op.add_argument("--retry-period", type=_seconds, default=2.0, help="seconds between Lease renewals/tries")
 
     gw = add_parser("gateway", help="serve the sessions API over HTTP (stateless; run N replicas)")
     gw.add_argument(
@@ -238,6 +264,22 @@ def _require_kube_config(command: str) -> None:
         sys.exit(2)
 
 
+def _lease_settings(args: argparse.Namespace) -> LeaseSettings:
+    from .leader import LeaseSettings
+
+    try:
+        return LeaseSettings(
+            namespace=args.lease_namespace,
+            name=args.lease_name,
+            identity=os.environ.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}",
+            lease_duration=args.lease_duration,
+            renew_deadline=args.renew_deadline,
+            retry_period=args.retry_period,
+        )
+    except ValueError as err:
+        raise SystemExit(f"kubesessions operator: {err}") from None
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     logs.setup()
@@ -258,6 +300,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                 idle_grace=args.idle_grace,
                 workers=args.workers,
             ),
+            lease=_lease_settings(args) if args.leader_elect else None,
             metrics_port=args.metrics_port,
             metrics_host=args.metrics_host,
         )

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sys
 import urllib.request
 from collections.abc import Iterable
 from typing import Any
@@ -20,6 +21,7 @@ from kubernetes_asyncio import client, config
 
 from .builders import MANAGED_BY, MANAGER
 from .controller import Controller, OperatorSettings
+from .leader import LeaderElector, LeaseSettings
 from .models import GROUP, VERSION
 
 log = logging.getLogger("kubesessions.operator")
@@ -58,9 +60,13 @@ class NoDiffBase(kopf.DiffBaseStorage):
 
 def build_registry(
     settings: OperatorSettings,
+    lost: asyncio.Event,
+    lease: LeaseSettings | None = None,
     metrics_port: int | None = None,
     metrics_host: str = "0.0.0.0",  # noqa: S104
 ) -> kopf.OperatorRegistry:
+    """``lease``: lead through this Lease before acting (None: act at once, a single replica);
+    ``lost`` is set when leadership is lost, which stops the operator."""
     registry = kopf.OperatorRegistry()
     state: dict[str, Any] = {}
 
@@ -79,14 +85,14 @@ def build_registry(
         settings.watching.connect_timeout = 10
         settings.networking.request_timeout = 30
         settings.posting.enabled = False  # the controller posts Events for real transitions only
-        ctl = Controller(await api_client(), operator_settings)
+        api = await api_client()
+        ctl = Controller(api, operator_settings)
         state["controller"] = ctl
-        state["tasks"] = [
-            asyncio.create_task(ctl.queue.run(), name="workqueue"),
-            asyncio.create_task(_sweep_forever(ctl), name="orphan-sweep"),
-        ]
+        elector = LeaderElector(api, lease) if lease is not None else None
+        state["elector"] = elector
+        state["tasks"] = [asyncio.create_task(_lead(ctl, elector, lost), name="leading")]
         if metrics_port is not None:
-            state["metrics"] = await _serve_metrics(ctl, metrics_host, metrics_port)
+            state["metrics"] = await _serve_metrics(ctl, elector, metrics_host, metrics_port)
 
     operator_settings = settings
 
@@ -96,6 +102,8 @@ def build_registry(
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        if state.get("elector") is not None and not lost.is_set():
+            await state["elector"].release()
         if "metrics" in state:
             await state["metrics"].cleanup()
         if "controller" in state:
@@ -116,6 +124,29 @@ def build_registry(
     return registry
 
 
+async def _lead(ctl: Controller, elector: LeaderElector | None, lost: asyncio.Event) -> None:
+    """Act only while leading. Before that the watches still fill the controller's caches and
+    queue (they hold only what the API holds), so a new leader starts from a warm cache."""
+    if elector is not None:
+        await elector.acquire()
+    work = [
+        asyncio.create_task(ctl.queue.run(), name="workqueue"),
+        asyncio.create_task(_sweep_forever(ctl), name="orphan-sweep"),
+    ]
+    try:
+        if elector is None:
+            await asyncio.gather(*work)
+        else:
+            await elector.hold()
+            # Like controller-runtime: a replica that lost its Lease exits (and restarts as a
+            # standby) rather than risk acting beside the new leader.
+            lost.set()
+    finally:
+        for task in work:
+            task.cancel()
+        await asyncio.gather(*work, return_exceptions=True)
+
+
 async def _sweep_forever(ctl: Controller) -> None:
     while True:
         try:
@@ -127,7 +158,9 @@ async def _sweep_forever(ctl: Controller) -> None:
         await asyncio.sleep(ctl.settings.orphan_sweep_interval)
 
 
-async def _serve_metrics(ctl: Controller, host: str, port: int) -> web.AppRunner:
+async def _serve_metrics(
+    ctl: Controller, elector: LeaderElector | None, host: str, port: int
+) -> web.AppRunner:
     """Prometheus text: the API writes the controller made, by verb and resource."""
 
     async def metrics(_: web.Request) -> web.Response:
@@ -144,7 +177,16 @@ async def _serve_metrics(ctl: Controller, host: str, port: int) -> web.AppRunner
             "# HELP kubesessions_operator_sessions Sessions in the controller's cache.",
             "# TYPE kubesessions_operator_sessions gauge",
             f"kubesessions_operator_sessions {len(ctl.sessions)}",
+            "# HELP kubesessions_operator_leading 1 while this replica acts (leads, or runs alone).",
+            "# TYPE kubesessions_operator_leading gauge",
+            f"kubesessions_operator_leading {int(elector is None or elector.leading)}",
         ]
+        if elector is not None:
+            lines += [
+                "# HELP kubesessions_operator_lease_changes_seen_total Changes of the Lease this replica saw.",
+                "# TYPE kubesessions_operator_lease_changes_seen_total counter",
+                f"kubesessions_operator_lease_changes_seen_total {elector.changes_seen}",
+            ]
         return web.Response(text="\n".join(lines) + "\n", content_type="text/plain")
 
     app = web.Application()
@@ -160,16 +202,27 @@ async def _ok(_: web.Request) -> web.Response:
     return web.Response(text="ok")
 
 
-def run(settings: OperatorSettings, metrics_port: int | None = None, metrics_host: str = "0.0.0.0") -> None:  # noqa: S104
-    registry = build_registry(settings, metrics_port, metrics_host)
+def run(
+    settings: OperatorSettings,
+    lease: LeaseSettings | None = None,
+    metrics_port: int | None = None,
+    metrics_host: str = "0.0.0.0",  # noqa: S104
+) -> None:
     # kopf says "Handler ... succeeded" at info for every watch event: noise, and CPU in a
     # burst. Its warnings and errors about objects still show.
     logging.getLogger("kopf.objects").setLevel(logging.WARNING)
-    asyncio.run(
-        kopf.operator(
+
+    async def operate() -> bool:
+        lost = asyncio.Event()
+        registry = build_registry(settings, lost, lease, metrics_port, metrics_host)
+        await kopf.operator(
             registry=registry,
             namespaces=settings.namespaces,
             clusterwide=not settings.namespaces,
             standalone=True,
+            stop_flag=lost,
         )
-    )
+        return lost.is_set()
+
+    if asyncio.run(operate()):
+        sys.exit("leadership lost: exiting so that this replica restarts as a standby")

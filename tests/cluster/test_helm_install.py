@@ -77,6 +77,16 @@ def release(kube: Cluster, namespace: str, crds: None) -> Iterator[str]:
     )
 
 
+def lease_holder(kube: Cluster, namespace: str) -> str | None:
+    try:
+        lease = client.CoordinationV1Api(kube.api).read_namespaced_lease("kube-sessions-operator", namespace)
+    except client.ApiException as err:
+        if err.status == 404:
+            return None
+        raise
+    return str(lease.spec.holder_identity or "") or None
+
+
 def caller_token(kube: Cluster, namespace: str) -> str:
     """A service account allowed to create Sessions in ``namespace``, and its token."""
     rbac = client.RbacAuthorizationV1Api(kube.api)
@@ -112,6 +122,16 @@ def test_install_upgrade_uninstall(kube: Cluster, namespace: str, release: str) 
     pods = kube.core.list_namespaced_pod(namespace, label_selector="app.kubernetes.io/instance=ks").items
     assert {p.metadata.labels["app.kubernetes.io/component"] for p in pods} == {"operator", "gateway"}
     assert all(ready(p) for p in pods)
+    # Two operator replicas, one of them leading through the Lease.
+    operators = {
+        p.metadata.name for p in pods if p.metadata.labels["app.kubernetes.io/component"] == "operator"
+    }
+    assert len(operators) == 2
+    await_condition(
+        lambda: lease_holder(kube, namespace) in operators,
+        timeout=30,
+        what="an operator pod to hold the kube-sessions-operator Lease",
+    )
     # A Session applied with kubectl becomes Ready under the installed operator.
     app = yaml.safe_load((REPO / "examples" / "app-counter.yaml").read_text())
     session = {
