@@ -10,20 +10,24 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import GatewayUnavailable, KubeSessionsError, from_problem
+from .errors import GatewayUnavailable, KubeSessionsError, OutcomeUnknown, from_problem
 from .tokens import TokenProvider, resolve
 
 # The gateway's Service as the Helm chart names it; KUBESESSIONS_URL (comma-separated) overrides.
 IN_CLUSTER_URL = "http://kube-sessions-gateway.kube-sessions.svc"
 NAMESPACE_HEADER = "X-Kubesessions-Namespace"
 SERVICE_ACCOUNT_NAMESPACE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
+# Seconds to open a connection; failing that, nothing was sent and the next URL may be tried.
+CONNECT_TIMEOUT = 10.0
 
 
 @dataclass(frozen=True)
 class Retry:
     """Backoff for safe operations (reads, keepalive, close) on 502/503/504 and lost connections.
 
-    Connecting to a URL that refuses is always tried on the next URL: nothing was sent.
+    A connection that could not be made (refused, unknown host, connect timeout) is always
+    tried on the next URL: nothing was sent. Once the request may have left, only safe calls
+    are sent again; any other raises :class:`OutcomeUnknown`.
     """
 
     attempts: int = 4
@@ -150,7 +154,11 @@ class Attempts:
         """The request may have reached ``url``: only a safe call may be sent again."""
         self.last = exc
         if not self.call.safe:
-            raise GatewayUnavailable(f"the gateway at {url} failed during the request: {exc}") from exc
+            raise OutcomeUnknown(
+                f"{self.call.method} {self.call.path} may have run: it was sent to {url} but no answer "
+                f"came back ({type(exc).__name__}: {exc}). It was not sent again, because running it "
+                "twice could repeat its effect on the session; look at the session before calling again."
+            ) from exc
 
     def again(self, status: int) -> bool:
         """Whether to drop this answer and try again (a safe call, a passing failure)."""

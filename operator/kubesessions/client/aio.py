@@ -24,7 +24,9 @@ class AsyncClient(Base):
     def http(self) -> aiohttp.ClientSession:
         if self._http is None:
             self._http = aiohttp.ClientSession(
-                timeout=aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=self.timeout)
+                timeout=aiohttp.ClientTimeout(
+                    total=None, sock_connect=_core.CONNECT_TIMEOUT, sock_read=self.timeout
+                )
             )
         return self._http
 
@@ -97,10 +99,10 @@ class AsyncClient(Base):
                 response = await self.http.request(
                     call.method, url + call.target(), data=call.encoded(), headers=self.headers(call)
                 )
-            except aiohttp.ClientConnectorError as exc:
-                attempts.not_sent(url, exc)
+            except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
+                attempts.not_sent(url, exc)  # refused, unknown host, connect timeout: nothing was sent
                 continue
-            except (aiohttp.ClientError, TimeoutError) as exc:
+            except (aiohttp.ClientError, TimeoutError) as exc:  # a read timeout included
                 attempts.broken(url, exc)
                 continue
             if attempts.again(response.status):

@@ -88,6 +88,12 @@ class GatewayUnavailable(KubeSessionsError):
     """None of the gateway URLs answered."""
 
 
+class OutcomeUnknown(GatewayUnavailable):
+    """The request was sent but no answer came back (a read timeout, a dropped connection):
+    the call may have run. It is not sent again, because running it twice could repeat its
+    effect on the session; look at the session's state before deciding to call again."""
+
+
 BY_CODE: dict[str, type[KubeSessionsError]] = {
     "VALIDATION": InvalidRequest,
     "PAYLOAD_TOO_LARGE": PayloadTooLarge,

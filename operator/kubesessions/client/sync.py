@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import http.client
+import select
 import socket
 import threading
 import time
@@ -14,8 +15,17 @@ from urllib.parse import urlsplit
 from . import _core
 from ._core import Base, Call, StreamState
 
-# Failures that mean "nothing was sent": safe to try the next URL for any request.
-_NOT_SENT = (ConnectionRefusedError, socket.gaierror, TimeoutError)
+
+def _open(conn: http.client.HTTPConnection, read_timeout: float) -> None:
+    conn.connect()  # under the connection's own timeout, the shorter connect limit
+    conn.sock.settimeout(read_timeout)
+
+
+def _dropped(sock: socket.socket) -> bool:
+    """Whether an idle kept-alive connection is unusable: readable means the peer closed it
+    (or sent something unasked), either way no request may go on it."""
+    readable, _, _ = select.select([sock], [], [], 0)
+    return bool(readable)
 
 
 class _Connections(threading.local):
@@ -101,11 +111,15 @@ class Client(Base):
         for pause, url in attempts:
             time.sleep(pause)
             try:
-                resp = self._request(url, call)
-            except _NOT_SENT as exc:
+                conn = self._connection(url)
+            except OSError as exc:  # refused, unknown host, connect timeout: nothing was sent
                 attempts.not_sent(url, exc)
                 continue
-            except (OSError, http.client.HTTPException) as exc:
+            try:
+                conn.request(call.method, call.target(), body=call.encoded(), headers=self.headers(call))
+                resp = conn.getresponse()
+            except (OSError, http.client.HTTPException) as exc:  # a read timeout included
+                conn.close()
                 attempts.broken(url, exc)
                 continue
             if attempts.again(resp.status):
@@ -115,25 +129,19 @@ class Client(Base):
             return resp.status, resp.headers, read(resp)
         raise attempts.exhausted() from attempts.last
 
-    def _request(self, url: str, call: Call) -> http.client.HTTPResponse:
+    def _connection(self, url: str) -> http.client.HTTPConnection:
+        """This thread's connection to ``url``, connected; a kept-alive one the gateway has
+        closed meanwhile is replaced before anything is written to it."""
         conn = self._local.by_url.get(url)
-        reused = conn is not None and conn.sock is not None
         if conn is None:
             parts = urlsplit(url)
             factory = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
-            conn = self._local.by_url[url] = factory(parts.netloc, timeout=self.timeout)
-        try:
-            conn.request(call.method, call.target(), body=call.encoded(), headers=self.headers(call))
-            return conn.getresponse()
-        except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError) as exc:
+            conn = self._local.by_url[url] = factory(parts.netloc, timeout=_core.CONNECT_TIMEOUT)
+        elif conn.sock is not None and _dropped(conn.sock):
             conn.close()
-            if reused:
-                # The gateway closed an idle kept-alive connection; the request never reached it.
-                raise ConnectionRefusedError(str(exc)) from exc
-            raise
-        except OSError:
-            conn.close()
-            raise
+        if conn.sock is None:
+            _open(conn, self.timeout)
+        return conn
 
 
 class Stream(StreamState):
