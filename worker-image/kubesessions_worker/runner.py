@@ -61,6 +61,7 @@ class Call:
     """A call accepted into the queue; its events end with exactly one Done or Failed."""
 
     input: Any
+    number: int  # 1 for the session's first call: names it in logs and endings
     events: asyncio.Queue[Event] = field(default_factory=asyncio.Queue)
     streamed: bool = False  # run() yielded rather than returned
 
@@ -97,6 +98,7 @@ class Runner:
         session_timeout: int,
         queue_size: int,
         call_timeout: float,
+        call_grace: float = 30.0,
         clock: Clock | None = None,
     ) -> None:
         self.app = app
@@ -104,6 +106,7 @@ class Runner:
         self.session_timeout = session_timeout
         self.queue_size = queue_size
         self.call_timeout = call_timeout or None  # 0 means no limit
+        self.call_grace = call_grace
         self.clock = clock or Clock()
         self.stats = CallStats()
         self.state = State.STARTING
@@ -112,6 +115,8 @@ class Runner:
         self._wake = asyncio.Event()
         self._running: Call | None = None
         self._calls = 0
+        self._submitted = 0
+        self._wedged = False  # a call's sync code never came back: the app thread is lost
         self._mean_seconds = 0.0  # moving average of call durations, for Retry-After
         self._ending: asyncio.Future[Ending] = asyncio.get_running_loop().create_future()
         self._serving: asyncio.Task[None] | None = None
@@ -210,6 +215,9 @@ class Runner:
                 await asyncio.wait([self._serving])
         if not self._set_up:
             return
+        if self._wedged:  # close() would queue behind the stuck call on the app thread
+            log.warning("the app's close() is skipped: its thread is still stuck in a call")
+            return
         left = max(0.0, deadline - self.clock.monotonic())
         try:
             async with asyncio.timeout(left):
@@ -239,7 +247,8 @@ class Runner:
                     retry_after=self._retry_after(),
                 )
             )
-        call = Call(payload)
+        self._submitted += 1
+        call = Call(payload, self._submitted)
         self._waiting.append(call)
         self._wake.set()
         return call
@@ -290,12 +299,10 @@ class Runner:
             raise
         except Exception as exc:
             if isinstance(exc, TimeoutError) and limit.expired():  # ours, not the app's own
-                log.warning("call ran past its %gs timeout", self.call_timeout)
+                log.warning("call %d ran past its %gs timeout", call.number, self.call_timeout)
                 problem = Problem("CALL_TIMEOUT", f"the call ran past {self.call_timeout:g}s")
                 self._finish(call, started, "call_timeout", problem)
-                # Sync code cannot be interrupted: the next call waits until the thread is
-                # free, so app code never overlaps.
-                await self.app.thread.settled()
+                await self._await_app_thread(call)
             else:
                 log.warning("run failed: %s: %s", type(exc).__name__, exc, exc_info=exc)
                 self._finish(call, started, "run_failed", _run_failed(exc))
@@ -305,6 +312,21 @@ class Runner:
             self._finish(call, started, "ok", None)
         finally:
             current_call.reset(token)
+
+    async def _await_app_thread(self, call: Call) -> None:
+        """Sync code cannot be interrupted: the next call waits until the thread is free, so app
+        code never overlaps. A thread still busy after the call grace is taken as lost, and the
+        session ends rather than hold its GPU for code that may never return."""
+        try:
+            async with asyncio.timeout(self.call_grace):
+                await self.app.thread.settled()
+        except TimeoutError:
+            self._wedged = True
+            self.stop(
+                Reason.CALL_TIMEOUT,
+                f"call {call.number} ran past its {self.call_timeout:g}s timeout and the app's code "
+                f"had still not returned {self.call_grace:g}s later",
+            )
 
     async def _drive(self, call: Call) -> None:
         reply = await self.app.run(call.input)

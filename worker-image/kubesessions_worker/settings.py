@@ -36,6 +36,7 @@ class Settings:
     # Not part of the operator's contract: tuning knobs with safe defaults, flags only.
     max_body_bytes: int = 32 * 1024 * 1024
     stop_grace: float = 25.0  # under Kubernetes' default 30 s termination grace period
+    call_grace: float = 30.0  # past the call timeout, before a stuck app thread ends the session
     gpu_interval: float = 5.0
     log_level: str = "INFO"
 
@@ -92,6 +93,7 @@ class Settings:
             ),
             max_body_bytes=_bounded(args.max_body_bytes, "--max-body-bytes", int, 1),
             stop_grace=_bounded(args.stop_grace, "--stop-grace", float),
+            call_grace=_bounded(args.call_grace, "--call-grace", float),
             gpu_interval=_bounded(args.gpu_interval, "--gpu-interval", float, 0.1),
             log_level=args.log_level.upper(),
         )
@@ -141,6 +143,11 @@ def _parser() -> argparse.ArgumentParser:
         "--stop-grace",
         default=str(Settings.stop_grace),
         help="seconds the running call and close() get on stop",
+    )
+    p.add_argument(
+        "--call-grace",
+        default=str(Settings.call_grace),
+        help="seconds a call's code may go on past the call timeout before the session ends",
     )
     p.add_argument("--gpu-interval", default=str(Settings.gpu_interval), help="seconds between GPU samples")
     p.add_argument("--log-level", default=Settings.log_level, help="DEBUG, INFO, WARNING or ERROR")

@@ -77,6 +77,7 @@ async def runner_for(
     *,
     queue_size: int = 16,
     call_timeout: float = 0,
+    call_grace: float = 30,
     clock: Clock | None = None,
     config: dict[str, Any] | None = None,
     setup: bool = True,
@@ -87,6 +88,7 @@ async def runner_for(
         session_timeout=60,
         queue_size=queue_size,
         call_timeout=call_timeout,
+        call_grace=call_grace,
         clock=clock,
     )
     if setup:

@@ -110,6 +110,20 @@ async def test_sync_call_past_its_timeout_holds_the_next_until_its_thread_is_fre
         assert app.log == [("start", "stuck"), ("end", "stuck"), ("start", "pass"), ("end", "pass")]
 
 
+async def test_a_sync_call_that_never_comes_back_ends_the_session_after_the_grace() -> None:
+    async with runner_for("ThreadGate", call_timeout=0.05, call_grace=0.1) as runner:
+        stuck, after = runner.submit("stuck"), runner.submit("pass")
+        _, failed = await outcome(stuck)
+        assert isinstance(failed, Failed) and failed.problem.code == "CALL_TIMEOUT"
+        ending = await asyncio.wait_for(runner.ending(), 5)
+        assert ending.reason is Reason.CALL_TIMEOUT and ending.exit_code == 1
+        assert ending.message.startswith("call 1 ran past its 0.05s timeout"), ending.message
+        _, rejected = await outcome(after)
+        assert isinstance(rejected, Failed) and rejected.problem.code == "SESSION_ENDED"
+        assert runner.app.instance.log == [("start", "stuck")], "the waiting call never ran"
+        runner.app.instance.release.set()  # let the fixture's shutdown find the thread free
+
+
 async def test_activity_is_stamped_at_start_and_end_and_in_flight_counts() -> None:
     clock = FakeClock()
     async with runner_for("Gate", clock=clock) as runner:
