@@ -235,8 +235,8 @@ def run_demo(keep: bool = False, state_dir: Path | None = None) -> int:
         print(
             f"left running (--keep). Reach it with:\n{env}\n"
             f"export KUBESESSIONS_URL={url} KUBESESSIONS_NAMESPACE={NAMESPACE}\n"
-            f"export KUBESESSIONS_TOKEN=$(kubectl create token demo-client -n {NAMESPACE})\n"
-            f'curl -s $KUBESESSIONS_URL/v1/run -H "Authorization: Bearer $KUBESESSIONS_TOKEN" '
+            f"export KUBESESSIONS_GATEWAY_TOKEN=$(kubectl create token demo-client -n {NAMESPACE})\n"
+            f'curl -s $KUBESESSIONS_URL/v1/run -H "Authorization: Bearer $KUBESESSIONS_GATEWAY_TOKEN" '
             f'-H \'X-Kubesessions-Namespace: {NAMESPACE}\' -d \'{{"app": "counter", "input": {{"add": 1}}, "session": "new"}}\'\n'
             f"stop it: kill {' '.join(str(p.pid) for p in demo.procs)}; kubesessions localcluster down"
             + (f" --state-dir {demo.state_dir.root}" if state_dir else "")

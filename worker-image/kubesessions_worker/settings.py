@@ -50,13 +50,13 @@ class Settings:
 
         session_id = pick(args.session_id, "SESSION_ID")
         app = pick(args.app, "KUBESESSIONS_APP")
-        token = environ.get("KUBESESSIONS_TOKEN")
+        token = environ.get("KUBESESSIONS_SESSION_TOKEN")
         missing = [
             name
             for name, value in (
                 ("SESSION_ID", session_id),
                 ("KUBESESSIONS_APP", app),
-                ("KUBESESSIONS_TOKEN", token),
+                ("KUBESESSIONS_SESSION_TOKEN", token),
             )
             if not value
         ]
@@ -119,7 +119,7 @@ def _parser() -> argparse.ArgumentParser:
         prog="kubesessions-worker",
         description=(
             "Serve one kube-sessions session: load the app class, answer calls one at a time. "
-            "Flags override the environment; the token is only read from KUBESESSIONS_TOKEN "
+            "Flags override the environment; the token is only read from KUBESESSIONS_SESSION_TOKEN "
             "because command lines are visible to every process on the machine."
         ),
     )

@@ -371,6 +371,16 @@ def test_endpoints_put_a_failed_url_last_for_a_while() -> None:
     assert endpoints.order() == ["http://b", "http://a"]
 
 
+def test_the_gateway_token_comes_from_its_own_variable(
+    fake: tuple[FakeGateway, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("KUBESESSIONS_SESSION_TOKEN", "a-worker-token")
+    monkeypatch.setenv("KUBESESSIONS_GATEWAY_TOKEN", "t")
+    with Client(fake[1]) as c:
+        c.run({"app": "counter", "input": {}, "session": "new"})
+    assert fake[0].seen[-1][1] == "Bearer t"
+
+
 def test_service_account_token_is_reread_when_rotated(tmp_path: Path) -> None:
     path = tmp_path / "token"
     provider = ServiceAccountToken(path)

@@ -69,7 +69,7 @@ async def worker_process(
         "PATH": os.environ["PATH"],
         "SESSION_ID": "s-proc",
         "KUBESESSIONS_APP": spec(app),
-        "KUBESESSIONS_TOKEN": TOKEN,
+        "KUBESESSIONS_SESSION_TOKEN": TOKEN,
         "KUBESESSIONS_TERMINATION_MESSAGE_PATH": str(termination),
         **env,
     }
@@ -188,7 +188,7 @@ async def test_bad_settings_exit_1_with_the_reason(tmp_path: Path) -> None:
     )
     _, stderr = await asyncio.wait_for(process.communicate(), 20)
     assert process.returncode == 1
-    assert b"SESSION_ID, KUBESESSIONS_TOKEN" in stderr
+    assert b"SESSION_ID, KUBESESSIONS_SESSION_TOKEN" in stderr
     assert json.loads(termination.read_text())["reason"] == "SetupFailed"
 
 
