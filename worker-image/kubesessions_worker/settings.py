@@ -106,7 +106,7 @@ class Settings:
 
 def termination_path(argv: Sequence[str] | None, environ: Mapping[str, str]) -> Path:
     """Where to report a failure even when the rest of the settings are unusable."""
-    args, _ = _parser().parse_known_args(argv)
+    args, _ = _parser(add_help=False).parse_known_args(argv)  # --help must not exit here
     return Path(
         args.termination_message_path
         or environ.get("KUBESESSIONS_TERMINATION_MESSAGE_PATH")
@@ -114,9 +114,10 @@ def termination_path(argv: Sequence[str] | None, environ: Mapping[str, str]) -> 
     )
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser(add_help: bool = True) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="kubesessions-worker",
+        add_help=add_help,
         description=(
             "Serve one kube-sessions session: load the app class, answer calls one at a time. "
             "Flags override the environment; the token is only read from KUBESESSIONS_SESSION_TOKEN "

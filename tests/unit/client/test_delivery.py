@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -26,6 +27,7 @@ class Gateway:
     def __init__(self, plan: Callable[[int], str]) -> None:
         self.plan = plan
         self.arrived: list[str] = []  # request lines, in order
+        self.closed = 0  # connections this side has closed
         self.stop = threading.Event()
         self.sock = socket.create_server(("127.0.0.1", 0))
         self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
@@ -41,7 +43,14 @@ class Gateway:
             threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
 
     def _serve(self, conn: socket.socket) -> None:
-        with conn, conn.makefile("rb") as reader:
+        try:
+            self._exchange(conn)
+        finally:
+            conn.close()
+            self.closed += 1
+
+    def _exchange(self, conn: socket.socket) -> None:
+        with conn.makefile("rb") as reader:
             for number in range(100):
                 line = reader.readline()
                 if not line:
@@ -85,18 +94,28 @@ def gateways() -> Iterator[Callable[[Callable[[int], str]], Gateway]]:
         gateway.close()
 
 
-def run_sync(urls: list[str], calls: int) -> Any:
+def run_sync(urls: list[str], calls: int, between: Callable[[int], bool] = lambda n: True) -> Any:
+    """``calls`` calls in turn; before call n + 1, wait until ``between(n)``."""
     with Client(urls, token="t", timeout=0.5, retry=FAST) as client:
-        for _ in range(calls - 1):
+        for n in range(1, calls):
             client.run(RUN)
+            deadline = time.monotonic() + 5
+            while not between(n):
+                assert time.monotonic() < deadline, "timed out waiting between calls"
+                time.sleep(0.005)
         return client.run(RUN)
 
 
-def run_async(urls: list[str], calls: int) -> Any:
+def run_async(urls: list[str], calls: int, between: Callable[[int], bool] = lambda n: True) -> Any:
     async def go() -> Any:
         async with AsyncClient(urls, token="t", timeout=0.5, retry=FAST) as client:
-            for _ in range(calls - 1):
+            for n in range(1, calls):
                 await client.run(RUN)
+                deadline = time.monotonic() + 5
+                while not between(n):  # the loop turns meanwhile let aiohttp read the close
+                    assert time.monotonic() < deadline, "timed out waiting between calls"
+                    await asyncio.sleep(0.005)
+                await asyncio.sleep(0.005)  # one more turn: the close was sent, now it is read
             return await client.run(RUN)
 
     return asyncio.run(go())
@@ -127,10 +146,10 @@ def test_a_reused_connection_dropped_after_the_request_is_not_resent(gateways: A
 
 @CLIENTS
 def test_a_connection_the_gateway_closed_while_idle_is_replaced(gateways: Any, run: Any) -> None:
-    # The gateway closes each connection after answering: the next call must notice before
-    # sending, open a new one, and reach the same gateway once.
+    # The gateway closes each connection after answering (as it does a kept-alive one left
+    # idle): the next call must notice before sending, open a new one, and arrive once.
     gateway = gateways(lambda n: "answer-then-close")
-    assert run([gateway.url], calls=3)["output"] == 1
+    assert run([gateway.url], calls=3, between=lambda n: gateway.closed >= n)["output"] == 1
     assert len(gateway.arrived) == 3
 
 
