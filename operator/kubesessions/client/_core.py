@@ -13,7 +13,8 @@ from typing import Any
 from .errors import GatewayUnavailable, KubeSessionsError, OutcomeUnknown, from_problem
 from .tokens import TokenProvider, resolve
 
-# The gateway's Service as the Helm chart names it; KUBESESSIONS_URL (comma-separated) overrides.
+# The gateway's Service as the Helm chart names it for the README's install (release
+# kube-sessions in namespace kube-sessions); KUBESESSIONS_URL (comma-separated) overrides.
 IN_CLUSTER_URL = "http://kube-sessions-gateway.kube-sessions.svc"
 NAMESPACE_HEADER = "X-Kubesessions-Namespace"
 SERVICE_ACCOUNT_NAMESPACE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
@@ -89,6 +90,13 @@ def run_call(params: Mapping[str, Any], stream: bool) -> Call:
     """``/v1/run`` with the reference's parameters: app, input, session, session_timeout (and config)."""
     if "input" not in params:
         raise ValueError('run() needs params["input"]')
+    if "stream" in params and bool(params["stream"]) != stream:
+        raise ValueError(
+            'run() returns the whole output and cannot stream: for {"stream": true} use '
+            "client.stream(params), which yields the outputs as they come"
+            if params["stream"]
+            else 'client.stream() always streams: leave out "stream" (or use client.run for one answer)'
+        )
     body = {k: v for k, v in params.items() if v is not None}
     body["stream"] = stream
     return Call("POST", "/v1/run", body, safe=False, stream=stream)
@@ -103,7 +111,7 @@ class Base:
         *,
         token: str | TokenProvider | None = None,
         namespace: str | None = None,
-        timeout: float = 660.0,
+        request_timeout: float = 660.0,
         retry: Retry | None = None,
     ) -> None:
         if url is None:
@@ -111,7 +119,8 @@ class Base:
         self.endpoints = Endpoints([url] if isinstance(url, str) else list(url))
         self.token = resolve(token)
         self.namespace = namespace or os.environ.get("KUBESESSIONS_NAMESPACE") or _pod_namespace()
-        self.timeout = timeout
+        # Seconds to wait for each read of an answer: above the gateway's own call timeout.
+        self.request_timeout = request_timeout
         self.retry = retry or Retry()
 
     def headers(self, call: Call) -> dict[str, str]:

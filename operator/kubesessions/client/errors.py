@@ -72,7 +72,7 @@ class RunFailed(KubeSessionsError):
 
     @property
     def error_type(self) -> str | None:
-        value = self.problem.get("errorType")
+        value = self.problem.get("error_type")
         return str(value) if value is not None else None
 
 
@@ -106,6 +106,7 @@ BY_CODE: dict[str, type[KubeSessionsError]] = {
     "RUN_FAILED": RunFailed,
     "CALL_TIMEOUT": CallTimeout,
     "WORKER_UNAVAILABLE": WorkerUnavailable,
+    "FORBIDDEN": Forbidden,
 }
 
 

@@ -27,15 +27,17 @@ Plan = Generator[Step, Any, T]
 class Recovery:
     """The state and decisions shared by the blocking and the asyncio manager (no I/O here)."""
 
-    def __init__(self, app: str, timeout: int | None = None, init: Any = None, recover: bool = True) -> None:
-        self.app, self.timeout, self.init, self.recover = app, timeout, init, recover
+    def __init__(
+        self, app: str, session_timeout: int | None = None, init: Any = None, recover: bool = True
+    ) -> None:
+        self.app, self.session_timeout, self.init, self.recover = app, session_timeout, init, recover
         self.session_id: str | None = None
         self.recoveries = 0
 
     def _ensure(self) -> Plan[str]:
         if self.session_id is None:
             if self.init is None:
-                started = yield lambda client: client.create_session(self.app, self.timeout)
+                started = yield lambda client: client.create_session(self.app, self.session_timeout)
             else:
                 params = self._params(self.init, "new")
                 started = yield lambda client: client.run(params)
@@ -64,7 +66,7 @@ class Recovery:
             self.session_id = None
 
     def _params(self, input: Any, session: str) -> dict[str, Any]:
-        return {"app": self.app, "input": input, "session": session, "session_timeout": self.timeout}
+        return {"app": self.app, "input": input, "session": session, "session_timeout": self.session_timeout}
 
 
 def _advance(plan: Plan[T], answer: Any = None, error: Exception | None = None) -> Step | _Done[T]:
@@ -84,9 +86,14 @@ class RecoveringSession(Recovery):
     """``run(input)`` on one session; on "session not found" (expired, ended), recover if ``recover``."""
 
     def __init__(
-        self, client: Client, app: str, timeout: int | None = None, init: Any = None, recover: bool = True
+        self,
+        client: Client,
+        app: str,
+        session_timeout: int | None = None,
+        init: Any = None,
+        recover: bool = True,
     ) -> None:
-        super().__init__(app, timeout, init, recover)
+        super().__init__(app, session_timeout, init, recover)
         self.client = client
 
     def ensure_session(self) -> str:
@@ -123,11 +130,11 @@ class AsyncRecoveringSession(Recovery):
         self,
         client: AsyncClient,
         app: str,
-        timeout: int | None = None,
+        session_timeout: int | None = None,
         init: Any = None,
         recover: bool = True,
     ) -> None:
-        super().__init__(app, timeout, init, recover)
+        super().__init__(app, session_timeout, init, recover)
         self.client = client
 
     async def ensure_session(self) -> str:

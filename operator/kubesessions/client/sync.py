@@ -78,10 +78,11 @@ class Client(Base):
 
     @contextlib.contextmanager
     def session(
-        self, app: str, timeout: int | None = None, config: dict[str, Any] | None = None
+        self, app: str, session_timeout: int | None = None, config: dict[str, Any] | None = None
     ) -> Iterator[Session]:
-        """A session that is closed when the block ends, however it ends."""
-        info = self.create_session(app, timeout, config)
+        """A session (idle timeout ``session_timeout`` seconds) that is closed when the block ends,
+        however it ends."""
+        info = self.create_session(app, session_timeout, config)
         session = Session(self, app, info["session_id"])
         try:
             yield session
@@ -140,7 +141,7 @@ class Client(Base):
         elif conn.sock is not None and _dropped(conn.sock):
             conn.close()
         if conn.sock is None:
-            _open(conn, self.timeout)
+            _open(conn, self.request_timeout)
         return conn
 
 
@@ -166,9 +167,9 @@ class Session:
     def __init__(self, client: Client, app: str, session_id: str) -> None:
         self.client, self.app, self.id = client, app, session_id
 
-    def run(self, input: Any) -> Any:
-        """The output of one call."""
-        return self.client.run({"app": self.app, "input": input, "session": self.id})["output"]
+    def run(self, input: Any) -> dict[str, Any]:
+        """One call on this session: ``{"session_id", "output", ...}``, as :meth:`Client.run`."""
+        return self.client.run({"app": self.app, "input": input, "session": self.id})
 
     def stream(self, input: Any) -> Stream:
         return self.client.stream({"app": self.app, "input": input, "session": self.id})

@@ -12,10 +12,11 @@ from typing import Any
 
 import pytest
 
-from kubesessions.client import AsyncClient, Client, GatewayUnavailable, OutcomeUnknown, Retry
+from kubesessions.client import AsyncClient, Client, GatewayUnavailable, OutcomeUnknown
+
+from .fakegateway import FAST
 
 pytestmark = pytest.mark.unit
-FAST = Retry(attempts=3, backoff=0.001, max_backoff=0.002)
 RUN = {"app": "counter", "input": {"add": 1}, "session": "s-1"}
 REPLY = b'{"session_id": "s-1", "output": 1, "session_closed": false, "duration_ms": 1}'
 
@@ -96,7 +97,7 @@ def gateways() -> Iterator[Callable[[Callable[[int], str]], Gateway]]:
 
 def run_sync(urls: list[str], calls: int, between: Callable[[int], bool] = lambda n: True) -> Any:
     """``calls`` calls in turn; before call n + 1, wait until ``between(n)``."""
-    with Client(urls, token="t", timeout=0.5, retry=FAST) as client:
+    with Client(urls, token="t", request_timeout=0.5, retry=FAST) as client:
         for n in range(1, calls):
             client.run(RUN)
             deadline = time.monotonic() + 5
@@ -108,7 +109,7 @@ def run_sync(urls: list[str], calls: int, between: Callable[[int], bool] = lambd
 
 def run_async(urls: list[str], calls: int, between: Callable[[int], bool] = lambda n: True) -> Any:
     async def go() -> Any:
-        async with AsyncClient(urls, token="t", timeout=0.5, retry=FAST) as client:
+        async with AsyncClient(urls, token="t", request_timeout=0.5, retry=FAST) as client:
             for n in range(1, calls):
                 await client.run(RUN)
                 deadline = time.monotonic() + 5
