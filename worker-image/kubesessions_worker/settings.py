@@ -37,6 +37,8 @@ class Settings:
     max_body_bytes: int = 32 * 1024 * 1024
     stop_grace: float = 25.0  # under Kubernetes' default 30 s termination grace period
     call_grace: float = 30.0  # past the call timeout, before a stuck app thread ends the session
+    recent_calls: int = 256  # finished calls whose outcome a retry (same Idempotency-Key) gets
+    recent_bytes: int = 16 * 1024 * 1024  # ... and the bytes of outcomes kept for them
     gpu_interval: float = 5.0
     log_level: str = "INFO"
 
@@ -94,6 +96,8 @@ class Settings:
             max_body_bytes=_bounded(args.max_body_bytes, "--max-body-bytes", int, 1),
             stop_grace=_bounded(args.stop_grace, "--stop-grace", float),
             call_grace=_bounded(args.call_grace, "--call-grace", float),
+            recent_calls=_bounded(args.recent_calls, "--recent-calls", int),
+            recent_bytes=_bounded(args.recent_bytes, "--recent-bytes", int),
             gpu_interval=_bounded(args.gpu_interval, "--gpu-interval", float, 0.1),
             log_level=args.log_level.upper(),
         )
@@ -149,6 +153,16 @@ def _parser(add_help: bool = True) -> argparse.ArgumentParser:
         "--call-grace",
         default=str(Settings.call_grace),
         help="seconds a call's code may go on past the call timeout before the session ends",
+    )
+    p.add_argument(
+        "--recent-calls",
+        default=str(Settings.recent_calls),
+        help="finished calls with an Idempotency-Key whose outcome is kept for a retry",
+    )
+    p.add_argument(
+        "--recent-bytes",
+        default=str(Settings.recent_bytes),
+        help="bytes of outcomes kept for retries (older ones keep only their id)",
     )
     p.add_argument("--gpu-interval", default=str(Settings.gpu_interval), help="seconds between GPU samples")
     p.add_argument("--log-level", default=Settings.log_level, help="DEBUG, INFO, WARNING or ERROR")

@@ -17,10 +17,11 @@ pytestmark = pytest.mark.unit
 
 
 async def outcome(call: Call) -> tuple[list[str], Done | Failed]:
-    outputs = []
-    while isinstance(event := await asyncio.wait_for(call.events.get(), 10), Output):
-        outputs.append(event.json)
-    return outputs, event
+    async with asyncio.timeout(10):
+        events = [event async for batch in call.follow() for event in batch]
+    end = events.pop()
+    assert isinstance(end, Done | Failed) and all(isinstance(e, Output) for e in events)
+    return [e.json for e in events if isinstance(e, Output)], end
 
 
 async def queued_in_order(runner: Runner, inputs: list[Any]) -> list[Call]:
