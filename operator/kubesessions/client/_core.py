@@ -6,6 +6,7 @@ import json
 import os
 import random
 import time
+import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,6 +18,7 @@ from .tokens import TokenProvider, resolve
 # kube-sessions in namespace kube-sessions); KUBESESSIONS_URL (comma-separated) overrides.
 IN_CLUSTER_URL = "http://kube-sessions-gateway.kube-sessions.svc"
 NAMESPACE_HEADER = "X-Kubesessions-Namespace"
+KEY_HEADER = "Idempotency-Key"
 SERVICE_ACCOUNT_NAMESPACE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
 # Seconds to open a connection; failing that, nothing was sent and the next URL may be tried.
 CONNECT_TIMEOUT = 10.0
@@ -74,6 +76,7 @@ class Call:
     safe: bool = False  # may be sent again when the first try's fate is unknown
     stream: bool = False
     query: dict[str, str] = field(default_factory=dict)
+    key: str | None = None  # the call id (Idempotency-Key): one per logical call, kept on every try
 
     def encoded(self) -> bytes | None:
         return None if self.body is None else json.dumps(self.body).encode()
@@ -99,7 +102,9 @@ def run_call(params: Mapping[str, Any], stream: bool) -> Call:
         )
     body = {k: v for k, v in params.items() if v is not None}
     body["stream"] = stream
-    return Call("POST", "/v1/run", body, safe=False, stream=stream)
+    # The worker runs a call id at most once. Until the gateway passes the id on to the worker,
+    # a run whose fate is unknown is still not sent again (safe=False).
+    return Call("POST", "/v1/run", body, safe=False, stream=stream, key=uuid.uuid4().hex)
 
 
 class Base:
@@ -132,6 +137,8 @@ class Base:
             headers["Authorization"] = f"Bearer {token}"
         if self.namespace:
             headers[NAMESPACE_HEADER] = self.namespace
+        if call.key:
+            headers[KEY_HEADER] = call.key
         return headers
 
     def attempts(self, call: Call) -> Attempts:

@@ -88,6 +88,15 @@ async def test_async_session_run_has_the_shape_of_client_run(fake: tuple[FakeGat
     assert set(through) == set(direct) and through["session_id"] == session.id
 
 
+def test_every_run_carries_its_own_call_id(fake: tuple[FakeGateway, str]) -> None:
+    with Client(fake[1], token="t", retry=FAST) as client:
+        client.run({"app": "counter", "input": {}, "session": "new"})
+        client.run({"app": "counter", "input": {}, "session": "new"})
+        list(client.stream({"app": "counter", "input": {}, "session": "new"}))
+    keys = [headers.get("Idempotency-Key") for _, _, headers in fake[0].seen]
+    assert len(keys) == 3 and all(keys) and len(set(keys)) == 3, keys
+
+
 def test_the_two_timeouts_have_distinct_names(fake: tuple[FakeGateway, str]) -> None:
     with Client(fake[1], token="t", request_timeout=30) as client:
         assert client.request_timeout == 30
