@@ -118,6 +118,17 @@ def termination_path(argv: Sequence[str] | None, environ: Mapping[str, str]) -> 
     )
 
 
+# Tuning knobs, flags only (not part of the operator's contract): the default is the field's.
+TUNING = (
+    ("--max-body-bytes", "largest request body"),
+    ("--stop-grace", "seconds the running call and close() get on stop"),
+    ("--call-grace", "seconds a call's code may go on past the call timeout before the session ends"),
+    ("--recent-calls", "finished calls with an Idempotency-Key whose outcome is kept for a retry"),
+    ("--recent-bytes", "bytes of outcomes kept for retries (older ones keep only their id)"),
+    ("--gpu-interval", "seconds between GPU samples"),
+)
+
+
 def _parser(add_help: bool = True) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="kubesessions-worker",
@@ -143,28 +154,9 @@ def _parser(add_help: bool = True) -> argparse.ArgumentParser:
     )
     p.add_argument("--idle-grace", help="exit when idle longer than timeout + this (KUBESESSIONS_IDLE_GRACE)")
     p.add_argument("--termination-message-path", help="(KUBESESSIONS_TERMINATION_MESSAGE_PATH)")
-    p.add_argument("--max-body-bytes", default=str(Settings.max_body_bytes), help="largest request body")
-    p.add_argument(
-        "--stop-grace",
-        default=str(Settings.stop_grace),
-        help="seconds the running call and close() get on stop",
-    )
-    p.add_argument(
-        "--call-grace",
-        default=str(Settings.call_grace),
-        help="seconds a call's code may go on past the call timeout before the session ends",
-    )
-    p.add_argument(
-        "--recent-calls",
-        default=str(Settings.recent_calls),
-        help="finished calls with an Idempotency-Key whose outcome is kept for a retry",
-    )
-    p.add_argument(
-        "--recent-bytes",
-        default=str(Settings.recent_bytes),
-        help="bytes of outcomes kept for retries (older ones keep only their id)",
-    )
-    p.add_argument("--gpu-interval", default=str(Settings.gpu_interval), help="seconds between GPU samples")
+    for flag, text in TUNING:
+        default = getattr(Settings, flag.removeprefix("--").replace("-", "_"))
+        p.add_argument(flag, default=str(default), help=f"{text} (default {default})")
     p.add_argument("--log-level", default=Settings.log_level, help="DEBUG, INFO, WARNING or ERROR")
     return p
 

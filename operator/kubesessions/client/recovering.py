@@ -20,16 +20,18 @@ from .errors import SessionNotFound
 from .sync import Client
 
 T = TypeVar("T")
+C = TypeVar("C", Client, AsyncClient)
 Step = Callable[[Any], Any]  # one client call: given the client, its answer (or an awaitable of it)
 Plan = Generator[Step, Any, T]
 
 
-class Recovery:
+class Recovery(Generic[C]):
     """The state and decisions shared by the blocking and the asyncio manager (no I/O here)."""
 
     def __init__(
-        self, app: str, session_timeout: int | None = None, init: Any = None, recover: bool = True
+        self, client: C, app: str, session_timeout: int | None = None, init: Any = None, recover: bool = True
     ) -> None:
+        self.client: C = client
         self.app, self.session_timeout, self.init, self.recover = app, session_timeout, init, recover
         self.session_id: str | None = None
         self.recoveries = 0
@@ -82,19 +84,8 @@ class _Done(Generic[T]):
         self.value = value
 
 
-class RecoveringSession(Recovery):
+class RecoveringSession(Recovery[Client]):
     """``run(input)`` on one session; on "session not found" (expired, ended), recover if ``recover``."""
-
-    def __init__(
-        self,
-        client: Client,
-        app: str,
-        session_timeout: int | None = None,
-        init: Any = None,
-        recover: bool = True,
-    ) -> None:
-        super().__init__(app, session_timeout, init, recover)
-        self.client = client
 
     def ensure_session(self) -> str:
         return self._carry_out(self._ensure())
@@ -123,19 +114,8 @@ class RecoveringSession(Recovery):
         return step.value
 
 
-class AsyncRecoveringSession(Recovery):
+class AsyncRecoveringSession(Recovery[AsyncClient]):
     """:class:`RecoveringSession` for asyncio: ``await run(input)``; ``async with`` closes it."""
-
-    def __init__(
-        self,
-        client: AsyncClient,
-        app: str,
-        session_timeout: int | None = None,
-        init: Any = None,
-        recover: bool = True,
-    ) -> None:
-        super().__init__(app, session_timeout, init, recover)
-        self.client = client
 
     async def ensure_session(self) -> str:
         return await self._carry_out(self._ensure())
