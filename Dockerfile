@@ -10,13 +10,13 @@ WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY operator ./operator
 COPY worker-image ./worker-image
-RUN pip wheel --no-cache-dir --wheel-dir /wheels .
+RUN pip wheel --no-cache-dir --wheel-dir /wheels '.[operator]'
 
 FROM ${PYTHON_IMAGE}
 # Read-only root filesystem at run time: only /tmp (an emptyDir) is writable.
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 TMPDIR=/tmp HOME=/tmp PIP_NO_CACHE_DIR=1
 COPY --from=build /wheels /wheels
-RUN pip install --compile --no-index --find-links /wheels kube-sessions \
+RUN pip install --compile --no-index --find-links /wheels 'kube-sessions[operator]' \
     && rm -rf /wheels \
     && groupadd --gid 10001 kubesessions \
     && useradd --uid 10001 --gid 10001 --no-create-home --home-dir /tmp --shell /usr/sbin/nologin kubesessions

@@ -14,7 +14,7 @@ venv: $(STAMP)
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade 'pip>=25.1'
-	$(BIN)/python -m pip install --quiet -e . --group dev
+	$(BIN)/python -m pip install --quiet -e '.[operator,worker]' --group dev
 	touch $@
 
 # Finds or builds (once, cached in ~/.cache/kube-sessions) etcd, the control plane, kubectl, helm.

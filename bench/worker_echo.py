@@ -69,7 +69,7 @@ async def start_worker() -> tuple[asyncio.subprocess.Process, str]:
         **os.environ,
         "SESSION_ID": "bench",
         "KUBESESSIONS_APP": APP,
-        "KUBESESSIONS_TOKEN": TOKEN,
+        "KUBESESSIONS_SESSION_TOKEN": TOKEN,
         "KUBESESSIONS_TERMINATION_MESSAGE_PATH": os.devnull,
     }
     worker = Path(sys.executable).parent / "kubesessions-worker"

@@ -51,7 +51,7 @@ func env(name, fallback string) string {
 func loadSettings() (settings, error) {
 	s := settings{
 		sessionID:       os.Getenv("SESSION_ID"),
-		token:           os.Getenv("KUBESESSIONS_TOKEN"),
+		token:           os.Getenv("KUBESESSIONS_SESSION_TOKEN"),
 		host:            env("POD_IP", ""),
 		port:            env("KUBESESSIONS_PORT", "8080"),
 		terminationPath: env("KUBESESSIONS_TERMINATION_MESSAGE_PATH", "/dev/termination-log"),
@@ -60,7 +60,7 @@ func loadSettings() (settings, error) {
 		s.host = "0.0.0.0"
 	}
 	var missing []string
-	for _, kv := range [][2]string{{"SESSION_ID", s.sessionID}, {"KUBESESSIONS_APP", os.Getenv("KUBESESSIONS_APP")}, {"KUBESESSIONS_TOKEN", s.token}} {
+	for _, kv := range [][2]string{{"SESSION_ID", s.sessionID}, {"KUBESESSIONS_APP", os.Getenv("KUBESESSIONS_APP")}, {"KUBESESSIONS_SESSION_TOKEN", s.token}} {
 		if kv[1] == "" {
 			missing = append(missing, kv[0])
 		}

@@ -191,7 +191,7 @@ def build_pod(
         {"name": "KUBESESSIONS_APP", "value": template.entrypoint},
         {"name": "KUBESESSIONS_CONFIG", "value": json.dumps(spec.config or {}, separators=(",", ":"))},
         {
-            "name": "KUBESESSIONS_TOKEN",
+            "name": "KUBESESSIONS_SESSION_TOKEN",
             "valueFrom": {"secretKeyRef": {"name": token_secret_name(ref.name), "key": TOKEN_KEY}},
         },
         {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},

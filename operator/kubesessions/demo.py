@@ -181,9 +181,9 @@ def show_sessions(client: Client) -> None:
             client.run({"app": "model", "input": {"seed": seed}, "session": model})
 
     _step("counter: state kept across calls (a stateful conversation)")
-    with client.session("counter", timeout=300) as session:
+    with client.session("counter", session_timeout=300) as session:
         for n in (1, 2, 3):
-            _say(f"add {n} -> {session.run({'add': n})}")
+            _say(f"add {n} -> {session.run({'add': n})['output']}")
         kept = session.id
     _say(f"left the `with` block: session {kept} closed")
 
@@ -223,7 +223,7 @@ def run_demo(keep: bool = False, state_dir: Path | None = None) -> int:
     demo = Demo(cluster.StateDir(state_dir or cluster.default_state_dir()))
     try:
         url, token = demo.up()
-        with Client(url, token=token, namespace=NAMESPACE, timeout=120) as client:
+        with Client(url, token=token, namespace=NAMESPACE, request_timeout=120) as client:
             show_sessions(client)
     except (RuntimeError, KubeSessionsError, cluster.ClusterError, binaries.BinaryError) as exc:
         print(f"\ndemo failed: {exc}", file=sys.stderr)
@@ -235,8 +235,8 @@ def run_demo(keep: bool = False, state_dir: Path | None = None) -> int:
         print(
             f"left running (--keep). Reach it with:\n{env}\n"
             f"export KUBESESSIONS_URL={url} KUBESESSIONS_NAMESPACE={NAMESPACE}\n"
-            f"export KUBESESSIONS_TOKEN=$(kubectl create token demo-client -n {NAMESPACE})\n"
-            f'curl -s $KUBESESSIONS_URL/v1/run -H "Authorization: Bearer $KUBESESSIONS_TOKEN" '
+            f"export KUBESESSIONS_GATEWAY_TOKEN=$(kubectl create token demo-client -n {NAMESPACE})\n"
+            f'curl -s $KUBESESSIONS_URL/v1/run -H "Authorization: Bearer $KUBESESSIONS_GATEWAY_TOKEN" '
             f'-H \'X-Kubesessions-Namespace: {NAMESPACE}\' -d \'{{"app": "counter", "input": {{"add": 1}}, "session": "new"}}\'\n'
             f"stop it: kill {' '.join(str(p.pid) for p in demo.procs)}; {cluster.command(demo.state_dir, 'down')}"
         )

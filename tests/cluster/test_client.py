@@ -18,7 +18,7 @@ async def test_async_session_workflow_of_the_reference(
     gateway: GatewayProcess, kube: Cluster, namespace: str
 ) -> None:
     token = service_account_token(kube, namespace, "async-caller", allowed=True)
-    async with AsyncClient(gateway.url, token=token, namespace=namespace, timeout=60) as client:
+    async with AsyncClient(gateway.url, token=token, namespace=namespace, request_timeout=60) as client:
         result = await client.run(
             {"app": "counter", "input": {"add": 0}, "session": "new", "session_timeout": 300}
         )
@@ -34,7 +34,7 @@ async def test_async_session_workflow_of_the_reference(
         listed = await client.list_sessions(app="counter")
         assert [s["session_id"] for s in listed] == [session_id]
 
-        async with client.session("stream", timeout=60) as session:
+        async with client.session("stream", session_timeout=60) as session:
             words = [w async for w in session.stream({"text": "tokens one by one"})]
             assert words == ["tokens", "one", "by", "one"]
             assert (await session.info())["phase"] == "Ready"
@@ -46,8 +46,8 @@ async def test_async_recovery_starts_a_new_session_and_replays(
     gateway: GatewayProcess, kube: Cluster, namespace: str
 ) -> None:
     token = service_account_token(kube, namespace, "async-recovering", allowed=True)
-    async with AsyncClient(gateway.url, token=token, namespace=namespace, timeout=60) as client:
-        async with AsyncRecoveringSession(client, "counter", timeout=1, init={"add": 100}) as manager:
+    async with AsyncClient(gateway.url, token=token, namespace=namespace, request_timeout=60) as client:
+        async with AsyncRecoveringSession(client, "counter", session_timeout=1, init={"add": 100}) as manager:
             assert (await manager.run({"add": 1}))["output"]["total"] == 101
             first = manager.session_id
             assert first is not None

@@ -31,7 +31,7 @@ def token(kube: Cluster, namespace: str) -> str:
 
 @pytest.fixture
 def api(gateway: GatewayProcess, namespace: str, token: str) -> Client:
-    return Client(gateway.url, token=token, namespace=namespace, timeout=60)
+    return Client(gateway.url, token=token, namespace=namespace, request_timeout=60)
 
 
 def post(
@@ -92,13 +92,13 @@ def test_several_processes_share_the_port_and_stop_together(
     proc = gateway.proc
     assert proc is not None
     try:
-        first = Client(gateway.url, token=token, namespace=namespace, timeout=60)
+        first = Client(gateway.url, token=token, namespace=namespace, request_timeout=60)
         session_id = first.run({"app": "counter", "input": {"add": 1}, "session": "new"})["session_id"]
         # A new client is a new connection, which the kernel may hand to either process: each
         # must find the session the other created (its own watch, or one read on a miss).
         totals = []
         for _ in range(6):
-            with Client(gateway.url, token=token, namespace=namespace, timeout=60) as fresh:
+            with Client(gateway.url, token=token, namespace=namespace, request_timeout=60) as fresh:
                 totals.append(fresh.run({"app": "counter", "input": {"add": 1}, "session": session_id}))
         assert [t["output"]["total"] for t in totals] == [2, 3, 4, 5, 6, 7]
     finally:
@@ -107,9 +107,9 @@ def test_several_processes_share_the_port_and_stop_together(
 
 
 def test_data_pipeline_loads_once_and_analyses_several_times(api: Client) -> None:
-    with api.session("model", timeout=900, config={"size": 400}) as session:
+    with api.session("model", session_timeout=900, config={"size": 400}) as session:
         results = [
-            session.run({"seed": seed})
+            session.run({"seed": seed})["output"]
             for seed in ("summary", "correlations", "outliers", "trends").__len__() * [0]
         ]
         setups = {r["setupSeconds"] for r in results}
@@ -122,7 +122,7 @@ def test_data_pipeline_loads_once_and_analyses_several_times(api: Client) -> Non
 def test_recovery_pattern_starts_a_new_session_and_replays(
     api: Client, kube: Cluster, namespace: str
 ) -> None:
-    manager = RecoveringSession(api, "counter", timeout=1, init={"add": 100})
+    manager = RecoveringSession(api, "counter", session_timeout=1, init={"add": 100})
     assert manager.run({"add": 1})["output"]["total"] == 101
     first = manager.session_id
     assert first is not None

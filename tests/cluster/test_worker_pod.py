@@ -24,7 +24,10 @@ def worker_pod(name: str, secret: str) -> dict[str, Any]:
         {"name": "SESSION_TIMEOUT", "value": "300"},
         {"name": "KUBESESSIONS_APP", "value": "kubesessions_worker.examples.counter:Counter"},
         {"name": "KUBESESSIONS_CONFIG", "value": json.dumps({"start": 100})},
-        {"name": "KUBESESSIONS_TOKEN", "valueFrom": {"secretKeyRef": {"name": secret, "key": "token"}}},
+        {
+            "name": "KUBESESSIONS_SESSION_TOKEN",
+            "valueFrom": {"secretKeyRef": {"name": secret, "key": "token"}},
+        },
         {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
     ]
     return {

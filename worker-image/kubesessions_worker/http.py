@@ -16,9 +16,10 @@ from typing import Any
 from aiohttp import web
 
 from . import metrics
+from .calls import KEY_HEADER, Call, Done, Event, Failed, Output, check_key
 from .gpu import GpuMonitor
 from .problems import Problem
-from .runner import Call, Done, Event, Failed, Output, Runner, State
+from .runner import Runner, State
 from .termination import Reason
 
 log = logging.getLogger(__name__)
@@ -86,7 +87,7 @@ async def _run(request: web.Request) -> web.StreamResponse:
     stream = body.get("stream", False)
     if not isinstance(stream, bool):
         raise Problem("VALIDATION", "'stream' must be true or false")
-    call = request.app[RUNNER].submit(body["input"])
+    call = request.app[RUNNER].submit(body["input"], key=check_key(request.headers.get(KEY_HEADER)))
     if stream or "text/event-stream" in request.headers.get("Accept", ""):
         return await _sse(request, call)
     return await _reply(call)
@@ -110,14 +111,12 @@ async def _body(request: web.Request) -> dict[str, Any]:
 
 async def _reply(call: Call) -> web.Response:
     outputs: list[str] = []
-    while True:
-        event = await call.events.get()
-        if isinstance(event, Output):
-            outputs.append(event.json)
-        elif isinstance(event, Failed):
-            raise event.problem
-        else:
-            break
+    async for batch in call.follow():
+        outputs.extend(event.json for event in batch if isinstance(event, Output))
+    event = batch[-1]
+    if isinstance(event, Failed):
+        raise event.problem
+    assert isinstance(event, Done)
     # Outputs arrive encoded; a streamed run answers a plain request with the list of its values.
     output = "[" + ",".join(outputs) + "]" if call.streamed else outputs[0]
     return web.Response(text=f'{{"output":{output},{_done_members(event)}}}', content_type="application/json")
@@ -127,12 +126,9 @@ async def _sse(request: web.Request, call: Call) -> web.StreamResponse:
     response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
     # The headers go out now: they tell the caller its call is queued (the gateway's ordering).
     await response.prepare(request)
-    while True:
-        events = [await call.events.get()]
-        # What is already queued goes out in one write, the end of the stream with the last event:
-        # a quick call costs the caller one more packet after the headers, not three.
-        while isinstance(events[-1], Output) and not call.events.empty():
-            events.append(call.events.get_nowait())
+    # What has arrived goes out in one write, the end of the stream with the last event: a
+    # quick call costs the caller one more packet after the headers, not three.
+    async for events in call.follow():
         chunk = "".join(map(_sse_event, events)).encode()
         last = not isinstance(events[-1], Output)
         try:
@@ -140,9 +136,8 @@ async def _sse(request: web.Request, call: Call) -> web.StreamResponse:
         except ConnectionResetError:
             # The call still runs to its end, so the app's state stays whole.
             log.info("the client left a streaming call early")
-            return response
-        if last:
-            return response
+            break
+    return response
 
 
 def _sse_event(event: Event) -> str:

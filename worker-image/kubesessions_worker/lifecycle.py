@@ -1,7 +1,8 @@
 """One worker from start to exit: serve HTTP, set the app up, wait for the ending, close.
 
-Endings: setup failed, POST /close, the app's end_session(), SIGTERM, or the safety net
-(idle past timeout + grace with nobody culling it). Each leaves a termination message.
+Endings: setup failed, POST /close, the app's end_session(), SIGTERM, or a safety net
+(idle past timeout + grace with nobody culling it; a call's sync code stuck past the call
+timeout + the call grace). Each leaves a termination message.
 """
 
 from __future__ import annotations
@@ -32,6 +33,9 @@ async def serve(settings: Settings) -> Ending:
         session_timeout=settings.session_timeout,
         queue_size=settings.queue_size,
         call_timeout=settings.call_timeout,
+        call_grace=settings.call_grace,
+        recent_calls=settings.recent_calls,
+        recent_bytes=settings.recent_bytes,
     )
     # Before anything can be announced: a SIGTERM right after start must still end cleanly.
     loop = asyncio.get_running_loop()

@@ -16,11 +16,12 @@ import time
 from collections import deque
 from collections.abc import Mapping
 from contextlib import aclosing
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
 from .app import AppHost, Value
+from .calls import Call, Done, Failed, Output, Recent, fingerprint
 from .problems import Problem
 from .session import CallScope, current_call
 from .stats import CallStats
@@ -35,34 +36,6 @@ class State(StrEnum):
     BUSY = "BUSY"
     SETUP_FAILED = "SETUP_FAILED"
     CLOSING = "CLOSING"
-
-
-@dataclass(frozen=True)
-class Output:
-    json: str  # one output value, already encoded: a value that is not JSON fails its call
-
-
-@dataclass(frozen=True)
-class Done:
-    session_closed: bool
-    duration_ms: float
-
-
-@dataclass(frozen=True)
-class Failed:
-    problem: Problem
-
-
-Event = Output | Done | Failed
-
-
-@dataclass(eq=False)
-class Call:
-    """A call accepted into the queue; its events end with exactly one Done or Failed."""
-
-    input: Any
-    events: asyncio.Queue[Event] = field(default_factory=asyncio.Queue)
-    streamed: bool = False  # run() yielded rather than returned
 
 
 @dataclass(frozen=True)
@@ -97,6 +70,9 @@ class Runner:
         session_timeout: int,
         queue_size: int,
         call_timeout: float,
+        call_grace: float = 30.0,
+        recent_calls: int = 256,
+        recent_bytes: int = 16 << 20,
         clock: Clock | None = None,
     ) -> None:
         self.app = app
@@ -104,6 +80,8 @@ class Runner:
         self.session_timeout = session_timeout
         self.queue_size = queue_size
         self.call_timeout = call_timeout or None  # 0 means no limit
+        self.call_grace = call_grace
+        self.recent = Recent(recent_calls, recent_bytes)
         self.clock = clock or Clock()
         self.stats = CallStats()
         self.state = State.STARTING
@@ -112,6 +90,8 @@ class Runner:
         self._wake = asyncio.Event()
         self._running: Call | None = None
         self._calls = 0
+        self._submitted = 0
+        self._wedged = False  # a call's sync code never came back: the app thread is lost
         self._mean_seconds = 0.0  # moving average of call durations, for Retry-After
         self._ending: asyncio.Future[Ending] = asyncio.get_running_loop().create_future()
         self._serving: asyncio.Task[None] | None = None
@@ -210,6 +190,9 @@ class Runner:
                 await asyncio.wait([self._serving])
         if not self._set_up:
             return
+        if self._wedged:  # close() would queue behind the stuck call on the app thread
+            log.warning("the app's close() is skipped: its thread is still stuck in a call")
+            return
         left = max(0.0, deadline - self.clock.monotonic())
         try:
             async with asyncio.timeout(left):
@@ -222,8 +205,17 @@ class Runner:
 
     # -- calls --------------------------------------------------------------------------------
 
-    def submit(self, payload: Any) -> Call:
-        """Queue a call, or raise the :class:`Problem` that says why it cannot be taken."""
+    def submit(self, payload: Any, key: str | None = None) -> Call:
+        """Queue a call, or raise the :class:`Problem` that says why it cannot be taken.
+
+        A call id (``key``) already seen gives back that call, finished or not, whatever the
+        state: a retry gets the outcome of the call it repeats, and no call id runs twice.
+        """
+        print_ = ""
+        if key is not None:
+            print_ = fingerprint(payload)
+            if (known := self.recent.find(key, print_)) is not None:
+                return known
         if self.state is State.CLOSING:
             raise self._rejected(Problem("SESSION_ENDED", "the session is closing or closed"))
         if self.state in (State.STARTING, State.SETUP_FAILED):
@@ -239,7 +231,10 @@ class Runner:
                     retry_after=self._retry_after(),
                 )
             )
-        call = Call(payload)
+        self._submitted += 1
+        call = Call(payload, self._submitted, key, print_)
+        if key is not None:
+            self.recent.add(call)
         self._waiting.append(call)
         self._wake.set()
         return call
@@ -250,9 +245,8 @@ class Runner:
 
     def _reject_waiting(self, call: Call) -> None:
         self.stats.outcomes["session_ended"] += 1
-        call.events.put_nowait(
-            Failed(Problem("SESSION_ENDED", "the session closed before the call could run"))
-        )
+        call.put(Failed(Problem("SESSION_ENDED", "the session closed before the call could run")))
+        self.recent.settle(call)
 
     def _retry_after(self) -> int:
         """Whole seconds until a slot is likely free: the queue ahead times the mean call."""
@@ -290,12 +284,10 @@ class Runner:
             raise
         except Exception as exc:
             if isinstance(exc, TimeoutError) and limit.expired():  # ours, not the app's own
-                log.warning("call ran past its %gs timeout", self.call_timeout)
+                log.warning("call %d ran past its %gs timeout", call.number, self.call_timeout)
                 problem = Problem("CALL_TIMEOUT", f"the call ran past {self.call_timeout:g}s")
                 self._finish(call, started, "call_timeout", problem)
-                # Sync code cannot be interrupted: the next call waits until the thread is
-                # free, so app code never overlaps.
-                await self.app.thread.settled()
+                await self._await_app_thread(call)
             else:
                 log.warning("run failed: %s: %s", type(exc).__name__, exc, exc_info=exc)
                 self._finish(call, started, "run_failed", _run_failed(exc))
@@ -306,15 +298,30 @@ class Runner:
         finally:
             current_call.reset(token)
 
+    async def _await_app_thread(self, call: Call) -> None:
+        """Sync code cannot be interrupted: the next call waits until the thread is free, so app
+        code never overlaps. A thread still busy after the call grace is taken as lost, and the
+        session ends rather than hold its GPU for code that may never return."""
+        try:
+            async with asyncio.timeout(self.call_grace):
+                await self.app.thread.settled()
+        except TimeoutError:
+            self._wedged = True
+            self.stop(
+                Reason.CALL_TIMEOUT,
+                f"call {call.number} ran past its {self.call_timeout:g}s timeout and the app's code "
+                f"had still not returned {self.call_grace:g}s later",
+            )
+
     async def _drive(self, call: Call) -> None:
         reply = await self.app.run(call.input)
         if isinstance(reply, Value):
-            call.events.put_nowait(Output(_encode(reply.value)))
+            call.put(Output(_encode(reply.value)))
             return
         call.streamed = True
         async with aclosing(reply.items) as items:
             async for item in items:
-                call.events.put_nowait(Output(_encode(item)))
+                call.put(Output(_encode(item)))
 
     def _finish(self, call: Call, started: float, outcome: str, problem: Problem | None) -> None:
         seconds = self.clock.monotonic() - started
@@ -323,9 +330,10 @@ class Runner:
         self.stats.latency.observe(seconds)
         self._mean_seconds += (seconds - self._mean_seconds) * (1.0 if self._calls == 1 else 0.2)
         if problem is None:
-            call.events.put_nowait(Done(self.state is State.CLOSING, round(seconds * 1000, 3)))
+            call.put(Done(self.state is State.CLOSING, round(seconds * 1000, 3)))
         else:
-            call.events.put_nowait(Failed(problem))
+            call.put(Failed(problem))
+        self.recent.settle(call)
 
 
 def _encode(value: Any) -> str:

@@ -36,6 +36,9 @@ class Settings:
     # Not part of the operator's contract: tuning knobs with safe defaults, flags only.
     max_body_bytes: int = 32 * 1024 * 1024
     stop_grace: float = 25.0  # under Kubernetes' default 30 s termination grace period
+    call_grace: float = 30.0  # past the call timeout, before a stuck app thread ends the session
+    recent_calls: int = 256  # finished calls whose outcome a retry (same Idempotency-Key) gets
+    recent_bytes: int = 16 * 1024 * 1024  # ... and the bytes of outcomes kept for them
     gpu_interval: float = 5.0
     log_level: str = "INFO"
 
@@ -49,13 +52,13 @@ class Settings:
 
         session_id = pick(args.session_id, "SESSION_ID")
         app = pick(args.app, "KUBESESSIONS_APP")
-        token = environ.get("KUBESESSIONS_TOKEN")
+        token = environ.get("KUBESESSIONS_SESSION_TOKEN")
         missing = [
             name
             for name, value in (
                 ("SESSION_ID", session_id),
                 ("KUBESESSIONS_APP", app),
-                ("KUBESESSIONS_TOKEN", token),
+                ("KUBESESSIONS_SESSION_TOKEN", token),
             )
             if not value
         ]
@@ -92,6 +95,9 @@ class Settings:
             ),
             max_body_bytes=_bounded(args.max_body_bytes, "--max-body-bytes", int, 1),
             stop_grace=_bounded(args.stop_grace, "--stop-grace", float),
+            call_grace=_bounded(args.call_grace, "--call-grace", float),
+            recent_calls=_bounded(args.recent_calls, "--recent-calls", int),
+            recent_bytes=_bounded(args.recent_bytes, "--recent-bytes", int),
             gpu_interval=_bounded(args.gpu_interval, "--gpu-interval", float, 0.1),
             log_level=args.log_level.upper(),
         )
@@ -104,7 +110,7 @@ class Settings:
 
 def termination_path(argv: Sequence[str] | None, environ: Mapping[str, str]) -> Path:
     """Where to report a failure even when the rest of the settings are unusable."""
-    args, _ = _parser().parse_known_args(argv)
+    args, _ = _parser(add_help=False).parse_known_args(argv)  # --help must not exit here
     return Path(
         args.termination_message_path
         or environ.get("KUBESESSIONS_TERMINATION_MESSAGE_PATH")
@@ -112,12 +118,24 @@ def termination_path(argv: Sequence[str] | None, environ: Mapping[str, str]) -> 
     )
 
 
-def _parser() -> argparse.ArgumentParser:
+# Tuning knobs, flags only (not part of the operator's contract): the default is the field's.
+TUNING = (
+    ("--max-body-bytes", "largest request body"),
+    ("--stop-grace", "seconds the running call and close() get on stop"),
+    ("--call-grace", "seconds a call's code may go on past the call timeout before the session ends"),
+    ("--recent-calls", "finished calls with an Idempotency-Key whose outcome is kept for a retry"),
+    ("--recent-bytes", "bytes of outcomes kept for retries (older ones keep only their id)"),
+    ("--gpu-interval", "seconds between GPU samples"),
+)
+
+
+def _parser(add_help: bool = True) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="kubesessions-worker",
+        add_help=add_help,
         description=(
             "Serve one kube-sessions session: load the app class, answer calls one at a time. "
-            "Flags override the environment; the token is only read from KUBESESSIONS_TOKEN "
+            "Flags override the environment; the token is only read from KUBESESSIONS_SESSION_TOKEN "
             "because command lines are visible to every process on the machine."
         ),
     )
@@ -136,13 +154,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--idle-grace", help="exit when idle longer than timeout + this (KUBESESSIONS_IDLE_GRACE)")
     p.add_argument("--termination-message-path", help="(KUBESESSIONS_TERMINATION_MESSAGE_PATH)")
-    p.add_argument("--max-body-bytes", default=str(Settings.max_body_bytes), help="largest request body")
-    p.add_argument(
-        "--stop-grace",
-        default=str(Settings.stop_grace),
-        help="seconds the running call and close() get on stop",
-    )
-    p.add_argument("--gpu-interval", default=str(Settings.gpu_interval), help="seconds between GPU samples")
+    for flag, text in TUNING:
+        default = getattr(Settings, flag.removeprefix("--").replace("-", "_"))
+        p.add_argument(flag, default=str(default), help=f"{text} (default {default})")
     p.add_argument("--log-level", default=Settings.log_level, help="DEBUG, INFO, WARNING or ERROR")
     return p
 

@@ -20,6 +20,7 @@ class Reason(StrEnum):
     CLOSED_BY_APP = "ClosedByApp"
     IDLE_TIMEOUT = "IdleTimeout"
     TERMINATED = "Terminated"
+    CALL_TIMEOUT = "CallTimeout"  # a call's code did not come back even after the call grace
 
 
 @dataclass(frozen=True)
@@ -29,7 +30,7 @@ class Ending:
 
     @property
     def exit_code(self) -> int:
-        return 1 if self.reason is Reason.SETUP_FAILED else 0
+        return 1 if self.reason in (Reason.SETUP_FAILED, Reason.CALL_TIMEOUT) else 0
 
 
 def write(path: Path, ending: Ending, session_id: str | None) -> None:

@@ -3,7 +3,7 @@
 >>> from kubesessions.client import Client
 >>> client = Client("http://localhost:8000", token="...")   # in a pod: Client() finds both
 >>> result = client.run({"app": "counter", "input": {"add": 1}, "session": "new", "session_timeout": 300})
->>> with client.session("counter", timeout=300) as session:
+>>> with client.session("counter", session_timeout=300) as session:
 ...     session.run({"add": 2})
 """
 
@@ -17,6 +17,7 @@ from .errors import (
     GatewayUnavailable,
     InvalidRequest,
     KubeSessionsError,
+    OutcomeUnknown,
     PayloadTooLarge,
     QueueFull,
     RunFailed,
@@ -43,6 +44,7 @@ __all__ = [
     "GatewayUnavailable",
     "InvalidRequest",
     "KubeSessionsError",
+    "OutcomeUnknown",
     "PayloadTooLarge",
     "QueueFull",
     "RecoveringSession",

@@ -6,24 +6,31 @@ import json
 import os
 import random
 import time
+import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import GatewayUnavailable, KubeSessionsError, from_problem
+from .errors import GatewayUnavailable, KubeSessionsError, OutcomeUnknown, from_problem
 from .tokens import TokenProvider, resolve
 
-# The gateway's Service as the Helm chart names it; KUBESESSIONS_URL (comma-separated) overrides.
+# The gateway's Service as the Helm chart names it for the README's install (release
+# kube-sessions in namespace kube-sessions); KUBESESSIONS_URL (comma-separated) overrides.
 IN_CLUSTER_URL = "http://kube-sessions-gateway.kube-sessions.svc"
 NAMESPACE_HEADER = "X-Kubesessions-Namespace"
+KEY_HEADER = "Idempotency-Key"
 SERVICE_ACCOUNT_NAMESPACE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
+# Seconds to open a connection; failing that, nothing was sent and the next URL may be tried.
+CONNECT_TIMEOUT = 10.0
 
 
 @dataclass(frozen=True)
 class Retry:
     """Backoff for safe operations (reads, keepalive, close) on 502/503/504 and lost connections.
 
-    Connecting to a URL that refuses is always tried on the next URL: nothing was sent.
+    A connection that could not be made (refused, unknown host, connect timeout) is always
+    tried on the next URL: nothing was sent. Once the request may have left, only safe calls
+    are sent again; any other raises :class:`OutcomeUnknown`.
     """
 
     attempts: int = 4
@@ -69,6 +76,7 @@ class Call:
     safe: bool = False  # may be sent again when the first try's fate is unknown
     stream: bool = False
     query: dict[str, str] = field(default_factory=dict)
+    key: str | None = None  # the call id (Idempotency-Key): one per logical call, kept on every try
 
     def encoded(self) -> bytes | None:
         return None if self.body is None else json.dumps(self.body).encode()
@@ -85,9 +93,18 @@ def run_call(params: Mapping[str, Any], stream: bool) -> Call:
     """``/v1/run`` with the reference's parameters: app, input, session, session_timeout (and config)."""
     if "input" not in params:
         raise ValueError('run() needs params["input"]')
+    if "stream" in params and bool(params["stream"]) != stream:
+        raise ValueError(
+            'run() returns the whole output and cannot stream: for {"stream": true} use '
+            "client.stream(params), which yields the outputs as they come"
+            if params["stream"]
+            else 'client.stream() always streams: leave out "stream" (or use client.run for one answer)'
+        )
     body = {k: v for k, v in params.items() if v is not None}
     body["stream"] = stream
-    return Call("POST", "/v1/run", body, safe=False, stream=stream)
+    # The worker runs a call id at most once. Until the gateway passes the id on to the worker,
+    # a run whose fate is unknown is still not sent again (safe=False).
+    return Call("POST", "/v1/run", body, safe=False, stream=stream, key=uuid.uuid4().hex)
 
 
 class Base:
@@ -99,7 +116,7 @@ class Base:
         *,
         token: str | TokenProvider | None = None,
         namespace: str | None = None,
-        timeout: float = 660.0,
+        request_timeout: float = 660.0,
         retry: Retry | None = None,
     ) -> None:
         if url is None:
@@ -107,7 +124,8 @@ class Base:
         self.endpoints = Endpoints([url] if isinstance(url, str) else list(url))
         self.token = resolve(token)
         self.namespace = namespace or os.environ.get("KUBESESSIONS_NAMESPACE") or _pod_namespace()
-        self.timeout = timeout
+        # Seconds to wait for each read of an answer: above the gateway's own call timeout.
+        self.request_timeout = request_timeout
         self.retry = retry or Retry()
 
     def headers(self, call: Call) -> dict[str, str]:
@@ -119,6 +137,8 @@ class Base:
             headers["Authorization"] = f"Bearer {token}"
         if self.namespace:
             headers[NAMESPACE_HEADER] = self.namespace
+        if call.key:
+            headers[KEY_HEADER] = call.key
         return headers
 
     def attempts(self, call: Call) -> Attempts:
@@ -150,7 +170,11 @@ class Attempts:
         """The request may have reached ``url``: only a safe call may be sent again."""
         self.last = exc
         if not self.call.safe:
-            raise GatewayUnavailable(f"the gateway at {url} failed during the request: {exc}") from exc
+            raise OutcomeUnknown(
+                f"{self.call.method} {self.call.path} may have run: it was sent to {url} but no answer "
+                f"came back ({type(exc).__name__}: {exc}). It was not sent again, because running it "
+                "twice could repeat its effect on the session; look at the session before calling again."
+            ) from exc
 
     def again(self, status: int) -> bool:
         """Whether to drop this answer and try again (a safe call, a passing failure)."""

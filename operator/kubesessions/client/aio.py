@@ -14,19 +14,30 @@ from ._core import Base, Call, StreamState
 
 
 class AsyncClient(Base):
-    """Sessions over the gateway, for asyncio code. Use ``async with AsyncClient(...) as client``."""
+    """Sessions over the gateway, for asyncio code: ``async with AsyncClient(...) as client``.
+
+    Inside ``async with``, connections are kept and reused across calls and closed at the end
+    of the block; outside it, each call opens its own and closes them when it is done, so a
+    client that is never closed leaves nothing open either.
+    """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._http: aiohttp.ClientSession | None = None
 
-    @property
-    def http(self) -> aiohttp.ClientSession:
-        if self._http is None:
-            self._http = aiohttp.ClientSession(
-                timeout=aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=self.timeout)
-            )
-        return self._http
+    def _new_http(self) -> aiohttp.ClientSession:
+        timeout = aiohttp.ClientTimeout(
+            total=None, sock_connect=_core.CONNECT_TIMEOUT, sock_read=self.request_timeout
+        )
+        return aiohttp.ClientSession(timeout=timeout)
+
+    @contextlib.asynccontextmanager
+    async def _connections(self) -> AsyncIterator[aiohttp.ClientSession]:
+        if self._http is not None:
+            yield self._http
+        else:
+            async with self._new_http() as http:
+                yield http
 
     async def run(self, params: Mapping[str, Any]) -> dict[str, Any]:
         """One call: ``{"session_id", "output", ...}``; raises a :class:`KubeSessionsError` subclass."""
@@ -60,10 +71,11 @@ class AsyncClient(Base):
 
     @contextlib.asynccontextmanager
     async def session(
-        self, app: str, timeout: int | None = None, config: dict[str, Any] | None = None
+        self, app: str, session_timeout: int | None = None, config: dict[str, Any] | None = None
     ) -> AsyncIterator[AsyncSession]:
-        """A session that is closed when the block ends, however it ends."""
-        info = await self.create_session(app, timeout, config)
+        """A session (idle timeout ``session_timeout`` seconds) that is closed when the block ends,
+        however it ends."""
+        info = await self.create_session(app, session_timeout, config)
         session = AsyncSession(self, app, info["session_id"])
         try:
             yield session
@@ -76,6 +88,8 @@ class AsyncClient(Base):
             self._http = None
 
     async def __aenter__(self) -> AsyncClient:
+        if self._http is None:
+            self._http = self._new_http()
         return self
 
     async def __aexit__(self, *_: object) -> None:
@@ -84,23 +98,22 @@ class AsyncClient(Base):
     # -- transport ---------------------------------------------------------------------------
 
     async def _json(self, call: Call) -> Any:
-        response = await self._send(call)
-        async with response:
+        async with self._connections() as http, await self._send(http, call) as response:
             return _core.answer(response.status, await response.read(), response.headers.get("Retry-After"))
 
-    async def _send(self, call: Call) -> aiohttp.ClientResponse:
+    async def _send(self, http: aiohttp.ClientSession, call: Call) -> aiohttp.ClientResponse:
         """Send with fail-over and (for safe calls) retries; the caller reads and releases the answer."""
         attempts = self.attempts(call)
         for pause, url in attempts:
             await asyncio.sleep(pause)
             try:
-                response = await self.http.request(
+                response = await http.request(
                     call.method, url + call.target(), data=call.encoded(), headers=self.headers(call)
                 )
-            except aiohttp.ClientConnectorError as exc:
-                attempts.not_sent(url, exc)
+            except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
+                attempts.not_sent(url, exc)  # refused, unknown host, connect timeout: nothing was sent
                 continue
-            except (aiohttp.ClientError, TimeoutError) as exc:
+            except (aiohttp.ClientError, TimeoutError) as exc:  # a read timeout included
                 attempts.broken(url, exc)
                 continue
             if attempts.again(response.status):
@@ -119,8 +132,7 @@ class AsyncStream(StreamState):
         self.client = client
 
     async def __aiter__(self) -> AsyncIterator[Any]:
-        response = await self.client._send(self.call)
-        async with response:
+        async with self.client._connections() as http, await self.client._send(http, self.call) as response:
             if response.status != 200:
                 _core.answer(response.status, await response.read(), response.headers.get("Retry-After"))
             async for line in response.content:
@@ -135,9 +147,9 @@ class AsyncSession:
     def __init__(self, client: AsyncClient, app: str, session_id: str) -> None:
         self.client, self.app, self.id = client, app, session_id
 
-    async def run(self, input: Any) -> Any:
-        """The output of one call."""
-        return (await self.client.run({"app": self.app, "input": input, "session": self.id}))["output"]
+    async def run(self, input: Any) -> dict[str, Any]:
+        """One call on this session: ``{"session_id", "output", ...}``, as :meth:`AsyncClient.run`."""
+        return await self.client.run({"app": self.app, "input": input, "session": self.id})
 
     def stream(self, input: Any) -> AsyncStream:
         return self.client.stream({"app": self.app, "input": input, "session": self.id})

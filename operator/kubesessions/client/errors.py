@@ -72,7 +72,7 @@ class RunFailed(KubeSessionsError):
 
     @property
     def error_type(self) -> str | None:
-        value = self.problem.get("errorType")
+        value = self.problem.get("error_type")
         return str(value) if value is not None else None
 
 
@@ -88,6 +88,12 @@ class GatewayUnavailable(KubeSessionsError):
     """None of the gateway URLs answered."""
 
 
+class OutcomeUnknown(GatewayUnavailable):
+    """The request was sent but no answer came back (a read timeout, a dropped connection):
+    the call may have run. It is not sent again, because running it twice could repeat its
+    effect on the session; look at the session's state before deciding to call again."""
+
+
 BY_CODE: dict[str, type[KubeSessionsError]] = {
     "VALIDATION": InvalidRequest,
     "PAYLOAD_TOO_LARGE": PayloadTooLarge,
@@ -100,6 +106,7 @@ BY_CODE: dict[str, type[KubeSessionsError]] = {
     "RUN_FAILED": RunFailed,
     "CALL_TIMEOUT": CallTimeout,
     "WORKER_UNAVAILABLE": WorkerUnavailable,
+    "FORBIDDEN": Forbidden,
 }
 
 

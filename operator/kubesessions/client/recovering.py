@@ -20,22 +20,26 @@ from .errors import SessionNotFound
 from .sync import Client
 
 T = TypeVar("T")
+C = TypeVar("C", Client, AsyncClient)
 Step = Callable[[Any], Any]  # one client call: given the client, its answer (or an awaitable of it)
 Plan = Generator[Step, Any, T]
 
 
-class Recovery:
+class Recovery(Generic[C]):
     """The state and decisions shared by the blocking and the asyncio manager (no I/O here)."""
 
-    def __init__(self, app: str, timeout: int | None = None, init: Any = None, recover: bool = True) -> None:
-        self.app, self.timeout, self.init, self.recover = app, timeout, init, recover
+    def __init__(
+        self, client: C, app: str, session_timeout: int | None = None, init: Any = None, recover: bool = True
+    ) -> None:
+        self.client: C = client
+        self.app, self.session_timeout, self.init, self.recover = app, session_timeout, init, recover
         self.session_id: str | None = None
         self.recoveries = 0
 
     def _ensure(self) -> Plan[str]:
         if self.session_id is None:
             if self.init is None:
-                started = yield lambda client: client.create_session(self.app, self.timeout)
+                started = yield lambda client: client.create_session(self.app, self.session_timeout)
             else:
                 params = self._params(self.init, "new")
                 started = yield lambda client: client.run(params)
@@ -64,7 +68,7 @@ class Recovery:
             self.session_id = None
 
     def _params(self, input: Any, session: str) -> dict[str, Any]:
-        return {"app": self.app, "input": input, "session": session, "session_timeout": self.timeout}
+        return {"app": self.app, "input": input, "session": session, "session_timeout": self.session_timeout}
 
 
 def _advance(plan: Plan[T], answer: Any = None, error: Exception | None = None) -> Step | _Done[T]:
@@ -80,14 +84,8 @@ class _Done(Generic[T]):
         self.value = value
 
 
-class RecoveringSession(Recovery):
+class RecoveringSession(Recovery[Client]):
     """``run(input)`` on one session; on "session not found" (expired, ended), recover if ``recover``."""
-
-    def __init__(
-        self, client: Client, app: str, timeout: int | None = None, init: Any = None, recover: bool = True
-    ) -> None:
-        super().__init__(app, timeout, init, recover)
-        self.client = client
 
     def ensure_session(self) -> str:
         return self._carry_out(self._ensure())
@@ -116,19 +114,8 @@ class RecoveringSession(Recovery):
         return step.value
 
 
-class AsyncRecoveringSession(Recovery):
+class AsyncRecoveringSession(Recovery[AsyncClient]):
     """:class:`RecoveringSession` for asyncio: ``await run(input)``; ``async with`` closes it."""
-
-    def __init__(
-        self,
-        client: AsyncClient,
-        app: str,
-        timeout: int | None = None,
-        init: Any = None,
-        recover: bool = True,
-    ) -> None:
-        super().__init__(app, timeout, init, recover)
-        self.client = client
 
     async def ensure_session(self) -> str:
         return await self._carry_out(self._ensure())

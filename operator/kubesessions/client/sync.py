@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import http.client
+import select
 import socket
 import threading
 import time
@@ -14,8 +15,17 @@ from urllib.parse import urlsplit
 from . import _core
 from ._core import Base, Call, StreamState
 
-# Failures that mean "nothing was sent": safe to try the next URL for any request.
-_NOT_SENT = (ConnectionRefusedError, socket.gaierror, TimeoutError)
+
+def _open(conn: http.client.HTTPConnection, read_timeout: float) -> None:
+    conn.connect()  # under the connection's own timeout, the shorter connect limit
+    conn.sock.settimeout(read_timeout)
+
+
+def _dropped(sock: socket.socket) -> bool:
+    """Whether an idle kept-alive connection is unusable: readable means the peer closed it
+    (or sent something unasked), either way no request may go on it."""
+    readable, _, _ = select.select([sock], [], [], 0)
+    return bool(readable)
 
 
 class _Connections(threading.local):
@@ -68,10 +78,11 @@ class Client(Base):
 
     @contextlib.contextmanager
     def session(
-        self, app: str, timeout: int | None = None, config: dict[str, Any] | None = None
+        self, app: str, session_timeout: int | None = None, config: dict[str, Any] | None = None
     ) -> Iterator[Session]:
-        """A session that is closed when the block ends, however it ends."""
-        info = self.create_session(app, timeout, config)
+        """A session (idle timeout ``session_timeout`` seconds) that is closed when the block ends,
+        however it ends."""
+        info = self.create_session(app, session_timeout, config)
         session = Session(self, app, info["session_id"])
         try:
             yield session
@@ -101,11 +112,15 @@ class Client(Base):
         for pause, url in attempts:
             time.sleep(pause)
             try:
-                resp = self._request(url, call)
-            except _NOT_SENT as exc:
+                conn = self._connection(url)
+            except OSError as exc:  # refused, unknown host, connect timeout: nothing was sent
                 attempts.not_sent(url, exc)
                 continue
-            except (OSError, http.client.HTTPException) as exc:
+            try:
+                conn.request(call.method, call.target(), body=call.encoded(), headers=self.headers(call))
+                resp = conn.getresponse()
+            except (OSError, http.client.HTTPException) as exc:  # a read timeout included
+                conn.close()
                 attempts.broken(url, exc)
                 continue
             if attempts.again(resp.status):
@@ -115,25 +130,19 @@ class Client(Base):
             return resp.status, resp.headers, read(resp)
         raise attempts.exhausted() from attempts.last
 
-    def _request(self, url: str, call: Call) -> http.client.HTTPResponse:
+    def _connection(self, url: str) -> http.client.HTTPConnection:
+        """This thread's connection to ``url``, connected; a kept-alive one the gateway has
+        closed meanwhile is replaced before anything is written to it."""
         conn = self._local.by_url.get(url)
-        reused = conn is not None and conn.sock is not None
         if conn is None:
             parts = urlsplit(url)
             factory = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
-            conn = self._local.by_url[url] = factory(parts.netloc, timeout=self.timeout)
-        try:
-            conn.request(call.method, call.target(), body=call.encoded(), headers=self.headers(call))
-            return conn.getresponse()
-        except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError) as exc:
+            conn = self._local.by_url[url] = factory(parts.netloc, timeout=_core.CONNECT_TIMEOUT)
+        elif conn.sock is not None and _dropped(conn.sock):
             conn.close()
-            if reused:
-                # The gateway closed an idle kept-alive connection; the request never reached it.
-                raise ConnectionRefusedError(str(exc)) from exc
-            raise
-        except OSError:
-            conn.close()
-            raise
+        if conn.sock is None:
+            _open(conn, self.request_timeout)
+        return conn
 
 
 class Stream(StreamState):
@@ -158,9 +167,9 @@ class Session:
     def __init__(self, client: Client, app: str, session_id: str) -> None:
         self.client, self.app, self.id = client, app, session_id
 
-    def run(self, input: Any) -> Any:
-        """The output of one call."""
-        return self.client.run({"app": self.app, "input": input, "session": self.id})["output"]
+    def run(self, input: Any) -> dict[str, Any]:
+        """One call on this session: ``{"session_id", "output", ...}``, as :meth:`Client.run`."""
+        return self.client.run({"app": self.app, "input": input, "session": self.id})
 
     def stream(self, input: Any) -> Stream:
         return self.client.stream({"app": self.app, "input": input, "session": self.id})

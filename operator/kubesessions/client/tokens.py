@@ -34,9 +34,9 @@ def static(token: str | None) -> TokenProvider:
 
 
 def default_provider() -> TokenProvider:
-    """``KUBESESSIONS_TOKEN`` if set, else the pod's service-account token if there is one."""
-    if os.environ.get("KUBESESSIONS_TOKEN"):
-        return lambda: os.environ.get("KUBESESSIONS_TOKEN")
+    """``KUBESESSIONS_GATEWAY_TOKEN`` if set, else the pod's service-account token if there is one."""
+    if os.environ.get("KUBESESSIONS_GATEWAY_TOKEN"):
+        return lambda: os.environ.get("KUBESESSIONS_GATEWAY_TOKEN")
     return ServiceAccountToken()
 
 

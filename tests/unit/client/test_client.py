@@ -4,14 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp import web
 
 from kubesessions.client import (
     AppMismatch,
@@ -22,7 +19,6 @@ from kubesessions.client import (
     GatewayUnavailable,
     QueueFull,
     RecoveringSession,
-    Retry,
     RunFailed,
     ServiceAccountToken,
     SessionEnded,
@@ -34,109 +30,9 @@ from kubesessions.client import (
 from kubesessions.client._core import Endpoints, Events
 from kubesessions.client.errors import from_problem
 
+from .fakegateway import FAST, FakeGateway, free_port
+
 pytestmark = pytest.mark.unit
-FAST = Retry(attempts=3, backoff=0.001, max_backoff=0.002)
-
-
-def problem(status: int, code: str, detail: str, **headers: str) -> web.Response:
-    body = {"type": "about:blank", "status": status, "code": code, "detail": detail}
-    return web.json_response(body, status=status, content_type="application/problem+json", headers=headers)
-
-
-class FakeGateway:
-    """Just enough of the gateway: sessions of a counter app, and knobs to make it fail."""
-
-    def __init__(self) -> None:
-        self.totals: dict[str, int] = {}
-        self.expired: set[str] = set()
-        self.unavailable_gets = 0  # answer this many GETs with 503 first
-        self.seen: list[tuple[str, str, dict[str, str]]] = []
-        self.app = web.Application()
-        self.app.router.add_post("/v1/run", self.run)
-        self.app.router.add_post("/v1/sessions", self.create)
-        self.app.router.add_get("/v1/sessions/{id}", self.get)
-        self.app.router.add_delete("/v1/sessions/{id}", self.delete)
-
-    def _new(self) -> str:
-        sid = f"s-{len(self.totals)}"
-        self.totals[sid] = 0
-        return sid
-
-    async def run(self, request: web.Request) -> web.StreamResponse:
-        body = await request.json()
-        self.seen.append(("run", request.headers.get("Authorization", ""), dict(request.headers)))
-        if request.headers.get("Authorization") != "Bearer t":
-            return problem(401, "UNAUTHORIZED", "a bearer token is required")
-        if body.get("app") == "forbidden":
-            return problem(403, "UNAUTHORIZED", "me may not create sessions")
-        sid = self._new() if body.get("session") in (None, "new") else body["session"]
-        if sid in self.expired:
-            return problem(410, "SESSION_EXPIRED", f"session not found: {sid} has expired")
-        if sid not in self.totals:
-            return problem(404, "SESSION_NOT_FOUND", f"session not found: {sid}")
-        if body.get("app") != "counter":
-            return problem(400, "APP_MISMATCH", f'session {sid} runs app "counter"')
-        if body["input"] == "full":
-            return problem(429, "QUEUE_FULL", "queue full", **{"Retry-After": "3"})
-        if body["input"] == "boom":
-            return problem(500, "RUN_FAILED", "ValueError: boom")
-        self.totals[sid] += int(body["input"].get("add", 1))
-        if not body.get("stream"):
-            return web.json_response(
-                {"session_id": sid, "output": {"total": self.totals[sid]}, "sessionClosed": False}
-            )
-        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
-        await response.prepare(request)
-        await response.write(f'event: session\ndata: {{"session_id": "{sid}"}}\n\n'.encode())
-        for word in ("a", "b"):
-            await response.write(f'event: output\ndata: "{word}"\n\n'.encode())
-        await response.write(b'event: done\ndata: {"sessionClosed": false, "durationMs": 1}\n\n')
-        return response
-
-    async def create(self, request: web.Request) -> web.Response:
-        return web.json_response({"session_id": self._new(), "phase": "Ready"}, status=201)
-
-    async def get(self, request: web.Request) -> web.Response:
-        if self.unavailable_gets:
-            self.unavailable_gets -= 1
-            return problem(503, "WORKER_UNAVAILABLE", "try again")
-        sid = request.match_info["id"]
-        return web.json_response(
-            {"session_id": sid, "phase": "Closed" if sid not in self.totals else "Ready"}
-        )
-
-    async def delete(self, request: web.Request) -> web.Response:
-        self.totals.pop(request.match_info["id"], None)
-        return web.Response(status=204)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-@pytest.fixture
-def fake() -> Iterator[tuple[FakeGateway, str]]:
-    """The fake gateway on its own thread and loop, so the blocking client can call it."""
-    gateway, port, started = FakeGateway(), _free_port(), threading.Event()
-    loop = asyncio.new_event_loop()
-
-    async def serve() -> web.AppRunner:
-        runner = web.AppRunner(gateway.app)
-        await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", port).start()
-        return runner
-
-    runner = loop.run_until_complete(serve())
-    thread = threading.Thread(target=lambda: (started.set(), loop.run_forever()), daemon=True)
-    thread.start()
-    started.wait()
-    yield gateway, f"http://127.0.0.1:{port}"
-    asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(5)
-    loop.call_soon_threadsafe(loop.stop)
-    thread.join(5)
 
 
 @pytest.fixture
@@ -203,7 +99,7 @@ def test_safe_calls_are_retried_on_503_and_runs_are_not(
 
 
 def test_fail_over_to_the_next_url_and_remember_it(fake: tuple[FakeGateway, str]) -> None:
-    dead = f"http://127.0.0.1:{_free_port()}"
+    dead = f"http://127.0.0.1:{free_port()}"
     with Client([dead, fake[1]], token="t", retry=FAST) as c:
         assert c.run({"app": "counter", "input": {}, "session": "new"})["output"] == {"total": 1}
         assert c.endpoints.order()[0] == fake[1]
@@ -217,16 +113,16 @@ def test_fail_over_to_the_next_url_and_remember_it(fake: tuple[FakeGateway, str]
 def test_stream_yields_outputs_and_knows_its_session(client: Client) -> None:
     stream = client.stream({"app": "counter", "input": {}, "session": "new"})
     assert list(stream) == ["a", "b"]
-    assert stream.session_id == "s-0" and stream.done == {"sessionClosed": False, "durationMs": 1}
+    assert stream.session_id == "s-0" and stream.done == {"session_closed": False, "duration_ms": 1}
 
 
 def test_session_context_manager_closes_even_on_error(client: Client, fake: tuple[FakeGateway, str]) -> None:
     seen: list[str] = []
 
     def use() -> None:
-        with client.session("counter", timeout=60) as session:
+        with client.session("counter", session_timeout=60) as session:
             seen.append(session.id)
-            assert session.run({"add": 4}) == {"total": 4}
+            assert session.run({"add": 4})["output"] == {"total": 4}
             raise RuntimeError("user code failed")
 
     with pytest.raises(RuntimeError):
@@ -235,7 +131,7 @@ def test_session_context_manager_closes_even_on_error(client: Client, fake: tupl
 
 
 def test_recovering_session_replays_after_expiry(client: Client, fake: tuple[FakeGateway, str]) -> None:
-    manager = RecoveringSession(client, "counter", timeout=60, init={"add": 10})
+    manager = RecoveringSession(client, "counter", session_timeout=60, init={"add": 10})
     assert manager.run({"add": 1})["output"] == {"total": 11}
     assert manager.session_id is not None
     fake[0].expired.add(manager.session_id)
@@ -251,7 +147,7 @@ def test_recovering_session_replays_after_expiry(client: Client, fake: tuple[Fak
 
 async def test_async_recovering_session_replays_after_expiry(fake: tuple[FakeGateway, str]) -> None:
     async with AsyncClient(fake[1], token="t", retry=FAST) as c:
-        async with AsyncRecoveringSession(c, "counter", timeout=60, init={"add": 10}) as manager:
+        async with AsyncRecoveringSession(c, "counter", session_timeout=60, init={"add": 10}) as manager:
             assert (await manager.run({"add": 1}))["output"] == {"total": 11}
             first = manager.session_id
             assert first is not None
@@ -275,8 +171,8 @@ class ScriptedClient:
         self.calls: list[tuple[str, Any]] = []
         self.lost: set[str] = set()
 
-    def create_session(self, app: str, timeout: int | None) -> dict[str, Any]:
-        self.calls.append(("create", (app, timeout)))
+    def create_session(self, app: str, session_timeout: int | None) -> dict[str, Any]:
+        self.calls.append(("create", (app, session_timeout)))
         return {"session_id": f"s-{len(self.calls)}"}
 
     def run(self, params: dict[str, Any]) -> dict[str, Any]:
@@ -292,7 +188,7 @@ class ScriptedClient:
 
 def test_recovery_plan_starts_once_replays_once_and_closes() -> None:
     scripted = ScriptedClient()
-    manager = RecoveringSession(scripted, "counter", timeout=5)  # type: ignore[arg-type]
+    manager = RecoveringSession(scripted, "counter", session_timeout=5)  # type: ignore[arg-type]
     manager.run("a")
     scripted.lost.add("s-1")
     assert manager.run("b") == {"session_id": "s-4", "output": "b"}
@@ -337,7 +233,7 @@ async def test_async_client_has_the_same_api(fake: tuple[FakeGateway, str]) -> N
         stream = c.stream({"app": "counter", "input": {}, "session": "new"})
         assert [x async for x in stream] == ["a", "b"]
         async with c.session("counter") as session:
-            assert await session.run({"add": 2}) == {"total": 2}
+            assert (await session.run({"add": 2}))["output"] == {"total": 2}
         assert session.id not in fake[0].totals
         with pytest.raises(SessionNotFound):
             await c.run({"app": "counter", "input": {}, "session": "s-nope"})
@@ -350,7 +246,7 @@ def test_events_raise_the_typed_error_of_an_error_event() -> None:
         b'data: {"session_id": "s-1"}\n',
         b"\n",
         b"event: error\n",
-        b'data: {"status": 500, "code": "RUN_FAILED", "detail": "ValueError: x", "errorType": "ValueError"}\n',
+        b'data: {"status": 500, "code": "RUN_FAILED", "detail": "ValueError: x", "error_type": "ValueError"}\n',
     ]
     for line in lines:
         assert events.feed(line) == []
@@ -369,6 +265,16 @@ def test_endpoints_put_a_failed_url_last_for_a_while() -> None:
     endpoints = Endpoints(["http://a", "http://b/"])
     endpoints.bad("http://a")
     assert endpoints.order() == ["http://b", "http://a"]
+
+
+def test_the_gateway_token_comes_from_its_own_variable(
+    fake: tuple[FakeGateway, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("KUBESESSIONS_SESSION_TOKEN", "a-worker-token")
+    monkeypatch.setenv("KUBESESSIONS_GATEWAY_TOKEN", "t")
+    with Client(fake[1]) as c:
+        c.run({"app": "counter", "input": {}, "session": "new"})
+    assert fake[0].seen[-1][1] == "Bearer t"
 
 
 def test_service_account_token_is_reread_when_rotated(tmp_path: Path) -> None:

@@ -78,7 +78,7 @@ def test_env_carries_the_contract_and_the_token_by_reference() -> None:
     assert env["SESSION_TIMEOUT"] == "120"
     assert env["KUBESESSIONS_APP"] == "pkg.mod:App"
     assert json.loads(env["KUBESESSIONS_CONFIG"]) == {"k": [1, 2]}
-    assert env["KUBESESSIONS_TOKEN"] == {"secretKeyRef": {"name": "s1-token", "key": "token"}}
+    assert env["KUBESESSIONS_SESSION_TOKEN"] == {"secretKeyRef": {"name": "s1-token", "key": "token"}}
     assert env["POD_IP"] == {"fieldRef": {"fieldPath": "status.podIP"}}
 
 

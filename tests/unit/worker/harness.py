@@ -77,6 +77,9 @@ async def runner_for(
     *,
     queue_size: int = 16,
     call_timeout: float = 0,
+    call_grace: float = 30,
+    recent_calls: int = 64,
+    recent_bytes: int = 1 << 20,
     clock: Clock | None = None,
     config: dict[str, Any] | None = None,
     setup: bool = True,
@@ -87,6 +90,9 @@ async def runner_for(
         session_timeout=60,
         queue_size=queue_size,
         call_timeout=call_timeout,
+        call_grace=call_grace,
+        recent_calls=recent_calls,
+        recent_bytes=recent_bytes,
         clock=clock,
     )
     if setup:

@@ -69,7 +69,7 @@ async def worker_process(
         "PATH": os.environ["PATH"],
         "SESSION_ID": "s-proc",
         "KUBESESSIONS_APP": spec(app),
-        "KUBESESSIONS_TOKEN": TOKEN,
+        "KUBESESSIONS_SESSION_TOKEN": TOKEN,
         "KUBESESSIONS_TERMINATION_MESSAGE_PATH": str(termination),
         **env,
     }
@@ -188,7 +188,7 @@ async def test_bad_settings_exit_1_with_the_reason(tmp_path: Path) -> None:
     )
     _, stderr = await asyncio.wait_for(process.communicate(), 20)
     assert process.returncode == 1
-    assert b"SESSION_ID, KUBESESSIONS_TOKEN" in stderr
+    assert b"SESSION_ID, KUBESESSIONS_SESSION_TOKEN" in stderr
     assert json.loads(termination.read_text())["reason"] == "SetupFailed"
 
 
@@ -229,3 +229,19 @@ async def test_a_call_stuck_past_the_stop_grace_does_not_keep_the_process(tmp_pa
             assert (resp.status, (await resp.json())["code"]) == (410, "SESSION_ENDED")
         assert await proc.exit_code(timeout=10) == 0
     assert proc.ending()["reason"] == "Terminated"
+
+
+async def test_an_app_that_never_returns_ends_the_session_and_frees_the_worker(tmp_path: Path) -> None:
+    wedged = "kubesessions_worker.examples.wedged:Wedged"
+    async with (
+        worker_process(tmp_path, wedged, "--call-grace=0.5", KUBESESSIONS_CALL_TIMEOUT="0.5") as proc,
+        aiohttp.ClientSession() as http,
+    ):
+        async with http.post(f"{proc.url}/run", json={"input": "fine"}, headers=AUTH) as resp:
+            assert (await resp.json())["output"] == "fine"
+        async with http.post(f"{proc.url}/run", json={"input": {"hang": True}}, headers=AUTH) as resp:
+            assert (resp.status, (await resp.json())["code"]) == (504, "CALL_TIMEOUT")
+        assert await proc.exit_code(timeout=10) == 1, "the stuck thread must not keep the GPU"
+    ending = proc.ending()
+    assert ending["reason"] == "CallTimeout"
+    assert "call 2 " in ending["message"] and "0.5s" in ending["message"], ending["message"]

@@ -17,10 +17,11 @@ pytestmark = pytest.mark.unit
 
 
 async def outcome(call: Call) -> tuple[list[str], Done | Failed]:
-    outputs = []
-    while isinstance(event := await asyncio.wait_for(call.events.get(), 10), Output):
-        outputs.append(event.json)
-    return outputs, event
+    async with asyncio.timeout(10):
+        events = [event async for batch in call.follow() for event in batch]
+    end = events.pop()
+    assert isinstance(end, Done | Failed) and all(isinstance(e, Output) for e in events)
+    return [e.json for e in events if isinstance(e, Output)], end
 
 
 async def queued_in_order(runner: Runner, inputs: list[Any]) -> list[Call]:
@@ -108,6 +109,20 @@ async def test_sync_call_past_its_timeout_holds_the_next_until_its_thread_is_fre
         app.release.set()
         assert (await outcome(after))[0] == ['"pass"']
         assert app.log == [("start", "stuck"), ("end", "stuck"), ("start", "pass"), ("end", "pass")]
+
+
+async def test_a_sync_call_that_never_comes_back_ends_the_session_after_the_grace() -> None:
+    async with runner_for("ThreadGate", call_timeout=0.05, call_grace=0.1) as runner:
+        stuck, after = runner.submit("stuck"), runner.submit("pass")
+        _, failed = await outcome(stuck)
+        assert isinstance(failed, Failed) and failed.problem.code == "CALL_TIMEOUT"
+        ending = await asyncio.wait_for(runner.ending(), 5)
+        assert ending.reason is Reason.CALL_TIMEOUT and ending.exit_code == 1
+        assert ending.message.startswith("call 1 ran past its 0.05s timeout"), ending.message
+        _, rejected = await outcome(after)
+        assert isinstance(rejected, Failed) and rejected.problem.code == "SESSION_ENDED"
+        assert runner.app.instance.log == [("start", "stuck")], "the waiting call never ran"
+        runner.app.instance.release.set()  # let the fixture's shutdown find the thread free
 
 
 async def test_activity_is_stamped_at_start_and_end_and_in_flight_counts() -> None:

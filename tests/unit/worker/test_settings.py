@@ -10,7 +10,7 @@ from kubesessions_worker.settings import Settings, SettingsError
 
 pytestmark = pytest.mark.unit
 
-ENV = {"SESSION_ID": "s1", "KUBESESSIONS_APP": "pkg.mod:App", "KUBESESSIONS_TOKEN": "t0ken"}
+ENV = {"SESSION_ID": "s1", "KUBESESSIONS_APP": "pkg.mod:App", "KUBESESSIONS_SESSION_TOKEN": "t0ken"}
 
 
 def test_defaults_follow_the_contract() -> None:
@@ -49,6 +49,12 @@ def test_environment_then_flags() -> None:
     assert (s.port, s.session_timeout, s.app, s.queue_size) == (0, 7, "other:App", 0)
 
 
+def test_the_session_token_has_its_own_name_not_the_clients() -> None:
+    env = {"SESSION_ID": "s1", "KUBESESSIONS_APP": "pkg.mod:App", "KUBESESSIONS_GATEWAY_TOKEN": "g"}
+    with pytest.raises(SettingsError, match="KUBESESSIONS_SESSION_TOKEN"):
+        Settings.load([], env)
+
+
 def test_the_token_is_not_in_the_repr() -> None:
     assert "t0ken" not in repr(Settings.load([], ENV))
 
@@ -56,7 +62,7 @@ def test_the_token_is_not_in_the_repr() -> None:
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        ({"KUBESESSIONS_TOKEN": ""}, "KUBESESSIONS_TOKEN"),
+        ({"KUBESESSIONS_SESSION_TOKEN": ""}, "KUBESESSIONS_SESSION_TOKEN"),
         ({"SESSION_ID": ""}, "SESSION_ID"),
         ({"KUBESESSIONS_APP": "no_class_here"}, "package.module:Class"),
         ({"SESSION_TIMEOUT": "0"}, "1..3600"),

@@ -1,1 +1,1 @@
-"""Example apps shipped with the worker: echo, counter, stream, slow, model."""
+"""Example apps shipped with the worker: echo, counter, stream, slow, model, wedged."""

@@ -1,0 +1,101 @@
+"""Exactly-once calls: a call id (``Idempotency-Key``) runs at most once per session; a retry
+gets the recorded outcome, or attaches to the call still running or queued."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from .harness import AUTH, Worker, until, worker
+
+pytestmark = pytest.mark.unit
+COUNTER = "kubesessions_worker.examples.counter:Counter"
+
+
+async def call(w: Worker, input: Any, key: str | None, stream: bool = False) -> tuple[int, Any]:
+    headers = {**AUTH, **({"Idempotency-Key": key} if key is not None else {})}
+    body = {"input": input, "stream": stream}
+    async with w.client.post("/run", json=body, headers=headers) as resp:
+        return resp.status, (await resp.text() if stream else await resp.json(content_type=None))
+
+
+async def test_a_retried_finished_call_returns_its_result_and_does_not_run_again() -> None:
+    async with worker(COUNTER) as w:
+        first = await call(w, {"add": 5}, "k-1")
+        again = await call(w, {"add": 5}, "k-1")
+        assert first == again == (200, again[1]) and again[1]["output"] == {"total": 5, "calls": 1}
+        assert (await call(w, {"add": 1}, "k-2"))[1]["output"] == {"total": 6, "calls": 2}
+        assert (await call(w, {"add": 1}, None))[1]["output"]["calls"] == 3, "no key: runs as before"
+        assert w.runner.status().calls == 3
+
+
+async def test_a_retry_of_a_running_call_attaches_to_it() -> None:
+    async with worker("Gate") as w:
+        first = asyncio.create_task(call(w, "held", "k-run"))
+        await until(lambda: w.runner.status().in_flight == 1, "the call to start")
+        second = asyncio.create_task(call(w, "held", "k-run"))
+        queued = asyncio.create_task(call(w, "pass", "k-queued"))
+        await until(lambda: w.runner.status().queued == 1, "the second key to queue")
+        queued_again = asyncio.create_task(call(w, "pass", "k-queued"))
+        w.app.release.set()
+        results = await asyncio.gather(first, second, queued, queued_again)
+        assert [r[1]["output"] for r in results] == ["held", "held", "pass", "pass"]
+        assert w.app.log == [("start", "held"), ("end", "held"), ("start", "pass"), ("end", "pass")]
+        assert w.runner.status().calls == 2
+
+
+async def test_a_retried_stream_replays_its_events() -> None:
+    async with worker("Tokens") as w:
+        first = await call(w, ["a", "b"], "k-s", stream=True)
+        assert (await call(w, ["a", "b"], "k-s", stream=True)) == first
+        status, body = await call(w, ["a", "b"], "k-s")
+        assert (status, body["output"]) == (200, ["a", "b"]), "a plain retry of a stream gets its list"
+        assert w.runner.status().calls == 1
+
+
+async def test_a_failed_call_is_retried_as_its_failure() -> None:
+    async with worker("Boom") as w:
+        assert (await call(w, "boom", "k-f"))[0] == 500
+        status, body = await call(w, "boom", "k-f")
+        assert (status, body["code"]) == (500, "RUN_FAILED")
+        assert w.runner.status().calls == 1
+
+
+async def test_a_key_reused_for_another_input_is_refused() -> None:
+    async with worker(COUNTER) as w:
+        await call(w, {"add": 1}, "k-x")
+        status, body = await call(w, {"add": 2}, "k-x")
+        assert (status, body["code"]) == (422, "IDEMPOTENCY_KEY_REUSED")
+        assert "Idempotency-Key" in body["detail"]
+        assert w.runner.status().calls == 1
+
+
+@pytest.mark.parametrize("key", ["", "x" * 201, "caf\u00e9", "a\tb"])
+async def test_bad_keys_are_validation_problems(key: str) -> None:
+    async with worker(COUNTER) as w:
+        headers = {**AUTH, "Idempotency-Key": key}
+        async with w.client.post("/run", json={"input": {}}, headers=headers) as resp:
+            body = await resp.json()
+        assert (resp.status, body["code"]) == (400, "VALIDATION")
+        assert "Idempotency-Key" in body["detail"] and "1..200" in body["detail"]
+        assert w.runner.status().calls == 0
+
+
+async def test_memory_is_bounded_and_a_forgotten_result_is_not_run_again() -> None:
+    async with worker(COUNTER, recent_calls=2, recent_bytes=1 << 20) as w:
+        for n in range(3):
+            await call(w, {"add": 1}, f"k-{n}")
+        assert (await call(w, {"add": 1}, "k-2"))[1]["output"]["calls"] == 3, "still kept"
+        status, body = await call(w, {"add": 1}, "k-0")
+        assert (status, body["code"]) == (409, "CALL_ALREADY_RAN"), "dropped result, id remembered"
+        assert w.runner.status().calls == 3
+
+
+async def test_the_byte_budget_drops_results_too() -> None:
+    async with worker("Echo", recent_calls=100, recent_bytes=200) as w:
+        await call(w, "x" * 80, "big-1")
+        await call(w, "y" * 80, "big-2")  # 146 bytes each, over the budget together: the oldest goes
+        assert (await call(w, "y" * 80, "big-2"))[1]["output"] == "y" * 80
+        assert (await call(w, "x" * 80, "big-1"))[1]["code"] == "CALL_ALREADY_RAN"
