@@ -8,7 +8,15 @@ import secrets
 from dataclasses import dataclass
 from typing import Any
 
-from .models import API_VERSION, AppSpec, Resources, SessionSpec, WorkerTemplate, effective_timeout
+from .models import (
+    API_VERSION,
+    AppSpec,
+    GpuSummary,
+    Resources,
+    SessionSpec,
+    WorkerTemplate,
+    effective_timeout,
+)
 
 JSON = dict[str, Any]
 
@@ -259,10 +267,10 @@ def build_pod(
     }
 
 
-def gpu_summary(app: AppSpec | None, spec: SessionSpec) -> JSON:
+def gpu_summary(app: AppSpec | None, spec: SessionSpec) -> GpuSummary:
     resources = merge_template(app, spec.template).resources
-    return {
-        "requested": (resources.gpu or 0) if resources and not resources.migProfile else 0,
-        "product": (resources.gpuProduct or "") if resources else "",
-        "migProfile": (resources.migProfile or "") if resources else "",
-    }
+    return GpuSummary(
+        requested=(resources.gpu or 0) if resources and not resources.migProfile else 0,
+        product=(resources.gpuProduct or "") if resources else "",
+        migProfile=(resources.migProfile or "") if resources else "",
+    )

@@ -10,10 +10,22 @@ from __future__ import annotations
 
 import re
 from enum import StrEnum
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, model_validator
-from pydantic.config import JsonDict
+
+from .modelbase import (
+    DNS1123_SUBDOMAIN as DNS1123_SUBDOMAIN,  # the gateway checks names with it
+)
+from .modelbase import (
+    ENTRYPOINT,
+    ENV_NAME,
+    LABEL_VALUE,
+    MIG_PROFILE,
+    Quantity,
+    StrictModel,
+    cel,
+)
 
 GROUP = "kubesessions.io"
 VERSION = "v1alpha1"
@@ -23,53 +35,14 @@ MIN_TIMEOUT, MAX_TIMEOUT, DEFAULT_TIMEOUT = 1, 3600, 60
 MAX_LIFETIME = 30 * 24 * 3600
 MAX_GPUS = 16
 
-# The Kubernetes resource.Quantity grammar (apimachinery's), without a minus sign: no resource
-# or divisor here may be negative.
-QUANTITY_PATTERN = (
-    r"^\+?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))"
-    r"(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
-)
-DNS1123_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
-LABEL_VALUE = r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$"
-ENTRYPOINT = r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*$"
-MIG_PROFILE = r"^[0-9]+g\.[0-9]+gb$"
-ENV_NAME = r"^[-._a-zA-Z][-._a-zA-Z0-9]*$"
 
-
-def _cel(rule: str, message: str, field_path: str | None = None, reason: str | None = None) -> JsonDict:
-    out: JsonDict = {"rule": rule, "message": message}
-    if field_path:
-        out["fieldPath"] = field_path
-    if reason:
-        out["reason"] = reason
-    return out
-
-
-class _Model(BaseModel):
-    # Unknown fields are errors, as `kubectl apply` (field validation Strict) makes them.
-    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True, populate_by_name=True)
-
-
-# Like Kubernetes, a quantity may be written as a whole number (`cpu: 2`) or a string.
-Quantity = Annotated[
-    Annotated[StrictInt, Field(ge=0)] | Annotated[StrictStr, Field(pattern=QUANTITY_PATTERN, max_length=64)],
-    Field(
-        json_schema_extra={
-            "x-kubernetes-validations": [
-                _cel("type(self) == string || self >= 0", "must be a quantity >= 0 such as 500m, 2 or 8Gi")
-            ]
-        }
-    ),
-]
-
-
-class Resources(_Model):
+class Resources(StrictModel):
     """What one worker gets: GPUs (whole or a MIG slice), cpu and memory."""
 
     model_config = ConfigDict(
         json_schema_extra={
             "x-kubernetes-validations": [
-                _cel(
+                cel(
                     "!(has(self.gpu) && self.gpu > 0 && has(self.migProfile))",
                     "gpu and migProfile are mutually exclusive: ask for whole GPUs or for one MIG slice",
                 )
@@ -97,7 +70,7 @@ class Resources(_Model):
         return self
 
 
-class KeyRef(_Model):
+class KeyRef(StrictModel):
     """A key of a Secret or ConfigMap in the Session's namespace."""
 
     name: StrictStr = Field(min_length=1, max_length=253)
@@ -108,7 +81,7 @@ class KeyRef(_Model):
     """Whether the object or key may be missing."""
 
 
-class FieldRef(_Model):
+class FieldRef(StrictModel):
     """A field of the worker pod (downward API)."""
 
     fieldPath: StrictStr = Field(min_length=1)
@@ -117,7 +90,7 @@ class FieldRef(_Model):
     """Version of the schema the path is written in (default `v1`)."""
 
 
-class ResourceFieldRef(_Model):
+class ResourceFieldRef(StrictModel):
     """A resource limit or request of the worker container."""
 
     resource: StrictStr = Field(min_length=1)
@@ -128,13 +101,13 @@ class ResourceFieldRef(_Model):
     """Unit of the value (default `1`)."""
 
 
-class EnvVarSource(_Model):
+class EnvVarSource(StrictModel):
     """Where an env var's value comes from (exactly one source)."""
 
     model_config = ConfigDict(
         json_schema_extra={
             "x-kubernetes-validations": [
-                _cel(
+                cel(
                     "[has(self.secretKeyRef), has(self.configMapKeyRef), has(self.fieldRef), "
                     "has(self.resourceFieldRef)].filter(x, x).size() == 1",
                     "exactly one of secretKeyRef, configMapKeyRef, fieldRef, resourceFieldRef",
@@ -160,7 +133,7 @@ class EnvVarSource(_Model):
         return self
 
 
-class EnvVar(_Model):
+class EnvVar(StrictModel):
     """An environment variable of the worker (core/v1 EnvVar)."""
 
     name: StrictStr = Field(min_length=1, max_length=256, pattern=ENV_NAME)
@@ -171,7 +144,7 @@ class EnvVar(_Model):
     """Take the value from a Secret, ConfigMap or the pod."""
 
 
-class Toleration(_Model):
+class Toleration(StrictModel):
     """A core/v1 Toleration for the worker pod."""
 
     key: StrictStr | None = Field(default=None, max_length=316)
@@ -186,7 +159,7 @@ class Toleration(_Model):
     """How long a NoExecute taint is tolerated."""
 
 
-class WorkerTemplate(_Model):
+class WorkerTemplate(StrictModel):
     """How a worker pod runs; every field optional so a Session can override an App's."""
 
     image: StrictStr | None = Field(default=None, min_length=1, max_length=512)
@@ -209,7 +182,7 @@ class AppSpec(WorkerTemplate):
     model_config = ConfigDict(
         json_schema_extra={
             "x-kubernetes-validations": [
-                _cel(
+                cel(
                     "self.defaultSessionTimeout <= self.maxSessionTimeout",
                     "defaultSessionTimeout must be <= maxSessionTimeout",
                     ".defaultSessionTimeout",
@@ -232,25 +205,23 @@ class AppSpec(WorkerTemplate):
         return self
 
 
-class SessionSpec(_Model):
+class SessionSpec(StrictModel):
     """One client's session on one warm worker."""
 
     model_config = ConfigDict(
         json_schema_extra={
             "x-kubernetes-validations": [
-                _cel(
+                cel(
                     "has(self.app) || (has(self.template) && has(self.template.image))",
                     "spec.app or spec.template.image is required",
                 ),
-                _cel(
+                cel(
                     "!has(self.maxLifetime) || !has(self.sessionTimeout) || self.maxLifetime >= self.sessionTimeout",
                     "maxLifetime must be >= sessionTimeout",
                     ".maxLifetime",
                 ),
-                _cel("has(self.app) == has(oldSelf.app)", "spec.app is immutable", ".app"),
-                _cel(
-                    "has(self.template) == has(oldSelf.template)", "spec.template is immutable", ".template"
-                ),
+                cel("has(self.app) == has(oldSelf.app)", "spec.app is immutable", ".app"),
+                cel("has(self.template) == has(oldSelf.template)", "spec.template is immutable", ".template"),
             ]
         }
     )
@@ -260,13 +231,13 @@ class SessionSpec(_Model):
         min_length=1,
         max_length=253,
         pattern=DNS1123_SUBDOMAIN,
-        json_schema_extra={"x-kubernetes-validations": [_cel("self == oldSelf", "spec.app is immutable")]},
+        json_schema_extra={"x-kubernetes-validations": [cel("self == oldSelf", "spec.app is immutable")]},
     )
     """Name of an App in the same namespace to start the worker from."""
     template: WorkerTemplate | None = Field(
         default=None,
         json_schema_extra={
-            "x-kubernetes-validations": [_cel("self == oldSelf", "spec.template is immutable")]
+            "x-kubernetes-validations": [cel("self == oldSelf", "spec.template is immutable")]
         },
     )
     """Inline worker settings; they override the App's, or stand alone without an App."""
@@ -322,19 +293,8 @@ class Condition(BaseModel):
     """The spec generation the condition was computed from."""
 
 
-class GpuDevice(BaseModel):
-    model_config = ConfigDict(use_attribute_docstrings=True)
-
-    name: str = ""
-    """Device model name."""
-    uuid: str = ""
-    """Device UUID."""
-    memoryTotalBytes: int | None = None
-    """Device memory."""
-
-
 class GpuSummary(BaseModel):
-    """What GPUs the worker asked for and, once running, saw."""
+    """What GPUs the worker asked for."""
 
     model_config = ConfigDict(use_attribute_docstrings=True)
 
@@ -344,8 +304,6 @@ class GpuSummary(BaseModel):
     """Requested GPU product, if any."""
     migProfile: str = ""
     """Requested MIG slice, if any."""
-    devices: list[GpuDevice] = Field(default_factory=list)
-    """Devices the worker reported."""
 
 
 class SessionStatus(BaseModel):
@@ -422,16 +380,6 @@ class Session(_Resource):
 
 def is_dns1123_subdomain(name: str) -> bool:
     return len(name) <= 253 and re.fullmatch(DNS1123_SUBDOMAIN, name) is not None
-
-
-def immutable_changes(old: SessionSpec, new: SessionSpec) -> list[str]:
-    """The same refusals the CRD's transition rules give for an update, as messages."""
-    problems = []
-    if old.app != new.app:
-        problems.append("spec.app is immutable")
-    if old.template != new.template:
-        problems.append("spec.template is immutable")
-    return problems
 
 
 def effective_timeout(spec: SessionSpec, app: AppSpec | None) -> int:
