@@ -29,6 +29,9 @@ WORKER_ENDINGS = {
     "Closed": (Phase.CLOSED, "Closed"),
     "ClosedByApp": (Phase.CLOSED, "ClosedByApp"),
     "IdleTimeout": (Phase.EXPIRED, "IdleTimeout"),
+    # The app's code did not return within the call timeout plus a grace: the worker gave up
+    # the session (and its GPU) rather than hold it for a call that may never end.
+    "CallTimeout": (Phase.FAILED, "CallTimeout"),
 }
 
 

@@ -118,6 +118,12 @@ def terminated(code: int, message: str = "") -> dict[str, Any]:
             Phase.EXPIRED,
             "IdleTimeout",
         ),
+        (
+            pod("Failed", state=terminated(1, json.dumps({"reason": "CallTimeout", "message": "call c1"}))),
+            Phase.READY,
+            Phase.FAILED,
+            "CallTimeout",
+        ),
         (pod("Failed", state=terminated(137)), Phase.READY, Phase.FAILED, "WorkerLost"),
         (pod("Failed", state=terminated(2, "Traceback: KeyError")), Phase.READY, Phase.FAILED, "WorkerLost"),
     ],
@@ -135,6 +141,10 @@ def test_messages_carry_the_why() -> None:
     assert "nvidia.com/gpu" in judge(unschedulable, None).message
     setup = pod("Failed", state=terminated(1, json.dumps({"reason": "SetupFailed", "message": "no weights"})))
     assert judge(setup, None).message == "no weights"
+    wedged = json.dumps({"reason": "CallTimeout", "message": "call c1 did not return within 30s + 5s"})
+    assert judge(pod("Failed", state=terminated(1, wedged)), Phase.READY).message == (
+        "call c1 did not return within 30s + 5s"
+    )
     crashed = pod("Failed", state=terminated(2, "Traceback: KeyError"))
     assert judge(crashed, Phase.READY).message == "the worker exited with code 2: Traceback: KeyError"
 
