@@ -118,23 +118,6 @@ class Controller:
             reason = annotations[CLOSE_ANNOTATION] or "closed on request"
             return await self._finish(key, body, Verdict(Phase.CLOSED, "ClosedByUser", reason))
         spec = SessionSpec.model_validate(body.get("spec") or {})
-        app: AppSpec | None = None
-        if spec.app is not None:
-            app_body = self.apps.get((key[0], spec.app)) or await self._read("apps", key[0], spec.app)
-            if app_body is None:
-                message = f'App "{spec.app}" not found in {key[0]}'
-                await self.status.write(key, body, Verdict(Phase.PENDING, "AppNotFound", message), None)
-                return None  # an App event wakes it
-            app = AppSpec.model_validate(app_body.get("spec") or {})
-        timeout = effective_timeout(spec, app)
-        ref = _ref(body)
-        # All known from the start, so the first status write carries them (not one write each).
-        facts = SessionStatus(
-            sessionTimeout=timeout,
-            gpus=builders.gpu_summary(app, spec),
-            endpoint=builders.endpoint(ref),
-            podName=ref.name,
-        )
         running = status.phase in (Phase.STARTING, Phase.READY)
         pod = self.pods.get(key)
         if pod is None and running:
@@ -143,6 +126,26 @@ class Controller:
             pod = await self._read("pods", key[0], key[1])
         if pod is not None:
             tracked.children.add("pod")
+        # The App is needed to start the worker only: once started, the session keeps what it
+        # recorded then (timeout, GPUs), whatever becomes of its App.
+        recorded = status.sessionTimeout if pod is not None or running else None
+        app: AppSpec | None = None
+        if spec.app is not None and recorded is None:
+            app_body = self.apps.get((key[0], spec.app)) or await self._read("apps", key[0], spec.app)
+            if app_body is None and pod is None and not running:
+                message = f'App "{spec.app}" not found in {key[0]}'
+                await self.status.write(key, body, Verdict(Phase.PENDING, "AppNotFound", message), None)
+                return None  # an App event wakes it
+            app = AppSpec.model_validate(app_body.get("spec") or {}) if app_body else None
+        ref = _ref(body)
+        timeout = recorded if recorded is not None else effective_timeout(spec, app)
+        # All known from the start, so the first status write carries them (not one write each).
+        facts = SessionStatus(
+            sessionTimeout=timeout,
+            gpus=status.gpus if recorded is not None else builders.gpu_summary(app, spec),
+            endpoint=builders.endpoint(ref),
+            podName=ref.name,
+        )
         # A worker that has been running is never replaced: its state is gone with it.
         if tracked.children != ALL_CHILDREN and (pod is not None or not running):
             manifest = None
