@@ -17,14 +17,17 @@ from . import builders
 from .sessionstate import JSON, Key, OperatorSettings, Tracked
 
 log = logging.getLogger("kubesessions.operator")
+APPLY_PATCH = "application/apply-patch+yaml"
 ALL_CHILDREN = frozenset({"secret", "service", "pod"})
 
 
 class Children:
     def __init__(self, api: client.ApiClient, settings: OperatorSettings, writes: Counter[str]) -> None:
         self.core = client.CoreV1Api(api)
+        self.networking = client.NetworkingV1Api(api)
         self.settings = settings
         self.writes = writes
+        self._policies: dict[str, asyncio.Task[None]] = {}  # namespace -> its policy applied
 
     async def ensure(
         self,
@@ -42,6 +45,8 @@ class Children:
         for the kubelet's retry (CreateContainerConfigError), seconds rather than one round trip.
         """
         first: dict[str, Awaitable[bool]] = {}
+        if pod is not None:
+            await self.ensure_policy(key[0])  # no worker without its policy
         if "secret" not in tracked.children:
             tracked.token = tracked.token or builders.new_token()
             first["secret"] = self._create(
@@ -61,6 +66,36 @@ class Children:
             tracked.pod_created_at = time.monotonic()
         tracked.children.add("pod")
         return created
+
+    async def ensure_policy(self, namespace: str) -> None:
+        """The workers' NetworkPolicy in ``namespace``, applied once per namespace while this
+        operator runs (sessions that start together wait on the same write)."""
+        peers = self.settings.network_policy
+        if peers is None:
+            return
+        task = self._policies.get(namespace)
+        if task is None:
+            task = self._policies[namespace] = asyncio.create_task(self._apply_policy(namespace, peers))
+        try:
+            await asyncio.shield(task)
+        except Exception:
+            if self._policies.get(namespace) is task:
+                del self._policies[namespace]  # the next session tries again
+            raise
+
+    async def _apply_policy(self, namespace: str, peers: builders.PolicyPeers) -> None:
+        # Server-side apply: one write creates it or brings an older one up to date.
+        self.writes["apply networkpolicies"] += 1
+        options: dict[str, Any] = {"_content_type": APPLY_PATCH}
+        await self.networking.patch_namespaced_network_policy(
+            builders.WORKER_POLICY,
+            namespace,
+            builders.build_network_policy(namespace, peers),
+            field_manager=builders.MANAGER,
+            force=True,
+            **options,
+        )
+        log.info("network policy %s/%s applied", namespace, builders.WORKER_POLICY)
 
     async def _create(self, kind: str, namespace: str, body: JSON) -> bool:
         """Create; True when it existed already."""

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from .builders import PolicyPeers
+
 JSON = dict[str, Any]
 Key = tuple[str, str]  # (namespace, name)
 
@@ -19,6 +21,8 @@ class OperatorSettings:
     unreachable_limit: int = 5  # failed /status calls in a row before WorkerLost
     idle_grace: int = 60  # the worker exits by itself when idle past timeout + this
     orphan_sweep_interval: float = 300.0
+    # Who may reach workers (a NetworkPolicy in each namespace with sessions); None: no policy.
+    network_policy: PolicyPeers | None = None
 
 
 @dataclass

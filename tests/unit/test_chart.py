@@ -71,10 +71,41 @@ def test_default_render_watches_all_namespaces_with_cluster_roles() -> None:
     )
     assert operator["spec"]["replicas"] == 1
     assert operator["spec"]["strategy"]["type"] == "Recreate"
-    assert "--namespace" not in operator["spec"]["template"]["spec"]["containers"][0]["args"]
+    args = operator["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "--namespace" not in args
+    # No list of namespaces, and still isolation: the operator keeps the workers' policy.
+    assert [args[args.index(flag) + 1] for flag in ("--peer-namespace", "--peer-instance")] == [
+        "ks-system",
+        "ks",
+    ]
+    assert args[args.index("--client-label") + 1] == "kubesessions.io/client=true"
+    operator_role = next(
+        d for d in docs if d["kind"] == "ClusterRole" and d["metadata"]["name"] == "ks-kube-sessions-operator"
+    )
+    assert {
+        "apiGroups": ["networking.k8s.io"],
+        "resources": ["networkpolicies"],
+        "verbs": ["create", "patch"],
+    } in (operator_role["rules"])
+    # The selectors the policy lets in are the labels the chart gives these pods.
+    for component in ("operator", "gateway"):
+        deployment = next(
+            d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"].endswith(component)
+        )
+        labels = deployment["spec"]["template"]["metadata"]["labels"]
+        assert (labels["app.kubernetes.io/name"], labels["app.kubernetes.io/instance"]) == (
+            "kube-sessions",
+            "ks",
+        )
+        assert labels["app.kubernetes.io/component"] == component
+    disabled = render("image.tag=0.1.0", "networkPolicy.enabled=false")
+    operator = next(
+        d for d in disabled if d["kind"] == "Deployment" and d["metadata"]["name"].endswith("-operator")
+    )
+    assert "--no-network-policy" in operator["spec"]["template"]["spec"]["containers"][0]["args"]
 
 
-def test_namespaced_render_uses_roles_and_network_policies() -> None:
+def test_namespaced_render_uses_roles() -> None:
     docs = render(
         "image.tag=0.1.0",
         "watchNamespaces={team-a,team-b}",
@@ -92,8 +123,7 @@ def test_namespaced_render_uses_roles_and_network_policies() -> None:
     ]
     cluster_roles = [d["metadata"]["name"] for d in docs if d["kind"] == "ClusterRole"]
     assert cluster_roles == ["ks-kube-sessions-gateway-auth"]
-    policies = [d["metadata"]["namespace"] for d in docs if d["kind"] == "NetworkPolicy"]
-    assert policies == ["team-a", "team-b"]
+    assert not [d for d in docs if d["kind"] == "NetworkPolicy"]  # the operator keeps them
     gateway = next(
         d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"].endswith("-gateway")
     )
