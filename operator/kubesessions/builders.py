@@ -272,7 +272,7 @@ def build_pod(
 def gpu_summary(app: AppSpec | None, spec: SessionSpec) -> GpuSummary:
     resources = merge_template(app, spec.template).resources
     return GpuSummary(
-        requested=(resources.gpu or 0) if resources and not resources.migProfile else 0,
+        requested=(1 if resources.migProfile else resources.gpu or 0) if resources else 0,
         product=(resources.gpuProduct or "") if resources else "",
         migProfile=(resources.migProfile or "") if resources else "",
     )

@@ -299,7 +299,7 @@ class GpuSummary(BaseModel):
     model_config = ConfigDict(use_attribute_docstrings=True)
 
     requested: int = 0
-    """Whole GPUs requested (0 with a MIG slice)."""
+    """GPUs requested: whole GPUs, or 1 for a MIG slice (see migProfile)."""
     product: str = ""
     """Requested GPU product, if any."""
     migProfile: str = ""
@@ -336,6 +336,8 @@ class SessionStatus(BaseModel):
     """When the session was announced Ready: its idle clock starts here at the earliest."""
     lastActivityTime: str | None = None
     """Last call start or end, or keepalive (RFC 3339, ms)."""
+    idleSince: str | None = None
+    """lastActivityTime while the session runs, gone once it ends (kubectl's idle column)."""
     expiresAt: str | None = None
     """When the session ends if idle until then."""
     endedAt: str | None = None

@@ -169,14 +169,26 @@ def desired_status(
             update["startedAt"] = pod_status["startTime"]
     if verdict.ready and not current.readyAt:
         # Ready is where idleness starts counting: recorded with it, it costs no extra write.
-        update["readyAt"] = update["lastActivityTime"] = now
+        update["readyAt"] = update["lastActivityTime"] = update["idleSince"] = now
         timeout = update.get("sessionTimeout", current.sessionTimeout)
         parsed = parse_rfc3339(now)
         if timeout is not None and parsed is not None:
             update["expiresAt"] = rfc3339(parsed + datetime.timedelta(seconds=timeout))
-    if phase in FINISHED_PHASES and not current.endedAt:
-        update["endedAt"] = now
+    if phase in FINISHED_PHASES:
+        # An ended session's clocks stop: it expires no later than it ended, and it has no
+        # idle time that goes on counting.
+        ended = update["endedAt"] = current.endedAt or now
+        expires = update.get("expiresAt", current.expiresAt)
+        if expires is not None and _instant(expires) > _instant(ended):
+            update["expiresAt"] = ended
+        update["idleSince"] = None
     return current.model_copy(update=update)
+
+
+def _instant(text: str) -> datetime.datetime:
+    parsed = parse_rfc3339(text)
+    assert parsed is not None  # callers pass set fields only
+    return parsed
 
 
 def finished(phase: str | None) -> bool:
@@ -191,6 +203,7 @@ def status_patch(current: SessionStatus, desired: SessionStatus) -> JSON:
     """
     was, want = as_json(current), as_json(desired)
     patch = {k: v for k, v in want.items() if was.get(k) != v}
+    patch |= {k: None for k in was.keys() - want.keys()}  # null removes it (merge patch)
     return {} if set(patch) <= POD_FACTS else patch
 
 

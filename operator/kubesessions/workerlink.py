@@ -160,7 +160,10 @@ class WorkerLink:
             if exc.status != 404:
                 raise
         activity = SessionStatus(
-            lastActivityTime=last, expiresAt=rfc3339(_from_ms(last_ms + timeout * 1000)), calls=calls
+            lastActivityTime=last,
+            idleSince=last,
+            expiresAt=rfc3339(_from_ms(last_ms + timeout * 1000)),
+            calls=calls,
         )
         await self.writer.patch(key, as_json(activity))
 

@@ -244,6 +244,9 @@ def test_close_annotation_closes_and_tombstone_expires(
     closed = await_session(kube, namespace, "c1", phase_is("Closed"), 15, "Closed")
     assert (closed["status"]["reason"], closed["status"]["message"]) == ("ClosedByUser", "done with it")
     assert closed["status"]["endedAt"]
+    # Its clocks stop: no expiry after the end, no idle column counting on.
+    assert closed["status"]["expiresAt"] <= closed["status"]["endedAt"]
+    assert "idleSince" not in closed["status"]
     await_condition(lambda: gone(kube, namespace, "c1"), 15, "children deleted")
     # The tombstone stays for the retention (5 s here), then goes.
     assert (

@@ -172,6 +172,30 @@ def test_finished_status_records_end_once() -> None:
     assert desired_status(ended, verdict, pod=None, generation=3, now="T10").endedAt == "T9"
 
 
+def test_an_ended_session_stops_its_clocks() -> None:
+    ready = Verdict(Phase.READY, "WorkerReady", "ok", ready=True)
+    t1 = "2026-01-01T00:00:01.000Z"
+    live = desired_status(SessionStatus(sessionTimeout=60), ready, pod=None, generation=1, now=t1)
+    assert live.idleSince == live.lastActivityTime == t1
+    closed = Verdict(Phase.CLOSED, "ClosedByUser", "done")
+    t2 = "2026-01-01T00:00:05.000Z"
+    ended = desired_status(live, closed, pod=None, generation=1, now=t2)
+    assert ended.endedAt == t2
+    assert ended.expiresAt == t2  # was 00:01:01, after the end
+    assert ended.idleSince is None and ended.lastActivityTime == t1
+    patch = status_patch(live, ended)
+    assert patch["idleSince"] is None  # a merge patch removes it
+    # An idle session that expired already ended at its deadline or after: kept as it was.
+    expired = desired_status(
+        live,
+        Verdict(Phase.EXPIRED, "IdleTimeout", "idle"),
+        pod=None,
+        generation=1,
+        now="2026-01-01T00:01:02.000Z",
+    )
+    assert expired.expiresAt == "2026-01-01T00:01:01.000Z"
+
+
 def test_status_patch_is_only_the_difference() -> None:
     assert status_patch(
         SessionStatus(calls=1, reason="a"), SessionStatus(calls=1, reason="b", podName="p")
