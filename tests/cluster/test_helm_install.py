@@ -48,25 +48,24 @@ def release(kube: Cluster, namespace: str, crds: None) -> Iterator[str]:
         "gateway.auth=kubernetes",
         "operator.retention=30",
     ]
-    helm(
-        kube,
-        "install",
-        "ks",
-        str(CHART),
-        "-n",
-        namespace,
-        "--wait",
-        "--timeout",
-        "120s",
-        *(a for v in values for a in ("--set", v)),
-    )
+    install(kube, "ks", namespace, values)
     yield "ks"
+    uninstall(kube, "ks", namespace)
+
+
+def install(kube: Cluster, release: str, namespace: str, values: list[str]) -> None:
+    sets = (a for v in values for a in ("--set", v))
+    helm(kube, "install", release, str(CHART), "-n", namespace, "--wait", "--timeout", "120s", *sets)
+
+
+def uninstall(kube: Cluster, release: str, namespace: str) -> None:
+    """Best effort, for clean-up: the release may be gone already."""
     subprocess.run(
         [
             str(binaries.find_binary("helm")),
             f"--kubeconfig={kube.kubeconfig}",
             "uninstall",
-            "ks",
+            release,
             "-n",
             namespace,
             "--ignore-not-found",
@@ -229,18 +228,7 @@ def test_default_install_isolates_workers_with_a_network_policy(
     # this shows the object the operator keeps and that its selectors name the chart's own
     # gateway and operator pods; enforcement needs a node whose network plugin applies it.
     values = ["image.tag=0.1.0", "crds.enabled=false", "gateway.replicas=1"]
-    helm(
-        kube,
-        "install",
-        "ksnp",
-        str(CHART),
-        "-n",
-        namespace,
-        "--wait",
-        "--timeout",
-        "120s",
-        *(a for v in values for a in ("--set", v)),
-    )
+    install(kube, "ksnp", namespace, values)
     try:
         body = yaml.safe_load((REPO / "examples" / "app-counter.yaml").read_text())
         client.CustomObjectsApi(kube.api).create_namespaced_custom_object(
@@ -279,17 +267,4 @@ def test_default_install_isolates_workers_with_a_network_policy(
             "app.kubernetes.io/component"
         )  # workers do not let each other in
     finally:
-        subprocess.run(
-            [
-                str(binaries.find_binary("helm")),
-                f"--kubeconfig={kube.kubeconfig}",
-                "uninstall",
-                "ksnp",
-                "-n",
-                namespace,
-                "--ignore-not-found",
-                "--wait",
-            ],
-            capture_output=True,
-            timeout=120,
-        )
+        uninstall(kube, "ksnp", namespace)
