@@ -5,7 +5,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from kubesessions import models
+from kubesessions import models, podfields
 
 from ..validation_cases import BAD, GOOD, Case, examples
 
@@ -52,12 +52,12 @@ def test_every_field_is_documented() -> None:
         models.AppSpec,
         models.WorkerTemplate,
         models.Resources,
-        models.EnvVar,
-        models.EnvVarSource,
-        models.KeyRef,
-        models.FieldRef,
-        models.ResourceFieldRef,
-        models.Toleration,
+        podfields.EnvVar,
+        podfields.EnvVarSource,
+        podfields.KeyRef,
+        podfields.FieldRef,
+        podfields.ResourceFieldRef,
+        podfields.Toleration,
         models.SessionStatus,
         models.Condition,
         models.GpuSummary,
