@@ -7,6 +7,7 @@ import contextlib
 import os
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -92,21 +93,41 @@ def watch_objects(
     *args: str,
     until: Callable[[str, dict[str, object]], bool],
     limit: float,
+    established: threading.Event | None = None,
 ) -> None:
     """Feed each watch event (type, object as a plain dict) to ``until`` until it returns True
     or ``limit`` seconds pass. Objects stay dicts (turning each pod into model objects costs the
     bench's CPU and makes it a slow watcher), and a watch the API server ends early, as it
-    does to watchers that fall behind, is opened again from where it was."""
+    does to watchers that fall behind, is opened again from where it was.
+
+    ``established`` is set once the watch is known to be open: its first event, or the bookmark
+    the API server sends after the initial list (asked for with sendInitialEvents, which the
+    core API's list calls take), so a bench need not guess with a sleep."""
     deadline = time.monotonic() + limit
     version: str | None = None
     while (left := deadline - time.monotonic()) >= 1:  # a watch timeout of 0 would mean none
         w = watch.Watch(return_type="object")
-        options = {"resource_version": version} if version else {}
+        options: dict[str, object] = {"resource_version": version} if version else {}
+        if established is not None and not version:
+            options |= {
+                "allow_watch_bookmarks": True,
+                "send_initial_events": True,
+                "resource_version_match": "NotOlderThan",
+            }
         try:
             for event in w.stream(list_objects, *args, timeout_seconds=int(left), **options):
+                if established is not None:
+                    established.set()
+                if event["type"] == "BOOKMARK":
+                    continue
                 if until(event["type"], event["object"]):
                     w.stop()
                     return
         except (urllib3.exceptions.HTTPError, OSError):
             time.sleep(0.1)  # the connection dropped (or the cluster is going): try again
         version = w.resource_version
+
+
+def await_established(established: threading.Event, what: str, timeout: float = 30) -> None:
+    if not established.wait(timeout):
+        raise RuntimeError(f"the {what} watch did not open within {timeout:.0f}s")

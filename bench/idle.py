@@ -143,12 +143,16 @@ def cull_in_waves(core: client.CoreV1Api, custom: client.CustomObjectsApi) -> tu
             deletion_seen.setdefault(pod["metadata"]["name"], time.time())
         return len(deletion_seen) >= SESSIONS
 
+    established = threading.Event()
+
     def watch_deletions() -> None:
-        benchcluster.watch_objects(core.list_namespaced_pod, NS, until=deletion, limit=900)
+        benchcluster.watch_objects(
+            core.list_namespaced_pod, NS, until=deletion, limit=900, established=established
+        )
 
     watcher = threading.Thread(target=watch_deletions, daemon=True)
     watcher.start()
-    time.sleep(1)  # the watch established
+    benchcluster.await_established(established, "pod")
     deadlines: dict[str, float] = {}
     unread: list[str] = []
 

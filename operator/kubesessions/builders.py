@@ -5,10 +5,18 @@ from __future__ import annotations
 import base64
 import json
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from .models import API_VERSION, AppSpec, Resources, SessionSpec, WorkerTemplate, effective_timeout
+from .models import (
+    API_VERSION,
+    AppSpec,
+    GpuSummary,
+    Resources,
+    SessionSpec,
+    WorkerTemplate,
+    effective_timeout,
+)
 
 JSON = dict[str, Any]
 
@@ -26,6 +34,8 @@ TOKEN_KEY = "token"  # noqa: S105 - the key in the Secret, not a secret
 GPU_RESOURCE = "nvidia.com/gpu"
 GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
 INLINE_APP = "inline"
+WORKER_POLICY = "kube-sessions-workers"
+CLIENT_LABEL = ("kubesessions.io/client", "true")
 
 
 class SpecError(ValueError):
@@ -259,10 +269,56 @@ def build_pod(
     }
 
 
-def gpu_summary(app: AppSpec | None, spec: SessionSpec) -> JSON:
+def gpu_summary(app: AppSpec | None, spec: SessionSpec) -> GpuSummary:
     resources = merge_template(app, spec.template).resources
+    return GpuSummary(
+        requested=(1 if resources.migProfile else resources.gpu or 0) if resources else 0,
+        product=(resources.gpuProduct or "") if resources else "",
+        migProfile=(resources.migProfile or "") if resources else "",
+    )
+
+
+@dataclass(frozen=True)
+class PolicyPeers:
+    """Who may reach workers: the gateway and operator pods of one install (the chart's labels),
+    and pods in the worker's namespace that carry the client label."""
+
+    namespace: str  # where the gateway and operator run
+    instance: str | None = None  # their app.kubernetes.io/instance (the Helm release); None: any
+    client_label: tuple[str, str] = CLIENT_LABEL
+    egress: list[JSON] = field(default_factory=list)  # worker egress rules beyond DNS
+
+
+def build_network_policy(namespace: str, peers: PolicyPeers) -> JSON:
+    """One per namespace with sessions: workers take calls only from the peers, and reach DNS
+    plus the egress rules given."""
+    own = {"app.kubernetes.io/name": MANAGER}
+    if peers.instance:
+        own["app.kubernetes.io/instance"] = peers.instance
+    gateway_or_operator = {
+        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": peers.namespace}},
+        "podSelector": {
+            "matchLabels": own,
+            "matchExpressions": [
+                {"key": "app.kubernetes.io/component", "operator": "In", "values": ["gateway", "operator"]}
+            ],
+        },
+    }
+    clients = {"podSelector": {"matchLabels": dict([peers.client_label])}}
+    dns = [{"port": 53, "protocol": "UDP"}, {"port": 53, "protocol": "TCP"}]
     return {
-        "requested": (resources.gpu or 0) if resources and not resources.migProfile else 0,
-        "product": (resources.gpuProduct or "") if resources else "",
-        "migProfile": (resources.migProfile or "") if resources else "",
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {"name": WORKER_POLICY, "namespace": namespace, "labels": {MANAGED_BY: MANAGER}},
+        "spec": {
+            "podSelector": {"matchLabels": {MANAGED_BY: MANAGER}},
+            "policyTypes": ["Ingress", "Egress"],
+            "ingress": [
+                {
+                    "from": [gateway_or_operator, clients],
+                    "ports": [{"port": WORKER_PORT, "protocol": "TCP"}],
+                }
+            ],
+            "egress": [{"ports": dns}, *peers.egress],
+        },
     }

@@ -64,6 +64,29 @@ ALL_INTERFACES = "0.0.0.0"  # noqa: S104
 STATE_DIR_HELP = "the cluster's state directory (default: $KUBESESSIONS_LOCALCLUSTER_DIR, else .localcluster)"
 
 
+def _label(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"--client-label wants KEY=VALUE, got {text!r}")
+    return key, value
+
+
+def _egress_rules(text: str) -> list[dict[str, object]]:
+    try:
+        rules = json.loads(text)
+    except ValueError:
+        rules = None
+    if not isinstance(rules, list) or not all(isinstance(r, dict) for r in rules):
+        raise argparse.ArgumentTypeError(f"--worker-egress wants a JSON list of egress rules, got {text!r}")
+    return rules
+
+
+def _own_namespace() -> str:
+    """The operator's namespace in a pod (its service account's), else kube-sessions."""
+    path = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+    return path.read_text().strip() if path.is_file() else "kube-sessions"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="kubesessions", description=__doc__, formatter_class=_DefaultsFormatter
@@ -140,6 +163,35 @@ def build_parser() -> argparse.ArgumentParser:
         type=_positive_int,
         default=32,
         help="Sessions reconciled at once (each waits on the API, not the CPU)",
+    )
+    op.add_argument(
+        "--no-network-policy",
+        action="store_true",
+        help="keep no NetworkPolicy for workers (default: one in each namespace with sessions)",
+    )
+    op.add_argument(
+        "--peer-namespace",
+        default=None,
+        help="namespace of the gateway and operator pods the workers' policy lets in "
+        "(default: the operator's own in a pod, else kube-sessions)",
+    )
+    op.add_argument(
+        "--peer-instance",
+        default=None,
+        help="their app.kubernetes.io/instance label, the Helm release (default: any)",
+    )
+    op.add_argument(
+        "--client-label",
+        type=_label,
+        default=("kubesessions.io/client", "true"),
+        metavar="KEY=VALUE",
+        help="pods with this label may call workers in their namespace (default: kubesessions.io/client=true)",
+    )
+    op.add_argument(
+        "--worker-egress",
+        type=_egress_rules,
+        default=[],
+        help="JSON list of NetworkPolicy egress rules for workers beyond DNS (default: none)",
     )
     op.add_argument(
         "--metrics-host", default=ALL_INTERFACES, help="address for /metrics (0.0.0.0: every interface)"
@@ -288,8 +340,16 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.command == "localcluster":
         _localcluster(args)
     elif args.command == "operator":
+        from .builders import PolicyPeers
         from .controller import OperatorSettings
         from .handlers import run
+
+        peers = PolicyPeers(
+            namespace=args.peer_namespace or _own_namespace(),
+            instance=args.peer_instance,
+            client_label=args.client_label,
+            egress=args.worker_egress,
+        )
 
         run(
             OperatorSettings(
@@ -299,6 +359,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                 unreachable_limit=max(1, args.unreachable_limit),
                 idle_grace=args.idle_grace,
                 workers=args.workers,
+                network_policy=None if args.no_network_policy else peers,
             ),
             lease=_lease_settings(args) if args.leader_elect else None,
             metrics_port=args.metrics_port,

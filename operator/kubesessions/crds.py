@@ -132,10 +132,28 @@ def session_crd() -> JSON:
         SessionStatus,
         [
             {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
+            {
+                "name": "Reason",
+                "type": "string",
+                "jsonPath": ".status.reason",
+                "description": "Why the session is in its phase (e.g. AppNotFound, Unschedulable, IdleTimeout).",
+            },
             {"name": "App", "type": "string", "jsonPath": ".spec.app"},
-            {"name": "GPUs", "type": "integer", "jsonPath": ".status.gpus.requested"},
+            {
+                "name": "GPUs",
+                "type": "integer",
+                "jsonPath": ".status.gpus.requested",
+                "description": "GPUs asked for: whole GPUs, or 1 for a MIG slice.",
+            },
             {"name": "Timeout", "type": "integer", "jsonPath": ".status.sessionTimeout"},
-            {"name": "Idle-since", "type": "date", "jsonPath": ".status.lastActivityTime"},
+            {
+                "name": "Idle-since",
+                "type": "date",
+                "jsonPath": ".status.idleSince",
+                "description": "Time since the last call or keepalive as the operator last recorded it: "
+                "refreshed lazily (at most every max(1 s, timeout/10), and at the idle deadline); the "
+                "gateway's GET /v1/sessions/{id} answers live. Empty once the session has ended.",
+            },
             {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
         ],
         "A client's session on one warm worker pod, ended when idle past sessionTimeout or closed.",

@@ -19,7 +19,6 @@ EPSILON = 0.005
 class Decision:
     expire: bool
     look_again_in: float | None  # seconds; None when expiring
-    deadline: float  # when the session ends if nothing happens (same clock as ``now``)
 
 
 def busy_look_interval(timeout: float) -> float:
@@ -34,11 +33,11 @@ def decide(now: float, last_activity: float, timeout: float, in_flight: bool) ->
     while busy, within :func:`busy_look_interval`.
     """
     if in_flight:
-        return Decision(False, busy_look_interval(timeout), now + timeout)
+        return Decision(False, busy_look_interval(timeout))
     deadline = last_activity + timeout
     if now >= deadline:
-        return Decision(True, None, deadline)
-    return Decision(False, deadline - now + EPSILON, deadline)
+        return Decision(True, None)
+    return Decision(False, deadline - now + EPSILON)
 
 
 def write_interval(timeout: float) -> float:

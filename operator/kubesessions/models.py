@@ -10,10 +10,22 @@ from __future__ import annotations
 
 import re
 from enum import StrEnum
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, model_validator
-from pydantic.config import JsonDict
+
+from .modelbase import (
+    DNS1123_SUBDOMAIN as DNS1123_SUBDOMAIN,  # the gateway checks names with it
+)
+from .modelbase import (
+    ENTRYPOINT,
+    LABEL_VALUE,
+    MIG_PROFILE,
+    Quantity,
+    StrictModel,
+    cel,
+)
+from .podfields import EnvVar, Toleration
 
 GROUP = "kubesessions.io"
 VERSION = "v1alpha1"
@@ -23,53 +35,14 @@ MIN_TIMEOUT, MAX_TIMEOUT, DEFAULT_TIMEOUT = 1, 3600, 60
 MAX_LIFETIME = 30 * 24 * 3600
 MAX_GPUS = 16
 
-# The Kubernetes resource.Quantity grammar (apimachinery's), without a minus sign: no resource
-# or divisor here may be negative.
-QUANTITY_PATTERN = (
-    r"^\+?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))"
-    r"(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
-)
-DNS1123_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
-LABEL_VALUE = r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$"
-ENTRYPOINT = r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*$"
-MIG_PROFILE = r"^[0-9]+g\.[0-9]+gb$"
-ENV_NAME = r"^[-._a-zA-Z][-._a-zA-Z0-9]*$"
 
-
-def _cel(rule: str, message: str, field_path: str | None = None, reason: str | None = None) -> JsonDict:
-    out: JsonDict = {"rule": rule, "message": message}
-    if field_path:
-        out["fieldPath"] = field_path
-    if reason:
-        out["reason"] = reason
-    return out
-
-
-class _Model(BaseModel):
-    # Unknown fields are errors, as `kubectl apply` (field validation Strict) makes them.
-    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True, populate_by_name=True)
-
-
-# Like Kubernetes, a quantity may be written as a whole number (`cpu: 2`) or a string.
-Quantity = Annotated[
-    Annotated[StrictInt, Field(ge=0)] | Annotated[StrictStr, Field(pattern=QUANTITY_PATTERN, max_length=64)],
-    Field(
-        json_schema_extra={
-            "x-kubernetes-validations": [
-                _cel("type(self) == string || self >= 0", "must be a quantity >= 0 such as 500m, 2 or 8Gi")
-            ]
-        }
-    ),
-]
-
-
-class Resources(_Model):
+class Resources(StrictModel):
     """What one worker gets: GPUs (whole or a MIG slice), cpu and memory."""
 
     model_config = ConfigDict(
         json_schema_extra={
             "x-kubernetes-validations": [
-                _cel(
+                cel(
                     "!(has(self.gpu) && self.gpu > 0 && has(self.migProfile))",
                     "gpu and migProfile are mutually exclusive: ask for whole GPUs or for one MIG slice",
                 )
@@ -97,96 +70,7 @@ class Resources(_Model):
         return self
 
 
-class KeyRef(_Model):
-    """A key of a Secret or ConfigMap in the Session's namespace."""
-
-    name: StrictStr = Field(min_length=1, max_length=253)
-    """Name of the Secret or ConfigMap."""
-    key: StrictStr = Field(min_length=1, max_length=253)
-    """The key to read."""
-    optional: bool | None = None
-    """Whether the object or key may be missing."""
-
-
-class FieldRef(_Model):
-    """A field of the worker pod (downward API)."""
-
-    fieldPath: StrictStr = Field(min_length=1)
-    """Path of the field, e.g. `metadata.name` or `status.podIP`."""
-    apiVersion: StrictStr | None = None
-    """Version of the schema the path is written in (default `v1`)."""
-
-
-class ResourceFieldRef(_Model):
-    """A resource limit or request of the worker container."""
-
-    resource: StrictStr = Field(min_length=1)
-    """E.g. `limits.memory`."""
-    containerName: StrictStr | None = None
-    """Defaults to the worker container."""
-    divisor: Quantity | None = None
-    """Unit of the value (default `1`)."""
-
-
-class EnvVarSource(_Model):
-    """Where an env var's value comes from (exactly one source)."""
-
-    model_config = ConfigDict(
-        json_schema_extra={
-            "x-kubernetes-validations": [
-                _cel(
-                    "[has(self.secretKeyRef), has(self.configMapKeyRef), has(self.fieldRef), "
-                    "has(self.resourceFieldRef)].filter(x, x).size() == 1",
-                    "exactly one of secretKeyRef, configMapKeyRef, fieldRef, resourceFieldRef",
-                )
-            ]
-        }
-    )
-
-    secretKeyRef: KeyRef | None = None
-    """A key of a Secret."""
-    configMapKeyRef: KeyRef | None = None
-    """A key of a ConfigMap."""
-    fieldRef: FieldRef | None = None
-    """A field of the pod."""
-    resourceFieldRef: ResourceFieldRef | None = None
-    """A resource of the container."""
-
-    @model_validator(mode="after")
-    def _exactly_one(self) -> EnvVarSource:
-        chosen = [self.secretKeyRef, self.configMapKeyRef, self.fieldRef, self.resourceFieldRef]
-        if sum(x is not None for x in chosen) != 1:
-            raise ValueError("exactly one of secretKeyRef, configMapKeyRef, fieldRef, resourceFieldRef")
-        return self
-
-
-class EnvVar(_Model):
-    """An environment variable of the worker (core/v1 EnvVar)."""
-
-    name: StrictStr = Field(min_length=1, max_length=256, pattern=ENV_NAME)
-    """Variable name."""
-    value: StrictStr | None = None
-    """Literal value; `$(VAR)` references are expanded."""
-    valueFrom: EnvVarSource | None = None
-    """Take the value from a Secret, ConfigMap or the pod."""
-
-
-class Toleration(_Model):
-    """A core/v1 Toleration for the worker pod."""
-
-    key: StrictStr | None = Field(default=None, max_length=316)
-    """Taint key; empty with operator Exists matches all."""
-    operator: Literal["Exists", "Equal"] | None = None
-    """Exists or Equal (default Equal)."""
-    value: StrictStr | None = Field(default=None, max_length=63)
-    """Taint value for Equal."""
-    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
-    """Taint effect to match; empty matches all."""
-    tolerationSeconds: StrictInt | None = None
-    """How long a NoExecute taint is tolerated."""
-
-
-class WorkerTemplate(_Model):
+class WorkerTemplate(StrictModel):
     """How a worker pod runs; every field optional so a Session can override an App's."""
 
     image: StrictStr | None = Field(default=None, min_length=1, max_length=512)
@@ -209,7 +93,7 @@ class AppSpec(WorkerTemplate):
     model_config = ConfigDict(
         json_schema_extra={
             "x-kubernetes-validations": [
-                _cel(
+                cel(
                     "self.defaultSessionTimeout <= self.maxSessionTimeout",
                     "defaultSessionTimeout must be <= maxSessionTimeout",
                     ".defaultSessionTimeout",
@@ -232,25 +116,23 @@ class AppSpec(WorkerTemplate):
         return self
 
 
-class SessionSpec(_Model):
+class SessionSpec(StrictModel):
     """One client's session on one warm worker."""
 
     model_config = ConfigDict(
         json_schema_extra={
             "x-kubernetes-validations": [
-                _cel(
+                cel(
                     "has(self.app) || (has(self.template) && has(self.template.image))",
                     "spec.app or spec.template.image is required",
                 ),
-                _cel(
+                cel(
                     "!has(self.maxLifetime) || !has(self.sessionTimeout) || self.maxLifetime >= self.sessionTimeout",
                     "maxLifetime must be >= sessionTimeout",
                     ".maxLifetime",
                 ),
-                _cel("has(self.app) == has(oldSelf.app)", "spec.app is immutable", ".app"),
-                _cel(
-                    "has(self.template) == has(oldSelf.template)", "spec.template is immutable", ".template"
-                ),
+                cel("has(self.app) == has(oldSelf.app)", "spec.app is immutable", ".app"),
+                cel("has(self.template) == has(oldSelf.template)", "spec.template is immutable", ".template"),
             ]
         }
     )
@@ -260,13 +142,13 @@ class SessionSpec(_Model):
         min_length=1,
         max_length=253,
         pattern=DNS1123_SUBDOMAIN,
-        json_schema_extra={"x-kubernetes-validations": [_cel("self == oldSelf", "spec.app is immutable")]},
+        json_schema_extra={"x-kubernetes-validations": [cel("self == oldSelf", "spec.app is immutable")]},
     )
     """Name of an App in the same namespace to start the worker from."""
     template: WorkerTemplate | None = Field(
         default=None,
         json_schema_extra={
-            "x-kubernetes-validations": [_cel("self == oldSelf", "spec.template is immutable")]
+            "x-kubernetes-validations": [cel("self == oldSelf", "spec.template is immutable")]
         },
     )
     """Inline worker settings; they override the App's, or stand alone without an App."""
@@ -322,30 +204,17 @@ class Condition(BaseModel):
     """The spec generation the condition was computed from."""
 
 
-class GpuDevice(BaseModel):
-    model_config = ConfigDict(use_attribute_docstrings=True)
-
-    name: str = ""
-    """Device model name."""
-    uuid: str = ""
-    """Device UUID."""
-    memoryTotalBytes: int | None = None
-    """Device memory."""
-
-
 class GpuSummary(BaseModel):
-    """What GPUs the worker asked for and, once running, saw."""
+    """What GPUs the worker asked for."""
 
     model_config = ConfigDict(use_attribute_docstrings=True)
 
     requested: int = 0
-    """Whole GPUs requested (0 with a MIG slice)."""
+    """GPUs requested: whole GPUs, or 1 for a MIG slice (see migProfile)."""
     product: str = ""
     """Requested GPU product, if any."""
     migProfile: str = ""
     """Requested MIG slice, if any."""
-    devices: list[GpuDevice] = Field(default_factory=list)
-    """Devices the worker reported."""
 
 
 class SessionStatus(BaseModel):
@@ -378,6 +247,8 @@ class SessionStatus(BaseModel):
     """When the session was announced Ready: its idle clock starts here at the earliest."""
     lastActivityTime: str | None = None
     """Last call start or end, or keepalive (RFC 3339, ms)."""
+    idleSince: str | None = None
+    """lastActivityTime while the session runs, gone once it ends (kubectl's idle column)."""
     expiresAt: str | None = None
     """When the session ends if idle until then."""
     endedAt: str | None = None
@@ -422,16 +293,6 @@ class Session(_Resource):
 
 def is_dns1123_subdomain(name: str) -> bool:
     return len(name) <= 253 and re.fullmatch(DNS1123_SUBDOMAIN, name) is not None
-
-
-def immutable_changes(old: SessionSpec, new: SessionSpec) -> list[str]:
-    """The same refusals the CRD's transition rules give for an update, as messages."""
-    problems = []
-    if old.app != new.app:
-        problems.append("spec.app is immutable")
-    if old.template != new.template:
-        problems.append("spec.template is immutable")
-    return problems
 
 
 def effective_timeout(spec: SessionSpec, app: AppSpec | None) -> int:

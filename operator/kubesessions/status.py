@@ -5,10 +5,10 @@ from __future__ import annotations
 import datetime
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from .builders import WORKER_CONTAINER
-from .models import FINISHED_PHASES, Phase
+from .models import FINISHED_PHASES, Condition, Phase, SessionStatus
 from .timefmt import parse_rfc3339, rfc3339
 
 JSON = dict[str, Any]
@@ -29,6 +29,9 @@ WORKER_ENDINGS = {
     "Closed": (Phase.CLOSED, "Closed"),
     "ClosedByApp": (Phase.CLOSED, "ClosedByApp"),
     "IdleTimeout": (Phase.EXPIRED, "IdleTimeout"),
+    # The app's code did not return within the call timeout plus a grace: the worker gave up
+    # the session (and its GPU) rather than hold it for a call that may never end.
+    "CallTimeout": (Phase.FAILED, "CallTimeout"),
 }
 
 
@@ -106,36 +109,37 @@ def judge(pod: JSON | None, previous_phase: str | None) -> Verdict:
 
 
 def _condition(
-    previous: list[JSON], kind: str, ok: bool, reason: str, message: str, generation: int, now: str
-) -> JSON:
-    status = "True" if ok else "False"
-    old = next((c for c in previous if c.get("type") == kind), None)
-    since = old.get("lastTransitionTime") if old is not None and old.get("status") == status else None
-    return {
-        "type": kind,
-        "status": status,
-        "reason": reason,
-        "message": message,
-        "lastTransitionTime": since or now,
-        "observedGeneration": generation,
-    }
+    previous: list[Condition], kind: str, ok: bool, reason: str, message: str, generation: int, now: str
+) -> Condition:
+    status: Literal["True", "False"] = "True" if ok else "False"
+    old = next((c for c in previous if c.type == kind), None)
+    since = old.lastTransitionTime if old is not None and old.status == status else None
+    return Condition(
+        type=kind,
+        status=status,
+        reason=reason,
+        message=message,
+        lastTransitionTime=since or now,
+        observedGeneration=generation,
+    )
 
 
 def desired_status(
-    current: JSON,
+    current: SessionStatus,
     verdict: Verdict,
     *,
     pod: JSON | None,
     generation: int,
     now: str,
-    extra: JSON | None = None,
-) -> JSON:
-    """The whole status the operator wants, keeping what only accrues (readyAt, endedAt)."""
+    facts: SessionStatus | None = None,
+) -> SessionStatus:
+    """The whole status the operator wants, keeping what only accrues (readyAt, endedAt).
+    ``facts``: fields known from the start (timeout, GPUs, endpoint), set on top of ``current``."""
     phase = verdict.phase
-    conditions = current.get("conditions") or []
+    conditions = current.conditions
     on_node = bool(pod and pod.get("spec", {}).get("nodeName"))
     scheduled = (
-        next((c for c in conditions if c.get("type") == "Scheduled"), None)
+        next((c for c in conditions if c.type == "Scheduled"), None)
         if phase in FINISHED_PHASES and pod is None
         else _condition(
             conditions,
@@ -148,10 +152,9 @@ def desired_status(
         )
     )
     ready = _condition(conditions, "Ready", verdict.ready, verdict.reason, verdict.message, generation, now)
-    out: JSON = {
-        **current,
-        **(extra or {}),
-        "phase": phase.value,
+    update: dict[str, Any] = {name: getattr(facts, name) for name in facts.model_fields_set} if facts else {}
+    update |= {
+        "phase": phase,
         "reason": verdict.reason,
         "message": verdict.message,
         "observedGeneration": generation,
@@ -159,42 +162,61 @@ def desired_status(
     }
     if pod is not None:
         pod_status = pod.get("status", {})
-        out["podName"] = pod["metadata"]["name"]
+        update["podName"] = pod["metadata"]["name"]
         if pod_status.get("podIP"):
-            out["podIP"] = pod_status["podIP"]
-        if pod_status.get("startTime") and not current.get("startedAt"):
-            out["startedAt"] = pod_status["startTime"]
-    if verdict.ready and not current.get("readyAt"):
+            update["podIP"] = pod_status["podIP"]
+        if pod_status.get("startTime") and not current.startedAt:
+            update["startedAt"] = pod_status["startTime"]
+    if verdict.ready and not current.readyAt:
         # Ready is where idleness starts counting: recorded with it, it costs no extra write.
-        out["readyAt"] = out["lastActivityTime"] = now
-        timeout = out.get("sessionTimeout")
+        update["readyAt"] = update["lastActivityTime"] = update["idleSince"] = now
+        timeout = update.get("sessionTimeout", current.sessionTimeout)
         parsed = parse_rfc3339(now)
-        if isinstance(timeout, int) and parsed is not None:
-            out["expiresAt"] = rfc3339(parsed + datetime.timedelta(seconds=timeout))
-    if phase in FINISHED_PHASES and not current.get("endedAt"):
-        out["endedAt"] = now
-    return out
+        if timeout is not None and parsed is not None:
+            update["expiresAt"] = rfc3339(parsed + datetime.timedelta(seconds=timeout))
+    if phase in FINISHED_PHASES:
+        # An ended session's clocks stop: it expires no later than it ended, and it has no
+        # idle time that goes on counting.
+        ended = update["endedAt"] = current.endedAt or now
+        expires = update.get("expiresAt", current.expiresAt)
+        if expires is not None and _instant(expires) > _instant(ended):
+            update["expiresAt"] = ended
+        update["idleSince"] = None
+    return current.model_copy(update=update)
+
+
+def _instant(text: str) -> datetime.datetime:
+    parsed = parse_rfc3339(text)
+    assert parsed is not None  # callers pass set fields only
+    return parsed
 
 
 def finished(phase: str | None) -> bool:
     return phase in FINISHED_PHASES
 
 
-def status_patch(current: JSON, desired: JSON) -> JSON:
+def status_patch(current: SessionStatus, desired: SessionStatus) -> JSON:
     """The fields of ``desired`` that differ from ``current`` (empty: nothing to write).
 
     Pod facts alone (podIP, startedAt) are not worth a write: they ride along with the next
     change of phase or reason (Ready, at the latest), which is all anyone acts on.
     """
-    patch = {k: v for k, v in desired.items() if current.get(k) != v}
+    was, want = as_json(current), as_json(desired)
+    patch = {k: v for k, v in want.items() if was.get(k) != v}
+    patch |= {k: None for k in was.keys() - want.keys()}  # null removes it (merge patch)
     return {} if set(patch) <= POD_FACTS else patch
 
 
-def creating_settle(verdict: Verdict, current: JSON, pod_age: float | None) -> float:
+def as_json(status: SessionStatus) -> JSON:
+    """The status as the API stores it (unset fields left out)."""
+    return status.model_dump(mode="json", exclude_none=True)
+
+
+def creating_settle(verdict: Verdict, previous_phase: str | None, pod_age: float | None) -> float:
     """Seconds to hold back a Session's first status while its new pod waits for the
     scheduler (0: write now). Placing a pod takes milliseconds, so a "Creating" written
     at once would be overwritten by "Starting" a moment later: one write where two would do.
     ``pod_age`` is None when this operator did not create the pod just now."""
-    if verdict.reason != "Creating" or current.get("phase") or pod_age is None:
+    if verdict.reason != "Creating" or previous_phase or pod_age is None:
         return 0.0
     return max(0.0, CREATING_SETTLE - pod_age)

@@ -79,6 +79,9 @@ def can(kube: Cluster, who: str, namespace: str, verb: str, resource: str, where
         ("operator", "watch", "apps.kubesessions.io", False, True),
         ("operator", "create", "secrets", False, True),
         ("operator", "create", "events", False, True),
+        ("operator", "patch", "networkpolicies.networking.k8s.io", False, True),  # the workers' policy
+        ("operator", "create", "networkpolicies.networking.k8s.io", False, True),
+        ("operator", "delete", "networkpolicies.networking.k8s.io", False, False),
         ("operator", "get", "secrets", True, False),  # not in namespaces it does not serve
         ("operator", "create", "pods", True, False),
         ("operator", "update", "sessions.kubesessions.io", False, False),  # spec is the user's
@@ -87,6 +90,7 @@ def can(kube: Cluster, who: str, namespace: str, verb: str, resource: str, where
         ("gateway", "create", "subjectaccessreviews.authorization.k8s.io", None, True),
         ("gateway", "create", "pods", False, False),
         ("gateway", "delete", "sessions.kubesessions.io", False, False),
+        ("gateway", "patch", "networkpolicies.networking.k8s.io", False, False),
     ],
 )
 def test_least_privilege(

@@ -82,5 +82,5 @@ def test_kubectl_get_sessions_columns_and_short_name(kube: Cluster, crds: None, 
     out = kubectl(kube, "get", "sess", "-n", namespace)
     assert out.returncode == 0, out.stderr
     header = out.stdout.splitlines()[0].split()
-    assert header == ["NAME", "PHASE", "APP", "GPUS", "TIMEOUT", "IDLE-SINCE", "AGE"]
+    assert header == ["NAME", "PHASE", "REASON", "APP", "GPUS", "TIMEOUT", "IDLE-SINCE", "AGE"]
     assert out.stdout.splitlines()[1].split()[:2] == ["counter-cpu", "counter"]

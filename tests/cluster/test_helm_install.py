@@ -48,25 +48,24 @@ def release(kube: Cluster, namespace: str, crds: None) -> Iterator[str]:
         "gateway.auth=kubernetes",
         "operator.retention=30",
     ]
-    helm(
-        kube,
-        "install",
-        "ks",
-        str(CHART),
-        "-n",
-        namespace,
-        "--wait",
-        "--timeout",
-        "120s",
-        *(a for v in values for a in ("--set", v)),
-    )
+    install(kube, "ks", namespace, values)
     yield "ks"
+    uninstall(kube, "ks", namespace)
+
+
+def install(kube: Cluster, release: str, namespace: str, values: list[str]) -> None:
+    sets = (a for v in values for a in ("--set", v))
+    helm(kube, "install", release, str(CHART), "-n", namespace, "--wait", "--timeout", "120s", *sets)
+
+
+def uninstall(kube: Cluster, release: str, namespace: str) -> None:
+    """Best effort, for clean-up: the release may be gone already."""
     subprocess.run(
         [
             str(binaries.find_binary("helm")),
             f"--kubeconfig={kube.kubeconfig}",
             "uninstall",
-            "ks",
+            release,
             "-n",
             namespace,
             "--ignore-not-found",
@@ -240,3 +239,52 @@ def test_smoke_script_passes_against_the_installed_release(
     )
     assert out.returncode == 0, out.stdout + out.stderr
     assert "smoke: OK" in out.stdout
+
+
+def test_default_install_isolates_workers_with_a_network_policy(
+    kube: Cluster, namespace: str, crds: None
+) -> None:
+    # Default values (every namespace served). The process node cannot enforce NetworkPolicy:
+    # this shows the object the operator keeps and that its selectors name the chart's own
+    # gateway and operator pods; enforcement needs a node whose network plugin applies it.
+    values = ["image.tag=0.1.0", "crds.enabled=false", "gateway.replicas=1"]
+    install(kube, "ksnp", namespace, values)
+    try:
+        body = yaml.safe_load((REPO / "examples" / "app-counter.yaml").read_text())
+        client.CustomObjectsApi(kube.api).create_namespaced_custom_object(
+            "kubesessions.io", "v1alpha1", namespace, "apps", body
+        )
+        session = {"apiVersion": "kubesessions.io/v1alpha1", "kind": "Session", "metadata": {"name": "np"}}
+        client.CustomObjectsApi(kube.api).create_namespaced_custom_object(
+            "kubesessions.io", "v1alpha1", namespace, "sessions", {**session, "spec": {"app": "counter"}}
+        )
+        await_session(kube, namespace, "np", phase_is("Ready"), 60, "Ready under the default install")
+        policy = client.NetworkingV1Api(kube.api).read_namespaced_network_policy(
+            "kube-sessions-workers", namespace
+        )
+        worker = kube.core.read_namespaced_pod("np", namespace)
+        selected = policy.spec.pod_selector.match_labels
+        assert selected.items() <= worker.metadata.labels.items()
+        assert sorted(policy.spec.policy_types) == ["Egress", "Ingress"]
+        [rule] = policy.spec.ingress
+        assert [(p.port, p.protocol) for p in rule.ports] == [(8080, "TCP")]
+        peers, clients = rule._from
+        assert peers.namespace_selector.match_labels == {"kubernetes.io/metadata.name": namespace}
+        assert clients.pod_selector.match_labels == {"kubesessions.io/client": "true"}
+        # The peers are exactly the release's gateway and operator pods.
+        chart_pods = kube.core.list_namespaced_pod(
+            namespace, label_selector="app.kubernetes.io/instance=ksnp"
+        )
+        let_in = [
+            p.metadata.labels["app.kubernetes.io/component"]
+            for p in chart_pods.items
+            if peers.pod_selector.match_labels.items() <= p.metadata.labels.items()
+            and p.metadata.labels.get("app.kubernetes.io/component")
+            in peers.pod_selector.match_expressions[0].values
+        ]
+        assert sorted(let_in) == ["gateway", "operator"]
+        assert not worker.metadata.labels.get(
+            "app.kubernetes.io/component"
+        )  # workers do not let each other in
+    finally:
+        uninstall(kube, "ksnp", namespace)

@@ -88,6 +88,8 @@ def test_session_called_every_second_survives(
     session = custom(kube).get_namespaced_custom_object(*GROUP, namespace, "sessions", "busy")
     assert session["status"]["phase"] == "Ready"
     assert session["status"]["calls"] >= 8
+    # `kubectl get sess` shows idleness from the activity the operator records.
+    assert session["status"]["idleSince"] == session["status"]["lastActivityTime"]
 
 
 def test_long_call_is_never_culled_and_culled_after(

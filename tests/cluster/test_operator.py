@@ -244,6 +244,9 @@ def test_close_annotation_closes_and_tombstone_expires(
     closed = await_session(kube, namespace, "c1", phase_is("Closed"), 15, "Closed")
     assert (closed["status"]["reason"], closed["status"]["message"]) == ("ClosedByUser", "done with it")
     assert closed["status"]["endedAt"]
+    # Its clocks stop: no expiry after the end, no idle column counting on.
+    assert closed["status"]["expiresAt"] <= closed["status"]["endedAt"]
+    assert "idleSince" not in closed["status"]
     await_condition(lambda: gone(kube, namespace, "c1"), 15, "children deleted")
     # The tombstone stays for the retention (5 s here), then goes.
     assert (
@@ -276,6 +279,53 @@ def test_app_created_later_unblocks_the_session(
     assert waiting["status"]["phase"] == "Pending"
     create_app(kube, namespace, name="later")
     await_session(kube, namespace, "late", phase_is("Ready"), 30, "Ready once the App exists")
+
+
+def app_not_found_events(kube: Cluster, namespace: str) -> list[str]:
+    return [
+        e.involved_object.name
+        for e in kube.core.list_namespaced_event(namespace).items
+        if e.reason == "AppNotFound"
+    ]
+
+
+def test_a_running_session_outlives_its_app(kube: Cluster, namespace: str, operator: OperatorProcess) -> None:
+    # It needs its App only to start: deleted, the session runs on, is culled and ends as before.
+    create_app(kube, namespace, name="brief", defaultSessionTimeout=3)
+    create_session(kube, namespace, "outlives", app="brief")
+    await_session(kube, namespace, "outlives", phase_is("Ready"), 30, "Ready")
+    custom(kube).delete_namespaced_custom_object(*GROUP, namespace, "apps", "brief")
+    ended = await_session(
+        kube, namespace, "outlives", phase_is("Closed", "Expired", "Failed"), 20, "the idle cull"
+    )
+    assert (ended["status"]["phase"], ended["status"]["reason"]) == ("Expired", "IdleTimeout")
+    await_condition(lambda: gone(kube, namespace, "outlives"), 15, "the children of the culled session to go")
+    assert app_not_found_events(kube, namespace) == []
+    # Only a session not yet started waits for its App.
+    create_session(kube, namespace, "unstarted", app="brief")
+    waiting = await_session(kube, namespace, "unstarted", reason_is("AppNotFound"), 15, "AppNotFound")
+    assert waiting["status"]["phase"] == "Pending"
+
+
+def test_a_running_session_never_fails_because_its_app_changed(
+    kube: Cluster, namespace: str, operator: OperatorProcess
+) -> None:
+    create_app(kube, namespace, name="edited", defaultSessionTimeout=3)
+    create_session(kube, namespace, "own", app="edited", sessionTimeout=3)
+    create_session(kube, namespace, "inherited", app="edited")
+    for name in ("own", "inherited"):
+        await_session(kube, namespace, name, phase_is("Ready"), 30, f"{name} Ready")
+    # The App now refuses a 3 s timeout and offers 2 s; a restart makes the operator look anew.
+    patch = {"spec": {"defaultSessionTimeout": 2, "maxSessionTimeout": 2}}
+    custom(kube).patch_namespaced_custom_object(*GROUP, namespace, "apps", "edited", patch)
+    operator.stop()
+    operator.start()
+    for name in ("own", "inherited"):
+        ended = await_session(
+            kube, namespace, name, phase_is("Closed", "Expired", "Failed"), 20, f"{name} culled"
+        )
+        status = ended["status"]
+        assert (status["phase"], status["reason"], status["sessionTimeout"]) == ("Expired", "IdleTimeout", 3)
 
 
 def test_delete_with_operator_stopped_still_deletes_children(

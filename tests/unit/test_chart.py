@@ -51,6 +51,17 @@ def test_schema_refuses_misspelled_keys(typo: str) -> None:
     assert "additional properties" in out.stderr
 
 
+def test_without_leader_election_one_operator_at_a_time() -> None:
+    docs = render("image.tag=0.1.0", "operator.leaderElection.enabled=false")
+    operator = next(
+        d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"].endswith("-operator")
+    )
+    assert operator["spec"]["replicas"] == 1
+    assert operator["spec"]["strategy"]["type"] == "Recreate"
+    assert "--leader-elect" not in operator["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert not [d for d in docs if d["kind"] == "Role"]
+
+
 def test_default_render_watches_all_namespaces_with_cluster_roles() -> None:
     docs = render("image.tag=0.1.0")
     kinds = sorted({d["kind"] for d in docs})
@@ -60,21 +71,68 @@ def test_default_render_watches_all_namespaces_with_cluster_roles() -> None:
             "ServiceAccount",
             "ClusterRole",
             "ClusterRoleBinding",
+            "Role",
+            "RoleBinding",
             "Deployment",
             "Service",
             "PodDisruptionBudget",
         }
     )
-    assert not [d for d in docs if d["kind"] == "Role"]
+    # The one namespaced Role: the operator's Lease, in the release namespace.
+    roles = [d for d in docs if d["kind"] == "Role"]
+    assert [r["metadata"]["name"] for r in roles] == ["ks-kube-sessions-operator-leader"]
+    assert roles[0]["rules"] == [
+        {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["get", "create", "update"]}
+    ]
     operator = next(
         d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"].endswith("-operator")
     )
-    assert operator["spec"]["replicas"] == 1
-    assert operator["spec"]["strategy"]["type"] == "Recreate"
-    assert "--namespace" not in operator["spec"]["template"]["spec"]["containers"][0]["args"]
+    # Two replicas, one leading through the Lease, with client-go's default durations.
+    assert operator["spec"]["replicas"] == 2
+    assert "strategy" not in operator["spec"]
+    args = operator["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "--leader-elect" in args
+    assert [
+        args[args.index(flag) + 1] for flag in ("--lease-duration", "--renew-deadline", "--retry-period")
+    ] == [
+        "15",
+        "10",
+        "2",
+    ]
+    assert "--namespace" not in args
+    # No list of namespaces, and still isolation: the operator keeps the workers' policy.
+    assert [args[args.index(flag) + 1] for flag in ("--peer-namespace", "--peer-instance")] == [
+        "ks-system",
+        "ks",
+    ]
+    assert args[args.index("--client-label") + 1] == "kubesessions.io/client=true"
+    operator_role = next(
+        d for d in docs if d["kind"] == "ClusterRole" and d["metadata"]["name"] == "ks-kube-sessions-operator"
+    )
+    assert {
+        "apiGroups": ["networking.k8s.io"],
+        "resources": ["networkpolicies"],
+        "verbs": ["create", "patch"],
+    } in (operator_role["rules"])
+    # The selectors the policy lets in are the labels the chart gives these pods.
+    for component in ("operator", "gateway"):
+        deployment = next(
+            d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"].endswith(component)
+        )
+        labels = deployment["spec"]["template"]["metadata"]["labels"]
+        assert (labels["app.kubernetes.io/name"], labels["app.kubernetes.io/instance"]) == (
+            "kube-sessions",
+            "ks",
+        )
+        assert labels["app.kubernetes.io/component"] == component
+    disabled = render("image.tag=0.1.0", "networkPolicy.enabled=false")
+    operator = next(
+        d for d in disabled if d["kind"] == "Deployment" and d["metadata"]["name"].endswith("-operator")
+    )
+    assert "--no-network-policy" in operator["spec"]["template"]["spec"]["containers"][0]["args"]
 
 
-def test_namespaced_render_uses_roles_and_network_policies() -> None:
+def test_namespaced_render_uses_roles() -> None:
     docs = render(
         "image.tag=0.1.0",
         "watchNamespaces={team-a,team-b}",
@@ -85,6 +143,7 @@ def test_namespaced_render_uses_roles_and_network_policies() -> None:
     )
     roles = [(d["metadata"]["namespace"], d["metadata"]["name"]) for d in docs if d["kind"] == "Role"]
     assert sorted(roles) == [
+        ("ks-system", "ks-kube-sessions-operator-leader"),
         ("team-a", "ks-kube-sessions-gateway"),
         ("team-a", "ks-kube-sessions-operator"),
         ("team-b", "ks-kube-sessions-gateway"),
@@ -92,8 +151,7 @@ def test_namespaced_render_uses_roles_and_network_policies() -> None:
     ]
     cluster_roles = [d["metadata"]["name"] for d in docs if d["kind"] == "ClusterRole"]
     assert cluster_roles == ["ks-kube-sessions-gateway-auth"]
-    policies = [d["metadata"]["namespace"] for d in docs if d["kind"] == "NetworkPolicy"]
-    assert policies == ["team-a", "team-b"]
+    assert not [d for d in docs if d["kind"] == "NetworkPolicy"]  # the operator keeps them
     gateway = next(
         d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"].endswith("-gateway")
     )

@@ -59,6 +59,14 @@ def test_schemas_are_structural(crd: dict[str, Any]) -> None:
 
 
 def test_session_printer_columns() -> None:
-    columns = [c["name"] for c in crds.session_crd()["spec"]["versions"][0]["additionalPrinterColumns"]]
-    assert columns == ["Phase", "App", "GPUs", "Timeout", "Idle-since", "Age"]
+    printed = crds.session_crd()["spec"]["versions"][0]["additionalPrinterColumns"]
+    columns = {c["name"]: c for c in printed}
+    assert list(columns) == ["Phase", "Reason", "App", "GPUs", "Timeout", "Idle-since", "Age"]
+    assert columns["Reason"]["jsonPath"] == ".status.reason"
+    # The idle column says how fresh it is, and stops with the session (a field only a live
+    # session has).
+    idle = columns["Idle-since"]
+    assert idle["jsonPath"] == ".status.idleSince"
+    assert "lazily" in idle["description"]
+    assert "MIG" in columns["GPUs"]["description"]
     assert crds.session_crd()["spec"]["names"]["shortNames"] == ["sess"]

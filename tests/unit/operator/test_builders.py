@@ -121,6 +121,12 @@ def test_mig_profile_replaces_whole_gpus() -> None:
     limits = container(pod)["resources"]["limits"]
     assert limits["nvidia.com/mig-1g.10gb"] == "1"
     assert "nvidia.com/gpu" not in limits
+    # A slice counts as one GPU in the status (and in `kubectl get sess`), not none.
+    spec = SessionSpec.model_validate(
+        {"app": "counter", "template": {"resources": {"migProfile": "1g.10gb"}}}
+    )
+    summary = builders.gpu_summary(None, spec)
+    assert (summary.requested, summary.migProfile) == (1, "1g.10gb")
 
 
 def test_cpu_only_session_has_no_gpu_limit_or_toleration() -> None:

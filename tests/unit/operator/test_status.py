@@ -5,7 +5,7 @@ from typing import Any
 
 import pytest
 
-from kubesessions.models import Phase
+from kubesessions.models import Phase, SessionStatus
 from kubesessions.status import CREATING_SETTLE, Verdict, creating_settle, desired_status, judge, status_patch
 
 pytestmark = pytest.mark.unit
@@ -118,6 +118,12 @@ def terminated(code: int, message: str = "") -> dict[str, Any]:
             Phase.EXPIRED,
             "IdleTimeout",
         ),
+        (
+            pod("Failed", state=terminated(1, json.dumps({"reason": "CallTimeout", "message": "call c1"}))),
+            Phase.READY,
+            Phase.FAILED,
+            "CallTimeout",
+        ),
         (pod("Failed", state=terminated(137)), Phase.READY, Phase.FAILED, "WorkerLost"),
         (pod("Failed", state=terminated(2, "Traceback: KeyError")), Phase.READY, Phase.FAILED, "WorkerLost"),
     ],
@@ -135,6 +141,10 @@ def test_messages_carry_the_why() -> None:
     assert "nvidia.com/gpu" in judge(unschedulable, None).message
     setup = pod("Failed", state=terminated(1, json.dumps({"reason": "SetupFailed", "message": "no weights"})))
     assert judge(setup, None).message == "no weights"
+    wedged = json.dumps({"reason": "CallTimeout", "message": "call c1 did not return within 30s + 5s"})
+    assert judge(pod("Failed", state=terminated(1, wedged)), Phase.READY).message == (
+        "call c1 did not return within 30s + 5s"
+    )
     crashed = pod("Failed", state=terminated(2, "Traceback: KeyError"))
     assert judge(crashed, Phase.READY).message == "the worker exited with code 2: Traceback: KeyError"
 
@@ -143,40 +153,71 @@ def test_status_keeps_transition_times_and_accruing_fields() -> None:
     ready = Verdict(Phase.READY, "WorkerReady", "ok", ready=True)
     t1, t2 = "2026-01-01T00:00:01.000Z", "2026-01-01T00:00:02.000Z"
     running = pod("Running", podIP="127.0.0.5", startTime="t0")
-    first = desired_status({}, ready, pod=running, generation=1, now=t1, extra={"sessionTimeout": 60})
-    assert first["readyAt"] == first["lastActivityTime"] == t1
-    assert first["expiresAt"] == "2026-01-01T00:01:01.000Z"
-    assert first["podIP"] == "127.0.0.5" and first["startedAt"] == "t0"
+    facts = SessionStatus(sessionTimeout=60)
+    first = desired_status(SessionStatus(), ready, pod=running, generation=1, now=t1, facts=facts)
+    assert first.readyAt == first.lastActivityTime == t1
+    assert first.expiresAt == "2026-01-01T00:01:01.000Z"
+    assert first.podIP == "127.0.0.5" and first.startedAt == "t0"
     again = desired_status(first, ready, pod=running, generation=1, now=t2)
-    assert again["readyAt"] == t1
-    assert [c["lastTransitionTime"] for c in again["conditions"]] == [t1, t1]
+    assert again.readyAt == t1
+    assert [c.lastTransitionTime for c in again.conditions] == [t1, t1]
     assert status_patch(first, again) == {}
 
 
 def test_finished_status_records_end_once() -> None:
     verdict = Verdict(Phase.EXPIRED, "IdleTimeout", "idle")
-    ended = desired_status({"phase": "Ready"}, verdict, pod=None, generation=3, now="T9")
-    assert (ended["phase"], ended["reason"], ended["endedAt"]) == ("Expired", "IdleTimeout", "T9")
-    assert all(c["observedGeneration"] == 3 for c in ended["conditions"])
-    assert desired_status(ended, verdict, pod=None, generation=3, now="T10")["endedAt"] == "T9"
+    ended = desired_status(SessionStatus(phase=Phase.READY), verdict, pod=None, generation=3, now="T9")
+    assert (ended.phase, ended.reason, ended.endedAt) == ("Expired", "IdleTimeout", "T9")
+    assert all(c.observedGeneration == 3 for c in ended.conditions)
+    assert desired_status(ended, verdict, pod=None, generation=3, now="T10").endedAt == "T9"
+
+
+def test_an_ended_session_stops_its_clocks() -> None:
+    ready = Verdict(Phase.READY, "WorkerReady", "ok", ready=True)
+    t1 = "2026-01-01T00:00:01.000Z"
+    live = desired_status(SessionStatus(sessionTimeout=60), ready, pod=None, generation=1, now=t1)
+    assert live.idleSince == live.lastActivityTime == t1
+    closed = Verdict(Phase.CLOSED, "ClosedByUser", "done")
+    t2 = "2026-01-01T00:00:05.000Z"
+    ended = desired_status(live, closed, pod=None, generation=1, now=t2)
+    assert ended.endedAt == t2
+    assert ended.expiresAt == t2  # was 00:01:01, after the end
+    assert ended.idleSince is None and ended.lastActivityTime == t1
+    patch = status_patch(live, ended)
+    assert patch["idleSince"] is None  # a merge patch removes it
+    # An idle session that expired already ended at its deadline or after: kept as it was.
+    expired = desired_status(
+        live,
+        Verdict(Phase.EXPIRED, "IdleTimeout", "idle"),
+        pod=None,
+        generation=1,
+        now="2026-01-01T00:01:02.000Z",
+    )
+    assert expired.expiresAt == "2026-01-01T00:01:01.000Z"
 
 
 def test_status_patch_is_only_the_difference() -> None:
-    assert status_patch({"a": 1, "b": 2}, {"a": 1, "b": 3, "c": 4}) == {"b": 3, "c": 4}
+    assert status_patch(
+        SessionStatus(calls=1, reason="a"), SessionStatus(calls=1, reason="b", podName="p")
+    ) == {
+        "reason": "b",
+        "podName": "p",
+    }
 
 
 def test_pod_facts_alone_wait_for_the_next_change_of_phase() -> None:
-    starting = {"phase": "Starting", "reason": "WorkerStarting"}
-    assert status_patch(starting, {**starting, "podIP": "127.1.0.5", "startedAt": "T1"}) == {}
-    ready = {**starting, "phase": "Ready", "reason": "WorkerReady", "podIP": "127.1.0.5"}
+    starting = SessionStatus(phase=Phase.STARTING, reason="WorkerStarting")
+    with_pod = starting.model_copy(update={"podIP": "127.1.0.5", "startedAt": "T1"})
+    assert status_patch(starting, with_pod) == {}
+    ready = starting.model_copy(update={"phase": Phase.READY, "reason": "WorkerReady", "podIP": "127.1.0.5"})
     assert status_patch(starting, ready) == {"phase": "Ready", "reason": "WorkerReady", "podIP": "127.1.0.5"}
 
 
 def test_a_new_pod_waiting_for_the_scheduler_holds_back_the_first_status_only() -> None:
     creating = Verdict(Phase.PENDING, "Creating", "creating the worker pod")
-    assert creating_settle(creating, {}, pod_age=0.25) == CREATING_SETTLE - 0.25
-    assert creating_settle(creating, {}, pod_age=CREATING_SETTLE + 1) == 0.0  # it waits long: say so
-    assert creating_settle(creating, {}, pod_age=None) == 0.0  # not created just now by us
-    assert creating_settle(creating, {"phase": "Pending"}, pod_age=0.1) == 0.0  # not the first
+    assert creating_settle(creating, None, pod_age=0.25) == CREATING_SETTLE - 0.25
+    assert creating_settle(creating, None, pod_age=CREATING_SETTLE + 1) == 0.0  # it waits long: say so
+    assert creating_settle(creating, None, pod_age=None) == 0.0  # not created just now by us
+    assert creating_settle(creating, "Pending", pod_age=0.1) == 0.0  # not the first
     unschedulable = Verdict(Phase.PENDING, "Unschedulable", "0/1 nodes: insufficient nvidia.com/gpu")
-    assert creating_settle(unschedulable, {}, pod_age=0.1) == 0.0  # problems show at once
+    assert creating_settle(unschedulable, None, pod_age=0.1) == 0.0  # problems show at once

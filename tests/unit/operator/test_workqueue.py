@@ -14,14 +14,16 @@ async def test_one_worker_per_key_and_again_after() -> None:
     running: set[str] = set()
     overlaps: list[str] = []
     seen: list[str] = []
-    started, release, second = asyncio.Event(), asyncio.Event(), asyncio.Event()
+    started, release, second, last = asyncio.Event(), asyncio.Event(), asyncio.Event(), asyncio.Event()
 
     async def handle(key: str) -> float | None:
         if key in running:
             overlaps.append(key)
         running.add(key)
         seen.append(key)
-        if len(seen) == 1:
+        if key == "last":
+            last.set()
+        elif len(seen) == 1:
             started.set()
             await release.wait()
         else:
@@ -39,8 +41,13 @@ async def test_one_worker_per_key_and_again_after() -> None:
     release.set()
     async with asyncio.timeout(5):
         await second.wait()
+    # The second run has returned (nothing in it awaits after `second`), so a third, had the
+    # two adds asked for one, is queued by now; a key added after it is handled after it.
+    queue.add("last")
+    async with asyncio.timeout(5):
+        await last.wait()
     task.cancel()
-    assert seen == ["a", "a"]
+    assert seen == ["a", "a", "last"]
     assert overlaps == []
 
 

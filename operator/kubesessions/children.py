@@ -1,0 +1,167 @@
+"""A Session's children (token Secret, Service, worker Pod): create-if-absent, delete, and the
+sweep of children whose Session is gone."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from kubernetes_asyncio import client
+from kubernetes_asyncio.client.exceptions import ApiException
+
+from . import builders
+from .sessionstate import JSON, Key, OperatorSettings, Tracked
+
+log = logging.getLogger("kubesessions.operator")
+APPLY_PATCH = "application/apply-patch+yaml"
+ALL_CHILDREN = frozenset({"secret", "service", "pod"})
+
+
+class Children:
+    def __init__(self, api: client.ApiClient, settings: OperatorSettings, writes: Counter[str]) -> None:
+        self.core = client.CoreV1Api(api)
+        self.networking = client.NetworkingV1Api(api)
+        self.settings = settings
+        self.writes = writes
+        self._policies: dict[str, asyncio.Task[None]] = {}  # namespace -> its policy applied
+
+    async def ensure(
+        self,
+        key: Key,
+        ref: builders.SessionRef,
+        app_name: str | None,
+        tracked: Tracked,
+        pod: JSON | None,
+    ) -> bool:
+        """Create-if-absent, the Secret (with the Service) before the pod; AlreadyExists counts
+        as done. ``pod`` is the pod's manifest, None when the pod exists. True when this
+        call created the pod.
+
+        Not all three at once: a pod that reaches its node before its token Secret exists waits
+        for the kubelet's retry (CreateContainerConfigError), seconds rather than one round trip.
+        """
+        first: dict[str, Awaitable[bool]] = {}
+        if pod is not None:
+            await self.ensure_policy(key[0])  # no worker without its policy
+        if "secret" not in tracked.children:
+            tracked.token = tracked.token or builders.new_token()
+            first["secret"] = self._create(
+                "secrets", key[0], builders.build_secret(ref, app_name, tracked.token)
+            )
+        if "service" not in tracked.children:
+            first["service"] = self._create("services", key[0], builders.build_service(ref, app_name))
+        existed = dict(zip(first, await asyncio.gather(*first.values()), strict=True))
+        if existed.get("secret"):
+            tracked.token = None  # someone else's token stands; read it when needed
+        tracked.children.update({"secret", "service"})
+        if pod is None or "pod" in tracked.children:
+            tracked.children.add("pod")
+            return False
+        created = not await self._create("pods", key[0], pod)
+        if created:
+            tracked.pod_created_at = time.monotonic()
+        tracked.children.add("pod")
+        return created
+
+    async def ensure_policy(self, namespace: str) -> None:
+        """The workers' NetworkPolicy in ``namespace``, applied once per namespace while this
+        operator runs (sessions that start together wait on the same write)."""
+        peers = self.settings.network_policy
+        if peers is None:
+            return
+        task = self._policies.get(namespace)
+        if task is None:
+            task = self._policies[namespace] = asyncio.create_task(self._apply_policy(namespace, peers))
+        try:
+            await asyncio.shield(task)
+        except Exception:
+            if self._policies.get(namespace) is task:
+                del self._policies[namespace]  # the next session tries again
+            raise
+
+    async def _apply_policy(self, namespace: str, peers: builders.PolicyPeers) -> None:
+        # Server-side apply: one write creates it or brings an older one up to date.
+        self.writes["apply networkpolicies"] += 1
+        options: dict[str, Any] = {"_content_type": APPLY_PATCH}
+        await self.networking.patch_namespaced_network_policy(
+            builders.WORKER_POLICY,
+            namespace,
+            builders.build_network_policy(namespace, peers),
+            field_manager=builders.MANAGER,
+            force=True,
+            **options,
+        )
+        log.info("network policy %s/%s applied", namespace, builders.WORKER_POLICY)
+
+    async def _create(self, kind: str, namespace: str, body: JSON) -> bool:
+        """Create; True when it existed already."""
+        creators: dict[str, Callable[..., Awaitable[Any]]] = {
+            "secrets": self.core.create_namespaced_secret,
+            "pods": self.core.create_namespaced_pod,
+            "services": self.core.create_namespaced_service,
+        }
+        create = creators[kind]
+        self.writes[f"create {kind}"] += 1
+        # The created object is not needed: the raw reply skips turning it into model objects,
+        # which costs more CPU than the request itself in a burst.
+        options: dict[str, Any] = {"_preload_content": False}
+        reply = await create(namespace, body, **options)
+        try:
+            if reply.status == 409:
+                return True
+            if not 200 <= reply.status < 300:
+                raise ApiException(status=reply.status, reason=(await reply.text())[:1000])
+        finally:
+            reply.release()
+        return False
+
+    async def delete(self, key: Key, tracked: Tracked | None) -> None:
+        namespace, name = key
+        for kind, delete, child in (
+            ("pods", self.core.delete_namespaced_pod, name),
+            ("services", self.core.delete_namespaced_service, name),
+            ("secrets", self.core.delete_namespaced_secret, builders.token_secret_name(name)),
+        ):
+            self.writes[f"delete {kind}"] += 1
+            try:
+                await delete(child, namespace)
+            except ApiException as exc:
+                if exc.status != 404:
+                    raise
+        if tracked:
+            tracked.children.clear()
+
+    async def sweep_orphans(self, session_exists: Callable[[str, str], Awaitable[bool]]) -> int:
+        """Delete pods, Services and Secrets labelled as ours whose Session no longer exists."""
+        selector = f"{builders.MANAGED_BY}={builders.MANAGER}"
+        removed = 0
+        for kind, lister, deleter in (
+            ("pods", self.core.list_pod_for_all_namespaces, self.core.delete_namespaced_pod),
+            ("services", self.core.list_service_for_all_namespaces, self.core.delete_namespaced_service),
+            ("secrets", self.core.list_secret_for_all_namespaces, self.core.delete_namespaced_secret),
+        ):
+            if self.settings.namespaces:
+                items = []
+                for ns in self.settings.namespaces:
+                    namespaced = getattr(self.core, f"list_namespaced_{kind[:-1]}")
+                    items += (await namespaced(ns, label_selector=selector)).items
+            else:
+                items = (await lister(label_selector=selector)).items
+            for item in items:
+                meta = item.metadata
+                session = (meta.labels or {}).get(builders.SESSION_LABEL)
+                if not session or await session_exists(meta.namespace, session):
+                    continue
+                self.writes[f"delete {kind}"] += 1
+                try:
+                    await deleter(meta.name, meta.namespace)
+                    removed += 1
+                    log.info("deleted orphan %s %s/%s", kind[:-1], meta.namespace, meta.name)
+                except ApiException as exc:
+                    if exc.status != 404:
+                        raise
+        return removed

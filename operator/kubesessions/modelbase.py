@@ -1,0 +1,48 @@
+"""Building blocks of the models: Kubernetes grammars as patterns, CEL rules, the strict base
+model and quantities."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
+from pydantic.config import JsonDict
+
+# The Kubernetes resource.Quantity grammar (apimachinery's), without a minus sign: no resource
+# or divisor here may be negative.
+QUANTITY_PATTERN = (
+    r"^\+?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))"
+    r"(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
+)
+DNS1123_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+LABEL_VALUE = r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$"
+ENTRYPOINT = r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*$"
+MIG_PROFILE = r"^[0-9]+g\.[0-9]+gb$"
+ENV_NAME = r"^[-._a-zA-Z][-._a-zA-Z0-9]*$"
+
+
+def cel(rule: str, message: str, field_path: str | None = None, reason: str | None = None) -> JsonDict:
+    out: JsonDict = {"rule": rule, "message": message}
+    if field_path:
+        out["fieldPath"] = field_path
+    if reason:
+        out["reason"] = reason
+    return out
+
+
+class StrictModel(BaseModel):
+    # Unknown fields are errors, as `kubectl apply` (field validation Strict) makes them.
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True, populate_by_name=True)
+
+
+# Like Kubernetes, a quantity may be written as a whole number (`cpu: 2`) or a string.
+Quantity = Annotated[
+    Annotated[StrictInt, Field(ge=0)] | Annotated[StrictStr, Field(pattern=QUANTITY_PATTERN, max_length=64)],
+    Field(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel("type(self) == string || self >= 0", "must be a quantity >= 0 such as 500m, 2 or 8Gi")
+            ]
+        }
+    ),
+]

@@ -1,0 +1,123 @@
+"""Writing a Session's status (typed, only what changed) and the Events people read."""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from typing import Any, cast
+
+from kubernetes_asyncio import client
+from kubernetes_asyncio.client.exceptions import ApiException
+
+from .kubeobjects import MERGE_PATCH
+from .models import GROUP, VERSION, Condition, Phase, SessionStatus
+from .sessionstate import JSON, Key
+from .status import Verdict, desired_status, finished, status_patch
+from .timefmt import rfc3339
+
+log = logging.getLogger("kubesessions.operator")
+
+
+def current_status(body: JSON) -> SessionStatus:
+    return SessionStatus.model_validate(body.get("status") or {})
+
+
+class StatusWriter:
+    def __init__(self, api: client.ApiClient, sessions: dict[Key, JSON], writes: Counter[str]) -> None:
+        self.core = client.CoreV1Api(api)
+        self.custom = client.CustomObjectsApi(api)
+        self.sessions = sessions  # the controller's cache: our writes are its newest view
+        self.writes = writes
+
+    async def write(
+        self,
+        key: Key,
+        body: JSON,
+        verdict: Verdict,
+        pod: JSON | None,
+        facts: SessionStatus | None = None,
+    ) -> None:
+        """The status for ``verdict``, written if it differs; an Event on a transition."""
+        current = current_status(body)
+        desired = desired_status(
+            current,
+            verdict,
+            pod=pod,
+            generation=body["metadata"].get("generation", 1),
+            now=rfc3339(),
+            facts=facts,
+        )
+        patch = status_patch(current, desired)
+        if not patch:
+            return
+        await self.patch(key, patch)
+        if current.phase != desired.phase or current.reason != desired.reason:
+            log.info(
+                "session %s/%s: %s (%s) %s",
+                key[0],
+                key[1],
+                verdict.phase,
+                verdict.reason,
+                verdict.message,
+                extra={"session": key[1], "namespace": key[0]},
+            )
+            await self._transition_event(body, current.phase, verdict)
+
+    async def patch(self, key: Key, fields: JSON) -> None:
+        """A merge patch of these status fields; the updated Session goes into the cache."""
+        self.writes["patch sessions/status"] += 1
+        options: dict[str, Any] = {"_content_type": MERGE_PATCH}  # not in the client's typed signature
+        self.sessions[key] = await self.custom.patch_namespaced_custom_object_status(
+            GROUP, VERSION, key[0], "sessions", key[1], {"status": fields}, **options
+        )
+
+    async def set_unreachable(self, key: Key, body: JSON, error: str | None) -> None:
+        """Condition WorkerUnreachable: True with the error, or False once it answers again."""
+        conditions = [c for c in current_status(body).conditions if c.type != "WorkerUnreachable"]
+        conditions.append(
+            Condition(
+                type="WorkerUnreachable",
+                status="True" if error else "False",
+                reason="StatusCallFailed" if error else "WorkerAnswers",
+                message=error or "",
+                lastTransitionTime=rfc3339(),
+                observedGeneration=body["metadata"].get("generation", 1),
+            )
+        )
+        await self.patch(key, {"conditions": [c.model_dump(exclude_none=True) for c in conditions]})
+
+    async def _transition_event(self, body: JSON, before: str | None, verdict: Verdict) -> None:
+        """Events for transitions a person cares about only."""
+        if verdict.phase == Phase.READY and before != Phase.READY:
+            kind = "Normal"
+        elif finished(verdict.phase):
+            kind = "Warning" if verdict.phase == Phase.FAILED else "Normal"
+        elif verdict.reason == "Unschedulable" or verdict.reason == "AppNotFound":
+            kind = "Warning"
+        else:
+            return
+        meta = body["metadata"]
+        event = {
+            "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
+            "involvedObject": {
+                "apiVersion": f"{GROUP}/{VERSION}",
+                "kind": "Session",
+                "name": meta["name"],
+                "namespace": meta["namespace"],
+                "uid": meta["uid"],
+            },
+            "type": kind,
+            "reason": verdict.reason if verdict.phase != Phase.READY else "Ready",
+            "message": verdict.message[:1024],
+            "source": {"component": "kube-sessions-operator"},
+            "firstTimestamp": rfc3339(precision="seconds"),
+            "lastTimestamp": rfc3339(precision="seconds"),
+            "count": 1,
+        }
+        self.writes["create events"] += 1
+        try:
+            await self.core.create_namespaced_event(meta["namespace"], cast(Any, event))
+        except ApiException as exc:
+            log.warning(
+                "could not post event for %s: %s", meta["name"], exc.reason, extra={"session": meta["name"]}
+            )
