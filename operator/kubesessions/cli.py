@@ -183,9 +183,9 @@ def build_parser() -> argparse.ArgumentParser:
     op.add_argument(
         "--client-label",
         type=_label,
-        default=("kubesessions.io/client", "true"),
+        default="kubesessions.io/client=true",  # argparse parses a string default with `type`
         metavar="KEY=VALUE",
-        help="pods with this label may call workers in their namespace (default: kubesessions.io/client=true)",
+        help="pods with this label may call workers in their namespace",
     )
     op.add_argument(
         "--worker-egress",
