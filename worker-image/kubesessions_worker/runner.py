@@ -76,6 +76,12 @@ class Status:
     calls: int
     uptime_seconds: float
     session_timeout: int
+    busy_seconds: float = 0.0  # of the uptime, with a call in flight; the rest is idle
+
+    @property
+    def held_idle_seconds(self) -> float:
+        """Of the uptime, without a call in flight (the app's setup included)."""
+        return max(0.0, self.uptime_seconds - self.busy_seconds)
 
 
 class Clock:
@@ -141,6 +147,7 @@ class Runner:
             calls=self._calls,
             uptime_seconds=self.clock.monotonic() - self._started,
             session_timeout=self.session_timeout,
+            busy_seconds=self.stats.busy.seconds(self.clock.monotonic()),
         )
 
     def keepalive(self) -> bool:
@@ -267,9 +274,11 @@ class Runner:
             call = self._running = self._waiting.popleft()
             self.state = State.BUSY
             self._stamp()
+            self.stats.busy.start(self.clock.monotonic())
             try:
                 await self._execute(call)
             finally:
+                self.stats.busy.stop(self.clock.monotonic())
                 self._running = None
                 self._stamp()
                 if self.state is State.BUSY:

@@ -1,4 +1,5 @@
-"""Counters the runner keeps per call, rendered by :mod:`.metrics`."""
+"""Counters the runner keeps per call, and the busy/idle split of the time the worker is held;
+rendered by :mod:`.metrics` and ``GET /status``."""
 
 from __future__ import annotations
 
@@ -44,9 +45,33 @@ class Histogram:
 
 
 @dataclass
+class BusyTime:
+    """Seconds with a call in flight, on the runner's monotonic clock.
+
+    Every GPU the pod holds is held for the worker's whole life, so these seconds (and the
+    idle rest of the uptime) are the same for each GPU: GPU-seconds are them times the GPUs.
+    """
+
+    total: float = 0.0
+    since: float | None = None  # when the running call started; None while none runs
+
+    def start(self, now: float) -> None:
+        self.since = now
+
+    def stop(self, now: float) -> None:
+        if self.since is not None:
+            self.total += now - self.since
+            self.since = None
+
+    def seconds(self, now: float) -> float:
+        return self.total + (now - self.since if self.since is not None else 0.0)
+
+
+@dataclass
 class CallStats:
     """What the runner counts; ``outcomes`` by ok / run_failed / call_timeout / session_ended."""
 
     outcomes: Counter[str] = field(default_factory=Counter)
     rejected: Counter[str] = field(default_factory=Counter)
     latency: Histogram = field(default_factory=Histogram)
+    busy: BusyTime = field(default_factory=BusyTime)
