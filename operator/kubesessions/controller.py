@@ -21,7 +21,7 @@ import aiohttp
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from . import builders, idle
+from . import accounting, builders, idle
 from .builders import CLOSE_ANNOTATION
 from .kubeobjects import MERGE_PATCH, newer
 from .models import GROUP, VERSION, AppSpec, Phase, SessionSpec, effective_timeout
@@ -95,6 +95,7 @@ class Controller:
         self.apps: dict[Key, JSON] = {}
         self.tracked: dict[Key, Tracked] = {}
         self.writes: Counter[str] = Counter()
+        self.accounting = accounting.Accounting()
         self.queue: WorkQueue[Key] = WorkQueue(self.reconcile, workers=settings.workers)
         self.http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=64))
 
@@ -109,6 +110,7 @@ class Controller:
         if deleted:
             self.sessions.pop(key, None)
             self.tracked.pop(key, None)
+            self.accounting.forget(key)
             self.queue.forget(key)
             return
         tracked = self.tracked.get(key)
@@ -156,6 +158,7 @@ class Controller:
         annotations = body["metadata"].get("annotations") or {}
         if CLOSE_ANNOTATION in annotations:
             reason = annotations[CLOSE_ANNOTATION] or "closed on request"
+            await self._last_reading(key, body, tracked)
             await self._finish(key, body, Verdict(Phase.CLOSED, "ClosedByUser", reason))
             return self.settings.retention
         spec = SessionSpec.model_validate(body.get("spec") or {})
@@ -342,6 +345,7 @@ class Controller:
                     extra={"session": key[1], "namespace": key[0]},
                 )
                 await self._transition_event(body, current.get("phase"), verdict)
+                self.accounting.transition(body, current.get("phase"), desired)
         return desired
 
     async def _patch_status(self, key: Key, body: JSON) -> JSON:
@@ -392,7 +396,8 @@ class Controller:
     async def _finish(self, key: Key, body: JSON, verdict: Verdict, pod: JSON | None = None) -> None:
         """A finished session: its final status and the deletion of its children in one round
         trip (the status says why; a cull must not wait on a write before it starts)."""
-        await asyncio.gather(self._write_status(key, body, verdict, pod), self._delete_children(key))
+        final = self.accounting.status_fields(key)  # the GPU-seconds as last read from the worker
+        await asyncio.gather(self._write_status(key, body, verdict, pod, final), self._delete_children(key))
 
     async def _delete_children(self, key: Key) -> None:
         namespace, name = key
@@ -469,6 +474,7 @@ class Controller:
             _, worker = await self._worker("GET", key, pod, tracked, "/status")
         except (aiohttp.ClientError, TimeoutError, ApiException) as exc:
             return await self._unreachable(key, body, pod, tracked, exc)
+        self.accounting.observe(key, body, worker)
         if tracked.unreachable:
             tracked.unreachable = 0
             await self._set_unreachable(key, body, None)
@@ -497,6 +503,24 @@ class Controller:
             return self.settings.retention
         await self._record_activity(key, body, tracked, last_ts, timeout, worker)
         return decision.look_again_in
+
+    async def _last_reading(self, key: Key, body: JSON, tracked: Tracked) -> None:
+        """Read a closing session's worker once more, so its final GPU-seconds count the time
+        since the last look. Best effort: a worker that does not answer keeps its last reading."""
+        pod = self.pods.get(key)
+        if pod is None or (body.get("status") or {}).get("phase") != Phase.READY:
+            return
+        try:
+            _, worker = await self._worker("GET", key, pod, tracked, "/status")
+        except (aiohttp.ClientError, TimeoutError, ApiException) as exc:
+            log.info(
+                "session %s/%s: no final reading of the worker: %s",
+                *key,
+                exc,
+                extra={"session": key[1], "namespace": key[0]},
+            )
+            return
+        self.accounting.observe(key, body, worker)
 
     def _new_keepalive(self, body: JSON, tracked: Tracked) -> str | None:
         """A ``kubesessions.io/keepalive`` value not yet passed on to the worker, if any."""
@@ -541,7 +565,7 @@ class Controller:
         except ApiException as exc:
             if exc.status != 404:
                 raise
-        patch: JSON = {"lastActivityTime": last, "expiresAt": expires}
+        patch: JSON = {"lastActivityTime": last, "expiresAt": expires, **self.accounting.status_fields(key)}
         if calls is not None:
             patch["calls"] = calls
         self.sessions[key] = await self._patch_status(key, {"status": patch})

@@ -137,6 +137,13 @@ def session_crd() -> JSON:
             {"name": "Timeout", "type": "integer", "jsonPath": ".status.sessionTimeout"},
             {"name": "Idle-since", "type": "date", "jsonPath": ".status.lastActivityTime"},
             {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+            {"name": "GPU-seconds", "type": "number", "jsonPath": ".status.gpuSeconds.held", "priority": 1},
+            {
+                "name": "Busy-%",
+                "type": "integer",
+                "jsonPath": ".status.gpuSeconds.busyPercent",
+                "priority": 1,
+            },
         ],
         "A client's session on one warm worker pod, ended when idle past sessionTimeout or closed.",
     )

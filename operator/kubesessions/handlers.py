@@ -128,7 +128,7 @@ async def _sweep_forever(ctl: Controller) -> None:
 
 
 async def _serve_metrics(ctl: Controller, host: str, port: int) -> web.AppRunner:
-    """Prometheus text: the API writes the controller made, by verb and resource."""
+    """Prometheus text: API writes by verb and resource, reconciles, GPU-seconds and outcomes."""
 
     async def metrics(_: web.Request) -> web.Response:
         lines = [
@@ -144,6 +144,16 @@ async def _serve_metrics(ctl: Controller, host: str, port: int) -> web.AppRunner
             "# HELP kubesessions_operator_sessions Sessions in the controller's cache.",
             "# TYPE kubesessions_operator_sessions gauge",
             f"kubesessions_operator_sessions {len(ctl.sessions)}",
+            "# HELP kubesessions_operator_reconciles_total Reconciles finished, by result.",
+            "# TYPE kubesessions_operator_reconciles_total counter",
+            *(
+                f'kubesessions_operator_reconciles_total{{result="{r}"}} {ctl.queue.handled[r]}'
+                for r in ("ok", "error")
+            ),
+            "# HELP kubesessions_operator_workqueue_depth Sessions waiting for a reconcile worker.",
+            "# TYPE kubesessions_operator_workqueue_depth gauge",
+            f"kubesessions_operator_workqueue_depth {ctl.queue.depth}",
+            *ctl.accounting.render(),
         ]
         return web.Response(text="\n".join(lines) + "\n", content_type="text/plain")
 

@@ -348,6 +348,21 @@ class GpuSummary(BaseModel):
     """Devices the worker reported."""
 
 
+class GpuSeconds(BaseModel):
+    """GPU-seconds the session has held: its GPUs times the seconds its worker ran."""
+
+    model_config = ConfigDict(use_attribute_docstrings=True)
+
+    held: float = 0.0
+    """Busy plus idle."""
+    busy: float = 0.0
+    """With a call in flight."""
+    idle: float = 0.0
+    """Without one (the app's setup included)."""
+    busyPercent: int = 0
+    """Busy as a share of held, 0-100."""
+
+
 class SessionStatus(BaseModel):
     """Where the session stands; written by the operator only."""
 
@@ -386,6 +401,8 @@ class SessionStatus(BaseModel):
     """Calls served so far."""
     gpus: GpuSummary | None = None
     """GPUs asked for and seen."""
+    gpuSeconds: GpuSeconds | None = None
+    """GPU-seconds held, busy and idle (recorded with activity writes and at the end)."""
     observedGeneration: int | None = None
     """The spec generation this status describes."""
     kopf: dict[str, Any] | None = None

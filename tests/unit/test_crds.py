@@ -59,6 +59,8 @@ def test_schemas_are_structural(crd: dict[str, Any]) -> None:
 
 
 def test_session_printer_columns() -> None:
-    columns = [c["name"] for c in crds.session_crd()["spec"]["versions"][0]["additionalPrinterColumns"]]
-    assert columns == ["Phase", "App", "GPUs", "Timeout", "Idle-since", "Age"]
+    printed = crds.session_crd()["spec"]["versions"][0]["additionalPrinterColumns"]
+    columns = [c["name"] for c in printed]
+    assert columns == ["Phase", "App", "GPUs", "Timeout", "Idle-since", "Age", "GPU-seconds", "Busy-%"]
+    assert [c["name"] for c in printed if c.get("priority") == 1] == ["GPU-seconds", "Busy-%"]  # -o wide
     assert crds.session_crd()["spec"]["names"]["shortNames"] == ["sess"]
