@@ -11,7 +11,9 @@ stay few however many sessions come and go.
 
 from __future__ import annotations
 
+import datetime
 from collections import Counter
+from collections.abc import Iterable
 from typing import Any
 
 from .gateway.metrics import Histogram
@@ -56,10 +58,13 @@ class Accounting:
         self.ended: Counter[tuple[str, str]] = Counter()  # (phase, reason)
         self.ready_latency = Histogram()
         self.latest: dict[Key, JSON] = {}  # the newest status.gpuSeconds per session
+        self.queued: dict[Key, int] = {}  # calls waiting in each worker, as last read
 
     def observe(self, key: Key, body: JSON, worker: JSON) -> None:
         """One reading of the session's worker (its ``GET /status`` body)."""
         status = body.get("status") or {}
+        queued = worker.get("queued")
+        self.queued[key] = queued if isinstance(queued, int) else 0
         reading = gpu_seconds(worker, gpus_held(status))
         if reading is None:
             return
@@ -92,6 +97,7 @@ class Accounting:
 
     def forget(self, key: Key) -> None:
         self.latest.pop(key, None)
+        self.queued.pop(key, None)
 
     def render(self) -> list[str]:
         lines = [
@@ -114,5 +120,37 @@ class Accounting:
             "# HELP kubesessions_session_ready_seconds Time from a Session's creation to Ready.",
             "# TYPE kubesessions_session_ready_seconds histogram",
             *self.ready_latency.render("kubesessions_session_ready_seconds", ""),
+            "# HELP kubesessions_queued_calls Calls waiting in the workers' queues, as last read.",
+            "# TYPE kubesessions_queued_calls gauge",
+            f"kubesessions_queued_calls {sum(self.queued.values())}",
         ]
         return lines
+
+
+UNREADY = (Phase.PENDING, Phase.STARTING)
+
+
+def session_gauges(sessions: Iterable[JSON], unreachable: int, now: datetime.datetime) -> list[str]:
+    """Sessions by phase, the oldest not yet Ready, workers not answering: from the cache."""
+    phases: Counter[str] = Counter()
+    oldest: dict[str, float] = dict.fromkeys(UNREADY, 0.0)
+    for body in sessions:
+        phase = (body.get("status") or {}).get("phase") or Phase.PENDING
+        phases[phase] += 1
+        created = parse_rfc3339(body["metadata"].get("creationTimestamp"))
+        if phase in oldest and created is not None:
+            oldest[phase] = max(oldest[phase], (now - created).total_seconds())
+    return [
+        "# HELP kubesessions_sessions Sessions by phase (tombstones of finished ones included).",
+        "# TYPE kubesessions_sessions gauge",
+        *(f'kubesessions_sessions{{phase="{p.value}"}} {phases[p]}' for p in Phase),
+        "# HELP kubesessions_sessions_oldest_age_seconds Age of the oldest Session in the phase (0: none).",
+        "# TYPE kubesessions_sessions_oldest_age_seconds gauge",
+        *(
+            f'kubesessions_sessions_oldest_age_seconds{{phase="{p.value}"}} {round(oldest[p], 3)}'
+            for p in UNREADY
+        ),
+        "# HELP kubesessions_workers_unreachable Ready sessions whose worker missed its last status call.",
+        "# TYPE kubesessions_workers_unreachable gauge",
+        f"kubesessions_workers_unreachable {unreachable}",
+    ]

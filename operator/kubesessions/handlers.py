@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
 import logging
 import urllib.request
 from collections.abc import Iterable
@@ -18,6 +19,7 @@ import kopf
 from aiohttp import web
 from kubernetes_asyncio import client, config
 
+from . import accounting
 from .builders import MANAGED_BY, MANAGER
 from .controller import Controller, OperatorSettings
 from .models import GROUP, VERSION
@@ -154,6 +156,11 @@ async def _serve_metrics(ctl: Controller, host: str, port: int) -> web.AppRunner
             "# TYPE kubesessions_operator_workqueue_depth gauge",
             f"kubesessions_operator_workqueue_depth {ctl.queue.depth}",
             *ctl.accounting.render(),
+            *accounting.session_gauges(
+                ctl.sessions.values(),
+                sum(1 for t in ctl.tracked.values() if t.unreachable),
+                datetime.datetime.now(datetime.UTC),
+            ),
         ]
         return web.Response(text="\n".join(lines) + "\n", content_type="text/plain")
 

@@ -6,7 +6,7 @@ import datetime
 
 import pytest
 
-from kubesessions.accounting import Accounting
+from kubesessions.accounting import Accounting, session_gauges
 from kubesessions.gateway.metrics import Metrics
 from kubesessions_worker import metrics as worker_metrics
 from kubesessions_worker.gpu import Device, Snapshot
@@ -35,7 +35,10 @@ def test_the_operator_accounting_passes_promtool() -> None:
     )
     acc.transition(body, "Starting", {"phase": "Ready", "readyAt": "2030-01-01T00:00:03Z"})
     acc.transition(body, "Ready", {"phase": "Closed", "reason": "ClosedByUser"})
-    check_metrics("\n".join(acc.render()) + "\n")
+    gauges = session_gauges(
+        [{**body, "status": {"phase": "Starting"}}], 0, datetime.datetime.now(datetime.UTC)
+    )
+    check_metrics("\n".join([*acc.render(), *gauges]) + "\n")
 
 
 def test_the_gateway_metrics_pass_promtool_with_each_family_once() -> None:

@@ -86,3 +86,30 @@ def test_time_to_ready_is_observed_from_creation() -> None:
     assert "kubesessions_session_ready_seconds_count{} 1" in text
     assert 'kubesessions_session_ready_seconds_bucket{le="2.5"} 1' in text
     assert 'kubesessions_session_ready_seconds_bucket{le="1.0"} 0' in text
+
+
+def test_session_gauges_count_phases_and_age_the_oldest_unready() -> None:
+    import datetime
+
+    from kubesessions.accounting import session_gauges
+
+    def body(phase: str | None, created: str) -> dict[str, Any]:
+        return {"metadata": {"creationTimestamp": created}, "status": {"phase": phase} if phase else {}}
+
+    now = datetime.datetime(2030, 1, 1, 0, 10, tzinfo=datetime.UTC)
+    lines = session_gauges(
+        [
+            body("Starting", "2030-01-01T00:00:00Z"),
+            body("Starting", "2030-01-01T00:09:00Z"),
+            body(None, "2030-01-01T00:09:30Z"),  # no status yet: Pending
+            body("Ready", "2029-12-31T00:00:00Z"),
+        ],
+        unreachable=1,
+        now=now,
+    )
+    assert 'kubesessions_sessions{phase="Starting"} 2' in lines
+    assert 'kubesessions_sessions{phase="Pending"} 1' in lines
+    assert 'kubesessions_sessions{phase="Closed"} 0' in lines
+    assert 'kubesessions_sessions_oldest_age_seconds{phase="Starting"} 600.0' in lines
+    assert 'kubesessions_sessions_oldest_age_seconds{phase="Pending"} 30.0' in lines
+    assert "kubesessions_workers_unreachable 1" in lines
