@@ -1,7 +1,8 @@
 """What sessions cost and how they end: GPU-seconds busy and idle, outcomes, time to Ready.
 
-The worker reports how long it has been held, split into busy (a call in flight) and idle
-(``heldSeconds`` in its ``/status``); every GPU the pod holds is held that long, so the
+The worker reports how long it has been held, split into starting (until the app's setup is
+done), busy (a call in flight) and idle (``heldSeconds`` in its ``/status``); every GPU the
+pod holds is held that long, so the
 Session's GPU-seconds are those seconds times its GPUs. The controller hands each reading
 here; the counters grow by what is new since the last reading, or, after an operator
 restart, since what the Session's status last recorded (so a restart does not count a
@@ -22,7 +23,7 @@ from .timefmt import parse_rfc3339
 
 JSON = dict[str, Any]
 Key = tuple[str, str]  # (namespace, name)
-STATES = ("busy", "idle")
+STATES = ("starting", "busy", "idle")
 
 
 def gpus_held(status: JSON) -> int:
@@ -42,13 +43,12 @@ def gpu_seconds(worker: JSON, gpus: int) -> JSON | None:
         return None
     if not all(isinstance(held.get(s), int | float) for s in STATES):
         return None
-    busy, idle = (round(max(0.0, float(held[s])) * gpus, 3) for s in STATES)
-    total = round(busy + idle, 3)
+    seconds = {s: round(max(0.0, float(held[s])) * gpus, 3) for s in STATES}
+    total = round(sum(seconds.values()), 3)
     return {
         "held": total,
-        "busy": busy,
-        "idle": idle,
-        "busyPercent": round(100 * busy / total) if total else 0,
+        **seconds,
+        "busyPercent": round(100 * seconds["busy"] / total) if total else 0,
     }
 
 
@@ -101,8 +101,8 @@ class Accounting:
 
     def render(self) -> list[str]:
         lines = [
-            "# HELP kubesessions_gpu_seconds_total GPU-seconds held by sessions, busy (a call in flight) "
-            "or idle, by App and namespace.",
+            "# HELP kubesessions_gpu_seconds_total GPU-seconds held by sessions, starting (until setup "
+            "is done), busy (a call in flight) or idle, by App and namespace.",
             "# TYPE kubesessions_gpu_seconds_total counter",
         ]
         for (state, app, namespace), seconds in sorted(self.gpu_seconds.items()):

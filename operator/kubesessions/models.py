@@ -354,11 +354,13 @@ class GpuSeconds(BaseModel):
     model_config = ConfigDict(use_attribute_docstrings=True)
 
     held: float = 0.0
-    """Busy plus idle."""
+    """Starting plus busy plus idle."""
+    starting: float = 0.0
+    """Until the app's setup was done."""
     busy: float = 0.0
     """With a call in flight."""
     idle: float = 0.0
-    """Without one (the app's setup included)."""
+    """Ready without a call in flight."""
     busyPercent: int = 0
     """Busy as a share of held, 0-100."""
 

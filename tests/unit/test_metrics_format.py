@@ -11,7 +11,7 @@ from kubesessions.gateway.metrics import Metrics
 from kubesessions_worker import metrics as worker_metrics
 from kubesessions_worker.gpu import Device, Snapshot
 from kubesessions_worker.runner import State, Status
-from kubesessions_worker.stats import CallStats
+from kubesessions_worker.stats import CallStats, Held
 
 from ..promtools import check_metrics
 
@@ -23,7 +23,9 @@ def test_the_worker_metrics_pass_promtool() -> None:
     stats.outcomes["ok"] += 2
     stats.latency.observe(0.2)
     device = Device(0, "NVIDIA H200", "GPU-0", 2**30, 141 * 2**30, 97.0, 60.0, 300.0)
-    status = Status(State.READY, "s1", datetime.datetime.now(datetime.UTC), 3.0, 0, 0, 2, 5.0, 60, 2.0)
+    status = Status(
+        State.READY, "s1", datetime.datetime.now(datetime.UTC), 3.0, 0, 0, 2, 5.0, 60, Held(1.0, 2.0, 2.0)
+    )
     check_metrics(worker_metrics.render(stats, status, Snapshot(True, devices=(device,))))
 
 
@@ -31,7 +33,9 @@ def test_the_operator_accounting_passes_promtool() -> None:
     acc = Accounting()
     body = {"metadata": {"creationTimestamp": "2030-01-01T00:00:00Z"}, "spec": {"app": "llm"}}
     acc.observe(
-        ("ns", "s1"), {**body, "status": {"gpus": {"requested": 1}}}, {"heldSeconds": {"busy": 1, "idle": 2}}
+        ("ns", "s1"),
+        {**body, "status": {"gpus": {"requested": 1}}},
+        {"heldSeconds": {"starting": 1, "busy": 1, "idle": 2}},
     )
     acc.transition(body, "Starting", {"phase": "Ready", "readyAt": "2030-01-01T00:00:03Z"})
     acc.transition(body, "Ready", {"phase": "Closed", "reason": "ClosedByUser"})

@@ -23,7 +23,7 @@ from typing import Any
 from .app import AppHost, Value
 from .problems import Problem
 from .session import CallScope, current_call
-from .stats import CallStats
+from .stats import CallStats, Held
 from .termination import Ending, Reason
 
 log = logging.getLogger(__name__)
@@ -76,12 +76,7 @@ class Status:
     calls: int
     uptime_seconds: float
     session_timeout: int
-    busy_seconds: float = 0.0  # of the uptime, with a call in flight; the rest is idle
-
-    @property
-    def held_idle_seconds(self) -> float:
-        """Of the uptime, without a call in flight (the app's setup included)."""
-        return max(0.0, self.uptime_seconds - self.busy_seconds)
+    held: Held  # the uptime split: starting, busy, idle
 
 
 class Clock:
@@ -147,7 +142,7 @@ class Runner:
             calls=self._calls,
             uptime_seconds=self.clock.monotonic() - self._started,
             session_timeout=self.session_timeout,
-            busy_seconds=self.stats.busy.seconds(self.clock.monotonic()),
+            held=self.stats.held.split(self._started, self.clock.monotonic()),
         )
 
     def keepalive(self) -> bool:
@@ -186,6 +181,7 @@ class Runner:
         if self.state is State.STARTING:  # a stop during setup wins
             self.state = State.READY
             self._stamp()  # idleness counts from readiness, not from process start
+            self.stats.held.ready(self.clock.monotonic())
             self._serving = asyncio.create_task(self._serve(), name="runner")
         log.info("setup done in %.2fs", self.clock.monotonic() - started)
 
@@ -274,11 +270,11 @@ class Runner:
             call = self._running = self._waiting.popleft()
             self.state = State.BUSY
             self._stamp()
-            self.stats.busy.start(self.clock.monotonic())
+            self.stats.held.call_started(self.clock.monotonic())
             try:
                 await self._execute(call)
             finally:
-                self.stats.busy.stop(self.clock.monotonic())
+                self.stats.held.call_ended(self.clock.monotonic())
                 self._running = None
                 self._stamp()
                 if self.state is State.BUSY:

@@ -21,19 +21,26 @@ def session(gpus: dict[str, Any] | None = None, **status: Any) -> dict[str, Any]
     }
 
 
-def reading(busy: float, idle: float) -> dict[str, Any]:
-    return {"state": "READY", "heldSeconds": {"busy": busy, "idle": idle}}
+def reading(busy: float, idle: float, starting: float = 1.0) -> dict[str, Any]:
+    return {"state": "READY", "heldSeconds": {"starting": starting, "busy": busy, "idle": idle}}
 
 
 def test_gpu_seconds_are_the_worker_seconds_times_its_gpus() -> None:
-    assert gpu_seconds(reading(2, 3), 2) == {"held": 10.0, "busy": 4.0, "idle": 6.0, "busyPercent": 40}
-    assert gpu_seconds(reading(0, 0), 1) == {"held": 0.0, "busy": 0.0, "idle": 0.0, "busyPercent": 0}
+    assert gpu_seconds(reading(2, 3, 5), 2) == {
+        "held": 20.0,
+        "starting": 10.0,
+        "busy": 4.0,
+        "idle": 6.0,
+        "busyPercent": 20,
+    }
+    zero = {"held": 0.0, "starting": 0.0, "busy": 0.0, "idle": 0.0, "busyPercent": 0}
+    assert gpu_seconds(reading(0, 0, 0), 1) == zero
 
 
 def test_no_gpu_seconds_without_gpus_or_without_a_reading() -> None:
     assert gpu_seconds(reading(2, 3), 0) is None
     assert gpu_seconds({"state": "READY"}, 1) is None  # an older worker
-    assert gpu_seconds({"heldSeconds": {"busy": "2", "idle": 3}}, 1) is None
+    assert gpu_seconds({"heldSeconds": {"starting": 0, "busy": "2", "idle": 3}}, 1) is None
 
 
 def test_a_mig_slice_counts_as_one_device() -> None:
@@ -46,9 +53,13 @@ def test_counters_grow_by_what_is_new_per_app_and_namespace() -> None:
     acc = Accounting()
     acc.observe(KEY, session(), reading(1, 3))
     acc.observe(KEY, session(), reading(2, 3))  # one more busy second, no more idle
-    assert acc.gpu_seconds == {("busy", "llm", "team-a"): 4.0, ("idle", "llm", "team-a"): 6.0}
+    assert acc.gpu_seconds == {
+        ("starting", "llm", "team-a"): 2.0,
+        ("busy", "llm", "team-a"): 4.0,
+        ("idle", "llm", "team-a"): 6.0,
+    }
     assert acc.status_fields(KEY) == {
-        "gpuSeconds": {"held": 10.0, "busy": 4.0, "idle": 6.0, "busyPercent": 40}
+        "gpuSeconds": {"held": 12.0, "starting": 2.0, "busy": 4.0, "idle": 6.0, "busyPercent": 33}
     }
     text = "\n".join(acc.render())
     assert 'kubesessions_gpu_seconds_total{state="busy",app="llm",namespace="team-a"} 4.0' in text
@@ -57,7 +68,7 @@ def test_counters_grow_by_what_is_new_per_app_and_namespace() -> None:
 
 def test_after_a_restart_counting_starts_from_what_the_status_recorded() -> None:
     acc = Accounting()  # a new operator process: nothing in memory
-    recorded = {"held": 8.0, "busy": 2.0, "idle": 6.0, "busyPercent": 25}
+    recorded = {"held": 10.0, "starting": 2.0, "busy": 2.0, "idle": 6.0, "busyPercent": 20}
     acc.observe(KEY, session(gpuSeconds=recorded), reading(1.5, 3.5))
     assert acc.gpu_seconds == {("busy", "llm", "team-a"): 1.0, ("idle", "llm", "team-a"): 1.0}
 

@@ -1,4 +1,4 @@
-"""GPU-seconds held, busy and idle: the worker's split of its uptime, on a clock the test moves."""
+"""GPU-seconds held, starting, busy and idle: the worker's split of its uptime, on a clock the test moves."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ async def test_busy_two_seconds_then_idle_three_reports_two_busy_and_three_idle(
         call = w.runner.submit("x")
         await until(lambda: w.runner.status().in_flight, "the call to start")
         clock.advance(2)
-        assert w.runner.status().busy_seconds == 2  # counted while the call is still running
+        assert w.runner.status().held.busy == 2  # counted while the call is still running
         w.app.release.set()
         await until(lambda: not w.runner.status().in_flight, "the call to end")
         assert call.events.qsize() >= 1
@@ -26,14 +26,14 @@ async def test_busy_two_seconds_then_idle_three_reports_two_busy_and_three_idle(
         async with w.client.get("/status", headers=AUTH) as resp:
             body = await resp.json()
         text = metrics.render(w.runner.stats, w.runner.status(), Snapshot(False, "no NVML here"))
-    assert body["heldSeconds"] == {"busy": 2.0, "idle": 3.0}
+    assert body["heldSeconds"] == {"starting": 0.0, "busy": 2.0, "idle": 3.0}
     assert body["uptimeSeconds"] == 5.0
     assert 'kubesessions_worker_held_seconds_total{state="busy"} 2.0' in text
     assert 'kubesessions_worker_held_seconds_total{state="idle"} 3.0' in text
     assert "kubesessions_worker_gpu_seconds_total" not in text  # no devices listed, no per-GPU series
 
 
-async def test_setup_time_counts_as_idle_and_calls_add_up() -> None:
+async def test_setup_time_counts_as_starting_and_calls_add_up() -> None:
     clock = FakeClock()
     async with worker("Gate", clock=clock, setup=False) as w:
         clock.advance(4)  # loading the model: held, no call
@@ -45,5 +45,7 @@ async def test_setup_time_counts_as_idle_and_calls_add_up() -> None:
             clock.advance(seconds)
             w.app.release.set()
             await until(lambda: not w.runner.status().in_flight, "the call to end")
-        status = w.runner.status()
-    assert (status.busy_seconds, status.held_idle_seconds, status.uptime_seconds) == (2.0, 4.0, 6.0)
+    clock.advance(1)
+    status = w.runner.status()
+    assert (status.held.starting, status.held.busy, status.held.idle) == (4.0, 2.0, 1.0)
+    assert status.uptime_seconds == 7.0

@@ -140,3 +140,6 @@ async def test_each_visible_gpu_reports_its_busy_and_idle_gpu_seconds(fake_nvml:
     for gpu, uuid in (("0", "GPU-00000000"), ("1", "GPU-00000001")):
         assert f'kubesessions_worker_gpu_seconds_total{{gpu="{gpu}",uuid="{uuid}",state="busy"}} 2.0' in text
         assert f'kubesessions_worker_gpu_seconds_total{{gpu="{gpu}",uuid="{uuid}",state="idle"}} 3.0' in text
+        assert (
+            f'kubesessions_worker_gpu_seconds_total{{gpu="{gpu}",uuid="{uuid}",state="starting"}} 0.0' in text
+        )
