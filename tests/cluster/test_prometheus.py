@@ -228,6 +228,25 @@ def test_prometheus_sees_gpu_seconds_every_panel_and_every_alert(
     assert gpu["starting"] > 0, gpu
     assert gpu["held"] == pytest.approx(gpu["starting"] + gpu["busy"] + gpu["idle"], abs=0.01)
     assert gpu["busyPercent"] == round(100 * gpu["busy"] / gpu["held"])
+    wide = subprocess.run(
+        [
+            str(kube.kubectl),
+            f"--kubeconfig={kube.kubeconfig}",
+            "get",
+            "sess",
+            session,
+            "-n",
+            namespace,
+            "-o",
+            "wide",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    ).stdout.split("\n")
+    assert wide[0].split()[-2:] == ["GPU-SECONDS", "BUSY-%"], wide
+    assert wide[1].split()[-2:] == [f"{gpu['held']:g}", str(gpu["busyPercent"])], wide
 
     # Prometheus: the operator's counters for the App agree with the status.
     labels = f'app="{gpu_app}",namespace="{namespace}"'
