@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test lint typecheck unit cluster binaries demo venv clean-cluster bench image e2e-kind
+.PHONY: test lint typecheck unit cluster binaries demo venv clean-cluster bench image e2e-kind prometheus-deps
 
 venv: $(STAMP)
 
@@ -21,6 +21,15 @@ $(STAMP): pyproject.toml
 binaries: $(STAMP)
 	$(BIN)/kubesessions localcluster binaries
 
+# Prometheus and promtool (Debian's `prometheus` package) for the metrics and alert tests;
+# installed only when missing (needs root and apt).
+prometheus-deps:
+	@if command -v prometheus >/dev/null && command -v promtool >/dev/null; then \
+	  echo "prometheus-deps: $$(command -v prometheus), $$(command -v promtool)"; \
+	else \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus; \
+	fi
+
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -28,10 +37,10 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-test: lint typecheck binaries
+test: lint typecheck binaries prometheus-deps
 	$(BIN)/pytest
 
-unit: $(STAMP)
+unit: $(STAMP) prometheus-deps
 	$(BIN)/pytest -m unit
 
 # Benchmarks write bench-results/<name>.json and print a short table each.

@@ -78,6 +78,7 @@ async def measure(
             "p99_ms": report.percentile(values, 99),
             "calls_per_s": len(values) / elapsed[name],
             "n": len(values),
+            "samples_ms": values,  # for the plot, not the JSON
         }
         for name, values in latencies.items()
     }
@@ -198,6 +199,7 @@ async def scenarios(gateway: str, token: str, api: client.ApiClient) -> dict[str
             "p50_ms": report.percentile(firsts, 50),
             "p99_ms": report.percentile(firsts, 99),
             "n": len(firsts),
+            "samples_ms": firsts,
         }
     return results
 
@@ -287,7 +289,13 @@ def main() -> None:
         )
     )
     results["gateway_processes"] = int(GATEWAY_PROCESSES)
-    report.write("gateway", results, rows)
+    samples = {
+        f"{path}, {clients} client(s)": results[f"{clients}_clients"][path].pop("samples_ms")
+        for clients in (1, 10)
+        for path in ("direct", "gateway")
+    }
+    samples['session "new" -> first output'] = results["new_to_first_output"].pop("samples_ms")
+    report.write("gateway", results, rows, samples=samples)
 
 
 if __name__ == "__main__":

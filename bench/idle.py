@@ -131,6 +131,8 @@ def main() -> None:
             ("late max (s)", f"{late.get('max', float('nan')):.3f}", ""),
             ("premature deletions", str(premature), "0"),
         ],
+        samples={"cull: deletion - deadline": lateness},
+        unit="s",
     )
 
 

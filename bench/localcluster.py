@@ -97,6 +97,8 @@ def main() -> None:
             ("pod create->Ready, max (s)", f"{results['pod_create_to_ready_seconds']['max']:.2f}", "<= 2 s"),
             (f"down, median of {UPS} (s)", f"{results['down_seconds']['median']:.2f}", ""),
         ],
+        samples={"cluster up": ups, "pod create -> Ready": readies, "cluster down": downs},
+        unit="s",
     )
 
 

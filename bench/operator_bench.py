@@ -236,6 +236,14 @@ def main() -> None:
                         phases[label] = phases.get(label, 0) + 1
                     print(f"not all Ready: {phases}", file=sys.stderr)
                 latencies = [max(0.0, pod_seen[n] - created[n]) * 1000 for n in created if n in pod_seen]
+                timeline = {
+                    what: [t - start for n, t in seen.items() if n in created]
+                    for what, seen in (
+                        ("Session created", created),
+                        ("Pod created (node paused)", pod_seen),
+                        ("Session Ready (node resumed)", ready_seen),
+                    )
+                }
                 floor_results = floor(api, core, custom, pids)
         finally:
             cluster.down(state_dir, log=lambda _: None)
@@ -280,6 +288,8 @@ def main() -> None:
             ("operator peak RSS (MB)", f"{rss:.0f}", "<= 150 MB"),
             ("operator CPU (s)", f"{cpu_after - cpu_before:.1f}", ""),
         ],
+        samples={"Session -> Pod, node paused": latencies},
+        timeline=timeline,
     )
 
 

@@ -1,4 +1,4 @@
-"""Shared by the benchmarks: percentiles, a JSON result file and a short table."""
+"""Shared by the benchmarks: percentiles, a JSON result file, a short table and a PNG."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import json
 import platform
 import statistics
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,8 +30,18 @@ def summary(values: list[float]) -> dict[str, float]:
     }
 
 
-def write(name: str, results: dict[str, Any], rows: list[tuple[str, str, str]]) -> Path:
-    """Save ``results`` as bench-results/<name>.json and print (metric, value, target) rows."""
+def write(
+    name: str,
+    results: dict[str, Any],
+    rows: list[tuple[str, str, str]],
+    *,
+    samples: Mapping[str, Sequence[float]] | None = None,
+    timeline: Mapping[str, Sequence[float]] | None = None,
+    unit: str = "ms",
+) -> Path:
+    """Save ``results`` as bench-results/<name>.json and print (metric, value, target) rows;
+    with raw ``samples`` (label -> latencies in ``unit``) or a burst ``timeline`` (event ->
+    seconds since the start, one per object), also bench-results/<name>.png (see plots)."""
     RESULTS.mkdir(exist_ok=True)
     path = RESULTS / f"{name}.json"
     meta = {
@@ -44,4 +55,9 @@ def write(name: str, results: dict[str, Any], rows: list[tuple[str, str, str]]) 
     print(f"{'metric'.ljust(width)}  {'value':>12}  target")
     for metric, value, target in rows:
         print(f"{metric.ljust(width)}  {value:>12}  {target}")
+    if samples or timeline:
+        import plots  # matplotlib only when there is something to draw
+
+        picture = plots.figure(RESULTS / f"{name}.png", name, samples, timeline, unit)
+        print(f"plot: {picture}")
     return path

@@ -61,6 +61,7 @@ async def measure(clients: int, once: Callable[[], Awaitable[None]]) -> dict[str
         "p50_ms": stats["median"],
         "p99_ms": stats["p99"],
         "max_ms": stats["max"],
+        "samples_ms": latencies,  # for the plot, not the JSON
     }
 
 
@@ -164,7 +165,15 @@ async def main() -> None:
         ("queue overhead p50 ms", f"{results['queue_overhead_p50_ms']:.3f}", "runner_1 - direct"),
         ("http share p50 ms", f"{results['http_share_p50_ms']:.3f}", "http_1 - runner_1"),
     ]
-    report.write("worker_echo", results, rows)
+    labels = {
+        "http_1": "http, 1 client",
+        "http_8": "http, 8 clients",
+        "runner_1": "runner, 1",
+        "runner_8": "runner, 8",
+        "direct_1": "app directly",
+    }
+    samples = {label: results[name].pop("samples_ms") for name, label in labels.items()}
+    report.write("worker_echo", results, rows, samples=samples)
 
 
 if __name__ == "__main__":

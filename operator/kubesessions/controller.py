@@ -18,7 +18,7 @@ from collections import Counter
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from . import builders
+from . import accounting, builders
 from .builders import CLOSE_ANNOTATION
 from .children import ALL_CHILDREN, Children
 from .kubeobjects import newer
@@ -54,8 +54,9 @@ class Controller:
         self.tracked: dict[Key, Tracked] = {}
         self.writes: Counter[str] = Counter()
         self.children = Children(api, settings, self.writes)
-        self.status = StatusWriter(api, self.sessions, self.writes)
-        self.link = WorkerLink(api, settings, self.status, self.writes)
+        self.accounting = accounting.Accounting()
+        self.status = StatusWriter(api, self.sessions, self.writes, self.accounting)
+        self.link = WorkerLink(api, settings, self.status, self.writes, self.accounting)
         self.queue: WorkQueue[Key] = WorkQueue(self.reconcile, workers=settings.workers)
 
     async def close(self) -> None:
@@ -69,6 +70,7 @@ class Controller:
         if deleted:
             self.sessions.pop(key, None)
             self.tracked.pop(key, None)
+            self.accounting.forget(key)
             self.queue.forget(key)
             return
         tracked = self.tracked.get(key)
@@ -116,6 +118,9 @@ class Controller:
         annotations = body["metadata"].get("annotations") or {}
         if CLOSE_ANNOTATION in annotations:
             reason = annotations[CLOSE_ANNOTATION] or "closed on request"
+            pod = self.pods.get(key)
+            if pod is not None and status.phase == Phase.READY:
+                await self.link.last_reading(key, body, pod, tracked)
             return await self._finish(key, body, Verdict(Phase.CLOSED, "ClosedByUser", reason))
         spec = SessionSpec.model_validate(body.get("spec") or {})
         running = status.phase in (Phase.STARTING, Phase.READY)
@@ -220,8 +225,11 @@ class Controller:
         """A finished session: its final status and the deletion of its children in one round
         trip (the status says why; a cull must not wait on a write before it starts). Returns
         when to look again: at the end of its retention as a tombstone."""
+        # The GPU-seconds as last read from the worker ride along with the final status.
+        final = self.accounting.status_fields(key)
+        facts = SessionStatus.model_validate(final) if final else None
         await asyncio.gather(
-            self.status.write(key, body, verdict, pod),
+            self.status.write(key, body, verdict, pod, facts),
             self.children.delete(key, self.tracked.get(key)),
         )
         return self.settings.retention

@@ -155,6 +155,13 @@ def session_crd() -> JSON:
                 "gateway's GET /v1/sessions/{id} answers live. Empty once the session has ended.",
             },
             {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+            {"name": "GPU-seconds", "type": "number", "jsonPath": ".status.gpuSeconds.held", "priority": 1},
+            {
+                "name": "Busy-%",
+                "type": "integer",
+                "jsonPath": ".status.gpuSeconds.busyPercent",
+                "priority": 1,
+            },
         ],
         "A client's session on one warm worker pod, ended when idle past sessionTimeout or closed.",
     )

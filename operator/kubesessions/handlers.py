@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
 import logging
 import sys
 import urllib.request
@@ -19,6 +20,7 @@ import kopf
 from aiohttp import web
 from kubernetes_asyncio import client, config
 
+from . import accounting
 from .builders import MANAGED_BY, MANAGER
 from .controller import Controller, OperatorSettings
 from .leader import LeaderElector, LeaseSettings
@@ -161,7 +163,8 @@ async def _sweep_forever(ctl: Controller) -> None:
 async def _serve_metrics(
     ctl: Controller, elector: LeaderElector | None, host: str, port: int
 ) -> web.AppRunner:
-    """Prometheus text: the API writes the controller made, by verb and resource."""
+    """Prometheus text: API writes by verb and resource, leadership, reconciles, GPU-seconds and
+    outcomes."""
 
     async def metrics(_: web.Request) -> web.Response:
         lines = [
@@ -180,6 +183,22 @@ async def _serve_metrics(
             "# HELP kubesessions_operator_leading 1 while this replica acts (leads, or runs alone).",
             "# TYPE kubesessions_operator_leading gauge",
             f"kubesessions_operator_leading {int(elector is None or elector.leading)}",
+            "# HELP kubesessions_operator_reconciles_total Reconciles finished, by result.",
+            "# TYPE kubesessions_operator_reconciles_total counter",
+            *(
+                f'kubesessions_operator_reconciles_total{{result="{r}"}} {ctl.queue.handled[r]}'
+                for r in ("ok", "error")
+            ),
+            # A standby's queue only collects keys for when it leads: nothing waits on it.
+            "# HELP kubesessions_operator_workqueue_depth Sessions waiting for a reconcile worker (0 on a standby).",
+            "# TYPE kubesessions_operator_workqueue_depth gauge",
+            f"kubesessions_operator_workqueue_depth {ctl.queue.depth if elector is None or elector.leading else 0}",
+            *ctl.accounting.render(),
+            *accounting.session_gauges(
+                ctl.sessions.values(),
+                sum(1 for t in ctl.tracked.values() if t.unreachable),
+                datetime.datetime.now(datetime.UTC),
+            ),
         ]
         if elector is not None:
             lines += [

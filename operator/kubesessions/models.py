@@ -217,6 +217,23 @@ class GpuSummary(BaseModel):
     """Requested MIG slice, if any."""
 
 
+class GpuSeconds(BaseModel):
+    """GPU-seconds the session has held: its GPUs times the seconds its worker ran."""
+
+    model_config = ConfigDict(use_attribute_docstrings=True)
+
+    held: float = 0.0
+    """Starting plus busy plus idle."""
+    starting: float = 0.0
+    """Until the app's setup was done."""
+    busy: float = 0.0
+    """With a call in flight."""
+    idle: float = 0.0
+    """Ready without a call in flight."""
+    busyPercent: int = 0
+    """Busy as a share of held, 0-100."""
+
+
 class SessionStatus(BaseModel):
     """Where the session stands; written by the operator only."""
 
@@ -257,6 +274,8 @@ class SessionStatus(BaseModel):
     """Calls served so far."""
     gpus: GpuSummary | None = None
     """GPUs asked for and seen."""
+    gpuSeconds: GpuSeconds | None = None
+    """GPU-seconds held, busy and idle (recorded with activity writes and at the end)."""
     observedGeneration: int | None = None
     """The spec generation this status describes."""
     kopf: dict[str, Any] | None = None

@@ -9,10 +9,11 @@ from typing import Any, cast
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
+from .accounting import Accounting
 from .kubeobjects import MERGE_PATCH
 from .models import GROUP, VERSION, Condition, Phase, SessionStatus
 from .sessionstate import JSON, Key
-from .status import Verdict, desired_status, finished, status_patch
+from .status import Verdict, as_json, desired_status, finished, status_patch
 from .timefmt import rfc3339
 
 log = logging.getLogger("kubesessions.operator")
@@ -23,8 +24,15 @@ def current_status(body: JSON) -> SessionStatus:
 
 
 class StatusWriter:
-    def __init__(self, api: client.ApiClient, sessions: dict[Key, JSON], writes: Counter[str]) -> None:
+    def __init__(
+        self,
+        api: client.ApiClient,
+        sessions: dict[Key, JSON],
+        writes: Counter[str],
+        accounting: Accounting,
+    ) -> None:
         self.core = client.CoreV1Api(api)
+        self.accounting = accounting
         self.custom = client.CustomObjectsApi(api)
         self.sessions = sessions  # the controller's cache: our writes are its newest view
         self.writes = writes
@@ -62,6 +70,7 @@ class StatusWriter:
                 extra={"session": key[1], "namespace": key[0]},
             )
             await self._transition_event(body, current.phase, verdict)
+            self.accounting.transition(body, current.phase, as_json(desired))
 
     async def patch(self, key: Key, fields: JSON) -> None:
         """A merge patch of these status fields; the updated Session goes into the cache."""

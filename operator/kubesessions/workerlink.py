@@ -15,6 +15,7 @@ from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from . import builders, idle
+from .accounting import Accounting
 from .models import Phase, SessionStatus
 from .sessionstate import JSON, Key, OperatorSettings, Tracked
 from .status import Verdict, as_json
@@ -49,8 +50,10 @@ class WorkerLink:
         settings: OperatorSettings,
         writer: StatusWriter,
         writes: Counter[str],
+        accounting: Accounting,
     ) -> None:
         self.core = client.CoreV1Api(api)
+        self.accounting = accounting
         self.settings = settings
         self.writer = writer
         self.writes = writes
@@ -75,6 +78,7 @@ class WorkerLink:
             _, worker = await self._call("GET", key, pod, tracked, "/status")
         except (aiohttp.ClientError, TimeoutError, ApiException) as exc:
             return await self._unreachable(key, body, tracked, exc)
+        self.accounting.observe(key, body, worker)
         if tracked.unreachable:
             tracked.unreachable = 0
             await self.writer.set_unreachable(key, body, None)
@@ -165,7 +169,22 @@ class WorkerLink:
             expiresAt=rfc3339(_from_ms(last_ms + timeout * 1000)),
             calls=calls,
         )
-        await self.writer.patch(key, as_json(activity))
+        await self.writer.patch(key, as_json(activity) | self.accounting.status_fields(key))
+
+    async def last_reading(self, key: Key, body: JSON, pod: JSON, tracked: Tracked) -> None:
+        """Read a closing session's worker once more, so its final GPU-seconds count the time
+        since the last look. Best effort: a worker that does not answer keeps its last reading."""
+        try:
+            _, worker = await self._call("GET", key, pod, tracked, "/status")
+        except (aiohttp.ClientError, TimeoutError, ApiException) as exc:
+            log.info(
+                "session %s/%s: no final reading of the worker: %s",
+                *key,
+                exc,
+                extra={"session": key[1], "namespace": key[0]},
+            )
+            return
+        self.accounting.observe(key, body, worker)
 
     async def _unreachable(self, key: Key, body: JSON, tracked: Tracked, exc: BaseException) -> Look:
         tracked.unreachable += 1

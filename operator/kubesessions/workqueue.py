@@ -10,6 +10,7 @@ import heapq
 import itertools
 import logging
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Hashable
 from typing import Generic, TypeVar
 
@@ -32,6 +33,12 @@ class WorkQueue(Generic[K]):
         self._seq = itertools.count()
         self._timer_wake = asyncio.Event()
         self._failures: dict[K, int] = {}
+        self.handled: Counter[str] = Counter()  # finished handler runs: ok / error
+
+    @property
+    def depth(self) -> int:
+        """Keys waiting for a worker (not those scheduled for later)."""
+        return self._ready.qsize()
 
     def add(self, key: K, after: float = 0.0) -> None:
         """Handle ``key`` now, or in ``after`` seconds (the earliest request wins)."""
@@ -89,9 +96,11 @@ class WorkQueue(Generic[K]):
             try:
                 after = await self._handler(key)
                 self._failures.pop(key, None)
+                self.handled["ok"] += 1
             except asyncio.CancelledError:
                 raise
             except Exception:
+                self.handled["error"] += 1
                 failures = self._failures[key] = self._failures.get(key, 0) + 1
                 after = min(MAX_BACKOFF, 0.2 * 2**failures)
                 log.exception("handling %s failed (attempt %d); again in %.1fs", key, failures, after)

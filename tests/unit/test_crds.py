@@ -61,7 +61,18 @@ def test_schemas_are_structural(crd: dict[str, Any]) -> None:
 def test_session_printer_columns() -> None:
     printed = crds.session_crd()["spec"]["versions"][0]["additionalPrinterColumns"]
     columns = {c["name"]: c for c in printed}
-    assert list(columns) == ["Phase", "Reason", "App", "GPUs", "Timeout", "Idle-since", "Age"]
+    assert list(columns) == [
+        "Phase",
+        "Reason",
+        "App",
+        "GPUs",
+        "Timeout",
+        "Idle-since",
+        "Age",
+        "GPU-seconds",
+        "Busy-%",
+    ]
+    assert [c["name"] for c in printed if c.get("priority") == 1] == ["GPU-seconds", "Busy-%"]  # -o wide
     assert columns["Reason"]["jsonPath"] == ".status.reason"
     # The idle column says how fresh it is, and stops with the session (a field only a live
     # session has).

@@ -176,6 +176,7 @@ async def _status(request: web.Request) -> web.Response:
             "uptimeSeconds": round(s.uptime_seconds, 3),
             "sessionTimeout": s.session_timeout,
             "gpu": request.app[GPU].snapshot.to_json(),
+            "heldSeconds": {state: round(seconds, 3) for state, seconds in s.held.items()},
         }
     )
 

@@ -37,6 +37,10 @@ def render(stats: CallStats, status: Status, gpu: Snapshot) -> str:
         f"# HELP {p}_state The worker's state (1 for the current one).",
         f"# TYPE {p}_state gauge",
         *(f'{p}_state{{state="{s}"}} {int(s is status.state)}' for s in State),
+        f"# HELP {p}_held_seconds_total Seconds the worker (and each GPU it holds) was held: starting "
+        "(until setup is done), busy (a call in flight), idle.",
+        f"# TYPE {p}_held_seconds_total counter",
+        *(f'{p}_held_seconds_total{{state="{k}"}} {_number(v)}' for k, v in status.held.items()),
         f"# HELP {p}_gpu_available Whether NVML telemetry is available.",
         f"# TYPE {p}_gpu_available gauge",
         f"{p}_gpu_available {int(gpu.available)}",
@@ -51,6 +55,17 @@ def render(stats: CallStats, status: Status, gpu: Snapshot) -> str:
             value = getattr(d, attr)
             if value is not None:
                 lines.append(f'{p}_{metric}{{gpu="{d.index}",uuid="{d.uuid}"}} {_number(value)}')
+    if gpu.devices:
+        lines += [
+            f"# HELP {p}_gpu_seconds_total GPU-seconds each visible GPU was held, by state (starting, "
+            "busy: a call in flight, idle).",
+            f"# TYPE {p}_gpu_seconds_total counter",
+        ]
+        for d in gpu.devices:
+            for state, seconds in status.held.items():
+                lines.append(
+                    f'{p}_gpu_seconds_total{{gpu="{d.index}",uuid="{d.uuid}",state="{state}"}} {_number(seconds)}'
+                )
     return "\n".join(lines) + "\n"
 
 

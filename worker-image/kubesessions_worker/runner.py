@@ -24,7 +24,7 @@ from .app import AppHost, Value
 from .calls import Call, Done, Failed, Output, Recent, fingerprint
 from .problems import Problem
 from .session import CallScope, current_call
-from .stats import CallStats
+from .stats import CallStats, Held
 from .termination import Ending, Reason
 
 log = logging.getLogger(__name__)
@@ -49,6 +49,7 @@ class Status:
     calls: int
     uptime_seconds: float
     session_timeout: int
+    held: Held  # the uptime split: starting, busy, idle
 
 
 class Clock:
@@ -121,6 +122,7 @@ class Runner:
             calls=self._calls,
             uptime_seconds=self.clock.monotonic() - self._started,
             session_timeout=self.session_timeout,
+            held=self.stats.held.split(self._started, self.clock.monotonic()),
         )
 
     def keepalive(self) -> bool:
@@ -159,6 +161,7 @@ class Runner:
         if self.state is State.STARTING:  # a stop during setup wins
             self.state = State.READY
             self._stamp()  # idleness counts from readiness, not from process start
+            self.stats.held.ready(self.clock.monotonic())
             self._serving = asyncio.create_task(self._serve(), name="runner")
         log.info("setup done in %.2fs", self.clock.monotonic() - started)
 
@@ -261,9 +264,11 @@ class Runner:
             call = self._running = self._waiting.popleft()
             self.state = State.BUSY
             self._stamp()
+            self.stats.held.call_started(self.clock.monotonic())
             try:
                 await self._execute(call)
             finally:
+                self.stats.held.call_ended(self.clock.monotonic())
                 self._running = None
                 self._stamp()
                 if self.state is State.BUSY:

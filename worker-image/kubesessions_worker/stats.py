@@ -1,4 +1,5 @@
-"""Counters the runner keeps per call, rendered by :mod:`.metrics`."""
+"""Counters the runner keeps per call, and the busy/idle split of the time the worker is held;
+rendered by :mod:`.metrics` and ``GET /status``."""
 
 from __future__ import annotations
 
@@ -43,6 +44,45 @@ class Histogram:
         self.count += 1
 
 
+@dataclass(frozen=True)
+class Held:
+    """The worker's life so far, in seconds: starting (until setup is done), busy (a call in
+    flight), idle (the rest). Every GPU the pod holds is held all along, so these are also
+    the GPU-seconds per GPU; the Session's are them times its GPUs."""
+
+    starting: float
+    busy: float
+    idle: float
+
+    def items(self) -> tuple[tuple[str, float], ...]:
+        return (("starting", self.starting), ("busy", self.busy), ("idle", self.idle))
+
+
+@dataclass
+class HeldTime:
+    """Marks on the runner's monotonic clock from which :class:`Held` is split."""
+
+    ready_at: float | None = None
+    busy_total: float = 0.0
+    busy_since: float | None = None  # when the running call started; None while none runs
+
+    def ready(self, now: float) -> None:
+        self.ready_at = now
+
+    def call_started(self, now: float) -> None:
+        self.busy_since = now
+
+    def call_ended(self, now: float) -> None:
+        if self.busy_since is not None:
+            self.busy_total += now - self.busy_since
+            self.busy_since = None
+
+    def split(self, started: float, now: float) -> Held:
+        ready = now if self.ready_at is None else self.ready_at
+        busy = self.busy_total + (0.0 if self.busy_since is None else now - self.busy_since)
+        return Held(starting=ready - started, busy=busy, idle=max(0.0, now - ready - busy))
+
+
 @dataclass
 class CallStats:
     """What the runner counts; ``outcomes`` by ok / run_failed / call_timeout / session_ended."""
@@ -50,3 +90,4 @@ class CallStats:
     outcomes: Counter[str] = field(default_factory=Counter)
     rejected: Counter[str] = field(default_factory=Counter)
     latency: Histogram = field(default_factory=Histogram)
+    held: HeldTime = field(default_factory=HeldTime)

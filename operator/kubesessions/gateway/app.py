@@ -66,7 +66,7 @@ def build(
         lambda: len(cache.sessions),
     )
     metrics.gauge("kubesessions_gateway_cached_apps", "Apps in the watch-fed cache.", lambda: len(cache.apps))
-    metrics.gauge(
+    metrics.counter(
         "kubesessions_gateway_sessions_created_total",
         "Sessions the gateway created.",
         lambda: sessions.created,

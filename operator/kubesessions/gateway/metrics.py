@@ -34,15 +34,18 @@ class Metrics:
     def __init__(self) -> None:
         self.requests: Counter[tuple[str, int, str]] = Counter()  # (route, status, code)
         self.latency: dict[str, Histogram] = {}  # route -> seconds
-        self.sessions_created = 0
-        self.gauges: dict[str, tuple[str, Callable[[], float]]] = {}
+        # name -> (type, help, read): values kept elsewhere (the cache, the session store).
+        self.read: dict[str, tuple[str, str, Callable[[], float]]] = {}
 
     def observe(self, route: str, status: int, code: str, seconds: float) -> None:
         self.requests[(route, status, code)] += 1
         self.latency.setdefault(route, Histogram()).observe(seconds)
 
     def gauge(self, name: str, help_text: str, read: Callable[[], float]) -> None:
-        self.gauges[name] = (help_text, read)
+        self.read[name] = ("gauge", help_text, read)
+
+    def counter(self, name: str, help_text: str, read: Callable[[], float]) -> None:
+        self.read[name] = ("counter", help_text, read)
 
     def render(self) -> str:
         lines = [
@@ -59,11 +62,6 @@ class Metrics:
         ]
         for route, histogram in sorted(self.latency.items()):
             lines += histogram.render("kubesessions_gateway_request_seconds", f'route="{route}"')
-        lines += [
-            "# HELP kubesessions_gateway_sessions_created_total Sessions the gateway created.",
-            "# TYPE kubesessions_gateway_sessions_created_total counter",
-            f"kubesessions_gateway_sessions_created_total {self.sessions_created}",
-        ]
-        for name, (help_text, read) in sorted(self.gauges.items()):
-            lines += [f"# HELP {name} {help_text}", f"# TYPE {name} gauge", f"{name} {read()}"]
+        for name, (kind, help_text, read) in sorted(self.read.items()):
+            lines += [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}", f"{name} {read()}"]
         return "\n".join(lines) + "\n"

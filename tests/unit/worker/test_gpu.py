@@ -121,3 +121,25 @@ def test_a_failing_device_count_is_reported_not_raised(monkeypatch: pytest.Monke
     monkeypatch.setattr(pynvml, "nvmlDeviceGetCount", broken)
     snapshot = sample()
     assert snapshot == Snapshot(False, "NVML device count failed: GPU is lost")
+
+
+async def test_each_visible_gpu_reports_its_busy_and_idle_gpu_seconds(fake_nvml: dict[str, int]) -> None:
+    from kubesessions_worker.gpu import sample
+
+    from .harness import FakeClock
+
+    clock = FakeClock()
+    async with runner_for("Gate", clock=clock) as runner:
+        runner.submit("x")
+        await until(lambda: runner.status().in_flight, "the call to start")
+        clock.advance(2)
+        runner.app.instance.release.set()
+        await until(lambda: not runner.status().in_flight, "the call to end")
+        clock.advance(3)
+        text = metrics.render(runner.stats, runner.status(), sample())
+    for gpu, uuid in (("0", "GPU-00000000"), ("1", "GPU-00000001")):
+        assert f'kubesessions_worker_gpu_seconds_total{{gpu="{gpu}",uuid="{uuid}",state="busy"}} 2.0' in text
+        assert f'kubesessions_worker_gpu_seconds_total{{gpu="{gpu}",uuid="{uuid}",state="idle"}} 3.0' in text
+        assert (
+            f'kubesessions_worker_gpu_seconds_total{{gpu="{gpu}",uuid="{uuid}",state="starting"}} 0.0' in text
+        )

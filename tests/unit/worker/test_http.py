@@ -200,6 +200,7 @@ async def test_status_has_the_contract_shape() -> None:
         "uptimeSeconds",
         "sessionTimeout",
         "gpu",
+        "heldSeconds",
     }
     assert status["state"] == "READY" and status["sessionId"] == "s-test"
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", status["lastActivity"])
