@@ -304,3 +304,83 @@ def test_health_metrics_and_openapi(gateway: GatewayProcess, api: Client) -> Non
         doc["components"]["schemas"]["RunRequest"]["properties"]["session_timeout"]["anyOf"][0]["maximum"]
         == 3600
     )
+
+
+def compat_run(gateway: GatewayProcess, namespace: str, token: str, body: dict[str, Any]) -> tuple[int, Any]:
+    """``POST /apps/run`` as the inference.sh SDK sends it: a problem, or the task once it has ended."""
+    status, answer = post(gateway, namespace, token, json.dumps(body).encode(), "/apps/run")
+    if status != 200:
+        return status, answer
+    task_id = answer["data"]["id"]
+
+    def ended() -> dict[str, Any] | None:
+        url = f"{gateway.url}/tasks/{task_id}?namespace={namespace}"
+        request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})
+        with urllib.request.urlopen(request, timeout=30) as resp:
+            task: dict[str, Any] = json.loads(resp.read())["data"]
+        return task if task["status"] in (10, 11, 12) else None  # COMPLETED, FAILED, CANCELLED
+
+    return 200, await_condition(ended, 30, f"task {task_id} to end")
+
+
+def test_both_surfaces_answer_the_same_problem_for_the_same_fault(
+    gateway: GatewayProcess, token: str, kube: Cluster, namespace: str, operator: OperatorProcess
+) -> None:
+    def v1(body: dict[str, Any]) -> tuple[int, Any]:
+        return post(gateway, namespace, token, json.dumps(body).encode())
+
+    def same(body: dict[str, Any], status: int, code: str) -> None:
+        got, problem = v1(body)
+        assert (got, problem["code"]) == (status, code), problem
+        assert compat_run(gateway, namespace, token, body) == (got, problem)
+
+    def new(app: str) -> str:
+        status, body = v1({"app": app, "input": 1, "session": "new"})
+        assert status == 200, body
+        return str(body["session_id"])
+
+    same({"app": "echo", "input": 1, "session": "s-" + "a" * 24}, 404, "SESSION_NOT_FOUND")
+    echo = new("echo")
+    same({"app": "counter", "input": 1, "session": echo}, 400, "APP_MISMATCH")
+    ended = new("echo")
+    request = urllib.request.Request(
+        f"{gateway.url}/v1/sessions/{ended}?namespace={namespace}",
+        method="DELETE",
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    with urllib.request.urlopen(request, timeout=30) as resp:
+        assert resp.status == 204
+    await_session(kube, namespace, ended, phase_is("Closed"), 15, "the closed session's tombstone")
+    same({"app": "echo", "input": 1, "session": ended}, 410, "SESSION_ENDED")
+
+    # A worker that is gone while its Session still says Ready: the operator (stopped here) has
+    # not noticed yet. The Session ends a moment after the call found the worker unreachable.
+    lost = [new("echo"), new("echo")]
+    operator.stop()
+    for session_id in lost:
+        kube.core.delete_namespaced_pod(session_id, namespace, grace_period_seconds=0)
+    await_condition(
+        lambda: not kube.core.list_namespaced_pod(namespace).items, 15, "the worker pods to be gone"
+    )
+    custom = client.CustomObjectsApi(kube.api)
+
+    def end_later(session_id: str) -> threading.Timer:
+        status = {"status": {"phase": "Failed", "reason": "WorkerLost", "message": "the worker pod is gone"}}
+        timer = threading.Timer(
+            0.5,
+            lambda: custom.patch_namespaced_custom_object_status(
+                *GROUP, namespace, "sessions", session_id, status
+            ),
+        )
+        timer.start()
+        return timer
+
+    end_later(lost[0])
+    status, problem = v1({"app": "echo", "input": 1, "session": lost[0]})
+    assert (status, problem["code"]) == (410, "SESSION_ENDED"), problem
+    assert problem["detail"] == f"session not found: {lost[0]} has ended (WorkerLost: the worker pod is gone)"
+    timer = end_later(lost[1])
+    status, task = compat_run(gateway, namespace, token, {"app": "echo", "input": 1, "session": lost[1]})
+    timer.join()
+    assert status == 200 and task["status"] == 11, task  # the run request was taken, its task failed
+    assert task["error"] == problem["detail"].replace(lost[0], lost[1])

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import multiprocessing
@@ -22,9 +21,11 @@ from ..handlers import api_client
 from . import compat, openapi
 from .auth import Authorizer, Identity, KubernetesAuth, NoAuth
 from .cache import Cache
+from .calls import Call, Calls
 from .context import (
     AUTH,
     CACHE,
+    CALLS,
     FORWARDER,
     IDENTITY,
     METRICS,
@@ -38,7 +39,7 @@ from .context import (
 from .forward import Forwarder
 from .metrics import CONTENT_TYPE, Metrics
 from .problems import Problem
-from .requests import NEW, CreateSessionRequest, RunRequest, parse
+from .requests import CreateSessionRequest, RunRequest, parse
 from .sessions import GatewaySettings, Sessions, view
 
 log = logging.getLogger("kubesessions.gateway")
@@ -59,6 +60,7 @@ def build(
         forwarder,
         auth,
     )
+    app[CALLS] = Calls(sessions, forwarder)
     metrics = app[METRICS] = Metrics()
     metrics.gauge(
         "kubesessions_gateway_cached_sessions",
@@ -138,48 +140,31 @@ async def _authenticate(request: web.Request, handler: Handler) -> web.StreamRes
 
 
 async def _run(request: web.Request) -> web.StreamResponse:
-    namespace, identity = request[NS], request[IDENTITY]
-    call = parse(RunRequest, await read_body(request))
-    sessions = request.app[SESSIONS]
-    fresh = call.session in (None, NEW)
-    session_id = await sessions.create(namespace, call.app, call, identity) if fresh else str(call.session)
-    try:
-        target = await sessions.target(namespace, session_id, call.app, ours=fresh)
-        key = (namespace, session_id)
-        forwarder = request.app[FORWARDER]
-        if call.stream:
-            return await _stream(request, forwarder, key, target, call.input)
-        reply = await forwarder.run(key, target, call.input)
-        return web.Response(body=reply.body(session_id), content_type="application/json")
-    except Problem as problem:
-        if problem.code == "WORKER_UNAVAILABLE" and not fresh:
-            problem = await sessions.explain_unavailable(namespace, session_id, problem)
-        problem.members.setdefault("session_id", session_id)  # a new session stays usable after an error
-        raise problem from None
-    finally:
-        if call.session is None:
-            with contextlib.suppress(Problem):
-                await sessions.close(namespace, session_id, "one-shot call done")
+    body = parse(RunRequest, await read_body(request))
+    calls = request.app[CALLS]
+    call = await calls.begin(request[NS], request[IDENTITY], body.app, body.session, body)
+    if body.stream:
+        return await _stream(request, call, body.input)
+    reply = await calls.run(call, body.input)
+    return web.Response(body=reply.body(call.session_id), content_type="application/json")
 
 
-async def _stream(
-    request: web.Request, forwarder: Forwarder, key: tuple[str, str], target: Any, input: Any
-) -> web.StreamResponse:
+async def _stream(request: web.Request, call: Call, input: Any) -> web.StreamResponse:
     """The worker's events as it sends them, after one `session` event naming the session."""
-    async with forwarder.call(key, target, input) as upstream:
+    async with request.app[CALLS].stream(call, input) as upstream:
         response = web.StreamResponse(
             headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
         )
         await response.prepare(request)
         try:
             await response.write(
-                b"event: session\ndata: " + json.dumps({"session_id": key[1]}).encode() + b"\n\n"
+                b"event: session\ndata: " + json.dumps({"session_id": call.session_id}).encode() + b"\n\n"
             )
             async for chunk in upstream.content.iter_any():
                 await response.write(chunk)
         except ConnectionResetError:
             # The call runs to its end on the worker anyway, so the app's state stays whole.
-            log.info("the client left a streaming call early", extra={"session": key[1]})
+            log.info("the client left a streaming call early", extra={"session": call.session_id})
             return response
     await response.write_eof()
     return response

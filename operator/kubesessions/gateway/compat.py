@@ -18,7 +18,6 @@ have no versions here, so ``@version`` is accepted and not checked; the one func
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import re
@@ -34,10 +33,11 @@ from pydantic import BaseModel, ConfigDict, StrictBool, StrictStr, ValidationErr
 from ..models import DNS1123_SUBDOMAIN, Phase
 from ..timefmt import rfc3339
 from .cache import JSON
-from .context import CACHE, FORWARDER, NS, SESSIONS, SETTINGS, authorize, read_body
+from .calls import Call, wants_new
+from .context import CACHE, CALLS, FORWARDER, NS, SESSIONS, SETTINGS, authorize, read_body
 from .problems import Problem
-from .requests import NEW, CreateSessionRequest, describe, parse
-from .sessions import closing, gone, view
+from .requests import CreateSessionRequest, describe, parse
+from .sessions import closing, view
 
 log = logging.getLogger("kubesessions.gateway")
 HEARTBEAT = 10.0  # seconds between heartbeat lines of an idle stream; the SDK gives up after 30 of them
@@ -200,35 +200,28 @@ async def _run(request: web.Request) -> web.Response:
         raise Problem("VALIDATION", f'function "{body.function}": an App has one function, run')
     namespace, name = _target_app(request, body.app)
     identity = await authorize(request, namespace)
-    sessions = request.app[SESSIONS]
-    fresh = body.session in (None, NEW)
-    if fresh:
+    spec = None
+    if wants_new(body.session):
         try:
             spec = CreateSessionRequest(app=name, session_timeout=body.session_timeout, config=body.setup)
         except ValidationError as exc:
             raise Problem("VALIDATION", describe(exc)) from None
-        session_id = await sessions.create(namespace, name, spec, identity)
-    else:
-        session_id = str(body.session)
-        # Checked now, so an ended session fails the run request itself with "session not found".
-        found = await sessions.find(namespace, session_id)
-        if closing(found):
-            raise gone(found)
-    task = Task("t-" + secrets.token_hex(12), namespace, name, session_id, body.input)
+    # Settled now, so an unknown or ended session fails the run request itself with "session not found".
+    call = await request.app[CALLS].begin(namespace, identity, name, body.session, spec)
+    task = Task("t-" + secrets.token_hex(12), namespace, name, call.session_id, body.input)
     request.app[TASKS].add(task)
-    task.runner = asyncio.create_task(_execute(request.app, task, fresh=fresh, one_shot=body.session is None))
+    task.runner = asyncio.create_task(_execute(request.app, task, call))
     return _data(task.dto())
 
 
-async def _execute(app: web.Application, task: Task, *, fresh: bool, one_shot: bool) -> None:
-    """The task's call, as ``POST /v1/run`` makes it: wait for the worker, call it, close a one-shot session."""
-    sessions, key = app[SESSIONS], (task.namespace, task.session_id)
+async def _execute(app: web.Application, task: Task, call: Call) -> None:
+    """The task's call, made as ``POST /v1/run`` makes it; the task records how it went."""
     try:
-        task.update(Status.SETTING_UP if fresh else Status.QUEUED)
-        target = await sessions.target(task.namespace, task.session_id, task.app, ours=fresh)
-        task.update(Status.RUNNING)
-        reply = await app[FORWARDER].run(key, target, task.input)
-        task.update(Status.COMPLETED, output=json.loads(reply.body(task.session_id))["output"])
+        task.update(Status.SETTING_UP if call.fresh else Status.QUEUED)
+        async with app[CALLS].stream(call, task.input) as upstream:
+            task.update(Status.RUNNING)
+            reply = await app[FORWARDER].read(upstream, call.session_id)
+        task.update(Status.COMPLETED, output=reply.output())
     except Problem as problem:
         task.update(Status.FAILED, error=problem.detail)
     except asyncio.CancelledError:
@@ -237,10 +230,6 @@ async def _execute(app: web.Application, task: Task, *, fresh: bool, one_shot: b
     except Exception:
         log.exception("task %s failed", task.id, extra={"session": task.session_id})
         task.update(Status.FAILED, error="the gateway failed; see its log")
-    finally:
-        if one_shot:
-            with contextlib.suppress(Problem):
-                await sessions.close(task.namespace, task.session_id, "one-shot call done")
 
 
 async def _find_task(request: web.Request) -> Task:

@@ -6,6 +6,7 @@ from aiohttp import web
 
 from .auth import Authorizer, Identity
 from .cache import Cache
+from .calls import Calls
 from .forward import Forwarder
 from .metrics import Metrics
 from .problems import Problem
@@ -15,6 +16,7 @@ SETTINGS = web.AppKey("settings", GatewaySettings)
 CACHE = web.AppKey("cache", Cache)
 SESSIONS = web.AppKey("sessions", Sessions)
 FORWARDER = web.AppKey("forwarder", Forwarder)
+CALLS = web.AppKey("calls", Calls)
 AUTH = web.AppKey("auth", Authorizer)
 METRICS = web.AppKey("metrics", Metrics)
 IDENTITY = "kubesessions.identity"

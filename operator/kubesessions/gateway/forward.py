@@ -69,9 +69,15 @@ class Reply:
     outputs: list[bytes]
     done: bytes  # the members of the done object, without braces
 
-    def body(self, session_id: str) -> bytes:
+    def output_json(self) -> bytes:
         # Outputs arrive encoded; a streamed run answers a plain request with the list of its values.
-        output = self.outputs[0] if len(self.outputs) == 1 else b"[" + b",".join(self.outputs) + b"]"
+        return self.outputs[0] if len(self.outputs) == 1 else b"[" + b",".join(self.outputs) + b"]"
+
+    def output(self) -> Any:
+        return json.loads(self.output_json())
+
+    def body(self, session_id: str) -> bytes:
+        output = self.output_json()
         sid = json.dumps(session_id).encode()
         return (
             b'{"session_id":' + sid + b',"output":' + output + (b"," + self.done if self.done else b"") + b"}"
@@ -112,11 +118,11 @@ class Forwarder:
         finally:
             response.release()
 
-    async def run(self, key: Key, target: Target, input: Any) -> Reply:
+    @staticmethod
+    async def read(response: aiohttp.ClientResponse, session_id: str) -> Reply:
         """One call's outputs. The worker's events are read as one body and parsed once it has
         ended: no read per line on the gateway's hot path."""
-        async with self.call(key, target, input) as response:
-            body = await response.read()
+        body = await response.read()
         outputs: list[bytes] = []
         for event, data in sse_events(body.splitlines()):
             if event == "output":
@@ -124,8 +130,8 @@ class Forwarder:
             elif event == "done":
                 return Reply(outputs, data.strip()[1:-1])
             elif event == "error":
-                raise from_worker(_status_of(data), json.loads(data), None, target.session_id)
-        raise Problem("WORKER_UNAVAILABLE", f"the worker of session {target.session_id} ended the call early")
+                raise from_worker(_status_of(data), json.loads(data), None, session_id)
+        raise Problem("WORKER_UNAVAILABLE", f"the worker of session {session_id} ended the call early")
 
     async def keepalive(self, target: Target) -> Any:
         response = await self._request("POST", target, "/keepalive", headers=target.headers())

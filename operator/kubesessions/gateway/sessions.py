@@ -84,6 +84,13 @@ def gone(body: JSON) -> Problem:
     return ended("SESSION_ENDED", name, "has ended", why)
 
 
+def _check_app(body: JSON, app: str | None) -> None:
+    runs = (body.get("spec") or {}).get("app")
+    if app is not None and runs != app:
+        name = body["metadata"]["name"]
+        raise Problem("APP_MISMATCH", f'session {name} runs app "{runs}", not "{app}"', session_id=name)
+
+
 class Sessions:
     def __init__(self, cache: Cache, api: client.ApiClient, settings: GatewaySettings) -> None:
         self.cache, self.settings = cache, settings
@@ -107,12 +114,7 @@ class Sessions:
         ``ours``: the session was created for this request, so a session that cannot start is closed.
         """
         body = await self.find(namespace, session_id)
-        if app is not None and (body.get("spec") or {}).get("app") != app:
-            raise Problem(
-                "APP_MISMATCH",
-                f'session {session_id} runs app "{(body.get("spec") or {}).get("app")}", not "{app}"',
-                session_id=session_id,
-            )
+        _check_app(body, app)
         key = (namespace, session_id)
         # A Ready session (every call but a new session's first) needs no waiter set up.
         body = (
@@ -142,6 +144,12 @@ class Sessions:
                 reason=status.get("reason"),
             )
         return Target(session_id, status["podIP"], token)
+
+    def check(self, body: JSON, app: str | None) -> None:
+        """An existing session may take a call for ``app`` (when named): it runs it, and has not ended."""
+        _check_app(body, app)
+        if closing(body):
+            raise gone(body)
 
     async def explain_unavailable(self, namespace: str, session_id: str, problem: Problem) -> Problem:
         """A worker that cannot be reached has most often just been ended (an idle cull or a
