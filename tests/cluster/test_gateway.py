@@ -239,8 +239,8 @@ def test_auth_needs_a_token_allowed_to_create_sessions(
     assert status == 401
     outsider = service_account_token(kube, namespace, "outsider", allowed=False)
     status, problem = post(gateway, namespace, outsider, body)
-    assert (status, problem["code"]) == (403, "UNAUTHORIZED")
-    assert f"system:serviceaccount:{namespace}:outsider" in problem["detail"]
+    assert (status, problem["code"]) == (403, "FORBIDDEN")
+    assert f"system:serviceaccount:{namespace}:outsider may not create" in problem["detail"]
     assert not sessions_in(kube, namespace)
     assert post(gateway, namespace, token, body)[0] == 200
 

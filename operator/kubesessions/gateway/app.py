@@ -19,9 +19,9 @@ from aiohttp import web
 from .. import logs
 from ..handlers import api_client
 from . import compat, openapi
-from .auth import Authorizer, Identity, KubernetesAuth, NoAuth
+from .auth import Authorizer, KubernetesAuth, NoAuth
 from .cache import Cache
-from .calls import Call, Calls
+from .calls import Call, Calls, wants_new
 from .context import (
     AUTH,
     CACHE,
@@ -30,8 +30,10 @@ from .context import (
     IDENTITY,
     METRICS,
     NS,
+    NS_GIVEN,
     SESSIONS,
     SETTINGS,
+    authorize,
     bearer,
     read_body,
     served,
@@ -124,15 +126,15 @@ async def _observe(request: web.Request, handler: Handler) -> web.StreamResponse
 
 @web.middleware
 async def _authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Who is calling (401 if unknown); each handler then asks whether they may do what it does."""
     if request.path in OPEN_PATHS:
         return await handler(request)
     settings = request.app[SETTINGS]
-    namespace = (
-        request.headers.get(NAMESPACE_HEADER) or request.query.get("namespace") or settings.default_namespace
-    )
+    given = request.headers.get(NAMESPACE_HEADER) or request.query.get("namespace")
+    namespace = given or settings.default_namespace
     served(settings, namespace)
-    request[IDENTITY] = await request.app[AUTH].check(bearer(request), namespace)
-    request[NS] = namespace
+    request[IDENTITY] = await request.app[AUTH].authenticate(bearer(request))
+    request[NS], request[NS_GIVEN] = namespace, bool(given)
     return await handler(request)
 
 
@@ -141,8 +143,9 @@ async def _authenticate(request: web.Request, handler: Handler) -> web.StreamRes
 
 async def _run(request: web.Request) -> web.StreamResponse:
     body = parse(RunRequest, await read_body(request))
+    identity = await authorize(request, request[NS], "create" if wants_new(body.session) else "get")
     calls = request.app[CALLS]
-    call = await calls.begin(request[NS], request[IDENTITY], body.app, body.session, body)
+    call = await calls.begin(request[NS], identity, body.app, body.session, body)
     if body.stream:
         return await _stream(request, call, body.input)
     reply = await calls.run(call, body.input)
@@ -172,6 +175,7 @@ async def _stream(request: web.Request, call: Call, input: Any) -> web.StreamRes
 
 async def _list(request: web.Request) -> web.Response:
     namespace, app = request[NS], request.query.get("app")
+    await authorize(request, namespace, "list")
     items = [
         view(body)
         for (ns, _), body in sorted(request.app[CACHE].sessions.items())
@@ -181,8 +185,9 @@ async def _list(request: web.Request) -> web.Response:
 
 
 async def _create(request: web.Request) -> web.Response:
-    namespace, identity = request[NS], request[IDENTITY]
+    namespace = request[NS]
     body = parse(CreateSessionRequest, await read_body(request))
+    identity = await authorize(request, namespace, "create")
     sessions = request.app[SESSIONS]
     session_id = await sessions.create(namespace, body.app, body, identity)
     await sessions.target(namespace, session_id, body.app, ours=True)
@@ -190,17 +195,19 @@ async def _create(request: web.Request) -> web.Response:
 
 
 async def _get(request: web.Request) -> web.Response:
+    await authorize(request, request[NS], "get")
     return web.json_response(view(await request.app[SESSIONS].find(request[NS], request.match_info["id"])))
 
 
 async def _delete(request: web.Request) -> web.Response:
-    identity: Identity = request[IDENTITY]
+    identity = await authorize(request, request[NS], "delete")
     await request.app[SESSIONS].end(request[NS], request.match_info["id"], identity)
     return web.Response(status=204)
 
 
 async def _keepalive(request: web.Request) -> web.Response:
     namespace, session_id = request[NS], request.match_info["id"]
+    await authorize(request, namespace, "patch")
     target = await request.app[SESSIONS].target(namespace, session_id, None)
     answer = await request.app[FORWARDER].keepalive(target)
     return web.json_response({"session_id": session_id, "last_activity": answer.get("lastActivity")})

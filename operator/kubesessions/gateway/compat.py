@@ -32,9 +32,10 @@ from pydantic import BaseModel, ConfigDict, StrictBool, StrictStr, ValidationErr
 
 from ..models import DNS1123_SUBDOMAIN, Phase
 from ..timefmt import rfc3339
+from .auth import Verb
 from .cache import JSON
 from .calls import Call, wants_new
-from .context import CACHE, CALLS, FORWARDER, NS, SESSIONS, SETTINGS, authorize, read_body
+from .context import CACHE, CALLS, FORWARDER, IDENTITY, NS, NS_GIVEN, SESSIONS, SETTINGS, authorize, read_body
 from .problems import Problem
 from .requests import CreateSessionRequest, describe, parse
 from .sessions import closing, view
@@ -199,7 +200,7 @@ async def _run(request: web.Request) -> web.Response:
     if body.function not in (None, "run"):
         raise Problem("VALIDATION", f'function "{body.function}": an App has one function, run')
     namespace, name = _target_app(request, body.app)
-    identity = await authorize(request, namespace)
+    identity = await authorize(request, namespace, "create" if wants_new(body.session) else "get")
     spec = None
     if wants_new(body.session):
         try:
@@ -233,8 +234,9 @@ async def _execute(app: web.Application, task: Task, call: Call) -> None:
 
 
 async def _find_task(request: web.Request) -> Task:
+    """A task, to read, follow or cancel: all ``get`` on its session (cancelling stops only the task)."""
     task = request.app[TASKS].get(request.match_info["id"])
-    await authorize(request, task.namespace)
+    await authorize(request, task.namespace, "get")
     return task
 
 
@@ -311,33 +313,48 @@ def session_dto(body: JSON) -> JSON:
     }
 
 
-async def _session(request: web.Request) -> tuple[str, str]:
-    """(namespace, id) of the session in the path: ids are unique across namespaces, so the cache knows where."""
-    session_id = request.match_info["id"]
-    namespace = next((ns for ns, sid in request.app[CACHE].sessions if sid == session_id), request[NS])
-    await authorize(request, namespace)
+async def _session(request: web.Request, verb: Verb) -> tuple[str, str]:
+    """(namespace, id) of the session in the path, once the caller may ``verb`` it there.
+
+    The namespace the caller named; else the one served namespace whose cache holds the id (the
+    SDK cannot name one), the default namespace when none does. Ids made with kubectl need not be
+    unique across namespaces: an id that several hold is refused until the caller names one.
+    """
+    session_id, namespace = request.match_info["id"], request[NS]
+    if not request[NS_GIVEN]:
+        holders = sorted({ns for ns, sid in request.app[CACHE].sessions if sid == session_id})
+        if len(holders) > 1:
+            raise Problem(
+                "SESSION_AMBIGUOUS",
+                f'session id "{session_id}" is used in more than one namespace: name the namespace '
+                "with ?namespace= or the X-Kubesessions-Namespace header",
+                session_id=session_id,
+            )
+        namespace = holders[0] if holders else namespace
+    await authorize(request, namespace, verb)
     return namespace, session_id
 
 
 async def _list(request: web.Request) -> web.Response:
     namespace = request[NS]
+    await authorize(request, namespace, "list")
     cached = sorted(request.app[CACHE].sessions.items())
     return _data([session_dto(body) for (ns, _), body in cached if ns == namespace])
 
 
 async def _get(request: web.Request) -> web.Response:
-    namespace, session_id = await _session(request)
+    namespace, session_id = await _session(request, "get")
     return _data(session_dto(await request.app[SESSIONS].find(namespace, session_id)))
 
 
 async def _end(request: web.Request) -> web.Response:
-    namespace, session_id = await _session(request)
-    await request.app[SESSIONS].end(namespace, session_id, await authorize(request, namespace))
+    namespace, session_id = await _session(request, "delete")
+    await request.app[SESSIONS].end(namespace, session_id, request[IDENTITY])
     return web.Response(status=204)
 
 
 async def _keepalive(request: web.Request) -> web.Response:
-    namespace, session_id = await _session(request)
+    namespace, session_id = await _session(request, "patch")
     sessions = request.app[SESSIONS]
     await request.app[FORWARDER].keepalive(await sessions.target(namespace, session_id, None))
     return _data(session_dto(await sessions.find(namespace, session_id)))

@@ -9,12 +9,15 @@ from aiohttp import web
 
 PROBLEM_TYPE = "application/problem+json"
 
-# code -> default HTTP status (DESIGN.md); a few codes carry more than one status.
+# code -> default HTTP status, published in the OpenAPI document (openapi.py). VALIDATION is 422 when
+# the API server refused the object; a worker's problem keeps the worker's status.
 STATUS = {
     "VALIDATION": HTTPStatus.BAD_REQUEST,
     "APP_MISMATCH": HTTPStatus.BAD_REQUEST,
     "APP_NOT_FOUND": HTTPStatus.NOT_FOUND,
-    "UNAUTHORIZED": HTTPStatus.UNAUTHORIZED,  # 403 when the identity is known but not allowed
+    "UNAUTHORIZED": HTTPStatus.UNAUTHORIZED,  # no token, or one the API server does not accept
+    "FORBIDDEN": HTTPStatus.FORBIDDEN,  # a known caller whose RBAC does not allow the request's verb
+    "SESSION_AMBIGUOUS": HTTPStatus.CONFLICT,  # an id in several namespaces, none named (compat.py)
     "SESSION_NOT_FOUND": HTTPStatus.NOT_FOUND,
     "TASK_NOT_FOUND": HTTPStatus.NOT_FOUND,  # the inference.sh compat routes (compat.py)
     "SESSION_EXPIRED": HTTPStatus.GONE,

@@ -12,7 +12,7 @@ import pytest
 from kubernetes_asyncio.client import ApiClient
 
 from kubesessions.gateway import openapi
-from kubesessions.gateway.auth import KubernetesAuth
+from kubesessions.gateway.auth import KubernetesAuth, Verb
 from kubesessions.gateway.cache import Cache
 from kubesessions.gateway.forward import Reply, Sequencer, sse_events
 from kubesessions.gateway.problems import Problem, from_worker
@@ -118,8 +118,9 @@ def test_worker_problems_are_passed_on_or_made_ours(status: int, body: Any, code
 class FakeReviews:
     """Stands in for the authentication and authorization APIs; counts the reviews asked."""
 
-    def __init__(self, allowed: bool, delay: float = 0.0) -> None:
+    def __init__(self, allowed: bool | set[str], delay: float = 0.0) -> None:
         self.allowed, self.calls, self.delay = allowed, 0, delay
+        self.verbs: list[str] = []
 
     async def create_token_review(self, body: Any) -> Any:
         self.calls += 1
@@ -133,8 +134,10 @@ class FakeReviews:
     async def create_subject_access_review(self, body: Any) -> Any:
         self.calls += 1
         attrs = body.spec.resource_attributes
-        assert (attrs.verb, attrs.group, attrs.resource) == ("create", "kubesessions.io", "sessions")
-        return SimpleNamespace(status=SimpleNamespace(allowed=self.allowed))
+        assert (attrs.group, attrs.resource) == ("kubesessions.io", "sessions")
+        self.verbs.append(attrs.verb)
+        allowed = self.allowed if isinstance(self.allowed, bool) else attrs.verb in self.allowed
+        return SimpleNamespace(status=SimpleNamespace(allowed=allowed))
 
 
 def auth_with(reviews: FakeReviews) -> KubernetesAuth:
@@ -151,7 +154,8 @@ async def test_calls_waiting_for_one_review_share_it_and_go_on_in_arrival_order(
     passed: list[int] = []
 
     async def call(i: int) -> None:
-        await auth.check("good", "ns")
+        identity = await auth.authenticate("good")
+        await auth.authorize("good", identity, "ns", "get")
         passed.append(i)
 
     calls = []
@@ -168,18 +172,31 @@ async def test_auth_answers_are_cached_and_say_why() -> None:
     reviews = FakeReviews(allowed=True)
     auth = auth_with(reviews)
     for _ in range(5):
-        assert (await auth.check("good", "ns")).username == "system:serviceaccount:ns:me"
-    assert reviews.calls == 2 and auth.hits == 4
+        identity = await auth.authenticate("good")
+        assert identity.username == "system:serviceaccount:ns:me"
+        await auth.authorize("good", identity, "ns", "create")
+    assert reviews.calls == 2 and auth.hits == 8
     with pytest.raises(Problem) as err:
-        await auth.check(None, "ns")
-    assert int(err.value.status) == 401
+        await auth.authenticate(None)
+    assert (err.value.code, int(err.value.status)) == ("UNAUTHORIZED", 401)
     with pytest.raises(Problem, match="bad token") as err:
-        await auth.check("bad", "ns")
-    assert int(err.value.status) == 401
-    denied = auth_with(FakeReviews(allowed=False))
-    with pytest.raises(Problem, match=r'may not create sessions\.kubesessions\.io in namespace "ns"') as err:
-        await denied.check("good", "ns")
-    assert (err.value.code, int(err.value.status)) == ("UNAUTHORIZED", 403)
+        await auth.authenticate("bad")
+    assert (err.value.code, int(err.value.status)) == ("UNAUTHORIZED", 401)
+
+
+async def test_each_verb_is_asked_for_and_a_refused_one_is_forbidden() -> None:
+    reviews = FakeReviews(allowed={"create"})
+    auth = auth_with(reviews)
+    identity = await auth.authenticate("good")
+    await auth.authorize("good", identity, "ns", "create")
+    refused: tuple[Verb, ...] = ("get", "list", "delete", "patch")
+    for verb in refused:
+        with pytest.raises(
+            Problem, match=rf'may not {verb} sessions\.kubesessions\.io in namespace "ns"'
+        ) as err:
+            await auth.authorize("good", identity, "ns", verb)
+        assert (err.value.code, int(err.value.status)) == ("FORBIDDEN", 403)
+    assert reviews.verbs == ["create", "get", "list", "delete", "patch"]
 
 
 async def test_cache_wait_wakes_on_the_keys_changes_only() -> None:
