@@ -9,6 +9,8 @@ import pytest
 import yaml
 from kubernetes import client
 
+from kubesessions.timefmt import parse_rfc3339
+
 from ..conftest import REPO, Cluster, OperatorProcess, ServiceProcess
 
 GROUP = ("kubesessions.io", "v1alpha1")
@@ -89,3 +91,10 @@ def service_account_token(
     )
     token: str = request.status.token
     return token
+
+
+def seconds_between(earlier: str | None, later: str | None) -> float:
+    """Seconds from one RFC 3339 time to another."""
+    start, end = parse_rfc3339(earlier), parse_rfc3339(later)
+    assert start is not None and end is not None, (earlier, later)
+    return (end - start).total_seconds()

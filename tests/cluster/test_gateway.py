@@ -19,7 +19,7 @@ from kubernetes import client
 from kubesessions.client import Client, RecoveringSession
 
 from ..conftest import Cluster, OperatorProcess, await_condition, await_session, phase_is
-from .conftest import GROUP, GatewayProcess, service_account_token
+from .conftest import GROUP, GatewayProcess, seconds_between, service_account_token
 
 pytestmark = pytest.mark.cluster
 
@@ -384,3 +384,17 @@ def test_both_surfaces_answer_the_same_problem_for_the_same_fault(
     timer.join()
     assert status == 200 and task["status"] == 11, task  # the run request was taken, its task failed
     assert task["error"] == problem["detail"].replace(lost[0], lost[1])
+
+
+def test_get_and_keepalive_answer_the_workers_live_deadline(
+    api: Client, gateway: GatewayProcess, token: str, namespace: str
+) -> None:
+    session_id = api.run({"app": "echo", "input": 1, "session": "new", "session_timeout": 300})["session_id"]
+    before = api.get_session(session_id)
+    time.sleep(1.2)  # deliberate: time has to pass for the deadline to move
+    status, kept = post(gateway, namespace, token, b"", f"/v1/sessions/{session_id}/keepalive")
+    after = api.get_session(session_id)
+    assert status == 200 and kept["expires_at"] == after["expires_at"], (kept, after)
+    moved = seconds_between(before["expires_at"], after["expires_at"])
+    assert 1.2 <= moved < 2.5, f"expires_at moved by {moved:.3f}s: {before} -> {after}"
+    assert seconds_between(before["last_activity"], after["last_activity"]) == moved

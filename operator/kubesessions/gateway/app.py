@@ -196,7 +196,7 @@ async def _create(request: web.Request) -> web.Response:
 
 async def _get(request: web.Request) -> web.Response:
     await authorize(request, request[NS], "get")
-    return web.json_response(view(await request.app[SESSIONS].find(request[NS], request.match_info["id"])))
+    return web.json_response(await request.app[CALLS].describe(request[NS], request.match_info["id"]))
 
 
 async def _delete(request: web.Request) -> web.Response:
@@ -206,11 +206,8 @@ async def _delete(request: web.Request) -> web.Response:
 
 
 async def _keepalive(request: web.Request) -> web.Response:
-    namespace, session_id = request[NS], request.match_info["id"]
-    await authorize(request, namespace, "patch")
-    target = await request.app[SESSIONS].target(namespace, session_id, None)
-    answer = await request.app[FORWARDER].keepalive(target)
-    return web.json_response({"session_id": session_id, "last_activity": answer.get("lastActivity")})
+    await authorize(request, request[NS], "patch")
+    return web.json_response(await request.app[CALLS].keepalive(request[NS], request.match_info["id"]))
 
 
 async def _healthz(_: web.Request) -> web.Response:

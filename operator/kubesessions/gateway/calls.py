@@ -10,6 +10,7 @@ only translate shapes.
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -17,10 +18,13 @@ from typing import Any
 import aiohttp
 
 from .auth import Identity
+from .cache import JSON
 from .forward import Forwarder, Reply
 from .problems import Problem
 from .requests import NEW
-from .sessions import Sessions
+from .sessions import Sessions, live, view
+
+log = logging.getLogger("kubesessions.gateway")
 
 
 @dataclass(frozen=True)
@@ -77,3 +81,23 @@ class Calls:
         """The call's outputs, read whole."""
         async with self.stream(call, input) as upstream:
             return await self.forwarder.read(upstream, call.session_id)
+
+    async def describe(self, namespace: str, session_id: str) -> JSON:
+        """The session with its worker's live activity (one call to its ``/status``) when it has
+        a Ready worker; else, or if the worker does not answer, as the Session records it."""
+        body = await self.sessions.find(namespace, session_id)
+        target = self.sessions.ready(namespace, session_id)
+        if target is None:
+            return view(body)
+        try:
+            worker = await self.forwarder.status(target)
+        except Problem as problem:
+            log.info("session %s: no live figures: %s", session_id, problem, extra={"session": session_id})
+            return view(body)
+        return live(body, worker.get("lastActivity"), worker.get("calls"))
+
+    async def keepalive(self, namespace: str, session_id: str) -> JSON:
+        """Count as activity on the worker; the session with the deadline that follows."""
+        target = await self.sessions.target(namespace, session_id, None)
+        answer = await self.forwarder.keepalive(target)
+        return live(await self.sessions.find(namespace, session_id), answer.get("lastActivity"))

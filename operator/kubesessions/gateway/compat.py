@@ -289,9 +289,9 @@ async def _cancel_running(app: web.Application) -> None:
 # -- sessions ---------------------------------------------------------------------------------
 
 
-def session_dto(body: JSON) -> JSON:
-    """A Session as the SDK's AppSession: status active, ended or expired."""
-    shown = view(body)
+def session_dto(body: JSON, shown: JSON | None = None) -> JSON:
+    """A Session (as ``shown``: by default ``view(body)``) as the SDK's AppSession: status active, ended or expired."""
+    shown = shown or view(body)
     status = "active"
     if shown["phase"] == Phase.EXPIRED:
         status = "expired"
@@ -344,7 +344,8 @@ async def _list(request: web.Request) -> web.Response:
 
 async def _get(request: web.Request) -> web.Response:
     namespace, session_id = await _session(request, "get")
-    return _data(session_dto(await request.app[SESSIONS].find(namespace, session_id)))
+    shown = await request.app[CALLS].describe(namespace, session_id)
+    return _data(session_dto(await request.app[SESSIONS].find(namespace, session_id), shown))
 
 
 async def _end(request: web.Request) -> web.Response:
@@ -355,6 +356,5 @@ async def _end(request: web.Request) -> web.Response:
 
 async def _keepalive(request: web.Request) -> web.Response:
     namespace, session_id = await _session(request, "patch")
-    sessions = request.app[SESSIONS]
-    await request.app[FORWARDER].keepalive(await sessions.target(namespace, session_id, None))
-    return _data(session_dto(await sessions.find(namespace, session_id)))
+    shown = await request.app[CALLS].keepalive(namespace, session_id)
+    return _data(session_dto(await request.app[SESSIONS].find(namespace, session_id), shown))

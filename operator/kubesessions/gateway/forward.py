@@ -133,6 +133,15 @@ class Forwarder:
                 raise from_worker(_status_of(data), json.loads(data), None, session_id)
         raise Problem("WORKER_UNAVAILABLE", f"the worker of session {session_id} ended the call early")
 
+    async def status(self, target: Target, timeout: float = 2.0) -> Any:
+        """The worker's ``/status`` (its live activity), asked briefly: a reader can do without it."""
+        limit = aiohttp.ClientTimeout(total=timeout)
+        response = await self._request("GET", target, "/status", headers=target.headers(), timeout=limit)
+        async with response:
+            if response.status != 200:
+                raise await _problem(response, target)
+            return await response.json()
+
     async def keepalive(self, target: Target) -> Any:
         response = await self._request("POST", target, "/keepalive", headers=target.headers())
         async with response:

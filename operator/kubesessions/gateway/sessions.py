@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import logging
 from dataclasses import dataclass, field
 from typing import Any
@@ -12,6 +13,7 @@ from kubernetes_asyncio.client.exceptions import ApiException
 from ..builders import CLOSE_ANNOTATION
 from ..kubeobjects import MERGE_PATCH
 from ..models import API_VERSION, FINISHED_PHASES, GROUP, VERSION, AppSpec, Phase, is_dns1123_subdomain
+from ..timefmt import parse_rfc3339, rfc3339
 from .auth import Identity
 from .cache import JSON, Cache, Key
 from .forward import Target
@@ -60,6 +62,23 @@ def view(body: JSON) -> JSON:
         "calls": status.get("calls"),
         "gpus": status.get("gpus"),
     }
+
+
+def live(body: JSON, last_activity: str | None, calls: Any = None) -> JSON:
+    """``view`` with the worker's own figures: its last activity, the idle deadline that follows
+    from it (the operator records both only when it looks, so the stored ones lag), its calls."""
+    shown = view(body)
+    last = parse_rfc3339(last_activity)
+    if last is None:
+        return shown
+    ready = parse_rfc3339(shown["ready_at"])
+    last = max(last, ready) if ready is not None else last  # idleness counts from Ready at the earliest
+    shown["last_activity"] = rfc3339(last)
+    if isinstance(shown["session_timeout"], int):
+        shown["expires_at"] = rfc3339(last + datetime.timedelta(seconds=shown["session_timeout"]))
+    if isinstance(calls, int):
+        shown["calls"] = calls
+    return shown
 
 
 # How long a call whose worker cannot be reached waits to learn that its session has ended.
@@ -164,6 +183,14 @@ class Sessions:
 
         body = ended() or await self.cache.wait(key, ended, ENDED_WAIT)
         return gone(body) if body is not None else problem
+
+    def ready(self, namespace: str, session_id: str) -> Target | None:
+        """The worker of a Ready session, without waiting; None when there is none to ask."""
+        key = (namespace, session_id)
+        body = self._usable(key)
+        if body is None or closing(body):
+            return None
+        return Target(session_id, _status(body)["podIP"], self.cache.tokens[key])
 
     def _usable(self, key: Key) -> JSON | None:
         body = self.cache.sessions.get(key)

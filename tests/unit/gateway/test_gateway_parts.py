@@ -17,7 +17,7 @@ from kubesessions.gateway.cache import Cache
 from kubesessions.gateway.forward import Reply, Sequencer, sse_events
 from kubesessions.gateway.problems import Problem, from_worker
 from kubesessions.gateway.requests import SESSION_ID, RunRequest, new_session_id, parse, session_spec
-from kubesessions.gateway.sessions import GatewaySettings, Sessions
+from kubesessions.gateway.sessions import GatewaySettings, Sessions, live, view
 from kubesessions.models import AppSpec, is_dns1123_subdomain
 
 pytestmark = pytest.mark.unit
@@ -264,3 +264,29 @@ async def test_an_unreachable_worker_of_a_live_session_stays_unavailable(
     monkeypatch.setattr("kubesessions.gateway.sessions.ENDED_WAIT", 0.05)
     sessions.cache.seen("sessions", ns_session("Ready", 1))
     assert await sessions.explain_unavailable("ns", "s-1", UNAVAILABLE) is UNAVAILABLE
+
+
+def test_live_figures_put_the_deadline_after_the_workers_last_activity() -> None:
+    meta = {"namespace": "ns", "name": "s-1", "creationTimestamp": "2026-01-01T00:00:00Z"}
+    status = {
+        "phase": "Ready",
+        "sessionTimeout": 60,
+        "readyAt": "2026-01-01T00:00:10.000Z",
+        "lastActivityTime": "2026-01-01T00:00:10.000Z",
+        "expiresAt": "2026-01-01T00:01:10.000Z",
+        "calls": 1,
+    }
+    body = {"metadata": meta, "spec": {"app": "echo"}, "status": status}
+    shown = live(body, "2026-01-01T00:00:31.250Z", 4)
+    assert (shown["last_activity"], shown["expires_at"], shown["calls"]) == (
+        "2026-01-01T00:00:31.250Z",
+        "2026-01-01T00:01:31.250Z",
+        4,
+    )
+    early = live(body, "2026-01-01T00:00:02.000Z")  # the worker started before it was Ready
+    assert (early["last_activity"], early["expires_at"], early["calls"]) == (
+        "2026-01-01T00:00:10.000Z",
+        "2026-01-01T00:01:10.000Z",
+        1,
+    )
+    assert live(body, None) == view(body)
