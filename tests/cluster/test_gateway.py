@@ -17,6 +17,7 @@ import pytest
 from kubernetes import client
 
 from kubesessions.client import Client, RecoveringSession
+from kubesessions.gateway.forward import sse_events
 
 from ..conftest import Cluster, OperatorProcess, await_condition, await_session, phase_is
 from .conftest import GROUP, GatewayProcess, seconds_between, service_account_token
@@ -173,26 +174,36 @@ def test_expired_session_is_410_then_404_after_retention(
     assert "session not found" in problem["detail"]
 
 
-def test_ten_concurrent_calls_run_one_at_a_time_in_arrival_order(api: Client) -> None:
+def test_ten_concurrent_calls_run_one_at_a_time_in_arrival_order(
+    api: Client, gateway: GatewayProcess, token: str, namespace: str
+) -> None:
     session_id = api.run({"app": "slow", "input": {"seconds": 0}, "session": "new"})["session_id"]
     finished: list[tuple[float, float]] = []
     lock = threading.Lock()
 
-    # One client each, made beforehand so that nothing but the spacing decides arrival order.
-    clients = [Client(api.endpoints.urls, token=api.token, namespace=api.namespace) for _ in range(10)]
-
-    def call(i: int) -> None:
-        # Arrival order: call i reaches the gateway 80 ms after call i-1, a margin over thread
-        # start-up jitter on a busy 2-core machine; still under 200 ms, so calls queue.
-        time.sleep(i * 0.08)
-        seconds = round(0.2 + i / 1000, 3)  # tells the calls apart in the answers
-        out = clients[i].run({"app": "slow", "input": {"seconds": seconds}, "session": session_id})["output"]
+    def finish(response: Any) -> None:
+        with response:
+            events = dict(sse_events(response.read().splitlines()))
         with lock:
-            finished.append((time.monotonic(), out["slept"]))
+            finished.append((time.monotonic(), json.loads(events["output"])["slept"]))
 
     started = time.monotonic()
-    with ThreadPoolExecutor(10) as pool:
-        list(pool.map(call, range(10)))
+    readers = []
+    for i in range(10):
+        seconds = round(0.2 + i / 1000, 3)  # tells the calls apart in the answers
+        body = {"app": "slow", "input": {"seconds": seconds}, "session": session_id, "stream": True}
+        request = urllib.request.Request(
+            f"{gateway.url}/v1/run?namespace={namespace}",
+            data=json.dumps(body).encode(),
+            headers={"Authorization": f"Bearer {token}"},
+        )
+        # A streamed call's headers come once the worker has queued it: only then does call
+        # i+1 start, so the arrival order is known, not made by spacing.
+        response = urllib.request.urlopen(request, timeout=60)
+        readers.append(threading.Thread(target=finish, args=(response,)))
+        readers[-1].start()
+    for reader in readers:
+        reader.join(60)
     order = [slept for _, slept in sorted(finished)]
     assert order == [round(0.2 + i / 1000, 3) for i in range(10)], f"out of arrival order: {order}"
     ends = sorted(t for t, _ in finished)
