@@ -145,7 +145,7 @@ def test_explicit_close_frees_the_worker(api: Client, kube: Cluster, namespace: 
 def test_the_app_may_close_its_own_session(api: Client, kube: Cluster, namespace: str) -> None:
     other = api.run({"app": "counter", "input": {}, "session": "new"})["session_id"]
     closing = api.run({"app": "counter", "input": {"action": "cleanup"}, "session": other})
-    assert closing["sessionClosed"] is True
+    assert closing["session_closed"] is True
     closed = await_session(kube, namespace, other, phase_is("Closed", "Failed"), 15, "Closed by the app")
     assert closed["status"]["reason"] == "ClosedByApp", closed["status"]
 
@@ -229,7 +229,9 @@ def test_streaming_passes_tokens_through_as_they_come(api: Client) -> None:
         arrivals.append((time.monotonic(), token))
     assert [t for _, t in arrivals] == ["one", "two", "three"]
     assert arrivals[-1][0] - arrivals[0][0] >= 0.3, "the tokens were buffered, not streamed"
-    assert stream.session_id is not None and stream.done is not None and stream.done["sessionClosed"] is False
+    assert (
+        stream.session_id is not None and stream.done is not None and stream.done["session_closed"] is False
+    )
 
 
 def test_one_shot_call_closes_its_session(api: Client, kube: Cluster, namespace: str) -> None:

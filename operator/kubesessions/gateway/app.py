@@ -38,7 +38,7 @@ from .context import (
     read_body,
     served,
 )
-from .forward import Forwarder
+from .forward import Forwarder, snake_events
 from .metrics import CONTENT_TYPE, Metrics
 from .problems import Problem
 from .requests import CreateSessionRequest, RunRequest, parse
@@ -163,7 +163,7 @@ async def _stream(request: web.Request, call: Call, input: Any) -> web.StreamRes
             await response.write(
                 b"event: session\ndata: " + json.dumps({"session_id": call.session_id}).encode() + b"\n\n"
             )
-            async for chunk in upstream.content.iter_any():
+            async for chunk in snake_events(upstream.content.iter_any()):
                 await response.write(chunk)
         except ConnectionResetError:
             # The call runs to its end on the worker anyway, so the app's state stays whole.

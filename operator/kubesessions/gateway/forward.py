@@ -18,7 +18,7 @@ from typing import Any
 import aiohttp
 
 from ..builders import WORKER_PORT
-from .problems import Problem, from_worker
+from .problems import Problem, from_worker, snake_keys
 
 Key = tuple[str, str]
 
@@ -67,7 +67,7 @@ class Reply:
     """A finished call: the outputs as JSON text, and the worker's `done` members."""
 
     outputs: list[bytes]
-    done: bytes  # the members of the done object, without braces
+    done: bytes  # the members of the done object in snake_case, without braces
 
     def output_json(self) -> bytes:
         # Outputs arrive encoded; a streamed run answers a plain request with the list of its values.
@@ -128,7 +128,7 @@ class Forwarder:
             if event == "output":
                 outputs.append(data)
             elif event == "done":
-                return Reply(outputs, data.strip()[1:-1])
+                return Reply(outputs, done_members(data))
             elif event == "error":
                 raise from_worker(_status_of(data), json.loads(data), None, session_id)
         raise Problem("WORKER_UNAVAILABLE", f"the worker of session {session_id} ended the call early")
@@ -182,6 +182,30 @@ def _status_of(data: bytes) -> int:
     with contextlib.suppress(ValueError, AttributeError):
         return int(json.loads(data).get("status", 500))
     return 500
+
+
+def done_members(data: bytes) -> bytes:
+    """The members of a worker's ``done`` object, snake_case, without braces."""
+    return json.dumps(snake_keys(json.loads(data)), separators=(",", ":")).encode()[1:-1]
+
+
+async def snake_events(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """A worker's event stream with its ``done`` and ``error`` events in snake_case; outputs pass
+    untouched, and each event goes on as soon as it is whole (the worker ends each with a blank line)."""
+    pending = b""
+    async for chunk in chunks:
+        *whole, pending = (pending + chunk).split(b"\n\n")
+        if whole:
+            yield b"".join(_snake_event(event) + b"\n\n" for event in whole)
+    if pending:
+        yield _snake_event(pending)
+
+
+def _snake_event(raw: bytes) -> bytes:
+    if not raw.startswith((b"event: done", b"event: error")):
+        return raw
+    ((event, data),) = sse_events(raw.split(b"\n"))
+    return b"event: " + event.encode() + b"\ndata: " + json.dumps(snake_keys(json.loads(data))).encode()
 
 
 def sse_events(lines: Iterable[bytes]) -> Iterator[tuple[str, bytes]]:

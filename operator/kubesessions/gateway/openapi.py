@@ -58,8 +58,8 @@ def document() -> JSON:
         "properties": {
             "session_id": {"type": "string"},
             "output": {"description": "What run(input) returned (a list when it yielded)."},
-            "sessionClosed": {"type": "boolean", "description": "The app ended its session."},
-            "durationMs": {"type": "number"},
+            "session_closed": {"type": "boolean", "description": "The app ended its session."},
+            "duration_ms": {"type": "number"},
         },
     }
     session = {

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from http import HTTPStatus
 from typing import Any
 
@@ -71,6 +72,15 @@ class Problem(Exception):
         )
 
 
+_HUMP = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
+
+
+def snake_keys(members: dict[str, Any]) -> dict[str, Any]:
+    """The worker's camelCase members in the gateway's snake_case: the worker's own contract keeps
+    its names (docs/worker-contract.md); every JSON the gateway returns is snake_case."""
+    return {_HUMP.sub("_", key).lower(): value for key, value in members.items()}
+
+
 def from_worker(status: int, body: Any, retry_after: str | None, session_id: str) -> Problem:
     """A worker's problem, passed on with its own code; worker-side auth or readiness trouble is ours."""
     code = body.get("code") if isinstance(body, dict) else None
@@ -85,7 +95,9 @@ def from_worker(status: int, body: Any, retry_after: str | None, session_id: str
             f"the worker of session {session_id} cannot take calls: {detail}",
             session_id=session_id,
         )
-    members = {k: v for k, v in body.items() if k not in ("type", "title", "status", "code", "detail")}
+    members = snake_keys(
+        {k: v for k, v in body.items() if k not in ("type", "title", "status", "code", "detail")}
+    )
     seconds = int(retry_after) if retry_after and retry_after.isdigit() else None
     return Problem(code, detail, status=status, retry_after=seconds, session_id=session_id, **members)
 

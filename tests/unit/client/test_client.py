@@ -83,14 +83,14 @@ class FakeGateway:
         self.totals[sid] += int(body["input"].get("add", 1))
         if not body.get("stream"):
             return web.json_response(
-                {"session_id": sid, "output": {"total": self.totals[sid]}, "sessionClosed": False}
+                {"session_id": sid, "output": {"total": self.totals[sid]}, "session_closed": False}
             )
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await response.prepare(request)
         await response.write(f'event: session\ndata: {{"session_id": "{sid}"}}\n\n'.encode())
         for word in ("a", "b"):
             await response.write(f'event: output\ndata: "{word}"\n\n'.encode())
-        await response.write(b'event: done\ndata: {"sessionClosed": false, "durationMs": 1}\n\n')
+        await response.write(b'event: done\ndata: {"session_closed": false, "duration_ms": 1}\n\n')
         return response
 
     async def create(self, request: web.Request) -> web.Response:
@@ -217,7 +217,7 @@ def test_fail_over_to_the_next_url_and_remember_it(fake: tuple[FakeGateway, str]
 def test_stream_yields_outputs_and_knows_its_session(client: Client) -> None:
     stream = client.stream({"app": "counter", "input": {}, "session": "new"})
     assert list(stream) == ["a", "b"]
-    assert stream.session_id == "s-0" and stream.done == {"sessionClosed": False, "durationMs": 1}
+    assert stream.session_id == "s-0" and stream.done == {"session_closed": False, "duration_ms": 1}
 
 
 def test_session_context_manager_closes_even_on_error(client: Client, fake: tuple[FakeGateway, str]) -> None:

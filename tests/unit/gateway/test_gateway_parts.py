@@ -14,7 +14,7 @@ from kubernetes_asyncio.client import ApiClient
 from kubesessions.gateway import openapi
 from kubesessions.gateway.auth import KubernetesAuth, Verb
 from kubesessions.gateway.cache import Cache
-from kubesessions.gateway.forward import Reply, Sequencer, sse_events
+from kubesessions.gateway.forward import Reply, Sequencer, done_members, snake_events, sse_events
 from kubesessions.gateway.problems import Problem, from_worker
 from kubesessions.gateway.requests import SESSION_ID, RunRequest, new_session_id, parse, session_spec
 from kubesessions.gateway.sessions import GatewaySettings, Sessions, live, view
@@ -74,12 +74,32 @@ async def test_sequencer_gives_turns_in_arrival_order_and_forgets_idle_keys() ->
     assert len(seq) == 0
 
 
-def test_reply_renders_one_output_or_the_list_of_a_stream() -> None:
-    done = b'"sessionClosed":false,"durationMs":1.5'
+def test_reply_renders_one_output_or_the_list_of_a_stream_in_snake_case() -> None:
+    done = done_members(b'{"sessionClosed":false,"durationMs":1.5}')
     one = json.loads(Reply([b'{"a":1}'], done).body("s-x"))
-    assert one == {"session_id": "s-x", "output": {"a": 1}, "sessionClosed": False, "durationMs": 1.5}
+    assert one == {"session_id": "s-x", "output": {"a": 1}, "session_closed": False, "duration_ms": 1.5}
     assert json.loads(Reply([b"1", b"2"], done).body("s-x"))["output"] == [1, 2]
     assert json.loads(Reply([], done).body("s-x"))["output"] == []
+    assert json.loads(Reply([b"1"], done_members(b"{}")).body("s-x")) == {"session_id": "s-x", "output": 1}
+
+
+async def test_streamed_done_and_error_events_come_out_in_snake_case_outputs_untouched() -> None:
+    stream = (
+        b'event: output\ndata: {"keepMe": 1}\n\nevent: done\ndata: {"sessionClosed":true,"durationMs":2}\n\n'
+        b'event: error\ndata: {"status": 500, "code": "RUN_FAILED", "errorType": "ValueError"}\n\n'
+    )
+
+    async def chunks(size: int) -> AsyncIterator[bytes]:
+        for i in range(0, len(stream), size):
+            yield stream[i : i + size]
+
+    for size in (1, 7, len(stream)):  # events split anywhere across the worker's writes
+        out = b"".join([chunk async for chunk in snake_events(chunks(size))])
+        events = list(sse_events(out.splitlines()))
+        assert [e for e, _ in events] == ["output", "done", "error"]
+        assert events[0][1] == b'{"keepMe": 1}'
+        assert json.loads(events[1][1]) == {"session_closed": True, "duration_ms": 2}
+        assert json.loads(events[2][1])["error_type"] == "ValueError"
 
 
 def test_sse_events_are_parsed_line_by_line() -> None:
@@ -110,7 +130,7 @@ def test_worker_problems_are_passed_on_or_made_ours(status: int, body: Any, code
     if code == "QUEUE_FULL":
         assert problem.response().headers["Retry-After"] == "2"
     if code == "RUN_FAILED":
-        assert problem.body()["errorType"] == "ValueError"
+        assert problem.body()["error_type"] == "ValueError"  # the worker's errorType, snake_case
     if code == "SESSION_ENDED":
         assert "session not found" in problem.detail
 
