@@ -373,7 +373,9 @@ def test_both_surfaces_answer_the_same_problem_for_the_same_fault(
     for session_id in lost:
         kube.core.delete_namespaced_pod(session_id, namespace, grace_period_seconds=0)
     await_condition(
-        lambda: not kube.core.list_namespaced_pod(namespace).items, 15, "the worker pods to be gone"
+        lambda: not {p.metadata.name for p in kube.core.list_namespaced_pod(namespace).items} & set(lost),
+        15,
+        "the worker pods to be gone",
     )
     custom = client.CustomObjectsApi(kube.api)
 
