@@ -130,7 +130,17 @@ async def _authenticate(request: web.Request, handler: Handler) -> web.StreamRes
     if request.path in OPEN_PATHS:
         return await handler(request)
     settings = request.app[SETTINGS]
-    given = request.headers.get(NAMESPACE_HEADER) or request.query.get("namespace")
+    named = {
+        n for n in (request.headers.get(NAMESPACE_HEADER), request.query.get("namespace")) if n is not None
+    }
+    if len(named) > 1:
+        raise Problem(
+            "VALIDATION",
+            f"namespace: the {NAMESPACE_HEADER} header and ?namespace= name different namespaces",
+        )
+    given = next(iter(named), None)
+    if given == "":
+        raise Problem("VALIDATION", "namespace: empty (leave it out for the gateway's default namespace)")
     namespace = given or settings.default_namespace
     served(settings, namespace)
     request[IDENTITY] = await request.app[AUTH].authenticate(bearer(request))
@@ -223,8 +233,9 @@ async def _metrics(request: web.Request) -> web.Response:
     return web.Response(text=request.app[METRICS].render(), headers={"Content-Type": CONTENT_TYPE})
 
 
-async def _openapi(_: web.Request) -> web.Response:
-    return web.json_response(openapi.document())
+async def _openapi(request: web.Request) -> web.Response:
+    apps = tuple(sorted({name for _, name in request.app[CACHE].apps}))
+    return web.json_response(openapi.document(tuple(request.app[SETTINGS].namespaces), apps))
 
 
 # -- running ---------------------------------------------------------------------------------

@@ -251,6 +251,23 @@ def test_openapi_documents_every_route_and_code() -> None:
     assert {"200", "400", "401", "404", "410", "413", "429", "500", "503", "504"} <= set(run["responses"])
     schema = doc["components"]["schemas"]["RunRequest"]
     assert schema["required"] == ["input"]
+    assert doc["paths"]["/v1/sessions/{id}"]["get"]["parameters"][2]["schema"] == {"type": "string"}
+
+
+def test_openapi_says_what_is_accepted_and_links_a_new_session_to_its_operations() -> None:
+    doc = openapi.document(("ns-a", "ns-b"), ("echo",))
+    for parameter in doc["paths"]["/v1/run"]["post"]["parameters"]:
+        assert parameter["schema"] == {"type": "string", "enum": ["ns-a", "ns-b"]}
+    create = doc["components"]["schemas"]["CreateSessionRequest"]["properties"]
+    assert create["app"]["examples"] == ["echo"]
+    assert create["session_timeout"]["anyOf"][0] == {"type": "integer", "minimum": 1, "maximum": 3600}
+    links = doc["paths"]["/v1/sessions"]["post"]["responses"]["201"]["links"]
+    operations = {link["operationId"] for link in links.values()}
+    assert operations == {"getSession", "keepaliveSession", "deleteSession"}
+    ids = {op["operationId"] for path in doc["paths"].values() for op in path.values() if "operationId" in op}
+    assert operations <= ids
+    assert {"401", "403"} <= set(doc["paths"]["/v1/sessions"]["get"]["responses"])
+    assert parse(RunRequest, b'{"input": 1, "session_timeout": 60.0}').session_timeout == 60
 
 
 @pytest.fixture
