@@ -41,7 +41,7 @@ from .context import (
 from .forward import Forwarder, snake_events
 from .metrics import CONTENT_TYPE, Metrics
 from .problems import Problem
-from .requests import CreateSessionRequest, RunRequest, parse
+from .requests import CALL_ID_HEADER, CreateSessionRequest, RunRequest, call_id, parse
 from .sessions import GatewaySettings, Sessions, view
 
 log = logging.getLogger("kubesessions.gateway")
@@ -153,9 +153,10 @@ async def _authenticate(request: web.Request, handler: Handler) -> web.StreamRes
 
 async def _run(request: web.Request) -> web.StreamResponse:
     body = parse(RunRequest, await read_body(request))
+    key = call_id(request.headers.get(CALL_ID_HEADER))
     identity = await authorize(request, request[NS], "create" if wants_new(body.session) else "get")
     calls = request.app[CALLS]
-    call = await calls.begin(request[NS], identity, body.app, body.session, body)
+    call = await calls.begin(request[NS], identity, body.app, body.session, body, key)
     if body.stream:
         return await _stream(request, call, body.input)
     reply = await calls.run(call, body.input)

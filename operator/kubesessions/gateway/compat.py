@@ -208,8 +208,10 @@ async def _run(request: web.Request) -> web.Response:
         except ValidationError as exc:
             raise Problem("VALIDATION", describe(exc)) from None
     # Settled now, so an unknown or ended session fails the run request itself with "session not found".
-    call = await request.app[CALLS].begin(namespace, identity, name, body.session, spec)
-    task = Task("t-" + secrets.token_hex(12), namespace, name, call.session_id, body.input)
+    # The task's id is its call's id: the worker runs it at most once.
+    task_id = "t-" + secrets.token_hex(12)
+    call = await request.app[CALLS].begin(namespace, identity, name, body.session, spec, task_id)
+    task = Task(task_id, namespace, name, call.session_id, body.input)
     request.app[TASKS].add(task)
     task.runner = asyncio.create_task(_execute(request.app, task, call))
     return _data(task.dto())

@@ -19,6 +19,7 @@ import aiohttp
 
 from ..builders import WORKER_PORT
 from .problems import Problem, from_worker, snake_keys
+from .requests import CALL_ID_HEADER
 
 Key = tuple[str, str]
 
@@ -101,10 +102,14 @@ class Forwarder:
         await self.http.close()
 
     @contextlib.asynccontextmanager
-    async def call(self, key: Key, target: Target, input: Any) -> AsyncIterator[aiohttp.ClientResponse]:
+    async def call(
+        self, key: Key, target: Target, input: Any, call_id: str | None = None
+    ) -> AsyncIterator[aiohttp.ClientResponse]:
         """The worker's SSE response to one call, once the worker has queued it."""
         payload = b'{"stream":true,"input":' + json.dumps(input).encode() + b"}"
         headers = {**target.headers(), "Content-Type": "application/json", "Accept": "text/event-stream"}
+        if call_id is not None:
+            headers[CALL_ID_HEADER] = call_id  # the worker runs a call id at most once
         async with self.sequencer.turn(key):
             response = await self._request("POST", target, "/run", data=payload, headers=headers)
         try:

@@ -6,7 +6,7 @@ from functools import cache
 from typing import Any
 
 from .problems import STATUS
-from .requests import NEW, CreateSessionRequest, RunRequest
+from .requests import CALL_ID, CALL_ID_HEADER, NEW, CreateSessionRequest, RunRequest
 
 JSON = dict[str, Any]
 
@@ -162,7 +162,15 @@ def document(namespaces: tuple[str, ...] = (), apps: tuple[str, ...] = ()) -> JS
                 "post": {
                     "operationId": "run",
                     "summary": 'Run input on a session: "new", an id, or none (one-shot: start, run, close).',
-                    "parameters": namespace,
+                    "parameters": [
+                        *namespace,
+                        {
+                            "name": CALL_ID_HEADER,
+                            "in": "header",
+                            "schema": {"type": "string", "pattern": CALL_ID.pattern},
+                            "description": "The call's id, the same on every retry: the worker runs it once.",
+                        },
+                    ],
                     "requestBody": {"required": True, **_json(_ref("RunRequest"))},
                     "responses": {
                         "200": {
@@ -177,6 +185,8 @@ def document(namespaces: tuple[str, ...] = (), apps: tuple[str, ...] = ()) -> JS
                             *LOOKUP,
                             "APP_MISMATCH",
                             "APP_NOT_FOUND",
+                            "CALL_ALREADY_RAN",
+                            "IDEMPOTENCY_KEY_REUSED",
                             "PAYLOAD_TOO_LARGE",
                             "QUEUE_FULL",
                             "RUN_FAILED",

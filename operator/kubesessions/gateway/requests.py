@@ -17,6 +17,10 @@ from ..models import DNS1123_SUBDOMAIN, MAX_TIMEOUT, MIN_TIMEOUT, AppSpec, Sessi
 from .problems import Problem
 
 NEW = "new"
+CALL_ID_HEADER = "Idempotency-Key"
+# What the worker takes as a call id: 1..200 printable ASCII characters (none at either end is a
+# space, which HTTP would strip anyway).
+CALL_ID = re.compile(r"^[\x21-\x7e]([\x20-\x7e]{0,198}[\x21-\x7e])?$")
 SESSION_PREFIX = "s-"
 # 15 random bytes: 120 bits, 24 base32 characters; lowercase base32 is DNS-1123 safe.
 SESSION_ID = re.compile(r"^s-[a-z2-7]{24}$")
@@ -62,6 +66,13 @@ class CreateSessionRequest(_Body):
 
     app: StrictStr = Field(max_length=253, pattern=DNS1123_SUBDOMAIN)
     """The App (in the request's namespace) to start the worker from."""
+
+
+def call_id(value: str | None) -> str | None:
+    """The request's call id, checked before anything is started."""
+    if value is not None and not CALL_ID.match(value):
+        raise Problem("VALIDATION", f"{CALL_ID_HEADER}: must be 1..200 printable ASCII characters")
+    return value
 
 
 M = TypeVar("M", bound=BaseModel)

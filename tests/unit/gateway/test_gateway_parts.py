@@ -16,7 +16,7 @@ from kubesessions.gateway.auth import KubernetesAuth, Verb
 from kubesessions.gateway.cache import Cache
 from kubesessions.gateway.forward import Reply, Sequencer, done_members, snake_events, sse_events
 from kubesessions.gateway.problems import Problem, from_worker
-from kubesessions.gateway.requests import SESSION_ID, RunRequest, new_session_id, parse, session_spec
+from kubesessions.gateway.requests import SESSION_ID, RunRequest, call_id, new_session_id, parse, session_spec
 from kubesessions.gateway.sessions import GatewaySettings, Sessions, live, view
 from kubesessions.models import AppSpec, is_dns1123_subdomain
 
@@ -256,8 +256,10 @@ def test_openapi_documents_every_route_and_code() -> None:
 
 def test_openapi_says_what_is_accepted_and_links_a_new_session_to_its_operations() -> None:
     doc = openapi.document(("ns-a", "ns-b"), ("echo",))
-    for parameter in doc["paths"]["/v1/run"]["post"]["parameters"]:
-        assert parameter["schema"] == {"type": "string", "enum": ["ns-a", "ns-b"]}
+    namespaces = [
+        p for p in doc["paths"]["/v1/run"]["post"]["parameters"] if "namespace" in p["name"].lower()
+    ]
+    assert [p["schema"] for p in namespaces] == [{"type": "string", "enum": ["ns-a", "ns-b"]}] * 2
     create = doc["components"]["schemas"]["CreateSessionRequest"]["properties"]
     assert create["app"]["examples"] == ["echo"]
     assert create["session_timeout"]["anyOf"][0] == {"type": "integer", "minimum": 1, "maximum": 3600}
@@ -327,3 +329,26 @@ def test_live_figures_put_the_deadline_after_the_workers_last_activity() -> None
         1,
     )
     assert live(body, None) == view(body)
+
+
+@pytest.mark.parametrize(
+    ("value", "ok"),
+    [
+        ("a", True),
+        ("t-1 2", True),
+        ("x" * 200, True),
+        (None, True),
+        ("", False),
+        (" a", False),
+        ("x" * 201, False),
+        ("caf\u00e9", False),
+        ("a\tb", False),
+    ],
+)
+def test_call_ids_are_checked_as_the_worker_checks_them(value: str | None, ok: bool) -> None:
+    if ok:
+        assert call_id(value) == value
+    else:
+        with pytest.raises(Problem, match=r"Idempotency-Key: must be 1\.\.200 printable ASCII") as err:
+            call_id(value)
+        assert int(err.value.status) == 400
