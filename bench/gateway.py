@@ -114,7 +114,9 @@ def caller_token(api: client.ApiClient) -> str:
         NS,
         {
             "metadata": {"name": "bench"},
-            "rules": [{"apiGroups": ["kubesessions.io"], "resources": ["sessions"], "verbs": ["create"]}],
+            "rules": [
+                {"apiGroups": ["kubesessions.io"], "resources": ["sessions"], "verbs": ["create", "get"]}
+            ],
         },
     )
     rbac.create_namespaced_role_binding(

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
 import yaml
 from kubernetes import client
+
+from kubesessions.timefmt import parse_rfc3339
 
 from ..conftest import REPO, Cluster, OperatorProcess, ServiceProcess
 
@@ -46,26 +48,34 @@ def gateway(
     gw.stop()
 
 
-def service_account_token(kube: Cluster, namespace: str, name: str, allowed: bool) -> str:
-    """A ServiceAccount's token (TokenRequest); ``allowed`` binds a Role that may create sessions."""
+# What a caller of the gateway needs, as the README's Role example grants it.
+CALLER_VERBS = ("create", "get", "list", "delete", "patch")
+
+
+def service_account_token(
+    kube: Cluster,
+    namespace: str,
+    name: str,
+    allowed: bool,
+    verbs: Sequence[str] = CALLER_VERBS,
+    also_in: Sequence[str] = (),
+) -> str:
+    """A ServiceAccount's token (TokenRequest); ``allowed`` binds a Role granting ``verbs`` on
+    sessions, in ``namespace`` and in each of ``also_in``."""
     core, rbac = kube.core, client.RbacAuthorizationV1Api(kube.api)
     core.create_namespaced_service_account(namespace, {"metadata": {"name": name}})
-    if allowed:
+    for where in (namespace, *also_in) if allowed else ():
         rbac.create_namespaced_role(
-            namespace,
+            where,
             {
                 "metadata": {"name": f"{name}-sessions"},
                 "rules": [
-                    {
-                        "apiGroups": ["kubesessions.io"],
-                        "resources": ["sessions"],
-                        "verbs": ["create", "get", "list", "delete"],
-                    }
+                    {"apiGroups": ["kubesessions.io"], "resources": ["sessions"], "verbs": list(verbs)}
                 ],
             },
         )
         rbac.create_namespaced_role_binding(
-            namespace,
+            where,
             {
                 "metadata": {"name": f"{name}-sessions"},
                 "roleRef": {
@@ -81,3 +91,10 @@ def service_account_token(kube: Cluster, namespace: str, name: str, allowed: boo
     )
     token: str = request.status.token
     return token
+
+
+def seconds_between(earlier: str | None, later: str | None) -> float:
+    """Seconds from one RFC 3339 time to another."""
+    start, end = parse_rfc3339(earlier), parse_rfc3339(later)
+    assert start is not None and end is not None, (earlier, later)
+    return (end - start).total_seconds()

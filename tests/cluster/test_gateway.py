@@ -17,9 +17,10 @@ import pytest
 from kubernetes import client
 
 from kubesessions.client import Client, RecoveringSession
+from kubesessions.gateway.forward import sse_events
 
 from ..conftest import Cluster, OperatorProcess, await_condition, await_session, phase_is
-from .conftest import GROUP, GatewayProcess, service_account_token
+from .conftest import GROUP, GatewayProcess, seconds_between, service_account_token
 
 pytestmark = pytest.mark.cluster
 
@@ -144,7 +145,7 @@ def test_explicit_close_frees_the_worker(api: Client, kube: Cluster, namespace: 
 def test_the_app_may_close_its_own_session(api: Client, kube: Cluster, namespace: str) -> None:
     other = api.run({"app": "counter", "input": {}, "session": "new"})["session_id"]
     closing = api.run({"app": "counter", "input": {"action": "cleanup"}, "session": other})
-    assert closing["sessionClosed"] is True
+    assert closing["session_closed"] is True
     closed = await_session(kube, namespace, other, phase_is("Closed", "Failed"), 15, "Closed by the app")
     assert closed["status"]["reason"] == "ClosedByApp", closed["status"]
 
@@ -173,26 +174,36 @@ def test_expired_session_is_410_then_404_after_retention(
     assert "session not found" in problem["detail"]
 
 
-def test_ten_concurrent_calls_run_one_at_a_time_in_arrival_order(api: Client) -> None:
+def test_ten_concurrent_calls_run_one_at_a_time_in_arrival_order(
+    api: Client, gateway: GatewayProcess, token: str, namespace: str
+) -> None:
     session_id = api.run({"app": "slow", "input": {"seconds": 0}, "session": "new"})["session_id"]
     finished: list[tuple[float, float]] = []
     lock = threading.Lock()
 
-    # One client each, made beforehand so that nothing but the spacing decides arrival order.
-    clients = [Client(api.endpoints.urls, token=api.token, namespace=api.namespace) for _ in range(10)]
-
-    def call(i: int) -> None:
-        # Arrival order: call i reaches the gateway 80 ms after call i-1, a margin over thread
-        # start-up jitter on a busy 2-core machine; still under 200 ms, so calls queue.
-        time.sleep(i * 0.08)
-        seconds = round(0.2 + i / 1000, 3)  # tells the calls apart in the answers
-        out = clients[i].run({"app": "slow", "input": {"seconds": seconds}, "session": session_id})["output"]
+    def finish(response: Any) -> None:
+        with response:
+            events = dict(sse_events(response.read().splitlines()))
         with lock:
-            finished.append((time.monotonic(), out["slept"]))
+            finished.append((time.monotonic(), json.loads(events["output"])["slept"]))
 
     started = time.monotonic()
-    with ThreadPoolExecutor(10) as pool:
-        list(pool.map(call, range(10)))
+    readers = []
+    for i in range(10):
+        seconds = round(0.2 + i / 1000, 3)  # tells the calls apart in the answers
+        body = {"app": "slow", "input": {"seconds": seconds}, "session": session_id, "stream": True}
+        request = urllib.request.Request(
+            f"{gateway.url}/v1/run?namespace={namespace}",
+            data=json.dumps(body).encode(),
+            headers={"Authorization": f"Bearer {token}"},
+        )
+        # A streamed call's headers come once the worker has queued it: only then does call
+        # i+1 start, so the arrival order is known, not made by spacing.
+        response = urllib.request.urlopen(request, timeout=60)
+        readers.append(threading.Thread(target=finish, args=(response,)))
+        readers[-1].start()
+    for reader in readers:
+        reader.join(60)
     order = [slept for _, slept in sorted(finished)]
     assert order == [round(0.2 + i / 1000, 3) for i in range(10)], f"out of arrival order: {order}"
     ends = sorted(t for t, _ in finished)
@@ -218,7 +229,9 @@ def test_streaming_passes_tokens_through_as_they_come(api: Client) -> None:
         arrivals.append((time.monotonic(), token))
     assert [t for _, t in arrivals] == ["one", "two", "three"]
     assert arrivals[-1][0] - arrivals[0][0] >= 0.3, "the tokens were buffered, not streamed"
-    assert stream.session_id is not None and stream.done is not None and stream.done["sessionClosed"] is False
+    assert (
+        stream.session_id is not None and stream.done is not None and stream.done["session_closed"] is False
+    )
 
 
 def test_one_shot_call_closes_its_session(api: Client, kube: Cluster, namespace: str) -> None:
@@ -239,8 +252,8 @@ def test_auth_needs_a_token_allowed_to_create_sessions(
     assert status == 401
     outsider = service_account_token(kube, namespace, "outsider", allowed=False)
     status, problem = post(gateway, namespace, outsider, body)
-    assert (status, problem["code"]) == (403, "UNAUTHORIZED")
-    assert f"system:serviceaccount:{namespace}:outsider" in problem["detail"]
+    assert (status, problem["code"]) == (403, "FORBIDDEN")
+    assert f"system:serviceaccount:{namespace}:outsider may not create" in problem["detail"]
     assert not sessions_in(kube, namespace)
     assert post(gateway, namespace, token, body)[0] == 200
 
@@ -304,3 +317,99 @@ def test_health_metrics_and_openapi(gateway: GatewayProcess, api: Client) -> Non
         doc["components"]["schemas"]["RunRequest"]["properties"]["session_timeout"]["anyOf"][0]["maximum"]
         == 3600
     )
+
+
+def compat_run(gateway: GatewayProcess, namespace: str, token: str, body: dict[str, Any]) -> tuple[int, Any]:
+    """``POST /apps/run`` as the inference.sh SDK sends it: a problem, or the task once it has ended."""
+    status, answer = post(gateway, namespace, token, json.dumps(body).encode(), "/apps/run")
+    if status != 200:
+        return status, answer
+    task_id = answer["data"]["id"]
+
+    def ended() -> dict[str, Any] | None:
+        url = f"{gateway.url}/tasks/{task_id}?namespace={namespace}"
+        request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})
+        with urllib.request.urlopen(request, timeout=30) as resp:
+            task: dict[str, Any] = json.loads(resp.read())["data"]
+        return task if task["status"] in (10, 11, 12) else None  # COMPLETED, FAILED, CANCELLED
+
+    return 200, await_condition(ended, 30, f"task {task_id} to end")
+
+
+def test_both_surfaces_answer_the_same_problem_for_the_same_fault(
+    gateway: GatewayProcess, token: str, kube: Cluster, namespace: str, operator: OperatorProcess
+) -> None:
+    def v1(body: dict[str, Any]) -> tuple[int, Any]:
+        return post(gateway, namespace, token, json.dumps(body).encode())
+
+    def same(body: dict[str, Any], status: int, code: str) -> None:
+        got, problem = v1(body)
+        assert (got, problem["code"]) == (status, code), problem
+        assert compat_run(gateway, namespace, token, body) == (got, problem)
+
+    def new(app: str) -> str:
+        status, body = v1({"app": app, "input": 1, "session": "new"})
+        assert status == 200, body
+        return str(body["session_id"])
+
+    same({"app": "echo", "input": 1, "session": "s-" + "a" * 24}, 404, "SESSION_NOT_FOUND")
+    echo = new("echo")
+    same({"app": "counter", "input": 1, "session": echo}, 400, "APP_MISMATCH")
+    ended = new("echo")
+    request = urllib.request.Request(
+        f"{gateway.url}/v1/sessions/{ended}?namespace={namespace}",
+        method="DELETE",
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    with urllib.request.urlopen(request, timeout=30) as resp:
+        assert resp.status == 204
+    await_session(kube, namespace, ended, phase_is("Closed"), 15, "the closed session's tombstone")
+    same({"app": "echo", "input": 1, "session": ended}, 410, "SESSION_ENDED")
+
+    # A worker that is gone while its Session still says Ready: the operator (stopped here) has
+    # not noticed yet. The Session ends a moment after the call found the worker unreachable.
+    lost = [new("echo"), new("echo")]
+    operator.stop()
+    for session_id in lost:
+        kube.core.delete_namespaced_pod(session_id, namespace, grace_period_seconds=0)
+    await_condition(
+        lambda: not {p.metadata.name for p in kube.core.list_namespaced_pod(namespace).items} & set(lost),
+        15,
+        "the worker pods to be gone",
+    )
+    custom = client.CustomObjectsApi(kube.api)
+
+    def end_later(session_id: str) -> threading.Timer:
+        status = {"status": {"phase": "Failed", "reason": "WorkerLost", "message": "the worker pod is gone"}}
+        timer = threading.Timer(
+            0.5,
+            lambda: custom.patch_namespaced_custom_object_status(
+                *GROUP, namespace, "sessions", session_id, status
+            ),
+        )
+        timer.start()
+        return timer
+
+    end_later(lost[0])
+    status, problem = v1({"app": "echo", "input": 1, "session": lost[0]})
+    assert (status, problem["code"]) == (410, "SESSION_ENDED"), problem
+    assert problem["detail"] == f"session not found: {lost[0]} has ended (WorkerLost: the worker pod is gone)"
+    timer = end_later(lost[1])
+    status, task = compat_run(gateway, namespace, token, {"app": "echo", "input": 1, "session": lost[1]})
+    timer.join()
+    assert status == 200 and task["status"] == 11, task  # the run request was taken, its task failed
+    assert task["error"] == problem["detail"].replace(lost[0], lost[1])
+
+
+def test_get_and_keepalive_answer_the_workers_live_deadline(
+    api: Client, gateway: GatewayProcess, token: str, namespace: str
+) -> None:
+    session_id = api.run({"app": "echo", "input": 1, "session": "new", "session_timeout": 300})["session_id"]
+    before = api.get_session(session_id)
+    time.sleep(1.2)  # deliberate: time has to pass for the deadline to move
+    status, kept = post(gateway, namespace, token, b"", f"/v1/sessions/{session_id}/keepalive")
+    after = api.get_session(session_id)
+    assert status == 200 and kept["expires_at"] == after["expires_at"], (kept, after)
+    moved = seconds_between(before["expires_at"], after["expires_at"])
+    assert 1.2 <= moved < 2.5, f"expires_at moved by {moved:.3f}s: {before} -> {after}"
+    assert seconds_between(before["last_activity"], after["last_activity"]) == moved

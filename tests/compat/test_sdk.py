@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from inferencesh import APIError, Inference, TaskStatus, async_inference, inference
 
-from ..cluster.conftest import GatewayProcess, service_account_token
+from ..cluster.conftest import GatewayProcess, seconds_between, service_account_token
 from ..conftest import Cluster, await_condition
 
 pytestmark = pytest.mark.cluster
@@ -164,3 +164,18 @@ def test_errors_come_out_in_the_sdk_exceptions(gateway: GatewayProcess, client: 
         client.run({"app": "counter", "input": {}, "session": "new", "session_timeout": 99999})
     assert timeout.value.status_code == 400 and "session_timeout" in str(timeout.value)
     assert time.monotonic() - started < 10
+
+
+def test_sessions_get_and_keepalive_show_the_live_deadline(client: Inference) -> None:
+    result: Any = client.run(
+        {"app": "counter", "input": {"add": 1}, "session": "new", "session_timeout": 300}
+    )
+    session_id = result["session_id"]
+    before = client.sessions.get(session_id)
+    time.sleep(1.2)  # deliberate: time has to pass for the deadline to move
+    kept = client.sessions.keepalive(session_id)
+    after = client.sessions.get(session_id)
+    assert kept["expires_at"] == after["expires_at"], (kept, after)
+    moved = seconds_between(before["expires_at"], after["expires_at"])
+    assert 1.2 <= moved < 2.5, f"expires_at moved by {moved:.3f}s: {before} -> {after}"
+    assert after["call_count"] == 1 and after["last_call_at"] == after["updated_at"]

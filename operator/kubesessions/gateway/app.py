@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import multiprocessing
@@ -20,25 +19,29 @@ from aiohttp import web
 from .. import logs
 from ..handlers import api_client
 from . import compat, openapi
-from .auth import Authorizer, Identity, KubernetesAuth, NoAuth
+from .auth import Authorizer, KubernetesAuth, NoAuth
 from .cache import Cache
+from .calls import Call, Calls, wants_new
 from .context import (
     AUTH,
     CACHE,
+    CALLS,
     FORWARDER,
     IDENTITY,
     METRICS,
     NS,
+    NS_GIVEN,
     SESSIONS,
     SETTINGS,
+    authorize,
     bearer,
     read_body,
     served,
 )
-from .forward import Forwarder
+from .forward import Forwarder, snake_events
 from .metrics import CONTENT_TYPE, Metrics
 from .problems import Problem
-from .requests import NEW, CreateSessionRequest, RunRequest, parse
+from .requests import CALL_ID_HEADER, CreateSessionRequest, RunRequest, call_id, parse
 from .sessions import GatewaySettings, Sessions, view
 
 log = logging.getLogger("kubesessions.gateway")
@@ -59,6 +62,7 @@ def build(
         forwarder,
         auth,
     )
+    app[CALLS] = Calls(sessions, forwarder)
     metrics = app[METRICS] = Metrics()
     metrics.gauge(
         "kubesessions_gateway_cached_sessions",
@@ -122,15 +126,25 @@ async def _observe(request: web.Request, handler: Handler) -> web.StreamResponse
 
 @web.middleware
 async def _authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Who is calling (401 if unknown); each handler then asks whether they may do what it does."""
     if request.path in OPEN_PATHS:
         return await handler(request)
     settings = request.app[SETTINGS]
-    namespace = (
-        request.headers.get(NAMESPACE_HEADER) or request.query.get("namespace") or settings.default_namespace
-    )
+    named = {
+        n for n in (request.headers.get(NAMESPACE_HEADER), request.query.get("namespace")) if n is not None
+    }
+    if len(named) > 1:
+        raise Problem(
+            "VALIDATION",
+            f"namespace: the {NAMESPACE_HEADER} header and ?namespace= name different namespaces",
+        )
+    given = next(iter(named), None)
+    if given == "":
+        raise Problem("VALIDATION", "namespace: empty (leave it out for the gateway's default namespace)")
+    namespace = given or settings.default_namespace
     served(settings, namespace)
-    request[IDENTITY] = await request.app[AUTH].check(bearer(request), namespace)
-    request[NS] = namespace
+    request[IDENTITY] = await request.app[AUTH].authenticate(bearer(request))
+    request[NS], request[NS_GIVEN] = namespace, bool(given)
     return await handler(request)
 
 
@@ -138,48 +152,33 @@ async def _authenticate(request: web.Request, handler: Handler) -> web.StreamRes
 
 
 async def _run(request: web.Request) -> web.StreamResponse:
-    namespace, identity = request[NS], request[IDENTITY]
-    call = parse(RunRequest, await read_body(request))
-    sessions = request.app[SESSIONS]
-    fresh = call.session in (None, NEW)
-    session_id = await sessions.create(namespace, call.app, call, identity) if fresh else str(call.session)
-    try:
-        target = await sessions.target(namespace, session_id, call.app, ours=fresh)
-        key = (namespace, session_id)
-        forwarder = request.app[FORWARDER]
-        if call.stream:
-            return await _stream(request, forwarder, key, target, call.input)
-        reply = await forwarder.run(key, target, call.input)
-        return web.Response(body=reply.body(session_id), content_type="application/json")
-    except Problem as problem:
-        if problem.code == "WORKER_UNAVAILABLE" and not fresh:
-            problem = await sessions.explain_unavailable(namespace, session_id, problem)
-        problem.members.setdefault("session_id", session_id)  # a new session stays usable after an error
-        raise problem from None
-    finally:
-        if call.session is None:
-            with contextlib.suppress(Problem):
-                await sessions.close(namespace, session_id, "one-shot call done")
+    body = parse(RunRequest, await read_body(request))
+    key = call_id(request.headers.get(CALL_ID_HEADER))
+    identity = await authorize(request, request[NS], "create" if wants_new(body.session) else "get")
+    calls = request.app[CALLS]
+    call = await calls.begin(request[NS], identity, body.app, body.session, body, key)
+    if body.stream:
+        return await _stream(request, call, body.input)
+    reply = await calls.run(call, body.input)
+    return web.Response(body=reply.body(call.session_id), content_type="application/json")
 
 
-async def _stream(
-    request: web.Request, forwarder: Forwarder, key: tuple[str, str], target: Any, input: Any
-) -> web.StreamResponse:
+async def _stream(request: web.Request, call: Call, input: Any) -> web.StreamResponse:
     """The worker's events as it sends them, after one `session` event naming the session."""
-    async with forwarder.call(key, target, input) as upstream:
+    async with request.app[CALLS].stream(call, input) as upstream:
         response = web.StreamResponse(
             headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
         )
         await response.prepare(request)
         try:
             await response.write(
-                b"event: session\ndata: " + json.dumps({"session_id": key[1]}).encode() + b"\n\n"
+                b"event: session\ndata: " + json.dumps({"session_id": call.session_id}).encode() + b"\n\n"
             )
-            async for chunk in upstream.content.iter_any():
+            async for chunk in snake_events(upstream.content.iter_any()):
                 await response.write(chunk)
         except ConnectionResetError:
             # The call runs to its end on the worker anyway, so the app's state stays whole.
-            log.info("the client left a streaming call early", extra={"session": key[1]})
+            log.info("the client left a streaming call early", extra={"session": call.session_id})
             return response
     await response.write_eof()
     return response
@@ -187,6 +186,7 @@ async def _stream(
 
 async def _list(request: web.Request) -> web.Response:
     namespace, app = request[NS], request.query.get("app")
+    await authorize(request, namespace, "list")
     items = [
         view(body)
         for (ns, _), body in sorted(request.app[CACHE].sessions.items())
@@ -196,8 +196,9 @@ async def _list(request: web.Request) -> web.Response:
 
 
 async def _create(request: web.Request) -> web.Response:
-    namespace, identity = request[NS], request[IDENTITY]
+    namespace = request[NS]
     body = parse(CreateSessionRequest, await read_body(request))
+    identity = await authorize(request, namespace, "create")
     sessions = request.app[SESSIONS]
     session_id = await sessions.create(namespace, body.app, body, identity)
     await sessions.target(namespace, session_id, body.app, ours=True)
@@ -205,20 +206,19 @@ async def _create(request: web.Request) -> web.Response:
 
 
 async def _get(request: web.Request) -> web.Response:
-    return web.json_response(view(await request.app[SESSIONS].find(request[NS], request.match_info["id"])))
+    await authorize(request, request[NS], "get")
+    return web.json_response(await request.app[CALLS].describe(request[NS], request.match_info["id"]))
 
 
 async def _delete(request: web.Request) -> web.Response:
-    identity: Identity = request[IDENTITY]
+    identity = await authorize(request, request[NS], "delete")
     await request.app[SESSIONS].end(request[NS], request.match_info["id"], identity)
     return web.Response(status=204)
 
 
 async def _keepalive(request: web.Request) -> web.Response:
-    namespace, session_id = request[NS], request.match_info["id"]
-    target = await request.app[SESSIONS].target(namespace, session_id, None)
-    answer = await request.app[FORWARDER].keepalive(target)
-    return web.json_response({"session_id": session_id, "last_activity": answer.get("lastActivity")})
+    await authorize(request, request[NS], "patch")
+    return web.json_response(await request.app[CALLS].keepalive(request[NS], request.match_info["id"]))
 
 
 async def _healthz(_: web.Request) -> web.Response:
@@ -234,8 +234,9 @@ async def _metrics(request: web.Request) -> web.Response:
     return web.Response(text=request.app[METRICS].render(), headers={"Content-Type": CONTENT_TYPE})
 
 
-async def _openapi(_: web.Request) -> web.Response:
-    return web.json_response(openapi.document())
+async def _openapi(request: web.Request) -> web.Response:
+    apps = tuple(sorted({name for _, name in request.app[CACHE].apps}))
+    return web.json_response(openapi.document(tuple(request.app[SETTINGS].namespaces), apps))
 
 
 # -- running ---------------------------------------------------------------------------------

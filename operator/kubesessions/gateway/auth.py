@@ -1,7 +1,9 @@
-"""Who is calling, and may they use sessions here? Asked of the API server, answers cached briefly.
+"""Who is calling, and may they do this to sessions here? Asked of the API server, answers cached briefly.
 
-A caller's bearer token goes through a TokenReview (who is this?) and a SubjectAccessReview
-(may they create sessions.kubesessions.io in this namespace?), as `kubectl` would be checked.
+A caller's bearer token goes through a TokenReview (who is this?), and each request through a
+SubjectAccessReview for the verb it performs on ``sessions.kubesessions.io`` in its namespace,
+as `kubectl` would be checked: ``create`` to run on a new session, ``get`` to call or read one,
+``list`` to list, ``delete`` to close, ``patch`` to keep one alive (as `kubectl annotate` does).
 """
 
 from __future__ import annotations
@@ -10,8 +12,9 @@ import asyncio
 import hashlib
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol, TypeVar
 
 from kubernetes_asyncio import client
 
@@ -19,6 +22,8 @@ from ..models import GROUP
 from .problems import Problem
 
 log = logging.getLogger("kubesessions.gateway")
+Verb = Literal["create", "get", "list", "delete", "patch"]
+A = TypeVar("A")
 
 
 @dataclass(frozen=True)
@@ -33,7 +38,9 @@ ANONYMOUS = Identity("anonymous (auth disabled)")
 
 
 class Authorizer(Protocol):
-    async def check(self, token: str | None, namespace: str) -> Identity: ...
+    async def authenticate(self, token: str | None) -> Identity: ...
+
+    async def authorize(self, token: str, identity: Identity, namespace: str, verb: Verb) -> None: ...
 
 
 class NoAuth:
@@ -45,8 +52,11 @@ class NoAuth:
             "call and close sessions. Use this for local development only."
         )
 
-    async def check(self, token: str | None, namespace: str) -> Identity:
+    async def authenticate(self, token: str | None) -> Identity:
         return ANONYMOUS
+
+    async def authorize(self, token: str, identity: Identity, namespace: str, verb: Verb) -> None:
+        return None
 
 
 class KubernetesAuth:
@@ -58,38 +68,44 @@ class KubernetesAuth:
         self.authn = client.AuthenticationV1Api(api)
         self.authz = client.AuthorizationV1Api(api)
         self.ttl, self.denied_ttl, self.size = ttl, denied_ttl, size
-        # sha256(token), namespace -> (expires at, identity or the problem to raise)
-        self._cache: dict[tuple[str, str], tuple[float, Identity | Problem]] = {}
-        self._reviews: dict[tuple[str, str], asyncio.Future[Identity | Problem]] = {}
+        # (sha256(token),) or (sha256(token), namespace, verb) -> (expires at, the answer)
+        self._cache: dict[tuple[str, ...], tuple[float, Any]] = {}
+        self._reviews: dict[tuple[str, ...], asyncio.Future[Any]] = {}
         self.hits = self.misses = 0
 
-    async def check(self, token: str | None, namespace: str) -> Identity:
+    async def authenticate(self, token: str | None) -> Identity:
         if not token:
             raise Problem("UNAUTHORIZED", "a bearer token is required: 'Authorization: Bearer <token>'")
-        key = (hashlib.sha256(token.encode()).hexdigest(), namespace)
+        return await self._answer((_digest(token),), lambda: self._review_token(token))
+
+    async def authorize(self, token: str, identity: Identity, namespace: str, verb: Verb) -> None:
+        key = (_digest(token), namespace, verb)
+        await self._answer(key, lambda: self._review_access(identity, namespace, verb))
+
+    async def _answer(self, key: tuple[str, ...], review: Callable[[], Awaitable[A | Problem]]) -> A:
+        """The cached answer, or one review for all the calls that ask at once; a Problem is raised."""
         now = time.monotonic()
         cached = self._cache.get(key)
         if cached is not None and cached[0] > now:
             self.hits += 1
             answer = cached[1]
         else:
-            # One review per token at a time: the calls that wait for it resume in the order
+            # One review per question at a time: the calls that wait for it resume in the order
             # they came (separate reviews finish in any order, and calls on one session must
             # keep their arrival order through the gateway).
-            review = self._reviews.get(key)
-            if review is None:
+            pending = self._reviews.get(key)
+            if pending is None:
                 self.misses += 1
-                review = self._reviews[key] = asyncio.ensure_future(
-                    self._review_and_keep(key, token, namespace)
-                )
-            answer = await asyncio.shield(review)
+                pending = self._reviews[key] = asyncio.ensure_future(self._review_and_keep(key, review))
+            answer = await asyncio.shield(pending)
         if isinstance(answer, Problem):
             raise answer
-        return answer
+        result: A = answer
+        return result
 
-    async def _review_and_keep(self, key: tuple[str, str], token: str, namespace: str) -> Identity | Problem:
+    async def _review_and_keep(self, key: tuple[str, ...], review: Callable[[], Awaitable[Any]]) -> Any:
         try:
-            answer = await self._review(token, namespace)
+            answer = await review()
         finally:
             del self._reviews[key]
         now = time.monotonic()
@@ -100,7 +116,7 @@ class KubernetesAuth:
         self._cache[key] = (now + (self.denied_ttl if isinstance(answer, Problem) else self.ttl), answer)
         return answer
 
-    async def _review(self, token: str, namespace: str) -> Identity | Problem:
+    async def _review_token(self, token: str) -> Identity | Problem:
         review: Any = await self.authn.create_token_review(
             client.V1TokenReview(spec=client.V1TokenReviewSpec(token=token))
         )
@@ -109,26 +125,30 @@ class KubernetesAuth:
             reason = (status.error if status else None) or "the token is not valid"
             return Problem("UNAUTHORIZED", f"the bearer token was not accepted: {reason}")
         user = status.user
-        identity = Identity(
+        return Identity(
             username=user.username or "",
             groups=tuple(user.groups or ()),
             uid=user.uid or "",
             extra=tuple((k, tuple(v)) for k, v in sorted((user.extra or {}).items())),
         )
+
+    async def _review_access(self, identity: Identity, namespace: str, verb: Verb) -> bool | Problem:
         spec = client.V1SubjectAccessReviewSpec(
             user=identity.username,
             groups=list(identity.groups),
             uid=identity.uid,
             extra={k: list(v) for k, v in identity.extra},
             resource_attributes=client.V1ResourceAttributes(
-                namespace=namespace, verb="create", group=GROUP, resource="sessions"
+                namespace=namespace, verb=verb, group=GROUP, resource="sessions"
             ),
         )
         access: Any = await self.authz.create_subject_access_review(client.V1SubjectAccessReview(spec=spec))
         if not access.status.allowed:
             return Problem(
-                "UNAUTHORIZED",
-                f'{identity.username} may not create sessions.{GROUP} in namespace "{namespace}"',
-                status=403,
+                "FORBIDDEN", f'{identity.username} may not {verb} sessions.{GROUP} in namespace "{namespace}"'
             )
-        return identity
+        return True
+
+
+def _digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()

@@ -18,7 +18,6 @@ have no versions here, so ``@version`` is accepted and not checked; the one func
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import re
@@ -33,11 +32,13 @@ from pydantic import BaseModel, ConfigDict, StrictBool, StrictStr, ValidationErr
 
 from ..models import DNS1123_SUBDOMAIN, Phase
 from ..timefmt import rfc3339
+from .auth import Verb
 from .cache import JSON
-from .context import CACHE, FORWARDER, NS, SESSIONS, SETTINGS, authorize, read_body
+from .calls import Call, wants_new
+from .context import CACHE, CALLS, FORWARDER, IDENTITY, NS, NS_GIVEN, SESSIONS, SETTINGS, authorize, read_body
 from .problems import Problem
-from .requests import NEW, CreateSessionRequest, describe, parse
-from .sessions import closing, gone, view
+from .requests import CreateSessionRequest, describe, parse
+from .sessions import closing, view
 
 log = logging.getLogger("kubesessions.gateway")
 HEARTBEAT = 10.0  # seconds between heartbeat lines of an idle stream; the SDK gives up after 30 of them
@@ -199,36 +200,31 @@ async def _run(request: web.Request) -> web.Response:
     if body.function not in (None, "run"):
         raise Problem("VALIDATION", f'function "{body.function}": an App has one function, run')
     namespace, name = _target_app(request, body.app)
-    identity = await authorize(request, namespace)
-    sessions = request.app[SESSIONS]
-    fresh = body.session in (None, NEW)
-    if fresh:
+    identity = await authorize(request, namespace, "create" if wants_new(body.session) else "get")
+    spec = None
+    if wants_new(body.session):
         try:
             spec = CreateSessionRequest(app=name, session_timeout=body.session_timeout, config=body.setup)
         except ValidationError as exc:
             raise Problem("VALIDATION", describe(exc)) from None
-        session_id = await sessions.create(namespace, name, spec, identity)
-    else:
-        session_id = str(body.session)
-        # Checked now, so an ended session fails the run request itself with "session not found".
-        found = await sessions.find(namespace, session_id)
-        if closing(found):
-            raise gone(found)
-    task = Task("t-" + secrets.token_hex(12), namespace, name, session_id, body.input)
+    # Settled now, so an unknown or ended session fails the run request itself with "session not found".
+    # The task's id is its call's id: the worker runs it at most once.
+    task_id = "t-" + secrets.token_hex(12)
+    call = await request.app[CALLS].begin(namespace, identity, name, body.session, spec, task_id)
+    task = Task(task_id, namespace, name, call.session_id, body.input)
     request.app[TASKS].add(task)
-    task.runner = asyncio.create_task(_execute(request.app, task, fresh=fresh, one_shot=body.session is None))
+    task.runner = asyncio.create_task(_execute(request.app, task, call))
     return _data(task.dto())
 
 
-async def _execute(app: web.Application, task: Task, *, fresh: bool, one_shot: bool) -> None:
-    """The task's call, as ``POST /v1/run`` makes it: wait for the worker, call it, close a one-shot session."""
-    sessions, key = app[SESSIONS], (task.namespace, task.session_id)
+async def _execute(app: web.Application, task: Task, call: Call) -> None:
+    """The task's call, made as ``POST /v1/run`` makes it; the task records how it went."""
     try:
-        task.update(Status.SETTING_UP if fresh else Status.QUEUED)
-        target = await sessions.target(task.namespace, task.session_id, task.app, ours=fresh)
-        task.update(Status.RUNNING)
-        reply = await app[FORWARDER].run(key, target, task.input)
-        task.update(Status.COMPLETED, output=json.loads(reply.body(task.session_id))["output"])
+        task.update(Status.SETTING_UP if call.fresh else Status.QUEUED)
+        async with app[CALLS].stream(call, task.input) as upstream:
+            task.update(Status.RUNNING)
+            reply = await app[FORWARDER].read(upstream, call.session_id)
+        task.update(Status.COMPLETED, output=reply.output())
     except Problem as problem:
         task.update(Status.FAILED, error=problem.detail)
     except asyncio.CancelledError:
@@ -237,15 +233,12 @@ async def _execute(app: web.Application, task: Task, *, fresh: bool, one_shot: b
     except Exception:
         log.exception("task %s failed", task.id, extra={"session": task.session_id})
         task.update(Status.FAILED, error="the gateway failed; see its log")
-    finally:
-        if one_shot:
-            with contextlib.suppress(Problem):
-                await sessions.close(task.namespace, task.session_id, "one-shot call done")
 
 
 async def _find_task(request: web.Request) -> Task:
+    """A task, to read, follow or cancel: all ``get`` on its session (cancelling stops only the task)."""
     task = request.app[TASKS].get(request.match_info["id"])
-    await authorize(request, task.namespace)
+    await authorize(request, task.namespace, "get")
     return task
 
 
@@ -298,9 +291,9 @@ async def _cancel_running(app: web.Application) -> None:
 # -- sessions ---------------------------------------------------------------------------------
 
 
-def session_dto(body: JSON) -> JSON:
-    """A Session as the SDK's AppSession: status active, ended or expired."""
-    shown = view(body)
+def session_dto(body: JSON, shown: JSON | None = None) -> JSON:
+    """A Session (as ``shown``: by default ``view(body)``) as the SDK's AppSession: status active, ended or expired."""
+    shown = shown or view(body)
     status = "active"
     if shown["phase"] == Phase.EXPIRED:
         status = "expired"
@@ -322,33 +315,48 @@ def session_dto(body: JSON) -> JSON:
     }
 
 
-async def _session(request: web.Request) -> tuple[str, str]:
-    """(namespace, id) of the session in the path: ids are unique across namespaces, so the cache knows where."""
-    session_id = request.match_info["id"]
-    namespace = next((ns for ns, sid in request.app[CACHE].sessions if sid == session_id), request[NS])
-    await authorize(request, namespace)
+async def _session(request: web.Request, verb: Verb) -> tuple[str, str]:
+    """(namespace, id) of the session in the path, once the caller may ``verb`` it there.
+
+    The namespace the caller named; else the one served namespace whose cache holds the id (the
+    SDK cannot name one), the default namespace when none does. Ids made with kubectl need not be
+    unique across namespaces: an id that several hold is refused until the caller names one.
+    """
+    session_id, namespace = request.match_info["id"], request[NS]
+    if not request[NS_GIVEN]:
+        holders = sorted({ns for ns, sid in request.app[CACHE].sessions if sid == session_id})
+        if len(holders) > 1:
+            raise Problem(
+                "SESSION_AMBIGUOUS",
+                f'session id "{session_id}" is used in more than one namespace: name the namespace '
+                "with ?namespace= or the X-Kubesessions-Namespace header",
+                session_id=session_id,
+            )
+        namespace = holders[0] if holders else namespace
+    await authorize(request, namespace, verb)
     return namespace, session_id
 
 
 async def _list(request: web.Request) -> web.Response:
     namespace = request[NS]
+    await authorize(request, namespace, "list")
     cached = sorted(request.app[CACHE].sessions.items())
     return _data([session_dto(body) for (ns, _), body in cached if ns == namespace])
 
 
 async def _get(request: web.Request) -> web.Response:
-    namespace, session_id = await _session(request)
-    return _data(session_dto(await request.app[SESSIONS].find(namespace, session_id)))
+    namespace, session_id = await _session(request, "get")
+    shown = await request.app[CALLS].describe(namespace, session_id)
+    return _data(session_dto(await request.app[SESSIONS].find(namespace, session_id), shown))
 
 
 async def _end(request: web.Request) -> web.Response:
-    namespace, session_id = await _session(request)
-    await request.app[SESSIONS].end(namespace, session_id, await authorize(request, namespace))
+    namespace, session_id = await _session(request, "delete")
+    await request.app[SESSIONS].end(namespace, session_id, request[IDENTITY])
     return web.Response(status=204)
 
 
 async def _keepalive(request: web.Request) -> web.Response:
-    namespace, session_id = await _session(request)
-    sessions = request.app[SESSIONS]
-    await request.app[FORWARDER].keepalive(await sessions.target(namespace, session_id, None))
-    return _data(session_dto(await sessions.find(namespace, session_id)))
+    namespace, session_id = await _session(request, "patch")
+    shown = await request.app[CALLS].keepalive(namespace, session_id)
+    return _data(session_dto(await request.app[SESSIONS].find(namespace, session_id), shown))

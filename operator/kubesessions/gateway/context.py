@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from .auth import Authorizer, Identity
+from .auth import Authorizer, Identity, Verb
 from .cache import Cache
+from .calls import Calls
 from .forward import Forwarder
 from .metrics import Metrics
 from .problems import Problem
@@ -15,10 +16,12 @@ SETTINGS = web.AppKey("settings", GatewaySettings)
 CACHE = web.AppKey("cache", Cache)
 SESSIONS = web.AppKey("sessions", Sessions)
 FORWARDER = web.AppKey("forwarder", Forwarder)
+CALLS = web.AppKey("calls", Calls)
 AUTH = web.AppKey("auth", Authorizer)
 METRICS = web.AppKey("metrics", Metrics)
 IDENTITY = "kubesessions.identity"
 NS = "kubesessions.namespace"
+NS_GIVEN = "kubesessions.namespace_given"  # the caller named it (else the default)
 
 
 def bearer(request: web.Request) -> str | None:
@@ -35,14 +38,13 @@ def served(settings: GatewaySettings, namespace: str) -> None:
         )
 
 
-async def authorize(request: web.Request, namespace: str) -> Identity:
-    """The caller's identity in ``namespace``: the middleware checked the request's own namespace,
-    so only a request that turns out to act elsewhere (an SDK app ref, a session found by id) costs a check."""
-    if namespace == request[NS]:
-        identity: Identity = request[IDENTITY]
-        return identity
+async def authorize(request: web.Request, namespace: str, verb: Verb) -> Identity:
+    """The caller's identity, once it may ``verb`` sessions in ``namespace`` (403 FORBIDDEN if not).
+    The middleware has authenticated the caller; each handler asks for the verb it performs."""
     served(request.app[SETTINGS], namespace)
-    return await request.app[AUTH].check(bearer(request), namespace)
+    identity: Identity = request[IDENTITY]
+    await request.app[AUTH].authorize(bearer(request) or "", identity, namespace, verb)
+    return identity
 
 
 async def read_body(request: web.Request) -> bytes:

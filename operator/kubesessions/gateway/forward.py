@@ -18,7 +18,8 @@ from typing import Any
 import aiohttp
 
 from ..builders import WORKER_PORT
-from .problems import Problem, from_worker
+from .problems import Problem, from_worker, snake_keys
+from .requests import CALL_ID_HEADER
 
 Key = tuple[str, str]
 
@@ -67,11 +68,17 @@ class Reply:
     """A finished call: the outputs as JSON text, and the worker's `done` members."""
 
     outputs: list[bytes]
-    done: bytes  # the members of the done object, without braces
+    done: bytes  # the members of the done object in snake_case, without braces
+
+    def output_json(self) -> bytes:
+        # Outputs arrive encoded; a streamed run answers a plain request with the list of its values.
+        return self.outputs[0] if len(self.outputs) == 1 else b"[" + b",".join(self.outputs) + b"]"
+
+    def output(self) -> Any:
+        return json.loads(self.output_json())
 
     def body(self, session_id: str) -> bytes:
-        # Outputs arrive encoded; a streamed run answers a plain request with the list of its values.
-        output = self.outputs[0] if len(self.outputs) == 1 else b"[" + b",".join(self.outputs) + b"]"
+        output = self.output_json()
         sid = json.dumps(session_id).encode()
         return (
             b'{"session_id":' + sid + b',"output":' + output + (b"," + self.done if self.done else b"") + b"}"
@@ -95,10 +102,14 @@ class Forwarder:
         await self.http.close()
 
     @contextlib.asynccontextmanager
-    async def call(self, key: Key, target: Target, input: Any) -> AsyncIterator[aiohttp.ClientResponse]:
+    async def call(
+        self, key: Key, target: Target, input: Any, call_id: str | None = None
+    ) -> AsyncIterator[aiohttp.ClientResponse]:
         """The worker's SSE response to one call, once the worker has queued it."""
         payload = b'{"stream":true,"input":' + json.dumps(input).encode() + b"}"
         headers = {**target.headers(), "Content-Type": "application/json", "Accept": "text/event-stream"}
+        if call_id is not None:
+            headers[CALL_ID_HEADER] = call_id  # the worker runs a call id at most once
         async with self.sequencer.turn(key):
             response = await self._request("POST", target, "/run", data=payload, headers=headers)
         try:
@@ -112,20 +123,29 @@ class Forwarder:
         finally:
             response.release()
 
-    async def run(self, key: Key, target: Target, input: Any) -> Reply:
+    @staticmethod
+    async def read(response: aiohttp.ClientResponse, session_id: str) -> Reply:
         """One call's outputs. The worker's events are read as one body and parsed once it has
         ended: no read per line on the gateway's hot path."""
-        async with self.call(key, target, input) as response:
-            body = await response.read()
+        body = await response.read()
         outputs: list[bytes] = []
         for event, data in sse_events(body.splitlines()):
             if event == "output":
                 outputs.append(data)
             elif event == "done":
-                return Reply(outputs, data.strip()[1:-1])
+                return Reply(outputs, done_members(data))
             elif event == "error":
-                raise from_worker(_status_of(data), json.loads(data), None, target.session_id)
-        raise Problem("WORKER_UNAVAILABLE", f"the worker of session {target.session_id} ended the call early")
+                raise from_worker(_status_of(data), json.loads(data), None, session_id)
+        raise Problem("WORKER_UNAVAILABLE", f"the worker of session {session_id} ended the call early")
+
+    async def status(self, target: Target, timeout: float = 2.0) -> Any:
+        """The worker's ``/status`` (its live activity), asked briefly: a reader can do without it."""
+        limit = aiohttp.ClientTimeout(total=timeout)
+        response = await self._request("GET", target, "/status", headers=target.headers(), timeout=limit)
+        async with response:
+            if response.status != 200:
+                raise await _problem(response, target)
+            return await response.json()
 
     async def keepalive(self, target: Target) -> Any:
         response = await self._request("POST", target, "/keepalive", headers=target.headers())
@@ -167,6 +187,30 @@ def _status_of(data: bytes) -> int:
     with contextlib.suppress(ValueError, AttributeError):
         return int(json.loads(data).get("status", 500))
     return 500
+
+
+def done_members(data: bytes) -> bytes:
+    """The members of a worker's ``done`` object, snake_case, without braces."""
+    return json.dumps(snake_keys(json.loads(data)), separators=(",", ":")).encode()[1:-1]
+
+
+async def snake_events(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """A worker's event stream with its ``done`` and ``error`` events in snake_case; outputs pass
+    untouched, and each event goes on as soon as it is whole (the worker ends each with a blank line)."""
+    pending = b""
+    async for chunk in chunks:
+        *whole, pending = (pending + chunk).split(b"\n\n")
+        if whole:
+            yield b"".join(_snake_event(event) + b"\n\n" for event in whole)
+    if pending:
+        yield _snake_event(pending)
+
+
+def _snake_event(raw: bytes) -> bytes:
+    if not raw.startswith((b"event: done", b"event: error")):
+        return raw
+    ((event, data),) = sse_events(raw.split(b"\n"))
+    return b"event: " + event.encode() + b"\ndata: " + json.dumps(snake_keys(json.loads(data))).encode()
 
 
 def sse_events(lines: Iterable[bytes]) -> Iterator[tuple[str, bytes]]:

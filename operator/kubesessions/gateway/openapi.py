@@ -6,7 +6,7 @@ from functools import cache
 from typing import Any
 
 from .problems import STATUS
-from .requests import CreateSessionRequest, RunRequest
+from .requests import CALL_ID, CALL_ID_HEADER, NEW, CreateSessionRequest, RunRequest
 
 JSON = dict[str, Any]
 
@@ -37,29 +37,68 @@ SESSION_ID = {
     "schema": {"type": "string"},
     "description": "The session id.",
 }
-NAMESPACE = [
-    {
-        "name": "X-Kubesessions-Namespace",
-        "in": "header",
-        "schema": {"type": "string"},
-        "description": "Namespace of the session (default: the gateway's).",
-    },
-    {"name": "namespace", "in": "query", "schema": {"type": "string"}, "description": "Same as the header."},
-]
-AUTH = ("UNAUTHORIZED", "VALIDATION")
-LOOKUP = ("SESSION_NOT_FOUND", "SESSION_EXPIRED")
+AUTH = ("UNAUTHORIZED", "FORBIDDEN", "VALIDATION")
+LOOKUP = ("SESSION_NOT_FOUND", "SESSION_EXPIRED", "SESSION_ENDED")
+# One event of a streamed run, as the SSE parser sees it.
+SSE_EVENT = {
+    "type": "object",
+    "required": ["event", "data"],
+    "properties": {"event": {"enum": ["session", "output", "done", "error"]}, "data": {"type": "string"}},
+}
+# From a new session (POST /v1/sessions) to the operations that take its id.
+LINKS = {
+    f"{verb}Session": {"operationId": operation, "parameters": {"id": "$response.body#/session_id"}}
+    for verb, operation in (
+        ("Get", "getSession"),
+        ("Keepalive", "keepaliveSession"),
+        ("Delete", "deleteSession"),
+    )
+}
+
+
+def _namespace(namespaces: tuple[str, ...]) -> list[JSON]:
+    """The namespace parameters: one of the served namespaces when the gateway serves a list."""
+    schema: JSON = {"type": "string", "enum": list(namespaces)} if namespaces else {"type": "string"}
+    return [
+        {
+            "name": "X-Kubesessions-Namespace",
+            "in": "header",
+            "schema": schema,
+            "description": "Namespace of the session (default: the gateway's).",
+        },
+        {"name": "namespace", "in": "query", "schema": schema, "description": "Same as the header."},
+    ]
+
+
+def _with_apps(schema: JSON, apps: tuple[str, ...]) -> JSON:
+    """The Apps the gateway knows as examples of ``app`` (so a client, or a fuzzer, can start a session)."""
+    if apps:
+        schema["properties"]["app"]["examples"] = list(apps)
+    return schema
+
+
+def _run_request(apps: tuple[str, ...]) -> JSON:
+    """RunRequest's model, plus what the model cannot say: a new session needs an app."""
+    schema = _with_apps(RunRequest.model_json_schema(), apps)
+    schema["anyOf"] = [
+        {"required": ["app"], "properties": {"app": {"type": "string"}}},
+        {"required": ["session"], "properties": {"session": {"type": "string", "not": {"const": NEW}}}},
+    ]
+    return schema
 
 
 @cache
-def document() -> JSON:
+def document(namespaces: tuple[str, ...] = (), apps: tuple[str, ...] = ()) -> JSON:
+    """The document for a gateway serving ``namespaces`` (empty: all) that knows ``apps``."""
+    namespace = _namespace(namespaces)
     run_reply = {
         "type": "object",
         "required": ["session_id", "output"],
         "properties": {
             "session_id": {"type": "string"},
             "output": {"description": "What run(input) returned (a list when it yielded)."},
-            "sessionClosed": {"type": "boolean", "description": "The app ended its session."},
-            "durationMs": {"type": "number"},
+            "session_closed": {"type": "boolean", "description": "The app ended its session."},
+            "duration_ms": {"type": "number"},
         },
     }
     session = {
@@ -110,8 +149,8 @@ def document() -> JSON:
                 }
             },
             "schemas": {
-                "RunRequest": RunRequest.model_json_schema(),
-                "CreateSessionRequest": CreateSessionRequest.model_json_schema(),
+                "RunRequest": _run_request(apps),
+                "CreateSessionRequest": _with_apps(CreateSessionRequest.model_json_schema(), apps),
                 "RunReply": run_reply,
                 "Session": session,
                 "Problem": problem,
@@ -121,19 +160,33 @@ def document() -> JSON:
         "paths": {
             "/v1/run": {
                 "post": {
+                    "operationId": "run",
                     "summary": 'Run input on a session: "new", an id, or none (one-shot: start, run, close).',
-                    "parameters": NAMESPACE,
+                    "parameters": [
+                        *namespace,
+                        {
+                            "name": CALL_ID_HEADER,
+                            "in": "header",
+                            "schema": {"type": "string", "pattern": CALL_ID.pattern},
+                            "description": "The call's id, the same on every retry: the worker runs it once.",
+                        },
+                    ],
                     "requestBody": {"required": True, **_json(_ref("RunRequest"))},
                     "responses": {
                         "200": {
                             "description": "The output; with stream, SSE: session, output..., then done or error.",
-                            **_json(_ref("RunReply")),
+                            "content": {
+                                "application/json": {"schema": _ref("RunReply")},
+                                "text/event-stream": {"schema": SSE_EVENT},
+                            },
                         },
                         **_problems(
                             *AUTH,
                             *LOOKUP,
                             "APP_MISMATCH",
                             "APP_NOT_FOUND",
+                            "CALL_ALREADY_RAN",
+                            "IDEMPOTENCY_KEY_REUSED",
                             "PAYLOAD_TOO_LARGE",
                             "QUEUE_FULL",
                             "RUN_FAILED",
@@ -145,8 +198,17 @@ def document() -> JSON:
             },
             "/v1/sessions": {
                 "get": {
+                    "operationId": "listSessions",
                     "summary": "Sessions of the namespace (query app= to filter).",
-                    "parameters": NAMESPACE,
+                    "parameters": [
+                        *namespace,
+                        {
+                            "name": "app",
+                            "in": "query",
+                            "schema": {"type": "string"},
+                            "description": "Only this App's.",
+                        },
+                    ],
                     "responses": {
                         "200": {
                             "description": "The sessions.",
@@ -161,27 +223,35 @@ def document() -> JSON:
                     },
                 },
                 "post": {
+                    "operationId": "createSession",
                     "summary": "Start a session without a call; answers once it is Ready.",
-                    "parameters": NAMESPACE,
+                    "parameters": namespace,
                     "requestBody": {"required": True, **_json(_ref("CreateSessionRequest"))},
                     "responses": {
-                        "201": {"description": "The Ready session.", **_json(_ref("Session"))},
-                        **_problems(*AUTH, "APP_NOT_FOUND", "WORKER_UNAVAILABLE"),
+                        "201": {
+                            "description": "The Ready session.",
+                            **_json(_ref("Session")),
+                            "links": LINKS,
+                        },
+                        **_problems(*AUTH, "APP_NOT_FOUND", "PAYLOAD_TOO_LARGE", "WORKER_UNAVAILABLE"),
                     },
                 },
             },
             "/v1/sessions/{id}": {
                 "get": {
-                    "summary": "One session, finished ones included while their tombstone lasts.",
-                    "parameters": [SESSION_ID, *NAMESPACE],
+                    "operationId": "getSession",
+                    "summary": "One session, finished ones included while their tombstone lasts; a Ready "
+                    "one with its worker's live last_activity, expires_at and calls.",
+                    "parameters": [SESSION_ID, *namespace],
                     "responses": {
                         "200": {"description": "The session.", **_json(_ref("Session"))},
                         **_problems(*AUTH, "SESSION_NOT_FOUND"),
                     },
                 },
                 "delete": {
+                    "operationId": "deleteSession",
                     "summary": "Close the session: its worker stops.",
-                    "parameters": [SESSION_ID, *NAMESPACE],
+                    "parameters": [SESSION_ID, *namespace],
                     "responses": {
                         "204": {"description": "Closed (or already finished)."},
                         **_problems(*AUTH, "SESSION_NOT_FOUND"),
@@ -190,11 +260,15 @@ def document() -> JSON:
             },
             "/v1/sessions/{id}/keepalive": {
                 "post": {
-                    "summary": "Count as activity without a call.",
-                    "parameters": [SESSION_ID, *NAMESPACE],
+                    "operationId": "keepaliveSession",
+                    "summary": "Count as activity without a call (RBAC verb patch).",
+                    "parameters": [SESSION_ID, *namespace],
                     "responses": {
-                        "200": {"description": "The worker's last activity.", **_json({"type": "object"})},
-                        **_problems(*AUTH, *LOOKUP, "WORKER_UNAVAILABLE"),
+                        "200": {
+                            "description": "The session with its new deadline.",
+                            **_json(_ref("Session")),
+                        },
+                        **_problems(*AUTH, *LOOKUP, "WORKER_UNAVAILABLE", "CALL_TIMEOUT"),
                     },
                 }
             },

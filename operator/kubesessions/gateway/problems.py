@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from http import HTTPStatus
 from typing import Any
 
@@ -9,18 +10,23 @@ from aiohttp import web
 
 PROBLEM_TYPE = "application/problem+json"
 
-# code -> default HTTP status (DESIGN.md); a few codes carry more than one status.
+# code -> default HTTP status, published in the OpenAPI document (openapi.py). VALIDATION is 422 when
+# the API server refused the object; a worker's problem keeps the worker's status.
 STATUS = {
     "VALIDATION": HTTPStatus.BAD_REQUEST,
     "APP_MISMATCH": HTTPStatus.BAD_REQUEST,
     "APP_NOT_FOUND": HTTPStatus.NOT_FOUND,
-    "UNAUTHORIZED": HTTPStatus.UNAUTHORIZED,  # 403 when the identity is known but not allowed
+    "UNAUTHORIZED": HTTPStatus.UNAUTHORIZED,  # no token, or one the API server does not accept
+    "FORBIDDEN": HTTPStatus.FORBIDDEN,  # a known caller whose RBAC does not allow the request's verb
+    "SESSION_AMBIGUOUS": HTTPStatus.CONFLICT,  # an id in several namespaces, none named (compat.py)
     "SESSION_NOT_FOUND": HTTPStatus.NOT_FOUND,
     "TASK_NOT_FOUND": HTTPStatus.NOT_FOUND,  # the inference.sh compat routes (compat.py)
     "SESSION_EXPIRED": HTTPStatus.GONE,
     "SESSION_ENDED": HTTPStatus.GONE,
     "PAYLOAD_TOO_LARGE": HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
     "QUEUE_FULL": HTTPStatus.TOO_MANY_REQUESTS,
+    "CALL_ALREADY_RAN": HTTPStatus.CONFLICT,  # a call id whose outcome the worker no longer keeps
+    "IDEMPOTENCY_KEY_REUSED": HTTPStatus.UNPROCESSABLE_ENTITY,  # one call id, another input
     "RUN_FAILED": HTTPStatus.INTERNAL_SERVER_ERROR,
     "WORKER_UNAVAILABLE": HTTPStatus.SERVICE_UNAVAILABLE,
     "CALL_TIMEOUT": HTTPStatus.GATEWAY_TIMEOUT,
@@ -68,6 +74,15 @@ class Problem(Exception):
         )
 
 
+_HUMP = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
+
+
+def snake_keys(members: dict[str, Any]) -> dict[str, Any]:
+    """The worker's camelCase members in the gateway's snake_case: the worker's own contract keeps
+    its names (docs/worker-contract.md); every JSON the gateway returns is snake_case."""
+    return {_HUMP.sub("_", key).lower(): value for key, value in members.items()}
+
+
 def from_worker(status: int, body: Any, retry_after: str | None, session_id: str) -> Problem:
     """A worker's problem, passed on with its own code; worker-side auth or readiness trouble is ours."""
     code = body.get("code") if isinstance(body, dict) else None
@@ -82,7 +97,9 @@ def from_worker(status: int, body: Any, retry_after: str | None, session_id: str
             f"the worker of session {session_id} cannot take calls: {detail}",
             session_id=session_id,
         )
-    members = {k: v for k, v in body.items() if k not in ("type", "title", "status", "code", "detail")}
+    members = snake_keys(
+        {k: v for k, v in body.items() if k not in ("type", "title", "status", "code", "detail")}
+    )
     seconds = int(retry_after) if retry_after and retry_after.isdigit() else None
     return Problem(code, detail, status=status, retry_after=seconds, session_id=session_id, **members)
 

@@ -9,14 +9,18 @@ import json
 import re
 import secrets
 from base64 import b32encode
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, StrictStr, ValidationError
 
 from ..models import DNS1123_SUBDOMAIN, MAX_TIMEOUT, MIN_TIMEOUT, AppSpec, SessionSpec
 from .problems import Problem
 
 NEW = "new"
+CALL_ID_HEADER = "Idempotency-Key"
+# What the worker takes as a call id: 1..200 printable ASCII characters (none at either end is a
+# space, which HTTP would strip anyway).
+CALL_ID = re.compile(r"^[\x21-\x7e]([\x20-\x7e]{0,198}[\x21-\x7e])?$")
 SESSION_PREFIX = "s-"
 # 15 random bytes: 120 bits, 24 base32 characters; lowercase base32 is DNS-1123 safe.
 SESSION_ID = re.compile(r"^s-[a-z2-7]{24}$")
@@ -27,12 +31,20 @@ def new_session_id() -> str:
     return SESSION_PREFIX + b32encode(secrets.token_bytes(15)).decode().lower()
 
 
+def _whole(value: Any) -> Any:
+    """JSON has one number type, and JSON Schema's integer takes 60.0 as 60: so does the gateway."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+Seconds = Annotated[int, Field(strict=True, ge=MIN_TIMEOUT, le=MAX_TIMEOUT), BeforeValidator(_whole)]
+
+
 class _Body(BaseModel):
     model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
 
     app: StrictStr | None = Field(default=None, max_length=253, pattern=DNS1123_SUBDOMAIN)
     """The App (in the request's namespace) to start the worker from."""
-    session_timeout: StrictInt | None = Field(default=None, ge=MIN_TIMEOUT, le=MAX_TIMEOUT)
+    session_timeout: Seconds | None = None
     """Idle timeout of a new session in whole seconds, 1..3600 (default: the App's)."""
     config: dict[str, Any] | None = None
     """Settings handed to the app's `setup(config)` for a new session."""
@@ -54,6 +66,13 @@ class CreateSessionRequest(_Body):
 
     app: StrictStr = Field(max_length=253, pattern=DNS1123_SUBDOMAIN)
     """The App (in the request's namespace) to start the worker from."""
+
+
+def call_id(value: str | None) -> str | None:
+    """The request's call id, checked before anything is started."""
+    if value is not None and not CALL_ID.match(value):
+        raise Problem("VALIDATION", f"{CALL_ID_HEADER}: must be 1..200 printable ASCII characters")
+    return value
 
 
 M = TypeVar("M", bound=BaseModel)

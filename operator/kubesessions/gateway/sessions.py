@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import logging
 from dataclasses import dataclass, field
 from typing import Any
@@ -12,6 +13,7 @@ from kubernetes_asyncio.client.exceptions import ApiException
 from ..builders import CLOSE_ANNOTATION
 from ..kubeobjects import MERGE_PATCH
 from ..models import API_VERSION, FINISHED_PHASES, GROUP, VERSION, AppSpec, Phase, is_dns1123_subdomain
+from ..timefmt import parse_rfc3339, rfc3339
 from .auth import Identity
 from .cache import JSON, Cache, Key
 from .forward import Target
@@ -62,6 +64,23 @@ def view(body: JSON) -> JSON:
     }
 
 
+def live(body: JSON, last_activity: str | None, calls: Any = None) -> JSON:
+    """``view`` with the worker's own figures: its last activity, the idle deadline that follows
+    from it (the operator records both only when it looks, so the stored ones lag), its calls."""
+    shown = view(body)
+    last = parse_rfc3339(last_activity)
+    if last is None:
+        return shown
+    ready = parse_rfc3339(shown["ready_at"])
+    last = max(last, ready) if ready is not None else last  # idleness counts from Ready at the earliest
+    shown["last_activity"] = rfc3339(last)
+    if isinstance(shown["session_timeout"], int):
+        shown["expires_at"] = rfc3339(last + datetime.timedelta(seconds=shown["session_timeout"]))
+    if isinstance(calls, int):
+        shown["calls"] = calls
+    return shown
+
+
 # How long a call whose worker cannot be reached waits to learn that its session has ended.
 ENDED_WAIT = 2.0
 
@@ -82,6 +101,13 @@ def gone(body: JSON) -> Problem:
     if status.get("phase") == Phase.EXPIRED:
         return ended("SESSION_EXPIRED", name, "has expired", why)
     return ended("SESSION_ENDED", name, "has ended", why)
+
+
+def _check_app(body: JSON, app: str | None) -> None:
+    runs = (body.get("spec") or {}).get("app")
+    if app is not None and runs != app:
+        name = body["metadata"]["name"]
+        raise Problem("APP_MISMATCH", f'session {name} runs app "{runs}", not "{app}"', session_id=name)
 
 
 class Sessions:
@@ -107,12 +133,7 @@ class Sessions:
         ``ours``: the session was created for this request, so a session that cannot start is closed.
         """
         body = await self.find(namespace, session_id)
-        if app is not None and (body.get("spec") or {}).get("app") != app:
-            raise Problem(
-                "APP_MISMATCH",
-                f'session {session_id} runs app "{(body.get("spec") or {}).get("app")}", not "{app}"',
-                session_id=session_id,
-            )
+        _check_app(body, app)
         key = (namespace, session_id)
         # A Ready session (every call but a new session's first) needs no waiter set up.
         body = (
@@ -143,6 +164,12 @@ class Sessions:
             )
         return Target(session_id, status["podIP"], token)
 
+    def check(self, body: JSON, app: str | None) -> None:
+        """An existing session may take a call for ``app`` (when named): it runs it, and has not ended."""
+        _check_app(body, app)
+        if closing(body):
+            raise gone(body)
+
     async def explain_unavailable(self, namespace: str, session_id: str, problem: Problem) -> Problem:
         """A worker that cannot be reached has most often just been ended (an idle cull or a
         close: the worker goes first, its Session's status follows a moment later). Wait for
@@ -156,6 +183,14 @@ class Sessions:
 
         body = ended() or await self.cache.wait(key, ended, ENDED_WAIT)
         return gone(body) if body is not None else problem
+
+    def ready(self, namespace: str, session_id: str) -> Target | None:
+        """The worker of a Ready session, without waiting; None when there is none to ask."""
+        key = (namespace, session_id)
+        body = self._usable(key)
+        if body is None or closing(body):
+            return None
+        return Target(session_id, _status(body)["podIP"], self.cache.tokens[key])
 
     def _usable(self, key: Key) -> JSON | None:
         body = self.cache.sessions.get(key)

@@ -12,12 +12,12 @@ import pytest
 from kubernetes_asyncio.client import ApiClient
 
 from kubesessions.gateway import openapi
-from kubesessions.gateway.auth import KubernetesAuth
+from kubesessions.gateway.auth import KubernetesAuth, Verb
 from kubesessions.gateway.cache import Cache
-from kubesessions.gateway.forward import Reply, Sequencer, sse_events
+from kubesessions.gateway.forward import Reply, Sequencer, done_members, snake_events, sse_events
 from kubesessions.gateway.problems import Problem, from_worker
-from kubesessions.gateway.requests import SESSION_ID, RunRequest, new_session_id, parse, session_spec
-from kubesessions.gateway.sessions import GatewaySettings, Sessions
+from kubesessions.gateway.requests import SESSION_ID, RunRequest, call_id, new_session_id, parse, session_spec
+from kubesessions.gateway.sessions import GatewaySettings, Sessions, live, view
 from kubesessions.models import AppSpec, is_dns1123_subdomain
 
 pytestmark = pytest.mark.unit
@@ -74,12 +74,32 @@ async def test_sequencer_gives_turns_in_arrival_order_and_forgets_idle_keys() ->
     assert len(seq) == 0
 
 
-def test_reply_renders_one_output_or_the_list_of_a_stream() -> None:
-    done = b'"sessionClosed":false,"durationMs":1.5'
+def test_reply_renders_one_output_or_the_list_of_a_stream_in_snake_case() -> None:
+    done = done_members(b'{"sessionClosed":false,"durationMs":1.5}')
     one = json.loads(Reply([b'{"a":1}'], done).body("s-x"))
-    assert one == {"session_id": "s-x", "output": {"a": 1}, "sessionClosed": False, "durationMs": 1.5}
+    assert one == {"session_id": "s-x", "output": {"a": 1}, "session_closed": False, "duration_ms": 1.5}
     assert json.loads(Reply([b"1", b"2"], done).body("s-x"))["output"] == [1, 2]
     assert json.loads(Reply([], done).body("s-x"))["output"] == []
+    assert json.loads(Reply([b"1"], done_members(b"{}")).body("s-x")) == {"session_id": "s-x", "output": 1}
+
+
+async def test_streamed_done_and_error_events_come_out_in_snake_case_outputs_untouched() -> None:
+    stream = (
+        b'event: output\ndata: {"keepMe": 1}\n\nevent: done\ndata: {"sessionClosed":true,"durationMs":2}\n\n'
+        b'event: error\ndata: {"status": 500, "code": "RUN_FAILED", "errorType": "ValueError"}\n\n'
+    )
+
+    async def chunks(size: int) -> AsyncIterator[bytes]:
+        for i in range(0, len(stream), size):
+            yield stream[i : i + size]
+
+    for size in (1, 7, len(stream)):  # events split anywhere across the worker's writes
+        out = b"".join([chunk async for chunk in snake_events(chunks(size))])
+        events = list(sse_events(out.splitlines()))
+        assert [e for e, _ in events] == ["output", "done", "error"]
+        assert events[0][1] == b'{"keepMe": 1}'
+        assert json.loads(events[1][1]) == {"session_closed": True, "duration_ms": 2}
+        assert json.loads(events[2][1])["error_type"] == "ValueError"
 
 
 def test_sse_events_are_parsed_line_by_line() -> None:
@@ -110,7 +130,7 @@ def test_worker_problems_are_passed_on_or_made_ours(status: int, body: Any, code
     if code == "QUEUE_FULL":
         assert problem.response().headers["Retry-After"] == "2"
     if code == "RUN_FAILED":
-        assert problem.body()["errorType"] == "ValueError"
+        assert problem.body()["error_type"] == "ValueError"  # the worker's errorType, snake_case
     if code == "SESSION_ENDED":
         assert "session not found" in problem.detail
 
@@ -118,8 +138,9 @@ def test_worker_problems_are_passed_on_or_made_ours(status: int, body: Any, code
 class FakeReviews:
     """Stands in for the authentication and authorization APIs; counts the reviews asked."""
 
-    def __init__(self, allowed: bool, delay: float = 0.0) -> None:
+    def __init__(self, allowed: bool | set[str], delay: float = 0.0) -> None:
         self.allowed, self.calls, self.delay = allowed, 0, delay
+        self.verbs: list[str] = []
 
     async def create_token_review(self, body: Any) -> Any:
         self.calls += 1
@@ -133,8 +154,10 @@ class FakeReviews:
     async def create_subject_access_review(self, body: Any) -> Any:
         self.calls += 1
         attrs = body.spec.resource_attributes
-        assert (attrs.verb, attrs.group, attrs.resource) == ("create", "kubesessions.io", "sessions")
-        return SimpleNamespace(status=SimpleNamespace(allowed=self.allowed))
+        assert (attrs.group, attrs.resource) == ("kubesessions.io", "sessions")
+        self.verbs.append(attrs.verb)
+        allowed = self.allowed if isinstance(self.allowed, bool) else attrs.verb in self.allowed
+        return SimpleNamespace(status=SimpleNamespace(allowed=allowed))
 
 
 def auth_with(reviews: FakeReviews) -> KubernetesAuth:
@@ -151,7 +174,8 @@ async def test_calls_waiting_for_one_review_share_it_and_go_on_in_arrival_order(
     passed: list[int] = []
 
     async def call(i: int) -> None:
-        await auth.check("good", "ns")
+        identity = await auth.authenticate("good")
+        await auth.authorize("good", identity, "ns", "get")
         passed.append(i)
 
     calls = []
@@ -168,18 +192,31 @@ async def test_auth_answers_are_cached_and_say_why() -> None:
     reviews = FakeReviews(allowed=True)
     auth = auth_with(reviews)
     for _ in range(5):
-        assert (await auth.check("good", "ns")).username == "system:serviceaccount:ns:me"
-    assert reviews.calls == 2 and auth.hits == 4
+        identity = await auth.authenticate("good")
+        assert identity.username == "system:serviceaccount:ns:me"
+        await auth.authorize("good", identity, "ns", "create")
+    assert reviews.calls == 2 and auth.hits == 8
     with pytest.raises(Problem) as err:
-        await auth.check(None, "ns")
-    assert int(err.value.status) == 401
+        await auth.authenticate(None)
+    assert (err.value.code, int(err.value.status)) == ("UNAUTHORIZED", 401)
     with pytest.raises(Problem, match="bad token") as err:
-        await auth.check("bad", "ns")
-    assert int(err.value.status) == 401
-    denied = auth_with(FakeReviews(allowed=False))
-    with pytest.raises(Problem, match=r'may not create sessions\.kubesessions\.io in namespace "ns"') as err:
-        await denied.check("good", "ns")
-    assert (err.value.code, int(err.value.status)) == ("UNAUTHORIZED", 403)
+        await auth.authenticate("bad")
+    assert (err.value.code, int(err.value.status)) == ("UNAUTHORIZED", 401)
+
+
+async def test_each_verb_is_asked_for_and_a_refused_one_is_forbidden() -> None:
+    reviews = FakeReviews(allowed={"create"})
+    auth = auth_with(reviews)
+    identity = await auth.authenticate("good")
+    await auth.authorize("good", identity, "ns", "create")
+    refused: tuple[Verb, ...] = ("get", "list", "delete", "patch")
+    for verb in refused:
+        with pytest.raises(
+            Problem, match=rf'may not {verb} sessions\.kubesessions\.io in namespace "ns"'
+        ) as err:
+            await auth.authorize("good", identity, "ns", verb)
+        assert (err.value.code, int(err.value.status)) == ("FORBIDDEN", 403)
+    assert reviews.verbs == ["create", "get", "list", "delete", "patch"]
 
 
 async def test_cache_wait_wakes_on_the_keys_changes_only() -> None:
@@ -214,6 +251,25 @@ def test_openapi_documents_every_route_and_code() -> None:
     assert {"200", "400", "401", "404", "410", "413", "429", "500", "503", "504"} <= set(run["responses"])
     schema = doc["components"]["schemas"]["RunRequest"]
     assert schema["required"] == ["input"]
+    assert doc["paths"]["/v1/sessions/{id}"]["get"]["parameters"][2]["schema"] == {"type": "string"}
+
+
+def test_openapi_says_what_is_accepted_and_links_a_new_session_to_its_operations() -> None:
+    doc = openapi.document(("ns-a", "ns-b"), ("echo",))
+    namespaces = [
+        p for p in doc["paths"]["/v1/run"]["post"]["parameters"] if "namespace" in p["name"].lower()
+    ]
+    assert [p["schema"] for p in namespaces] == [{"type": "string", "enum": ["ns-a", "ns-b"]}] * 2
+    create = doc["components"]["schemas"]["CreateSessionRequest"]["properties"]
+    assert create["app"]["examples"] == ["echo"]
+    assert create["session_timeout"]["anyOf"][0] == {"type": "integer", "minimum": 1, "maximum": 3600}
+    links = doc["paths"]["/v1/sessions"]["post"]["responses"]["201"]["links"]
+    operations = {link["operationId"] for link in links.values()}
+    assert operations == {"getSession", "keepaliveSession", "deleteSession"}
+    ids = {op["operationId"] for path in doc["paths"].values() for op in path.values() if "operationId" in op}
+    assert operations <= ids
+    assert {"401", "403"} <= set(doc["paths"]["/v1/sessions"]["get"]["responses"])
+    assert parse(RunRequest, b'{"input": 1, "session_timeout": 60.0}').session_timeout == 60
 
 
 @pytest.fixture
@@ -247,3 +303,52 @@ async def test_an_unreachable_worker_of_a_live_session_stays_unavailable(
     monkeypatch.setattr("kubesessions.gateway.sessions.ENDED_WAIT", 0.05)
     sessions.cache.seen("sessions", ns_session("Ready", 1))
     assert await sessions.explain_unavailable("ns", "s-1", UNAVAILABLE) is UNAVAILABLE
+
+
+def test_live_figures_put_the_deadline_after_the_workers_last_activity() -> None:
+    meta = {"namespace": "ns", "name": "s-1", "creationTimestamp": "2026-01-01T00:00:00Z"}
+    status = {
+        "phase": "Ready",
+        "sessionTimeout": 60,
+        "readyAt": "2026-01-01T00:00:10.000Z",
+        "lastActivityTime": "2026-01-01T00:00:10.000Z",
+        "expiresAt": "2026-01-01T00:01:10.000Z",
+        "calls": 1,
+    }
+    body = {"metadata": meta, "spec": {"app": "echo"}, "status": status}
+    shown = live(body, "2026-01-01T00:00:31.250Z", 4)
+    assert (shown["last_activity"], shown["expires_at"], shown["calls"]) == (
+        "2026-01-01T00:00:31.250Z",
+        "2026-01-01T00:01:31.250Z",
+        4,
+    )
+    early = live(body, "2026-01-01T00:00:02.000Z")  # the worker started before it was Ready
+    assert (early["last_activity"], early["expires_at"], early["calls"]) == (
+        "2026-01-01T00:00:10.000Z",
+        "2026-01-01T00:01:10.000Z",
+        1,
+    )
+    assert live(body, None) == view(body)
+
+
+@pytest.mark.parametrize(
+    ("value", "ok"),
+    [
+        ("a", True),
+        ("t-1 2", True),
+        ("x" * 200, True),
+        (None, True),
+        ("", False),
+        (" a", False),
+        ("x" * 201, False),
+        ("caf\u00e9", False),
+        ("a\tb", False),
+    ],
+)
+def test_call_ids_are_checked_as_the_worker_checks_them(value: str | None, ok: bool) -> None:
+    if ok:
+        assert call_id(value) == value
+    else:
+        with pytest.raises(Problem, match=r"Idempotency-Key: must be 1\.\.200 printable ASCII") as err:
+            call_id(value)
+        assert int(err.value.status) == 400
