@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import threading
 import time
 from pathlib import Path
@@ -153,9 +154,11 @@ def test_worker_exits_by_itself_when_nobody_culls_it(
 ) -> None:
     op = OperatorProcess(kube, namespace, tmp_path, "--idle-grace", "1").start()
     try:
-        ip, token = ready_worker(kube, namespace, "alone", ECHO, timeout=1)
+        # 5 s: the operator dies (SIGKILL, at once: kopf's clean stop can take seconds on a busy
+        # machine) well before it would cull the session; the call below restarts the idle clock.
+        ip, token = ready_worker(kube, namespace, "alone", ECHO, timeout=5)
     finally:
-        op.stop()
+        op.stop(signal.SIGKILL)
     assert call(ip, token, {"input": 1})[0] == 200
 
     def exited() -> Any:
@@ -165,7 +168,7 @@ def test_worker_exits_by_itself_when_nobody_culls_it(
             return None
         return pod if pod.status.phase in ("Succeeded", "Failed") else None
 
-    pod = await_condition(exited, 15, "the worker to exit by itself (timeout 1 s + grace 1 s)")
+    pod = await_condition(exited, 20, "the worker to exit by itself (timeout 5 s + grace 1 s)")
     term = pod.status.container_statuses[0].state.terminated
     assert term.exit_code == 0
     assert '"reason": "IdleTimeout"' in term.message

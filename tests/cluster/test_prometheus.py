@@ -170,7 +170,7 @@ def test_prometheus_sees_gpu_seconds_every_panel_and_every_alert(
     tmp_path: Path,
     stop_after: list[subprocess.Popen[bytes]],
 ) -> None:
-    api = Client(gateway.url, token=token, namespace=namespace, timeout=60)
+    api = Client(gateway.url, token=token, namespace=namespace, request_timeout=60)
     # Each service's /metrics passes Prometheus' own lint before Prometheus scrapes it.
     for url in (operator.url, gateway.url):
         with urllib.request.urlopen(f"{url}/metrics", timeout=5) as resp:
