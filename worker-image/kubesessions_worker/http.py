@@ -7,7 +7,6 @@ runner's events as one JSON reply or as a stream of server-sent events.
 from __future__ import annotations
 
 import datetime
-import hmac
 import json
 import logging
 from collections.abc import Awaitable, Callable
@@ -15,7 +14,7 @@ from typing import Any
 
 from aiohttp import web
 
-from . import metrics
+from . import claim, metrics
 from .gpu import GpuMonitor
 from .problems import Problem
 from .runner import Call, Done, Event, Failed, Output, Runner, State
@@ -25,7 +24,6 @@ log = logging.getLogger(__name__)
 
 RUNNER = web.AppKey("runner", Runner)
 GPU = web.AppKey("gpu", GpuMonitor)
-TOKEN = web.AppKey("token", bytes)
 MAX_BODY = web.AppKey("max_body", int)
 PROBLEM_TYPE = "application/problem+json"
 # Kubelet probes carry no token; everything else does.
@@ -34,12 +32,20 @@ OPEN_PATHS = frozenset({"/healthz", "/readyz"})
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def build(runner: Runner, gpu: GpuMonitor, *, token: str, max_body_bytes: int) -> web.Application:
+def build(
+    runner: Runner,
+    gpu: GpuMonitor,
+    *,
+    token: str,
+    max_body_bytes: int,
+    slot: claim.Slot | None = None,
+) -> web.Application:
+    """``slot``: a warm pool worker's (``token`` is then the pool's until it is claimed)."""
     app = web.Application(middlewares=[_problems, _auth], client_max_size=max_body_bytes)
     app[RUNNER] = runner
     app[GPU] = gpu
-    app[TOKEN] = token.encode()
     app[MAX_BODY] = max_body_bytes
+    claim.install(app, runner, slot or claim.Slot(pooled=False), claim.Credential(token.encode()))
     app.router.add_post("/run", _run)
     app.router.add_get("/healthz", _healthz)
     app.router.add_get("/readyz", _readyz)
@@ -73,11 +79,11 @@ async def _problems(request: web.Request, handler: Handler) -> web.StreamRespons
 async def _auth(request: web.Request, handler: Handler) -> web.StreamResponse:
     if request.path not in OPEN_PATHS:
         scheme, _, given = request.headers.get("Authorization", "").partition(" ")
-        # compare_digest: the time taken must not reveal how much of the token matched.
-        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), request.app[TOKEN]):
+        if scheme.lower() != "bearer" or not request.app[claim.CREDENTIAL].matches(given.strip()):
             raise Problem(
                 "UNAUTHORIZED", "a valid 'Authorization: Bearer <session token>' header is required"
             )
+        claim.check_claimed(request)
     return await handler(request)
 
 
