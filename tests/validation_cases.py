@@ -134,7 +134,9 @@ BAD = [
     Case("app timeout too large", app({"image": IMAGE, "maxSessionTimeout": 7200}), "maxSessionTimeout"),
     Case("pool too large", app({"image": IMAGE, "warmPool": {"size": 65}}), "warmPool.size"),
     Case("negative pool", app({"image": IMAGE, "warmPool": {"size": -1}}), "warmPool.size"),
-    Case("bad pool strategy", app({"image": IMAGE, "warmPool": {"strategy": "Rolling"}}), "warmPool.strategy"),
+    Case(
+        "bad pool strategy", app({"image": IMAGE, "warmPool": {"strategy": "Rolling"}}), "warmPool.strategy"
+    ),
 ]
 
 # Changes to a valid Session after creation: (id, original spec, new spec, field named).

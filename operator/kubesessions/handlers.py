@@ -83,6 +83,7 @@ def build_registry(
         state["controller"] = ctl
         state["tasks"] = [
             asyncio.create_task(ctl.queue.run(), name="workqueue"),
+            asyncio.create_task(ctl.pool.queue.run(), name="warm-pools"),
             asyncio.create_task(_sweep_forever(ctl), name="orphan-sweep"),
         ]
         if metrics_port is not None:
@@ -144,6 +145,7 @@ async def _serve_metrics(ctl: Controller, host: str, port: int) -> web.AppRunner
             "# HELP kubesessions_operator_sessions Sessions in the controller's cache.",
             "# TYPE kubesessions_operator_sessions gauge",
             f"kubesessions_operator_sessions {len(ctl.sessions)}",
+            *ctl.pool.metrics.lines(),
         ]
         return web.Response(text="\n".join(lines) + "\n", content_type="text/plain")
 

@@ -1,0 +1,78 @@
+"""The warm pools' Prometheus metrics, per App: size, ready, claims (hit/miss), claim latency."""
+
+from __future__ import annotations
+
+import bisect
+from collections import Counter
+from dataclasses import dataclass, field
+
+from .models import WarmPoolStatus
+
+Key = tuple[str, str]  # (namespace, app)
+
+# Seconds from a Session's first reconcile to its worker taking the session (claim latency).
+BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+
+@dataclass
+class Histogram:
+    counts: list[int] = field(default_factory=lambda: [0] * (len(BUCKETS) + 1))
+    total: float = 0.0
+
+    def observe(self, seconds: float) -> None:
+        self.counts[bisect.bisect_left(BUCKETS, seconds)] += 1
+        self.total += seconds
+
+
+@dataclass
+class PoolMetrics:
+    pools: dict[Key, WarmPoolStatus] = field(default_factory=dict)
+    hits: Counter[Key] = field(default_factory=Counter)
+    misses: Counter[Key] = field(default_factory=Counter)
+    latency: dict[Key, Histogram] = field(default_factory=dict)
+
+    def observe_pool(self, key: Key, status: WarmPoolStatus) -> None:
+        self.pools[key] = status
+
+    def hit(self, key: Key, seconds: float) -> None:
+        self.hits[key] += 1
+        self.latency.setdefault(key, Histogram()).observe(seconds)
+
+    def miss(self, key: Key) -> None:
+        self.misses[key] += 1
+
+    def forget(self, key: Key) -> None:
+        self.pools.pop(key, None)
+
+    def lines(self) -> list[str]:
+        out = [
+            "# HELP kubesessions_pool_size Warm pool size asked for (spec.warmPool.size).",
+            "# TYPE kubesessions_pool_size gauge",
+            *(f"kubesessions_pool_size{{{_labels(k)}}} {s.size}" for k, s in sorted(self.pools.items())),
+            "# HELP kubesessions_pool_ready Warm pool workers ready to be claimed.",
+            "# TYPE kubesessions_pool_ready gauge",
+            *(f"kubesessions_pool_ready{{{_labels(k)}}} {s.ready}" for k, s in sorted(self.pools.items())),
+            "# HELP kubesessions_pool_claims_total New Sessions of a pooled App: from the pool (hit) or cold (miss).",
+            "# TYPE kubesessions_pool_claims_total counter",
+        ]
+        for result, counter in (("hit", self.hits), ("miss", self.misses)):
+            out += [
+                f'kubesessions_pool_claims_total{{{_labels(k)},result="{result}"}} {n}'
+                for k, n in sorted(counter.items())
+            ]
+        out += [
+            "# HELP kubesessions_pool_claim_seconds From a Session's reconcile to its pool worker taking it.",
+            "# TYPE kubesessions_pool_claim_seconds histogram",
+        ]
+        for key, hist in sorted(self.latency.items()):
+            running = 0
+            for bound, count in zip([*map(str, BUCKETS), "+Inf"], hist.counts, strict=True):
+                running += count
+                out.append(f'kubesessions_pool_claim_seconds_bucket{{{_labels(key)},le="{bound}"}} {running}')
+            out.append(f"kubesessions_pool_claim_seconds_sum{{{_labels(key)}}} {hist.total:.6f}")
+            out.append(f"kubesessions_pool_claim_seconds_count{{{_labels(key)}}} {running}")
+        return out
+
+
+def _labels(key: Key) -> str:
+    return f'namespace="{key[0]}",app="{key[1]}"'

@@ -1,0 +1,201 @@
+"""Warm pools on the local cluster: claims, cold fallback, refill, scale, App deletion, races."""
+
+from __future__ import annotations
+
+import base64
+import os
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes.client.rest import ApiException
+
+from kubesessions import pool
+from kubesessions.builders import SessionRef
+
+from ..conftest import Cluster, OperatorProcess, await_condition, await_session, phase_is
+from .test_operator import GROUP, call, create_app, create_session, custom, token_of
+
+pytestmark = pytest.mark.cluster
+POOL_SELECTOR = pool.selector("counter")
+
+
+def warm_pool(kube: Cluster, namespace: str) -> dict[str, Any]:
+    app = custom(kube).get_namespaced_custom_object(*GROUP, namespace, "apps", "counter")
+    return (app.get("status") or {}).get("warmPool") or {}
+
+
+def pool_pods(kube: Cluster, namespace: str) -> list[Any]:
+    items = kube.core.list_namespaced_pod(namespace, label_selector=POOL_SELECTOR).items
+    return [p for p in items if not p.metadata.deletion_timestamp]
+
+
+def await_ready_pool(kube: Cluster, namespace: str, size: int, timeout: float = 60) -> None:
+    await_condition(
+        lambda: warm_pool(kube, namespace).get("ready") == size and len(pool_pods(kube, namespace)) == size,
+        timeout,
+        f"the warm pool to have {size} ready workers (status.warmPool and pods)",
+        every=0.2,
+    )
+
+
+def session_pods(kube: Cluster, namespace: str, session: str) -> list[Any]:
+    selector = f"kubesessions.io/session={session}"
+    return [
+        p
+        for p in kube.core.list_namespaced_pod(namespace, label_selector=selector).items
+        if not p.metadata.deletion_timestamp
+    ]
+
+
+def test_sessions_claim_distinct_warm_workers_then_start_cold_and_the_pool_refills(
+    kube: Cluster, namespace: str, operator: OperatorProcess
+) -> None:
+    create_app(kube, namespace, warmPool={"size": 2})
+    await_ready_pool(kube, namespace, 2)
+    warm = {p.metadata.name for p in pool_pods(kube, namespace)}
+    names = [f"s{i}" for i in range(10)]
+    for name in names:  # one after another, as fast as the API takes them
+        create_session(kube, namespace, name, app="counter", sessionTimeout=300)
+    ready = {n: await_session(kube, namespace, n, phase_is("Ready"), 90, "Ready")["status"] for n in names}
+    pods = [s["podName"] for s in ready.values()]
+    assert len(set(pods)) == 10, f"every session its own worker: {pods}"
+    pooled = [n for n, s in ready.items() if s["startedFrom"] == "pool"]
+    assert len(pooled) >= 2 and ready["s0"]["startedFrom"] == "pool", ready
+    assert {s["startedFrom"] for s in ready.values()} == {"pool", "cold"}, (
+        "ten on a pool of 2: some start cold"
+    )
+    assert {ready[n]["podName"] for n in pooled[:2]} <= warm | {ready[n]["podName"] for n in pooled}
+    for name in names:
+        status = ready[name]
+        kids = session_pods(kube, namespace, name)
+        assert [p.metadata.name for p in kids] == [status["podName"]], f"{name}: exactly one worker"
+        owner = kids[0].metadata.owner_references
+        assert [(o.kind, o.name) for o in owner] == [("Session", name)]
+        if status["startedFrom"] == "pool":
+            assert status["claimedAt"] and status["readyAt"] >= status["claimedAt"]
+            assert pool.POOL_LABEL not in (kids[0].metadata.labels or {})
+        else:
+            assert "claimedAt" not in status and status["podName"] == name
+    # A claimed worker is the session's: its token, its state; the pool's token is refused.
+    first = ready[pooled[0]]
+    token = token_of(kube, namespace, pooled[0])
+    totals = [call(first["podIP"], token, {"input": {"add": n}})[1]["output"] for n in (1, 2)]
+    assert [t["total"] if isinstance(t, dict) else t for t in totals] == [1, 3]
+    pool_token = kube.core.read_namespaced_secret("counter-pool-token", namespace)
+    assert pool_token.metadata.owner_references[0].kind == "App"
+    assert call(first["podIP"], _decode(pool_token.data["token"]), {"input": {"add": 1}})[0] == 401
+    # The pool refills; the cold starts told the App.
+    await_ready_pool(kube, namespace, 2)
+    status = warm_pool(kube, namespace)
+    assert status["claimed"] >= len(pooled) and status["size"] == 2
+    events = kube.core.list_namespaced_event(namespace, field_selector="involvedObject.kind=App").items
+    assert any(e.reason == "PoolExhausted" and e.type == "Warning" for e in events)
+    # kubectl scale drives the pool size.
+    out = subprocess.run(
+        [
+            str(kube.kubectl),
+            "--kubeconfig",
+            str(kube.kubeconfig),
+            "-n",
+            namespace,
+            "scale",
+            "app/counter",
+            "--replicas",
+            "3",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert "scaled" in out
+    await_ready_pool(kube, namespace, 3)
+    # Deleting the App ends its pool but not the sessions running on workers it started.
+    custom(kube).delete_namespaced_custom_object(*GROUP, namespace, "apps", "counter")
+    await_condition(lambda: not pool_pods(kube, namespace), 60, "the pool workers to go with their App")
+    assert call(first["podIP"], token, {"input": {"add": 4}})[1]["output"] in (7, {"total": 7})
+    for name in pooled:
+        assert session_pods(kube, namespace, name), f"{name} keeps its worker"
+
+
+def test_a_stale_claim_is_refused_by_the_api_server(
+    kube: Cluster, namespace: str, operator: OperatorProcess
+) -> None:
+    """What the claim's safety rests on: two claims made from the same view of a worker, by
+    any two operators, cannot both succeed."""
+    create_app(kube, namespace, warmPool={"size": 1})
+    await_ready_pool(kube, namespace, 1)
+    pod = kube.api.sanitize_for_serialization(pool_pods(kube, namespace)[0])
+    seen = pool.member(pod)
+    now = "2030-01-01T00:00:00.000Z"
+    patch = pool.claim_patch(seen, _ref("x1", "uid-x1", namespace), now)
+    kube.core.patch_namespaced_pod(seen.name, namespace, patch)
+    with pytest.raises(ApiException) as refused:
+        kube.core.patch_namespaced_pod(
+            seen.name, namespace, pool.claim_patch(seen, _ref("x2", "uid-x2", namespace), now)
+        )
+    assert refused.value.status == 409
+    labels = kube.core.read_namespaced_pod(seen.name, namespace).metadata.labels
+    assert labels["kubesessions.io/session"] == "x1"
+
+
+def test_sessions_created_at_the_same_instant_never_share_a_worker(
+    kube: Cluster, namespace: str, crds: None, tmp_path: Path
+) -> None:
+    """Pairs of Sessions created at once race for a pool of 2, some while the operator is
+    killed and restarted mid-claim: never a shared worker, never a second one for a Session."""
+    rounds = int(os.environ.get("KUBESESSIONS_POOL_RACE_ROUNDS", "50"))
+    op = OperatorProcess(kube, namespace, tmp_path, "--retention", "1").start()
+    started = time.monotonic()
+    try:
+        create_app(kube, namespace, warmPool={"size": 2})
+        await_ready_pool(kube, namespace, 2)
+        starts: list[str] = []
+        for r in range(rounds):
+            names = [f"r{r}a", f"r{r}b"]
+            gate = threading.Barrier(2)
+
+            def make(name: str) -> None:
+                gate.wait()
+                create_session(kube, namespace, name, app="counter")
+
+            threads = [threading.Thread(target=make, args=(n,)) for n in names]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            if r % 10 == 5:  # mid-claim: the operator dies just after both Sessions appear
+                op.stop(signal.SIGKILL)
+                op.start()
+            ready = [
+                await_session(kube, namespace, n, phase_is("Ready"), 60, f"round {r}: Ready") for n in names
+            ]
+            workers = [s["status"]["podName"] for s in ready]
+            assert workers[0] != workers[1], f"round {r}: both sessions got worker {workers[0]}"
+            for name, worker in zip(names, workers, strict=True):
+                assert [p.metadata.name for p in session_pods(kube, namespace, name)] == [worker], (
+                    f"round {r}: {name} holds exactly its one worker"
+                )
+            starts += [s["status"]["startedFrom"] for s in ready]
+            for name in names:
+                custom(kube).delete_namespaced_custom_object(*GROUP, namespace, "sessions", name)
+        assert starts.count("pool") >= rounds, (
+            f"most sessions should be warm: {starts.count('pool')} of {len(starts)}"
+        )
+        print(
+            f"{rounds} rounds in {time.monotonic() - started:.0f}s; pool starts {starts.count('pool')}/{len(starts)}"
+        )
+    finally:
+        op.stop()
+
+
+def _ref(name: str, uid: str, namespace: str) -> SessionRef:
+    return SessionRef(name=name, namespace=namespace, uid=uid)
+
+
+def _decode(data: str) -> str:
+    return base64.b64decode(data).decode()
