@@ -121,6 +121,7 @@ class Pooling:
             ]
             for manifest in manifests:
                 members[manifest["metadata"]["name"]] = manifest  # counted as starting until its event
+            self.metrics.upkeep["create pods"] += len(manifests)
             created = await asyncio.gather(
                 *(self.children.create("pods", key[0], m) for m in manifests), return_exceptions=True
             )
@@ -130,7 +131,7 @@ class Pooling:
                     log.warning("app %s/%s: could not create a pool worker: %s", *key, outcome)
         for name in plan.delete:
             members.pop(name, None)
-            self.writes["delete pods"] += 1
+            self._count("delete pods")
             try:
                 await self.core.delete_namespaced_pod(name, key[0])
             except ApiException as exc:
@@ -147,7 +148,7 @@ class Pooling:
         self.metrics.observe_pool(key, desired)
         if desired == recorded:
             return
-        self.writes["patch apps/status"] += 1
+        self._count("patch apps/status")
         options: dict[str, Any] = {"_content_type": MERGE_PATCH}
         try:
             self.apps[key] = await self.custom.patch_namespaced_custom_object_status(
@@ -190,6 +191,7 @@ class Pooling:
             },
             "data": {builders.TOKEN_KEY: base64.b64encode(token.encode()).decode()},
         }
+        self.metrics.upkeep["create secrets"] += 1
         if await self.children.create("secrets", key[0], secret):
             await self._pool_token(key)  # it existed: its token stands
         else:
@@ -200,6 +202,11 @@ class Pooling:
             secret = await self.core.read_namespaced_secret(pool.secret_name(key[1]), key[0])
             self.tokens[key] = base64.b64decode(secret.data[builders.TOKEN_KEY]).decode()
         return self.tokens[key]
+
+    def _count(self, what: str) -> None:
+        """A write of the pool's upkeep (in the operator's total, and apart: not a Session's)."""
+        self.writes[what] += 1
+        self.metrics.upkeep[what] += 1
 
     # -- claims ---------------------------------------------------------------------------
 
@@ -324,7 +331,7 @@ class Pooling:
             return
         message = f"no ready warm pool worker for session {session} ({members} starting): it starts cold"
         event = builders.build_event("App", app["metadata"], "Warning", "PoolExhausted", message)
-        self.writes["create events"] += 1
+        self._count("create events")
         try:
             await self.core.create_namespaced_event(key[0], cast(Any, event))
         except ApiException as exc:

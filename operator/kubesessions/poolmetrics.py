@@ -30,6 +30,7 @@ class PoolMetrics:
     hits: Counter[Key] = field(default_factory=Counter)
     misses: Counter[Key] = field(default_factory=Counter)
     latency: dict[Key, Histogram] = field(default_factory=dict)
+    upkeep: Counter[str] = field(default_factory=Counter)  # "verb resource" -> API writes
 
     def observe_pool(self, key: Key, status: WarmPoolStatus) -> None:
         self.pools[key] = status
@@ -60,6 +61,15 @@ class PoolMetrics:
                 f'kubesessions_pool_claims_total{{{_labels(k)},result="{result}"}} {n}'
                 for k, n in sorted(counter.items())
             ]
+        out += [
+            "# HELP kubesessions_pool_upkeep_writes_total API writes keeping the pools (not a Session's).",
+            "# TYPE kubesessions_pool_upkeep_writes_total counter",
+        ]
+        for what, count in sorted(self.upkeep.items()):
+            verb, resource = what.split(" ", 1)
+            out.append(
+                f'kubesessions_pool_upkeep_writes_total{{verb="{verb}",resource="{resource}"}} {count}'
+            )
         out += [
             "# HELP kubesessions_pool_claim_seconds From a Session's reconcile to its pool worker taking it.",
             "# TYPE kubesessions_pool_claim_seconds histogram",

@@ -304,3 +304,22 @@ def test_health_metrics_and_openapi(gateway: GatewayProcess, api: Client) -> Non
         doc["components"]["schemas"]["RunRequest"]["properties"]["session_timeout"]["anyOf"][0]["maximum"]
         == 3600
     )
+
+
+def test_run_calls_the_function_named_and_an_unknown_one_is_400_naming_them(
+    gateway: GatewayProcess, namespace: str, token: str
+) -> None:
+    def run(**body: Any) -> tuple[int, dict[str, Any]]:
+        return post(gateway, namespace, token, json.dumps({"app": "counter", **body}).encode())
+
+    status, first = run(input={"add": 2}, session="new")
+    assert status == 200
+    session = first["session_id"]
+    assert run(function="peek", input={}, session=session)[1]["output"] == {"total": 2, "calls": 1}
+    assert run(function="reset", input={"to": 7}, session=session)[1]["output"]["total"] == 7
+    assert run(input={"add": 1}, session=session)[1]["output"] == {"total": 8, "calls": 2}
+    status, problem = run(function="navigate", input={}, session=session)
+    assert (status, problem["code"]) == (400, "VALIDATION")
+    assert "unknown function 'navigate'; this app has: peek, reset, run" in problem["detail"]
+    status, problem = run(function="no such", input={}, session=session)
+    assert (status, problem["code"]) == (400, "VALIDATION") and "function" in problem["detail"]

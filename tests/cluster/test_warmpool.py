@@ -35,8 +35,15 @@ def pool_pods(kube: Cluster, namespace: str) -> list[Any]:
 
 
 def await_ready_pool(kube: Cluster, namespace: str, size: int, timeout: float = 60) -> None:
+    def ready(pod: Any) -> bool:
+        return any(c.type == "Ready" and c.status == "True" for c in pod.status.conditions or [])
+
+    def full() -> bool:
+        pods = pool_pods(kube, namespace)
+        return warm_pool(kube, namespace).get("ready") == size and len(pods) == size and all(map(ready, pods))
+
     await_condition(
-        lambda: warm_pool(kube, namespace).get("ready") == size and len(pool_pods(kube, namespace)) == size,
+        full,
         timeout,
         f"the warm pool to have {size} ready workers (status.warmPool and pods)",
         every=0.2,
@@ -84,8 +91,8 @@ def test_sessions_claim_distinct_warm_workers_then_start_cold_and_the_pool_refil
     # A claimed worker is the session's: its token, its state; the pool's token is refused.
     first = ready[pooled[0]]
     token = token_of(kube, namespace, pooled[0])
-    totals = [call(first["podIP"], token, {"input": {"add": n}})[1]["output"] for n in (1, 2)]
-    assert [t["total"] if isinstance(t, dict) else t for t in totals] == [1, 3]
+    totals = [call(first["podIP"], token, {"input": {"add": n}})[1]["output"]["total"] for n in (1, 2)]
+    assert totals == [1, 3]
     pool_token = kube.core.read_namespaced_secret("counter-pool-token", namespace)
     assert pool_token.metadata.owner_references[0].kind == "App"
     assert call(first["podIP"], _decode(pool_token.data["token"]), {"input": {"add": 1}})[0] == 401
@@ -117,7 +124,7 @@ def test_sessions_claim_distinct_warm_workers_then_start_cold_and_the_pool_refil
     # Deleting the App ends its pool but not the sessions running on workers it started.
     custom(kube).delete_namespaced_custom_object(*GROUP, namespace, "apps", "counter")
     await_condition(lambda: not pool_pods(kube, namespace), 60, "the pool workers to go with their App")
-    assert call(first["podIP"], token, {"input": {"add": 4}})[1]["output"] in (7, {"total": 7})
+    assert call(first["podIP"], token, {"input": {"add": 4}})[1]["output"]["total"] == 7
     for name in pooled:
         assert session_pods(kube, namespace, name), f"{name} keeps its worker"
 
@@ -132,11 +139,12 @@ def test_a_stale_claim_is_refused_by_the_api_server(
     pod = kube.api.sanitize_for_serialization(pool_pods(kube, namespace)[0])
     seen = pool.member(pod)
     now = "2030-01-01T00:00:00.000Z"
+    merge = {"_content_type": "application/merge-patch+json"}  # as the operator sends it
     patch = pool.claim_patch(seen, _ref("x1", "uid-x1", namespace), now)
-    kube.core.patch_namespaced_pod(seen.name, namespace, patch)
+    kube.core.patch_namespaced_pod(seen.name, namespace, patch, **merge)
     with pytest.raises(ApiException) as refused:
         kube.core.patch_namespaced_pod(
-            seen.name, namespace, pool.claim_patch(seen, _ref("x2", "uid-x2", namespace), now)
+            seen.name, namespace, pool.claim_patch(seen, _ref("x2", "uid-x2", namespace), now), **merge
         )
     assert refused.value.status == 409
     labels = kube.core.read_namespaced_pod(seen.name, namespace).metadata.labels
@@ -146,29 +154,32 @@ def test_a_stale_claim_is_refused_by_the_api_server(
 def test_sessions_created_at_the_same_instant_never_share_a_worker(
     kube: Cluster, namespace: str, crds: None, tmp_path: Path
 ) -> None:
-    """Pairs of Sessions created at once race for a pool of 2, some while the operator is
-    killed and restarted mid-claim: never a shared worker, never a second one for a Session."""
+    """Pairs of Sessions created at once race for the one worker of a pool of 1, some while the
+    operator is killed and restarted mid-claim: never a shared worker, never a second one for a
+    Session, never two claims of the one worker. 50 rounds (under 2 minutes here; fewer with
+    KUBESESSIONS_POOL_RACE_ROUNDS)."""
     rounds = int(os.environ.get("KUBESESSIONS_POOL_RACE_ROUNDS", "50"))
     op = OperatorProcess(kube, namespace, tmp_path, "--retention", "1").start()
     started = time.monotonic()
     try:
-        create_app(kube, namespace, warmPool={"size": 2})
-        await_ready_pool(kube, namespace, 2)
+        create_app(kube, namespace, warmPool={"size": 1})
         starts: list[str] = []
         for r in range(rounds):
+            await_ready_pool(kube, namespace, 1)
             names = [f"r{r}a", f"r{r}b"]
             gate = threading.Barrier(2)
 
-            def make(name: str) -> None:
+            def make(name: str, gate: threading.Barrier) -> None:
                 gate.wait()
                 create_session(kube, namespace, name, app="counter")
 
-            threads = [threading.Thread(target=make, args=(n,)) for n in names]
+            threads = [threading.Thread(target=make, args=(n, gate)) for n in names]
             for t in threads:
                 t.start()
             for t in threads:
                 t.join()
-            if r % 10 == 5:  # mid-claim: the operator dies just after both Sessions appear
+            killed = r % 10 == 5
+            if killed:  # mid-claim: the operator dies just after both Sessions appear
                 op.stop(signal.SIGKILL)
                 op.start()
             ready = [
@@ -180,12 +191,15 @@ def test_sessions_created_at_the_same_instant_never_share_a_worker(
                 assert [p.metadata.name for p in session_pods(kube, namespace, name)] == [worker], (
                     f"round {r}: {name} holds exactly its one worker"
                 )
+            from_pool = [s["status"]["startedFrom"] for s in ready].count("pool")
+            # With the operator killed, the pool's replacement may be ready before the restarted
+            # operator gets to the second Session: two claims, of two workers.
+            assert from_pool <= 1 or killed, f"round {r}: two sessions started from a pool of one"
             starts += [s["status"]["startedFrom"] for s in ready]
             for name in names:
                 custom(kube).delete_namespaced_custom_object(*GROUP, namespace, "sessions", name)
-        assert starts.count("pool") >= rounds, (
-            f"most sessions should be warm: {starts.count('pool')} of {len(starts)}"
-        )
+        # A ready worker waited for each pair: one of the two should have claimed it.
+        assert starts.count("pool") >= 0.8 * rounds, f"pool starts: {starts.count('pool')} in {rounds} rounds"
         print(
             f"{rounds} rounds in {time.monotonic() - started:.0f}s; pool starts {starts.count('pool')}/{len(starts)}"
         )

@@ -164,3 +164,17 @@ def test_errors_come_out_in_the_sdk_exceptions(gateway: GatewayProcess, client: 
         client.run({"app": "counter", "input": {}, "session": "new", "session_timeout": 99999})
     assert timeout.value.status_code == 400 and "session_timeout" in str(timeout.value)
     assert time.monotonic() - started < 10
+
+
+def test_session_call_names_the_apps_functions(client: Inference) -> None:
+    """``session.call(name, input)``: the counter's ``peek`` and ``reset`` share ``run``'s state."""
+    with client.session("counter", input={"add": 4}) as session:
+        peeked: Any = session.call("peek", {})
+        assert peeked["output"] == {"total": 4, "calls": 1}
+        assert session.call("reset", {"to": 10})["output"]["total"] == 10  # type: ignore[index]
+        assert session.call("run", {"add": 1})["output"] == {"total": 11, "calls": 2}  # type: ignore[index]
+        # The task fails with the worker's 400 (the SDK raises a failed task as RuntimeError).
+        with pytest.raises(
+            RuntimeError, match=r"unknown function 'navigate'; this app has: peek, reset, run"
+        ):
+            session.call("navigate", {"url": "https://example.com"})

@@ -61,6 +61,7 @@ class Call:
     """A call accepted into the queue; its events end with exactly one Done or Failed."""
 
     input: Any
+    function: str = "run"  # which of the app's functions (see AppHost.functions)
     events: asyncio.Queue[Event] = field(default_factory=asyncio.Queue)
     streamed: bool = False  # run() yielded rather than returned
 
@@ -222,7 +223,7 @@ class Runner:
 
     # -- calls --------------------------------------------------------------------------------
 
-    def submit(self, payload: Any) -> Call:
+    def submit(self, payload: Any, function: str = "run") -> Call:
         """Queue a call, or raise the :class:`Problem` that says why it cannot be taken."""
         if self.state is State.CLOSING:
             raise self._rejected(Problem("SESSION_ENDED", "the session is closing or closed"))
@@ -239,7 +240,7 @@ class Runner:
                     retry_after=self._retry_after(),
                 )
             )
-        call = Call(payload)
+        call = Call(payload, function)
         self._waiting.append(call)
         self._wake.set()
         return call
@@ -307,7 +308,7 @@ class Runner:
             current_call.reset(token)
 
     async def _drive(self, call: Call) -> None:
-        reply = await self.app.run(call.input)
+        reply = await self.app.run(call.input, call.function)
         if isinstance(reply, Value):
             call.events.put_nowait(Output(_encode(reply.value)))
             return

@@ -148,8 +148,8 @@ async def _run(request: web.Request) -> web.StreamResponse:
         key = (namespace, session_id)
         forwarder = request.app[FORWARDER]
         if call.stream:
-            return await _stream(request, forwarder, key, target, call.input)
-        reply = await forwarder.run(key, target, call.input)
+            return await _stream(request, forwarder, key, target, call.input, call.function)
+        reply = await forwarder.run(key, target, call.input, call.function)
         return web.Response(body=reply.body(session_id), content_type="application/json")
     except Problem as problem:
         if problem.code == "WORKER_UNAVAILABLE" and not fresh:
@@ -163,10 +163,15 @@ async def _run(request: web.Request) -> web.StreamResponse:
 
 
 async def _stream(
-    request: web.Request, forwarder: Forwarder, key: tuple[str, str], target: Any, input: Any
+    request: web.Request,
+    forwarder: Forwarder,
+    key: tuple[str, str],
+    target: Any,
+    input: Any,
+    function: str = "run",
 ) -> web.StreamResponse:
     """The worker's events as it sends them, after one `session` event naming the session."""
-    async with forwarder.call(key, target, input) as upstream:
+    async with forwarder.call(key, target, input, function) as upstream:
         response = web.StreamResponse(
             headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
         )

@@ -12,7 +12,8 @@ a gateway Service needs client-IP session affinity when it runs more than one re
 App references ``namespace/name@version[:function]`` map onto the App ``name``. The namespace part
 names the Kubernetes namespace when this gateway serves it (or, serving all, when that namespace
 holds the App); any other owner (an inference.sh user name) means the request's namespace. Apps
-have no versions here, so ``@version`` is accepted and not checked; the one function is ``run``.
+have no versions here, so ``@version`` is accepted and not checked; ``:function`` (or the request's
+function) picks one of the app's functions, ``run`` by default.
 """
 
 from __future__ import annotations
@@ -92,6 +93,7 @@ class Task:
     app: str
     session_id: str
     input: Any
+    function: str = "run"
     status: Status = Status.QUEUED
     output: Any = None
     error: str | None = None
@@ -175,20 +177,18 @@ def _data(data: Any, status: int = 200) -> web.Response:
     return web.json_response({"data": data}, status=status)
 
 
-def _target_app(request: web.Request, ref: str) -> tuple[str, str]:
-    """(namespace, App name) of an SDK app reference."""
+def _target_app(request: web.Request, ref: str) -> tuple[str, str, str | None]:
+    """(namespace, App name, function if the reference names one) of an SDK app reference."""
     match = REF.match(ref)
     name = match["name"] if match else ""
     if not match or not re.fullmatch(DNS1123_SUBDOMAIN, name):
         raise Problem("VALIDATION", f'app: "{ref}" is not an app reference (namespace/name@version or name)')
-    if match["function"] not in (None, "run"):
-        raise Problem("VALIDATION", f'app: function "{match["function"]}": an App has one function, run')
     owner, settings = match["owner"], request.app[SETTINGS]
     if owner and (
         owner in settings.namespaces or (not settings.namespaces and (owner, name) in request.app[CACHE].apps)
     ):
-        return owner, name
-    return request[NS], name
+        return owner, name, match["function"]
+    return request[NS], name, match["function"]
 
 
 async def _run(request: web.Request) -> web.Response:
@@ -196,9 +196,8 @@ async def _run(request: web.Request) -> web.Response:
     refused = [name for name in UNSUPPORTED if getattr(body, name) is not None]
     if refused:
         raise Problem("VALIDATION", f"not supported by kube-sessions: {', '.join(refused)}")
-    if body.function not in (None, "run"):
-        raise Problem("VALIDATION", f'function "{body.function}": an App has one function, run')
-    namespace, name = _target_app(request, body.app)
+    namespace, name, named = _target_app(request, body.app)
+    function = body.function or named or "run"  # the worker says which functions exist
     identity = await authorize(request, namespace)
     sessions = request.app[SESSIONS]
     fresh = body.session in (None, NEW)
@@ -214,7 +213,7 @@ async def _run(request: web.Request) -> web.Response:
         found = await sessions.find(namespace, session_id)
         if closing(found):
             raise gone(found)
-    task = Task("t-" + secrets.token_hex(12), namespace, name, session_id, body.input)
+    task = Task("t-" + secrets.token_hex(12), namespace, name, session_id, body.input, function)
     request.app[TASKS].add(task)
     task.runner = asyncio.create_task(_execute(request.app, task, fresh=fresh, one_shot=body.session is None))
     return _data(task.dto())
@@ -227,7 +226,7 @@ async def _execute(app: web.Application, task: Task, *, fresh: bool, one_shot: b
         task.update(Status.SETTING_UP if fresh else Status.QUEUED)
         target = await sessions.target(task.namespace, task.session_id, task.app, ours=fresh)
         task.update(Status.RUNNING)
-        reply = await app[FORWARDER].run(key, target, task.input)
+        reply = await app[FORWARDER].run(key, target, task.input, task.function)
         task.update(Status.COMPLETED, output=json.loads(reply.body(task.session_id))["output"])
     except Problem as problem:
         task.update(Status.FAILED, error=problem.detail)

@@ -95,9 +95,12 @@ class Forwarder:
         await self.http.close()
 
     @contextlib.asynccontextmanager
-    async def call(self, key: Key, target: Target, input: Any) -> AsyncIterator[aiohttp.ClientResponse]:
+    async def call(
+        self, key: Key, target: Target, input: Any, function: str = "run"
+    ) -> AsyncIterator[aiohttp.ClientResponse]:
         """The worker's SSE response to one call, once the worker has queued it."""
-        payload = b'{"stream":true,"input":' + json.dumps(input).encode() + b"}"
+        named = b"" if function == "run" else b'"function":' + json.dumps(function).encode() + b","
+        payload = b'{"stream":true,' + named + b'"input":' + json.dumps(input).encode() + b"}"
         headers = {**target.headers(), "Content-Type": "application/json", "Accept": "text/event-stream"}
         async with self.sequencer.turn(key):
             response = await self._request("POST", target, "/run", data=payload, headers=headers)
@@ -112,10 +115,10 @@ class Forwarder:
         finally:
             response.release()
 
-    async def run(self, key: Key, target: Target, input: Any) -> Reply:
+    async def run(self, key: Key, target: Target, input: Any, function: str = "run") -> Reply:
         """One call's outputs. The worker's events are read as one body and parsed once it has
         ended: no read per line on the gateway's hot path."""
-        async with self.call(key, target, input) as response:
+        async with self.call(key, target, input, function) as response:
             body = await response.read()
         outputs: list[bytes] = []
         for event, data in sse_events(body.splitlines()):

@@ -27,6 +27,9 @@ def new_session_id() -> str:
     return SESSION_PREFIX + b32encode(secrets.token_bytes(15)).decode().lower()
 
 
+FUNCTION_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
+
+
 class _Body(BaseModel):
     model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
 
@@ -47,6 +50,8 @@ class RunRequest(_Body):
     """`"new"` to start a session, a session id to continue one, absent for a one-shot call."""
     stream: StrictBool = False
     """Answer as server-sent events, one `output` event per value the app yields."""
+    function: StrictStr = Field(default="run", min_length=1, max_length=128, pattern=FUNCTION_NAME)
+    """Which of the app's functions to call (`run` unless the app exposes more)."""
 
 
 class CreateSessionRequest(_Body):
