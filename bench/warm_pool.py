@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import datetime
 import os
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -44,12 +46,39 @@ PAYLOAD = {"message": "hello"}
 OP_PORT, GW_PORT = 18941, 18942
 
 
-def writes() -> tuple[float, float]:
-    """(all API writes of the operator so far, those of the pools' upkeep)."""
-    return (
-        metric_total(OP_PORT, "kubesessions_operator_api_writes_total"),
-        metric_total(OP_PORT, "kubesessions_pool_upkeep_writes_total"),
+WRITES = [
+    f'{{verb="{verb}",resource="{resource}"}}'
+    for verb, resource in (
+        ("create", "secrets"),
+        ("create", "services"),
+        ("create", "pods"),
+        ("patch", "pods"),
+        ("patch", "sessions/status"),
+        ("create", "events"),
+        ("apply", "networkpolicies"),
+        ("delete", "pods"),
+        ("delete", "services"),
+        ("delete", "secrets"),
+        ("delete", "sessions"),
+        ("patch", "apps/status"),
     )
+]
+
+
+def writes() -> Counter[str]:
+    """The operator's API writes so far by verb and resource, less those of the pools' upkeep
+    (the replacement worker, the App's status): what the Sessions cost."""
+    return Counter(
+        {
+            labels: metric_total(OP_PORT, f"kubesessions_operator_api_writes_total{labels}")
+            - metric_total(OP_PORT, f"kubesessions_pool_upkeep_writes_total{labels}")
+            for labels in WRITES
+        }
+    )
+
+
+def instant(text: str) -> float:
+    return datetime.datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
 
 
 async def until(check: Any, what: str, timeout: float = 60) -> None:
@@ -77,25 +106,33 @@ async def scenarios(gateway: str, token: str, api: client.ApiClient) -> dict[str
 
     latency: dict[str, list[float]] = {"pool": [], "cold": []}
     per_session: dict[str, list[float]] = {"pool": [], "cold": []}
+    by_kind: dict[str, Counter[str]] = {"pool": Counter(), "cold": Counter()}
+    # When the claim and the Ready status came (status.claimedAt, readyAt), from the request.
+    phases: dict[str, list[float]] = {"claimed_ms": [], "ready_ms": []}
     started_from: dict[str, list[str]] = {"pool": [], "cold": []}
     async with aiohttp.ClientSession() as http:
         for i in range(SESSIONS * 2):
             kind = "pool" if i % 2 == 0 else "cold"
             await until(pool_full, "the warm pool to be full")
             before = await asyncio.to_thread(writes)
-            began = time.perf_counter()
+            began, wall = time.perf_counter(), time.time()
             body = {"app": "echo-pooled" if kind == "pool" else "echo", "input": PAYLOAD, "session": "new"}
             async with http.post(f"{gateway}/v1/run", headers=headers, json=body) as r:
                 reply = await r.json()
                 assert r.status == 200, reply
             latency[kind].append((time.perf_counter() - began) * 1000)
+            after = await asyncio.to_thread(writes)  # at the first output
             sid = str(reply["session_id"])
             status = (
                 await asyncio.to_thread(custom.get_namespaced_custom_object, *GROUP, NS, "sessions", sid)
             )["status"]
             started_from[kind].append(status.get("startedFrom", "?"))
-            after = await asyncio.to_thread(writes)
-            per_session[kind].append((after[0] - before[0]) - (after[1] - before[1]))
+            spent = after - before
+            per_session[kind].append(sum(spent.values()))
+            by_kind[kind] += spent
+            if kind == "pool":
+                for name, field in (("claimed_ms", "claimedAt"), ("ready_ms", "readyAt")):
+                    phases[name].append((instant(status[field]) - wall) * 1000)
             async with http.delete(f"{gateway}/v1/sessions/{sid}", headers=headers) as r:
                 assert r.status == 204
             await until(lambda sid=sid: gone(sid), f"session {sid} to be deleted")
@@ -107,9 +144,12 @@ async def scenarios(gateway: str, token: str, api: client.ApiClient) -> dict[str
             "writes_per_session_max": max(per_session[kind]),
             "writes_per_session_median": report.percentile(per_session[kind], 50),
             "started_from": {k: started_from[kind].count(k) for k in set(started_from[kind])},
+            "writes_by_kind_per_session": {
+                k.strip("{}"): v / len(latency[kind]) for k, v in sorted(by_kind[kind].items()) if v
+            },
         }
         for kind in ("pool", "cold")
-    }
+    } | {"pool_timeline_p50_ms": {name: report.percentile(values, 50) for name, values in phases.items()}}
 
 
 def main() -> None:
@@ -181,6 +221,11 @@ def main() -> None:
         ),
         ("pool: API writes per claimed Session (max)", f"{pool['writes_per_session_max']:.0f}", "<= 4"),
         ("cold: API writes per Session (max)", f"{cold['writes_per_session_max']:.0f}", ""),
+        (
+            "pool: claimed / Ready at, after the request (p50 ms)",
+            " / ".join(f"{v:.0f}" for v in results["pool_timeline_p50_ms"].values()),
+            "",
+        ),
         (
             "pool: started from",
             ", ".join(f"{k} {v}" for k, v in sorted(pool["started_from"].items())),

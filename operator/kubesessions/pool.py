@@ -86,6 +86,7 @@ class Member:
     template: str
     ready: bool
     deleting: bool
+    ended: bool  # the worker exited (its setup failed, say): the pod stays until deleted
     created: str  # creationTimestamp: RFC 3339 sorts as text
     ip: str | None
 
@@ -100,7 +101,8 @@ def member(pod: JSON) -> Member:
         resource_version=meta.get("resourceVersion", ""),
         template=(meta.get("annotations") or {}).get(TEMPLATE_HASH, ""),
         ready=ready and bool(status.get("podIP")),
-        deleting=bool(meta.get("deletionTimestamp")) or status.get("phase") in ("Succeeded", "Failed"),
+        deleting=bool(meta.get("deletionTimestamp")),
+        ended=status.get("phase") in ("Succeeded", "Failed"),
         created=meta.get("creationTimestamp") or "",
         ip=status.get("podIP"),
     )
@@ -113,15 +115,17 @@ class Plan:
 
 
 def plan(size: int, strategy: PoolStrategy, current: str, members: list[Member]) -> Plan:
-    """Bring the pool to ``size`` live workers. Recreate: workers of an older template go at
-    once. Extra workers go starting ones first, then the newest (the oldest have proven ready)."""
-    live = [m for m in members if not m.deleting]
+    """Bring the pool to ``size`` live workers. Ended workers go. Recreate: workers of an older
+    template go at once. Extra workers go starting ones first, then the newest (the oldest have
+    proven ready)."""
+    ended = [m for m in members if m.ended and not m.deleting]
+    live = [m for m in members if not m.deleting and not m.ended]
     stale = [m for m in live if m.template != current] if strategy == PoolStrategy.RECREATE else []
     keep = [m for m in live if m not in stale]
     # Under OnUse an older worker is handed out as it is; its replacement is built new.
     keep.sort(key=lambda m: (m.template != current, not m.ready, m.created), reverse=True)
     extra = keep[: max(0, len(keep) - size)]
-    return Plan(create=max(0, size - len(keep)), delete=tuple(m.name for m in [*stale, *extra]))
+    return Plan(create=max(0, size - len(keep)), delete=tuple(m.name for m in [*ended, *stale, *extra]))
 
 
 def candidates(strategy: PoolStrategy, current: str, members: list[Member]) -> list[Member]:
@@ -129,13 +133,16 @@ def candidates(strategy: PoolStrategy, current: str, members: list[Member]) -> l
     usable = [
         m
         for m in members
-        if m.ready and not m.deleting and (strategy == PoolStrategy.ON_USE or m.template == current)
+        if m.ready
+        and not m.deleting
+        and not m.ended
+        and (strategy == PoolStrategy.ON_USE or m.template == current)
     ]
     return sorted(usable, key=lambda m: m.created)
 
 
 def status(app_name: str, size: int, members: list[Member], claimed: int) -> WarmPoolStatus:
-    live = [m for m in members if not m.deleting]
+    live = [m for m in members if not m.deleting and not m.ended]
     ready = sum(m.ready for m in live)
     return WarmPoolStatus(
         size=size, ready=ready, starting=len(live) - ready, claimed=claimed, selector=selector(app_name)

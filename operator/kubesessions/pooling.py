@@ -35,6 +35,8 @@ log = logging.getLogger("kubesessions.operator")
 
 # An App's "pool exhausted" Event is posted at most this often (seconds).
 EXHAUSTED_EVENT_INTERVAL = 30.0
+# The longest wait before starting pool workers again after they kept exiting (seconds).
+MAX_BACKOFF = 300.0
 
 
 class ClaimFailed(RuntimeError):
@@ -64,6 +66,7 @@ class Pooling:
         self.unwritten_claims: Counter[Key] = Counter()  # not yet in status.warmPool.claimed
         self.reserved: set[Key] = set()  # (namespace, pod) being claimed by this operator now
         self.exhausted_at: dict[Key, float] = {}
+        self.failures: dict[Key, tuple[int, float]] = {}  # exited pool workers in a row, when last
         self.metrics = PoolMetrics()
         self.queue: WorkQueue[Key] = WorkQueue(self.reconcile, workers=4)
 
@@ -109,8 +112,10 @@ class Pooling:
         members = self.members.setdefault(key, {})
         if not size and not members and not (body.get("status") or {}).get("warmPool"):
             return None  # no pool, never had one: nothing to keep, nothing to write
-        plan = pool.plan(size, strategy, pool.template_hash(app), [pool.member(p) for p in members.values()])
-        if plan.create:
+        seen = [pool.member(p) for p in members.values()]
+        plan = pool.plan(size, strategy, pool.template_hash(app), seen)
+        look_again = self._backoff(key, seen)
+        if plan.create and look_again is None:
             await self._ensure_secret(key, body["metadata"]["uid"])
             await self.children.ensure_policy(key[0])
             manifests = [
@@ -138,7 +143,23 @@ class Pooling:
                 if exc.status != 404:
                     raise
         await self._write_status(key, body, size)
-        return None
+        return look_again
+
+    def _backoff(self, key: Key, seen: list[pool.Member]) -> float | None:
+        """Seconds to wait before starting more pool workers when they keep exiting (an App
+        whose setup fails must not restart workers in a hot loop); None: start them now."""
+        ended = [m.name for m in seen if m.ended and not m.deleting]
+        if any(m.ready for m in seen):
+            self.failures.pop(key, None)
+        if ended:
+            failures, _ = self.failures.get(key, (0, 0.0))
+            self.failures[key] = (failures + len(ended), time.monotonic())
+            log.warning("app %s/%s: pool workers exited: %s", *key, ", ".join(ended))
+        if key not in self.failures:
+            return None
+        failures, last = self.failures[key]
+        wait = min(MAX_BACKOFF, 2.0**failures) - (time.monotonic() - last)
+        return wait if wait > 0 else None
 
     async def _write_status(self, key: Key, body: JSON, size: int) -> None:
         members = [pool.member(p) for p in self.members.get(key, {}).values()]

@@ -213,3 +213,26 @@ def _ref(name: str, uid: str, namespace: str) -> SessionRef:
 
 def _decode(data: str) -> str:
     return base64.b64decode(data).decode()
+
+
+def test_pool_workers_that_keep_failing_are_replaced_with_backoff(
+    kube: Cluster, namespace: str, operator: OperatorProcess
+) -> None:
+    create_app(
+        kube, namespace, entrypoint="kubesessions_worker.examples.echo:NoSuchApp", warmPool={"size": 2}
+    )
+    seen: set[str] = set()
+
+    def record() -> bool:
+        seen.update(p.metadata.name for p in kube.core.list_namespaced_pod(namespace).items)
+        return len(seen) >= 4
+
+    await_condition(record, 30, "failed pool workers to be replaced")
+    window = time.monotonic() + 6
+    await_condition(lambda: record() and time.monotonic() > window, 10, "six seconds of the pool failing")
+    # Doubling waits after each exit: a handful of workers in those seconds, not a hot loop.
+    assert len(seen) <= 10, f"{len(seen)} pool workers started"
+    assert warm_pool(kube, namespace).get("ready") == 0
+    create_session(kube, namespace, "s1", app="counter")
+    failed = await_session(kube, namespace, "s1", phase_is("Failed"), 30, "Failed")
+    assert (failed["status"]["reason"], failed["status"]["startedFrom"]) == ("SetupFailed", "cold")

@@ -16,13 +16,16 @@ APP = AppSpec.model_validate(
 CURRENT = pool.template_hash(APP)
 
 
-def member(name: str, *, ready: bool = True, template: str = CURRENT, deleting: bool = False) -> pool.Member:
+def member(
+    name: str, *, ready: bool = True, template: str = CURRENT, deleting: bool = False, ended: bool = False
+) -> pool.Member:
     return pool.Member(
         name=name,
         resource_version="7",
         template=template,
         ready=ready,
         deleting=deleting,
+        ended=ended,
         created=f"2030-01-01T00:00:0{name[-1]}Z",
         ip="127.0.0.9",
     )
@@ -64,6 +67,12 @@ def test_plan_fills_to_size_and_trims_starting_then_newest() -> None:
     three = [member("a1"), member("a2", ready=False), member("a3")]
     assert pool.plan(1, PoolStrategy.RECREATE, CURRENT, three) == pool.Plan(create=0, delete=("a2", "a3"))
     assert pool.plan(0, PoolStrategy.RECREATE, CURRENT, three).delete == ("a2", "a3", "a1")
+
+
+def test_ended_workers_go_and_are_replaced() -> None:
+    members = [member("a1", ended=True, ready=False), member("a2"), member("a3", ended=True, deleting=True)]
+    assert pool.plan(2, PoolStrategy.RECREATE, CURRENT, members) == pool.Plan(create=1, delete=("a1",))
+    assert [m.name for m in pool.candidates(PoolStrategy.RECREATE, CURRENT, members)] == ["a2"]
 
 
 def test_app_change_recreate_replaces_at_once_on_use_keeps_until_used() -> None:
@@ -116,7 +125,7 @@ def test_member_and_status_count_ready_and_starting() -> None:
     starting = {"metadata": {"name": "a2"}, "status": {"phase": "Pending"}}
     done = {"metadata": {"name": "a3"}, "status": {"phase": "Failed"}}
     members = [pool.member(p) for p in (ready, starting, done)]
-    assert [(m.ready, m.deleting) for m in members] == [(True, False), (False, False), (False, True)]
+    assert [(m.ready, m.ended) for m in members] == [(True, False), (False, False), (False, True)]
     assert pool.status("model", 2, members, claimed=5) == WarmPoolStatus(
         size=2, ready=1, starting=1, claimed=5, selector=pool.selector("model")
     )
