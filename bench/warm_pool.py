@@ -7,7 +7,10 @@ take turns, one of each, BENCH_POOL_SESSIONS (50) of each: p50/p99 of `POST /v1/
 with --retention 0, so its last write is the Session's deletion) and the pool is full, so every
 pooled session finds a ready worker and the API-write count of each session (the operator's
 /metrics around it, less the pool's upkeep writes: the replacement worker, the App's status) is
-its own. `make bench BENCHES=warm_pool` (or .venv/bin/python bench/warm_pool.py).
+its own. The writes to Ready are counted on 10 more sessions of each kind started with
+`POST /v1/sessions` (no call: the operator's record of a first call's activity, which races the
+call, stays out); those to the first output are reported by kind too.
+`make bench BENCHES=warm_pool` (or .venv/bin/python bench/warm_pool.py).
 """
 
 from __future__ import annotations
@@ -38,12 +41,14 @@ from operator_bench import metric_total
 from kubesessions.localcluster import cluster
 from kubesessions.localcluster.nodeconfig import NodeConfig
 
+JSON = dict[str, Any]
 REPO = Path(__file__).parent.parent
 GROUP = ("kubesessions.io", "v1alpha1")
 SESSIONS = int(os.environ.get("BENCH_POOL_SESSIONS", "50"))
+WRITE_SAMPLES = 10  # sessions of each kind started without a call, to count the writes to Ready
 POOL_SIZE = 2
 PAYLOAD = {"message": "hello"}
-OP_PORT, GW_PORT = 18941, 18942
+LOGS = report.RESULTS / "warm_pool"
 
 
 WRITES = [
@@ -65,13 +70,13 @@ WRITES = [
 ]
 
 
-def writes() -> Counter[str]:
+def writes(port: int) -> Counter[str]:
     """The operator's API writes so far by verb and resource, less those of the pools' upkeep
     (the replacement worker, the App's status): what the Sessions cost."""
     return Counter(
         {
-            labels: metric_total(OP_PORT, f"kubesessions_operator_api_writes_total{labels}")
-            - metric_total(OP_PORT, f"kubesessions_pool_upkeep_writes_total{labels}")
+            labels: metric_total(port, f"kubesessions_operator_api_writes_total{labels}")
+            - metric_total(port, f"kubesessions_pool_upkeep_writes_total{labels}")
             for labels in WRITES
         }
     )
@@ -89,7 +94,7 @@ async def until(check: Any, what: str, timeout: float = 60) -> None:
         await asyncio.sleep(0.05)
 
 
-async def scenarios(gateway: str, token: str, api: client.ApiClient) -> dict[str, Any]:
+async def scenarios(gateway: str, token: str, api: client.ApiClient, op_port: int) -> dict[str, Any]:
     custom = client.CustomObjectsApi(api)
     headers = {"Authorization": f"Bearer {token}", "X-Kubesessions-Namespace": NS}
 
@@ -104,59 +109,74 @@ async def scenarios(gateway: str, token: str, api: client.ApiClient) -> dict[str
             return exc.status == 404
         return False
 
+    async def one(http: aiohttp.ClientSession, kind: str, call: bool) -> tuple[float, Counter[str], JSON]:
+        """A new session with the pool full: ms until the reply, the writes made meanwhile, its
+        status. ``call``: `POST /v1/run` (until the first output); else `POST /v1/sessions`
+        (until Ready, no call: so no activity record of a first call among the writes)."""
+        await until(pool_full, "the warm pool to be full")
+        app = "echo-pooled" if kind == "pool" else "echo"
+        path, body = (
+            ("/v1/run", {"app": app, "input": PAYLOAD, "session": "new"})
+            if call
+            else ("/v1/sessions", {"app": app})
+        )
+        before = await asyncio.to_thread(writes, op_port)
+        began = time.perf_counter()
+        async with http.post(f"{gateway}{path}", headers=headers, json=body) as r:
+            reply = await r.json()
+            assert r.status in (200, 201), reply
+        elapsed = (time.perf_counter() - began) * 1000
+        spent = await asyncio.to_thread(writes, op_port) - before
+        sid = str(reply.get("session_id") or reply.get("id"))
+        status = (await asyncio.to_thread(custom.get_namespaced_custom_object, *GROUP, NS, "sessions", sid))[
+            "status"
+        ]
+        async with http.delete(f"{gateway}/v1/sessions/{sid}", headers=headers) as r:
+            assert r.status == 204
+        await until(lambda: gone(sid), f"session {sid} to be deleted")
+        return elapsed, spent, status
+
     latency: dict[str, list[float]] = {"pool": [], "cold": []}
-    per_session: dict[str, list[float]] = {"pool": [], "cold": []}
-    by_kind: dict[str, Counter[str]] = {"pool": Counter(), "cold": Counter()}
+    to_output: dict[str, Counter[str]] = {"pool": Counter(), "cold": Counter()}
+    to_ready: dict[str, list[Counter[str]]] = {"pool": [], "cold": []}
     # When the claim and the Ready status came (status.claimedAt, readyAt), from the request.
     phases: dict[str, list[float]] = {"claimed_ms": [], "ready_ms": []}
     started_from: dict[str, list[str]] = {"pool": [], "cold": []}
     async with aiohttp.ClientSession() as http:
         for i in range(SESSIONS * 2):
             kind = "pool" if i % 2 == 0 else "cold"
-            await until(pool_full, "the warm pool to be full")
-            before = await asyncio.to_thread(writes)
-            began, wall = time.perf_counter(), time.time()
-            body = {"app": "echo-pooled" if kind == "pool" else "echo", "input": PAYLOAD, "session": "new"}
-            async with http.post(f"{gateway}/v1/run", headers=headers, json=body) as r:
-                reply = await r.json()
-                assert r.status == 200, reply
-            latency[kind].append((time.perf_counter() - began) * 1000)
-            after = await asyncio.to_thread(writes)  # at the first output
-            sid = str(reply["session_id"])
-            status = (
-                await asyncio.to_thread(custom.get_namespaced_custom_object, *GROUP, NS, "sessions", sid)
-            )["status"]
+            wall = time.time()
+            elapsed, spent, status = await one(http, kind, call=True)
+            latency[kind].append(elapsed)
+            to_output[kind] += spent
             started_from[kind].append(status.get("startedFrom", "?"))
-            spent = after - before
-            per_session[kind].append(sum(spent.values()))
-            by_kind[kind] += spent
             if kind == "pool":
                 for name, field in (("claimed_ms", "claimedAt"), ("ready_ms", "readyAt")):
                     phases[name].append((instant(status[field]) - wall) * 1000)
-            async with http.delete(f"{gateway}/v1/sessions/{sid}", headers=headers) as r:
-                assert r.status == 204
-            await until(lambda sid=sid: gone(sid), f"session {sid} to be deleted")
+            if i < 2 * WRITE_SAMPLES:
+                to_ready[kind].append((await one(http, kind, call=False))[1])
     return {
         kind: {
             "p50_ms": report.percentile(latency[kind], 50),
             "p99_ms": report.percentile(latency[kind], 99),
             "n": len(latency[kind]),
-            "writes_per_session_max": max(per_session[kind]),
-            "writes_per_session_median": report.percentile(per_session[kind], 50),
             "started_from": {k: started_from[kind].count(k) for k in set(started_from[kind])},
-            "writes_by_kind_per_session": {
-                k.strip("{}"): v / len(latency[kind]) for k, v in sorted(by_kind[kind].items()) if v
-            },
+            "writes_to_ready_max": max(sum(c.values()) for c in to_ready[kind]),
+            "writes_to_ready_by_kind": _per_session(sum(to_ready[kind], Counter()), len(to_ready[kind])),
+            "writes_to_first_output_by_kind": _per_session(to_output[kind], len(latency[kind])),
         }
         for kind in ("pool", "cold")
     } | {"pool_timeline_p50_ms": {name: report.percentile(values, 50) for name, values in phases.items()}}
+
+
+def _per_session(total: Counter[str], n: int) -> dict[str, float]:
+    return {k.strip("{}"): v / n for k, v in sorted(total.items()) if v}
 
 
 def main() -> None:
     with tempfile.TemporaryDirectory(prefix="ks-bench-pool-") as tmp:
         state_dir = cluster.StateDir(Path(tmp) / "cluster")
         cluster.up(state_dir, NodeConfig(), log=lambda _: None)
-        procs = []
         try:
             api = config.new_client_from_config(config_file=str(state_dir.kubeconfig))
             custom = client.CustomObjectsApi(api)
@@ -172,40 +192,20 @@ def main() -> None:
             for body in (echo, pooled):
                 custom.create_namespaced_custom_object(*GROUP, NS, "apps", body)
             token = caller_token(api)
-            procs.append(
-                start(
-                    state_dir.kubeconfig,
-                    Path(tmp) / "operator.log",
-                    "operator",
-                    "--namespace",
-                    NS,
-                    "--metrics-port",
-                    str(OP_PORT),
-                    "--retention",
-                    "0",
-                )
-            )
-            procs.append(
-                start(
-                    state_dir.kubeconfig,
-                    Path(tmp) / "gateway.log",
-                    "gateway",
-                    "--namespace",
-                    NS,
-                    "--host",
-                    "127.0.0.1",
-                    "--port",
-                    str(GW_PORT),
-                )
-            )
-            wait_http(f"http://127.0.0.1:{OP_PORT}/healthz")
-            wait_http(f"http://127.0.0.1:{GW_PORT}/readyz")
-            with asyncio.Runner(loop_factory=uvloop.new_event_loop) as loop:
-                results = loop.run(scenarios(f"http://127.0.0.1:{GW_PORT}", token, api))
+            kubeconfig = state_dir.kubeconfig
+            LOGS.mkdir(parents=True, exist_ok=True)  # the logs are kept, next to the results
+            op_port, gw_port = cluster.free_port(), cluster.free_port()  # other benches may run too
+            with benchcluster.operator(kubeconfig, NS, op_port, LOGS / "operator.log", "--retention", "0"):
+                args = ("gateway", "--namespace", NS, "--host", "127.0.0.1", "--port", str(gw_port))
+                gateway = start(kubeconfig, LOGS / "gateway.log", *args)
+                try:
+                    wait_http(f"http://127.0.0.1:{gw_port}/readyz")
+                    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as loop:
+                        results = loop.run(scenarios(f"http://127.0.0.1:{gw_port}", token, api, op_port))
+                finally:
+                    gateway.terminate()
+                    gateway.wait(timeout=15)
         finally:
-            for proc in procs:
-                proc.terminate()
-                proc.wait(timeout=15)
             cluster.down(state_dir)
     pool, cold = results["pool"], results["cold"]
     rows = [
@@ -219,8 +219,8 @@ def main() -> None:
             f"{cold['p50_ms']:.0f} / {cold['p99_ms']:.0f}",
             "no slower than today",
         ),
-        ("pool: API writes per claimed Session (max)", f"{pool['writes_per_session_max']:.0f}", "<= 4"),
-        ("cold: API writes per Session (max)", f"{cold['writes_per_session_max']:.0f}", ""),
+        ("pool: API writes per claimed Session to Ready (max)", f"{pool['writes_to_ready_max']:.0f}", "<= 4"),
+        ("cold: API writes per Session to Ready (max)", f"{cold['writes_to_ready_max']:.0f}", ""),
         (
             "pool: claimed / Ready at, after the request (p50 ms)",
             " / ".join(f"{v:.0f}" for v in results["pool_timeline_p50_ms"].values()),

@@ -21,6 +21,7 @@ from kubernetes_asyncio import client, config
 from .builders import MANAGED_BY, MANAGER
 from .controller import Controller, OperatorSettings
 from .models import GROUP, VERSION
+from .poolmetrics import writes_lines
 
 log = logging.getLogger("kubesessions.operator")
 
@@ -132,15 +133,9 @@ async def _serve_metrics(ctl: Controller, host: str, port: int) -> web.AppRunner
     """Prometheus text: the API writes the controller made, by verb and resource."""
 
     async def metrics(_: web.Request) -> web.Response:
-        lines = [
-            "# HELP kubesessions_operator_api_writes_total API writes made by the operator.",
-            "# TYPE kubesessions_operator_api_writes_total counter",
-        ]
-        for what, count in sorted(ctl.writes.items()):
-            verb, resource = what.split(" ", 1)
-            lines.append(
-                f'kubesessions_operator_api_writes_total{{verb="{verb}",resource="{resource}"}} {count}'
-            )
+        lines = writes_lines(
+            "kubesessions_operator_api_writes_total", "API writes made by the operator.", ctl.writes
+        )
         lines += [
             "# HELP kubesessions_operator_sessions Sessions in the controller's cache.",
             "# TYPE kubesessions_operator_sessions gauge",

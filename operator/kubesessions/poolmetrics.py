@@ -2,26 +2,13 @@
 
 from __future__ import annotations
 
-import bisect
 from collections import Counter
 from dataclasses import dataclass, field
 
+from .gateway.metrics import Histogram
 from .models import WarmPoolStatus
 
 Key = tuple[str, str]  # (namespace, app)
-
-# Seconds from a Session's first reconcile to its worker taking the session (claim latency).
-BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
-
-
-@dataclass
-class Histogram:
-    counts: list[int] = field(default_factory=lambda: [0] * (len(BUCKETS) + 1))
-    total: float = 0.0
-
-    def observe(self, seconds: float) -> None:
-        self.counts[bisect.bisect_left(BUCKETS, seconds)] += 1
-        self.total += seconds
 
 
 @dataclass
@@ -61,27 +48,27 @@ class PoolMetrics:
                 f'kubesessions_pool_claims_total{{{_labels(k)},result="{result}"}} {n}'
                 for k, n in sorted(counter.items())
             ]
-        out += [
-            "# HELP kubesessions_pool_upkeep_writes_total API writes keeping the pools (not a Session's).",
-            "# TYPE kubesessions_pool_upkeep_writes_total counter",
-        ]
-        for what, count in sorted(self.upkeep.items()):
-            verb, resource = what.split(" ", 1)
-            out.append(
-                f'kubesessions_pool_upkeep_writes_total{{verb="{verb}",resource="{resource}"}} {count}'
-            )
+        out += writes_lines(
+            "kubesessions_pool_upkeep_writes_total",
+            "API writes keeping the pools (not a Session's).",
+            self.upkeep,
+        )
         out += [
             "# HELP kubesessions_pool_claim_seconds From a Session's reconcile to its pool worker taking it.",
             "# TYPE kubesessions_pool_claim_seconds histogram",
         ]
         for key, hist in sorted(self.latency.items()):
-            running = 0
-            for bound, count in zip([*map(str, BUCKETS), "+Inf"], hist.counts, strict=True):
-                running += count
-                out.append(f'kubesessions_pool_claim_seconds_bucket{{{_labels(key)},le="{bound}"}} {running}')
-            out.append(f"kubesessions_pool_claim_seconds_sum{{{_labels(key)}}} {hist.total:.6f}")
-            out.append(f"kubesessions_pool_claim_seconds_count{{{_labels(key)}}} {running}")
+            out += hist.render("kubesessions_pool_claim_seconds", _labels(key))
         return out
+
+
+def writes_lines(name: str, help_text: str, writes: Counter[str]) -> list[str]:
+    """A counter of API writes by verb and resource (``writes`` keys: "verb resource")."""
+    lines = [f"# HELP {name} {help_text}", f"# TYPE {name} counter"]
+    for what, count in sorted(writes.items()):
+        verb, resource = what.split(" ", 1)
+        lines.append(f'{name}{{verb="{verb}",resource="{resource}"}} {count}')
+    return lines
 
 
 def _labels(key: Key) -> str:
