@@ -109,11 +109,18 @@ class Controller:
     def app_seen(self, body: JSON, deleted: bool) -> None:
         meta = body["metadata"]
         key = (meta["namespace"], meta["name"])
+        cached = self.apps.get(key)
         if deleted:
             self.apps.pop(key, None)
-        elif newer(body, self.apps.get(key)):
+        elif newer(body, cached):
             self.apps[key] = body
         self.pool.app_seen(body, deleted)
+        if (
+            not deleted
+            and cached is not None
+            and cached["metadata"].get("generation") == meta.get("generation")
+        ):
+            return  # its status only (the warm pool's counts): nothing a Session reads
         for skey, session in self.sessions.items():
             if skey[0] == key[0] and session.get("spec", {}).get("app") == key[1]:
                 self.queue.add(skey)

@@ -50,6 +50,12 @@ def await_ready_pool(kube: Cluster, namespace: str, size: int, timeout: float = 
     )
 
 
+def scale(kube: Cluster, namespace: str, replicas: int) -> str:
+    args = ["-n", namespace, "scale", "app/counter", "--replicas", str(replicas)]
+    command = [str(kube.kubectl), "--kubeconfig", str(kube.kubeconfig), *args]
+    return subprocess.run(command, capture_output=True, text=True, check=True).stdout
+
+
 def session_pods(kube: Cluster, namespace: str, session: str) -> list[Any]:
     selector = f"kubesessions.io/session={session}"
     return [
@@ -103,23 +109,7 @@ def test_sessions_claim_distinct_warm_workers_then_start_cold_and_the_pool_refil
     events = kube.core.list_namespaced_event(namespace, field_selector="involvedObject.kind=App").items
     assert any(e.reason == "PoolExhausted" and e.type == "Warning" for e in events)
     # kubectl scale drives the pool size.
-    out = subprocess.run(
-        [
-            str(kube.kubectl),
-            "--kubeconfig",
-            str(kube.kubeconfig),
-            "-n",
-            namespace,
-            "scale",
-            "app/counter",
-            "--replicas",
-            "3",
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    assert "scaled" in out
+    assert "scaled" in scale(kube, namespace, 3)
     await_ready_pool(kube, namespace, 3)
     # Deleting the App ends its pool but not the sessions running on workers it started.
     custom(kube).delete_namespaced_custom_object(*GROUP, namespace, "apps", "counter")
@@ -236,3 +226,53 @@ def test_pool_workers_that_keep_failing_are_replaced_with_backoff(
     create_session(kube, namespace, "s1", app="counter")
     failed = await_session(kube, namespace, "s1", phase_is("Failed"), 30, "Failed")
     assert (failed["status"]["reason"], failed["status"]["startedFrom"]) == ("SetupFailed", "cold")
+
+
+def test_an_app_change_recreates_idle_pool_workers_or_waits_for_their_use(
+    kube: Cluster, namespace: str, operator: OperatorProcess
+) -> None:
+    create_app(kube, namespace, warmPool={"size": 1, "strategy": "OnUse"})
+    await_ready_pool(kube, namespace, 1)
+    first = pool_pods(kube, namespace)[0].metadata.name
+
+    def change(spec: dict[str, Any]) -> None:
+        custom(kube).patch_namespaced_custom_object(*GROUP, namespace, "apps", "counter", {"spec": spec})
+
+    change({"env": [{"name": "GREETING", "value": "one"}]})
+    # OnUse: the started worker stays and is handed out as it is.
+    create_session(kube, namespace, "s1", app="counter")
+    status = await_session(kube, namespace, "s1", phase_is("Ready"), 30, "Ready")["status"]
+    assert (status["startedFrom"], status["podName"]) == ("pool", first)
+    await_ready_pool(kube, namespace, 1)
+    second = pool_pods(kube, namespace)[0]
+    env = {e.name: e.value for e in second.spec.containers[0].env}
+    assert env["GREETING"] == "one", "its replacement has the new template"
+    # Recreate: idle workers of the old template go at once.
+    change({"warmPool": {"size": 1, "strategy": "Recreate"}, "env": [{"name": "GREETING", "value": "two"}]})
+    await_condition(
+        lambda: [p.metadata.name for p in pool_pods(kube, namespace)] not in ([], [second.metadata.name]),
+        30,
+        "the idle worker to be replaced",
+    )
+    await_ready_pool(kube, namespace, 1)
+    third = pool_pods(kube, namespace)[0]
+    assert {e.name: e.value for e in third.spec.containers[0].env}["GREETING"] == "two"
+
+
+def test_kubectl_scale_gives_an_app_without_a_pool_one(
+    kube: Cluster, namespace: str, operator: OperatorProcess
+) -> None:
+    create_app(kube, namespace)
+    scale(kube, namespace, 1)
+    await_ready_pool(kube, namespace, 1)
+    app = custom(kube).get_namespaced_custom_object(*GROUP, namespace, "apps", "counter")
+    assert app["spec"]["warmPool"] == {"size": 1, "strategy": "Recreate"}
+    scaled = custom(kube).get_namespaced_custom_object_scale(*GROUP, namespace, "apps", "counter")
+    assert (scaled["spec"]["replicas"], scaled["status"]["replicas"]) == (1, 1)
+    assert scaled["status"]["selector"] == POOL_SELECTOR
+    scale(kube, namespace, 0)
+    await_condition(
+        lambda: not pool_pods(kube, namespace) and warm_pool(kube, namespace)["ready"] == 0,
+        30,
+        "the pool to empty at size 0",
+    )
