@@ -126,6 +126,7 @@ class Pooling:
             ]
             for manifest in manifests:
                 members[manifest["metadata"]["name"]] = manifest  # counted as starting until its event
+            log.info("app %s/%s: starting %d warm pool worker(s)", *key, len(manifests))
             self.metrics.upkeep["create pods"] += len(manifests)
             created = await asyncio.gather(
                 *(self.children.create("pods", key[0], m) for m in manifests), return_exceptions=True
@@ -262,6 +263,13 @@ class Pooling:
             finally:
                 self.reserved.discard((session.namespace, candidate.name))
             if pod is not None:
+                log.info(
+                    "session %s/%s: claimed warm pool worker %s",
+                    session.namespace,
+                    session.name,
+                    candidate.name,
+                    extra={"session": session.name, "namespace": session.namespace},
+                )
                 members.pop(candidate.name, None)
                 self.unwritten_claims[key] += 1
                 self.queue.add(key)  # a replacement, and the new counts
