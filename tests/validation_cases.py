@@ -68,6 +68,8 @@ GOOD = [
         ),
         None,
     ),
+    Case("warm pool", app({"image": IMAGE, "warmPool": {"size": 64, "strategy": "OnUse"}}), None),
+    Case("empty warm pool", app({"image": IMAGE, "warmPool": {"size": 0}}), None),
 ]
 
 BAD = [
@@ -130,6 +132,11 @@ BAD = [
     ),
     Case("app without image", app({"entrypoint": "a:B"}), "image"),
     Case("app timeout too large", app({"image": IMAGE, "maxSessionTimeout": 7200}), "maxSessionTimeout"),
+    Case("pool too large", app({"image": IMAGE, "warmPool": {"size": 65}}), "warmPool.size"),
+    Case("negative pool", app({"image": IMAGE, "warmPool": {"size": -1}}), "warmPool.size"),
+    Case(
+        "bad pool strategy", app({"image": IMAGE, "warmPool": {"strategy": "Rolling"}}), "warmPool.strategy"
+    ),
 ]
 
 # Changes to a valid Session after creation: (id, original spec, new spec, field named).

@@ -17,6 +17,7 @@ from .models import (
     WorkerTemplate,
     effective_timeout,
 )
+from .timefmt import rfc3339
 
 JSON = dict[str, Any]
 
@@ -266,6 +267,28 @@ def build_pod(
         "kind": "Pod",
         "metadata": _metadata(ref.name, ref, app_name),
         "spec": pod_spec,
+    }
+
+
+def build_event(kind: str, meta: JSON, type_: str, reason: str, message: str) -> JSON:
+    """A core/v1 Event about one of our objects (``meta``: its metadata)."""
+    now = rfc3339(precision="seconds")
+    return {
+        "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
+        "involvedObject": {
+            "apiVersion": API_VERSION,
+            "kind": kind,
+            "name": meta["name"],
+            "namespace": meta["namespace"],
+            "uid": meta["uid"],
+        },
+        "type": type_,
+        "reason": reason,
+        "message": message[:1024],
+        "source": {"component": "kube-sessions-operator"},
+        "firstTimestamp": now,
+        "lastTimestamp": now,
+        "count": 1,
     }
 
 

@@ -44,28 +44,34 @@ class Children:
         Not all three at once: a pod that reaches its node before its token Secret exists waits
         for the kubelet's retry (CreateContainerConfigError), seconds rather than one round trip.
         """
-        first: dict[str, Awaitable[bool]] = {}
         if pod is not None:
             await self.ensure_policy(key[0])  # no worker without its policy
-        if "secret" not in tracked.children:
-            tracked.token = tracked.token or builders.new_token()
-            first["secret"] = self._create(
-                "secrets", key[0], builders.build_secret(ref, app_name, tracked.token)
-            )
-        if "service" not in tracked.children:
-            first["service"] = self._create("services", key[0], builders.build_service(ref, app_name))
-        existed = dict(zip(first, await asyncio.gather(*first.values()), strict=True))
-        if existed.get("secret"):
-            tracked.token = None  # someone else's token stands; read it when needed
-        tracked.children.update({"secret", "service"})
+        await self.ensure_access(key, ref, app_name, tracked)
         if pod is None or "pod" in tracked.children:
             tracked.children.add("pod")
             return False
-        created = not await self._create("pods", key[0], pod)
+        created = not await self.create("pods", key[0], pod)
         if created:
             tracked.pod_created_at = time.monotonic()
         tracked.children.add("pod")
         return created
+
+    async def ensure_access(
+        self, key: Key, ref: builders.SessionRef, app_name: str | None, tracked: Tracked
+    ) -> None:
+        """The Session's token Secret and Service, create-if-absent (one round trip)."""
+        first: dict[str, Awaitable[bool]] = {}
+        if "secret" not in tracked.children:
+            tracked.token = tracked.token or builders.new_token()
+            first["secret"] = self.create(
+                "secrets", key[0], builders.build_secret(ref, app_name, tracked.token)
+            )
+        if "service" not in tracked.children:
+            first["service"] = self.create("services", key[0], builders.build_service(ref, app_name))
+        existed = dict(zip(first, await asyncio.gather(*first.values()), strict=True))
+        if existed.get("secret"):
+            tracked.token = None  # someone else's token stands; read it when needed
+        tracked.children.update({"secret", "service"})
 
     async def ensure_policy(self, namespace: str) -> None:
         """The workers' NetworkPolicy in ``namespace``, applied once per namespace while this
@@ -97,7 +103,7 @@ class Children:
         )
         log.info("network policy %s/%s applied", namespace, builders.WORKER_POLICY)
 
-    async def _create(self, kind: str, namespace: str, body: JSON) -> bool:
+    async def create(self, kind: str, namespace: str, body: JSON) -> bool:
         """Create; True when it existed already."""
         creators: dict[str, Callable[..., Awaitable[Any]]] = {
             "secrets": self.core.create_namespaced_secret,
@@ -119,10 +125,11 @@ class Children:
             reply.release()
         return False
 
-    async def delete(self, key: Key, tracked: Tracked | None) -> None:
+    async def delete(self, key: Key, tracked: Tracked | None, pod_name: str | None = None) -> None:
+        """``pod_name``: the worker's when it is not the Session's name (a claimed pool worker)."""
         namespace, name = key
         for kind, delete, child in (
-            ("pods", self.core.delete_namespaced_pod, name),
+            ("pods", self.core.delete_namespaced_pod, pod_name or name),
             ("services", self.core.delete_namespaced_service, name),
             ("secrets", self.core.delete_namespaced_secret, builders.token_secret_name(name)),
         ):

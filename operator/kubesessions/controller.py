@@ -18,11 +18,21 @@ from collections import Counter
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from . import accounting, builders
+from . import accounting, builders, pool
 from .builders import CLOSE_ANNOTATION
 from .children import ALL_CHILDREN, Children
 from .kubeobjects import newer
-from .models import GROUP, VERSION, AppSpec, Phase, SessionSpec, SessionStatus, effective_timeout
+from .models import (
+    GROUP,
+    VERSION,
+    AppSpec,
+    Phase,
+    SessionSpec,
+    SessionStatus,
+    StartedFrom,
+    effective_timeout,
+)
+from .pooling import Pooling
 from .sessionstate import JSON, Key, OperatorSettings, Tracked
 from .status import Verdict, creating_settle, finished, judge
 from .statuswriter import StatusWriter, current_status
@@ -57,6 +67,10 @@ class Controller:
         self.accounting = accounting.Accounting()
         self.status = StatusWriter(api, self.sessions, self.writes, self.accounting)
         self.link = WorkerLink(api, settings, self.status, self.writes, self.accounting)
+        self.pool = Pooling(api, settings, self.writes, self.apps, self.children, self.link.http)
+        # Sessions older than this may have claimed a pool worker under an earlier operator (or
+        # leader): set again when this replica starts to act.
+        self.started_at = time.time()
         self.queue: WorkQueue[Key] = WorkQueue(self.reconcile, workers=settings.workers)
 
     async def close(self) -> None:
@@ -81,6 +95,7 @@ class Controller:
         self.queue.add(key)
 
     def pod_seen(self, body: JSON, deleted: bool) -> None:
+        self.pool.pod_seen(body, deleted)
         session = (body.get("metadata", {}).get("labels") or {}).get(builders.SESSION_LABEL)
         if not session:
             return
@@ -97,10 +112,18 @@ class Controller:
     def app_seen(self, body: JSON, deleted: bool) -> None:
         meta = body["metadata"]
         key = (meta["namespace"], meta["name"])
+        cached = self.apps.get(key)
         if deleted:
             self.apps.pop(key, None)
-        else:
+        elif newer(body, cached):
             self.apps[key] = body
+        self.pool.app_seen(body, deleted)
+        if (
+            not deleted
+            and cached is not None
+            and cached["metadata"].get("generation") == meta.get("generation")
+        ):
+            return  # its status only (the warm pool's counts): nothing a Session reads
         for skey, session in self.sessions.items():
             if skey[0] == key[0] and session.get("spec", {}).get("app") == key[1]:
                 self.queue.add(skey)
@@ -128,7 +151,7 @@ class Controller:
         if pod is None and running:
             # Before calling the worker lost, ask the API: after a restart the pod watch may
             # not have caught up with the Session watch yet.
-            pod = await self._read("pods", key[0], key[1])
+            pod = await self._read("pods", key[0], status.podName or key[1])
         if pod is not None:
             tracked.children.add("pod")
         # The App is needed to start the worker only: once started, the session keeps what it
@@ -151,6 +174,11 @@ class Controller:
             endpoint=builders.endpoint(ref),
             podName=ref.name,
         )
+        claim_started = time.monotonic()
+        if pod is None and not running and not tracked.children and self._maybe_claimed(body):
+            pod = await self.pool.claimed_pod(key[0], key[1])  # claimed before a restart?
+            if pod is not None:
+                self.pods[key] = pod
         # A worker that has been running is never replaced: its state is gone with it.
         if tracked.children != ALL_CHILDREN and (pod is not None or not running):
             manifest = None
@@ -166,6 +194,15 @@ class Controller:
                     )
                 except builders.SpecError as exc:
                     return await self._finish(key, body, Verdict(Phase.FAILED, "InvalidSpec", str(exc)))
+                if spec.app is not None and app is not None and app.warmPool and app.warmPool.size:
+                    # The Secret and Service are the Session's either way; the claim races them.
+                    _, pod = await asyncio.gather(
+                        self.children.ensure_access(key, ref, spec.app, tracked),
+                        self.pool.claim(ref, spec.app, app, spec),
+                    )
+                    if pod is not None:
+                        self.pods[key] = pod
+                        manifest = None
             if await self.children.ensure(key, ref, spec.app, tracked, manifest):
                 # The status waits for the pod's watch event (moments away; the requeue is a
                 # safety net): in a burst, creating the next Session's pod comes first, and the
@@ -178,6 +215,13 @@ class Controller:
         settle = creating_settle(verdict, status.phase, pod_age)
         if settle > 0:
             return settle  # the pod's scheduling event will most likely come first
+        if status.startedFrom is None:
+            claimed_at = pool.claimed_at(pod, ref.uid)
+            if claimed_at is not None and verdict.ready and pod is not None and spec.app is not None:
+                token = await self.link.token(key, tracked)
+                await self.pool.hand_over(ref, spec.app, pod, token, timeout, claim_started)
+            started = StartedFrom.POOL if claimed_at else StartedFrom.COLD
+            facts = facts.model_copy(update={"startedFrom": started, "claimedAt": claimed_at})
         await self.status.write(key, body, verdict, pod, facts)
         body = self.sessions.get(key, body)  # with the status just written
         lifetime_left = self._lifetime_left(spec, body)
@@ -193,6 +237,17 @@ class Controller:
         pending = [t for t in looks if t is not None]
         return min(pending) if pending else None
 
+    def _pod_name(self, key: Key, body: JSON) -> str:
+        """The worker pod's name: the Session's, unless it claimed a pool worker."""
+        pod = self.pods.get(key)
+        return str(pod["metadata"]["name"]) if pod else current_status(body).podName or key[1]
+
+    def _maybe_claimed(self, body: JSON) -> bool:
+        """Whether a Session may have claimed a pool worker before this operator started (the
+        pod watch may not have shown it yet): only one created before then, or just after."""
+        created = parse_rfc3339(body["metadata"].get("creationTimestamp"))
+        return created is not None and created.timestamp() <= self.started_at + 1
+
     async def _read(self, kind: str, namespace: str, name: str) -> JSON | None:
         """A direct read for the rare paths where the watch caches may lag; None if absent."""
         try:
@@ -204,8 +259,10 @@ class Controller:
             else:
                 pod = await self.core.read_namespaced_pod(name, namespace)
                 found = self.api.sanitize_for_serialization(pod)
-                if newer(found, self.pods.get((namespace, name))):
-                    self.pods[(namespace, name)] = found
+                # Cached under its Session, as the watch does (a pool worker's name differs).
+                session = (found["metadata"].get("labels") or {}).get(builders.SESSION_LABEL, name)
+                if newer(found, self.pods.get((namespace, session))):
+                    self.pods[(namespace, session)] = found
         except ApiException as exc:
             if exc.status == 404:
                 return None
@@ -230,7 +287,7 @@ class Controller:
         facts = SessionStatus.model_validate(final) if final else None
         await asyncio.gather(
             self.status.write(key, body, verdict, pod, facts),
-            self.children.delete(key, self.tracked.get(key)),
+            self.children.delete(key, self.tracked.get(key), self._pod_name(key, body)),
         )
         return self.settings.retention
 
@@ -238,7 +295,7 @@ class Controller:
         """Finished: children gone, then the Session itself once its retention has passed."""
         pod = self.pods.get(key)
         if tracked.children or (pod is not None and not pod["metadata"].get("deletionTimestamp")):
-            await self.children.delete(key, tracked)
+            await self.children.delete(key, tracked, self._pod_name(key, body))
         ended = parse_rfc3339(current_status(body).endedAt)
         left = self.settings.retention
         if ended is not None:

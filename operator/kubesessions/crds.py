@@ -74,6 +74,7 @@ def _crd(
     status: type[BaseModel],
     columns: list[JSON],
     description: str,
+    subresources: JSON | None = None,
 ) -> JSON:
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
@@ -101,7 +102,7 @@ def _crd(
                     "name": VERSION,
                     "served": True,
                     "storage": True,
-                    "subresources": {"status": {}},
+                    "subresources": {"status": {}, **(subresources or {})},
                     "additionalPrinterColumns": columns,
                     "schema": {
                         "openAPIV3Schema": {
@@ -178,9 +179,24 @@ def app_crd() -> JSON:
             {"name": "Image", "type": "string", "jsonPath": ".spec.image"},
             {"name": "Entrypoint", "type": "string", "jsonPath": ".spec.entrypoint"},
             {"name": "GPUs", "type": "integer", "jsonPath": ".spec.resources.gpu"},
+            {"name": "Pool", "type": "integer", "jsonPath": ".spec.warmPool.size"},
+            {
+                "name": "Ready",
+                "type": "integer",
+                "jsonPath": ".status.warmPool.ready",
+                "description": "Warm pool workers ready to be claimed.",
+            },
             {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
         ],
-        "A template for workers of one kind: image, app class, resources, timeouts.",
+        "A template for workers of one kind: image, app class, resources, timeouts, warm pool.",
+        # `kubectl scale app/<name> --replicas N`, an HPA or KEDA size the warm pool.
+        {
+            "scale": {
+                "specReplicasPath": ".spec.warmPool.size",
+                "statusReplicasPath": ".status.warmPool.ready",
+                "labelSelectorPath": ".status.warmPool.selector",
+            }
+        },
     )
 
 

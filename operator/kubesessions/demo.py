@@ -1,8 +1,8 @@
 """`make demo`: the local cluster, the operator and the gateway, then sessions used through the client.
 
-Shows the sessions API end to end: a model loaded once then fast calls (timed), state kept
-across calls, streamed output, an explicit close, and an idle session expiring into
-"session not found". Everything it starts is stopped at the end, unless ``--keep``.
+Shows the sessions API end to end: a model loaded once then fast calls (timed), its first call
+from a warm pool beside the cold one, state kept across calls (and a second function on it),
+streamed output, an explicit close, and an idle session expiring into "session not found". Everything it starts is stopped at the end, unless ``--keep``.
 """
 
 from __future__ import annotations
@@ -170,7 +170,7 @@ class Demo:
             cluster.down(self.state_dir)
 
 
-def show_sessions(client: Client) -> None:
+def show_sessions(client: Client, demo: Demo) -> None:
     _step("model: load once (cold), then fast calls on the warm worker")
     with _timed('first call, session "new" (pod start + setup + call)'):
         first = client.run({"app": "model", "input": {"seed": 0}, "session": "new", "session_timeout": 600})
@@ -180,11 +180,16 @@ def show_sessions(client: Client) -> None:
         with _timed(f"warm call {seed}"):
             client.run({"app": "model", "input": {"seed": seed}, "session": model})
 
+    show_warm_pool(client, demo)
+
     _step("counter: state kept across calls (a stateful conversation)")
     with client.session("counter", session_timeout=300) as session:
         for n in (1, 2, 3):
             _say(f"add {n} -> {session.run({'add': n})['output']}")
         kept = session.id
+        # Other functions of the app, on the same state (the SDK's session.call(name, input)).
+        peek = client.run({"app": "counter", "function": "peek", "input": {}, "session": kept})
+        _say(f"function peek -> {peek['output']}")
     _say(f"left the `with` block: session {kept} closed")
 
     _step("stream: output as the app yields it")
@@ -218,13 +223,33 @@ def show_sessions(client: Client) -> None:
         time.sleep(RETENTION + 1)
 
 
+def show_warm_pool(client: Client, demo: Demo) -> None:
+    _step("warm pool: `kubectl scale app/model --replicas 1` keeps a model worker set up ahead")
+    _say(demo.kubectl_run("scale", "app/model", "-n", NAMESPACE, "--replicas", "1").strip())
+    deadline = time.monotonic() + 120
+    ready = "jsonpath={.status.warmPool.ready}"
+    while demo.kubectl_run("get", "app/model", "-n", NAMESPACE, "-o", ready).strip() != "1":
+        if time.monotonic() > deadline:
+            raise RuntimeError("the model's warm pool did not become ready within 120 s")
+        time.sleep(0.25)  # watching like a user with kubectl would
+    with _timed('first call, session "new", from the warm pool (claim + call)'):
+        pooled = client.run({"app": "model", "input": {"seed": 0}, "session": "new", "session_timeout": 600})
+    started = "jsonpath={.status.startedFrom}"
+    source = demo.kubectl_run("get", "sessions", pooled["session_id"], "-n", NAMESPACE, "-o", started).strip()
+    _say(
+        f"session {pooled['session_id']}: status.startedFrom {source}; its setup ran before it was asked for"
+    )
+    client.close_session(pooled["session_id"])
+    demo.kubectl_run("scale", "app/model", "-n", NAMESPACE, "--replicas", "0")
+
+
 def run_demo(keep: bool = False, state_dir: Path | None = None) -> int:
     started = time.monotonic()
     demo = Demo(cluster.StateDir(state_dir or cluster.default_state_dir()))
     try:
         url, token = demo.up()
         with Client(url, token=token, namespace=NAMESPACE, request_timeout=120) as client:
-            show_sessions(client)
+            show_sessions(client, demo)
     except (RuntimeError, KubeSessionsError, cluster.ClusterError, binaries.BinaryError) as exc:
         print(f"\ndemo failed: {exc}", file=sys.stderr)
         demo.stop()

@@ -12,6 +12,7 @@ import contextlib
 import datetime
 import logging
 import sys
+import time
 import urllib.request
 from collections.abc import Iterable
 from typing import Any
@@ -25,6 +26,7 @@ from .builders import MANAGED_BY, MANAGER
 from .controller import Controller, OperatorSettings
 from .leader import LeaderElector, LeaseSettings
 from .models import GROUP, VERSION
+from .poolmetrics import writes_lines
 
 log = logging.getLogger("kubesessions.operator")
 
@@ -131,8 +133,10 @@ async def _lead(ctl: Controller, elector: LeaderElector | None, lost: asyncio.Ev
     queue (they hold only what the API holds), so a new leader starts from a warm cache."""
     if elector is not None:
         await elector.acquire()
+    ctl.started_at = time.time()  # acting from now: claims before this were another replica's
     work = [
         asyncio.create_task(ctl.queue.run(), name="workqueue"),
+        asyncio.create_task(ctl.pool.queue.run(), name="warm-pools"),
         asyncio.create_task(_sweep_forever(ctl), name="orphan-sweep"),
     ]
     try:
@@ -167,15 +171,9 @@ async def _serve_metrics(
     outcomes."""
 
     async def metrics(_: web.Request) -> web.Response:
-        lines = [
-            "# HELP kubesessions_operator_api_writes_total API writes made by the operator.",
-            "# TYPE kubesessions_operator_api_writes_total counter",
-        ]
-        for what, count in sorted(ctl.writes.items()):
-            verb, resource = what.split(" ", 1)
-            lines.append(
-                f'kubesessions_operator_api_writes_total{{verb="{verb}",resource="{resource}"}} {count}'
-            )
+        lines = writes_lines(
+            "kubesessions_operator_api_writes_total", "API writes made by the operator.", ctl.writes
+        )
         lines += [
             "# HELP kubesessions_operator_sessions Sessions in the controller's cache.",
             "# TYPE kubesessions_operator_sessions gauge",
@@ -199,6 +197,7 @@ async def _serve_metrics(
                 sum(1 for t in ctl.tracked.values() if t.unreachable),
                 datetime.datetime.now(datetime.UTC),
             ),
+            *ctl.pool.metrics.lines(),
         ]
         if elector is not None:
             lines += [

@@ -34,6 +34,7 @@ API_VERSION = f"{GROUP}/{VERSION}"
 MIN_TIMEOUT, MAX_TIMEOUT, DEFAULT_TIMEOUT = 1, 3600, 60
 MAX_LIFETIME = 30 * 24 * 3600
 MAX_GPUS = 16
+MAX_POOL = 64
 
 
 class Resources(StrictModel):
@@ -87,6 +88,20 @@ class WorkerTemplate(StrictModel):
     """Taints the worker pod tolerates."""
 
 
+class PoolStrategy(StrEnum):
+    RECREATE = "Recreate"
+    ON_USE = "OnUse"
+
+
+class WarmPool(StrictModel):
+    """Workers of this App kept started, their `setup` run, for new Sessions to claim."""
+
+    size: StrictInt = Field(default=0, ge=0, le=MAX_POOL)
+    """Idle workers to keep ready, 0..64 (`kubectl scale app/<name> --replicas N` sets it)."""
+    strategy: PoolStrategy = PoolStrategy.RECREATE
+    """On an App change: `Recreate` replaces idle pool workers at once, `OnUse` only as they are used."""
+
+
 class AppSpec(WorkerTemplate):
     """A template for workers of one kind."""
 
@@ -108,6 +123,8 @@ class AppSpec(WorkerTemplate):
     """Idle timeout in seconds (1..3600) for Sessions that set none."""
     maxSessionTimeout: StrictInt = Field(default=MAX_TIMEOUT, ge=MIN_TIMEOUT, le=MAX_TIMEOUT)
     """The longest idle timeout (seconds, 1..3600) a Session of this App may ask for."""
+    warmPool: WarmPool | None = None
+    """Warm workers kept ready for new Sessions of this App (none when unset)."""
 
     @model_validator(mode="after")
     def _default_within_max(self) -> AppSpec:
@@ -234,6 +251,11 @@ class GpuSeconds(BaseModel):
     """Busy as a share of held, 0-100."""
 
 
+class StartedFrom(StrEnum):
+    POOL = "pool"
+    COLD = "cold"
+
+
 class SessionStatus(BaseModel):
     """Where the session stands; written by the operator only."""
 
@@ -262,6 +284,10 @@ class SessionStatus(BaseModel):
     """When the worker pod started (recorded like podIP)."""
     readyAt: str | None = None
     """When the session was announced Ready: its idle clock starts here at the earliest."""
+    startedFrom: StartedFrom | None = None
+    """`pool`: it claimed a warm worker of its App's pool; `cold`: a worker started for it."""
+    claimedAt: str | None = None
+    """When it claimed its pool worker (pool starts only)."""
     lastActivityTime: str | None = None
     """Last call start or end, or keepalive (RFC 3339, ms)."""
     idleSince: str | None = None
@@ -282,9 +308,28 @@ class SessionStatus(BaseModel):
     """Reserved for the kopf framework's own bookkeeping."""
 
 
+class WarmPoolStatus(BaseModel):
+    """The App's warm pool as the operator last counted it."""
+
+    model_config = ConfigDict(use_attribute_docstrings=True, extra="forbid")
+
+    size: int = 0
+    """The pool size in force (spec.warmPool.size)."""
+    ready: int = 0
+    """Pool workers ready to be claimed."""
+    starting: int = 0
+    """Pool workers still starting (their setup running)."""
+    claimed: int = 0
+    """Workers Sessions have claimed from the pool so far (a running total)."""
+    selector: str = ""
+    """Label selector of the pool's workers (for the scale subresource, HPA, KEDA)."""
+
+
 class AppStatus(BaseModel):
     model_config = ConfigDict(use_attribute_docstrings=True, extra="forbid")
 
+    warmPool: WarmPoolStatus | None = None
+    """The warm pool's workers: ready, starting, claimed."""
     observedGeneration: int | None = None
     """The spec generation last seen."""
     kopf: dict[str, Any] | None = None

@@ -10,8 +10,9 @@ from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from .accounting import Accounting
+from .builders import build_event
 from .kubeobjects import MERGE_PATCH
-from .models import GROUP, VERSION, Condition, Phase, SessionStatus
+from .models import GROUP, VERSION, Condition, Phase, SessionStatus, StartedFrom
 from .sessionstate import JSON, Key
 from .status import Verdict, as_json, desired_status, finished, status_patch
 from .timefmt import rfc3339
@@ -69,7 +70,9 @@ class StatusWriter:
                 verdict.message,
                 extra={"session": key[1], "namespace": key[0]},
             )
-            await self._transition_event(body, current.phase, verdict)
+            if not (verdict.phase == Phase.READY and desired.startedFrom == StartedFrom.POOL):
+                # A claim's Ready is in its status (startedFrom, claimedAt): 4 writes, not 5.
+                await self._transition_event(body, current.phase, verdict)
             self.accounting.transition(body, current.phase, as_json(desired))
 
     async def patch(self, key: Key, fields: JSON) -> None:
@@ -106,23 +109,8 @@ class StatusWriter:
         else:
             return
         meta = body["metadata"]
-        event = {
-            "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
-            "involvedObject": {
-                "apiVersion": f"{GROUP}/{VERSION}",
-                "kind": "Session",
-                "name": meta["name"],
-                "namespace": meta["namespace"],
-                "uid": meta["uid"],
-            },
-            "type": kind,
-            "reason": verdict.reason if verdict.phase != Phase.READY else "Ready",
-            "message": verdict.message[:1024],
-            "source": {"component": "kube-sessions-operator"},
-            "firstTimestamp": rfc3339(precision="seconds"),
-            "lastTimestamp": rfc3339(precision="seconds"),
-            "count": 1,
-        }
+        reason = verdict.reason if verdict.phase != Phase.READY else "Ready"
+        event = build_event("Session", meta, kind, reason, verdict.message)
         self.writes["create events"] += 1
         try:
             await self.core.create_namespaced_event(meta["namespace"], cast(Any, event))

@@ -101,10 +101,10 @@ class WorkerLink:
             if code == 409:
                 return Look(float(answer.get("remainingSeconds") or idle.BUSY_LOOK_MIN) + idle.EPSILON)
             return Look(end=Verdict(Phase.EXPIRED, "IdleTimeout", f"no call for {timeout}s (idle timeout)"))
-        await self._record_activity(key, body, tracked, last_ts, timeout, worker)
+        await self._record_activity(key, body, pod, tracked, last_ts, timeout, worker)
         return Look(decision.look_again_in)
 
-    async def _token(self, key: Key, tracked: Tracked) -> str:
+    async def token(self, key: Key, tracked: Tracked) -> str:
         if tracked.token is None:
             secret = await self.core.read_namespaced_secret(builders.token_secret_name(key[1]), key[0])
             tracked.token = base64.b64decode(secret.data[builders.TOKEN_KEY]).decode()
@@ -114,7 +114,7 @@ class WorkerLink:
         """One call to the session's worker with its token; (status, JSON body)."""
         ip = pod.get("status", {}).get("podIP")
         url = f"http://{ip}:{builders.WORKER_PORT}{path}"
-        headers = {"Authorization": f"Bearer {await self._token(key, tracked)}"}
+        headers = {"Authorization": f"Bearer {await self.token(key, tracked)}"}
         timeout = aiohttp.ClientTimeout(total=self.settings.worker_timeout)
         async with self.http.request(method, url, headers=headers, timeout=timeout) as resp:
             if resp.status >= 500 or resp.status in (401, 403, 404):
@@ -135,7 +135,7 @@ class WorkerLink:
         return str(value)
 
     async def _record_activity(
-        self, key: Key, body: JSON, tracked: Tracked, last_ts: float, timeout: int, worker: JSON
+        self, key: Key, body: JSON, pod: JSON, tracked: Tracked, last_ts: float, timeout: int, worker: JSON
     ) -> None:
         """Annotate the pod and the status with the last activity, throttled per session."""
         last_ms = round(last_ts * 1000)
@@ -157,8 +157,9 @@ class WorkerLink:
             pod_annotations[KEEPALIVE_SEEN] = tracked.keepalive
         self.writes["patch pods"] += 1
         try:
+            # The pod's own name: a claimed pool worker's is not the Session's.
             await self.core.patch_namespaced_pod(
-                key[1], key[0], {"metadata": {"annotations": pod_annotations}}
+                pod["metadata"]["name"], key[0], {"metadata": {"annotations": pod_annotations}}
             )
         except ApiException as exc:
             if exc.status != 404:

@@ -77,6 +77,8 @@ def can(kube: Cluster, who: str, namespace: str, verb: str, resource: str, where
         ("operator", "delete", "pods", False, True),
         ("operator", "patch", "sessions.kubesessions.io/status", False, True),
         ("operator", "watch", "apps.kubesessions.io", False, True),
+        ("operator", "patch", "apps.kubesessions.io/status", False, True),  # the warm pool's status
+        ("operator", "update", "apps.kubesessions.io", False, False),  # the pool size is the user's
         ("operator", "create", "secrets", False, True),
         ("operator", "create", "events", False, True),
         ("operator", "patch", "networkpolicies.networking.k8s.io", False, True),  # the workers' policy

@@ -413,3 +413,22 @@ def test_get_and_keepalive_answer_the_workers_live_deadline(
     moved = seconds_between(before["expires_at"], after["expires_at"])
     assert 1.2 <= moved < 2.5, f"expires_at moved by {moved:.3f}s: {before} -> {after}"
     assert seconds_between(before["last_activity"], after["last_activity"]) == moved
+
+
+def test_run_calls_the_function_named_and_an_unknown_one_is_400_naming_them(
+    gateway: GatewayProcess, namespace: str, token: str
+) -> None:
+    def run(**body: Any) -> tuple[int, dict[str, Any]]:
+        return post(gateway, namespace, token, json.dumps({"app": "counter", **body}).encode())
+
+    status, first = run(input={"add": 2}, session="new")
+    assert status == 200
+    session = first["session_id"]
+    assert run(function="peek", input={}, session=session)[1]["output"] == {"total": 2, "calls": 1}
+    assert run(function="reset", input={"to": 7}, session=session)[1]["output"]["total"] == 7
+    assert run(input={"add": 1}, session=session)[1]["output"] == {"total": 8, "calls": 2}
+    status, problem = run(function="navigate", input={}, session=session)
+    assert (status, problem["code"]) == (400, "VALIDATION")
+    assert "unknown function 'navigate'; this app has: peek, reset, run" in problem["detail"]
+    status, problem = run(function="no such", input={}, session=session)
+    assert (status, problem["code"]) == (400, "VALIDATION") and "function" in problem["detail"]

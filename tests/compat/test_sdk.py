@@ -179,3 +179,17 @@ def test_sessions_get_and_keepalive_show_the_live_deadline(client: Inference) ->
     moved = seconds_between(before["expires_at"], after["expires_at"])
     assert 1.2 <= moved < 2.5, f"expires_at moved by {moved:.3f}s: {before} -> {after}"
     assert after["call_count"] == 1 and after["last_call_at"] == after["updated_at"]
+
+
+def test_session_call_names_the_apps_functions(client: Inference) -> None:
+    """``session.call(name, input)``: the counter's ``peek`` and ``reset`` share ``run``'s state."""
+    with client.session("counter", input={"add": 4}) as session:
+        peeked: Any = session.call("peek", {})
+        assert peeked["output"] == {"total": 4, "calls": 1}
+        assert session.call("reset", {"to": 10})["output"]["total"] == 10  # type: ignore[index]
+        assert session.call("run", {"add": 1})["output"] == {"total": 11, "calls": 2}  # type: ignore[index]
+        # The task fails with the worker's 400 (the SDK raises a failed task as RuntimeError).
+        with pytest.raises(
+            RuntimeError, match=r"unknown function 'navigate'; this app has: peek, reset, run"
+        ):
+            session.call("navigate", {"url": "https://example.com"})

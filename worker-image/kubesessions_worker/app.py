@@ -20,6 +20,8 @@ from collections.abc import AsyncGenerator, Callable, Generator, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from .session import FUNCTION_MARK
+
 T = TypeVar("T")
 
 
@@ -106,8 +108,17 @@ class AppHost:
         args = (dict(config),) if _takes_argument(setup) else ()
         await self._call(setup, *args)
 
-    async def run(self, payload: Any) -> Value | Stream:
-        fn = self.instance.run
+    def functions(self) -> list[str] | None:
+        """The functions callers may name: ``run`` and the methods marked ``@function``
+        (None until the app is loaded)."""
+        if self._instance is None:
+            return None
+        cls = type(self._instance)
+        marked = [n for n in dir(cls) if getattr(getattr(cls, n, None), FUNCTION_MARK, False)]
+        return sorted({"run", *marked})
+
+    async def run(self, payload: Any, function: str = "run") -> Value | Stream:
+        fn = getattr(self.instance, function)
         if inspect.isasyncgenfunction(fn):
             return Stream(fn(payload))
         result = await self._call(fn, payload)

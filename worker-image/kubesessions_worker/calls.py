@@ -52,7 +52,8 @@ class Call:
     input: Any
     number: int  # 1 for the session's first call: names it in logs and endings
     key: str | None = None
-    fingerprint: str = ""  # of the input, when a key is given: a key names one input
+    fingerprint: str = ""  # of the function and input, when a key is given: a key names one of each
+    function: str = "run"  # which of the app's functions (see AppHost.functions)
     events: list[Event] = field(default_factory=list)
     streamed: bool = False  # run() yielded rather than returned
     _grew: asyncio.Event = field(default_factory=asyncio.Event)

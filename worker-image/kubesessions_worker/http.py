@@ -7,7 +7,6 @@ runner's events as one JSON reply or as a stream of server-sent events.
 from __future__ import annotations
 
 import datetime
-import hmac
 import json
 import logging
 from collections.abc import Awaitable, Callable
@@ -15,7 +14,7 @@ from typing import Any
 
 from aiohttp import web
 
-from . import metrics
+from . import claim, metrics
 from .calls import KEY_HEADER, Call, Done, Event, Failed, Output, check_key
 from .gpu import GpuMonitor
 from .problems import Problem
@@ -26,7 +25,6 @@ log = logging.getLogger(__name__)
 
 RUNNER = web.AppKey("runner", Runner)
 GPU = web.AppKey("gpu", GpuMonitor)
-TOKEN = web.AppKey("token", bytes)
 MAX_BODY = web.AppKey("max_body", int)
 PROBLEM_TYPE = "application/problem+json"
 # Kubelet probes carry no token; everything else does.
@@ -35,12 +33,20 @@ OPEN_PATHS = frozenset({"/healthz", "/readyz"})
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def build(runner: Runner, gpu: GpuMonitor, *, token: str, max_body_bytes: int) -> web.Application:
+def build(
+    runner: Runner,
+    gpu: GpuMonitor,
+    *,
+    token: str,
+    max_body_bytes: int,
+    slot: claim.Slot | None = None,
+) -> web.Application:
+    """``slot``: a warm pool worker's (``token`` is then the pool's until it is claimed)."""
     app = web.Application(middlewares=[_problems, _auth], client_max_size=max_body_bytes)
     app[RUNNER] = runner
     app[GPU] = gpu
-    app[TOKEN] = token.encode()
     app[MAX_BODY] = max_body_bytes
+    claim.install(app, runner, slot or claim.Slot(pooled=False), claim.Credential(token.encode()))
     app.router.add_post("/run", _run)
     app.router.add_get("/healthz", _healthz)
     app.router.add_get("/readyz", _readyz)
@@ -74,11 +80,11 @@ async def _problems(request: web.Request, handler: Handler) -> web.StreamRespons
 async def _auth(request: web.Request, handler: Handler) -> web.StreamResponse:
     if request.path not in OPEN_PATHS:
         scheme, _, given = request.headers.get("Authorization", "").partition(" ")
-        # compare_digest: the time taken must not reveal how much of the token matched.
-        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), request.app[TOKEN]):
+        if scheme.lower() != "bearer" or not request.app[claim.CREDENTIAL].matches(given.strip()):
             raise Problem(
                 "UNAUTHORIZED", "a valid 'Authorization: Bearer <session token>' header is required"
             )
+        claim.check_claimed(request)
     return await handler(request)
 
 
@@ -87,10 +93,25 @@ async def _run(request: web.Request) -> web.StreamResponse:
     stream = body.get("stream", False)
     if not isinstance(stream, bool):
         raise Problem("VALIDATION", "'stream' must be true or false")
-    call = request.app[RUNNER].submit(body["input"], key=check_key(request.headers.get(KEY_HEADER)))
+    runner = request.app[RUNNER]
+    function = _function(body, runner.app.functions())
+    call = runner.submit(body["input"], key=check_key(request.headers.get(KEY_HEADER)), function=function)
     if stream or "text/event-stream" in request.headers.get("Accept", ""):
         return await _sse(request, call)
     return await _reply(call)
+
+
+def _function(body: dict[str, Any], known: list[str] | None) -> str:
+    """The function named in the body (default ``run``); one the app lacks is a 400 naming those
+    it has. Before setup the app's functions are unknown: the runner refuses the call anyway."""
+    name = body.get("function", "run")
+    if not isinstance(name, str):
+        raise Problem("VALIDATION", "'function' must be the name of one of the app's functions")
+    if known is not None and name not in known:
+        raise Problem(
+            "VALIDATION", f"unknown function {name!r}; this app has: {', '.join(known)}", functions=known
+        )
+    return name
 
 
 async def _body(request: web.Request) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from contextlib import suppress
 
 from aiohttp import web
 
-from . import http, termination
+from . import claim, http, termination
 from .app import AppHost
 from .gpu import GpuMonitor
 from .runner import Runner
@@ -43,8 +43,9 @@ async def serve(settings: Settings) -> Ending:
         loop.add_signal_handler(sig, runner.stop, Reason.TERMINATED, signal.Signals(sig).name)
     gpu = GpuMonitor(settings.gpu_interval)
     sampling = asyncio.create_task(gpu.run(), name="gpu")
+    slot = claim.Slot(pooled=settings.pool)
     web_runner = web.AppRunner(
-        http.build(runner, gpu, token=settings.token, max_body_bytes=settings.max_body_bytes),
+        http.build(runner, gpu, token=settings.token, max_body_bytes=settings.max_body_bytes, slot=slot),
         access_log=None,  # calls are logged by the runner; an access log would only add noise
         shutdown_timeout=5.0,
     )
@@ -57,7 +58,7 @@ async def serve(settings: Settings) -> Ending:
             log.error("%s", ending.message)
         else:
             log.info("listening on %s", ", ".join(_addresses(web_runner)))
-            ending = await _run_session(runner, settings)
+            ending = await _run_session(runner, settings, slot)
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
@@ -66,12 +67,12 @@ async def serve(settings: Settings) -> Ending:
         with suppress(asyncio.CancelledError):
             await sampling
         gpu.close()
-    termination.write(settings.termination_message_path, ending, settings.session_id)
+    termination.write(settings.termination_message_path, ending, runner.session_id)
     log.info("exiting with code %d: %s", ending.exit_code, ending.reason)
     return ending
 
 
-async def _run_session(runner: Runner, settings: Settings) -> Ending:
+async def _run_session(runner: Runner, settings: Settings, slot: claim.Slot) -> Ending:
     setup = asyncio.create_task(runner.setup(settings.config), name="setup")
     stopped = asyncio.create_task(runner.ending(), name="ending")
     await asyncio.wait([setup, stopped], return_when=asyncio.FIRST_COMPLETED)
@@ -84,13 +85,19 @@ async def _run_session(runner: Runner, settings: Settings) -> Ending:
         with suppress(asyncio.CancelledError, Exception):
             await setup
         return await stopped
-    safety_net = asyncio.create_task(exit_when_forgotten(runner, settings.idle_window), name="safety-net")
+    safety_net = asyncio.create_task(_safety_net(runner, settings, slot), name="safety-net")
     try:
         ending = await stopped
         await runner.shutdown(settings.stop_grace)
     finally:
         safety_net.cancel()
     return ending
+
+
+async def _safety_net(runner: Runner, settings: Settings, slot: claim.Slot) -> None:
+    # A pool worker waits for its session unbounded: its App owns it, and the pool culls it.
+    await slot.claimed.wait()
+    await exit_when_forgotten(runner, runner.session_timeout + settings.idle_grace)
 
 
 async def exit_when_forgotten(runner: Runner, window: float) -> None:

@@ -208,7 +208,7 @@ class Runner:
 
     # -- calls --------------------------------------------------------------------------------
 
-    def submit(self, payload: Any, key: str | None = None) -> Call:
+    def submit(self, payload: Any, key: str | None = None, function: str = "run") -> Call:
         """Queue a call, or raise the :class:`Problem` that says why it cannot be taken.
 
         A call id (``key``) already seen gives back that call, finished or not, whatever the
@@ -216,7 +216,7 @@ class Runner:
         """
         print_ = ""
         if key is not None:
-            print_ = fingerprint(payload)
+            print_ = fingerprint([function, payload])  # a key names one function and input
             if (known := self.recent.find(key, print_)) is not None:
                 return known
         if self.state is State.CLOSING:
@@ -235,7 +235,7 @@ class Runner:
                 )
             )
         self._submitted += 1
-        call = Call(payload, self._submitted, key, print_)
+        call = Call(payload, self._submitted, key, print_, function)
         if key is not None:
             self.recent.add(call)
         self._waiting.append(call)
@@ -319,7 +319,7 @@ class Runner:
             )
 
     async def _drive(self, call: Call) -> None:
-        reply = await self.app.run(call.input)
+        reply = await self.app.run(call.input, call.function)
         if isinstance(reply, Value):
             call.put(Output(_encode(reply.value)))
             return

@@ -3,8 +3,10 @@ because every app imports it (``from kubesessions_worker import end_session``)."
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextvars import ContextVar
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 
 @dataclass
@@ -17,6 +19,17 @@ class CallScope:
 # A context variable reaches the app on the event loop and on the app's thread alike
 # (the runner copies the context into every step it hands to that thread).
 current_call: ContextVar[CallScope | None] = ContextVar("kubesessions_call", default=None)
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+FUNCTION_MARK = "__kubesessions_function__"
+
+
+def function(method: F) -> F:
+    """Expose a method of the app class as a function callers can name (``run`` always is):
+    ``POST /run {"function": "<name>", "input": ...}``."""
+    setattr(method, FUNCTION_MARK, True)
+    return method
 
 
 def end_session() -> None:

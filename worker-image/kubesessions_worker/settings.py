@@ -32,6 +32,8 @@ class Settings:
     queue_size: int = 16
     call_timeout: float = 600.0
     idle_grace: float = 60.0
+    # A warm pool worker: the token is its App's pool token until POST /claim hands it a session.
+    pool: bool = False
     termination_message_path: Path = Path("/dev/termination-log")
     # Not part of the operator's contract: tuning knobs with safe defaults, flags only.
     max_body_bytes: int = 32 * 1024 * 1024
@@ -89,6 +91,7 @@ class Settings:
             idle_grace=_bounded(
                 pick(args.idle_grace, "KUBESESSIONS_IDLE_GRACE", "60"), "KUBESESSIONS_IDLE_GRACE", float
             ),
+            pool=_flag(environ.get("KUBESESSIONS_POOL", "false"), "KUBESESSIONS_POOL"),
             termination_message_path=Path(
                 pick(args.termination_message_path, "KUBESESSIONS_TERMINATION_MESSAGE_PATH")
                 or "/dev/termination-log"
@@ -101,11 +104,6 @@ class Settings:
             gpu_interval=_bounded(args.gpu_interval, "--gpu-interval", float, 0.1),
             log_level=args.log_level.upper(),
         )
-
-    @property
-    def idle_window(self) -> float:
-        """Idle seconds after which the worker ends itself if nobody culled it."""
-        return self.session_timeout + self.idle_grace
 
 
 def termination_path(argv: Sequence[str] | None, environ: Mapping[str, str]) -> Path:
@@ -175,6 +173,12 @@ def _bounded(raw: str | None, name: str, kind: type[N], low: float = 0, high: fl
     if not low <= value <= high:
         raise SettingsError(f"{name} must be between {low:g} and {high:g}, got {value}")
     return value
+
+
+def _flag(raw: str, name: str) -> bool:
+    if raw.lower() not in ("true", "false"):
+        raise SettingsError(f"{name} must be true or false, got {raw!r}")
+    return raw.lower() == "true"
 
 
 def _config(raw: str) -> dict[str, Any]:

@@ -156,7 +156,7 @@ async def _run(request: web.Request) -> web.StreamResponse:
     key = call_id(request.headers.get(CALL_ID_HEADER))
     identity = await authorize(request, request[NS], "create" if wants_new(body.session) else "get")
     calls = request.app[CALLS]
-    call = await calls.begin(request[NS], identity, body.app, body.session, body, key)
+    call = await calls.begin(request[NS], identity, body.app, body.session, body, key, body.function)
     if body.stream:
         return await _stream(request, call, body.input)
     reply = await calls.run(call, body.input)

@@ -35,6 +35,7 @@ class Call:
     fresh: bool  # the session was started for this call
     one_shot: bool  # the session is closed when this call is over
     call_id: str | None = None  # Idempotency-Key: a retry of it never runs twice on the worker
+    function: str = "run"  # which of the app's functions (the worker names those it has)
 
     @property
     def key(self) -> tuple[str, str]:
@@ -58,6 +59,7 @@ class Calls:
         session: str | None,
         spec: Any,
         call_id: str | None = None,
+        function: str | None = None,
     ) -> Call:
         """The session this call goes to: started now from ``spec``, or an existing one checked."""
         if wants_new(session):
@@ -65,14 +67,15 @@ class Calls:
         else:
             session_id = str(session)
             self.sessions.check(await self.sessions.find(namespace, session_id), app)
-        return Call(namespace, session_id, app, wants_new(session), session is None, call_id)
+        fresh, one_shot = wants_new(session), session is None
+        return Call(namespace, session_id, app, fresh, one_shot, call_id, function or "run")
 
     @contextlib.asynccontextmanager
     async def stream(self, call: Call, input: Any) -> AsyncIterator[aiohttp.ClientResponse]:
         """The worker's event stream for the call, once the worker has queued it."""
         try:
             target = await self.sessions.target(call.namespace, call.session_id, call.app, ours=call.fresh)
-            async with self.forwarder.call(call.key, target, input, call.call_id) as upstream:
+            async with self.forwarder.call(call.key, target, input, call.call_id, call.function) as upstream:
                 yield upstream
         except Problem as problem:
             if problem.code == "WORKER_UNAVAILABLE" and not call.fresh:

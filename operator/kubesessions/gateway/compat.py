@@ -12,7 +12,8 @@ a gateway Service needs client-IP session affinity when it runs more than one re
 App references ``namespace/name@version[:function]`` map onto the App ``name``. The namespace part
 names the Kubernetes namespace when this gateway serves it (or, serving all, when that namespace
 holds the App); any other owner (an inference.sh user name) means the request's namespace. Apps
-have no versions here, so ``@version`` is accepted and not checked; the one function is ``run``.
+have no versions here, so ``@version`` is accepted and not checked; ``:function`` (or the request's
+function) picks one of the app's functions, ``run`` by default.
 """
 
 from __future__ import annotations
@@ -93,6 +94,7 @@ class Task:
     app: str
     session_id: str
     input: Any
+    function: str = "run"
     status: Status = Status.QUEUED
     output: Any = None
     error: str | None = None
@@ -176,20 +178,18 @@ def _data(data: Any, status: int = 200) -> web.Response:
     return web.json_response({"data": data}, status=status)
 
 
-def _target_app(request: web.Request, ref: str) -> tuple[str, str]:
-    """(namespace, App name) of an SDK app reference."""
+def _target_app(request: web.Request, ref: str) -> tuple[str, str, str | None]:
+    """(namespace, App name, function if the reference names one) of an SDK app reference."""
     match = REF.match(ref)
     name = match["name"] if match else ""
     if not match or not re.fullmatch(DNS1123_SUBDOMAIN, name):
         raise Problem("VALIDATION", f'app: "{ref}" is not an app reference (namespace/name@version or name)')
-    if match["function"] not in (None, "run"):
-        raise Problem("VALIDATION", f'app: function "{match["function"]}": an App has one function, run')
     owner, settings = match["owner"], request.app[SETTINGS]
     if owner and (
         owner in settings.namespaces or (not settings.namespaces and (owner, name) in request.app[CACHE].apps)
     ):
-        return owner, name
-    return request[NS], name
+        return owner, name, match["function"]
+    return request[NS], name, match["function"]
 
 
 async def _run(request: web.Request) -> web.Response:
@@ -197,9 +197,8 @@ async def _run(request: web.Request) -> web.Response:
     refused = [name for name in UNSUPPORTED if getattr(body, name) is not None]
     if refused:
         raise Problem("VALIDATION", f"not supported by kube-sessions: {', '.join(refused)}")
-    if body.function not in (None, "run"):
-        raise Problem("VALIDATION", f'function "{body.function}": an App has one function, run')
-    namespace, name = _target_app(request, body.app)
+    namespace, name, named = _target_app(request, body.app)
+    function = body.function or named or "run"  # the worker says which functions exist
     identity = await authorize(request, namespace, "create" if wants_new(body.session) else "get")
     spec = None
     if wants_new(body.session):
@@ -210,8 +209,8 @@ async def _run(request: web.Request) -> web.Response:
     # Settled now, so an unknown or ended session fails the run request itself with "session not found".
     # The task's id is its call's id: the worker runs it at most once.
     task_id = "t-" + secrets.token_hex(12)
-    call = await request.app[CALLS].begin(namespace, identity, name, body.session, spec, task_id)
-    task = Task(task_id, namespace, name, call.session_id, body.input)
+    call = await request.app[CALLS].begin(namespace, identity, name, body.session, spec, task_id, function)
+    task = Task(task_id, namespace, name, call.session_id, body.input, function)
     request.app[TASKS].add(task)
     task.runner = asyncio.create_task(_execute(request.app, task, call))
     return _data(task.dto())

@@ -103,10 +103,11 @@ class Forwarder:
 
     @contextlib.asynccontextmanager
     async def call(
-        self, key: Key, target: Target, input: Any, call_id: str | None = None
+        self, key: Key, target: Target, input: Any, call_id: str | None = None, function: str = "run"
     ) -> AsyncIterator[aiohttp.ClientResponse]:
         """The worker's SSE response to one call, once the worker has queued it."""
-        payload = b'{"stream":true,"input":' + json.dumps(input).encode() + b"}"
+        named = b"" if function == "run" else b'"function":' + json.dumps(function).encode() + b","
+        payload = b'{"stream":true,' + named + b'"input":' + json.dumps(input).encode() + b"}"
         headers = {**target.headers(), "Content-Type": "application/json", "Accept": "text/event-stream"}
         if call_id is not None:
             headers[CALL_ID_HEADER] = call_id  # the worker runs a call id at most once

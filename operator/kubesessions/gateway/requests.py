@@ -39,6 +39,9 @@ def _whole(value: Any) -> Any:
 Seconds = Annotated[int, Field(strict=True, ge=MIN_TIMEOUT, le=MAX_TIMEOUT), BeforeValidator(_whole)]
 
 
+FUNCTION_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
+
+
 class _Body(BaseModel):
     model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
 
@@ -59,6 +62,8 @@ class RunRequest(_Body):
     """`"new"` to start a session, a session id to continue one, absent for a one-shot call."""
     stream: StrictBool = False
     """Answer as server-sent events, one `output` event per value the app yields."""
+    function: StrictStr = Field(default="run", min_length=1, max_length=128, pattern=FUNCTION_NAME)
+    """Which of the app's functions to call (`run` unless the app exposes more)."""
 
 
 class CreateSessionRequest(_Body):

@@ -14,6 +14,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from kubesessions_worker import http
 from kubesessions_worker.app import AppHost
+from kubesessions_worker.claim import Slot
 from kubesessions_worker.gpu import GpuMonitor
 from kubesessions_worker.runner import Clock, Runner
 from kubesessions_worker.termination import Reason
@@ -133,9 +134,13 @@ def _event(block: str) -> tuple[str, str]:
 
 
 @asynccontextmanager
-async def worker(app: str, *, max_body_bytes: int = 1 << 20, **runner: Any) -> AsyncIterator[Worker]:
+async def worker(
+    app: str, *, max_body_bytes: int = 1 << 20, slot: Slot | None = None, **runner: Any
+) -> AsyncIterator[Worker]:
     async with runner_for(app, **runner) as r:
         gpu = GpuMonitor(interval=60)
-        server = TestServer(http.build(r, gpu, token=TOKEN, max_body_bytes=max_body_bytes), host="127.0.0.1")
+        server = TestServer(
+            http.build(r, gpu, token=TOKEN, max_body_bytes=max_body_bytes, slot=slot), host="127.0.0.1"
+        )
         async with TestClient(server) as client:
             yield Worker(client, r, gpu)

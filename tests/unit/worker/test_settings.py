@@ -17,7 +17,7 @@ def test_defaults_follow_the_contract() -> None:
     s = Settings.load([], ENV)
     assert (s.session_id, s.app, s.token) == ("s1", "pkg.mod:App", "t0ken")
     assert (s.session_timeout, s.host, s.port, s.queue_size) == (60, "0.0.0.0", 8080, 16)
-    assert (s.call_timeout, s.idle_grace, s.idle_window) == (600, 60, 120)
+    assert (s.call_timeout, s.idle_grace, s.pool) == (600, 60, False)
     assert s.termination_message_path == Path("/dev/termination-log")
     assert s.config == {}
 

@@ -1,13 +1,14 @@
 """Counter: state that lives between calls.
 
 ``{"add": n}`` adds to a running total (``{}`` adds 1); ``{"action": "cleanup"}`` answers with
-the final total and ends the session.
+the final total and ends the session. Two more functions share that state: ``peek`` answers the
+total without counting a call, ``reset`` sets it (``{"to": n}``, default 0).
 """
 
 import logging
 from typing import Any
 
-from kubesessions_worker import end_session
+from kubesessions_worker import end_session, function
 
 log = logging.getLogger(__name__)
 
@@ -23,6 +24,15 @@ class Counter:
             end_session()
             return {"total": self.total, "calls": self.calls, "closing": True}
         self.total += int(input.get("add", 1))
+        return {"total": self.total, "calls": self.calls}
+
+    @function
+    def peek(self, input: dict[str, Any]) -> dict[str, Any]:
+        return {"total": self.total, "calls": self.calls}
+
+    @function
+    def reset(self, input: dict[str, Any]) -> dict[str, Any]:
+        self.total = int(input.get("to", 0))
         return {"total": self.total, "calls": self.calls}
 
     def close(self) -> None:

@@ -1,0 +1,367 @@
+"""Keeping each App's warm pool and handing its workers to new Sessions.
+
+The pool of an App is reconciled by level like a Session: the pool workers the pod watch
+shows, against ``spec.warmPool``; see :mod:`.pool` for the decisions. A claim is one
+conditional write (the pod's resourceVersion): whichever operator, replica or restart, only
+one claim of a worker succeeds; a loser tries the next worker or starts cold.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import logging
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from typing import Any, cast
+
+import aiohttp
+from kubernetes_asyncio import client
+from kubernetes_asyncio.client.exceptions import ApiException
+from pydantic import ValidationError
+
+from . import builders, pool
+from .children import Children
+from .kubeobjects import MERGE_PATCH, newer
+from .models import GROUP, VERSION, AppSpec, PoolStrategy, SessionSpec, WarmPoolStatus
+from .poolmetrics import PoolMetrics
+from .sessionstate import JSON, Key, OperatorSettings
+from .timefmt import rfc3339
+from .workqueue import WorkQueue
+
+log = logging.getLogger("kubesessions.operator")
+
+# An App's "pool exhausted" Event is posted at most this often (seconds).
+EXHAUSTED_EVENT_INTERVAL = 30.0
+# The longest wait before starting pool workers again after they kept exiting (seconds).
+MAX_BACKOFF = 300.0
+
+
+class ClaimFailed(RuntimeError):
+    """A claimed worker did not take its session (the reconcile is retried)."""
+
+
+class Pooling:
+    def __init__(
+        self,
+        api: client.ApiClient,
+        settings: OperatorSettings,
+        writes: Counter[str],
+        apps: dict[Key, JSON],
+        children: Children,
+        http: aiohttp.ClientSession,
+    ) -> None:
+        self.api = api
+        self.core = client.CoreV1Api(api)
+        self.custom = client.CustomObjectsApi(api)
+        self.settings = settings
+        self.writes = writes
+        self.apps = apps  # the controller's App cache
+        self.children = children
+        self.http = http
+        self.members: dict[Key, dict[str, JSON]] = {}  # (namespace, app) -> unclaimed workers
+        self.tokens: dict[Key, str] = {}
+        self.unwritten_claims: Counter[Key] = Counter()  # not yet in status.warmPool.claimed
+        self.reserved: set[Key] = set()  # (namespace, pod) being claimed by this operator now
+        self.exhausted_at: dict[Key, float] = {}
+        self.failures: dict[Key, tuple[int, float]] = {}  # exited pool workers in a row, when last
+        self.metrics = PoolMetrics()
+        self.queue: WorkQueue[Key] = WorkQueue(self.reconcile, workers=4)
+
+    # -- fed by the watches ---------------------------------------------------------------
+
+    def pod_seen(self, body: JSON, deleted: bool) -> None:
+        meta = body["metadata"]
+        labels = meta.get("labels") or {}
+        app = labels.get(pool.POOL_LABEL) or labels.get(builders.APP_LABEL)
+        if not app:
+            return
+        key = (meta["namespace"], app)
+        members = self.members.setdefault(key, {})
+        if labels.get(pool.POOL_LABEL) and not deleted:
+            if newer(body, members.get(meta["name"])):
+                members[meta["name"]] = body
+        elif members.pop(meta["name"], None) is None:
+            return  # a Session's worker that was never in this pool
+        self.queue.add(key)
+
+    def app_seen(self, body: JSON, deleted: bool) -> None:
+        key = (body["metadata"]["namespace"], body["metadata"]["name"])
+        if deleted:
+            # Its workers go with it (their ownerReferences); their events clear the cache.
+            self.tokens.pop(key, None)
+            self.unwritten_claims.pop(key, None)
+            self.metrics.forget(key)
+            return
+        self.queue.add(key)
+
+    # -- the pool -------------------------------------------------------------------------
+
+    async def reconcile(self, key: Key) -> float | None:
+        body = self.apps.get(key)
+        if body is None:
+            return None
+        try:
+            app = AppSpec.model_validate(body.get("spec") or {})
+        except ValidationError:
+            return None  # the API server refused it already; the Sessions report it
+        size = app.warmPool.size if app.warmPool else 0
+        strategy = app.warmPool.strategy if app.warmPool else PoolStrategy.RECREATE
+        members = self.members.setdefault(key, {})
+        if not size and not members and not (body.get("status") or {}).get("warmPool"):
+            return None  # no pool, never had one: nothing to keep, nothing to write
+        seen = [pool.member(p) for p in members.values()]
+        plan = pool.plan(size, strategy, pool.template_hash(app), seen)
+        look_again = self._backoff(key, seen)
+        if plan.create and look_again is None:
+            await self._ensure_secret(key, body["metadata"]["uid"])
+            await self.children.ensure_policy(key[0])
+            manifests = [
+                pool.build_pod(
+                    key[0], key[1], body["metadata"]["uid"], app, idle_grace=self.settings.idle_grace
+                )
+                for _ in range(plan.create)
+            ]
+            for manifest in manifests:
+                members[manifest["metadata"]["name"]] = manifest  # counted as starting until its event
+            log.info("app %s/%s: starting %d warm pool worker(s)", *key, len(manifests))
+            self.metrics.upkeep["create pods"] += len(manifests)
+            created = await asyncio.gather(
+                *(self.children.create("pods", key[0], m) for m in manifests), return_exceptions=True
+            )
+            for manifest, outcome in zip(manifests, created, strict=True):
+                if isinstance(outcome, BaseException):
+                    members.pop(manifest["metadata"]["name"], None)
+                    log.warning("app %s/%s: could not create a pool worker: %s", *key, outcome)
+        for name in plan.delete:
+            members.pop(name, None)
+            self._count("delete pods")
+            try:
+                await self.core.delete_namespaced_pod(name, key[0])
+            except ApiException as exc:
+                if exc.status != 404:
+                    raise
+        await self._write_status(key, body, size)
+        return look_again
+
+    def _backoff(self, key: Key, seen: list[pool.Member]) -> float | None:
+        """Seconds to wait before starting more pool workers when they keep exiting (an App
+        whose setup fails must not restart workers in a hot loop); None: start them now."""
+        ended = [m.name for m in seen if m.ended and not m.deleting]
+        if any(m.ready for m in seen):
+            self.failures.pop(key, None)
+        if ended:
+            failures, _ = self.failures.get(key, (0, 0.0))
+            self.failures[key] = (failures + len(ended), time.monotonic())
+            log.warning("app %s/%s: pool workers exited: %s", *key, ", ".join(ended))
+        if key not in self.failures:
+            return None
+        failures, last = self.failures[key]
+        wait = min(MAX_BACKOFF, 2.0**failures) - (time.monotonic() - last)
+        return wait if wait > 0 else None
+
+    async def _write_status(self, key: Key, body: JSON, size: int) -> None:
+        members = [pool.member(p) for p in self.members.get(key, {}).values()]
+        recorded = WarmPoolStatus.model_validate((body.get("status") or {}).get("warmPool") or {})
+        pending = self.unwritten_claims[key]
+        desired = pool.status(key[1], size, members, recorded.claimed + pending)
+        self.metrics.observe_pool(key, desired)
+        if desired == recorded:
+            return
+        self._count("patch apps/status")
+        options: dict[str, Any] = {"_content_type": MERGE_PATCH}
+        try:
+            self.apps[key] = await self.custom.patch_namespaced_custom_object_status(
+                GROUP,
+                VERSION,
+                key[0],
+                "apps",
+                key[1],
+                {"status": {"warmPool": desired.model_dump()}},
+                **options,
+            )
+        except ApiException as exc:
+            if exc.status == 404:
+                return  # the App is gone
+            raise
+        self.unwritten_claims[key] -= pending
+
+    async def _ensure_secret(self, key: Key, app_uid: str) -> None:
+        if key in self.tokens:
+            return
+        token = builders.new_token()
+        secret = {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "type": "Opaque",
+            "metadata": {
+                "name": pool.secret_name(key[1]),
+                "namespace": key[0],
+                "labels": {builders.MANAGED_BY: builders.MANAGER, builders.APP_LABEL: key[1]},
+                "ownerReferences": [
+                    {
+                        "apiVersion": f"{GROUP}/{VERSION}",
+                        "kind": "App",
+                        "name": key[1],
+                        "uid": app_uid,
+                        "controller": True,
+                        "blockOwnerDeletion": True,
+                    }
+                ],
+            },
+            "data": {builders.TOKEN_KEY: base64.b64encode(token.encode()).decode()},
+        }
+        self.metrics.upkeep["create secrets"] += 1
+        if await self.children.create("secrets", key[0], secret):
+            await self._pool_token(key)  # it existed: its token stands
+        else:
+            self.tokens[key] = token
+
+    async def _pool_token(self, key: Key) -> str:
+        if key not in self.tokens:
+            secret = await self.core.read_namespaced_secret(pool.secret_name(key[1]), key[0])
+            self.tokens[key] = base64.b64decode(secret.data[builders.TOKEN_KEY]).decode()
+        return self.tokens[key]
+
+    def _count(self, what: str) -> None:
+        """A write of the pool's upkeep (in the operator's total, and apart: not a Session's)."""
+        self.writes[what] += 1
+        self.metrics.upkeep[what] += 1
+
+    # -- claims ---------------------------------------------------------------------------
+
+    async def claim(
+        self, session: builders.SessionRef, app_name: str, app: AppSpec, spec: SessionSpec
+    ) -> JSON | None:
+        """Make a ready pool worker the Session's (the conditional pod patch); None: start cold."""
+        if app.warmPool is None or app.warmPool.size == 0:
+            return None
+        key = (session.namespace, app_name)
+        refusal = pool.claim_refusal(app, spec)
+        if refusal is not None:
+            log.info(
+                "session %s/%s: starts cold, not from the pool: %s",
+                session.namespace,
+                session.name,
+                refusal,
+                extra={"session": session.name, "namespace": session.namespace},
+            )
+            self.metrics.miss(key)
+            return None
+        members = self.members.get(key, {})
+        found = pool.candidates(
+            app.warmPool.strategy, pool.template_hash(app), [pool.member(p) for p in members.values()]
+        )
+        for candidate in found:
+            if (session.namespace, candidate.name) in self.reserved:
+                continue
+            self.reserved.add((session.namespace, candidate.name))
+            try:
+                pod = await self._take(session, candidate)
+            finally:
+                self.reserved.discard((session.namespace, candidate.name))
+            if pod is not None:
+                log.info(
+                    "session %s/%s: claimed warm pool worker %s",
+                    session.namespace,
+                    session.name,
+                    candidate.name,
+                    extra={"session": session.name, "namespace": session.namespace},
+                )
+                members.pop(candidate.name, None)
+                self.unwritten_claims[key] += 1
+                self.queue.add(key)  # a replacement, and the new counts
+                return pod
+        self.metrics.miss(key)
+        await self._exhausted(key, session.name, len(members))
+        self.queue.add(key)
+        return None
+
+    async def _take(self, session: builders.SessionRef, candidate: pool.Member) -> JSON | None:
+        """The claim patch; on a conflict, once more if the worker is still free and ready."""
+        for _ in range(2):
+            self.writes["patch pods"] += 1
+            options: dict[str, Any] = {"_content_type": MERGE_PATCH, "_preload_content": False}
+            patch: Callable[..., Awaitable[Any]] = self.core.patch_namespaced_pod  # raw reply
+            reply = await patch(
+                candidate.name,
+                session.namespace,
+                pool.claim_patch(candidate, session, rfc3339()),
+                **options,
+            )
+            try:
+                if 200 <= reply.status < 300:
+                    return cast(JSON, json.loads(await reply.read()))
+                if reply.status not in (404, 409):
+                    raise ApiException(status=reply.status, reason=(await reply.text())[:1000])
+            finally:
+                reply.release()
+            if reply.status == 404:
+                return None
+            try:
+                fresh = self.api.sanitize_for_serialization(
+                    await self.core.read_namespaced_pod(candidate.name, session.namespace)
+                )
+            except ApiException as exc:
+                if exc.status == 404:
+                    return None
+                raise
+            candidate = pool.member(fresh)
+            labels = fresh["metadata"].get("labels") or {}
+            if not labels.get(pool.POOL_LABEL) or not candidate.ready or candidate.deleting:
+                return None  # someone else's now
+        return None
+
+    async def hand_over(
+        self, session: builders.SessionRef, app_name: str, pod: JSON, token: str, timeout: int, started: float
+    ) -> None:
+        """Tell the claimed worker its session, token and timeout. Idempotent: after a restart
+        mid-claim the pool token is refused (it was handed over already) and the session's
+        token repeats the claim."""
+        ip = (pod.get("status") or {}).get("podIP")
+        url = f"http://{ip}:{builders.WORKER_PORT}/claim"
+        payload = {"session": session.name, "token": token, "sessionTimeout": timeout}
+        limit = aiohttp.ClientTimeout(total=self.settings.worker_timeout)
+        for bearer in (await self._pool_token((session.namespace, app_name)), token):
+            headers = {"Authorization": f"Bearer {bearer}"}
+            async with self.http.post(url, json=payload, headers=headers, timeout=limit) as resp:
+                if resp.status == 200:
+                    self.metrics.hit((session.namespace, app_name), time.monotonic() - started)
+                    return
+                if resp.status != 401:
+                    raise ClaimFailed(
+                        f"worker {pod['metadata']['name']} refused the claim: {await resp.text()}"
+                    )
+        raise ClaimFailed(f"worker {pod['metadata']['name']} took neither the pool's nor the session's token")
+
+    async def claimed_pod(self, namespace: str, session: str) -> JSON | None:
+        """After a restart: a pool worker the previous operator claimed for this Session, which
+        the pod watch may not have shown yet (a Session must never claim a second one)."""
+        found = await self.core.list_namespaced_pod(
+            namespace,
+            label_selector=f"{builders.MANAGED_BY}={builders.MANAGER},{builders.SESSION_LABEL}={session}",
+        )
+        for item in found.items:
+            pod: JSON = self.api.sanitize_for_serialization(item)
+            if not pod["metadata"].get("deletionTimestamp"):
+                return pod
+        return None
+
+    async def _exhausted(self, key: Key, session: str, members: int) -> None:
+        """A Warning Event on the App, at most every EXHAUSTED_EVENT_INTERVAL seconds."""
+        now = time.monotonic()
+        if now - self.exhausted_at.get(key, -EXHAUSTED_EVENT_INTERVAL) < EXHAUSTED_EVENT_INTERVAL:
+            return
+        self.exhausted_at[key] = now
+        app = self.apps.get(key)
+        if app is None:
+            return
+        message = f"no ready warm pool worker for session {session} ({members} starting): it starts cold"
+        event = builders.build_event("App", app["metadata"], "Warning", "PoolExhausted", message)
+        self._count("create events")
+        try:
+            await self.core.create_namespaced_event(key[0], cast(Any, event))
+        except ApiException as exc:
+            log.warning("could not post the PoolExhausted event for app %s/%s: %s", *key, exc.reason)

@@ -1,0 +1,148 @@
+"""The warm pool's pure decisions: the pool worker, what to create or delete, who may claim."""
+
+from __future__ import annotations
+
+import pytest
+
+from kubesessions import builders, pool
+from kubesessions.models import AppSpec, PoolStrategy, SessionSpec, WarmPoolStatus
+from kubesessions.poolmetrics import PoolMetrics
+
+pytestmark = pytest.mark.unit
+
+APP = AppSpec.model_validate(
+    {"image": "worker:1", "entrypoint": "m:C", "warmPool": {"size": 2}, "resources": {"cpu": "1"}}
+)
+CURRENT = pool.template_hash(APP)
+
+
+def member(
+    name: str, *, ready: bool = True, template: str = CURRENT, deleting: bool = False, ended: bool = False
+) -> pool.Member:
+    return pool.Member(
+        name=name,
+        resource_version="7",
+        template=template,
+        ready=ready,
+        deleting=deleting,
+        ended=ended,
+        created=f"2030-01-01T00:00:0{name[-1]}Z",
+        ip="127.0.0.9",
+    )
+
+
+def test_pool_worker_is_the_apps_worker_owned_by_the_app_with_the_pool_token() -> None:
+    pod = pool.build_pod("ns", "model", "app-uid", APP, idle_grace=60)
+    meta = pod["metadata"]
+    assert meta["name"].startswith("model-pool-")
+    assert meta["labels"] == {
+        builders.MANAGED_BY: builders.MANAGER,
+        builders.APP_LABEL: "model",
+        pool.POOL_LABEL: "model",
+    }
+    assert [(o["kind"], o["name"], o["uid"]) for o in meta["ownerReferences"]] == [
+        ("App", "model", "app-uid")
+    ]
+    assert meta["annotations"] == {pool.TEMPLATE_HASH: CURRENT}
+    env = pod["spec"]["containers"][0]["env"]
+    secrets = [
+        e["valueFrom"]["secretKeyRef"]["name"] for e in env if "secretKeyRef" in e.get("valueFrom", {})
+    ]
+    assert secrets == ["model-pool-token"]  # no session token anywhere
+    assert {"name": pool.POOL_ENV, "value": "true"} in env
+    assert pool.build_pod("ns", "model", "app-uid", APP, idle_grace=60)["metadata"]["name"] != meta["name"]
+
+
+def test_template_hash_ignores_the_pool_settings_only() -> None:
+    resized = APP.model_copy(update={"warmPool": None})
+    assert pool.template_hash(resized) == CURRENT
+    assert pool.template_hash(APP.model_copy(update={"image": "worker:2"})) != CURRENT
+
+
+def test_plan_fills_to_size_and_trims_starting_then_newest() -> None:
+    assert pool.plan(2, PoolStrategy.RECREATE, CURRENT, []) == pool.Plan(create=2, delete=())
+    assert pool.plan(
+        2, PoolStrategy.RECREATE, CURRENT, [member("a1"), member("a2", deleting=True)]
+    ) == pool.Plan(create=1, delete=())
+    three = [member("a1"), member("a2", ready=False), member("a3")]
+    assert pool.plan(1, PoolStrategy.RECREATE, CURRENT, three) == pool.Plan(create=0, delete=("a2", "a3"))
+    assert pool.plan(0, PoolStrategy.RECREATE, CURRENT, three).delete == ("a2", "a3", "a1")
+
+
+def test_ended_workers_go_and_are_replaced() -> None:
+    members = [member("a1", ended=True, ready=False), member("a2"), member("a3", ended=True, deleting=True)]
+    assert pool.plan(2, PoolStrategy.RECREATE, CURRENT, members) == pool.Plan(create=1, delete=("a1",))
+    assert [m.name for m in pool.candidates(PoolStrategy.RECREATE, CURRENT, members)] == ["a2"]
+
+
+def test_app_change_recreate_replaces_at_once_on_use_keeps_until_used() -> None:
+    old = [member("a1", template="old"), member("a2", template="old")]
+    assert pool.plan(2, PoolStrategy.RECREATE, CURRENT, old) == pool.Plan(create=2, delete=("a1", "a2"))
+    assert pool.plan(2, PoolStrategy.ON_USE, CURRENT, old) == pool.Plan(create=0, delete=())
+    assert pool.candidates(PoolStrategy.RECREATE, CURRENT, old) == []
+    assert [m.name for m in pool.candidates(PoolStrategy.ON_USE, CURRENT, old)] == ["a1", "a2"]
+
+
+def test_candidates_are_ready_live_workers_oldest_first() -> None:
+    members = [member("a3"), member("a1", ready=False), member("a2"), member("a4", deleting=True)]
+    assert [m.name for m in pool.candidates(PoolStrategy.RECREATE, CURRENT, members)] == ["a2", "a3"]
+
+
+@pytest.mark.parametrize(
+    ("spec", "refused"),
+    [
+        ({"app": "model"}, None),
+        ({"app": "model", "sessionTimeout": 5}, None),
+        ({"app": "model", "template": {"image": "worker:1"}}, None),  # the App's own, restated
+        ({"app": "model", "config": {"k": 1}}, "config"),
+        ({"app": "model", "template": {"image": "worker:2"}}, "template"),
+        ({"app": "model", "template": {"resources": {"gpu": 1}}}, "template"),
+        ({"app": "model", "template": {"env": [{"name": "A", "value": "1"}]}}, "template"),
+    ],
+)
+def test_claim_refusal_names_what_the_pool_worker_lacks(spec: dict[str, object], refused: str | None) -> None:
+    reason = pool.claim_refusal(APP, SessionSpec.model_validate(spec))
+    assert (reason is None) if refused is None else (reason is not None and refused in reason)
+
+
+def test_claim_patch_is_conditional_and_moves_the_worker_to_the_session() -> None:
+    ref = builders.SessionRef(name="s1", namespace="ns", uid="s-uid")
+    patch = pool.claim_patch(member("a1"), ref, "2030-01-01T00:00:00.000Z")["metadata"]
+    assert patch["resourceVersion"] == "7"
+    assert patch["labels"] == {pool.POOL_LABEL: None, builders.SESSION_LABEL: "s1"}
+    assert patch["ownerReferences"] == [builders.owner_reference(ref)]
+    pod = {"metadata": {"annotations": patch["annotations"]}}
+    assert pool.claimed_at(pod, "s-uid") == "2030-01-01T00:00:00.000Z"
+    assert pool.claimed_at(pod, "other") is None
+    assert pool.claimed_at(None, "s-uid") is None
+
+
+def test_member_and_status_count_ready_and_starting() -> None:
+    ready = {
+        "metadata": {"name": "a1", "resourceVersion": "3", "annotations": {pool.TEMPLATE_HASH: CURRENT}},
+        "status": {"podIP": "127.0.0.5", "conditions": [{"type": "Ready", "status": "True"}]},
+    }
+    starting = {"metadata": {"name": "a2"}, "status": {"phase": "Pending"}}
+    done = {"metadata": {"name": "a3"}, "status": {"phase": "Failed"}}
+    members = [pool.member(p) for p in (ready, starting, done)]
+    assert [(m.ready, m.ended) for m in members] == [(True, False), (False, False), (False, True)]
+    assert pool.status("model", 2, members, claimed=5) == WarmPoolStatus(
+        size=2, ready=1, starting=1, claimed=5, selector=pool.selector("model")
+    )
+
+
+def test_metrics_render_per_app_counts_and_a_cumulative_histogram() -> None:
+    metrics = PoolMetrics()
+    metrics.observe_pool(("ns", "model"), WarmPoolStatus(size=2, ready=1))
+    metrics.hit(("ns", "model"), 0.007)
+    metrics.hit(("ns", "model"), 0.3)
+    metrics.miss(("ns", "model"))
+    text = "\n".join(metrics.lines())
+    labels = 'namespace="ns",app="model"'
+    assert f"kubesessions_pool_size{{{labels}}} 2" in text
+    assert f"kubesessions_pool_ready{{{labels}}} 1" in text
+    assert f'kubesessions_pool_claims_total{{{labels},result="hit"}} 2' in text
+    assert f'kubesessions_pool_claims_total{{{labels},result="miss"}} 1' in text
+    assert f'kubesessions_pool_claim_seconds_bucket{{{labels},le="0.01"}} 1' in text
+    assert f'kubesessions_pool_claim_seconds_bucket{{{labels},le="+Inf"}} 2' in text
+    assert f"kubesessions_pool_claim_seconds_count{{{labels}}} 2" in text
