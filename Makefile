@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test lint typecheck unit cluster binaries demo venv clean-cluster bench image e2e-kind
+.PHONY: test lint typecheck unit cluster binaries demo venv clean-cluster bench node-packages
 
 venv: $(STAMP)
 
@@ -44,6 +44,18 @@ demo: binaries
 
 clean-cluster: $(STAMP)
 	$(BIN)/kubesessions localcluster down
+
+# The Debian packages the kubelet node (`localcluster up --node kubelet`) and `make e2e` need:
+# the container runtime, the CNI plugins, the image tools and iptables. Needs root; installs
+# only what is missing, so a second run costs one dpkg query.
+NODE_PACKAGES := containerd runc containernetworking-plugins buildah mmdebstrap iptables kmod
+node-packages:
+	@missing=$$(for p in $(NODE_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed$$' || echo $$p; done); \
+	if [ -z "$$missing" ]; then echo "node packages: all installed"; exit 0; fi; \
+	if [ "$$(id -u)" != 0 ]; then echo "node packages missing ($$missing): run 'make node-packages' as root" >&2; exit 1; fi; \
+	echo "node packages: installing $$missing"; \
+	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing
 
 # The worker image (needs a Docker engine; the build machines have none, so CI does not run it).
 WORKER_IMAGE ?= ghcr.io/kube-sessions/kube-sessions-worker:0.1.0

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from . import logs
+from .localcluster.nodeconfig import NODE_KINDS
 
 # The Helm chart carries a copy of crds/ (a chart can only read files inside itself).
 CHART_CRDS = Path("charts/kube-sessions/files/crds")
@@ -56,6 +57,13 @@ def build_parser() -> argparse.ArgumentParser:
         p = lc_sub.add_parser(action, help=text)
         p.add_argument("--state-dir", type=Path, default=None, help="default: .localcluster/")
         if action == "up":
+            p.add_argument(
+                "--node",
+                choices=NODE_KINDS,
+                default="process",
+                help="process (default): pods run as local processes; kubelet: a real kubelet, "
+                "containerd and runc (needs root and `make node-packages`)",
+            )
             p.add_argument("--gpus", type=_positive_int, default=2, help="nvidia.com/gpu on the node")
             p.add_argument("--gpu-product", default="NVIDIA-A100-SXM4-80GB")
             p.add_argument(
@@ -229,6 +237,8 @@ def _crds(args: argparse.Namespace) -> None:
 
 def _localcluster(args: argparse.Namespace) -> None:
     from .localcluster import binaries, cluster
+    from .localcluster.images import ImageError
+    from .localcluster.kubeletnode import NodeError
     from .localcluster.nodeconfig import NodeConfig
 
     if args.action == "binaries":
@@ -238,6 +248,7 @@ def _localcluster(args: argparse.Namespace) -> None:
     try:
         if args.action == "up":
             node = NodeConfig(
+                kind=args.node,
                 gpus=args.gpus,
                 gpu_product=args.gpu_product,
                 gpu_taint=args.gpu_taint,
@@ -254,7 +265,7 @@ def _localcluster(args: argparse.Namespace) -> None:
             print(json.dumps(cluster.status(state_dir), indent=2))
         elif args.action == "env":
             print("\n".join(cluster.env_lines(state_dir)))
-    except (cluster.ClusterError, binaries.BinaryError) as exc:
+    except (cluster.ClusterError, binaries.BinaryError, NodeError, ImageError) as exc:
         print(f"kubesessions localcluster {args.action}: {exc}", file=sys.stderr)
         sys.exit(1)
 
