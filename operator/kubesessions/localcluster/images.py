@@ -249,15 +249,34 @@ def project_archive(repo: Path, image: ProjectImage) -> Path:
     return target
 
 
-def image_sizes(refs: Iterable[str]) -> dict[str, int]:
-    """Bytes each image takes unpacked, as buildah counts them."""
-    listed = json.loads(_run([_tool("buildah"), "images", "--json"]) or "[]")
-    sizes: dict[str, int] = {}
-    for entry in listed:
-        for name in entry.get("names") or []:
-            if name in refs:
-                sizes[name] = int(entry["size"])
-    return sizes
+def build_all(repo: Path) -> dict[str, Path]:
+    """Every image the kubelet node runs, as docker-archives: image reference -> archive."""
+    archives = {PAUSE_IMAGE: pause_archive()}
+    for image in PROJECT_IMAGES:
+        archives[image.ref] = project_archive(repo, image)
+    return archives
+
+
+def size_report(archives: dict[str, Path]) -> dict[str, dict[str, object]]:
+    """Each image's size: the bytes of its layers, uncompressed (its docker-archive's size)."""
+    return {ref: {"bytes": path.stat().st_size, "archive": str(path)} for ref, path in archives.items()}
+
+
+def main() -> None:
+    """`python -m kubesessions.localcluster.images`: build them, print and save their sizes."""
+    started = time.monotonic()
+    try:
+        archives = build_all(Path.cwd())
+    except (ImageError, BinaryError) as exc:
+        _say(str(exc))
+        raise SystemExit(2) from None
+    report = size_report(archives)
+    out = Path("bench-results") / "images.json"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(json.dumps({"images": report, "seconds": round(time.monotonic() - started, 1)}, indent=2))
+    for ref, entry in report.items():
+        print(f"{ref:55} {int(str(entry['bytes'])) / 1e6:8.1f} MB")
+    print(f"(sizes written to {out})")
 
 
 def _buildah_has(ref: str) -> bool:
@@ -298,3 +317,7 @@ def _atomic_write(path: Path, data: bytes) -> None:
 
 def _say(text: str) -> None:
     print(f"[kube-sessions images] {text}", file=sys.stderr, flush=True)
+
+
+if __name__ == "__main__":
+    main()

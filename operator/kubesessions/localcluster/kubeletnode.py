@@ -151,7 +151,7 @@ def start(
     """containerd (with the images), kube-proxy and the kubelet; returns once they run."""
     ctd = paths(state_root)
     containerd.write_config(ctd, NETWORK, images.PAUSE_IMAGE)
-    archives = [images.pause_archive(), *(images.project_archive(repo, i) for i in images.PROJECT_IMAGES)]
+    archives = images.build_all(repo).values()
     launch("containerd", [shutil.which("containerd") or "containerd", "--config", str(ctd.config)])
     _await_socket(ctd.socket)
     for archive in archives:  # content already there is not copied again
