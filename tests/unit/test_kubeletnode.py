@@ -60,7 +60,7 @@ def test_kubelet_config_matches_this_machine(tmp_path: Path) -> None:
     assert config["cgroupDriver"] == "cgroupfs"
     assert config["failSwapOn"] is False
     assert config["containerRuntimeEndpoint"] == f"unix://{tmp_path}/containerd/containerd.sock"
-    assert config["address"] == "127.0.0.1"
+    assert config["address"] == kubeletnode.NETWORK.gateway  # a loopback node IP is refused
     assert config["authentication"]["anonymous"] == {"enabled": False}  # type: ignore[index]
     assert config["registerWithTaints"] == [
         {"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"}
@@ -144,3 +144,29 @@ def test_up_with_the_kubelet_node_refuses_clearly_when_not_root() -> None:
         assert proc.returncode == 1, proc.stderr
         assert "the kubelet node needs root" in proc.stderr
         assert not state.exists()  # refused before writing anything
+
+
+def test_kube_chain_removal_unhooks_then_flushes_then_deletes() -> None:
+    rules = "\n".join(
+        [
+            "-P INPUT ACCEPT",
+            "-N KUBE-FIREWALL",
+            "-N KUBE-KUBELET-CANARY",
+            "-N OTHER",
+            "-A INPUT -j KUBE-FIREWALL",
+            "-A INPUT -j OTHER",
+            '-A OUTPUT -m comment --comment "kubernetes service portals" -j KUBE-SERVICES',
+            "-N KUBE-SERVICES",
+            '-A KUBE-FIREWALL ! -s 127.0.0.0/8 -d 127.0.0.0/8 -m comment --comment "x y" -j DROP',
+        ]
+    )
+    assert kubeletnode.kube_chain_removal(rules) == [
+        ["-D", "INPUT", "-j", "KUBE-FIREWALL"],
+        ["-D", "OUTPUT", "-m", "comment", "--comment", "kubernetes service portals", "-j", "KUBE-SERVICES"],
+        ["-F", "KUBE-FIREWALL"],
+        ["-F", "KUBE-KUBELET-CANARY"],
+        ["-F", "KUBE-SERVICES"],
+        ["-X", "KUBE-FIREWALL"],
+        ["-X", "KUBE-KUBELET-CANARY"],
+        ["-X", "KUBE-SERVICES"],
+    ]

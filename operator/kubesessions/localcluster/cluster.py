@@ -227,7 +227,7 @@ def down(state_dir: StateDir, log: Callable[[str], None] = print) -> None:
 
     stuck += processes.stop(leftover_pod_processes(state_dir.node_dir))
     if state.node.kind == "kubelet":
-        problems = kubeletnode.cleanup(state_dir.root, find_binary("kube-proxy"))
+        problems = kubeletnode.cleanup(state_dir.root)
         if problems:
             raise ClusterError(f"kubelet node left behind: {problems}")
     if stuck:

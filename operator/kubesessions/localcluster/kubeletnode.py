@@ -16,8 +16,10 @@ left: mounts under the state directory, network namespaces, the bridge, kube-pro
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import time
@@ -34,6 +36,7 @@ NODE_PROCESSES = ("containerd", "kube-proxy", "kubelet")
 GPU_RESOURCE = "nvidia.com/gpu"
 GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
 NETNS_DIR = Path("/var/run/netns")
+CGROUP_ROOT = Path("/sys/fs/cgroup")
 
 
 class NodeError(RuntimeError):
@@ -108,7 +111,9 @@ def kubelet_config(node: NodeConfig, root: Path, ca: Path, ports: dict[str, int]
         "cgroupRoot": "/",
         "failSwapOn": False,
         "containerRuntimeEndpoint": f"unix://{paths(root).socket}",
-        "address": HOST_IP,
+        # The node's address is its bridge address: the kubelet refuses a loopback node IP,
+        # and the API server reaches the kubelet (logs, exec) there.
+        "address": NETWORK.gateway,
         "port": ports["kubelet"],
         "readOnlyPort": 0,
         "healthzBindAddress": HOST_IP,
@@ -190,7 +195,7 @@ def start(
             f"--root-dir={kubelet_dir / 'root'}",
             f"--cert-dir={kubelet_dir / 'pki'}",
             f"--hostname-override={node.name}",
-            f"--node-ip={HOST_IP}",
+            f"--node-ip={NETWORK.gateway}",
             f"--node-labels={GPU_PRODUCT_LABEL}={node.gpu_product}",
             "--v=1",
         ],
@@ -252,13 +257,9 @@ def drain(
         processes.stop([by_name["containerd"]])
 
 
-def cleanup(state_root: Path, kube_proxy: Path | None) -> list[str]:
+def cleanup(state_root: Path) -> list[str]:
     """Remove what the node's processes leave behind; returns what could not be removed."""
-    problems: list[str] = []
-    if kube_proxy is not None:
-        proc = subprocess.run([str(kube_proxy), "--cleanup"], capture_output=True, text=True, check=False)
-        if proc.returncode != 0:
-            problems.append(f"kube-proxy --cleanup: {proc.stderr.strip()[-300:]}")
+    problems = remove_kube_chains()
     for mount in mounts_under(state_root, Path("/proc/self/mountinfo").read_text()):
         if subprocess.run(["umount", "-l", mount], capture_output=True, check=False).returncode != 0:
             problems.append(f"umount {mount}")
@@ -268,7 +269,50 @@ def cleanup(state_root: Path, kube_proxy: Path | None) -> list[str]:
         netns.unlink(missing_ok=True)
     if Path(f"/sys/class/net/{NETWORK.bridge}").exists():
         _ip("link", "delete", NETWORK.bridge)
+    for hierarchy in CGROUP_ROOT.glob("*/kubepods"):
+        # Children before parents: a cgroup directory goes only once it is empty.
+        for directory in [*sorted(hierarchy.rglob("*"), key=lambda p: -len(p.parts)), hierarchy]:
+            if directory.is_dir():
+                try:
+                    directory.rmdir()
+                except OSError as exc:
+                    problems.append(f"rmdir {directory}: {exc.strerror}")
     return problems
+
+
+def remove_kube_chains() -> list[str]:
+    """The kubelet's and kube-proxy's iptables chains (KUBE-*), in every table and backend
+    they touch, with the rules that jump to them from the built-in chains."""
+    problems = []
+    for tool in ("iptables", "ip6tables", "iptables-legacy", "ip6tables-legacy"):
+        if shutil.which(tool) is None:
+            continue
+        for table in ("filter", "nat", "mangle"):
+            listed = subprocess.run(
+                [tool, "-w", "-t", table, "-S"], capture_output=True, text=True, check=False
+            )
+            for command in kube_chain_removal(listed.stdout):
+                proc = subprocess.run([tool, "-w", "-t", table, *command], capture_output=True, text=True)
+                if proc.returncode != 0:
+                    problems.append(f"{tool} -t {table} {' '.join(command)}: {proc.stderr.strip()}")
+    return problems
+
+
+def kube_chain_removal(rules: str) -> list[list[str]]:
+    """From `iptables -S` output: delete the jumps into KUBE-* chains, flush them, drop them."""
+    jumps, chains = [], []
+    for line in rules.splitlines():
+        words = shlex.split(line)
+        if len(words) >= 2 and words[0] == "-N" and words[1].startswith("KUBE-"):
+            chains.append(words[1])
+        elif (
+            len(words) >= 2
+            and words[0] == "-A"
+            and not words[1].startswith("KUBE-")
+            and any(a == "-j" and b.startswith("KUBE-") for a, b in itertools.pairwise(words))
+        ):
+            jumps.append(["-D", *words[1:]])
+    return [*jumps, *(["-F", c] for c in chains), *(["-X", c] for c in chains)]
 
 
 def mounts_under(root: Path, mountinfo: str) -> list[str]:
