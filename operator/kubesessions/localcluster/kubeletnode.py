@@ -315,6 +315,34 @@ def kube_chain_removal(rules: str) -> list[list[str]]:
     return [*jumps, *(["-F", c] for c in chains), *(["-X", c] for c in chains)]
 
 
+def leftovers(state_root: Path) -> list[str]:
+    """What of the kubelet node is still on the machine (empty after a clean `down`)."""
+    left = [f"mount {m}" for m in mounts_under(state_root, Path("/proc/self/mountinfo").read_text())]
+    left += [f"netns {p.name}" for p in leftover_netns(0)]
+    if Path(f"/sys/class/net/{NETWORK.bridge}").exists():
+        left.append(f"bridge {NETWORK.bridge}")
+    left += [f"cgroup {p}" for p in CGROUP_ROOT.glob("*/kubepods")]
+    for tool in ("iptables-save", "ip6tables-save"):
+        if shutil.which(tool):
+            saved = subprocess.run([tool], capture_output=True, text=True, check=False).stdout
+            left += [f"{tool}: {line}" for line in saved.splitlines() if "KUBE-" in line]
+    left += [f"process {p.name}" for p in Path("/proc").glob("[0-9]*") if _is_shim_of(p, state_root)]
+    return left
+
+
+def _is_shim_of(proc: Path, state_root: Path) -> bool:
+    """A containerd shim still running for this cluster's containerd."""
+    try:
+        argv = (proc / "cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return (
+        bool(argv)
+        and argv[0].endswith(b"containerd-shim-runc-v2")
+        and str(paths(state_root).socket).encode() in b" ".join(argv)
+    )
+
+
 def mounts_under(root: Path, mountinfo: str) -> list[str]:
     """Mount points at or below ``root``, deepest first (the order to unmount them)."""
     prefix = str(root.resolve())
