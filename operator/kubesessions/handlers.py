@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
+import os
 import urllib.request
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import kopf
@@ -56,6 +58,15 @@ class NoDiffBase(kopf.DiffBaseStorage):
         return None
 
 
+def in_cluster_server(env: Mapping[str, str]) -> str | None:
+    """The API server's URL from the `kubernetes` Service variables the kubelet sets in every
+    pod; None outside a pod."""
+    host, port = env.get("KUBERNETES_SERVICE_HOST"), env.get("KUBERNETES_SERVICE_PORT")
+    if not host or not port:
+        return None
+    return f"https://[{host}]:{port}" if ":" in host else f"https://{host}:{port}"
+
+
 def build_registry(
     settings: OperatorSettings,
     metrics_port: int | None = None,
@@ -66,7 +77,13 @@ def build_registry(
 
     @kopf.on.login(registry=registry)
     def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
-        return kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
+        info = kopf.login_with_service_account(**kwargs)
+        server = in_cluster_server(os.environ)
+        if info is not None and server is not None:
+            # kopf names the API server kubernetes.default.svc, which needs cluster DNS; the
+            # address the kubelet hands every pod works without it (client-go uses it too).
+            return dataclasses.replace(info, server=server)
+        return info or kopf.login_with_kubeconfig(**kwargs)
 
     @kopf.on.startup(registry=registry)
     async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
