@@ -156,3 +156,20 @@ def test_operator_may_observe_namespaces_and_crds_read_only() -> None:
             if d["kind"] == "ClusterRoleBinding" and d["metadata"]["name"].endswith("-observe")
         )
         assert binding["subjects"][0]["name"] == "ks-kube-sessions-operator"
+
+
+def test_gateway_listens_on_every_address_so_port_forward_works() -> None:
+    """`kubectl port-forward` (the README's way to reach the gateway) connects to localhost in
+    the pod: a gateway bound to the pod IP alone refused it (seen on the kubelet node)."""
+    docs = render("image.tag=0.1.0")
+    gateway = next(
+        d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"].endswith("-gateway")
+    )
+    args = gateway["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args[args.index("--host") + 1] == "0.0.0.0"
+    local = render("image.tag=0.1.0", "gateway.host=$(POD_IP)")
+    gateway = next(
+        d for d in local if d["kind"] == "Deployment" and d["metadata"]["name"].endswith("-gateway")
+    )
+    args = gateway["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args[args.index("--host") + 1] == "$(POD_IP)"
