@@ -67,6 +67,23 @@ def in_cluster_server(env: Mapping[str, str]) -> str | None:
     return f"https://[{host}]:{port}" if ":" in host else f"https://{host}:{port}"
 
 
+def configure_kopf(settings: kopf.OperatorSettings) -> None:
+    """kopf's settings for this operator (set once, at start-up)."""
+    # kopf's own bookkeeping, should it ever write any, lives under our prefix.
+    settings.persistence.finalizer = f"{GROUP}/finalizer"
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+    settings.persistence.diffbase_storage = NoDiffBase()
+    # No watching of namespaces and CRDs: the chart grants no cluster-wide read of them, and
+    # kopf retried each refusal for ~90 s before handling any Session (seen on the kubelet
+    # node). The served namespaces are given, and the CRDs exist before the operator starts.
+    settings.scanning.disabled = True
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330
+    settings.watching.connect_timeout = 10
+    settings.networking.request_timeout = 30
+    settings.posting.enabled = False  # the controller posts Events for real transitions only
+
+
 def build_registry(
     settings: OperatorSettings,
     metrics_port: int | None = None,
@@ -87,15 +104,7 @@ def build_registry(
 
     @kopf.on.startup(registry=registry)
     async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
-        # kopf's own bookkeeping, should it ever write any, lives under our prefix.
-        settings.persistence.finalizer = f"{GROUP}/finalizer"
-        settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
-        settings.persistence.diffbase_storage = NoDiffBase()
-        settings.watching.server_timeout = 300
-        settings.watching.client_timeout = 330
-        settings.watching.connect_timeout = 10
-        settings.networking.request_timeout = 30
-        settings.posting.enabled = False  # the controller posts Events for real transitions only
+        configure_kopf(settings)
         ctl = Controller(await api_client(), operator_settings)
         state["controller"] = ctl
         state["tasks"] = [

@@ -91,7 +91,7 @@ def test_namespaced_render_uses_roles_and_network_policies() -> None:
         ("team-b", "ks-kube-sessions-operator"),
     ]
     cluster_roles = [d["metadata"]["name"] for d in docs if d["kind"] == "ClusterRole"]
-    assert cluster_roles == ["ks-kube-sessions-gateway-auth", "ks-kube-sessions-operator-observe"]
+    assert cluster_roles == ["ks-kube-sessions-gateway-auth"]
     policies = [d["metadata"]["namespace"] for d in docs if d["kind"] == "NetworkPolicy"]
     assert policies == ["team-a", "team-b"]
     gateway = next(
@@ -136,26 +136,6 @@ def test_crds_match_the_committed_ones_and_are_kept() -> None:
         d for d in render("image.tag=0.1.0", "crds.enabled=false") if d["kind"] == "CustomResourceDefinition"
     ]
     assert off == []
-
-
-def test_operator_may_observe_namespaces_and_crds_read_only() -> None:
-    """kopf lists and watches namespaces and CRDs at start-up; refused, it retries for ~90 s
-    before it handles any Session (seen on the kubelet node)."""
-    for sets in (("image.tag=0.1.0",), ("image.tag=0.1.0", "watchNamespaces={team-a}")):
-        docs = render(*sets)
-        role = next(
-            d for d in docs if d["kind"] == "ClusterRole" and d["metadata"]["name"].endswith("-observe")
-        )
-        assert {r["resources"][0]: r["verbs"] for r in role["rules"]} == {
-            "namespaces": ["get", "list", "watch"],
-            "customresourcedefinitions": ["get", "list", "watch"],
-        }
-        binding = next(
-            d
-            for d in docs
-            if d["kind"] == "ClusterRoleBinding" and d["metadata"]["name"].endswith("-observe")
-        )
-        assert binding["subjects"][0]["name"] == "ks-kube-sessions-operator"
 
 
 def test_gateway_listens_on_every_address_so_port_forward_works() -> None:
