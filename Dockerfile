@@ -2,17 +2,18 @@
 # The kube-sessions image: `kubesessions operator` and `kubesessions gateway` (the Helm
 # chart's `image`). Build from the repository root:
 #   docker build -t ghcr.io/kube-sessions/kube-sessions:0.1.0 .
-# Pin the base by digest for a release, as worker-image/Dockerfile explains.
-ARG PYTHON_IMAGE=python:3.11.13-slim-bookworm
+# Pin the base by digest for a release, as worker-image/Dockerfile explains. BASE_IMAGE is any
+# image with Python >= 3.11 and pip (`make images` builds one from Debian packages).
+ARG BASE_IMAGE=python:3.11-slim
 
-FROM ${PYTHON_IMAGE} AS build
+FROM ${BASE_IMAGE} AS build
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY operator ./operator
 COPY worker-image ./worker-image
 RUN pip wheel --no-cache-dir --wheel-dir /wheels '.[operator]'
 
-FROM ${PYTHON_IMAGE}
+FROM ${BASE_IMAGE}
 # Read-only root filesystem at run time: only /tmp (an emptyDir) is writable.
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 TMPDIR=/tmp HOME=/tmp PIP_NO_CACHE_DIR=1
 COPY --from=build /wheels /wheels

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from . import logs
-from .localcluster.nodeconfig import DEFAULT_IMAGE_MAP
+from .localcluster.nodeconfig import DEFAULT_IMAGE_MAP, NODE_KINDS
 
 if TYPE_CHECKING:
     from .leader import LeaseSettings
@@ -107,6 +107,13 @@ def build_parser() -> argparse.ArgumentParser:
         p = lc_sub.add_parser(action, help=text, formatter_class=_DefaultsFormatter)
         p.add_argument("--state-dir", type=Path, default=None, help=STATE_DIR_HELP)
         if action == "up":
+            p.add_argument(
+                "--node",
+                choices=NODE_KINDS,
+                default="process",
+                help="process (default): pods run as local processes; kubelet: a real kubelet, "
+                "containerd and runc (needs root and `make node-packages`)",
+            )
             p.add_argument("--gpus", type=_positive_int, default=2, help="nvidia.com/gpu on the node")
             p.add_argument(
                 "--gpu-product",
@@ -410,6 +417,8 @@ def _crds(args: argparse.Namespace) -> None:
 
 def _localcluster(args: argparse.Namespace) -> None:
     from .localcluster import binaries, cluster
+    from .localcluster.images import ImageError
+    from .localcluster.kubeletnode import NodeError
     from .localcluster.nodeconfig import NodeConfig
 
     if args.action == "binaries":
@@ -419,6 +428,7 @@ def _localcluster(args: argparse.Namespace) -> None:
     try:
         if args.action == "up":
             node = NodeConfig(
+                kind=args.node,
                 gpus=args.gpus,
                 gpu_product=args.gpu_product,
                 gpu_taint=args.gpu_taint,
@@ -435,7 +445,7 @@ def _localcluster(args: argparse.Namespace) -> None:
             print(json.dumps(cluster.status(state_dir), indent=2))
         elif args.action == "env":
             print("\n".join(cluster.env_lines(state_dir)))
-    except (cluster.ClusterError, binaries.BinaryError) as exc:
+    except (cluster.ClusterError, binaries.BinaryError, NodeError, ImageError) as exc:
         print(f"kubesessions localcluster {args.action}: {exc}", file=sys.stderr)
         sys.exit(1)
 

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import datetime
 import logging
+import os
 import sys
 import time
 import urllib.request
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import kopf
@@ -62,6 +64,32 @@ class NoDiffBase(kopf.DiffBaseStorage):
         return None
 
 
+def in_cluster_server(env: Mapping[str, str]) -> str | None:
+    """The API server's URL from the `kubernetes` Service variables the kubelet sets in every
+    pod; None outside a pod."""
+    host, port = env.get("KUBERNETES_SERVICE_HOST"), env.get("KUBERNETES_SERVICE_PORT")
+    if not host or not port:
+        return None
+    return f"https://[{host}]:{port}" if ":" in host else f"https://{host}:{port}"
+
+
+def configure_kopf(settings: kopf.OperatorSettings) -> None:
+    """kopf's settings for this operator (set once, at start-up)."""
+    # kopf's own bookkeeping, should it ever write any, lives under our prefix.
+    settings.persistence.finalizer = f"{GROUP}/finalizer"
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+    settings.persistence.diffbase_storage = NoDiffBase()
+    # No watching of namespaces and CRDs: the chart grants no cluster-wide read of them, and
+    # kopf retried each refusal for ~90 s before handling any Session (seen on the kubelet
+    # node). The served namespaces are given, and the CRDs exist before the operator starts.
+    settings.scanning.disabled = True
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330
+    settings.watching.connect_timeout = 10
+    settings.networking.request_timeout = 30
+    settings.posting.enabled = False  # the controller posts Events for real transitions only
+
+
 def build_registry(
     settings: OperatorSettings,
     lost: asyncio.Event,
@@ -76,19 +104,17 @@ def build_registry(
 
     @kopf.on.login(registry=registry)
     def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
-        return kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
+        info = kopf.login_with_service_account(**kwargs)
+        server = in_cluster_server(os.environ)
+        if info is not None and server is not None:
+            # kopf names the API server kubernetes.default.svc, which needs cluster DNS; the
+            # address the kubelet hands every pod works without it (client-go uses it too).
+            return dataclasses.replace(info, server=server)
+        return info or kopf.login_with_kubeconfig(**kwargs)
 
     @kopf.on.startup(registry=registry)
     async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
-        # kopf's own bookkeeping, should it ever write any, lives under our prefix.
-        settings.persistence.finalizer = f"{GROUP}/finalizer"
-        settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
-        settings.persistence.diffbase_storage = NoDiffBase()
-        settings.watching.server_timeout = 300
-        settings.watching.client_timeout = 330
-        settings.watching.connect_timeout = 10
-        settings.networking.request_timeout = 30
-        settings.posting.enabled = False  # the controller posts Events for real transitions only
+        configure_kopf(settings)
         api = await api_client()
         ctl = Controller(api, operator_settings)
         state["controller"] = ctl

@@ -45,6 +45,7 @@ def release(kube: Cluster, namespace: str, crds: None) -> Iterator[str]:
         f"watchNamespaces={{{namespace}}}",
         "crds.enabled=false",
         "gateway.replicas=1",
+        "gateway.host=$(POD_IP)",  # the process node's pods share the machine's network
         "gateway.auth=kubernetes",
         "operator.retention=30",
     ]

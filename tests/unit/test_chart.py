@@ -194,3 +194,20 @@ def test_crds_match_the_committed_ones_and_are_kept() -> None:
         d for d in render("image.tag=0.1.0", "crds.enabled=false") if d["kind"] == "CustomResourceDefinition"
     ]
     assert off == []
+
+
+def test_gateway_listens_on_every_address_so_port_forward_works() -> None:
+    """`kubectl port-forward` (the README's way to reach the gateway) connects to localhost in
+    the pod: a gateway bound to the pod IP alone refused it (seen on the kubelet node)."""
+    docs = render("image.tag=0.1.0")
+    gateway = next(
+        d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"].endswith("-gateway")
+    )
+    args = gateway["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args[args.index("--host") + 1] == "0.0.0.0"
+    local = render("image.tag=0.1.0", "gateway.host=$(POD_IP)")
+    gateway = next(
+        d for d in local if d["kind"] == "Deployment" and d["metadata"]["name"].endswith("-gateway")
+    )
+    args = gateway["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args[args.index("--host") + 1] == "$(POD_IP)"

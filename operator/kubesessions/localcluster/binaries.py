@@ -26,7 +26,15 @@ HELM_VERSION = "v3.21.4"
 
 CONTROL_PLANE = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler")
 TOOLS = ("kubectl", "helm")
-KUBERNETES_COMMANDS = ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl")
+# The kubelet node's own: built only when `up --node kubelet` asks for them.
+KUBELET_NODE = ("kubelet", "kube-proxy")
+KUBERNETES_COMMANDS = (
+    "kube-apiserver",
+    "kube-controller-manager",
+    "kube-scheduler",
+    "kubectl",
+    *KUBELET_NODE,
+)
 
 
 class BinaryError(RuntimeError):

@@ -20,8 +20,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from . import processes
-from .binaries import CONTROL_PLANE, ensure_binaries
+from . import kubeletnode, processes
+from .binaries import CONTROL_PLANE, KUBELET_NODE, ensure_binaries, find_binary
 from .certs import Authority, Pair, service_account_key
 from .kubeconfig import build_kubeconfig, write_kubeconfig
 from .logserver import KUBELET_CLIENT
@@ -61,13 +61,16 @@ def up(state_dir: StateDir, node: NodeConfig, log: Callable[[str], None] = print
         log("stopping what is left of it and starting afresh")
         down(state_dir, log=log)
     started = time.monotonic()
-    bins = ensure_binaries(CONTROL_PLANE)
+    kubelet = node.kind == "kubelet"
+    if kubelet:
+        kubeletnode.preflight()
+    bins = ensure_binaries(CONTROL_PLANE + ((*KUBELET_NODE, "kubectl") if kubelet else ()))
     _fresh(state_dir)
     ports = {
         name: free_port() for name in ("etcd", "etcd-peer", "apiserver", "controller-manager", "scheduler")
     }
     server = f"https://127.0.0.1:{ports['apiserver']}"
-    pki = _make_pki(state_dir, server, node.name)
+    ca, pki = _make_pki(state_dir, server, node.name, kubelet)
     state = ClusterState(server=server, ports=ports, node=node)
 
     def launch(name: str, argv: list[str]) -> None:
@@ -75,10 +78,13 @@ def up(state_dir: StateDir, node: NodeConfig, log: Callable[[str], None] = print
         state_dir.save(state)  # saved as each starts, so `down` can stop a half-made cluster
 
     try:
+        if kubelet:
+            kubeletnode.bridge_up()
         etcd_url = f"http://127.0.0.1:{ports['etcd']}"
         launch("etcd", _etcd_args(bins["etcd"], state_dir, ports))
         _await(f"{etcd_url}/health", "etcd", state_dir, state)
-        launch("kube-apiserver", _apiserver_args(bins["kube-apiserver"], state_dir, ports, pki))
+        apiserver = _apiserver_args(bins["kube-apiserver"], state_dir, ports, pki)
+        launch("kube-apiserver", apiserver + (kubeletnode.apiserver_args(pki) if kubelet else []))
         admin_tls = _tls(pki["ca"], pki["admin"])
         _await(f"{server}/readyz", "kube-apiserver", state_dir, state, admin_tls)
         launch(
@@ -86,16 +92,19 @@ def up(state_dir: StateDir, node: NodeConfig, log: Callable[[str], None] = print
             _controller_manager_args(bins["kube-controller-manager"], state_dir, ports, pki),
         )
         launch("kube-scheduler", _scheduler_args(bins["kube-scheduler"], state_dir, ports))
-        launch(
-            "process-node",
-            [
-                sys.executable,
-                "-m",
-                "kubesessions.localcluster.node",
-                "--state-dir",
-                str(state_dir.root),
-            ],
-        )
+        if kubelet:
+            kubeletnode.start(state_dir.root, node, bins, server, ca, pki, launch, free_port, Path.cwd())
+        else:
+            launch(
+                "process-node",
+                [
+                    sys.executable,
+                    "-m",
+                    "kubesessions.localcluster.node",
+                    "--state-dir",
+                    str(state_dir.root),
+                ],
+            )
         probe_tls = _tls(pki["ca"], None, verify=False)
         _await(
             f"https://127.0.0.1:{ports['controller-manager']}/healthz",
@@ -108,6 +117,8 @@ def up(state_dir: StateDir, node: NodeConfig, log: Callable[[str], None] = print
             f"https://127.0.0.1:{ports['scheduler']}/healthz", "kube-scheduler", state_dir, state, probe_tls
         )
         _await_node_schedulable(server, admin_tls, node.name, state_dir, state)
+        if kubelet:
+            kubeletnode.advertise_gpus(bins["kubectl"], state_dir.kubeconfig, node)
     except BaseException:
         down(state_dir, log=lambda _: None)
         raise
@@ -121,6 +132,9 @@ def down(state_dir: StateDir, log: Callable[[str], None] = print) -> None:
     if state is None:
         log(f"no local cluster state in {state_dir.root}; nothing to stop")
         return
+    if state.node.kind == "kubelet":
+        kubectl = find_binary("kubectl")
+        kubeletnode.drain(state_dir.root, state.processes, kubectl, state_dir.kubeconfig)
     # Reverse start order, in three waves: the node first (it stops its pods while the API is
     # still up), then the API server and its clients together, etcd last (an API server whose
     # etcd is gone hangs in shutdown).
@@ -131,6 +145,10 @@ def down(state_dir: StateDir, log: Callable[[str], None] = print) -> None:
     ]
     stuck = [p for wave in waves for p in processes.stop(wave)]
     stuck += processes.stop(leftover_pod_processes(state_dir.node_dir))
+    if state.node.kind == "kubelet":
+        problems = kubeletnode.cleanup(state_dir.root)
+        if problems:
+            raise ClusterError(f"kubelet node left behind: {problems}")
     if stuck:
         raise ClusterError(f"could not stop: {[(p.name, p.pid) for p in stuck]}")
     state.processes = []
@@ -189,7 +207,9 @@ def _fresh(state_dir: StateDir) -> None:
     state_dir.state_file.unlink(missing_ok=True)
 
 
-def _make_pki(state_dir: StateDir, server: str, node_name: str) -> dict[str, Pair]:
+def _make_pki(
+    state_dir: StateDir, server: str, node_name: str, kubelet: bool
+) -> tuple[Authority, dict[str, Pair]]:
     ca = Authority(state_dir.pki)
     pki = {
         "ca": ca.pair,
@@ -204,6 +224,7 @@ def _make_pki(state_dir: StateDir, server: str, node_name: str) -> dict[str, Pai
                 "kubernetes.default",
                 "kubernetes.default.svc",
                 "kubernetes.default.svc.cluster.local",
+                *(kubeletnode.server_names() if kubelet else ()),
             ),
             client=False,
         ),
@@ -219,13 +240,15 @@ def _make_pki(state_dir: StateDir, server: str, node_name: str) -> dict[str, Pai
         # What the API server shows nodes when it proxies `kubectl logs` to them.
         "kubelet-client": ca.issue("kubelet-client", KUBELET_CLIENT, organizations=("system:masters",)),
     }
+    if kubelet:
+        pki.update(kubeletnode.issue_certs(ca))
     service_account_key(state_dir.pki / "sa.key")
     for name in ("controller-manager", "scheduler", "node"):
         write_kubeconfig(
             state_dir.component_kubeconfig(name), build_kubeconfig(server, ca.pair.cert, pki[name])
         )
     write_kubeconfig(state_dir.kubeconfig, build_kubeconfig(server, ca.pair.cert, pki["admin"]))
-    return pki
+    return ca, pki
 
 
 def _etcd_args(binary: Path, state_dir: StateDir, ports: dict[str, int]) -> list[str]:

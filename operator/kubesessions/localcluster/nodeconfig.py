@@ -18,8 +18,13 @@ DEFAULT_IMAGE_MAP = {
 }
 
 
+NODE_KINDS = ("process", "kubelet")
+
+
 @dataclass
 class NodeConfig:
+    # process: pods run as local processes; kubelet: a real kubelet with containerd and runc.
+    kind: str = "process"
     name: str = "local-0"
     cpu: str = "64"
     memory: str = "256Gi"

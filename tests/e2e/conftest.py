@@ -1,0 +1,187 @@
+"""End to end on the kubelet node: the chart installed with the images built here.
+
+Run with `make e2e` (root, `make node-packages`): it builds the images, starts a kubelet-node
+cluster in ``.localcluster-e2e``, labels the release namespace ``enforce=restricted``,
+`helm install`s the chart with those images as the README says, and reaches the gateway in
+its container through `kubectl port-forward`. At the end the cluster goes down and nothing
+may be left behind. The default `pytest` run leaves these tests out (marker ``e2e``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from kubernetes import client, config
+
+from kubesessions.localcluster import binaries, cluster, images, kubeletnode
+from kubesessions.localcluster.nodeconfig import NodeConfig
+
+from ..conftest import REPO, Cluster, await_condition
+
+RELEASE = "ks"
+NAMESPACE = "sessions"
+STATE_DIR = Path(os.environ.get("KUBESESSIONS_E2E_STATE_DIR", ".localcluster-e2e"))
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Only a run that asks for ``-m e2e`` runs these (they need root and take minutes)."""
+    if "e2e" in (config.option.markexpr or ""):
+        return
+    e2e = [item for item in items if item.get_closest_marker("e2e")]
+    if e2e:
+        config.hook.pytest_deselected(items=e2e)
+        items[:] = [item for item in items if not item.get_closest_marker("e2e")]
+
+
+def stage(name: str, started: float) -> None:
+    print(f"\n[e2e] {name}: {time.monotonic() - started:.1f}s", flush=True)
+
+
+@pytest.fixture(scope="session")
+def kube() -> Iterator[Cluster]:
+    """The images built, a kubelet-node cluster up; at the end, down with nothing left."""
+    started = time.monotonic()
+    archives = images.build_all(REPO)
+    report = images.size_report(archives)
+    out = REPO / "bench-results" / "images.json"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(json.dumps({"images": report}, indent=2))
+    for ref, entry in report.items():
+        print(f"[e2e] image {ref}: {int(str(entry['bytes'])) / 1e6:.1f} MB")
+    stage("images", started)
+    started = time.monotonic()
+    state_dir = cluster.StateDir(STATE_DIR)
+    if state_dir.load() is not None:
+        cluster.down(state_dir)
+    cluster.up(state_dir, NodeConfig(kind="kubelet", gpus=2))
+    stage("kubelet-node cluster up", started)
+    api = config.new_client_from_config(config_file=str(state_dir.kubeconfig))
+    try:
+        yield Cluster(state_dir.kubeconfig, binaries.ensure_binaries(("kubectl",))["kubectl"], state_dir, api)
+    finally:
+        api.close()
+        started = time.monotonic()
+        cluster.down(state_dir)
+        stage("cluster down", started)
+        left = kubeletnode.leftovers(state_dir.root)
+        assert not left, f"the kubelet node left behind: {left}"
+
+
+@dataclass
+class Release:
+    kube: Cluster
+    namespace: str
+    url: str
+
+    def kubectl(self, *args: str, stdin: str | None = None, check: bool = True) -> str:
+        proc = subprocess.run(
+            [str(self.kube.kubectl), f"--kubeconfig={self.kube.kubeconfig}", "-n", self.namespace, *args],
+            input=stdin,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        if check and proc.returncode != 0:
+            pytest.fail(f"kubectl {' '.join(args)}: {proc.stderr.strip()}")
+        return proc.stdout
+
+
+def helm(kube: Cluster, *args: str) -> str:
+    helm_bin = binaries.ensure_binaries(("helm",))["helm"]
+    proc = subprocess.run(
+        [str(helm_bin), f"--kubeconfig={kube.kubeconfig}", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    if proc.returncode != 0:
+        pytest.fail(f"helm {' '.join(args[:2])}: {proc.stderr.strip()}")
+    return proc.stdout
+
+
+def install_args() -> list[str]:
+    """`helm install` as the README tells users, with the images this run built."""
+    return [
+        RELEASE,
+        str(REPO / "charts" / "kube-sessions"),
+        "-n",
+        NAMESPACE,
+        "--wait",
+        "--timeout=240s",
+        f"--set=image.tag={images.TAG}",
+        f"--set=workerImage.tag={images.TAG}",
+        f"--set=watchNamespaces={{{NAMESPACE}}}",
+    ]
+
+
+def example_apps() -> list[dict[str, Any]]:
+    """The example Apps, asking for less CPU: the node has the machine's two cores. Not too
+    little: the request is also the limit, and at 20m a worker's Python takes ~14 s to start."""
+    apps = []
+    for path in ("app-counter.yaml", "apps.yaml"):
+        for body in yaml.safe_load_all((REPO / "examples" / path).read_text()):
+            body["spec"].setdefault("resources", {})["cpu"] = "100m"
+            apps.append(body)
+    return apps
+
+
+@pytest.fixture(scope="session")
+def release(kube: Cluster) -> Iterator[Release]:
+    started = time.monotonic()
+    core = kube.core
+    core.create_namespace(
+        client.V1Namespace(
+            metadata=client.V1ObjectMeta(
+                name=NAMESPACE,
+                labels={
+                    "pod-security.kubernetes.io/enforce": "restricted",
+                    "pod-security.kubernetes.io/enforce-version": "latest",
+                },
+            )
+        )
+    )
+    await_condition(
+        lambda: any(
+            sa.metadata.name == "default" for sa in core.list_namespaced_service_account(NAMESPACE).items
+        ),
+        timeout=30,
+        what="the default ServiceAccount",
+    )
+    helm(kube, "install", *install_args())
+    stage("helm install (images in containers, Ready)", started)
+    rel = Release(kube, NAMESPACE, "")
+    rel.kubectl(
+        "apply", "-f", "-", stdin=json.dumps({"apiVersion": "v1", "kind": "List", "items": example_apps()})
+    )
+    forward = subprocess.Popen(
+        [
+            str(kube.kubectl),
+            f"--kubeconfig={kube.kubeconfig}",
+            "-n",
+            NAMESPACE,
+            "port-forward",
+            f"svc/{RELEASE}-kube-sessions-gateway",
+            ":80",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        assert forward.stdout is not None
+        line = forward.stdout.readline()  # "Forwarding from 127.0.0.1:PORT -> 8080"
+        assert line.startswith("Forwarding from 127.0.0.1:"), line
+        rel.url = f"http://{line.split()[2]}"
+        yield rel
+    finally:
+        forward.terminate()
+        forward.wait(timeout=10)

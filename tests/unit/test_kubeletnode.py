@@ -1,0 +1,172 @@
+"""The kubelet node's pure parts: runtime and network config, image archives, cleanup order."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from kubesessions.localcluster import containerd, images, kubeletnode
+from kubesessions.localcluster.nodeconfig import NodeConfig
+
+pytestmark = pytest.mark.unit
+
+
+def test_containerd_config_keeps_everything_in_the_state_dir(tmp_path: Path) -> None:
+    paths = containerd.ContainerdPaths(tmp_path / "containerd")
+    toml = containerd.config_toml(paths, "localhost/pause:1")
+    assert f'root = "{tmp_path}/containerd/root"' in toml
+    assert f'address = "{tmp_path}/containerd/containerd.sock"' in toml
+    assert f'conf_dir = "{tmp_path}/containerd/cni/net.d"' in toml
+    assert 'bin_dir = "/usr/lib/cni"' in toml
+
+
+def test_containerd_config_sets_the_traps_this_vm_needs(tmp_path: Path) -> None:
+    toml = containerd.config_toml(containerd.ContainerdPaths(tmp_path), "localhost/pause:1")
+    # No CAP_SYS_RESOURCE here: without this every sandbox fails in runc.
+    assert "restrict_oom_score_adj = true" in toml
+    # The default pause image is on a registry this machine cannot reach.
+    assert 'sandbox_image = "localhost/pause:1"' in toml
+    assert "SystemdCgroup = false" in toml
+
+
+def test_pod_network_has_no_way_off_the_machine(tmp_path: Path) -> None:
+    net = containerd.PodNetwork()
+    conf = containerd.cni_conflist(net, tmp_path)
+    (bridge,) = conf["plugins"]  # type: ignore[misc]
+    assert bridge["ipMasq"] is False
+    assert bridge["isDefaultGateway"] is False
+    routes = bridge["ipam"]["routes"]
+    assert routes == [{"dst": net.service_cidr, "gw": net.gateway}]
+    assert all(r["dst"] != "0.0.0.0/0" for r in routes)
+    assert bridge["ipam"]["dataDir"] == str(tmp_path)
+
+
+def test_kubelet_config_matches_this_machine(tmp_path: Path) -> None:
+    node = NodeConfig(kind="kubelet", gpu_taint=True, pods=40)
+    config = kubeletnode.kubelet_config(
+        node, tmp_path, tmp_path / "ca.crt", {"kubelet": 1, "kubelet-healthz": 2}
+    )
+    assert config["failCgroupV1"] is False
+    assert config["cgroupDriver"] == "cgroupfs"
+    assert config["failSwapOn"] is False
+    assert config["containerRuntimeEndpoint"] == f"unix://{tmp_path}/containerd/containerd.sock"
+    assert config["address"] == kubeletnode.NETWORK.gateway  # a loopback node IP is refused
+    assert config["authentication"]["anonymous"] == {"enabled": False}  # type: ignore[index]
+    assert config["registerWithTaints"] == [
+        {"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"}
+    ]
+    assert config["maxPods"] == 40
+
+
+def test_apiserver_reaches_the_kubelet_by_ip_and_pods_reach_the_apiserver() -> None:
+    pair = kubeletnode.Pair(Path("c.crt"), Path("c.key"))
+    args = kubeletnode.apiserver_args({"kubelet-client": pair})
+    assert "--kubelet-preferred-address-types=InternalIP" in args
+    assert f"--advertise-address={kubeletnode.NETWORK.gateway}" in args
+    assert "--kubelet-client-certificate=c.crt" in args
+
+
+def test_preflight_refuses_without_root() -> None:
+    with pytest.raises(kubeletnode.NodeError, match="needs root"):
+        kubeletnode.preflight(euid=1000)
+
+
+def test_mounts_under_lists_the_state_dirs_deepest_first() -> None:
+    mountinfo = "\n".join(
+        [
+            "22 1 0:21 / /proc rw - proc proc rw",
+            "90 22 0:50 / /state/kubelet/root rw - ext4 /dev/vda rw",
+            "91 90 0:51 / /state/kubelet/root/pods/a/volumes/token rw - tmpfs tmpfs rw",
+            "92 22 0:52 / /state/containerd/state/x/rootfs rw - overlay overlay rw",
+            "93 22 0:53 / /statefile rw - tmpfs tmpfs rw",
+            "94 22 0:54 / /state/with\\040space rw - tmpfs tmpfs rw",
+        ]
+    )
+    assert kubeletnode.mounts_under(Path("/state"), mountinfo) == [
+        "/state/kubelet/root/pods/a/volumes/token",
+        "/state/containerd/state/x/rootfs",
+        "/state/kubelet/root",
+        "/state/with space",
+    ]
+
+
+def test_docker_archive_is_what_containerd_imports() -> None:
+    data = images.docker_archive("localhost/pause:1", {"pause": (b"\x7fELF", 0o755)}, ["/pause"])
+    with tarfile.open(fileobj=io.BytesIO(data)) as archive:
+        manifest = json.load(archive.extractfile("manifest.json"))  # type: ignore[arg-type]
+        (entry,) = manifest
+        assert entry["RepoTags"] == ["localhost/pause:1"]
+        config = json.load(archive.extractfile(entry["Config"]))  # type: ignore[arg-type]
+        assert config["config"]["Entrypoint"] == ["/pause"]
+        layer_bytes = archive.extractfile(entry["Layers"][0]).read()  # type: ignore[union-attr]
+    assert config["rootfs"]["diff_ids"] == [f"sha256:{hashlib.sha256(layer_bytes).hexdigest()}"]
+    with tarfile.open(fileobj=io.BytesIO(layer_bytes)) as layer:
+        member = layer.getmember("pause")
+        assert member.mode == 0o755
+
+
+def test_sources_digest_changes_with_the_sources_but_not_with_bytecode(tmp_path: Path) -> None:
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "pkg" / "a.py").write_text("x = 1\n")
+    before = images.sources_digest(tmp_path, ["pkg"])
+    (tmp_path / "pkg" / "__pycache__").mkdir()
+    (tmp_path / "pkg" / "__pycache__" / "a.cpython-311.pyc").write_bytes(b"junk")
+    assert images.sources_digest(tmp_path, ["pkg"]) == before
+    (tmp_path / "pkg" / "a.py").write_text("x = 2\n")
+    assert images.sources_digest(tmp_path, ["pkg"]) != before
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("setpriv") is None, reason="needs root and setpriv")
+def test_up_with_the_kubelet_node_refuses_clearly_when_not_root() -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        os.chmod(tmp, 0o777)  # the unprivileged user must be able to look
+        state = Path(tmp) / "state"
+        proc = subprocess.run(
+            [
+                *("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"),
+                *(sys.executable, "-m", "kubesessions.cli", "localcluster", "up", "--node", "kubelet"),
+                *("--state-dir", str(state)),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert proc.returncode == 1, proc.stderr
+        assert "the kubelet node needs root" in proc.stderr
+        assert not state.exists()  # refused before writing anything
+
+
+def test_kube_chain_removal_unhooks_then_flushes_then_deletes() -> None:
+    rules = "\n".join(
+        [
+            "-P INPUT ACCEPT",
+            "-N KUBE-FIREWALL",
+            "-N KUBE-KUBELET-CANARY",
+            "-N OTHER",
+            "-A INPUT -j KUBE-FIREWALL",
+            "-A INPUT -j OTHER",
+            '-A OUTPUT -m comment --comment "kubernetes service portals" -j KUBE-SERVICES',
+            "-N KUBE-SERVICES",
+            '-A KUBE-FIREWALL ! -s 127.0.0.0/8 -d 127.0.0.0/8 -m comment --comment "x y" -j DROP',
+        ]
+    )
+    assert kubeletnode.kube_chain_removal(rules) == [
+        ["-D", "INPUT", "-j", "KUBE-FIREWALL"],
+        ["-D", "OUTPUT", "-m", "comment", "--comment", "kubernetes service portals", "-j", "KUBE-SERVICES"],
+        ["-F", "KUBE-FIREWALL"],
+        ["-F", "KUBE-KUBELET-CANARY"],
+        ["-F", "KUBE-SERVICES"],
+        ["-X", "KUBE-FIREWALL"],
+        ["-X", "KUBE-KUBELET-CANARY"],
+        ["-X", "KUBE-SERVICES"],
+    ]
