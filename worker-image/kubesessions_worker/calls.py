@@ -10,6 +10,7 @@ retry of it is refused (``CALL_ALREADY_RAN``) rather than run again.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 from collections import OrderedDict
@@ -56,6 +57,8 @@ class Call:
     function: str = "run"  # which of the app's functions (see AppHost.functions)
     events: list[Event] = field(default_factory=list)
     streamed: bool = False  # run() yielded rather than returned
+    started: bool = False  # the app has it (it left the queue)
+    cancelled: bool = False  # someone cancelled it: a queued call never runs; a running one ends as it will
     _grew: asyncio.Event = field(default_factory=asyncio.Event)
 
     def put(self, event: Event) -> None:
@@ -65,6 +68,26 @@ class Call:
     @property
     def finished(self) -> bool:
         return bool(self.events) and not isinstance(self.events[-1], Output)
+
+    def view(self) -> dict[str, Any]:
+        """What a reader of the call by its id is told (``GET /calls/{id}``): its state, the
+        outputs so far, and how it ended."""
+        last = self.events[-1] if self.finished else None
+        return {
+            "id": self.key,
+            "state": "finished" if last is not None else "running" if self.started else "queued",
+            "cancelled": self.cancelled,
+            "streamed": self.streamed,
+            "outputs": [json.loads(e.json) for e in self.events if isinstance(e, Output)],
+            "error": last.problem.body() if isinstance(last, Failed) else None,
+        }
+
+    async def settled(self, seconds: float) -> None:
+        """Return when the call has finished, or after ``seconds``."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                async for _ in self.follow():
+                    pass
 
     def size(self) -> int:
         """Bytes its record holds, about: the encoded outputs and problem; a Done is small."""
@@ -118,7 +141,8 @@ class Recent:
         """The call already made under ``key``; None if there is none, so it may run."""
         call = self._calls.get(key)
         if call is not None:
-            if call.fingerprint != payload_fingerprint:
+            # A call cancelled before it arrived matches whatever input it then comes with.
+            if call.fingerprint != payload_fingerprint and not (call.cancelled and not call.started):
                 raise Problem(
                     "IDEMPOTENCY_KEY_REUSED",
                     f"the {KEY_HEADER} {key!r} was already used for a call with another input",
@@ -131,6 +155,18 @@ class Recent:
                 f"(the worker keeps the last {self.count} results, up to {self.budget} bytes)",
             )
         return None
+
+    def get(self, key: str) -> Call:
+        """The call made under ``key``, whatever its input (a reader asks by id alone)."""
+        call = self._calls.get(key)
+        if call is not None:
+            return call
+        if key in self._ran:
+            raise Problem(
+                "CALL_ALREADY_RAN",
+                f"the call with {KEY_HEADER} {key!r} ran; its result is no longer kept",
+            )
+        raise Problem("CALL_NOT_FOUND", f"no call with {KEY_HEADER} {key!r} in this session")
 
     def add(self, call: Call) -> None:
         assert call.key is not None

@@ -48,6 +48,8 @@ def build(
     app[MAX_BODY] = max_body_bytes
     claim.install(app, runner, slot or claim.Slot(pooled=False), claim.Credential(token.encode()))
     app.router.add_post("/run", _run)
+    app.router.add_get("/calls/{id}", _call)
+    app.router.add_post("/calls/{id}/cancel", _cancel)
     app.router.add_get("/healthz", _healthz)
     app.router.add_get("/readyz", _readyz)
     app.router.add_get("/status", _status)
@@ -99,6 +101,29 @@ async def _run(request: web.Request) -> web.StreamResponse:
     if stream or "text/event-stream" in request.headers.get("Accept", ""):
         return await _sse(request, call)
     return await _reply(call)
+
+
+async def _call(request: web.Request) -> web.StreamResponse:
+    """A call by its id (``Idempotency-Key``), read by whoever did not make it (another gateway
+    replica): its state as JSON, ``?wait=S`` to wait up to S seconds for it to finish first, or
+    its events as SSE (``Accept: text/event-stream``), from the first, until it ends."""
+    call = request.app[RUNNER].recent.get(request.match_info["id"])
+    if "text/event-stream" in request.headers.get("Accept", ""):
+        return await _sse(request, call)
+    raw = request.query.get("wait", "0")
+    try:
+        wait = float(raw)
+        if not 0 <= wait <= 300:
+            raise ValueError
+    except ValueError:
+        raise Problem("VALIDATION", f"wait must be a number of seconds in [0, 300], got {raw!r}") from None
+    if wait and not call.finished:
+        await call.settled(wait)
+    return web.json_response(call.view())
+
+
+async def _cancel(request: web.Request) -> web.Response:
+    return web.json_response(request.app[RUNNER].cancel(request.match_info["id"]).view())
 
 
 def _function(body: dict[str, Any], known: list[str] | None) -> str:

@@ -242,6 +242,27 @@ class Runner:
         self._wake.set()
         return call
 
+    def cancel(self, key: str) -> Call:
+        """Cancel the call made under ``key``: a queued one never runs (it fails CANCELLED); a
+        running one runs to its end (stopping app code midway could break the session's state);
+        a finished one stays as it ended. Either way it is marked cancelled for its readers."""
+        try:
+            call = self.recent.get(key)
+        except Problem as problem:
+            if problem.code != "CALL_NOT_FOUND":
+                raise
+            # Cancelled before it arrived (another gateway replica is still handing it over):
+            # kept under its id, so when it comes it gets this outcome and never runs.
+            call = Call(None, 0, key)
+            self.recent.add(call)
+        call.cancelled = True
+        if not call.started and not call.finished:
+            if call in self._waiting:
+                self._waiting.remove(call)
+            call.put(Failed(Problem("CANCELLED", f"the call {key!r} was cancelled before it ran")))
+            self.recent.settle(call)
+        return call
+
     def _rejected(self, problem: Problem) -> Problem:
         self.stats.rejected[problem.code] += 1
         return problem
@@ -262,6 +283,7 @@ class Runner:
                 await self._wake.wait()
                 continue
             call = self._running = self._waiting.popleft()
+            call.started = True
             self.state = State.BUSY
             self._stamp()
             self.stats.held.call_started(self.clock.monotonic())

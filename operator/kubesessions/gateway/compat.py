@@ -19,6 +19,7 @@ function) picks one of the app's functions, ``run`` by default.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import re
@@ -33,6 +34,7 @@ from pydantic import BaseModel, ConfigDict, StrictBool, StrictStr, ValidationErr
 
 from ..models import DNS1123_SUBDOMAIN, Phase
 from ..timefmt import rfc3339
+from . import remotetasks
 from .auth import Verb
 from .cache import JSON
 from .calls import Call, wants_new
@@ -143,16 +145,9 @@ class Tasks:
         for task_id in finished[: max(0, len(finished) - self.keep)]:
             del self._tasks[task_id]
 
-    def get(self, task_id: str) -> Task:
-        task = self._tasks.get(task_id)
-        if task is None:
-            raise Problem(
-                "TASK_NOT_FOUND",
-                f"task not found: {task_id} (a task is known only to the gateway replica "
-                "that started it, and only for its last 1000 finished tasks)",
-                task_id=task_id,
-            )
-        return task
+    def find(self, task_id: str) -> Task | None:
+        """A task this replica started (other replicas' tasks are asked of their workers)."""
+        return self._tasks.get(task_id)
 
     def running(self) -> list[asyncio.Task[None]]:
         return [t.runner for t in self._tasks.values() if t.runner is not None and not t.runner.done()]
@@ -207,9 +202,11 @@ async def _run(request: web.Request) -> web.Response:
         except ValidationError as exc:
             raise Problem("VALIDATION", describe(exc)) from None
     # Settled now, so an unknown or ended session fails the run request itself with "session not found".
-    # The task's id is its call's id: the worker runs it at most once.
-    task_id = "t-" + secrets.token_hex(12)
-    call = await request.app[CALLS].begin(namespace, identity, name, body.session, spec, task_id, function)
+    # The task's call id: the worker runs it at most once and keeps its outcome, which any
+    # replica can then read by the task's id (it names the session too).
+    call_id = "t-" + secrets.token_hex(12)
+    call = await request.app[CALLS].begin(namespace, identity, name, body.session, spec, call_id, function)
+    task_id = remotetasks.task_id(call_id, namespace, call.session_id)
     task = Task(task_id, namespace, name, call.session_id, body.input, function)
     request.app[TASKS].add(task)
     task.runner = asyncio.create_task(_execute(request.app, task, call))
@@ -225,7 +222,8 @@ async def _execute(app: web.Application, task: Task, call: Call) -> None:
             reply = await app[FORWARDER].read(upstream, call.session_id)
         task.update(Status.COMPLETED, output=reply.output())
     except Problem as problem:
-        task.update(Status.FAILED, error=problem.detail)
+        # CANCELLED: the worker dropped the call, cancelled through another replica.
+        task.update(Status.CANCELLED if problem.code == "CANCELLED" else Status.FAILED, error=problem.detail)
     except asyncio.CancelledError:
         # The worker still finishes a call it has queued, so the session's state stays whole.
         task.update(Status.CANCELLED, error="cancelled")
@@ -234,15 +232,23 @@ async def _execute(app: web.Application, task: Task, call: Call) -> None:
         task.update(Status.FAILED, error="the gateway failed; see its log")
 
 
-async def _find_task(request: web.Request) -> Task:
-    """A task, to read, follow or cancel: all ``get`` on its session (cancelling stops only the task)."""
-    task = request.app[TASKS].get(request.match_info["id"])
-    await authorize(request, task.namespace, "get")
+async def _find_task(request: web.Request) -> Task | None:
+    """A task to read, follow or cancel, all ``get`` on its session (cancelling stops only the
+    task): this replica's own, or None for another replica's (its worker is asked)."""
+    task_id = request.match_info["id"]
+    task = request.app[TASKS].find(task_id)
+    where = (task.namespace, "") if task is not None else remotetasks.place(task_id)
+    if where is None:
+        raise remotetasks.not_found(task_id)
+    await authorize(request, where[0] if task is not None else where[1], "get")
     return task
 
 
 async def _task(request: web.Request) -> web.Response:
-    return _data((await _find_task(request)).dto())
+    task = await _find_task(request)
+    if task is None:
+        return _data(await remotetasks.read(request, request.match_info["id"]))
+    return _data(task.dto())
 
 
 async def _stream(request: web.Request) -> web.StreamResponse:
@@ -252,19 +258,25 @@ async def _stream(request: web.Request) -> web.StreamResponse:
         headers={"Content-Type": "application/x-ndjson", "Cache-Control": "no-cache"}
     )
     await response.prepare(request)
+    task_id, loop = request.match_info["id"], asyncio.get_running_loop()
     sent: JSON | None = None
+    written = loop.time()
     try:
         while True:
-            changed, state = task.changed, task.dto()
+            changed = task.changed if task is not None else None
+            # Another replica's task: its worker holds the news (asked to wait for it a while).
+            state = task.dto() if task is not None else await remotetasks.read(request, task_id, HEARTBEAT)
             if state != sent:
                 await response.write(json.dumps(state).encode() + b"\n")
-                sent = state
-            if task.status in TERMINAL:
-                break
-            try:
-                await asyncio.wait_for(changed.wait(), HEARTBEAT)
-            except TimeoutError:
+                sent, written = state, loop.time()
+            elif loop.time() - written >= HEARTBEAT:
                 await response.write(b'{"type":"heartbeat"}\n')
+                written = loop.time()
+            if state["status"] in TERMINAL:
+                break
+            if changed is not None:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(changed.wait(), HEARTBEAT)
     except ConnectionResetError:
         return response  # the SDK reconnects, or asks GET /tasks/{id}
     await response.write_eof()
@@ -273,9 +285,16 @@ async def _stream(request: web.Request) -> web.StreamResponse:
 
 async def _cancel(request: web.Request) -> web.Response:
     task = await _find_task(request)
+    task_id = request.match_info["id"]
+    if task is None:
+        cancelled = await remotetasks.cancel(request, task_id)
+        return _data(cancelled or await remotetasks.read(request, task_id))
     if task.runner is not None and not task.runner.done():
         task.runner.cancel()
         await asyncio.wait([task.runner])
+    # The worker marks the call cancelled (and drops it if still queued), so every replica agrees.
+    with contextlib.suppress(Problem):
+        await remotetasks.cancel(request, task_id)
     return _data(task.dto())
 
 

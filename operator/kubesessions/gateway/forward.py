@@ -14,6 +14,7 @@ import json
 from collections.abc import AsyncIterator, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
 import aiohttp
 
@@ -150,6 +151,25 @@ class Forwarder:
 
     async def keepalive(self, target: Target) -> Any:
         response = await self._request("POST", target, "/keepalive", headers=target.headers())
+        async with response:
+            if response.status != 200:
+                raise await _problem(response, target)
+            return await response.json()
+
+    async def call_state(self, target: Target, call_id: str, wait: float = 0.0) -> Any:
+        """A call by its id as the worker tells it (``GET /calls/{id}``), waiting up to ``wait``
+        seconds for it to finish first."""
+        path = f"/calls/{quote(call_id, safe='')}?wait={wait:g}"
+        response = await self._request("GET", target, path, headers=target.headers())
+        async with response:
+            if response.status != 200:
+                raise await _problem(response, target)
+            return await response.json()
+
+    async def cancel_call(self, target: Target, call_id: str) -> Any:
+        response = await self._request(
+            "POST", target, f"/calls/{quote(call_id, safe='')}/cancel", headers=target.headers()
+        )
         async with response:
             if response.status != 200:
                 raise await _problem(response, target)

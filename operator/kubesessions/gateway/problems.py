@@ -27,6 +27,8 @@ STATUS = {
     "QUEUE_FULL": HTTPStatus.TOO_MANY_REQUESTS,
     "CALL_ALREADY_RAN": HTTPStatus.CONFLICT,  # a call id whose outcome the worker no longer keeps
     "IDEMPOTENCY_KEY_REUSED": HTTPStatus.UNPROCESSABLE_ENTITY,  # one call id, another input
+    "CALL_NOT_FOUND": HTTPStatus.NOT_FOUND,  # no call with that id on the worker (yet)
+    "CANCELLED": HTTPStatus.CONFLICT,  # a call cancelled before it ran (an inference.sh task)
     "RUN_FAILED": HTTPStatus.INTERNAL_SERVER_ERROR,
     "WORKER_UNAVAILABLE": HTTPStatus.SERVICE_UNAVAILABLE,
     "CALL_TIMEOUT": HTTPStatus.GATEWAY_TIMEOUT,

@@ -99,3 +99,54 @@ async def test_the_byte_budget_drops_results_too() -> None:
         await call(w, "y" * 80, "big-2")  # 146 bytes each, over the budget together: the oldest goes
         assert (await call(w, "y" * 80, "big-2"))[1]["output"] == "y" * 80
         assert (await call(w, "x" * 80, "big-1"))[1]["code"] == "CALL_ALREADY_RAN"
+
+
+async def read(w: Worker, key: str, wait: float = 0) -> tuple[int, Any]:
+    async with w.client.get(f"/calls/{key}?wait={wait}", headers=AUTH) as resp:
+        return resp.status, await resp.json(content_type=None)
+
+
+async def test_a_call_is_read_by_its_id_alone() -> None:
+    # Another gateway replica knows the id, not the input: it reads the call's state and outcome.
+    async with worker("Gate") as w:
+        first = asyncio.create_task(call(w, "held", "k-a"))
+        await until(lambda: w.runner.status().in_flight == 1, "the call to start")
+        queued = asyncio.create_task(call(w, "next", "k-b"))
+        await until(lambda: w.runner.status().queued == 1, "the second call to queue")
+        assert (await read(w, "k-a"))[1]["state"] == "running"
+        assert (await read(w, "k-b"))[1]["state"] == "queued"
+        waiting = asyncio.create_task(read(w, "k-a", wait=30))
+        w.app.release.set()
+        status, done = await waiting  # answered when the call finished, not after 30 s
+        assert status == 200 and done["state"] == "finished" and done["outputs"] == ["held"]
+        assert done["error"] is None and not done["cancelled"]
+        await asyncio.gather(first, queued)
+        status, missing = await read(w, "k-nope")
+        assert (status, missing["code"]) == (404, "CALL_NOT_FOUND")
+
+
+async def test_cancelling_a_queued_call_means_it_never_runs() -> None:
+    async with worker("Gate") as w:
+        first = asyncio.create_task(call(w, "held", "k-1"))
+        await until(lambda: w.runner.status().in_flight == 1, "the call to start")
+        queued = asyncio.create_task(call(w, "never", "k-2"))
+        await until(lambda: w.runner.status().queued == 1, "the second call to queue")
+        async with w.client.post("/calls/k-2/cancel", headers=AUTH) as resp:
+            view = await resp.json()
+        assert view["state"] == "finished" and view["cancelled"] and view["error"]["code"] == "CANCELLED"
+        status, body = await queued
+        assert (status, body["code"]) == (409, "CANCELLED")
+        # A running call runs to its end (the app's state stays whole), marked cancelled.
+        async with w.client.post("/calls/k-1/cancel", headers=AUTH) as resp:
+            assert (await resp.json())["state"] == "running"
+        w.app.release.set()
+        assert (await first)[1]["output"] == "held"
+        assert (await read(w, "k-1"))[1] == {
+            "id": "k-1",
+            "state": "finished",
+            "cancelled": True,
+            "streamed": False,
+            "outputs": ["held"],
+            "error": None,
+        }
+        assert w.app.log == [("start", "held"), ("end", "held")], "the cancelled call never ran"
