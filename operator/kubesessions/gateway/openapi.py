@@ -78,8 +78,16 @@ def _with_apps(schema: JSON, apps: tuple[str, ...]) -> JSON:
 
 
 def _run_request(apps: tuple[str, ...]) -> JSON:
-    """RunRequest's model, plus what the model cannot say: a new session needs an app."""
+    """RunRequest's model, plus what the model cannot say: a new session needs an app, and the
+    functions an app has beside ``run`` are known to its worker only."""
     schema = _with_apps(RunRequest.model_json_schema(), apps)
+    schema["properties"]["function"] = {
+        "const": "run",
+        "default": "run",
+        "description": "Which of the app's functions to call: `run`, or another function the app "
+        "itself declares (`@kubesessions_worker.function`). Those depend on the app and are not "
+        "listed here; a name the app lacks is 400 VALIDATION, which names the ones it has.",
+    }
     schema["anyOf"] = [
         {"required": ["app"], "properties": {"app": {"type": "string"}}},
         {"required": ["session"], "properties": {"session": {"type": "string", "not": {"const": NEW}}}},
