@@ -38,7 +38,7 @@ from .context import (
 from .forward import Forwarder
 from .metrics import CONTENT_TYPE, Metrics
 from .problems import Problem
-from .requests import NEW, CreateSessionRequest, RunRequest, parse
+from .requests import NEW, CreateSessionRequest, RunRequest, call_id, parse
 from .sessions import GatewaySettings, Sessions, view
 
 log = logging.getLogger("kubesessions.gateway")
@@ -139,17 +139,19 @@ async def _authenticate(request: web.Request, handler: Handler) -> web.StreamRes
 
 async def _run(request: web.Request) -> web.StreamResponse:
     namespace, identity = request[NS], request[IDENTITY]
-    call = parse(RunRequest, await read_body(request))
+    call, call_key = parse(RunRequest, await read_body(request)), call_id(request.headers)
     sessions = request.app[SESSIONS]
     fresh = call.session in (None, NEW)
-    session_id = await sessions.create(namespace, call.app, call, identity) if fresh else str(call.session)
+    session_id = (
+        await sessions.create(namespace, call.app, call, identity, call_key) if fresh else str(call.session)
+    )
     try:
         target = await sessions.target(namespace, session_id, call.app, ours=fresh)
         key = (namespace, session_id)
         forwarder = request.app[FORWARDER]
         if call.stream:
-            return await _stream(request, forwarder, key, target, call.input)
-        reply = await forwarder.run(key, target, call.input)
+            return await _stream(request, forwarder, key, target, call.input, call_key)
+        reply = await forwarder.run(key, target, call.input, call_key)
         return web.Response(body=reply.body(session_id), content_type="application/json")
     except Problem as problem:
         if problem.code == "WORKER_UNAVAILABLE" and not fresh:
@@ -163,10 +165,15 @@ async def _run(request: web.Request) -> web.StreamResponse:
 
 
 async def _stream(
-    request: web.Request, forwarder: Forwarder, key: tuple[str, str], target: Any, input: Any
+    request: web.Request,
+    forwarder: Forwarder,
+    key: tuple[str, str],
+    target: Any,
+    input: Any,
+    call_key: str | None,
 ) -> web.StreamResponse:
     """The worker's events as it sends them, after one `session` event naming the session."""
-    async with forwarder.call(key, target, input) as upstream:
+    async with forwarder.call(key, target, input, call_key) as upstream:
         response = web.StreamResponse(
             headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
         )
@@ -199,7 +206,7 @@ async def _create(request: web.Request) -> web.Response:
     namespace, identity = request[NS], request[IDENTITY]
     body = parse(CreateSessionRequest, await read_body(request))
     sessions = request.app[SESSIONS]
-    session_id = await sessions.create(namespace, body.app, body, identity)
+    session_id = await sessions.create(namespace, body.app, body, identity, call_id(request.headers))
     await sessions.target(namespace, session_id, body.app, ours=True)
     return web.json_response(view(request.app[CACHE].sessions[(namespace, session_id)]), status=201)
 

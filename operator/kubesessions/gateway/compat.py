@@ -227,7 +227,7 @@ async def _execute(app: web.Application, task: Task, *, fresh: bool, one_shot: b
         task.update(Status.SETTING_UP if fresh else Status.QUEUED)
         target = await sessions.target(task.namespace, task.session_id, task.app, ours=fresh)
         task.update(Status.RUNNING)
-        reply = await app[FORWARDER].run(key, target, task.input)
+        reply = await app[FORWARDER].run(key, target, task.input, call_id=task.id)
         task.update(Status.COMPLETED, output=json.loads(reply.body(task.session_id))["output"])
     except Problem as problem:
         task.update(Status.FAILED, error=problem.detail)

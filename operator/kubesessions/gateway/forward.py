@@ -19,6 +19,7 @@ import aiohttp
 
 from ..builders import WORKER_PORT
 from .problems import Problem, from_worker
+from .requests import KEY_HEADER
 
 Key = tuple[str, str]
 
@@ -95,10 +96,15 @@ class Forwarder:
         await self.http.close()
 
     @contextlib.asynccontextmanager
-    async def call(self, key: Key, target: Target, input: Any) -> AsyncIterator[aiohttp.ClientResponse]:
-        """The worker's SSE response to one call, once the worker has queued it."""
+    async def call(
+        self, key: Key, target: Target, input: Any, call_id: str | None = None
+    ) -> AsyncIterator[aiohttp.ClientResponse]:
+        """The worker's SSE response to one call, once the worker has queued it. ``call_id`` (the
+        caller's Idempotency-Key) goes on to the worker, which runs each id at most once."""
         payload = b'{"stream":true,"input":' + json.dumps(input).encode() + b"}"
         headers = {**target.headers(), "Content-Type": "application/json", "Accept": "text/event-stream"}
+        if call_id is not None:
+            headers[KEY_HEADER] = call_id
         async with self.sequencer.turn(key):
             response = await self._request("POST", target, "/run", data=payload, headers=headers)
         try:
@@ -112,10 +118,10 @@ class Forwarder:
         finally:
             response.release()
 
-    async def run(self, key: Key, target: Target, input: Any) -> Reply:
+    async def run(self, key: Key, target: Target, input: Any, call_id: str | None = None) -> Reply:
         """One call's outputs. The worker's events are read as one body and parsed once it has
         ended: no read per line on the gateway's hot path."""
-        async with self.call(key, target, input) as response:
+        async with self.call(key, target, input, call_id) as response:
             body = await response.read()
         outputs: list[bytes] = []
         for event, data in sse_events(body.splitlines()):

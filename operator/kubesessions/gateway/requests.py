@@ -5,10 +5,12 @@ The models feed the OpenAPI document too, so the documented and the enforced sha
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import secrets
 from base64 import b32encode
+from collections.abc import Mapping
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, ValidationError
@@ -23,8 +25,26 @@ SESSION_ID = re.compile(r"^s-[a-z2-7]{24}$")
 TIMEOUT_RANGE = f"a whole number of seconds, {MIN_TIMEOUT}..{MAX_TIMEOUT}"
 
 
-def new_session_id() -> str:
-    return SESSION_PREFIX + b32encode(secrets.token_bytes(15)).decode().lower()
+KEY_HEADER = "Idempotency-Key"
+KEY_LIMIT = 200
+
+
+def new_session_id(seed: str | None = None) -> str:
+    """A random id; or, for a call with an Idempotency-Key, one derived from it (``seed`` names
+    the namespace, the caller and the key), so that a retry of the call finds the session its
+    first try created instead of starting a second one."""
+    raw = hashlib.sha256(seed.encode()).digest()[:15] if seed is not None else secrets.token_bytes(15)
+    return SESSION_PREFIX + b32encode(raw).decode().lower()
+
+
+def call_id(headers: Mapping[str, str]) -> str | None:
+    """The caller's Idempotency-Key, checked as the worker checks it (so a bad one creates nothing)."""
+    key = headers.get(KEY_HEADER)
+    if key is not None and not (0 < len(key) <= KEY_LIMIT and key.isascii() and key.isprintable()):
+        raise Problem(
+            "VALIDATION", f"the {KEY_HEADER} header must be 1..{KEY_LIMIT} printable ASCII characters"
+        )
+    return key
 
 
 class _Body(BaseModel):

@@ -1,0 +1,38 @@
+"""The gateway's part in exactly-once calls: the caller's call id, and new sessions named after it."""
+
+from __future__ import annotations
+
+import pytest
+
+from kubesessions.gateway.problems import Problem
+from kubesessions.gateway.requests import SESSION_ID, call_id, new_session_id
+
+pytestmark = pytest.mark.unit
+
+
+def test_a_session_named_after_a_call_id_is_the_same_on_every_retry() -> None:
+    seed = "ns/alice/0f3c"
+    assert new_session_id(seed) == new_session_id(seed), "a retry finds the session its first try made"
+    assert SESSION_ID.match(new_session_id(seed)), "a valid session id (and DNS-1123 name)"
+
+
+def test_call_ids_of_other_callers_or_calls_name_other_sessions() -> None:
+    names = {new_session_id(seed) for seed in ("ns/alice/k1", "ns/alice/k2", "ns/bob/k1", "other/alice/k1")}
+    assert len(names) == 4
+
+
+def test_without_a_call_id_every_session_is_new() -> None:
+    assert new_session_id() != new_session_id()
+    assert SESSION_ID.match(new_session_id())
+
+
+@pytest.mark.parametrize("bad", ["", "x" * 201, "caf\u00e9", "a\tb"])
+def test_a_bad_call_id_is_refused_naming_the_header_and_its_rule(bad: str) -> None:
+    with pytest.raises(Problem, match=r"Idempotency-Key header must be 1\.\.200 printable ASCII") as err:
+        call_id({"Idempotency-Key": bad})
+    assert err.value.code == "VALIDATION"
+
+
+def test_a_call_id_is_optional() -> None:
+    assert call_id({}) is None
+    assert call_id({"Idempotency-Key": "k-1"}) == "k-1"
