@@ -61,8 +61,8 @@ class Endpoints:
 
     def good(self, url: str) -> None:
         self._down_until.pop(url, None)
-        self.urls.remove(url)
-        self.urls.insert(0, url)
+        # One assignment, not remove + insert: threads sharing a client may call this at once.
+        self.urls = [url, *(u for u in self.urls if u != url)]
 
     def bad(self, url: str, for_seconds: float = 5.0) -> None:
         self._down_until[url] = time.monotonic() + for_seconds

@@ -1,7 +1,7 @@
 """Counter: state that lives between calls.
 
 ``{"add": n}`` adds to a running total (``{}`` adds 1); ``{"action": "cleanup"}`` answers with
-the final total and ends the session. ``config.delay``: seconds each call takes (to test
+the final total and ends the session. ``"delay": s`` makes a call take s seconds (to test
 what happens to calls in flight).
 """
 
@@ -18,11 +18,10 @@ class Counter:
     def setup(self, config: dict[str, Any]) -> None:
         self.total = int(config.get("start", 0))
         self.calls = 0
-        self.delay = float(config.get("delay", 0))
 
     def run(self, input: dict[str, Any]) -> dict[str, Any]:
         self.calls += 1
-        time.sleep(self.delay)
+        time.sleep(float(input.get("delay", 0)))
         if input.get("action") == "cleanup":
             end_session()
             return {"total": self.total, "calls": self.calls, "closing": True}
