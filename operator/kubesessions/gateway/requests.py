@@ -82,7 +82,7 @@ M = TypeVar("M", bound=BaseModel)
 def parse(model: type[M], raw: bytes) -> M:
     try:
         data = json.loads(raw)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:  # RecursionError: nested deeper than the parser goes
         raise Problem("VALIDATION", f"the body is not JSON: {exc}") from None
     if not isinstance(data, dict):
         raise Problem("VALIDATION", "the body must be a JSON object")

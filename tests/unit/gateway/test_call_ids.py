@@ -36,3 +36,11 @@ def test_a_bad_call_id_is_refused_naming_the_header_and_its_rule(bad: str) -> No
 def test_a_call_id_is_optional() -> None:
     assert call_id({}) is None
     assert call_id({"Idempotency-Key": "k-1"}) == "k-1"
+
+
+def test_json_nested_deeper_than_the_parser_goes_is_a_validation_error() -> None:
+    from kubesessions.gateway.requests import RunRequest, parse
+
+    with pytest.raises(Problem, match="the body is not JSON") as err:
+        parse(RunRequest, b"[" * 20_000 + b"]" * 20_000)
+    assert err.value.code == "VALIDATION"
