@@ -38,7 +38,7 @@ from .context import (
 from .forward import Forwarder
 from .metrics import CONTENT_TYPE, Metrics
 from .problems import Problem
-from .requests import NEW, CreateSessionRequest, RunRequest, call_id, parse
+from .requests import CALL_ID_HEADER, NEW, CreateSessionRequest, RunRequest, call_id, parse
 from .sessions import GatewaySettings, Sessions, view
 
 log = logging.getLogger("kubesessions.gateway")
@@ -139,7 +139,7 @@ async def _authenticate(request: web.Request, handler: Handler) -> web.StreamRes
 
 async def _run(request: web.Request) -> web.StreamResponse:
     namespace, identity = request[NS], request[IDENTITY]
-    call, call_key = parse(RunRequest, await read_body(request)), call_id(request.headers)
+    call, call_key = parse(RunRequest, await read_body(request)), call_id(request.headers.get(CALL_ID_HEADER))
     sessions = request.app[SESSIONS]
     fresh = call.session in (None, NEW)
     session_id = (
@@ -206,7 +206,9 @@ async def _create(request: web.Request) -> web.Response:
     namespace, identity = request[NS], request[IDENTITY]
     body = parse(CreateSessionRequest, await read_body(request))
     sessions = request.app[SESSIONS]
-    session_id = await sessions.create(namespace, body.app, body, identity, call_id(request.headers))
+    session_id = await sessions.create(
+        namespace, body.app, body, identity, call_id(request.headers.get(CALL_ID_HEADER))
+    )
     await sessions.target(namespace, session_id, body.app, ours=True)
     return web.json_response(view(request.app[CACHE].sessions[(namespace, session_id)]), status=201)
 

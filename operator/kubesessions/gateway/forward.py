@@ -19,7 +19,7 @@ import aiohttp
 
 from ..builders import WORKER_PORT
 from .problems import Problem, from_worker
-from .requests import KEY_HEADER
+from .requests import CALL_ID_HEADER
 
 Key = tuple[str, str]
 
@@ -104,7 +104,7 @@ class Forwarder:
         payload = b'{"stream":true,"input":' + json.dumps(input).encode() + b"}"
         headers = {**target.headers(), "Content-Type": "application/json", "Accept": "text/event-stream"}
         if call_id is not None:
-            headers[KEY_HEADER] = call_id
+            headers[CALL_ID_HEADER] = call_id  # the worker runs a call id at most once
         async with self.sequencer.turn(key):
             response = await self._request("POST", target, "/run", data=payload, headers=headers)
         try:

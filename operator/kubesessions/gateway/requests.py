@@ -10,7 +10,6 @@ import json
 import re
 import secrets
 from base64 import b32encode
-from collections.abc import Mapping
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, ValidationError
@@ -19,14 +18,14 @@ from ..models import DNS1123_SUBDOMAIN, MAX_TIMEOUT, MIN_TIMEOUT, AppSpec, Sessi
 from .problems import Problem
 
 NEW = "new"
+CALL_ID_HEADER = "Idempotency-Key"
+# What the worker takes as a call id: 1..200 printable ASCII characters (none at either end is a
+# space, which HTTP would strip anyway).
+CALL_ID = re.compile(r"^[\x21-\x7e]([\x20-\x7e]{0,198}[\x21-\x7e])?$")
 SESSION_PREFIX = "s-"
 # 15 random bytes: 120 bits, 24 base32 characters; lowercase base32 is DNS-1123 safe.
 SESSION_ID = re.compile(r"^s-[a-z2-7]{24}$")
 TIMEOUT_RANGE = f"a whole number of seconds, {MIN_TIMEOUT}..{MAX_TIMEOUT}"
-
-
-KEY_HEADER = "Idempotency-Key"
-KEY_LIMIT = 200
 
 
 def new_session_id(seed: str | None = None) -> str:
@@ -35,16 +34,6 @@ def new_session_id(seed: str | None = None) -> str:
     first try created instead of starting a second one."""
     raw = hashlib.sha256(seed.encode()).digest()[:15] if seed is not None else secrets.token_bytes(15)
     return SESSION_PREFIX + b32encode(raw).decode().lower()
-
-
-def call_id(headers: Mapping[str, str]) -> str | None:
-    """The caller's Idempotency-Key, checked as the worker checks it (so a bad one creates nothing)."""
-    key = headers.get(KEY_HEADER)
-    if key is not None and not (0 < len(key) <= KEY_LIMIT and key.isascii() and key.isprintable()):
-        raise Problem(
-            "VALIDATION", f"the {KEY_HEADER} header must be 1..{KEY_LIMIT} printable ASCII characters"
-        )
-    return key
 
 
 class _Body(BaseModel):
@@ -74,6 +63,13 @@ class CreateSessionRequest(_Body):
 
     app: StrictStr = Field(max_length=253, pattern=DNS1123_SUBDOMAIN)
     """The App (in the request's namespace) to start the worker from."""
+
+
+def call_id(value: str | None) -> str | None:
+    """The request's call id, checked before anything is started."""
+    if value is not None and not CALL_ID.match(value):
+        raise Problem("VALIDATION", f"{CALL_ID_HEADER}: must be 1..200 printable ASCII characters")
+    return value
 
 
 M = TypeVar("M", bound=BaseModel)

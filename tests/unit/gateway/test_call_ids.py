@@ -1,11 +1,11 @@
-"""The gateway's part in exactly-once calls: the caller's call id, and new sessions named after it."""
+"""The gateway's part in exactly-once calls: a new session named after the call id that started it."""
 
 from __future__ import annotations
 
 import pytest
 
 from kubesessions.gateway.problems import Problem
-from kubesessions.gateway.requests import SESSION_ID, call_id, new_session_id
+from kubesessions.gateway.requests import SESSION_ID, new_session_id
 
 pytestmark = pytest.mark.unit
 
@@ -24,18 +24,6 @@ def test_call_ids_of_other_callers_or_calls_name_other_sessions() -> None:
 def test_without_a_call_id_every_session_is_new() -> None:
     assert new_session_id() != new_session_id()
     assert SESSION_ID.match(new_session_id())
-
-
-@pytest.mark.parametrize("bad", ["", "x" * 201, "caf\u00e9", "a\tb"])
-def test_a_bad_call_id_is_refused_naming_the_header_and_its_rule(bad: str) -> None:
-    with pytest.raises(Problem, match=r"Idempotency-Key header must be 1\.\.200 printable ASCII") as err:
-        call_id({"Idempotency-Key": bad})
-    assert err.value.code == "VALIDATION"
-
-
-def test_a_call_id_is_optional() -> None:
-    assert call_id({}) is None
-    assert call_id({"Idempotency-Key": "k-1"}) == "k-1"
 
 
 def test_json_nested_deeper_than_the_parser_goes_is_a_validation_error() -> None:
