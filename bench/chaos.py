@@ -44,8 +44,9 @@ def main() -> None:
             cluster.down(state_dir, log=lambda _: None)
     rows = [
         (
-            f"{f['fault']}: acked / failed / lost / twice / wrong / orphans",
-            f"{f['acknowledged']}/{f['failed']}/{f['lost']}/{f['ran_twice']}/{f['wrong_phase']}/{f['orphans']}",
+            f"{f['fault']}: acked / sent again / failed / lost / twice / wrong / orphans",
+            f"{f['acknowledged']}/{sum(f['sent_again'].values())}/{f['failed']}/{f['lost']}/{f['ran_twice']}"
+            f"/{f['wrong_phase']}/{f['orphans']}",
             f"converged in {f['converge_s']} s" if f["converged"] else "NOT converged",
         )
         for f in results["faults"]

@@ -57,6 +57,7 @@ def test_figures_count_within_a_phase() -> None:
         "failed_reasons": {"GatewayUnavailable": 1},
         "lost": 0,
         "ran_twice": 1,
+        "sent_again": {},
     }
     assert ledger.acked_since(2.0) == {0}
     assert ledger.acked_since(4.0) == set()

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from ..client import Client, KubeSessionsError, RecoveringSession, Retry
+from ..client._core import Attempts, Call
 from . import faults, processes
 from .chaoscheck import Expect, Kube, check
 from .chaosledger import Ledger, Outcome, Phase
@@ -119,12 +120,40 @@ def _await_http(url: str, what: str, timeout: float = 90) -> None:
         time.sleep(0.2)
 
 
+class _Counted(Attempts):
+    """The client's own retry decisions, each also noted in the ledger: how many calls a fault
+    cut mid-flight (sent again with their call id) or answered 502/503/504."""
+
+    def __init__(self, client: _CountingClient, call: Call) -> None:
+        super().__init__(client.endpoints, client.retry, call)
+        self.ledger = client.ledger
+
+    def broken(self, url: str, exc: Exception) -> None:
+        self.ledger.retried(f"{type(exc).__name__}")
+        super().broken(url, exc)
+
+    def again(self, status: int) -> bool:
+        retry = super().again(status)
+        if retry:
+            self.ledger.retried(f"HTTP {status}")
+        return retry
+
+
+class _CountingClient(Client):
+    def __init__(self, ledger: Ledger, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.ledger = ledger
+
+    def attempts(self, call: Call) -> Attempts:
+        return _Counted(self, call)
+
+
 class Load:
     """One thread per session, each calling ``{"add": 1}`` on its (recovering) session in turn."""
 
     def __init__(self, gateways: list[str], settings: Settings, ledger: Ledger) -> None:
-        self.client = Client(
-            gateways, request_timeout=120, retry=Retry(attempts=5, backoff=0.2, max_backoff=3)
+        self.client = _CountingClient(
+            ledger, gateways, request_timeout=120, retry=Retry(attempts=5, backoff=0.2, max_backoff=3)
         )
         self.settings, self.ledger = settings, ledger
         self.sessions = [

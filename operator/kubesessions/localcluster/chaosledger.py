@@ -10,6 +10,7 @@ may have run once). Less is an acknowledged call lost; more is a call run twice.
 from __future__ import annotations
 
 import threading
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -44,7 +45,12 @@ class Phase:
 class Ledger:
     def __init__(self) -> None:
         self.outcomes: list[Outcome] = []
+        self.retries: list[tuple[float, str]] = []  # (when, why) the client sent a call again
         self._lock = threading.Lock()
+
+    def retried(self, why: str) -> None:
+        with self._lock:
+            self.retries.append((time.monotonic(), why))
 
     def add(self, outcome: Outcome) -> None:
         with self._lock:
@@ -79,12 +85,15 @@ class Ledger:
         inside = [o for o in self.snapshot() if phase.start <= o.ended < phase.end]
         failed = [o for o in inside if o.total is None]
         hits = [v for v in violations if phase.start <= v.at < phase.end]
+        with self._lock:
+            retried = Counter(why for at, why in self.retries if phase.start <= at < phase.end)
         return {
             "acknowledged": sum(o.total is not None for o in inside),
             "failed": len(failed),
             "failed_reasons": dict(Counter(o.error for o in failed).most_common()),
             "lost": sum(v.calls for v in hits if v.kind == "lost"),
             "ran_twice": sum(v.calls for v in hits if v.kind == "ran_twice"),
+            "sent_again": dict(retried.most_common()),
         }
 
     def acked_since(self, since: float) -> set[int]:
