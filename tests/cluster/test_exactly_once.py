@@ -5,6 +5,7 @@ Idempotency-Key (a client retrying after a lost answer) never runs twice, and a 
 from __future__ import annotations
 
 import json
+import urllib.error
 import urllib.request
 from typing import Any
 
@@ -72,3 +73,19 @@ def test_a_new_session_named_by_another_caller_key_is_another_session(
     two = post(gateway, namespace, token, start, "k-2")["session_id"]
     assert one != two
     assert sorted(sessions_of(kube, namespace)) == sorted([one, two])
+
+
+def test_a_repeated_one_shot_call_does_not_run_again(
+    gateway: GatewayProcess, kube: Cluster, namespace: str, token: str
+) -> None:
+    # A one-shot call's session is closed once it answered: a retry of it (its answer lost)
+    # learns that, rather than starting a second session and running the call there.
+    once = {"app": "counter", "input": {"add": 1}}
+    first = post(gateway, namespace, token, once, "once-1")
+    assert first["output"]["total"] == 1
+    with pytest.raises(urllib.error.HTTPError) as err:
+        post(gateway, namespace, token, once, "once-1")
+    assert err.value.code == 410
+    problem = json.loads(err.value.read())
+    assert problem["code"] == "SESSION_ENDED" and "one-shot call done" in problem["detail"], problem
+    assert sessions_of(kube, namespace) == [first["session_id"]]

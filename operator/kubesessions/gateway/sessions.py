@@ -196,6 +196,9 @@ class Sessions:
         except ApiException as exc:
             if exc.status == 409 and call_id is not None:
                 log.info("session %s: a retried call finds it", name, extra={"session": name})
+                found = await self.find(namespace, name)
+                if closing(found):  # a one-shot call that ran: its outcome went with its worker
+                    raise gone(found) from None
                 return name
             if exc.status in (400, 422):
                 raise Problem(
