@@ -333,7 +333,7 @@ def _prepare(kube: Kube, namespace: str) -> None:
             kube.call("POST", crds, crd)
 
     def established(name: str) -> bool:
-        conditions = kube.call("GET", f"{crds}/{name}").get("status", {}).get("conditions", [])
+        conditions = (kube.call("GET", f"{crds}/{name}").get("status") or {}).get("conditions") or []
         return any(c["type"] == "Established" and c["status"] == "True" for c in conditions)
 
     for crd in (session_crd(), app_crd()):
