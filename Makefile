@@ -55,6 +55,10 @@ BENCHES ?= localcluster worker_echo operator_bench gateway idle idle_cost warm_p
 bench: binaries
 	for b in $(BENCHES); do $(BIN)/python bench/$$b.py; done
 
+# The fault suite, full size: figures to bench-results/chaos.json (tests/cluster/test_chaos.py is the CI subset).
+chaos: binaries
+	$(BIN)/python bench/chaos.py
+
 demo: binaries
 	$(BIN)/kubesessions demo
 

@@ -148,7 +148,7 @@ async def _body(request: web.Request) -> dict[str, Any]:
         ) from None
     try:
         body = json.loads(raw)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:  # RecursionError: nested deeper than the parser goes
         raise Problem("VALIDATION", f"the body is not JSON: {exc}") from None
     if not isinstance(body, dict) or "input" not in body:
         raise Problem("VALIDATION", 'the body must be a JSON object with "input"')

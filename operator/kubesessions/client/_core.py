@@ -26,11 +26,13 @@ CONNECT_TIMEOUT = 10.0
 
 @dataclass(frozen=True)
 class Retry:
-    """Backoff for safe operations (reads, keepalive, close) on 502/503/504 and lost connections.
+    """Backoff for safe calls on 502/503/504 and lost connections, through every gateway URL.
 
-    A connection that could not be made (refused, unknown host, connect timeout) is always
-    tried on the next URL: nothing was sent. Once the request may have left, only safe calls
-    are sent again; any other raises :class:`OutcomeUnknown`.
+    Safe are reads, keepalive and close, and every call with a call id (``Idempotency-Key``:
+    runs, streams, session starts), which the gateway and the worker carry out at most once
+    however often it arrives. A connection that could not be made (refused, unknown host,
+    connect timeout) is always tried on the next URL: nothing was sent. Once the request may
+    have left, only safe calls are sent again; any other raises :class:`OutcomeUnknown`.
     """
 
     attempts: int = 4
@@ -59,8 +61,8 @@ class Endpoints:
 
     def good(self, url: str) -> None:
         self._down_until.pop(url, None)
-        self.urls.remove(url)
-        self.urls.insert(0, url)
+        # One assignment, not remove + insert: threads sharing a client may call this at once.
+        self.urls = [url, *(u for u in self.urls if u != url)]
 
     def bad(self, url: str, for_seconds: float = 5.0) -> None:
         self._down_until[url] = time.monotonic() + for_seconds
@@ -102,9 +104,9 @@ def run_call(params: Mapping[str, Any], stream: bool) -> Call:
         )
     body = {k: v for k, v in params.items() if v is not None}
     body["stream"] = stream
-    # The worker runs a call id at most once. Until the gateway passes the id on to the worker,
-    # a run whose fate is unknown is still not sent again (safe=False).
-    return Call("POST", "/v1/run", body, safe=False, stream=stream, key=uuid.uuid4().hex)
+    # The call id makes it safe to send again: the worker runs an id at most once (a repeat gets
+    # the recorded outcome or joins the running call), and a new session's name is derived from it.
+    return Call("POST", "/v1/run", body, safe=True, stream=stream, key=uuid.uuid4().hex)
 
 
 class Base:
@@ -167,8 +169,10 @@ class Attempts:
         self.endpoints.bad(url)
 
     def broken(self, url: str, exc: Exception) -> None:
-        """The request may have reached ``url``: only a safe call may be sent again."""
+        """The request may have reached ``url``: only a safe call may be sent again (it goes
+        to the other URLs first)."""
         self.last = exc
+        self.endpoints.bad(url)
         if not self.call.safe:
             raise OutcomeUnknown(
                 f"{self.call.method} {self.call.path} may have run: it was sent to {url} but no answer "
@@ -236,12 +240,6 @@ class Events:
             return [data]
         return []
 
-    def ended(self) -> None:
-        if self.done is None:
-            raise KubeSessionsError(
-                "the stream ended before the call finished", problem={"session_id": self.session_id}
-            )
-
 
 def _pod_namespace() -> str | None:
     try:
@@ -263,7 +261,8 @@ def create_call(app: str, session_timeout: int | None, config: dict[str, Any] | 
         body["session_timeout"] = session_timeout
     if config is not None:
         body["config"] = config
-    return Call("POST", "/v1/sessions", body)
+    # The gateway names the session after the call id, so a retry finds it rather than start another.
+    return Call("POST", "/v1/sessions", body, safe=True, key=uuid.uuid4().hex)
 
 
 def list_call(app: str | None) -> Call:
@@ -283,11 +282,40 @@ def keepalive_call(session_id: str) -> Call:
 
 
 class StreamState:
-    """What the sync and async streams share: the call, and what its events said so far."""
+    """What the sync and async streams share: the call, what its events said so far, and
+    resuming a stream cut before its end.
 
-    def __init__(self, call: Call) -> None:
-        self.call = call
+    A cut stream is sent again with its call id: the worker answers a repeat with the call's
+    events from the first (recorded, or still coming), so the outputs already handed out are
+    skipped and the caller sees each output once, in order.
+    """
+
+    def __init__(self, call: Call, base: Base) -> None:
+        self.call, self.retry, self.endpoints = call, base.retry, base.endpoints
         self.events = Events()
+        self._handed = 0  # outputs handed to the caller
+        self._skip = 0  # outputs of a resumed stream that were handed out before the cut
+        self._cuts = 0
+
+    def fresh(self, outputs: list[Any]) -> list[Any]:
+        """The outputs not handed out yet."""
+        skipped = min(self._skip, len(outputs))
+        self._skip -= skipped
+        self._handed += len(outputs) - skipped
+        return outputs[skipped:]
+
+    def cut(self, url: str, exc: BaseException | None) -> None:
+        """The stream from ``url`` broke off before its end (``exc``, or no end event): read it
+        again (from the other URLs first), or raise."""
+        self._cuts += 1
+        self.endpoints.bad(url)
+        if not self.call.safe or self._cuts >= self.retry.attempts:
+            raise GatewayUnavailable(
+                f"the stream broke off before the call finished ({self._cuts} times; "
+                f"{type(exc).__name__ if exc else 'no end event'}: {exc or ''})",
+                problem={"session_id": self.session_id},
+            ) from exc
+        self.events, self._skip = Events(), self._handed
 
     @property
     def session_id(self) -> str | None:

@@ -98,11 +98,16 @@ class AsyncClient(Base):
     # -- transport ---------------------------------------------------------------------------
 
     async def _json(self, call: Call) -> Any:
-        async with self._connections() as http, await self._send(http, call) as response:
-            return _core.answer(response.status, await response.read(), response.headers.get("Retry-After"))
+        async with self._connections() as http:
+            _, response = await self._send(http, call)
+            async with response:
+                return _core.answer(
+                    response.status, await response.read(), response.headers.get("Retry-After")
+                )
 
-    async def _send(self, http: aiohttp.ClientSession, call: Call) -> aiohttp.ClientResponse:
-        """Send with fail-over and (for safe calls) retries; the caller reads and releases the answer."""
+    async def _send(self, http: aiohttp.ClientSession, call: Call) -> tuple[str, aiohttp.ClientResponse]:
+        """Send with fail-over and (for safe calls) retries: the URL that answered, and its
+        answer, which the caller reads and releases."""
         attempts = self.attempts(call)
         for pause, url in attempts:
             await asyncio.sleep(pause)
@@ -120,7 +125,7 @@ class AsyncClient(Base):
                 response.release()
                 continue
             self.endpoints.good(url)
-            return response
+            return url, response
         raise attempts.exhausted() from attempts.last
 
 
@@ -128,17 +133,28 @@ class AsyncStream(StreamState):
     """``async for`` the outputs; ``session_id`` and ``done`` are set as the events arrive."""
 
     def __init__(self, client: AsyncClient, call: Call) -> None:
-        super().__init__(call)
+        super().__init__(call, client)
         self.client = client
 
     async def __aiter__(self) -> AsyncIterator[Any]:
-        async with self.client._connections() as http, await self.client._send(http, self.call) as response:
-            if response.status != 200:
-                _core.answer(response.status, await response.read(), response.headers.get("Retry-After"))
-            async for line in response.content:
-                for output in self.events.feed(line):
-                    yield output
-        self.events.ended()
+        async with self.client._connections() as http:
+            while True:
+                url, response = await self.client._send(http, self.call)
+                try:
+                    async with response:
+                        if response.status != 200:
+                            _core.answer(
+                                response.status, await response.read(), response.headers.get("Retry-After")
+                            )
+                        async for line in response.content:
+                            for output in self.fresh(self.events.feed(line)):
+                                yield output
+                except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError, TimeoutError) as exc:
+                    self.cut(url, exc)
+                    continue
+                if self.done is not None:
+                    return
+                self.cut(url, None)
 
 
 class AsyncSession:

@@ -103,11 +103,12 @@ class Client(Base):
     # -- transport ---------------------------------------------------------------------------
 
     def _json(self, call: Call) -> Any:
-        status, headers, body = self._send(call, lambda resp: resp.read())
+        _, status, headers, body = self._send(call, lambda resp: resp.read())
         return _core.answer(status, body, headers.get("Retry-After"))
 
-    def _send(self, call: Call, read: Any) -> tuple[int, http.client.HTTPMessage, Any]:
-        """Send with fail-over and (for safe calls) retries; ``read(response)`` takes the body."""
+    def _send(self, call: Call, read: Any) -> tuple[str, int, http.client.HTTPMessage, Any]:
+        """Send with fail-over and (for safe calls) retries; ``read(response)`` takes the body.
+        The URL that answered comes first."""
         attempts = self.attempts(call)
         for pause, url in attempts:
             time.sleep(pause)
@@ -127,7 +128,7 @@ class Client(Base):
                 resp.read()
                 continue
             self.endpoints.good(url)
-            return resp.status, resp.headers, read(resp)
+            return url, resp.status, resp.headers, read(resp)
         raise attempts.exhausted() from attempts.last
 
     def _connection(self, url: str) -> http.client.HTTPConnection:
@@ -149,16 +150,23 @@ class Stream(StreamState):
     """Iterate for the outputs; ``session_id`` and ``done`` are set as the events arrive."""
 
     def __init__(self, client: Client, call: Call) -> None:
-        super().__init__(call)
+        super().__init__(call, client)
         self.client = client
 
     def __iter__(self) -> Iterator[Any]:
-        status, headers, resp = self.client._send(self.call, lambda r: r)
-        if status != 200:
-            _core.answer(status, resp.read(), headers.get("Retry-After"))
-        for line in resp:
-            yield from self.events.feed(line)
-        self.events.ended()
+        while True:
+            url, status, headers, resp = self.client._send(self.call, lambda r: r)
+            if status != 200:
+                _core.answer(status, resp.read(), headers.get("Retry-After"))
+            try:
+                for line in resp:
+                    yield from self.fresh(self.events.feed(line))
+            except (OSError, http.client.HTTPException) as exc:
+                self.cut(url, exc)
+                continue
+            if self.done is not None:
+                return
+            self.cut(url, None)
 
 
 class Session:

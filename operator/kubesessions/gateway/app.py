@@ -200,7 +200,9 @@ async def _create(request: web.Request) -> web.Response:
     body = parse(CreateSessionRequest, await read_body(request))
     identity = await authorize(request, namespace, "create")
     sessions = request.app[SESSIONS]
-    session_id = await sessions.create(namespace, body.app, body, identity)
+    session_id = await sessions.create(
+        namespace, body.app, body, identity, call_id(request.headers.get(CALL_ID_HEADER))
+    )
     await sessions.target(namespace, session_id, body.app, ours=True)
     return web.json_response(view(request.app[CACHE].sessions[(namespace, session_id)]), status=201)
 

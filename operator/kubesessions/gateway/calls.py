@@ -63,7 +63,7 @@ class Calls:
     ) -> Call:
         """The session this call goes to: started now from ``spec``, or an existing one checked."""
         if wants_new(session):
-            session_id = await self.sessions.create(namespace, app, spec, identity)
+            session_id = await self.sessions.create(namespace, app, spec, identity, call_id)
         else:
             session_id = str(session)
             self.sessions.check(await self.sessions.find(namespace, session_id), app)

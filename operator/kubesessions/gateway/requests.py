@@ -5,6 +5,7 @@ The models feed the OpenAPI document too, so the documented and the enforced sha
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import secrets
@@ -27,8 +28,12 @@ SESSION_ID = re.compile(r"^s-[a-z2-7]{24}$")
 TIMEOUT_RANGE = f"a whole number of seconds, {MIN_TIMEOUT}..{MAX_TIMEOUT}"
 
 
-def new_session_id() -> str:
-    return SESSION_PREFIX + b32encode(secrets.token_bytes(15)).decode().lower()
+def new_session_id(seed: str | None = None) -> str:
+    """A random id; or, for a call with an Idempotency-Key, one derived from it (``seed`` names
+    the namespace, the caller and the key), so that a retry of the call finds the session its
+    first try created instead of starting a second one."""
+    raw = hashlib.sha256(seed.encode()).digest()[:15] if seed is not None else secrets.token_bytes(15)
+    return SESSION_PREFIX + b32encode(raw).decode().lower()
 
 
 def _whole(value: Any) -> Any:
@@ -86,7 +91,7 @@ M = TypeVar("M", bound=BaseModel)
 def parse(model: type[M], raw: bytes) -> M:
     try:
         data = json.loads(raw)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:  # RecursionError: nested deeper than the parser goes
         raise Problem("VALIDATION", f"the body is not JSON: {exc}") from None
     if not isinstance(data, dict):
         raise Problem("VALIDATION", "the body must be a JSON object")

@@ -203,8 +203,12 @@ class Sessions:
             return body
         return None
 
-    async def create(self, namespace: str, app: str | None, request: Any, identity: Identity) -> str:
-        """Create a Session for ``app`` (checked to exist first, so a bad request creates nothing)."""
+    async def create(
+        self, namespace: str, app: str | None, request: Any, identity: Identity, call_id: str | None = None
+    ) -> str:
+        """Create a Session for ``app`` (checked to exist first, so a bad request creates nothing).
+
+        With a ``call_id`` the name is derived from it: a retry finds the session already there."""
         if app is None:
             raise Problem(
                 "VALIDATION", "app: required to start a session (the name of an App in the namespace)"
@@ -213,7 +217,7 @@ class Sessions:
         if app_body is None:
             raise Problem("APP_NOT_FOUND", f'app "{app}" not found in namespace "{namespace}"', app=app)
         spec = session_spec(request, AppSpec.model_validate(app_body.get("spec") or {}))
-        name = new_session_id()
+        name = new_session_id(None if call_id is None else f"{namespace}/{identity.username}/{call_id}")
         body = {
             "apiVersion": API_VERSION,
             "kind": "Session",
@@ -225,6 +229,12 @@ class Sessions:
                 GROUP, VERSION, namespace, "sessions", body
             )
         except ApiException as exc:
+            if exc.status == 409 and call_id is not None:
+                log.info("session %s: a retried call finds it", name, extra={"session": name})
+                found = await self.find(namespace, name)
+                if closing(found):  # a one-shot call that ran: its outcome went with its worker
+                    raise gone(found) from None
+                return name
             if exc.status in (400, 422):
                 raise Problem(
                     "VALIDATION", f"the API server refused the session: {exc.reason}", status=exc.status

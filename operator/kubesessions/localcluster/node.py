@@ -28,6 +28,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import aiohttp
+
 from .. import logs
 from ..timefmt import rfc3339
 from . import processes
@@ -252,7 +254,7 @@ class ProcessNode(PodServices):
                 await self.renew_lease()
                 if ticks % (STATUS_REPORT_SECONDS // LEASE_RENEW_SECONDS) == 0:
                     await self.report_status()
-            except (TimeoutError, ApiError, OSError) as exc:
+            except (TimeoutError, ApiError, OSError, aiohttp.ClientError) as exc:
                 log.warning("heartbeat failed (will retry): %s", exc)
             ticks += 1
             await asyncio.sleep(LEASE_RENEW_SECONDS)
@@ -285,7 +287,9 @@ class ProcessNode(PodServices):
                 if exc.status != 410:  # 410: our resourceVersion is too old; list again
                     log.warning("pod watch failed (relisting): %s", exc)
                     await asyncio.sleep(1)
-            except (TimeoutError, OSError) as exc:
+            except (TimeoutError, OSError, aiohttp.ClientError) as exc:
+                # ClientPayloadError (a stream cut by an API server restart) is no OSError: uncaught,
+                # it ended this task for good and the node never saw a pod change again.
                 log.warning("pod watch broke (relisting): %s", exc)
                 await asyncio.sleep(1)
 

@@ -117,10 +117,15 @@ class PodRunner:
     async def _run(self) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
         (self.dir / "tmp").mkdir(exist_ok=True)
-        previous_ip = self.last_status.get("podIP", "")
-        self.ip = previous_ip if previous_ip and self.addresses.claim(previous_ip) else self.addresses.take()
-        self.start_time = self.last_status.get("startTime") or self.start_time
         self._adopt_previous_run()
+        previous_ip = self.last_status.get("podIP", "")
+        # A pod's IP never changes (the API refuses a second one). A node back on another
+        # address block cannot claim it; a pod whose lost containers will not run again keeps
+        # it anyway, else its status could never be written and its deletion never finish.
+        done = self.policy == "Never" and any(rec.state == "terminated" for rec in self.mains)
+        claimed = bool(previous_ip) and (self.addresses.claim(previous_ip) or done)
+        self.ip = previous_ip if claimed else self.addresses.take()
+        self.start_time = self.last_status.get("startTime") or self.start_time
         self.update(self.pod)
         writer = asyncio.create_task(self._write_status())
         lifecycle = asyncio.create_task(self._lifecycle())

@@ -1,5 +1,6 @@
-"""A call whose fate is unknown is never sent again: both clients against real sockets that
-read the request and then stall or drop the connection, counting how often the call arrived."""
+"""A call whose fate is unknown is sent again with the same call id, through any gateway: both
+clients against real sockets that read the request and then stall or drop the connection (or
+cut a stream short), counting how often the call arrived and under which Idempotency-Key."""
 
 from __future__ import annotations
 
@@ -12,22 +13,32 @@ from typing import Any
 
 import pytest
 
-from kubesessions.client import AsyncClient, Client, GatewayUnavailable, OutcomeUnknown
+from kubesessions.client import AsyncClient, Client, GatewayUnavailable
 
 from .fakegateway import FAST
 
 pytestmark = pytest.mark.unit
 RUN = {"app": "counter", "input": {"add": 1}, "session": "s-1"}
 REPLY = b'{"session_id": "s-1", "output": 1, "session_closed": false, "duration_ms": 1}'
+SESSION, A, B = (
+    b'event: session\ndata: {"session_id": "s-1"}\n\n',
+    b'event: output\ndata: "a"\n\n',
+    b'event: output\ndata: "b"\n\n',
+)
+DONE = b'event: done\ndata: {"session_closed": false, "duration_ms": 1}\n\n'
+# A stream's answer: headers, then the events until the connection closes.
+STREAM_HEAD = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nConnection: close\r\n\r\n"
 
 
 class Gateway:
     """A raw HTTP/1.1 listener on its own thread. ``plan`` says, per request on a connection
-    (0 for the first), what to do once it has been read: "answer", "stall" or "drop"."""
+    (0 for the first), what to do once it has been read: "answer", "stall", "drop",
+    "answer-then-close", "stream" (a whole stream) or "cut" (a stream cut after its first output)."""
 
     def __init__(self, plan: Callable[[int], str]) -> None:
         self.plan = plan
         self.arrived: list[str] = []  # request lines, in order
+        self.keys: list[str | None] = []  # their Idempotency-Key headers
         self.closed = 0  # connections this side has closed
         self.stop = threading.Event()
         self.sock = socket.create_server(("127.0.0.1", 0))
@@ -56,14 +67,20 @@ class Gateway:
                 line = reader.readline()
                 if not line:
                     return
-                length = 0
+                length, key = 0, None
                 while (header := reader.readline()) not in (b"\r\n", b""):
                     name, _, value = header.decode().partition(":")
                     if name.lower() == "content-length":
                         length = int(value)
+                    if name.lower() == "idempotency-key":
+                        key = value.strip()
                 reader.read(length)
                 self.arrived.append(line.decode().strip())
+                self.keys.append(key)
                 action = self.plan(number)
+                if action in ("stream", "cut"):
+                    conn.sendall(STREAM_HEAD + SESSION + A + (B + DONE if action == "stream" else b""))
+                    return
                 if action == "stall":
                     self.stop.wait(30)
                     return
@@ -125,24 +142,74 @@ def run_async(urls: list[str], calls: int, between: Callable[[int], bool] = lamb
 CLIENTS = pytest.mark.parametrize("run", [run_sync, run_async], ids=["sync", "async"])
 
 
-@CLIENTS
-def test_a_read_timeout_is_not_sent_to_the_next_gateway(gateways: Any, run: Any) -> None:
-    first, second = gateways(lambda n: "stall"), gateways(lambda n: "stall")
-    with pytest.raises(OutcomeUnknown, match="may have run") as err:
-        run([first.url, second.url], calls=1)
-    assert (len(first.arrived), len(second.arrived)) == (1, 0), "the call arrived once, at one gateway"
-    assert isinstance(err.value, GatewayUnavailable), "still a GatewayUnavailable for old handlers"
-    assert "not sent again" in str(err.value)
+def one_key(*gateways: Gateway) -> str | None:
+    """The call id every arrival carried; fails if they differ or one came without."""
+    keys = {key for gateway in gateways for key in gateway.keys}
+    assert len(keys) == 1 and None not in keys, f"one call id on every try, got {keys}"
+    return keys.pop()
 
 
 @CLIENTS
-def test_a_reused_connection_dropped_after_the_request_is_not_resent(gateways: Any, run: Any) -> None:
-    # The first call is answered on a kept-alive connection; the second is read, then dropped.
+def test_a_read_timeout_is_sent_again_to_the_next_gateway_with_the_same_key(gateways: Any, run: Any) -> None:
+    first, second = gateways(lambda n: "stall"), gateways(lambda n: "answer")
+    assert run([first.url, second.url], calls=1)["output"] == 1
+    assert (len(first.arrived), len(second.arrived)) == (1, 1), "tried at the first, answered by the second"
+    one_key(first, second)
+
+
+@CLIENTS
+def test_a_reused_connection_dropped_after_the_request_is_sent_again(gateways: Any, run: Any) -> None:
+    # The first call is answered on a kept-alive connection; the second is read, then dropped:
+    # the gateway that dropped it goes to the back, so the other one answers the retry.
     first = gateways(lambda n: "answer" if n == 0 else "drop")
     second = gateways(lambda n: "answer")
-    with pytest.raises(OutcomeUnknown):
-        run([first.url, second.url], calls=2)
-    assert (len(first.arrived), len(second.arrived)) == (2, 0)
+    assert run([first.url, second.url], calls=2)["output"] == 1
+    assert (len(first.arrived), len(second.arrived)) == (2, 1)
+    assert first.keys[1] == second.keys[0] != first.keys[0], "the retry kept its own call's id"
+
+
+@CLIENTS
+def test_a_call_no_gateway_answers_is_tried_a_bounded_number_of_times(gateways: Any, run: Any) -> None:
+    first, second = gateways(lambda n: "drop"), gateways(lambda n: "stall")
+    with pytest.raises(GatewayUnavailable, match="no gateway answered"):
+        run([first.url, second.url], calls=1)
+    assert len(first.arrived) + len(second.arrived) == FAST.attempts * 2, "every URL, every attempt"
+    one_key(first, second)
+
+
+def stream_sync(urls: list[str]) -> list[Any]:
+    with Client(urls, token="t", request_timeout=0.5, retry=FAST) as client:
+        return list(client.stream(RUN))
+
+
+def stream_async(urls: list[str]) -> list[Any]:
+    async def go() -> list[Any]:
+        async with AsyncClient(urls, token="t", request_timeout=0.5, retry=FAST) as client:
+            return [output async for output in client.stream(RUN)]
+
+    return asyncio.run(go())
+
+
+STREAMS = pytest.mark.parametrize("stream", [stream_sync, stream_async], ids=["sync", "async"])
+
+
+@STREAMS
+def test_a_stream_cut_short_is_resumed_without_repeating_an_output(gateways: Any, stream: Any) -> None:
+    # The worker answers a repeated call id with the call's events from the first: the client
+    # skips the output it already handed out.
+    first, second = gateways(lambda n: "cut"), gateways(lambda n: "stream")
+    assert stream([first.url, second.url]) == ["a", "b"]
+    assert (len(first.arrived), len(second.arrived)) == (1, 1)
+    one_key(first, second)
+
+
+@STREAMS
+def test_a_stream_cut_on_every_try_fails_after_the_retries(gateways: Any, stream: Any) -> None:
+    gateway = gateways(lambda n: "cut")
+    with pytest.raises(GatewayUnavailable, match="broke off before the call finished"):
+        stream([gateway.url])
+    assert len(gateway.arrived) == FAST.attempts
+    one_key(gateway)
 
 
 @CLIENTS

@@ -2,10 +2,12 @@
 
 ``{"add": n}`` adds to a running total (``{}`` adds 1); ``{"action": "cleanup"}`` answers with
 the final total and ends the session. Two more functions share that state: ``peek`` answers the
-total without counting a call, ``reset`` sets it (``{"to": n}``, default 0).
+total without counting a call, ``reset`` sets it (``{"to": n}``, default 0). ``"delay": s`` in
+``run``'s input makes a call take s seconds (to test what happens to calls in flight).
 """
 
 import logging
+import time
 from typing import Any
 
 from kubesessions_worker import end_session, function
@@ -20,6 +22,7 @@ class Counter:
 
     def run(self, input: dict[str, Any]) -> dict[str, Any]:
         self.calls += 1
+        time.sleep(float(input.get("delay", 0)))
         if input.get("action") == "cleanup":
             end_session()
             return {"total": self.total, "calls": self.calls, "closing": True}

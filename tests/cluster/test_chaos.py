@@ -1,0 +1,33 @@
+"""The fault suite, reduced to fit CI (`make chaos` runs it full size): a few counter sessions
+under steady load through two gateways while each fault strikes once. Every acknowledged call
+stays counted, none runs twice, no session is left in a wrong phase, nothing is orphaned."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from kubesessions.localcluster import chaos
+
+from ..conftest import Cluster
+
+pytestmark = pytest.mark.cluster
+
+CI = chaos.Settings(sessions=3, settle=2.0, gateway_down=2.0, node_down=8.0, converge_limit=120.0)
+
+
+def test_calls_survive_each_fault(kube: Cluster) -> None:
+    if kube.state_dir is None:
+        pytest.skip("restarts the cluster's own processes: needs the local cluster this run started")
+    results = chaos.Suite(kube.state_dir, CI, log=print).run()
+    table = json.dumps(results["faults"], indent=1)
+    assert [f["fault"] for f in results["faults"]] == ["steady", *chaos.FAULTS]
+    for figures in results["faults"]:
+        fault = figures["fault"]
+        assert figures["converged"], f"{fault}: did not converge within {CI.converge_limit}s\n{table}"
+        assert (figures["lost"], figures["ran_twice"]) == (0, 0), f"{fault}: calls lost or run twice\n{table}"
+        assert (figures["wrong_phase"], figures["orphans"]) == (0, 0), (
+            f"{fault}: wrong phase/orphans\n{table}"
+        )
+        assert figures["acknowledged"] > 0, f"{fault}: no call went through\n{table}"
