@@ -38,6 +38,19 @@ def session(name: str, timeout: int, app: str = "echo") -> dict[str, Any]:
     }
 
 
+def echo_app(name: str = "echo") -> dict[str, Any]:
+    """An App manifest for the echo example worker."""
+    return {
+        "apiVersion": "kubesessions.io/v1alpha1",
+        "kind": "App",
+        "metadata": {"name": name},
+        "spec": {
+            "image": "ghcr.io/kube-sessions/kube-sessions-worker:0.1.0",
+            "entrypoint": "kubesessions_worker.examples.echo:Echo",
+        },
+    }
+
+
 def create_namespace(api: client.ApiClient, namespace: str, timeout: float = 60) -> None:
     """Create ``namespace``; return once pods can be admitted there."""
     core = client.CoreV1Api(api)

@@ -117,15 +117,7 @@ def main() -> None:
                 *GROUP,
                 NS,
                 "apps",
-                {
-                    "apiVersion": "kubesessions.io/v1alpha1",
-                    "kind": "App",
-                    "metadata": {"name": "echo"},
-                    "spec": {
-                        "image": "ghcr.io/kube-sessions/kube-sessions-worker:0.1.0",
-                        "entrypoint": "kubesessions_worker.examples.echo:Echo",
-                    },
-                },
+                benchcluster.echo_app(),
             )
             times = failovers(state_dir, api, Path(tmp))
         finally:

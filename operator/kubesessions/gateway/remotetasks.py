@@ -17,6 +17,7 @@ from aiohttp import web
 
 from .cache import JSON
 from .context import CACHE, FORWARDER, SESSIONS
+from .forward import Target
 from .problems import Problem
 from .sessions import closing, gone
 
@@ -82,17 +83,23 @@ def dto(
     }
 
 
-async def read(request: web.Request, task: str, wait: float = 0.0) -> JSON:
-    """The task as its session's worker knows it; waits up to ``wait`` seconds for news."""
+async def _locate(request: web.Request, task: str) -> tuple[str, str, str, JSON, Target | None]:
+    """The task's call id, namespace, session, its Session, and its worker if Ready."""
     where = place(task)
     if where is None:
         raise not_found(task)
     call_id, namespace, session_id = where
     sessions = request.app[SESSIONS]
     body = await sessions.find(namespace, session_id)
+    return call_id, namespace, session_id, body, sessions.ready(namespace, session_id)
+
+
+async def read(request: web.Request, task: str, wait: float = 0.0) -> JSON:
+    """The task as its session's worker knows it; waits up to ``wait`` seconds for news."""
+    call_id, namespace, session_id, body, target = await _locate(request, task)
+    sessions = request.app[SESSIONS]
     app = (body.get("spec") or {}).get("app")
     key = (namespace, session_id)
-    target = sessions.ready(namespace, session_id)
     if target is None and wait and not closing(body):
         await request.app[CACHE].wait(key, lambda: sessions.ready(namespace, session_id), wait)
         body = await sessions.find(namespace, session_id)
@@ -115,13 +122,7 @@ async def read(request: web.Request, task: str, wait: float = 0.0) -> JSON:
 
 async def cancel(request: web.Request, task: str) -> JSON | None:
     """Cancel the task's call on its worker; None when its worker is gone (nothing to cancel)."""
-    where = place(task)
-    if where is None:
-        raise not_found(task)
-    call_id, namespace, session_id = where
-    sessions = request.app[SESSIONS]
-    body = await sessions.find(namespace, session_id)
-    target = sessions.ready(namespace, session_id)
+    call_id, namespace, session_id, body, target = await _locate(request, task)
     if target is None:
         if closing(body):
             raise gone(body)
