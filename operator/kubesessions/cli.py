@@ -5,17 +5,17 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from . import logs
 from .localcluster.nodeconfig import DEFAULT_IMAGE_MAP, NODE_KINDS
+from .runconfig import egress_rules_arg, label_arg, lease_settings, own_namespace, require_kube_config
 
 if TYPE_CHECKING:
-    from .leader import LeaseSettings
+    pass
 
 # The Helm chart carries a copy of crds/ (a chart can only read files inside itself).
 CHART_CRDS = Path("charts/kube-sessions/files/crds")
@@ -62,29 +62,6 @@ class _DefaultsFormatter(argparse.ArgumentDefaultsHelpFormatter):
 # Pods are reached through their Service or pod IP, so servers in them listen on every interface.
 ALL_INTERFACES = "0.0.0.0"  # noqa: S104
 STATE_DIR_HELP = "the cluster's state directory (default: $KUBESESSIONS_LOCALCLUSTER_DIR, else .localcluster)"
-
-
-def _label(text: str) -> tuple[str, str]:
-    key, sep, value = text.partition("=")
-    if not sep or not key:
-        raise argparse.ArgumentTypeError(f"--client-label wants KEY=VALUE, got {text!r}")
-    return key, value
-
-
-def _egress_rules(text: str) -> list[dict[str, object]]:
-    try:
-        rules = json.loads(text)
-    except ValueError:
-        rules = None
-    if not isinstance(rules, list) or not all(isinstance(r, dict) for r in rules):
-        raise argparse.ArgumentTypeError(f"--worker-egress wants a JSON list of egress rules, got {text!r}")
-    return rules
-
-
-def _own_namespace() -> str:
-    """The operator's namespace in a pod (its service account's), else kube-sessions."""
-    path = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
-    return path.read_text().strip() if path.is_file() else "kube-sessions"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -189,14 +166,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     op.add_argument(
         "--client-label",
-        type=_label,
+        type=label_arg,
         default="kubesessions.io/client=true",  # argparse parses a string default with `type`
         metavar="KEY=VALUE",
         help="pods with this label may call workers in their namespace",
     )
     op.add_argument(
         "--worker-egress",
-        type=_egress_rules,
+        type=egress_rules_arg,
         default=[],
         help="JSON list of NetworkPolicy egress rules for workers beyond DNS (default: none)",
     )
@@ -289,61 +266,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-IN_CLUSTER_TOKEN = Path("/var/run/secrets/kubernetes.io/serviceaccount/token")
-
-
-def kube_config_problem(environ: Mapping[str, str], home: Path, token: Path = IN_CLUSTER_TOKEN) -> str | None:
-    """Why the operator or gateway could not find a cluster to talk to, or None if it can.
-
-    They would otherwise fail deep in a client library (a long traceback ending in
-    ConfigException, or kopf retrying its login every minute)."""
-    if environ.get("KUBECONFIG"):
-        files = [f for f in environ["KUBECONFIG"].split(os.pathsep) if f]
-        if any(Path(f).is_file() for f in files):
-            return None
-        return f"KUBECONFIG={environ['KUBECONFIG']} names no file that exists."
-    if environ.get("KUBERNETES_SERVICE_HOST") and token.is_file():
-        return None  # in a pod, with its service account's token
-    if (home / ".kube" / "config").is_file():
-        return None
-    return (
-        "no cluster to talk to: KUBECONFIG is not set, ~/.kube/config does not exist, and this is not a pod."
-    )
-
-
-def _require_kube_config(command: str) -> None:
-    problem = kube_config_problem(os.environ, Path.home())
-    if problem is not None:
-        print(
-            f"kubesessions {command}: {problem}\n"
-            'For the local cluster run: eval "$(kubesessions localcluster env)" '
-            "(add --state-dir if `up` had one); else set KUBECONFIG, or run it in a pod.",
-            file=sys.stderr,
-        )
-        sys.exit(2)
-
-
-def _lease_settings(args: argparse.Namespace) -> LeaseSettings:
-    from .leader import LeaseSettings
-
-    try:
-        return LeaseSettings(
-            namespace=args.lease_namespace,
-            name=args.lease_name,
-            identity=os.environ.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}",
-            lease_duration=args.lease_duration,
-            renew_deadline=args.renew_deadline,
-            retry_period=args.retry_period,
-        )
-    except ValueError as err:
-        raise SystemExit(f"kubesessions operator: {err}") from None
-
-
 def main(argv: Sequence[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     logs.setup()
     if args.command in ("operator", "gateway"):
-        _require_kube_config(args.command)
+        require_kube_config(args.command)
     if args.command == "localcluster":
         _localcluster(args)
     elif args.command == "operator":
@@ -352,7 +279,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         from .handlers import run
 
         peers = PolicyPeers(
-            namespace=args.peer_namespace or _own_namespace(),
+            namespace=args.peer_namespace or own_namespace(),
             instance=args.peer_instance,
             client_label=args.client_label,
             egress=args.worker_egress,
@@ -368,7 +295,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                 workers=args.workers,
                 network_policy=None if args.no_network_policy else peers,
             ),
-            lease=_lease_settings(args) if args.leader_elect else None,
+            lease=lease_settings(args) if args.leader_elect else None,
             metrics_port=args.metrics_port,
             metrics_host=args.metrics_host,
         )

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from kubesessions.cli import build_parser, kube_config_problem
+from kubesessions.cli import build_parser
 from kubesessions.localcluster import cluster
+from kubesessions.runconfig import kube_config_problem
 
 pytestmark = pytest.mark.unit
 

@@ -20,7 +20,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from . import kubeletnode, processes
+from . import controlplane, kubeletnode, processes
 from .binaries import CONTROL_PLANE, KUBELET_NODE, ensure_binaries, find_binary
 from .certs import Authority, Pair, service_account_key
 from .kubeconfig import build_kubeconfig, write_kubeconfig
@@ -35,7 +35,6 @@ from .state import StateDir as StateDir
 from .state import default_state_dir as default_state_dir
 from .state import leftover_pod_processes
 
-SERVICE_CIDR = "10.96.0.0/16"
 STARTUP_TIMEOUT = 90.0
 
 
@@ -81,17 +80,17 @@ def up(state_dir: StateDir, node: NodeConfig, log: Callable[[str], None] = print
         if kubelet:
             kubeletnode.bridge_up()
         etcd_url = f"http://127.0.0.1:{ports['etcd']}"
-        launch("etcd", _etcd_args(bins["etcd"], state_dir, ports))
+        launch("etcd", controlplane.etcd_args(bins["etcd"], state_dir, ports))
         _await(f"{etcd_url}/health", "etcd", state_dir, state)
-        apiserver = _apiserver_args(bins["kube-apiserver"], state_dir, ports, pki)
+        apiserver = controlplane.apiserver_args(bins["kube-apiserver"], state_dir, ports, pki)
         launch("kube-apiserver", apiserver + (kubeletnode.apiserver_args(pki) if kubelet else []))
         admin_tls = _tls(pki["ca"], pki["admin"])
         _await(f"{server}/readyz", "kube-apiserver", state_dir, state, admin_tls)
         launch(
             "kube-controller-manager",
-            _controller_manager_args(bins["kube-controller-manager"], state_dir, ports, pki),
+            controlplane.controller_manager_args(bins["kube-controller-manager"], state_dir, ports, pki),
         )
-        launch("kube-scheduler", _scheduler_args(bins["kube-scheduler"], state_dir, ports))
+        launch("kube-scheduler", controlplane.scheduler_args(bins["kube-scheduler"], state_dir, ports))
         if kubelet:
             kubeletnode.start(state_dir.root, node, bins, server, ca, pki, launch, free_port, Path.cwd())
         else:
@@ -249,91 +248,6 @@ def _make_pki(
         )
     write_kubeconfig(state_dir.kubeconfig, build_kubeconfig(server, ca.pair.cert, pki["admin"]))
     return ca, pki
-
-
-def _etcd_args(binary: Path, state_dir: StateDir, ports: dict[str, int]) -> list[str]:
-    client = f"http://127.0.0.1:{ports['etcd']}"
-    peer = f"http://127.0.0.1:{ports['etcd-peer']}"
-    return [
-        str(binary),
-        f"--data-dir={state_dir.etcd_data}",
-        f"--listen-client-urls={client}",
-        f"--advertise-client-urls={client}",
-        f"--listen-peer-urls={peer}",
-        f"--initial-advertise-peer-urls={peer}",
-        f"--initial-cluster=default={peer}",
-        "--listen-metrics-urls=",
-        # A throwaway development cluster: losing the last writes on a crash is fine.
-        "--unsafe-no-fsync",
-        "--log-level=warn",
-    ]
-
-
-def _apiserver_args(
-    binary: Path, state_dir: StateDir, ports: dict[str, int], pki: dict[str, Pair]
-) -> list[str]:
-    sa_key = state_dir.pki / "sa.key"
-    return [
-        str(binary),
-        f"--etcd-servers=http://127.0.0.1:{ports['etcd']}",
-        f"--cert-dir={state_dir.pki}",
-        f"--tls-cert-file={pki['apiserver'].cert}",
-        f"--tls-private-key-file={pki['apiserver'].key}",
-        f"--client-ca-file={pki['ca'].cert}",
-        f"--secure-port={ports['apiserver']}",
-        "--bind-address=127.0.0.1",
-        "--advertise-address=127.0.0.1",
-        "--authorization-mode=Node,RBAC",
-        f"--kubelet-client-certificate={pki['kubelet-client'].cert}",
-        f"--kubelet-client-key={pki['kubelet-client'].key}",
-        f"--kubelet-certificate-authority={pki['ca'].cert}",
-        # Nodes are reached at their InternalIP: their names are not in the machine's DNS.
-        "--kubelet-preferred-address-types=InternalIP",
-        "--enable-admission-plugins=NodeRestriction",
-        f"--service-cluster-ip-range={SERVICE_CIDR}",
-        "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
-        f"--service-account-key-file={sa_key}",
-        f"--service-account-signing-key-file={sa_key}",
-        "--allow-privileged=true",
-        "--profiling=false",
-        "--v=1",
-    ]
-
-
-def _component_common(name: str, state_dir: StateDir, port: int) -> list[str]:
-    kubeconfig = state_dir.component_kubeconfig(name)
-    return [
-        f"--kubeconfig={kubeconfig}",
-        f"--authentication-kubeconfig={kubeconfig}",
-        f"--authorization-kubeconfig={kubeconfig}",
-        "--bind-address=127.0.0.1",
-        f"--secure-port={port}",
-        f"--cert-dir={state_dir.root / 'pki' / name}",
-        "--leader-elect=false",
-        "--profiling=false",
-        "--v=1",
-    ]
-
-
-def _controller_manager_args(
-    binary: Path, state_dir: StateDir, ports: dict[str, int], pki: dict[str, Pair]
-) -> list[str]:
-    return [
-        str(binary),
-        *_component_common("controller-manager", state_dir, ports["controller-manager"]),
-        f"--service-account-private-key-file={state_dir.pki / 'sa.key'}",
-        f"--root-ca-file={pki['ca'].cert}",
-        f"--cluster-signing-cert-file={pki['ca'].cert}",
-        f"--cluster-signing-key-file={pki['ca'].key}",
-        "--use-service-account-credentials=true",
-        # Nothing here allocates pod CIDRs or talks to a cloud.
-        "--controllers=*,-nodeipam,-cloud-node-lifecycle,-service-lb-controller,-node-route-controller",
-        "--node-monitor-period=2s",
-    ]
-
-
-def _scheduler_args(binary: Path, state_dir: StateDir, ports: dict[str, int]) -> list[str]:
-    return [str(binary), *_component_common("scheduler", state_dir, ports["scheduler"])]
 
 
 def _tls(ca: Pair, client: Pair | None, verify: bool = True) -> ssl.SSLContext:

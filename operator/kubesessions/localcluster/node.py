@@ -40,7 +40,8 @@ from .kubeconfig import connection_from_kubeconfig
 from .logserver import ContainerLog, LogServer
 from .nodeconfig import HOST_IP, NodeConfig
 from .nodeobject import DESCRIPTION, node_object, node_status
-from .podrunner import PodRunner, PodServices
+from .podrunner import PodRunner
+from .podservices import PodServices
 from .state import StateDir, leftover_pod_processes
 
 log = logging.getLogger("kubesessions.processnode")

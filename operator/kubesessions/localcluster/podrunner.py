@@ -8,7 +8,6 @@ import json
 import logging
 import os
 import signal
-from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -18,8 +17,9 @@ from . import processes
 from .addresses import AddressPool
 from .logserver import ContainerLog
 from .nodeconfig import HOST_IP
+from .podservices import PodServices
 from .podspec import ContainerConfigError, ImageNotRunnable, container_argv, container_env, env_references
-from .podstatus import ContainerRecord, pod_status, termination_message, will_restart
+from .podstatus import ContainerRecord, pod_status, same_status, termination_message, will_restart
 from .probes import Prober
 
 log = logging.getLogger("kubesessions.processnode")
@@ -27,33 +27,6 @@ JSON = dict[str, Any]
 
 BACKOFF_START, BACKOFF_CAP = 1.0, 20.0  # shorter than a kubelet's 10 s .. 5 min: a dev node
 CONFIG_QUICK_RETRIES, CONFIG_RETRY_SECONDS = (0.05, 0.1, 0.2, 0.4), 2.0
-
-
-class PodServices(ABC):
-    """What a runner needs from its node."""
-
-    @property
-    @abstractmethod
-    def image_map(self) -> Mapping[str, str]: ...
-
-    @abstractmethod
-    def base_env(self) -> dict[str, str]: ...
-
-    @abstractmethod
-    async def lookup(self, kind: str, namespace: str, name: str) -> Mapping[str, str] | None: ...
-
-    @abstractmethod
-    async def patch_status(self, pod: JSON, status: JSON) -> JSON | None: ...
-
-    @abstractmethod
-    async def event(self, pod: JSON, kind: str, reason: str, message: str) -> None: ...
-
-    @abstractmethod
-    async def remove(self, pod: JSON) -> None: ...
-
-    @abstractmethod
-    async def service_account_kubeconfig(self, pod: JSON) -> JSON | None:
-        """A kubeconfig with a real token of the pod's service account, if it should get one."""
 
 
 class _PodFailed(Exception):
@@ -392,14 +365,10 @@ class PodRunner:
             start_time=self.start_time,
             failure=self.failure,
         )
-        if _same_status(status, self.last_status):
+        if same_status(status, self.last_status):
             return
         result = await self.services.patch_status(self.pod, status)
         if result is None:
             self.vanished()
             return
         self.last_status = result.get("status", status)
-
-
-def _same_status(new: JSON, old: JSON) -> bool:
-    return all(old.get(k) == v for k, v in new.items() if v is not None)

@@ -163,3 +163,8 @@ def termination_message(cspec: JSON, term_file: Path, log_path: Path, exit_code:
             tail = log_path.read_bytes()[-2048:].decode(errors="replace")
             message = "\n".join(tail.splitlines()[-80:])
     return message
+
+
+def same_status(new: JSON, old: JSON) -> bool:
+    """Whether ``old`` already says all that ``new`` says (a status patch would change nothing)."""
+    return all(old.get(k) == v for k, v in new.items() if v is not None)
