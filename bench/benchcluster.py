@@ -49,6 +49,19 @@ def create_namespace(api: client.ApiClient, namespace: str, timeout: float = 60)
         time.sleep(0.1)
 
 
+# BENCH_OPERATOR_IMPORTS=full: the operator as before kubesessions.slimimports, for comparing
+# its memory (the same command with slimimports.install made a no-op).
+OPERATOR_COMMAND = {
+    "slim": [str(Path(sys.executable).parent / "kubesessions")],
+    "full": [
+        sys.executable,
+        "-c",
+        "import sys; from kubesessions import slimimports; slimimports.install = lambda: None; "
+        "from kubesessions.entry import main; sys.argv[0] = 'kubesessions'; main()",
+    ],
+}
+
+
 @contextlib.contextmanager
 def operator(
     kubeconfig: Path, namespace: str, metrics_port: int, log: Path, *args: str, timeout: float = 60
@@ -58,7 +71,7 @@ def operator(
     with log.open("wb") as err:
         op = subprocess.Popen(
             [
-                str(Path(sys.executable).parent / "kubesessions"),
+                *OPERATOR_COMMAND[os.environ.get("BENCH_OPERATOR_IMPORTS", "slim")],
                 "operator",
                 "--namespace",
                 namespace,
