@@ -47,6 +47,7 @@ unit: $(STAMP) prometheus-deps
 BENCHES ?= localcluster worker_echo operator_bench gateway idle idle_cost warm_pool
 bench: binaries
 	for b in $(BENCHES); do $(BIN)/python bench/$$b.py; done
+	$(BIN)/python bench/summary.py
 
 demo: binaries
 	$(BIN)/kubesessions demo
