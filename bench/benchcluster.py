@@ -59,6 +59,10 @@ OPERATOR_COMMAND = {
         "import sys; from kubesessions import slimimports; slimimports.install = lambda: None; "
         "from kubesessions.entry import main; sys.argv[0] = 'kubesessions'; main()",
     ],
+    # Where the memory goes: the live allocations by line, written every 10 s (the last one
+    # before the operator stops holds the sessions) to bench-results/operator.tracemalloc.txt.
+    # Tracing costs memory and CPU itself: RSS and latencies from such a run mislead.
+    "tracemalloc": [sys.executable, "-c", (Path(__file__).parent / "tracemalloc_operator.py").read_text()],
 }
 
 
