@@ -49,14 +49,23 @@ def create_namespace(api: client.ApiClient, namespace: str, timeout: float = 60)
         time.sleep(0.1)
 
 
-# BENCH_OPERATOR_IMPORTS=full: the operator as before kubesessions.slimimports, for comparing
-# its memory (the same command with slimimports.install made a no-op).
+# BENCH_OPERATOR_IMPORTS picks the operator's command: "slim" (default) is `kubesessions`;
+# the others run the same entry point with one lever undone, to measure it side by side.
+# full: as before kubesessions.slimimports (its install() made a no-op).
 OPERATOR_COMMAND = {
     "slim": [str(Path(sys.executable).parent / "kubesessions")],
     "full": [
         sys.executable,
         "-c",
         "import sys; from kubesessions import slimimports; slimimports.install = lambda: None; "
+        "from kubesessions.entry import main; sys.argv[0] = 'kubesessions'; main()",
+    ],
+    # The API connection pool as large as the client's own default, to weigh the cap's cost.
+    "pool100": [
+        sys.executable,
+        "-c",
+        "import sys; from kubesessions import slimimports; slimimports.install(); "
+        "from kubesessions import handlers; handlers.API_CONNECTIONS = 100; "
         "from kubesessions.entry import main; sys.argv[0] = 'kubesessions'; main()",
     ],
     # Where the memory goes: the live allocations by line, written every 10 s (the last one

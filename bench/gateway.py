@@ -153,7 +153,11 @@ def caller_token(api: client.ApiClient) -> str:
         {
             "metadata": {"name": "bench"},
             "rules": [
-                {"apiGroups": ["kubesessions.io"], "resources": ["sessions"], "verbs": ["create", "get", "delete"]}
+                {
+                    "apiGroups": ["kubesessions.io"],
+                    "resources": ["sessions"],
+                    "verbs": ["create", "get", "delete"],
+                }
             ],
         },
     )

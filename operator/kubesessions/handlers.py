@@ -93,6 +93,9 @@ def build_registry(
         settings.watching.server_timeout = 300
         settings.watching.client_timeout = 330
         settings.watching.connect_timeout = 10
+        # The initial LIST (at start, or after a watch's version expired) in pages: with
+        # thousands of Sessions or pods, not one response held whole by the API server and us.
+        settings.watching.chunk_size = 500
         settings.networking.request_timeout = 30
         settings.posting.enabled = False  # the controller posts Events for real transitions only
         api = await api_client()
