@@ -54,6 +54,7 @@ unit: $(STAMP) prometheus-deps
 BENCHES ?= localcluster worker_echo operator_bench gateway idle idle_cost warm_pool failover
 bench: binaries
 	for b in $(BENCHES); do $(BIN)/python bench/$$b.py; done
+	$(BIN)/python bench/summary.py
 
 # The fault suite, full size: figures to bench-results/chaos.json (tests/cluster/test_chaos.py is the CI subset).
 chaos: binaries

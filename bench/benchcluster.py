@@ -62,6 +62,32 @@ def create_namespace(api: client.ApiClient, namespace: str, timeout: float = 60)
         time.sleep(0.1)
 
 
+# BENCH_OPERATOR_IMPORTS picks the operator's command: "slim" (default) is `kubesessions`;
+# the others run the same entry point with one lever undone, to measure it side by side.
+# full: as before kubesessions.slimimports (its install() made a no-op).
+OPERATOR_COMMAND = {
+    "slim": [str(Path(sys.executable).parent / "kubesessions")],
+    "full": [
+        sys.executable,
+        "-c",
+        "import sys; from kubesessions import slimimports; slimimports.install = lambda: None; "
+        "from kubesessions.entry import main; sys.argv[0] = 'kubesessions'; main()",
+    ],
+    # The API connection pool as large as the client's own default, to weigh the cap's cost.
+    "pool100": [
+        sys.executable,
+        "-c",
+        "import sys; from kubesessions import slimimports; slimimports.install(); "
+        "from kubesessions import handlers; handlers.API_CONNECTIONS = 100; "
+        "from kubesessions.entry import main; sys.argv[0] = 'kubesessions'; main()",
+    ],
+    # Where the memory goes: the live allocations by line, written every 10 s (the last one
+    # before the operator stops holds the sessions) to bench-results/operator.tracemalloc.txt.
+    # Tracing costs memory and CPU itself: RSS and latencies from such a run mislead.
+    "tracemalloc": [sys.executable, "-c", (Path(__file__).parent / "tracemalloc_operator.py").read_text()],
+}
+
+
 @contextlib.contextmanager
 def operator(
     kubeconfig: Path, namespace: str, metrics_port: int, log: Path, *args: str, timeout: float = 60
@@ -71,7 +97,7 @@ def operator(
     with log.open("wb") as err:
         op = subprocess.Popen(
             [
-                str(Path(sys.executable).parent / "kubesessions"),
+                *OPERATOR_COMMAND[os.environ.get("BENCH_OPERATOR_IMPORTS", "slim")],
                 "operator",
                 "--namespace",
                 namespace,

@@ -44,15 +44,27 @@ ROUNDS = 8
 NEW_SESSIONS = int(os.environ.get("BENCH_NEW_SESSIONS", "20"))
 PAYLOAD = {"message": "hello", "n": 42}
 GATEWAY_PROCESSES = os.environ.get("BENCH_GATEWAY_PROCESSES", "1")
+# BENCH_GATEWAY_PROFILE=1: the gateway runs under cProfile; its top functions by own time go to
+# bench-results/gateway.profile.txt (cProfile slows every call: ratios from such a run mislead).
+PROFILE = report.RESULTS / "gateway.pstats" if os.environ.get("BENCH_GATEWAY_PROFILE") else None
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a live process."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 async def measure(
-    clients: int, paths: dict[str, Callable[[int], Awaitable[None]]]
+    clients: int, paths: dict[str, Callable[[int], Awaitable[None]]], cpu_pids: dict[str, int] | None = None
 ) -> dict[str, dict[str, float]]:
     """Each path in turn, in short alternating rounds (so that this VM's drifting speed falls on
-    all paths alike): ``clients`` loops, client i calling ``path(i)`` back to back; ms."""
+    all paths alike): ``clients`` loops, client i calling ``path(i)`` back to back; ms. For a
+    path named in ``cpu_pids``, that process's CPU during the path's rounds, per call."""
     latencies: dict[str, list[float]] = {name: [] for name in paths}
     elapsed = dict.fromkeys(paths, 0.0)
+    cpu = dict.fromkeys(paths, 0.0)
+    pids = cpu_pids or {}
 
     async def loop(
         once: Callable[[int], Awaitable[None]], i: int, stop: float, out: list[float] | None
@@ -69,9 +81,12 @@ async def measure(
     for _ in range(ROUNDS):
         for name, once in paths.items():
             began = time.monotonic()
+            cpu_began = cpu_seconds(pids[name]) if name in pids else 0.0
             stop = began + SECONDS / ROUNDS
             await asyncio.gather(*(loop(once, i, stop, latencies[name]) for i in range(clients)))
             elapsed[name] += time.monotonic() - began
+            if name in pids:
+                cpu[name] += cpu_seconds(pids[name]) - cpu_began
     return {
         name: {
             "p50_ms": report.percentile(values, 50),
@@ -80,19 +95,42 @@ async def measure(
             "n": len(values),
             "samples_ms": values,  # for the plot, not the JSON
         }
+        | ({"cpu_ms_per_call": cpu[name] * 1000 / len(values)} if name in pids else {})
         for name, values in latencies.items()
     }
 
 
-def start(kubeconfig: Path, log: Path, *args: str) -> subprocess.Popen[bytes]:
+def start(kubeconfig: Path, log: Path, *args: str, profile: str = "") -> subprocess.Popen[bytes]:
+    """`kubesessions ARGS`; with ``profile`` (a path), under cProfile, its stats written there
+    when the command returns (the gateway does on SIGTERM)."""
     env = {**os.environ, "KUBECONFIG": str(kubeconfig)}
+    command = [str(Path(sys.executable).parent / "kubesessions")]
+    if profile:
+        command = [
+            sys.executable,
+            "-c",
+            "import cProfile, sys; from kubesessions.entry import main; sys.argv[0] = 'kubesessions'; "
+            f"cProfile.run('main()', {profile!r})",
+        ]
     with log.open("wb") as out:
         return subprocess.Popen(
-            [str(Path(sys.executable).parent / "kubesessions"), *args],
+            [*command, *args],
             env=env,
             stdout=out,
             stderr=subprocess.STDOUT,
         )
+
+
+def write_profile(stats: Path, text: Path) -> None:
+    """The profiled gateway's top functions, by own time and by cumulative time."""
+    import io
+    import pstats
+
+    out = io.StringIO()
+    for order in ("tottime", "cumulative"):
+        pstats.Stats(str(stats), stream=out).strip_dirs().sort_stats(order).print_stats(35)
+    text.write_text(out.getvalue())
+    print(f"profile: {text}")
 
 
 def wait_http(url: str, timeout: float = 60) -> None:
@@ -115,7 +153,11 @@ def caller_token(api: client.ApiClient) -> str:
         {
             "metadata": {"name": "bench"},
             "rules": [
-                {"apiGroups": ["kubesessions.io"], "resources": ["sessions"], "verbs": ["create", "get"]}
+                {
+                    "apiGroups": ["kubesessions.io"],
+                    "resources": ["sessions"],
+                    "verbs": ["create", "get", "delete"],
+                }
             ],
         },
     )
@@ -131,7 +173,7 @@ def caller_token(api: client.ApiClient) -> str:
     return token
 
 
-async def scenarios(gateway: str, token: str, api: client.ApiClient) -> dict[str, Any]:
+async def scenarios(gateway: str, token: str, api: client.ApiClient, gateway_pid: int) -> dict[str, Any]:
     headers = {"Authorization": f"Bearer {token}", "X-Kubesessions-Namespace": NS}
     # The load generator shares the 2 cores with what it measures: bodies and headers are made
     # once, not per call, the same way for both paths.
@@ -181,7 +223,9 @@ async def scenarios(gateway: str, token: str, api: client.ApiClient) -> dict[str
                 assert r.status == 200
 
         for clients in (1, 10):
-            measured = await measure(clients, {"direct": direct, "gateway": via_gateway})
+            # CPU per call is the serving process's own: with one gateway process, that one.
+            cpu_pids = {"gateway": gateway_pid} if GATEWAY_PROCESSES == "1" else {}
+            measured = await measure(clients, {"direct": direct, "gateway": via_gateway}, cpu_pids)
             worker, through = measured["direct"], measured["gateway"]
             results[f"{clients}_clients"] = {
                 "direct": worker,
@@ -189,6 +233,7 @@ async def scenarios(gateway: str, token: str, api: client.ApiClient) -> dict[str
                 "added_p50_ms": through["p50_ms"] - worker["p50_ms"],
                 "added_p99_ms": through["p99_ms"] - worker["p99_ms"],
                 "p50_ratio": through["p50_ms"] / worker["p50_ms"],
+                "p99_ratio": through["p99_ms"] / worker["p99_ms"],
             }
         firsts = []
         for _ in range(NEW_SESSIONS):
@@ -245,17 +290,20 @@ def main() -> None:
                     str(gw_port),
                     "--processes",
                     GATEWAY_PROCESSES,
+                    profile=str(PROFILE.resolve()) if PROFILE else "",
                 )
             )
             wait_http(f"http://127.0.0.1:{op_port}/healthz")
             wait_http(f"http://127.0.0.1:{gw_port}/readyz")
             with asyncio.Runner(loop_factory=uvloop.new_event_loop) as loop:
-                results = loop.run(scenarios(f"http://127.0.0.1:{gw_port}", token, api))
+                results = loop.run(scenarios(f"http://127.0.0.1:{gw_port}", token, api, procs[-1].pid))
         finally:
             for proc in procs:
                 proc.terminate()
                 proc.wait(timeout=15)
             cluster.down(state_dir)
+    if PROFILE and PROFILE.exists():
+        write_profile(PROFILE, PROFILE.with_suffix(".profile.txt"))
     rows = []
     for clients, target in (("1", "added p50 <= 1 ms, p99 <= 3 ms"), ("10", "gateway p50 < 1.2 ms")):
         r = results[f"{clients}_clients"]
@@ -280,8 +328,17 @@ def main() -> None:
                 f"{r['direct']['calls_per_s']:.0f} / {r['gateway']['calls_per_s']:.0f}",
                 "",
             ),
-            (f"{clients} client(s): gateway/direct p50", f"{r['p50_ratio']:.2f}x", ""),
+            (f"{clients} client(s): gateway/direct p50", f"{r['p50_ratio']:.2f}x", "<= 1.6x"),
+            (f"{clients} client(s): gateway/direct p99", f"{r['p99_ratio']:.2f}x", "<= 1.6x"),
         ]
+        if "cpu_ms_per_call" in r["gateway"]:
+            rows.append(
+                (
+                    f"{clients} client(s): gateway CPU ms per call",
+                    f"{r['gateway']['cpu_ms_per_call']:.3f}",
+                    "<= 0.23 ms" if clients == "10" else "",
+                )
+            )
     new = results["new_to_first_output"]
     rows.append(
         (

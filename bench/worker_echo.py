@@ -2,9 +2,13 @@
 
 Starts `kubesessions-worker` with the echo app on 127.0.0.1 in a subprocess and measures
 `POST /run` with an aiohttp client at 1 and 8 concurrent clients (the 8 queue behind each
-other in the worker). Side by side, in this process: the app called directly, and the same
-app through the runner (FIFO queue + app thread) without HTTP, so the queue's overhead and
-HTTP's share are visible. Run with `.venv/bin/python bench/worker_echo.py`.
+other in the worker). The worker runs on uvloop (as installed by the [worker] extra) and,
+for comparison, on asyncio's own loop (uvloop made unimportable); the two alternate over
+ROUNDS rounds and each figure is the median over rounds, so a busy machine weighs on both
+alike. This process runs on the same loop as the gateway (the worker's real client).
+Side by side, in this process: the app called directly, and the same app through the runner
+(FIFO queue + app thread) without HTTP, so the queue's overhead and HTTP's share are
+visible. Run with `.venv/bin/python bench/worker_echo.py`.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import asyncio
 import json
 import os
 import secrets
+import statistics
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -24,12 +29,14 @@ import aiohttp
 sys.path.insert(0, str(Path(__file__).parent))
 import report
 
+from kubesessions import eventloop
 from kubesessions_worker.app import AppHost
 from kubesessions_worker.examples.echo import Echo
-from kubesessions_worker.runner import Done, Output, Runner
+from kubesessions_worker.runner import Done, Runner
 from kubesessions_worker.termination import Reason
 
-SECONDS = 3.0  # per scenario, after a short warm-up
+SECONDS = 2.0  # per scenario, after a short warm-up
+ROUNDS = 3  # of each loop, alternating
 WARMUP = 0.5
 TOKEN = secrets.token_urlsafe(32)
 PAYLOAD = {"input": {"message": "hello", "n": 42}}
@@ -65,7 +72,18 @@ async def measure(clients: int, once: Callable[[], Awaitable[None]]) -> dict[str
     }
 
 
-async def start_worker() -> tuple[asyncio.subprocess.Process, str]:
+LOOPS = {
+    "uvloop": [],
+    # The same command with uvloop unimportable, so the worker falls back to asyncio's loop.
+    "asyncio": [
+        "-c",
+        "import sys; sys.modules['uvloop'] = None; "
+        "from kubesessions_worker.cli import main; sys.exit(main(sys.argv[1:]))",
+    ],
+}
+
+
+async def start_worker(loop: str) -> tuple[asyncio.subprocess.Process, str]:
     env = {
         **os.environ,
         "SESSION_ID": "bench",
@@ -73,9 +91,13 @@ async def start_worker() -> tuple[asyncio.subprocess.Process, str]:
         "KUBESESSIONS_SESSION_TOKEN": TOKEN,
         "KUBESESSIONS_TERMINATION_MESSAGE_PATH": os.devnull,
     }
-    worker = Path(sys.executable).parent / "kubesessions-worker"
+    command = (
+        [sys.executable, *LOOPS[loop]]
+        if LOOPS[loop]
+        else [str(Path(sys.executable).parent / "kubesessions-worker")]
+    )
     proc = await asyncio.create_subprocess_exec(
-        str(worker), "--host=127.0.0.1", "--port=0", env=env, stderr=asyncio.subprocess.PIPE
+        *command, "--host=127.0.0.1", "--port=0", env=env, stderr=asyncio.subprocess.PIPE
     )
     assert proc.stderr is not None
     async with asyncio.timeout(20):
@@ -125,8 +147,8 @@ async def in_process_scenarios() -> dict[str, dict[str, Any]]:
 
     async def queued() -> None:
         call = runner.submit(PAYLOAD["input"])
-        while isinstance(event := await call.events.get(), Output):
-            pass
+        async for batch in call.follow():
+            event = batch[-1]
         assert isinstance(event, Done), event
 
     results = {"direct_1": await measure(1, direct)}
@@ -137,13 +159,41 @@ async def in_process_scenarios() -> dict[str, dict[str, Any]]:
     return results
 
 
+async def http_rounds() -> dict[str, Any]:
+    """ROUNDS rounds of each loop, alternating; per loop and client count, the median round."""
+    rounds: dict[str, list[dict[str, Any]]] = {}
+    for _ in range(ROUNDS):
+        for loop in LOOPS:
+            proc, url = await start_worker(loop)
+            try:
+                for name, result in (await http_scenarios(url)).items():
+                    rounds.setdefault(f"{name}_{loop}", []).append(result)
+            finally:
+                proc.terminate()
+                await proc.wait()
+    results: dict[str, Any] = {}
+    for key, runs in rounds.items():
+        results[key] = {
+            field: statistics.median(r[field] for r in runs)
+            for field in ("calls", "calls_per_second", "p50_ms", "p99_ms", "max_ms")
+        } | {
+            "clients": runs[0]["clients"],
+            "rounds": [{k: v for k, v in r.items() if k != "samples_ms"} for r in runs],
+        }
+        results[key]["samples_ms"] = [x for r in runs for x in r["samples_ms"]]
+    for clients in (1, 8):
+        base, fast = results[f"http_{clients}_asyncio"], results[f"http_{clients}_uvloop"]
+        results[f"http_{clients}_uvloop_vs_asyncio"] = {
+            "p50_ratio": fast["p50_ms"] / base["p50_ms"],
+            "calls_per_second_ratio": fast["calls_per_second"] / base["calls_per_second"],
+        }
+    # The worker as shipped: uvloop.
+    results["http_1"], results["http_8"] = results["http_1_uvloop"], results["http_8_uvloop"]
+    return results
+
+
 async def main() -> None:
-    proc, url = await start_worker()
-    try:
-        results = await http_scenarios(url)
-    finally:
-        proc.terminate()
-        await proc.wait()
+    results = await http_rounds()
     results |= await in_process_scenarios()
     results["queue_overhead_p50_ms"] = results["runner_1"]["p50_ms"] - results["direct_1"]["p50_ms"]
     results["http_share_p50_ms"] = results["http_1"]["p50_ms"] - results["runner_1"]["p50_ms"]
@@ -157,8 +207,19 @@ async def main() -> None:
         ]
 
     rows = [
-        *row("http_1", "http, 1 client", "p50 <= 1 ms"),
-        *row("http_8", "http, 8 clients", ">= 2,000 calls/s"),
+        *row("http_1_uvloop", "http uvloop, 1 client", "p50 <= 0.35 ms"),
+        *row("http_8_uvloop", "http uvloop, 8 clients", ">= 3,000 calls/s"),
+        *row("http_1_asyncio", "http asyncio, 1 client"),
+        *row("http_8_asyncio", "http asyncio, 8 clients"),
+        *(
+            (
+                f"uvloop/asyncio, {c} client(s)",
+                f"{results[f'http_{c}_uvloop_vs_asyncio']['p50_ratio']:.2f} / "
+                f"{results[f'http_{c}_uvloop_vs_asyncio']['calls_per_second_ratio']:.2f}",
+                "p50 ratio / calls/s ratio",
+            )
+            for c in (1, 8)
+        ),
         *row("runner_1", "runner (no http), 1"),
         *row("runner_8", "runner (no http), 8"),
         *row("direct_1", "app called directly"),
@@ -166,15 +227,19 @@ async def main() -> None:
         ("http share p50 ms", f"{results['http_share_p50_ms']:.3f}", "http_1 - runner_1"),
     ]
     labels = {
-        "http_1": "http, 1 client",
-        "http_8": "http, 8 clients",
+        "http_1_uvloop": "http uvloop, 1 client",
+        "http_8_uvloop": "http uvloop, 8 clients",
+        "http_1_asyncio": "http asyncio, 1 client",
+        "http_8_asyncio": "http asyncio, 8 clients",
         "runner_1": "runner, 1",
         "runner_8": "runner, 8",
         "direct_1": "app directly",
     }
     samples = {label: results[name].pop("samples_ms") for name, label in labels.items()}
+    for name in ("http_1", "http_8"):  # the same objects as the uvloop rows
+        results[name] = {k: v for k, v in results[name].items() if k != "rounds"}
     report.write("worker_echo", results, rows, samples=samples)
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    eventloop.run(main())

@@ -270,6 +270,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     logs.setup()
     if args.command in ("operator", "gateway"):
+        from . import slimimports
+
+        slimimports.install()  # before kopf or the Kubernetes client is imported
         require_kube_config(args.command)
     if args.command == "localcluster":
         _localcluster(args)

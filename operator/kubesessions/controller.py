@@ -21,7 +21,7 @@ from kubernetes_asyncio.client.exceptions import ApiException
 from . import accounting, builders, pool
 from .builders import CLOSE_ANNOTATION
 from .children import ALL_CHILDREN, Children
-from .kubeobjects import newer
+from .kubeobjects import cacheable, newer
 from .models import (
     GROUP,
     VERSION,
@@ -80,6 +80,7 @@ class Controller:
     # -- fed by the watches ---------------------------------------------------------------
 
     def session_seen(self, body: JSON, deleted: bool) -> None:
+        body = cacheable(body)
         key = (body["metadata"]["namespace"], body["metadata"]["name"])
         if deleted:
             self.sessions.pop(key, None)
@@ -95,6 +96,7 @@ class Controller:
         self.queue.add(key)
 
     def pod_seen(self, body: JSON, deleted: bool) -> None:
+        body = cacheable(body)
         self.pool.pod_seen(body, deleted)
         session = (body.get("metadata", {}).get("labels") or {}).get(builders.SESSION_LABEL)
         if not session:
@@ -110,6 +112,7 @@ class Controller:
         self.queue.add(key)
 
     def app_seen(self, body: JSON, deleted: bool) -> None:
+        body = cacheable(body)
         meta = body["metadata"]
         key = (meta["namespace"], meta["name"])
         cached = self.apps.get(key)

@@ -31,6 +31,7 @@ from .models import GROUP, VERSION
 from .poolmetrics import writes_lines
 
 log = logging.getLogger("kubesessions.operator")
+API_CONNECTIONS = 16  # at most, to the API server, per process (the operator's, the gateway's)
 
 
 async def api_client() -> client.ApiClient:
@@ -39,7 +40,12 @@ async def api_client() -> client.ApiClient:
         config.load_incluster_config()  # type: ignore[no-untyped-call]
     except config.ConfigException:
         await config.load_kube_config()
-    api = client.ApiClient()
+    configuration = client.Configuration.get_default_copy()
+    # Each pooled TLS connection to the API server holds ~0.3 MB (asyncio's 256 KiB read buffer,
+    # OpenSSL's state); the client's default of 100 kept ~110 open after a 100-Session burst,
+    # 14 MiB of buffers. The API server on a small control plane serves few at once anyway.
+    configuration.connection_pool_maxsize = API_CONNECTIONS
+    api = client.ApiClient(configuration)
     if not urllib.request.getproxies():
         # The client's aiohttp session looks for proxy variables and a .netrc on every request,
         # two hops to a thread each (about a tenth of the operator's CPU in a burst). With no proxy
@@ -86,6 +92,9 @@ def configure_kopf(settings: kopf.OperatorSettings) -> None:
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.watching.connect_timeout = 10
+    # The initial LIST (at start, or after a watch's version expired) in pages: with thousands
+    # of Sessions or pods, not one response held whole by the API server and us.
+    settings.watching.chunk_size = 500
     settings.networking.request_timeout = 30
     settings.posting.enabled = False  # the controller posts Events for real transitions only
 

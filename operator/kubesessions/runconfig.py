@@ -10,8 +10,10 @@ import socket
 import sys
 from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from .leader import LeaseSettings
+if TYPE_CHECKING:  # imported when used: kopf's and the client's imports wait for slimimports
+    from .leader import LeaseSettings
 
 IN_CLUSTER_TOKEN = Path("/var/run/secrets/kubernetes.io/serviceaccount/token")
 
@@ -48,6 +50,8 @@ def require_kube_config(command: str) -> None:
 
 
 def lease_settings(args: argparse.Namespace) -> LeaseSettings:
+    from .leader import LeaseSettings
+
     try:
         return LeaseSettings(
             namespace=args.lease_namespace,

@@ -11,7 +11,7 @@ from kubernetes_asyncio.client.exceptions import ApiException
 
 from .accounting import Accounting
 from .builders import build_event
-from .kubeobjects import MERGE_PATCH
+from .kubeobjects import MERGE_PATCH, cacheable
 from .models import GROUP, VERSION, Condition, Phase, SessionStatus, StartedFrom
 from .sessionstate import JSON, Key
 from .status import Verdict, as_json, desired_status, finished, status_patch
@@ -79,8 +79,10 @@ class StatusWriter:
         """A merge patch of these status fields; the updated Session goes into the cache."""
         self.writes["patch sessions/status"] += 1
         options: dict[str, Any] = {"_content_type": MERGE_PATCH}  # not in the client's typed signature
-        self.sessions[key] = await self.custom.patch_namespaced_custom_object_status(
-            GROUP, VERSION, key[0], "sessions", key[1], {"status": fields}, **options
+        self.sessions[key] = cacheable(
+            await self.custom.patch_namespaced_custom_object_status(
+                GROUP, VERSION, key[0], "sessions", key[1], {"status": fields}, **options
+            )
         )
 
     async def set_unreachable(self, key: Key, body: JSON, error: str | None) -> None:

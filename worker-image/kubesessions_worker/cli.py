@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import sys
 from collections.abc import Sequence
 
-from kubesessions import extras
+from kubesessions import eventloop, extras
 
 from . import logs, termination
 from .settings import Settings, SettingsError, termination_path
@@ -28,4 +27,4 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .lifecycle import serve  # imports the worker's dependencies
 
     logs.setup(settings.session_id, settings.log_level)
-    return asyncio.run(serve(settings)).exit_code
+    return eventloop.run(serve(settings)).exit_code

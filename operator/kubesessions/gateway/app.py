@@ -16,7 +16,7 @@ from typing import Any
 
 from aiohttp import web
 
-from .. import logs
+from .. import eventloop, logs
 from ..handlers import api_client
 from . import compat, openapi
 from .auth import Authorizer, KubernetesAuth, NoAuth
@@ -287,13 +287,7 @@ def run(settings: GatewaySettings) -> None:
 
 
 def _serve_here(settings: GatewaySettings) -> None:
-    try:
-        import uvloop
-    except ImportError:  # optional: the standard loop works, at more CPU per call
-        asyncio.run(serve(settings))
-    else:
-        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-            runner.run(serve(settings))
+    eventloop.run(serve(settings))
 
 
 def _child(settings: GatewaySettings) -> None:

@@ -20,7 +20,7 @@ from kubernetes_asyncio import client, watch
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from ..builders import MANAGED_BY, MANAGER, SESSION_LABEL, TOKEN_KEY
-from ..kubeobjects import newer
+from ..kubeobjects import cacheable, newer
 from ..models import GROUP, VERSION
 
 log = logging.getLogger("kubesessions.gateway")
@@ -186,7 +186,7 @@ class Cache:
 
         def entry(body: JSON) -> tuple[Key, Any]:
             if kind != "tokens":
-                return key_of(body), body
+                return key_of(body), cacheable(body)
             meta = body["metadata"]
             session = (meta.get("labels") or {}).get(SESSION_LABEL)
             data = (body.get("data") or {}).get(TOKEN_KEY)

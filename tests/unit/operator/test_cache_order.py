@@ -4,7 +4,7 @@ from typing import Any
 
 import pytest
 
-from kubesessions.kubeobjects import newer
+from kubesessions.kubeobjects import cacheable, newer
 
 pytestmark = pytest.mark.unit
 
@@ -26,3 +26,15 @@ def test_a_new_object_of_the_same_name_always_wins() -> None:
 
 def test_unparseable_versions_trust_the_event() -> None:
     assert newer(obj("abc"), obj("100"))
+
+
+def test_cached_bodies_leave_out_managed_fields_and_the_event_body_stays_whole() -> None:
+    event = {
+        "metadata": {"name": "s", "uid": "u1", "managedFields": [{"manager": "kubesessions"}]},
+        "status": {"phase": "Running"},
+    }
+    kept = cacheable(event)
+    assert kept == {"metadata": {"name": "s", "uid": "u1"}, "status": {"phase": "Running"}}
+    assert event["metadata"]["managedFields"] == [{"manager": "kubesessions"}]  # kopf's, untouched
+    plain = {"metadata": {"name": "s"}}
+    assert cacheable(plain) is plain  # nothing to leave out: no copy
