@@ -248,7 +248,8 @@ def test_default_install_isolates_workers_with_a_network_policy(
     # Default values (every namespace served). The process node cannot enforce NetworkPolicy:
     # this shows the object the operator keeps and that its selectors name the chart's own
     # gateway and operator pods; enforcement needs a node whose network plugin applies it.
-    values = ["image.tag=0.1.0", "crds.enabled=false", "gateway.replicas=1"]
+    # gateway.host: the process node's pods share the machine's network (see the release fixture).
+    values = ["image.tag=0.1.0", "crds.enabled=false", "gateway.replicas=1", "gateway.host=$(POD_IP)"]
     install(kube, "ksnp", namespace, values)
     try:
         body = yaml.safe_load((REPO / "examples" / "app-counter.yaml").read_text())
