@@ -170,3 +170,25 @@ def test_kube_chain_removal_unhooks_then_flushes_then_deletes() -> None:
         ["-X", "KUBE-KUBELET-CANARY"],
         ["-X", "KUBE-SERVICES"],
     ]
+
+
+def test_the_kubelet_serves_a_certificate_the_api_server_trusts_for_its_ip(tmp_path: Path) -> None:
+    # The API server checks the kubelet's serving certificate (--kubelet-certificate-authority):
+    # a self-signed one, or one without the node's IP, fails `kubectl logs` and `exec` with
+    # "x509: cannot validate certificate for 10.250.0.1 because it doesn't contain any IP SANs".
+    import ipaddress
+
+    from cryptography import x509
+
+    from kubesessions.localcluster.certs import Authority
+
+    ca = Authority(tmp_path / "pki")
+    serving = kubeletnode.issue_certs(ca)["kubelet-serving"]
+    config = kubeletnode.kubelet_config(
+        NodeConfig(), tmp_path, ca.pair.cert, {"kubelet": 1, "kubelet-healthz": 2}, serving
+    )
+    assert (config["tlsCertFile"], config["tlsPrivateKeyFile"]) == (str(serving.cert), str(serving.key))
+    cert = x509.load_pem_x509_certificate(serving.cert.read_bytes())
+    sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert ipaddress.ip_address(kubeletnode.NETWORK.gateway) in sans.get_values_for_type(x509.IPAddress)
+    assert cert.issuer == x509.load_pem_x509_certificate(ca.pair.cert.read_bytes()).subject

@@ -75,6 +75,9 @@ def issue_certs(ca: Authority) -> dict[str, Pair]:
         ),
         # Bound to system:node-proxier by the API server's default RBAC.
         "kube-proxy": ca.issue("kube-proxy", "system:kube-proxy"),
+        # The kubelet's serving certificate, from the cluster CA and naming the node's address:
+        # the API server checks it (--kubelet-certificate-authority) for logs and exec.
+        "kubelet-serving": ca.issue("kubelet-serving", "kubelet", server_names=(NETWORK.gateway,)),
     }
 
 
@@ -101,8 +104,12 @@ def bridge_up() -> None:
     _ip("link", "set", NETWORK.bridge, "up")
 
 
-def kubelet_config(node: NodeConfig, root: Path, ca: Path, ports: dict[str, int]) -> dict[str, object]:
+def kubelet_config(
+    node: NodeConfig, root: Path, ca: Path, ports: dict[str, int], serving: Pair | None = None
+) -> dict[str, object]:
+    tls = {"tlsCertFile": str(serving.cert), "tlsPrivateKeyFile": str(serving.key)} if serving else {}
     return {
+        **tls,
         "apiVersion": "kubelet.config.k8s.io/v1beta1",
         "kind": "KubeletConfiguration",
         # This machine: cgroup v1 (hybrid), no systemd cgroup manager, no swap.
@@ -184,7 +191,7 @@ def start(
     kubelet_dir = state_root / "kubelet"
     kubelet_dir.mkdir(parents=True, exist_ok=True)
     ports = {"kubelet": free_port(), "kubelet-healthz": free_port()}
-    config = kubelet_config(node, state_root, ca.pair.cert, ports)
+    config = kubelet_config(node, state_root, ca.pair.cert, ports, pki["kubelet-serving"])
     (kubelet_dir / "config.json").write_text(json.dumps(config, indent=2))
     launch(
         "kubelet",
