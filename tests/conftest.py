@@ -10,7 +10,7 @@ import sys
 import time
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Self, TypeVar
@@ -227,12 +227,31 @@ def _free_port() -> int:
         return port
 
 
+FAILED = pytest.StashKey[bool]()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    report: pytest.TestReport = yield
+    if report.failed:
+        item.stash[FAILED] = True
+    return report
+
+
 @pytest.fixture
-def operator(kube: Cluster, namespace: str, crds: None, tmp_path: Path) -> Iterator[OperatorProcess]:
-    """A running operator for this test's namespace (short tombstone retention)."""
+def operator(
+    kube: Cluster, namespace: str, crds: None, tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[OperatorProcess]:
+    """A running operator for this test's namespace (short tombstone retention). The end of its
+    log is printed when the test fails: CI keeps no other trace of what the operator did."""
     op = OperatorProcess(kube, namespace, tmp_path, "--retention", "5").start()
     yield op
     op.stop()
+    if request.node.stash.get(FAILED, False):
+        print(f"--- the operator's log ({op.log}), last 80 lines ---")
+        print("\n".join(op.log.read_text(errors="replace").splitlines()[-80:]))
 
 
 def await_session(

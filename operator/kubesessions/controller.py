@@ -199,13 +199,18 @@ class Controller:
                     return await self._finish(key, body, Verdict(Phase.FAILED, "InvalidSpec", str(exc)))
                 if spec.app is not None and app is not None and app.warmPool and app.warmPool.size:
                     # The Secret and Service are the Session's either way; the claim races them.
-                    _, pod = await asyncio.gather(
+                    access, claimed = await asyncio.gather(
                         self.children.ensure_access(key, ref, spec.app, tracked),
                         self.pool.claim(ref, spec.app, app, spec),
+                        return_exceptions=True,
                     )
-                    if pod is not None:
-                        self.pods[key] = pod
-                        manifest = None
+                    # A worker claimed is the Session's even if the access write failed: the
+                    # retry must find it, not claim a second one or start cold.
+                    if isinstance(claimed, dict):
+                        pod, self.pods[key], manifest = claimed, claimed, None
+                    for outcome in (access, claimed):
+                        if isinstance(outcome, BaseException):
+                            raise outcome
             if await self.children.ensure(key, ref, spec.app, tracked, manifest):
                 # The status waits for the pod's watch event (moments away; the requeue is a
                 # safety net): in a burst, creating the next Session's pod comes first, and the

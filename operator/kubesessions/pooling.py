@@ -35,6 +35,8 @@ log = logging.getLogger("kubesessions.operator")
 
 # An App's "pool exhausted" Event is posted at most this often (seconds).
 EXHAUSTED_EVENT_INTERVAL = 30.0
+# Claim patches tried on one worker (conflicts, or errors that may hide a landed patch).
+CLAIM_TRIES = 3
 # The longest wait before starting pool workers again after they kept exiting (seconds).
 MAX_BACKOFF = 300.0
 
@@ -280,26 +282,24 @@ class Pooling:
         return None
 
     async def _take(self, session: builders.SessionRef, candidate: pool.Member) -> JSON | None:
-        """The claim patch; on a conflict, once more if the worker is still free and ready."""
-        for _ in range(2):
+        """The claim patch; on a conflict, or an error after which the patch may or may not have
+        landed, read the worker: ours already, or tried again while it is still free and ready."""
+        for _ in range(CLAIM_TRIES):
             self.writes["patch pods"] += 1
-            options: dict[str, Any] = {"_content_type": MERGE_PATCH, "_preload_content": False}
-            patch: Callable[..., Awaitable[Any]] = self.core.patch_namespaced_pod  # raw reply
-            reply = await patch(
-                candidate.name,
-                session.namespace,
-                pool.claim_patch(candidate, session, rfc3339()),
-                **options,
-            )
             try:
-                if 200 <= reply.status < 300:
-                    return cast(JSON, json.loads(await reply.read()))
-                if reply.status not in (404, 409):
-                    raise ApiException(status=reply.status, reason=(await reply.text())[:1000])
-            finally:
-                reply.release()
-            if reply.status == 404:
-                return None
+                reply = await self._patch_claim(session, candidate)
+            except (ApiException, aiohttp.ClientError, TimeoutError) as exc:
+                log.warning(
+                    "session %s/%s: claiming %s failed (%s); reading it back",
+                    session.namespace,
+                    session.name,
+                    candidate.name,
+                    getattr(exc, "status", None) or exc,
+                    extra={"session": session.name, "namespace": session.namespace},
+                )
+                reply = None
+            if reply is not None:
+                return reply
             try:
                 fresh = self.api.sanitize_for_serialization(
                     await self.core.read_namespaced_pod(candidate.name, session.namespace)
@@ -308,11 +308,30 @@ class Pooling:
                 if exc.status == 404:
                     return None
                 raise
+            if pool.claimed_at(fresh, session.uid) is not None:
+                return cast(JSON, fresh)  # the failed-looking patch had landed
             candidate = pool.member(fresh)
             labels = fresh["metadata"].get("labels") or {}
             if not labels.get(pool.POOL_LABEL) or not candidate.ready or candidate.deleting:
                 return None  # someone else's now
         return None
+
+    async def _patch_claim(self, session: builders.SessionRef, candidate: pool.Member) -> JSON | None:
+        """The conditional patch: the claimed pod, or None on 409 Conflict (or 404, as the read
+        after it shows); raises on any other error."""
+        options: dict[str, Any] = {"_content_type": MERGE_PATCH, "_preload_content": False}
+        patch: Callable[..., Awaitable[Any]] = self.core.patch_namespaced_pod  # raw reply
+        reply = await patch(
+            candidate.name, session.namespace, pool.claim_patch(candidate, session, rfc3339()), **options
+        )
+        try:
+            if 200 <= reply.status < 300:
+                return cast(JSON, json.loads(await reply.read()))
+            if reply.status not in (404, 409):
+                raise ApiException(status=reply.status, reason=(await reply.text())[:1000])
+            return None
+        finally:
+            reply.release()
 
     async def hand_over(
         self, session: builders.SessionRef, app_name: str, pod: JSON, token: str, timeout: int, started: float
