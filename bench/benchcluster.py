@@ -3,6 +3,7 @@ and the operator running."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import subprocess
@@ -14,8 +15,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import urllib3
-from kubernetes import client, utils, watch
+from kubernetes import client, utils
+from kubernetes_asyncio import client as aclient
+
+from kubesessions.informer import Informer
 
 REPO = Path(__file__).parent.parent
 
@@ -134,37 +137,61 @@ def watch_objects(
     limit: float,
     established: threading.Event | None = None,
 ) -> None:
-    """Feed each watch event (type, object as a plain dict) to ``until`` until it returns True
-    or ``limit`` seconds pass. Objects stay dicts (turning each pod into model objects costs the
-    bench's CPU and makes it a slow watcher), and a watch the API server ends early, as it
-    does to watchers that fall behind, is opened again from where it was.
+    """Feed each object (type, object as a plain dict) to ``until`` until it returns True or
+    ``limit`` seconds pass: every object listed first (as ADDED), then each change.
 
-    ``established`` is set once the watch is known to be open: its first event, or the bookmark
-    the API server sends after the initial list (asked for with sendInitialEvents, which the
-    core API's list calls take), so a bench need not guess with a sleep."""
-    deadline = time.monotonic() + limit
-    version: str | None = None
-    while (left := deadline - time.monotonic()) >= 1:  # a watch timeout of 0 would mean none
-        w = watch.Watch(return_type="object")
-        options: dict[str, object] = {"resource_version": version} if version else {}
-        if established is not None and not version:
-            options |= {
-                "allow_watch_bookmarks": True,
-                "send_initial_events": True,
-                "resource_version_match": "NotOlderThan",
-            }
+    ``list_objects`` is a list call of the sync client the bench uses (``core.list_namespaced_pod``);
+    the watching itself is the project's one list-then-watch loop (:mod:`kubesessions.informer`,
+    on kubernetes_asyncio, with the same connection settings), in an event loop of this thread.
+    Objects stay dicts: model objects cost the bench's CPU and make it a slow watcher.
+    ``established`` is set once the list is in: every later change comes through the watch, so a
+    bench need not guess with a sleep."""
+    asyncio.run(_watch(list_objects, args, until, limit, established))
+
+
+async def _watch(
+    list_objects: Callable[..., object],
+    args: tuple[str, ...],
+    until: Callable[[str, dict[str, object]], bool],
+    limit: float,
+    established: threading.Event | None,
+) -> None:
+    sync_api: Any = list_objects.__self__  # type: ignore[attr-defined]  # a bound method of a sync API
+    async with aclient.ApiClient(_async_configuration(sync_api.api_client.configuration)) as api:
+        lister = getattr(getattr(aclient, type(sync_api).__name__)(api), list_objects.__name__)
+        done = asyncio.Event()
+
+        def changed(kind: str, obj: dict[str, object]) -> None:
+            if not done.is_set() and until(kind, obj):
+                done.set()
+
+        def listed(items: list[dict[str, object]]) -> None:
+            for item in items:
+                changed("ADDED", item)
+            if established is not None:
+                established.set()
+
+        task = asyncio.create_task(Informer(f"bench watch {args}", lister, args, listed, changed).run())
         try:
-            for event in w.stream(list_objects, *args, timeout_seconds=int(left), **options):
-                if established is not None:
-                    established.set()
-                if event["type"] == "BOOKMARK":
-                    continue
-                if until(event["type"], event["object"]):
-                    w.stop()
-                    return
-        except (urllib3.exceptions.HTTPError, OSError):
-            time.sleep(0.1)  # the connection dropped (or the cluster is going): try again
-        version = w.resource_version
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(done.wait(), limit)
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
+def _async_configuration(sync: client.Configuration) -> aclient.Configuration:
+    """The sync client's connection settings (server, CA, client certificate) for kubernetes_asyncio."""
+    settings = aclient.Configuration(host=sync.host)
+    settings.ssl_ca_cert, settings.cert_file, settings.key_file = (
+        sync.ssl_ca_cert,
+        sync.cert_file,
+        sync.key_file,
+    )
+    settings.verify_ssl = sync.verify_ssl
+    settings.api_key, settings.api_key_prefix = dict(sync.api_key), dict(sync.api_key_prefix)
+    return settings
 
 
 def await_established(established: threading.Event, what: str, timeout: float = 30) -> None:

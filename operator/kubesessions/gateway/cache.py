@@ -9,97 +9,24 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import json
-import logging
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-import aiohttp
-from kubernetes_asyncio import client, watch
-from kubernetes_asyncio.client.exceptions import ApiException
+from kubernetes_asyncio import client
 
 from ..builders import MANAGED_BY, MANAGER, SESSION_LABEL, TOKEN_KEY
+from ..informer import Informer
 from ..kubeobjects import cacheable, newer
 from ..models import GROUP, VERSION
 
-log = logging.getLogger("kubesessions.gateway")
 JSON = dict[str, Any]
 Key = tuple[str, str]  # (namespace, name)
 T = TypeVar("T")
-WATCH_SECONDS = 290  # the API server ends a watch after this; we resume from the last version
 
 
 def key_of(body: JSON) -> Key:
     return body["metadata"]["namespace"], body["metadata"]["name"]
-
-
-class Informer:
-    """List, then watch from the list's resourceVersion; list again when the version is too old."""
-
-    def __init__(
-        self,
-        what: str,
-        lister: Callable[..., Awaitable[Any]],
-        args: tuple[Any, ...],
-        on_list: Callable[[list[JSON]], None],
-        on_event: Callable[[str, JSON], None],
-        **kwargs: Any,
-    ) -> None:
-        self.what, self.lister, self.args, self.kwargs = what, lister, args, kwargs
-        self.on_list, self.on_event = on_list, on_event
-        self.synced = asyncio.Event()
-
-    async def run(self) -> None:
-        backoff = 0.2
-        while True:
-            try:
-                version = await self._list()
-                backoff = 0.2
-                while True:
-                    version = await self._watch(version)
-            except ApiException as exc:
-                if exc.status == 410:
-                    log.info("%s: watch version expired; listing again", self.what)
-                    continue
-                log.warning(
-                    "%s: API error %s %s; retrying in %.1fs", self.what, exc.status, exc.reason, backoff
-                )
-            except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-                log.warning("%s: %s; retrying in %.1fs", self.what, exc, backoff)
-            except Exception:
-                # A cache that silently stops would serve stale sessions forever: log, and start over.
-                log.exception("%s: unexpected failure; listing again in %.1fs", self.what, backoff)
-            await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, 10.0)
-
-    async def _list(self) -> str:
-        response = await self.lister(*self.args, _preload_content=False, **self.kwargs)
-        body = await response.read()
-        if response.status != 200:
-            # E.g. 404 for a CRD the API server has not started serving yet.
-            raise ApiException(status=response.status, reason=body.decode(errors="replace")[:300])
-        data = json.loads(body)
-        self.on_list(data.get("items") or [])
-        self.synced.set()
-        return str(data["metadata"]["resourceVersion"])
-
-    async def _watch(self, version: str) -> str:
-        w = watch.Watch()
-        async with w.stream(
-            self.lister,
-            *self.args,
-            resource_version=version,
-            timeout_seconds=WATCH_SECONDS,
-            allow_watch_bookmarks=True,
-            **self.kwargs,
-        ) as events:
-            async for event in events:
-                raw: JSON = event["raw_object"]
-                version = raw["metadata"]["resourceVersion"]
-                if event["type"] != "BOOKMARK":
-                    self.on_event(event["type"], raw)
-        return version
 
 
 class Cache:
@@ -143,7 +70,7 @@ class Cache:
                         args,
                         self._replacer(kind, ns),
                         self._handler(kind),
-                        **kwargs,
+                        kwargs,
                     )
                 )
         self._tasks = [asyncio.create_task(i.run(), name=i.what) for i in self._informers]

@@ -1,40 +1,28 @@
-"""A small asyncio Kubernetes REST client for the process node (certificate auth)."""
+"""The process node's API calls by path, made through kubernetes_asyncio (the operator side's
+one Kubernetes client family: its kubeconfig loading, TLS and connection pool). Objects stay
+JSON both ways: the node copies pod specs into processes and never needs model objects."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 from typing import Any
 
-import aiohttp
-
-from .kubeconfig import Connection
+from kubernetes_asyncio import client
+from kubernetes_asyncio.client.exceptions import ApiException
 
 JSON = dict[str, Any]
 STRATEGIC = "application/strategic-merge-patch+json"
-MERGE = "application/merge-patch+json"
-
-
-class ApiError(RuntimeError):
-    def __init__(self, status: int, method: str, path: str, body: str) -> None:
-        try:
-            message = json.loads(body).get("message", body)
-        except ValueError:
-            message = body
-        super().__init__(f"{method} {path}: {status} {message}")
-        self.status = status
 
 
 class ApiClient:
-    def __init__(self, connection: Connection) -> None:
-        self.server = connection.server
-        self._session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(ssl=connection.ssl, limit=32),
-            timeout=aiohttp.ClientTimeout(total=None, sock_connect=10),
-        )
+    def __init__(self, api: client.ApiClient) -> None:
+        self.api = api
+        self.core = client.CoreV1Api(api)
+        self.server = str(api.configuration.host)
 
     async def close(self) -> None:
-        await self._session.close()
+        await self.api.close()
 
     async def request(
         self,
@@ -46,40 +34,29 @@ class ApiClient:
         content_type: str = "application/json",
         timeout: float = 30,
     ) -> JSON:
-        data = None if body is None else json.dumps(body)
-        async with self._session.request(
+        """The reply's JSON; :class:`ApiException` (with ``status``) for any error status."""
+        reply = await self.api.call_api(
+            path,
             method,
-            self.server + path,
-            data=data,
-            params=params,
-            headers={"Content-Type": content_type, "Accept": "application/json"},
-            timeout=aiohttp.ClientTimeout(total=timeout),
-        ) as resp:
-            text = await resp.text()
-            if resp.status >= 400:
-                raise ApiError(resp.status, method, path, text)
-            result: JSON = json.loads(text) if text else {}
-            return result
+            query_params=list((params or {}).items()),
+            header_params={"Content-Type": content_type, "Accept": "application/json"},
+            body=body,
+            auth_settings=["BearerToken"],
+            _preload_content=False,
+            _request_timeout=timeout,
+        )
+        try:
+            text = await reply.text()
+        finally:
+            reply.release()
+        if reply.status >= 400:
+            try:
+                message = json.loads(text).get("message", text)
+            except ValueError:
+                message = text
+            raise ApiException(status=reply.status, reason=f"{method} {path}: {message}")
+        result: JSON = json.loads(text) if text else {}
+        return result
 
     async def get(self, path: str, **params: str) -> JSON:
         return await self.request("GET", path, params=params or None)
-
-    async def watch(self, path: str, resource_version: str, **params: str) -> AsyncIterator[JSON]:
-        """Yield watch events (``{type, object}``) until the server ends the stream."""
-        query = {
-            **params,
-            "watch": "true",
-            "resourceVersion": resource_version,
-            "allowWatchBookmarks": "true",
-            "timeoutSeconds": "300",
-        }
-        async with self._session.get(
-            self.server + path,
-            params=query,
-            timeout=aiohttp.ClientTimeout(total=None, sock_read=330),
-        ) as resp:
-            if resp.status >= 400:
-                raise ApiError(resp.status, "WATCH", path, await resp.text())
-            async for line in resp.content:
-                if line.strip():
-                    yield json.loads(line)

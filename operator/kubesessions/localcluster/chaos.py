@@ -17,7 +17,6 @@ import os
 import sys
 import threading
 import time
-import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
@@ -28,7 +27,7 @@ from typing import Any
 from ..client import Client, KubeSessionsError, RecoveringSession, Retry
 from ..client._core import Attempts, Call
 from . import faults, processes
-from .chaoscheck import Expect, Kube, check
+from .chaoscheck import Expect, Kube, KubeError, check
 from .chaosledger import Ledger, Outcome, Phase
 from .ports import free_port
 from .state import StateDir
@@ -226,6 +225,7 @@ class Suite:
                 load.stop()
         finally:
             self.fleet.stop()
+            self.kube.close()
 
     def run(self) -> dict[str, Any]:
         with self.running() as load:
@@ -329,8 +329,11 @@ def _prepare(kube: Kube, namespace: str) -> None:
 
     crds = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
     for crd in (session_crd(), app_crd()):
-        with contextlib.suppress(urllib.error.HTTPError):  # 409: installed already
+        try:
             kube.call("POST", crds, crd)
+        except KubeError as exc:
+            if exc.status != 409:  # installed already
+                raise
 
     def established(name: str) -> bool:
         conditions = (kube.call("GET", f"{crds}/{name}").get("status") or {}).get("conditions") or []

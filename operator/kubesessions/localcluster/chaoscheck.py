@@ -1,23 +1,28 @@
 """What the fault suite checks in the cluster after each fault: every Session in a phase that
 matches its worker, the sessions a fault killed ended as ``Failed``/``WorkerLost``, and no
 worker Pod, Service or Secret left without a live Session. Plus the few blocking API calls
-the suite makes (JSON over the admin kubeconfig's certificate)."""
+the suite makes (JSON, with the admin kubeconfig)."""
 
 from __future__ import annotations
 
-import json
-import urllib.error
-import urllib.request
+import asyncio
+import threading
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+import aiohttp
+from kubernetes_asyncio import config
+from kubernetes_asyncio.client.exceptions import ApiException
 
 from ..builders import MANAGED_BY, MANAGER, SESSION_LABEL
 from ..models import API_VERSION, FINISHED_PHASES
-from .kubeconfig import connection_from_kubeconfig
+from .apiclient import ApiClient
 
 JSON = dict[str, Any]
 LIVE_PHASES = ("Pending", "Starting")
+T = TypeVar("T")
 
 
 @dataclass
@@ -50,26 +55,48 @@ class Result:
         }
 
 
+class KubeError(OSError):
+    """An API call that failed: an error status (``status``), or no answer (``status`` 0), as
+    while the API server restarts."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
 class Kube:
-    """Blocking JSON calls to the API server."""
+    """Blocking JSON calls to the API server for the suite's own thread: the local cluster's
+    client (kubernetes_asyncio), run on an event loop of a thread of its own."""
 
     def __init__(self, kubeconfig: Path) -> None:
-        self.connection = connection_from_kubeconfig(kubeconfig)
+        self.loop = asyncio.new_event_loop()
+        threading.Thread(target=self.loop.run_forever, name="chaos-kube", daemon=True).start()
+        self.api: ApiClient = self._run(self._connect(kubeconfig))
+
+    @staticmethod
+    async def _connect(kubeconfig: Path) -> ApiClient:
+        return ApiClient(await config.new_client_from_config(config_file=str(kubeconfig)))
+
+    def _run(self, call: Coroutine[Any, Any, T]) -> T:
+        return asyncio.run_coroutine_threadsafe(call, self.loop).result(timeout=15)
 
     def call(self, method: str, path: str, body: Any = None) -> JSON:
-        data = None if body is None else json.dumps(body).encode()
-        url = self.connection.server + path  # https, from the kubeconfig
-        request = urllib.request.Request(url, data=data, method=method)  # noqa: S310
-        request.add_header("Content-Type", "application/json")
-        with urllib.request.urlopen(request, context=self.connection.ssl, timeout=10) as resp:  # noqa: S310
-            result: JSON = json.loads(resp.read())
-            return result
+        try:
+            return self._run(self.api.request(method, path, body=body, timeout=10))
+        except ApiException as exc:
+            raise KubeError(exc.status or 0, str(exc.reason)) from exc
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise KubeError(0, f"{method} {path}: {type(exc).__name__}: {exc}") from exc
 
     def items(self, path: str, selector: str = "") -> list[JSON]:
         found: list[JSON] = self.call("GET", path + (f"?labelSelector={selector}" if selector else ""))[
             "items"
         ]
         return found
+
+    def close(self) -> None:
+        self._run(self.api.close())
+        self.loop.call_soon_threadsafe(self.loop.stop)
 
 
 def check(kube: Kube, namespace: str, held: set[str], expect: Expect) -> Result:

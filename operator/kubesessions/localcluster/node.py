@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
-import json
 import logging
 import os
 import shutil
@@ -29,14 +28,16 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+from kubernetes_asyncio import config
+from kubernetes_asyncio.client.exceptions import ApiException
 
 from .. import logs
+from ..informer import Informer
 from ..timefmt import rfc3339
 from . import processes
 from .addresses import AddressPool, claim_address_block
-from .apiclient import STRATEGIC, ApiClient, ApiError
+from .apiclient import STRATEGIC, ApiClient
 from .certs import Pair
-from .kubeconfig import connection_from_kubeconfig
 from .logserver import ContainerLog, LogServer
 from .nodeconfig import HOST_IP, NodeConfig
 from .nodeobject import DESCRIPTION, node_object, node_status
@@ -88,7 +89,7 @@ class ProcessNode(PodServices):
         plural = "secrets" if kind == "secret" else "configmaps"
         try:
             obj = await self.api.get(f"/api/v1/namespaces/{namespace}/{plural}/{name}")
-        except ApiError as exc:
+        except ApiException as exc:
             if exc.status == 404:
                 return None
             raise
@@ -106,7 +107,7 @@ class ProcessNode(PodServices):
         body = {"metadata": {"uid": meta["uid"]}, "status": status}
         try:
             return await self.api.request("PATCH", path, body=body, content_type=STRATEGIC)
-        except ApiError as exc:
+        except ApiException as exc:
             if exc.status in (404, 409):  # gone, or replaced by a pod of the same name
                 return None
             raise
@@ -137,7 +138,7 @@ class ProcessNode(PodServices):
         }
         try:
             await self.api.request("POST", f"/api/v1/namespaces/{meta['namespace']}/events", body=body)
-        except ApiError as exc:
+        except ApiException as exc:
             log.warning("could not record event %s on %s: %s", reason, meta["name"], exc)
 
     async def service_account_kubeconfig(self, pod: JSON) -> JSON | None:
@@ -182,7 +183,7 @@ class ProcessNode(PodServices):
         path = f"/api/v1/namespaces/{meta['namespace']}/pods/{meta['name']}"
         try:
             await self.api.request("DELETE", path, body=body)
-        except ApiError as exc:
+        except ApiException as exc:
             if exc.status not in (404, 409):
                 raise
 
@@ -199,7 +200,7 @@ class ProcessNode(PodServices):
         obj = node_object(self.cfg)
         try:
             created = await self.api.request("POST", "/api/v1/nodes", body=obj)
-        except ApiError as exc:
+        except ApiException as exc:
             if exc.status != 409:
                 raise
             patch = {
@@ -231,7 +232,7 @@ class ProcessNode(PodServices):
         }
         try:
             await self.api.request("PATCH", path, body={"spec": spec}, content_type=STRATEGIC)
-        except ApiError as exc:
+        except ApiException as exc:
             if exc.status != 404:
                 raise
             owner = {
@@ -255,44 +256,37 @@ class ProcessNode(PodServices):
                 await self.renew_lease()
                 if ticks % (STATUS_REPORT_SECONDS // LEASE_RENEW_SECONDS) == 0:
                     await self.report_status()
-            except (TimeoutError, ApiError, OSError, aiohttp.ClientError) as exc:
+            except (TimeoutError, ApiException, OSError, aiohttp.ClientError) as exc:
                 log.warning("heartbeat failed (will retry): %s", exc)
             ticks += 1
             await asyncio.sleep(LEASE_RENEW_SECONDS)
 
     async def watch_pods(self) -> None:
-        selector = f"spec.nodeName={self.cfg.name}"
-        while True:
-            try:
-                listing = await self.api.get("/api/v1/pods", fieldSelector=selector)
-                seen = set()
-                for pod in listing["items"]:
-                    seen.add(pod["metadata"]["uid"])
-                    self.sync(pod)
-                for uid in set(self.runners) - seen:
-                    self.runners[uid].vanished()
-                version = listing["metadata"]["resourceVersion"]
-                while True:
-                    async for event in self.api.watch("/api/v1/pods", version, fieldSelector=selector):
-                        obj = event["object"]
-                        if event["type"] == "ERROR":
-                            raise ApiError(obj.get("code", 500), "WATCH", "pods", json.dumps(obj))
-                        version = obj["metadata"]["resourceVersion"]
-                        if event["type"] == "DELETED":
-                            runner = self.runners.get(obj["metadata"]["uid"])
-                            if runner:
-                                runner.vanished()
-                        elif event["type"] in ("ADDED", "MODIFIED"):
-                            self.sync(obj)
-            except ApiError as exc:
-                if exc.status != 410:  # 410: our resourceVersion is too old; list again
-                    log.warning("pod watch failed (relisting): %s", exc)
-                    await asyncio.sleep(1)
-            except (TimeoutError, OSError, aiohttp.ClientError) as exc:
-                # ClientPayloadError (a stream cut by an API server restart) is no OSError: uncaught,
-                # it ended this task for good and the node never saw a pod change again.
-                log.warning("pod watch broke (relisting): %s", exc)
-                await asyncio.sleep(1)
+        informer = Informer(
+            "pods on this node",
+            self.api.core.list_pod_for_all_namespaces,
+            (),
+            self._listed,
+            self._changed,
+            {"field_selector": f"spec.nodeName={self.cfg.name}"},
+            max_backoff=1.0,  # a node that waits long after an API server restart starts pods late
+        )
+        await informer.run()
+
+    def _listed(self, pods: list[JSON]) -> None:
+        seen = {pod["metadata"]["uid"] for pod in pods}
+        for pod in pods:
+            self.sync(pod)
+        for uid in set(self.runners) - seen:
+            self.runners[uid].vanished()
+
+    def _changed(self, kind: str, pod: JSON) -> None:
+        if kind == "DELETED":
+            runner = self.runners.get(pod["metadata"]["uid"])
+            if runner:
+                runner.vanished()
+        else:
+            self.sync(pod)
 
     def sync(self, pod: JSON) -> None:
         uid = pod["metadata"]["uid"]
@@ -322,7 +316,7 @@ async def run(state_dir: Path) -> None:
     # Processes left by an earlier run of this node cannot be re-adopted: stop them.
     processes.stop(leftover_pod_processes(paths.node_dir), grace=2)
     block, _lock = claim_address_block(Path(tempfile.gettempdir()) / "kube-sessions-address-blocks")
-    api = ApiClient(connection_from_kubeconfig(paths.component_kubeconfig("node")))
+    api = ApiClient(await config.new_client_from_config(config_file=str(paths.component_kubeconfig("node"))))
     ca_data = base64.b64encode((paths.pki / "ca.crt").read_bytes()).decode()
     node = ProcessNode(api, state.node, paths.node_dir, state.ports["apiserver"], ca_data, block)
     logs_server = LogServer(node, Pair(paths.pki / "node.crt", paths.pki / "node.key"), paths.pki / "ca.crt")
