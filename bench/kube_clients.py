@@ -253,6 +253,35 @@ async def kubernetes_asyncio_throughput(
         await api.close()
 
 
+async def write_latency(kubeconfig: Path, requests: int) -> dict[str, Any]:
+    """One API write, as the operator makes them (kubernetes_asyncio, a merge patch, raw JSON
+    reply): ``requests`` merge patches of the ConfigMap, one after another. A warm pool claim
+    waits on three in a row (the Session's create, the claim, the status)."""
+    api = await kubernetes_asyncio.config.new_client_from_config(config_file=str(kubeconfig))
+    core = kubernetes_asyncio.client.CoreV1Api(api)
+    latencies = []
+    try:
+        for n in range(WARMUP + requests):
+            started = time.perf_counter()
+            body = {"data": {"written": str(n)}}
+            reply = await core.patch_namespaced_config_map(
+                NAME,
+                NAMESPACE,
+                body,
+                _content_type="application/merge-patch+json",
+                _preload_content=False,
+            )
+            try:
+                assert reply.status == 200, await reply.text()
+                await reply.read()
+            finally:
+                reply.release()
+            latencies.append((time.perf_counter() - started) * 1000)
+    finally:
+        await api.close()
+    return figures(latencies[WARMUP:], sum(latencies[WARMUP:]) / 1000, 1)
+
+
 async def raw_throughput(kubeconfig: Path, requests: int, concurrency: int) -> dict[str, Any]:
     api = ApiClient(connection_from_kubeconfig(kubeconfig))
 
@@ -330,6 +359,7 @@ def measure(kubeconfig: Path, args: argparse.Namespace) -> None:
                 ),
                 "raw aiohttp": eventloop.run(raw_throughput(kubeconfig, args.requests, args.concurrency)),
             },
+            "write": eventloop.run(write_latency(kubeconfig, args.requests)),
         }
     finally:
         eventloop.run(configmap(kubeconfig, create=False))
@@ -357,6 +387,14 @@ def measure(kubeconfig: Path, args: argparse.Namespace) -> None:
         for family, r in results["throughput"].items():
             value = r[run][field]
             rows.append((f"{label}: {family}", fmt.format(value), f"{value / base:.2f}x raw"))
+    write = results["write"]
+    rows.append(
+        (
+            "PATCH p50 / p99 ms, sequential: kubernetes_asyncio",
+            f"{write['p50_ms']:.2f} / {write['p99_ms']:.2f}",
+            "one API write",
+        )
+    )
     report.write("kube_clients", results, rows)
 
 
