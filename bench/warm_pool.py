@@ -109,9 +109,11 @@ async def scenarios(gateway: str, token: str, api: client.ApiClient, op_port: in
             return exc.status == 404
         return False
 
-    async def one(http: aiohttp.ClientSession, kind: str, call: bool) -> tuple[float, Counter[str], JSON]:
+    async def one(
+        http: aiohttp.ClientSession, kind: str, call: bool
+    ) -> tuple[float, Counter[str], JSON, float]:
         """A new session with the pool full: ms until the reply, the writes made meanwhile, its
-        status. ``call``: `POST /v1/run` (until the first output); else `POST /v1/sessions`
+        status, and the wall-clock time of the request. ``call``: `POST /v1/run` (until the first output); else `POST /v1/sessions`
         (until Ready, no call: so no activity record of a first call among the writes)."""
         await until(pool_full, "the warm pool to be full")
         app = "echo-pooled" if kind == "pool" else "echo"
@@ -121,7 +123,7 @@ async def scenarios(gateway: str, token: str, api: client.ApiClient, op_port: in
             else ("/v1/sessions", {"app": app})
         )
         before = await asyncio.to_thread(writes, op_port)
-        began = time.perf_counter()
+        began, wall = time.perf_counter(), time.time()
         async with http.post(f"{gateway}{path}", headers=headers, json=body) as r:
             reply = await r.json()
             assert r.status in (200, 201), reply
@@ -134,7 +136,7 @@ async def scenarios(gateway: str, token: str, api: client.ApiClient, op_port: in
         async with http.delete(f"{gateway}/v1/sessions/{sid}", headers=headers) as r:
             assert r.status == 204
         await until(lambda: gone(sid), f"session {sid} to be deleted")
-        return elapsed, spent, status
+        return elapsed, spent, status, wall
 
     latency: dict[str, list[float]] = {"pool": [], "cold": []}
     to_output: dict[str, Counter[str]] = {"pool": Counter(), "cold": Counter()}
@@ -145,8 +147,7 @@ async def scenarios(gateway: str, token: str, api: client.ApiClient, op_port: in
     async with aiohttp.ClientSession() as http:
         for i in range(SESSIONS * 2):
             kind = "pool" if i % 2 == 0 else "cold"
-            wall = time.time()
-            elapsed, spent, status = await one(http, kind, call=True)
+            elapsed, spent, status, wall = await one(http, kind, call=True)
             latency[kind].append(elapsed)
             to_output[kind] += spent
             started_from[kind].append(status.get("startedFrom", "?"))

@@ -17,6 +17,8 @@ POOL_LABEL = "kubesessions.io/pool"  # on an unclaimed pool worker: its App's na
 TEMPLATE_HASH = "kubesessions.io/template-hash"  # what the worker was built from
 CLAIMED_BY = "kubesessions.io/claimed-by"  # the uid of the Session that claimed it
 CLAIMED_AT = "kubesessions.io/claimed-at"
+# Seconds the pool's upkeep (replacements, the App's status) waits after a claim.
+REFILL_PAUSE = 0.5
 POOL_ENV = "KUBESESSIONS_POOL"
 
 
@@ -147,6 +149,18 @@ def status(app_name: str, size: int, members: list[Member], claimed: int) -> War
     return WarmPoolStatus(
         size=size, ready=ready, starting=len(live) - ready, claimed=claimed, selector=selector(app_name)
     )
+
+
+def refill_pause(first_unrefilled_claim: float | None, now: float) -> float | None:
+    """Seconds the pool's upkeep still waits after a claim; None: go on now. A new session's
+    first call comes first: the replacement's start (a process, imports, setup) and the App's
+    status write would take CPU and API time from it on the same node. Counted from the first
+    claim the upkeep has not acted on, so a steady stream of claims delays a refill by
+    REFILL_PAUSE at most."""
+    if first_unrefilled_claim is None:
+        return None
+    left = REFILL_PAUSE - (now - first_unrefilled_claim)
+    return left if left > 0 else None
 
 
 def claimed_at(pod: JSON | None, session_uid: str) -> str | None:

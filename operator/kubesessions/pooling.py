@@ -68,6 +68,7 @@ class Pooling:
         self.unwritten_claims: Counter[Key] = Counter()  # not yet in status.warmPool.claimed
         self.reserved: set[Key] = set()  # (namespace, pod) being claimed by this operator now
         self.exhausted_at: dict[Key, float] = {}
+        self.unrefilled_since: dict[Key, float] = {}  # the first claim the upkeep has not seen
         self.failures: dict[Key, tuple[int, float]] = {}  # exited pool workers in a row, when last
         self.metrics = PoolMetrics()
         self.queue: WorkQueue[Key] = WorkQueue(self.reconcile, workers=4)
@@ -95,6 +96,7 @@ class Pooling:
             # Its workers go with it (their ownerReferences); their events clear the cache.
             self.tokens.pop(key, None)
             self.unwritten_claims.pop(key, None)
+            self.unrefilled_since.pop(key, None)
             self.metrics.forget(key)
             return
         self.queue.add(key)
@@ -105,6 +107,8 @@ class Pooling:
         body = self.apps.get(key)
         if body is None:
             return None
+        if (pause := self._refill_pause(key)) is not None:
+            return pause
         try:
             app = AppSpec.model_validate(body.get("spec") or {})
         except ValidationError:
@@ -147,6 +151,13 @@ class Pooling:
                     raise
         await self._write_status(key, body, size)
         return look_again
+
+    def _refill_pause(self, key: Key) -> float | None:
+        """Seconds the upkeep still waits after a claim (see :func:`pool.refill_pause`)."""
+        pause = pool.refill_pause(self.unrefilled_since.get(key), time.monotonic())
+        if pause is None:
+            self.unrefilled_since.pop(key, None)
+        return pause
 
     def _backoff(self, key: Key, seen: list[pool.Member]) -> float | None:
         """Seconds to wait before starting more pool workers when they keep exiting (an App
@@ -273,6 +284,7 @@ class Pooling:
                     extra={"session": session.name, "namespace": session.namespace},
                 )
                 members.pop(candidate.name, None)
+                self.unrefilled_since.setdefault(key, time.monotonic())
                 self.unwritten_claims[key] += 1
                 self.queue.add(key)  # a replacement, and the new counts
                 return pod

@@ -146,3 +146,11 @@ def test_metrics_render_per_app_counts_and_a_cumulative_histogram() -> None:
     assert f'kubesessions_pool_claim_seconds_bucket{{{labels},le="0.01"}} 1' in text
     assert f'kubesessions_pool_claim_seconds_bucket{{{labels},le="+Inf"}} 2' in text
     assert f"kubesessions_pool_claim_seconds_count{{{labels}}} 2" in text
+
+
+def test_the_upkeep_waits_a_moment_after_a_claim_and_no_longer_under_a_stream_of_claims() -> None:
+    assert pool.refill_pause(None, now=100.0) is None  # no claim since the last upkeep
+    assert pool.refill_pause(100.0, now=100.0) == pool.REFILL_PAUSE
+    assert pool.refill_pause(100.0, now=100.2) == pytest.approx(pool.REFILL_PAUSE - 0.2)
+    # Counted from the first claim not yet acted on: later claims do not push it further.
+    assert pool.refill_pause(100.0, now=100.0 + pool.REFILL_PAUSE) is None
