@@ -86,6 +86,32 @@ def await_condition(check: Callable[[], T | None], timeout: float, what: str, ev
         time.sleep(every)
 
 
+def await_pod_deleted(kube: Cluster, namespace: str, name: str, timeout: float) -> None:
+    """Watch one pod until its object is deleted (the end of its graceful deletion)."""
+    core = kube.core
+    try:
+        version = core.read_namespaced_pod(name, namespace).metadata.resource_version
+    except client.ApiException as exc:
+        if exc.status == 404:
+            return
+        raise
+    deadline = time.monotonic() + timeout
+    w = watch.Watch()
+    while (left := deadline - time.monotonic()) > 0:
+        for event in w.stream(
+            core.list_namespaced_pod,
+            namespace,
+            field_selector=f"metadata.name={name}",
+            resource_version=version,
+            timeout_seconds=max(1, int(left)),
+        ):
+            if event["type"] == "DELETED":
+                w.stop()
+                return
+            version = event["object"].metadata.resource_version
+    pytest.fail(f"pod {namespace}/{name}: still there after {timeout:.0f}s")
+
+
 def await_pod(
     kube: Cluster, namespace: str, name: str, check: Callable[[Any], bool], timeout: float, what: str
 ) -> Any:

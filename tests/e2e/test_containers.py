@@ -11,11 +11,10 @@ import time
 import uuid
 
 import pytest
-from kubernetes import client
 
 from kubesessions.localcluster import containerd, kubeletnode
 
-from ..conftest import REPO, await_session, phase_is
+from ..conftest import REPO, await_pod_deleted, await_session, phase_is
 from .conftest import Release
 
 pytestmark = pytest.mark.e2e
@@ -91,15 +90,7 @@ def test_close_stops_the_container_within_the_grace_period(release: Release) -> 
     grace = pod.spec.termination_grace_period_seconds
     started = time.monotonic()
     release.kubectl("annotate", f"session/{name}", "kubesessions.io/close=e2e")
-    deadline = started + grace + 10
-    while time.monotonic() < deadline:
-        try:
-            release.kube.core.read_namespaced_pod(name, release.namespace)
-        except client.ApiException as exc:
-            if exc.status == 404:
-                break
-            raise
-        time.sleep(0.2)
+    await_pod_deleted(release.kube, release.namespace, name, timeout=grace + 10)
     took = time.monotonic() - started
     assert took < grace, f"the worker's pod took {took:.1f}s to go (grace {grace}s)"
     print(f"[e2e] close -> container gone: {took:.1f}s (grace {grace}s)")
