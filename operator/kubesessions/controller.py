@@ -15,6 +15,7 @@ import logging
 import time
 from collections import Counter
 
+import aiohttp
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
@@ -68,10 +69,48 @@ class Controller:
         self.status = StatusWriter(api, self.sessions, self.writes, self.accounting)
         self.link = WorkerLink(api, settings, self.status, self.writes, self.accounting)
         self.pool = Pooling(api, settings, self.writes, self.apps, self.children, self.link.http)
-        # Sessions older than this may have claimed a pool worker under an earlier operator (or
-        # leader): set again when this replica starts to act.
-        self.started_at = time.time()
+        # Pool workers claimed before this replica began to act (by an earlier run or leader),
+        # by Session: read once then, so no Session claims a second one.
+        self.claimed_before: dict[Key, JSON] = {}
         self.queue: WorkQueue[Key] = WorkQueue(self.reconcile, workers=settings.workers)
+
+    async def act(self) -> None:
+        """Do the work from now on, until cancelled: the Sessions' queue, the pools' queue and
+        the orphan sweep. Claims made before now were another replica's (or an earlier run's)."""
+        self.claimed_before = await self._claims_so_far()
+        work = [
+            asyncio.create_task(self.queue.run(), name="workqueue"),
+            asyncio.create_task(self.pool.queue.run(), name="warm-pools"),
+            asyncio.create_task(self._sweep_forever(), name="orphan-sweep"),
+        ]
+        try:
+            await asyncio.gather(*work)
+        finally:
+            for task in work:
+                task.cancel()
+            await asyncio.gather(*work, return_exceptions=True)
+
+    async def _claims_so_far(self) -> dict[Key, JSON]:
+        """The pool workers claimed so far, read until the API answers: the pod watch may not
+        show them yet, and a Session that claimed one must never claim a second."""
+        pause = 0.2
+        while True:
+            try:
+                return await self.pool.claimed_workers(self.settings.namespaces)
+            except (ApiException, aiohttp.ClientError, TimeoutError) as exc:
+                log.warning("reading the claimed pool workers failed (again in %.1fs): %s", pause, exc)
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, 5.0)
+
+    async def _sweep_forever(self) -> None:
+        while True:
+            try:
+                removed = await self.sweep_orphans()
+                if removed:
+                    log.info("orphan sweep removed %d objects", removed)
+            except Exception:
+                log.exception("orphan sweep failed; trying again later")
+            await asyncio.sleep(self.settings.orphan_sweep_interval)
 
     async def close(self) -> None:
         await self.link.close()
@@ -178,8 +217,8 @@ class Controller:
             podName=ref.name,
         )
         claim_started = time.monotonic()
-        if pod is None and not running and not tracked.children and self._maybe_claimed(body):
-            pod = await self.pool.claimed_pod(key[0], key[1])  # claimed before a restart?
+        if pod is None and not running and not tracked.children:
+            pod = self.claimed_before.pop(key, None)  # claimed before this replica acted?
             if pod is not None:
                 self.pods[key] = pod
         # A worker that has been running is never replaced: its state is gone with it.
@@ -249,12 +288,6 @@ class Controller:
         """The worker pod's name: the Session's, unless it claimed a pool worker."""
         pod = self.pods.get(key)
         return str(pod["metadata"]["name"]) if pod else current_status(body).podName or key[1]
-
-    def _maybe_claimed(self, body: JSON) -> bool:
-        """Whether a Session may have claimed a pool worker before this operator started (the
-        pod watch may not have shown it yet): only one created before then, or just after."""
-        created = parse_rfc3339(body["metadata"].get("creationTimestamp"))
-        return created is not None and created.timestamp() <= self.started_at + 1
 
     async def _read(self, kind: str, namespace: str, name: str) -> JSON | None:
         """A direct read for the rare paths where the watch caches may lag; None if absent."""

@@ -14,7 +14,6 @@ import datetime
 import logging
 import os
 import sys
-import time
 import urllib.request
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -168,35 +167,18 @@ async def _lead(ctl: Controller, elector: LeaderElector | None, lost: asyncio.Ev
     queue (they hold only what the API holds), so a new leader starts from a warm cache."""
     if elector is not None:
         await elector.acquire()
-    ctl.started_at = time.time()  # acting from now: claims before this were another replica's
-    work = [
-        asyncio.create_task(ctl.queue.run(), name="workqueue"),
-        asyncio.create_task(ctl.pool.queue.run(), name="warm-pools"),
-        asyncio.create_task(_sweep_forever(ctl), name="orphan-sweep"),
-    ]
+    acting = asyncio.create_task(ctl.act(), name="act")
     try:
         if elector is None:
-            await asyncio.gather(*work)
+            await acting
         else:
             await elector.hold()
             # Like controller-runtime: a replica that lost its Lease exits (and restarts as a
             # standby) rather than risk acting beside the new leader.
             lost.set()
     finally:
-        for task in work:
-            task.cancel()
-        await asyncio.gather(*work, return_exceptions=True)
-
-
-async def _sweep_forever(ctl: Controller) -> None:
-    while True:
-        try:
-            removed = await ctl.sweep_orphans()
-            if removed:
-                log.info("orphan sweep removed %d objects", removed)
-        except Exception:
-            log.exception("orphan sweep failed; trying again later")
-        await asyncio.sleep(ctl.settings.orphan_sweep_interval)
+        acting.cancel()
+        await asyncio.gather(acting, return_exceptions=True)
 
 
 async def _serve_metrics(

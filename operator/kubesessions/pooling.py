@@ -367,18 +367,22 @@ class Pooling:
                     )
         raise ClaimFailed(f"worker {pod['metadata']['name']} took neither the pool's nor the session's token")
 
-    async def claimed_pod(self, namespace: str, session: str) -> JSON | None:
-        """After a restart: a pool worker the previous operator claimed for this Session, which
-        the pod watch may not have shown yet (a Session must never claim a second one)."""
-        found = await self.core.list_namespaced_pod(
-            namespace,
-            label_selector=f"{builders.MANAGED_BY}={builders.MANAGER},{builders.SESSION_LABEL}={session}",
-        )
-        for item in found.items:
-            pod: JSON = self.api.sanitize_for_serialization(item)
-            if not pod["metadata"].get("deletionTimestamp"):
-                return pod
-        return None
+    async def claimed_workers(self, namespaces: list[str]) -> dict[Key, JSON]:
+        """Pool workers claimed by a Session, by (namespace, session), in ``namespaces`` (all
+        when empty): read when an operator begins to act, for claims an earlier one made."""
+        selector = f"{builders.MANAGED_BY}={builders.MANAGER},{builders.SESSION_LABEL}"
+        if namespaces:
+            lists = [await self.core.list_namespaced_pod(ns, label_selector=selector) for ns in namespaces]
+        else:
+            lists = [await self.core.list_pod_for_all_namespaces(label_selector=selector)]
+        found: dict[Key, JSON] = {}
+        for listing in lists:
+            for item in listing.items:
+                pod: JSON = self.api.sanitize_for_serialization(item)
+                meta = pod["metadata"]
+                if (meta.get("annotations") or {}).get(pool.CLAIMED_BY) and not meta.get("deletionTimestamp"):
+                    found[(meta["namespace"], meta["labels"][builders.SESSION_LABEL])] = pod
+        return found
 
     async def _exhausted(self, key: Key, session: str, members: int) -> None:
         """A Warning Event on the App, at most every EXHAUSTED_EVENT_INTERVAL seconds."""
