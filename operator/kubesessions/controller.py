@@ -217,10 +217,11 @@ class Controller:
             podName=ref.name,
         )
         claim_started = time.monotonic()
-        if pod is None and not running and not tracked.children:
-            pod = self.claimed_before.pop(key, None)  # claimed before this replica acted?
-            if pod is not None:
-                self.pods[key] = pod
+        # Claimed before this replica acted? Taken on the first look either way (kept, the entry
+        # would outlive a running Session).
+        claimed_before = self.claimed_before.pop(key, None)
+        if pod is None and not running and not tracked.children and claimed_before is not None:
+            pod = self.pods[key] = claimed_before
         # A worker that has been running is never replaced: its state is gone with it.
         if tracked.children != ALL_CHILDREN and (pod is not None or not running):
             manifest = None

@@ -24,7 +24,7 @@ from pydantic import ValidationError
 
 from . import builders, pool
 from .children import Children
-from .kubeobjects import MERGE_PATCH, newer
+from .kubeobjects import MERGE_PATCH, cacheable, newer
 from .models import GROUP, VERSION, AppSpec, PoolStrategy, SessionSpec, WarmPoolStatus
 from .poolmetrics import PoolMetrics
 from .sessionstate import JSON, Key, OperatorSettings
@@ -381,7 +381,7 @@ class Pooling:
                 pod: JSON = self.api.sanitize_for_serialization(item)
                 meta = pod["metadata"]
                 if (meta.get("annotations") or {}).get(pool.CLAIMED_BY) and not meta.get("deletionTimestamp"):
-                    found[(meta["namespace"], meta["labels"][builders.SESSION_LABEL])] = pod
+                    found[(meta["namespace"], meta["labels"][builders.SESSION_LABEL])] = cacheable(pod)
         return found
 
     async def _exhausted(self, key: Key, session: str, members: int) -> None:
