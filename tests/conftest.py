@@ -86,29 +86,34 @@ def await_condition(check: Callable[[], T | None], timeout: float, what: str, ev
         time.sleep(every)
 
 
-def await_pod_deleted(kube: Cluster, namespace: str, name: str, timeout: float) -> None:
-    """Watch one pod until its object is deleted (the end of its graceful deletion)."""
-    core = kube.core
-    try:
-        version = core.read_namespaced_pod(name, namespace).metadata.resource_version
-    except client.ApiException as exc:
-        if exc.status == 404:
-            return
-        raise
+def _pod_events(
+    kube: Cluster, namespace: str, name: str, version: str, timeout: float
+) -> Iterator[tuple[str, Any]]:
+    """(type, pod) of one pod's watch events from ``version``, until ``timeout`` seconds pass."""
     deadline = time.monotonic() + timeout
     w = watch.Watch()
     while (left := deadline - time.monotonic()) > 0:
         for event in w.stream(
-            core.list_namespaced_pod,
+            kube.core.list_namespaced_pod,
             namespace,
             field_selector=f"metadata.name={name}",
             resource_version=version,
             timeout_seconds=max(1, int(left)),
         ):
-            if event["type"] == "DELETED":
-                w.stop()
-                return
             version = event["object"].metadata.resource_version
+            yield event["type"], event["object"]
+
+
+def await_pod_deleted(kube: Cluster, namespace: str, name: str, timeout: float) -> None:
+    """Watch one pod until its object is deleted (the end of its graceful deletion)."""
+    try:
+        version = kube.core.read_namespaced_pod(name, namespace).metadata.resource_version
+    except client.ApiException as exc:
+        if exc.status == 404:
+            return
+        raise
+    if any(kind == "DELETED" for kind, _ in _pod_events(kube, namespace, name, version, timeout)):
+        return
     pytest.fail(f"pod {namespace}/{name}: still there after {timeout:.0f}s")
 
 
@@ -116,26 +121,13 @@ def await_pod(
     kube: Cluster, namespace: str, name: str, check: Callable[[Any], bool], timeout: float, what: str
 ) -> Any:
     """Watch one pod until ``check(pod)`` holds; fail with the pod's last status otherwise."""
-    core = kube.core
-    pod = core.read_namespaced_pod(name, namespace)
+    pod = kube.core.read_namespaced_pod(name, namespace)
     if check(pod):
         return pod
-    deadline = time.monotonic() + timeout
-    w = watch.Watch()
-    version = pod.metadata.resource_version
-    while (left := deadline - time.monotonic()) > 0:
-        for event in w.stream(
-            core.list_namespaced_pod,
-            namespace,
-            field_selector=f"metadata.name={name}",
-            resource_version=version,
-            timeout_seconds=max(1, int(left)),
-        ):
-            pod = event["object"]
-            version = pod.metadata.resource_version
-            if event["type"] != "DELETED" and check(pod):
-                w.stop()
-                return pod
+    for kind, seen in _pod_events(kube, namespace, name, pod.metadata.resource_version, timeout):
+        pod = seen
+        if kind != "DELETED" and check(pod):
+            return pod
     pytest.fail(
         f"pod {namespace}/{name}: timed out after {timeout:.0f}s waiting for {what}; last status: {pod.status}"
     )
