@@ -81,7 +81,7 @@ OPERATOR_COMMAND = {
         sys.executable,
         "-c",
         "import sys; from kubesessions import slimimports; slimimports.install(); "
-        "from kubesessions import handlers; handlers.API_CONNECTIONS = 100; "
+        "from kubesessions import kubeapi; kubeapi.API_CONNECTIONS = 100; "
         "from kubesessions.entry import main; sys.argv[0] = 'kubesessions'; main()",
     ],
     # Where the memory goes: the live allocations by line, written every 10 s (the last one

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import sys
@@ -252,11 +253,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     crds = add_parser("crds", help="print the CRDs generated from the models")
     mode = crds.add_mutually_exclusive_group()
+    mode.add_argument(
+        "--apply",
+        action="store_true",
+        help="apply them to the cluster (KUBECONFIG) and wait until the API server serves them",
+    )
     mode.add_argument("--write", action="store_true", help="write them into --dir")
     mode.add_argument(
         "--check", action="store_true", help="fail, with a diff, if --dir differs from the models"
     )
     crds.add_argument("--dir", type=Path, default=Path("crds"), help="the CRD files' directory")
+    crds.add_argument(
+        "--timeout", type=_seconds, default=60.0, help="seconds --apply waits for them to be served"
+    )
 
     demo = add_parser(
         "demo", help="the local cluster, operator and gateway, and sessions used through the client"
@@ -341,8 +350,28 @@ def _crds(args: argparse.Namespace) -> None:
             print(f"{args.dir} differs from the models: run `kubesessions crds --write`", file=sys.stderr)
             sys.exit(1)
         print(f"{args.dir} matches the models")
+    elif args.apply:
+        _apply_crds(args.timeout)
     else:
         print("---\n".join(crds.rendered().values()), end="")
+
+
+def _apply_crds(timeout: float) -> None:
+    require_kube_config("crds --apply")
+    from kubernetes_asyncio.client.exceptions import ApiException
+
+    from .crdinstall import apply_crds
+
+    try:
+        names = asyncio.run(apply_crds(timeout))
+    except TimeoutError as err:
+        sys.exit(f"kubesessions crds --apply: {err}")
+    except ApiException as err:
+        sys.exit(f"kubesessions crds --apply: the API server answered {err.status}: {err.reason}")
+    except OSError as err:
+        sys.exit(f"kubesessions crds --apply: cannot reach the API server: {err}")
+    for name in names:
+        print(f"customresourcedefinition.apiextensions.k8s.io/{name} applied and established")
 
 
 def _localcluster(args: argparse.Namespace) -> None:

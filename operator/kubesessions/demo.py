@@ -7,6 +7,7 @@ streamed output, an explicit close, and an idle session expiring into "session n
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import socket
@@ -18,6 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from .client import Client, KubeSessionsError
+from .crdinstall import apply_crds
 from .localcluster import binaries, cluster
 from .localcluster.nodeconfig import NodeConfig
 
@@ -124,10 +126,8 @@ class Demo:
         else:
             _step(f"using the local cluster already running in {self.state_dir.root}")
         _step("installing the CRDs (Session, App) and the example Apps")
-        _say(self.kubectl_run("apply", "-f", str(REPO / "crds")).strip().replace("\n", "\n    "))
-        self.kubectl_run(
-            "wait", "--for=condition=Established", "crd/sessions.kubesessions.io", "crd/apps.kubesessions.io"
-        )
+        for name in asyncio.run(apply_crds(60, self.state_dir.kubeconfig)):
+            _say(f"customresourcedefinition/{name} applied and established")
         with contextlib.suppress(RuntimeError):
             self.kubectl_run("create", "namespace", NAMESPACE)
         for manifest in ("app-counter.yaml", "apps.yaml"):

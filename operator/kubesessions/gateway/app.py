@@ -17,7 +17,7 @@ from typing import Any
 from aiohttp import web
 
 from .. import eventloop, logs
-from ..handlers import api_client
+from ..kubeapi import api_client
 from . import compat, openapi
 from .auth import Authorizer, KubernetesAuth, NoAuth
 from .cache import Cache

@@ -324,6 +324,12 @@ class Suite:
         return inject, expect
 
 
+def _established(kube: Kube, path: str) -> bool:
+    from ..crdinstall import established
+
+    return established(kube.call("GET", path))
+
+
 def _prepare(kube: Kube, namespace: str) -> None:
     from ..crds import app_crd, session_crd
 
@@ -335,13 +341,8 @@ def _prepare(kube: Kube, namespace: str) -> None:
             if exc.status != 409:  # installed already
                 raise
 
-    def established(name: str) -> bool:
-        conditions = (kube.call("GET", f"{crds}/{name}").get("status") or {}).get("conditions") or []
-        return any(c["type"] == "Established" and c["status"] == "True" for c in conditions)
-
-    for crd in (session_crd(), app_crd()):
-        name: str = crd["metadata"]["name"]
-        _until(functools.partial(established, name), 60, f"the CRD {name} to be established")
+    for path in (f"{crds}/{crd['metadata']['name']}" for crd in (session_crd(), app_crd())):
+        _until(functools.partial(_established, kube, path), 60, f"the CRD {path} to be established")
     kube.call("POST", "/api/v1/namespaces", {"metadata": {"name": namespace}})
     _until(
         lambda: kube.items(f"/api/v1/namespaces/{namespace}/serviceaccounts"),
