@@ -8,23 +8,20 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
-from typing import Any
 
-from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from . import builders
+from .kubeapi import Kube, core_path, group_path
 from .sessionstate import JSON, Key, OperatorSettings, Tracked
 
 log = logging.getLogger("kubesessions.operator")
-APPLY_PATCH = "application/apply-patch+yaml"
 ALL_CHILDREN = frozenset({"secret", "service", "pod"})
 
 
 class Children:
-    def __init__(self, api: client.ApiClient, settings: OperatorSettings, writes: Counter[str]) -> None:
-        self.core = client.CoreV1Api(api)
-        self.networking = client.NetworkingV1Api(api)
+    def __init__(self, kube: Kube, settings: OperatorSettings, writes: Counter[str]) -> None:
+        self.kube = kube
         self.settings = settings
         self.writes = writes
         self._policies: dict[str, asyncio.Task[None]] = {}  # namespace -> its policy applied
@@ -92,50 +89,35 @@ class Children:
     async def _apply_policy(self, namespace: str, peers: builders.PolicyPeers) -> None:
         # Server-side apply: one write creates it or brings an older one up to date.
         self.writes["apply networkpolicies"] += 1
-        options: dict[str, Any] = {"_content_type": APPLY_PATCH}
-        await self.networking.patch_namespaced_network_policy(
-            builders.WORKER_POLICY,
-            namespace,
+        await self.kube.apply(
+            group_path("networking.k8s.io/v1", namespace, "networkpolicies", builders.WORKER_POLICY),
             builders.build_network_policy(namespace, peers),
-            field_manager=builders.MANAGER,
-            force=True,
-            **options,
+            builders.MANAGER,
         )
         log.info("network policy %s/%s applied", namespace, builders.WORKER_POLICY)
 
     async def create(self, kind: str, namespace: str, body: JSON) -> bool:
-        """Create; True when it existed already."""
-        creators: dict[str, Callable[..., Awaitable[Any]]] = {
-            "secrets": self.core.create_namespaced_secret,
-            "pods": self.core.create_namespaced_pod,
-            "services": self.core.create_namespaced_service,
-        }
-        create = creators[kind]
+        """Create (``kind`` a core resource: pods, services, secrets); True when it existed already."""
         self.writes[f"create {kind}"] += 1
-        # The created object is not needed: the raw reply skips turning it into model objects,
-        # which costs more CPU than the request itself in a burst.
-        options: dict[str, Any] = {"_preload_content": False}
-        reply = await create(namespace, body, **options)
         try:
-            if reply.status == 409:
+            await self.kube.create(core_path(namespace, kind), body)
+        except ApiException as exc:
+            if exc.status == 409:
                 return True
-            if not 200 <= reply.status < 300:
-                raise ApiException(status=reply.status, reason=(await reply.text())[:1000])
-        finally:
-            reply.release()
+            raise
         return False
 
     async def delete(self, key: Key, tracked: Tracked | None, pod_name: str | None = None) -> None:
         """``pod_name``: the worker's when it is not the Session's name (a claimed pool worker)."""
         namespace, name = key
-        for kind, delete, child in (
-            ("pods", self.core.delete_namespaced_pod, pod_name or name),
-            ("services", self.core.delete_namespaced_service, name),
-            ("secrets", self.core.delete_namespaced_secret, builders.token_secret_name(name)),
+        for kind, child in (
+            ("pods", pod_name or name),
+            ("services", name),
+            ("secrets", builders.token_secret_name(name)),
         ):
             self.writes[f"delete {kind}"] += 1
             try:
-                await delete(child, namespace)
+                await self.kube.delete(core_path(namespace, kind, child))
             except ApiException as exc:
                 if exc.status != 404:
                     raise
@@ -146,28 +128,20 @@ class Children:
         """Delete pods, Services and Secrets labelled as ours whose Session no longer exists."""
         selector = f"{builders.MANAGED_BY}={builders.MANAGER}"
         removed = 0
-        for kind, lister, deleter in (
-            ("pods", self.core.list_pod_for_all_namespaces, self.core.delete_namespaced_pod),
-            ("services", self.core.list_service_for_all_namespaces, self.core.delete_namespaced_service),
-            ("secrets", self.core.list_secret_for_all_namespaces, self.core.delete_namespaced_secret),
-        ):
-            if self.settings.namespaces:
-                items = []
-                for ns in self.settings.namespaces:
-                    namespaced = getattr(self.core, f"list_namespaced_{kind[:-1]}")
-                    items += (await namespaced(ns, label_selector=selector)).items
-            else:
-                items = (await lister(label_selector=selector)).items
+        for kind in ("pods", "services", "secrets"):
+            items: list[JSON] = []
+            for path in [core_path(ns, kind) for ns in self.settings.namespaces] or [f"/api/v1/{kind}"]:
+                items += (await self.kube.get(path, labelSelector=selector))["items"] or []
             for item in items:
-                meta = item.metadata
-                session = (meta.labels or {}).get(builders.SESSION_LABEL)
-                if not session or await session_exists(meta.namespace, session):
+                meta = item["metadata"]
+                session = (meta.get("labels") or {}).get(builders.SESSION_LABEL)
+                if not session or await session_exists(meta["namespace"], session):
                     continue
                 self.writes[f"delete {kind}"] += 1
                 try:
-                    await deleter(meta.name, meta.namespace)
+                    await self.kube.delete(core_path(meta["namespace"], kind, meta["name"]))
                     removed += 1
-                    log.info("deleted orphan %s %s/%s", kind[:-1], meta.namespace, meta.name)
+                    log.info("deleted orphan %s %s/%s", kind[:-1], meta["namespace"], meta["name"])
                 except ApiException as exc:
                     if exc.status != 404:
                         raise

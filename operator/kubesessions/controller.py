@@ -22,10 +22,10 @@ from kubernetes_asyncio.client.exceptions import ApiException
 from . import accounting, builders, pool
 from .builders import CLOSE_ANNOTATION
 from .children import ALL_CHILDREN, Children
+from .kubeapi import Kube, core_path, group_path
 from .kubeobjects import cacheable, newer
 from .models import (
-    GROUP,
-    VERSION,
+    API_VERSION,
     AppSpec,
     Phase,
     SessionSpec,
@@ -56,19 +56,17 @@ def _ref(body: JSON) -> builders.SessionRef:
 class Controller:
     def __init__(self, api: client.ApiClient, settings: OperatorSettings) -> None:
         self.settings = settings
-        self.api = api
-        self.core = client.CoreV1Api(api)
-        self.custom = client.CustomObjectsApi(api)
+        self.kube = kube = Kube(api)
         self.sessions: dict[Key, JSON] = {}
         self.pods: dict[Key, JSON] = {}
         self.apps: dict[Key, JSON] = {}
         self.tracked: dict[Key, Tracked] = {}
         self.writes: Counter[str] = Counter()
-        self.children = Children(api, settings, self.writes)
+        self.children = Children(kube, settings, self.writes)
         self.accounting = accounting.Accounting()
-        self.status = StatusWriter(api, self.sessions, self.writes, self.accounting)
-        self.link = WorkerLink(api, settings, self.status, self.writes, self.accounting)
-        self.pool = Pooling(api, settings, self.writes, self.apps, self.children, self.link.http)
+        self.status = StatusWriter(kube, self.sessions, self.writes, self.accounting)
+        self.link = WorkerLink(kube, settings, self.status, self.writes, self.accounting)
+        self.pool = Pooling(kube, settings, self.writes, self.apps, self.children, self.link.http)
         # Pool workers claimed before this replica began to act (by an earlier run or leader),
         # by Session: read once then, so no Session claims a second one.
         self.claimed_before: dict[Key, JSON] = {}
@@ -114,7 +112,7 @@ class Controller:
 
     async def close(self) -> None:
         await self.link.close()
-        await self.api.close()
+        await self.kube.close()
 
     # -- fed by the watches ---------------------------------------------------------------
 
@@ -294,13 +292,10 @@ class Controller:
         """A direct read for the rare paths where the watch caches may lag; None if absent."""
         try:
             if kind == "apps":
-                found: JSON = await self.custom.get_namespaced_custom_object(
-                    GROUP, VERSION, namespace, "apps", name
-                )
+                found = await self.kube.get(group_path(API_VERSION, namespace, "apps", name))
                 self.app_seen(found, deleted=False)
             else:
-                pod = await self.core.read_namespaced_pod(name, namespace)
-                found = self.api.sanitize_for_serialization(pod)
+                found = cacheable(await self.kube.get(core_path(namespace, "pods", name)))
                 # Cached under its Session, as the watch does (a pool worker's name differs).
                 session = (found["metadata"].get("labels") or {}).get(builders.SESSION_LABEL, name)
                 if newer(found, self.pods.get((namespace, session))):
@@ -346,7 +341,7 @@ class Controller:
             return left
         self.writes["delete sessions"] += 1
         try:
-            await self.custom.delete_namespaced_custom_object(GROUP, VERSION, key[0], "sessions", key[1])
+            await self.kube.delete(group_path(API_VERSION, key[0], "sessions", key[1]))
         except ApiException as exc:
             if exc.status != 404:
                 raise
@@ -360,7 +355,7 @@ class Controller:
         if (namespace, name) in self.sessions:
             return True
         try:
-            await self.custom.get_namespaced_custom_object(GROUP, VERSION, namespace, "sessions", name)
+            await self.kube.get(group_path(API_VERSION, namespace, "sessions", name))
         except ApiException as exc:
             if exc.status == 404:
                 return False

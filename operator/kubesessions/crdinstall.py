@@ -15,8 +15,7 @@ from typing import Any
 from kubernetes_asyncio import config
 
 from .crds import app_crd, session_crd
-from .kubeapi import api_client
-from .localcluster.apiclient import ApiClient
+from .kubeapi import Kube, api_client
 
 CRDS = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
 FIELD_MANAGER = "kubesessions"
@@ -42,18 +41,12 @@ async def apply_crds(timeout: float, kubeconfig: Path | None = None) -> list[str
     return their names once both are established; TimeoutError names any that is not.
     The cluster is `kubeconfig`'s, else the one :func:`api_client` finds."""
     kube = api_client() if kubeconfig is None else config.new_client_from_config(config_file=str(kubeconfig))
-    api = ApiClient(await kube)
+    api = Kube(await kube)
     try:
         names = []
         for crd in (session_crd(), app_crd()):
             name: str = crd["metadata"]["name"]
-            await api.request(
-                "PATCH",
-                f"{CRDS}/{name}",
-                body=crd,
-                params={"fieldManager": FIELD_MANAGER, "force": "true"},
-                content_type="application/apply-patch+yaml",
-            )
+            await api.apply(f"{CRDS}/{name}", crd, FIELD_MANAGER)
             names.append(name)
         deadline = time.monotonic() + timeout
         waiting = list(names)

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 JSON = dict[str, Any]
-MERGE_PATCH = "application/merge-patch+json"
 
 
 def cacheable(body: JSON) -> JSON:

@@ -10,22 +10,19 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import json
 import logging
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
-from typing import Any, cast
 
 import aiohttp
-from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 from pydantic import ValidationError
 
 from . import builders, pool
 from .children import Children
-from .kubeobjects import MERGE_PATCH, cacheable, newer
-from .models import GROUP, VERSION, AppSpec, PoolStrategy, SessionSpec, WarmPoolStatus
+from .kubeapi import Kube, core_path, group_path
+from .kubeobjects import cacheable, newer
+from .models import API_VERSION, AppSpec, PoolStrategy, SessionSpec, WarmPoolStatus
 from .poolmetrics import PoolMetrics
 from .sessionstate import JSON, Key, OperatorSettings
 from .timefmt import rfc3339
@@ -48,16 +45,14 @@ class ClaimFailed(RuntimeError):
 class Pooling:
     def __init__(
         self,
-        api: client.ApiClient,
+        kube: Kube,
         settings: OperatorSettings,
         writes: Counter[str],
         apps: dict[Key, JSON],
         children: Children,
         http: aiohttp.ClientSession,
     ) -> None:
-        self.api = api
-        self.core = client.CoreV1Api(api)
-        self.custom = client.CustomObjectsApi(api)
+        self.kube = kube
         self.settings = settings
         self.writes = writes
         self.apps = apps  # the controller's App cache
@@ -145,7 +140,7 @@ class Pooling:
             members.pop(name, None)
             self._count("delete pods")
             try:
-                await self.core.delete_namespaced_pod(name, key[0])
+                await self.kube.delete(core_path(key[0], "pods", name))
             except ApiException as exc:
                 if exc.status != 404:
                     raise
@@ -184,16 +179,10 @@ class Pooling:
         if desired == recorded:
             return
         self._count("patch apps/status")
-        options: dict[str, Any] = {"_content_type": MERGE_PATCH}
         try:
-            self.apps[key] = await self.custom.patch_namespaced_custom_object_status(
-                GROUP,
-                VERSION,
-                key[0],
-                "apps",
-                key[1],
+            self.apps[key] = await self.kube.merge_patch(
+                group_path(API_VERSION, key[0], "apps", key[1]) + "/status",
                 {"status": {"warmPool": desired.model_dump()}},
-                **options,
             )
         except ApiException as exc:
             if exc.status == 404:
@@ -215,7 +204,7 @@ class Pooling:
                 "labels": {builders.MANAGED_BY: builders.MANAGER, builders.APP_LABEL: key[1]},
                 "ownerReferences": [
                     {
-                        "apiVersion": f"{GROUP}/{VERSION}",
+                        "apiVersion": API_VERSION,
                         "kind": "App",
                         "name": key[1],
                         "uid": app_uid,
@@ -234,8 +223,8 @@ class Pooling:
 
     async def _pool_token(self, key: Key) -> str:
         if key not in self.tokens:
-            secret = await self.core.read_namespaced_secret(pool.secret_name(key[1]), key[0])
-            self.tokens[key] = base64.b64decode(secret.data[builders.TOKEN_KEY]).decode()
+            secret = await self.kube.get(core_path(key[0], "secrets", pool.secret_name(key[1])))
+            self.tokens[key] = base64.b64decode(secret["data"][builders.TOKEN_KEY]).decode()
         return self.tokens[key]
 
     def _count(self, what: str) -> None:
@@ -313,15 +302,13 @@ class Pooling:
             if reply is not None:
                 return reply
             try:
-                fresh = self.api.sanitize_for_serialization(
-                    await self.core.read_namespaced_pod(candidate.name, session.namespace)
-                )
+                fresh = await self.kube.get(core_path(session.namespace, "pods", candidate.name))
             except ApiException as exc:
                 if exc.status == 404:
                     return None
                 raise
             if pool.claimed_at(fresh, session.uid) is not None:
-                return cast(JSON, fresh)  # the failed-looking patch had landed
+                return fresh  # the failed-looking patch had landed
             candidate = pool.member(fresh)
             labels = fresh["metadata"].get("labels") or {}
             if not labels.get(pool.POOL_LABEL) or not candidate.ready or candidate.deleting:
@@ -331,19 +318,15 @@ class Pooling:
     async def _patch_claim(self, session: builders.SessionRef, candidate: pool.Member) -> JSON | None:
         """The conditional patch: the claimed pod, or None on 409 Conflict (or 404, as the read
         after it shows); raises on any other error."""
-        options: dict[str, Any] = {"_content_type": MERGE_PATCH, "_preload_content": False}
-        patch: Callable[..., Awaitable[Any]] = self.core.patch_namespaced_pod  # raw reply
-        reply = await patch(
-            candidate.name, session.namespace, pool.claim_patch(candidate, session, rfc3339()), **options
-        )
         try:
-            if 200 <= reply.status < 300:
-                return cast(JSON, json.loads(await reply.read()))
-            if reply.status not in (404, 409):
-                raise ApiException(status=reply.status, reason=(await reply.text())[:1000])
-            return None
-        finally:
-            reply.release()
+            return await self.kube.merge_patch(
+                core_path(session.namespace, "pods", candidate.name),
+                pool.claim_patch(candidate, session, rfc3339()),
+            )
+        except ApiException as exc:
+            if exc.status in (404, 409):
+                return None
+            raise
 
     async def hand_over(
         self, session: builders.SessionRef, app_name: str, pod: JSON, token: str, timeout: int, started: float
@@ -371,14 +354,10 @@ class Pooling:
         """Pool workers claimed by a Session, by (namespace, session), in ``namespaces`` (all
         when empty): read when an operator begins to act, for claims an earlier one made."""
         selector = f"{builders.MANAGED_BY}={builders.MANAGER},{builders.SESSION_LABEL}"
-        if namespaces:
-            lists = [await self.core.list_namespaced_pod(ns, label_selector=selector) for ns in namespaces]
-        else:
-            lists = [await self.core.list_pod_for_all_namespaces(label_selector=selector)]
+        paths = [core_path(ns, "pods") for ns in namespaces] or ["/api/v1/pods"]
         found: dict[Key, JSON] = {}
-        for listing in lists:
-            for item in listing.items:
-                pod: JSON = self.api.sanitize_for_serialization(item)
+        for path in paths:
+            for pod in (await self.kube.get(path, labelSelector=selector))["items"] or []:
                 meta = pod["metadata"]
                 if (meta.get("annotations") or {}).get(pool.CLAIMED_BY) and not meta.get("deletionTimestamp"):
                     found[(meta["namespace"], meta["labels"][builders.SESSION_LABEL])] = cacheable(pod)
@@ -397,6 +376,6 @@ class Pooling:
         event = builders.build_event("App", app["metadata"], "Warning", "PoolExhausted", message)
         self._count("create events")
         try:
-            await self.core.create_namespaced_event(key[0], cast(Any, event))
+            await self.kube.create(core_path(key[0], "events"), event)
         except ApiException as exc:
             log.warning("could not post the PoolExhausted event for app %s/%s: %s", *key, exc.reason)

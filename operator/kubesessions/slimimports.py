@@ -2,13 +2,14 @@
 
 Measured (docs/scaling.md): importing ``kubernetes_asyncio`` loads all of its ~1,500 generated
 modules (every API group and model) because its package ``__init__`` files import them
-eagerly, about 38 MB of RSS; the operator uses a handful (CoreV1Api, CustomObjectsApi,
-CoordinationV1Api, the models its responses deserialize into). And kopf imports the sync
+eagerly, about 38 MB of RSS, and the first use of any one API class loads all of them (14 MB);
+the operator uses one (CoordinationV1Api, for its Lease; everything else goes by path,
+:mod:`kubesessions.kubeapi`), the gateway a few. And kopf imports the sync
 ``kubernetes`` package whenever it is installed (its third-party type checks), another
 ~7 MB, though nothing in these processes uses it.
 
 :func:`install` (the CLI's first step for ``operator`` and ``gateway``) marks ``kubernetes``
-unimportable and replaces the three eager ``kubernetes_asyncio`` package modules with lazy
+unimportable and replaces the four eager ``kubernetes_asyncio`` package modules with lazy
 ones: a name is imported from its own module on first use, found from the ``from ... import``
 lines of the real ``__init__``. The cost: this knows that layout of the generated package;
 tests/unit/test_slimimports.py checks it against the installed version.
@@ -25,7 +26,12 @@ from pathlib import Path
 from typing import Any
 
 # The eager packages; a lazy stand-in for each resolves its names on first use.
-LAZY = ("kubernetes_asyncio", "kubernetes_asyncio.client", "kubernetes_asyncio.client.models")
+LAZY = (
+    "kubernetes_asyncio",
+    "kubernetes_asyncio.client",
+    "kubernetes_asyncio.client.api",
+    "kubernetes_asyncio.client.models",
+)
 _FROM_IMPORT = re.compile(r"^from (kubernetes_asyncio[\w.]*) import (\w+)(?: as (\w+))?\s*$", re.MULTILINE)
 _IMPORT_AS = re.compile(r"^import (kubernetes_asyncio[\w.]*) as (\w+)\s*$", re.MULTILINE)
 _CONSTANT = re.compile(r"^(__\w+__) = \"([^\"]*)\"\s*$", re.MULTILINE)  # __version__
@@ -69,5 +75,6 @@ def install() -> None:
     for name in LAZY:
         init = root.joinpath(*name.split(".")[1:], "__init__.py")
         sys.modules[name] = _LazyPackage(name, init)
-    sys.modules[LAZY[0]].client = sys.modules[LAZY[1]]  # type: ignore[attr-defined]
-    sys.modules[LAZY[1]].models = sys.modules[LAZY[2]]  # type: ignore[attr-defined]
+    for name in LAZY[1:]:
+        parent, _, child = name.rpartition(".")
+        setattr(sys.modules[parent], child, sys.modules[name])

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from typing import Any, cast
 
-from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from .accounting import Accounting
 from .builders import build_event
-from .kubeobjects import MERGE_PATCH, cacheable
-from .models import GROUP, VERSION, Condition, Phase, SessionStatus, StartedFrom
+from .kubeapi import Kube, core_path, group_path
+from .kubeobjects import cacheable
+from .models import API_VERSION, Condition, Phase, SessionStatus, StartedFrom
 from .sessionstate import JSON, Key
 from .status import Verdict, as_json, desired_status, finished, status_patch
 from .timefmt import rfc3339
@@ -27,14 +26,13 @@ def current_status(body: JSON) -> SessionStatus:
 class StatusWriter:
     def __init__(
         self,
-        api: client.ApiClient,
+        kube: Kube,
         sessions: dict[Key, JSON],
         writes: Counter[str],
         accounting: Accounting,
     ) -> None:
-        self.core = client.CoreV1Api(api)
+        self.kube = kube
         self.accounting = accounting
-        self.custom = client.CustomObjectsApi(api)
         self.sessions = sessions  # the controller's cache: our writes are its newest view
         self.writes = writes
 
@@ -78,12 +76,8 @@ class StatusWriter:
     async def patch(self, key: Key, fields: JSON) -> None:
         """A merge patch of these status fields; the updated Session goes into the cache."""
         self.writes["patch sessions/status"] += 1
-        options: dict[str, Any] = {"_content_type": MERGE_PATCH}  # not in the client's typed signature
-        self.sessions[key] = cacheable(
-            await self.custom.patch_namespaced_custom_object_status(
-                GROUP, VERSION, key[0], "sessions", key[1], {"status": fields}, **options
-            )
-        )
+        path = group_path(API_VERSION, key[0], "sessions", key[1]) + "/status"
+        self.sessions[key] = cacheable(await self.kube.merge_patch(path, {"status": fields}))
 
     async def set_unreachable(self, key: Key, body: JSON, error: str | None) -> None:
         """Condition WorkerUnreachable: True with the error, or False once it answers again."""
@@ -115,7 +109,7 @@ class StatusWriter:
         event = build_event("Session", meta, kind, reason, verdict.message)
         self.writes["create events"] += 1
         try:
-            await self.core.create_namespaced_event(meta["namespace"], cast(Any, event))
+            await self.kube.create(core_path(meta["namespace"], "events"), event)
         except ApiException as exc:
             log.warning(
                 "could not post event for %s: %s", meta["name"], exc.reason, extra={"session": meta["name"]}

@@ -11,11 +11,11 @@ from collections import Counter
 from dataclasses import dataclass
 
 import aiohttp
-from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from . import builders, idle
 from .accounting import Accounting
+from .kubeapi import Kube, core_path
 from .models import Phase, SessionStatus
 from .sessionstate import JSON, Key, OperatorSettings, Tracked
 from .status import Verdict, as_json
@@ -46,13 +46,13 @@ def _from_ms(ms: int) -> datetime.datetime:
 class WorkerLink:
     def __init__(
         self,
-        api: client.ApiClient,
+        kube: Kube,
         settings: OperatorSettings,
         writer: StatusWriter,
         writes: Counter[str],
         accounting: Accounting,
     ) -> None:
-        self.core = client.CoreV1Api(api)
+        self.kube = kube
         self.accounting = accounting
         self.settings = settings
         self.writer = writer
@@ -106,8 +106,8 @@ class WorkerLink:
 
     async def token(self, key: Key, tracked: Tracked) -> str:
         if tracked.token is None:
-            secret = await self.core.read_namespaced_secret(builders.token_secret_name(key[1]), key[0])
-            tracked.token = base64.b64decode(secret.data[builders.TOKEN_KEY]).decode()
+            secret = await self.kube.get(core_path(key[0], "secrets", builders.token_secret_name(key[1])))
+            tracked.token = base64.b64decode(secret["data"][builders.TOKEN_KEY]).decode()
         return tracked.token
 
     async def _call(self, method: str, key: Key, pod: JSON, tracked: Tracked, path: str) -> tuple[int, JSON]:
@@ -158,8 +158,9 @@ class WorkerLink:
         self.writes["patch pods"] += 1
         try:
             # The pod's own name: a claimed pool worker's is not the Session's.
-            await self.core.patch_namespaced_pod(
-                pod["metadata"]["name"], key[0], {"metadata": {"annotations": pod_annotations}}
+            await self.kube.merge_patch(
+                core_path(key[0], "pods", pod["metadata"]["name"]),
+                {"metadata": {"annotations": pod_annotations}},
             )
         except ApiException as exc:
             if exc.status != 404:

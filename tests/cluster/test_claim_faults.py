@@ -12,6 +12,7 @@ import pytest
 from kubernetes_asyncio import client, config
 
 from kubesessions import builders, pool
+from kubesessions.kubeapi import Kube
 from kubesessions.pooling import Pooling
 from kubesessions.sessionstate import OperatorSettings
 from tests.conftest import Cluster
@@ -20,24 +21,23 @@ pytestmark = pytest.mark.cluster
 
 
 class CutOnce:
-    """CoreV1Api whose first pod patch fails as a cut connection, before it is sent or after
+    """A Kube whose first merge patch fails as a cut connection, before it is sent or after
     the API server applied it."""
 
-    def __init__(self, core: client.CoreV1Api, landed: bool) -> None:
-        self.core, self.landed, self.patches = core, landed, 0
+    def __init__(self, kube: Kube, landed: bool) -> None:
+        self.kube, self.landed, self.patches = kube, landed, 0
 
-    async def patch_namespaced_pod(self, *args: Any, **kwargs: Any) -> Any:
+    async def merge_patch(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         self.patches += 1
         if self.patches == 1 and not self.landed:
             raise aiohttp.ServerDisconnectedError()
-        reply = await self.core.patch_namespaced_pod(*args, **kwargs)
+        reply = await self.kube.merge_patch(path, body)
         if self.patches == 1:
-            reply.release()
             raise aiohttp.ServerDisconnectedError()
         return reply
 
     def __getattr__(self, name: str) -> Any:
-        return getattr(self.core, name)
+        return getattr(self.kube, name)
 
 
 def pool_pod(namespace: str) -> dict[str, Any]:
@@ -64,9 +64,8 @@ async def test_a_claim_cut_off_is_read_back_not_lost(kube: Cluster, namespace: s
         )
         writes: Counter[str] = Counter()
         async with aiohttp.ClientSession() as http:
-            pooling = Pooling(api, OperatorSettings(), writes, {}, cast(Any, None), http)
-            faulty = CutOnce(core, landed)
-            pooling.core = cast(client.CoreV1Api, faulty)
+            faulty = CutOnce(Kube(api), landed)
+            pooling = Pooling(cast(Kube, faulty), OperatorSettings(), writes, {}, cast(Any, None), http)
             session = builders.SessionRef(namespace=namespace, name="s0", uid="uid-of-s0")
             taken = await pooling._take(session, pool.member(created))
         assert taken is not None, "a claim cut off was given up: the session would start cold"

@@ -17,7 +17,7 @@ from typing import Any
 from aiohttp import web
 
 from .. import eventloop, logs
-from ..kubeapi import api_client
+from ..kubeapi import Kube, api_client
 from . import compat, openapi
 from .auth import Authorizer, KubernetesAuth, NoAuth
 from .cache import Cache
@@ -251,7 +251,7 @@ async def serve(settings: GatewaySettings) -> None:
     cache.start(api)
     auth: Authorizer = NoAuth() if settings.auth == "none" else KubernetesAuth(api, ttl=settings.auth_ttl)
     forwarder = Forwarder(settings.call_timeout)
-    app = build(settings, cache, Sessions(cache, api, settings), forwarder, auth)
+    app = build(settings, cache, Sessions(cache, Kube(api), settings), forwarder, auth)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     stop = asyncio.Event()

@@ -7,12 +7,11 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from ..builders import CLOSE_ANNOTATION
-from ..kubeobjects import MERGE_PATCH
-from ..models import API_VERSION, FINISHED_PHASES, GROUP, VERSION, AppSpec, Phase, is_dns1123_subdomain
+from ..kubeapi import Kube, group_path
+from ..models import API_VERSION, FINISHED_PHASES, AppSpec, Phase, is_dns1123_subdomain
 from ..timefmt import parse_rfc3339, rfc3339
 from .auth import Identity
 from .cache import JSON, Cache, Key
@@ -111,9 +110,8 @@ def _check_app(body: JSON, app: str | None) -> None:
 
 
 class Sessions:
-    def __init__(self, cache: Cache, api: client.ApiClient, settings: GatewaySettings) -> None:
-        self.cache, self.settings = cache, settings
-        self.custom = client.CustomObjectsApi(api)
+    def __init__(self, cache: Cache, kube: Kube, settings: GatewaySettings) -> None:
+        self.cache, self.settings, self.kube = cache, settings, kube
         self.created = 0
 
     async def find(self, namespace: str, session_id: str) -> JSON:
@@ -225,9 +223,7 @@ class Sessions:
             "spec": spec.model_dump(exclude_none=True),
         }
         try:
-            created = await self.custom.create_namespaced_custom_object(
-                GROUP, VERSION, namespace, "sessions", body
-            )
+            created = await self.kube.create(group_path(API_VERSION, namespace, "sessions"), body)
         except ApiException as exc:
             if exc.status == 409 and call_id is not None:
                 log.info("session %s: a retried call finds it", name, extra={"session": name})
@@ -260,10 +256,9 @@ class Sessions:
     async def close(self, namespace: str, session_id: str, why: str) -> None:
         """Ask the operator to close the session (it deletes the worker and keeps a tombstone)."""
         patch = {"metadata": {"annotations": {CLOSE_ANNOTATION: why[:1024]}}}
-        options: dict[str, Any] = {"_content_type": MERGE_PATCH}  # not in the client's typed signature
         try:
-            result = await self.custom.patch_namespaced_custom_object(
-                GROUP, VERSION, namespace, "sessions", session_id, patch, **options
+            result = await self.kube.merge_patch(
+                group_path(API_VERSION, namespace, "sessions", session_id), patch
             )
         except ApiException as exc:
             if exc.status == 404:
@@ -276,9 +271,7 @@ class Sessions:
 
     async def _read(self, plural: str, namespace: str, name: str) -> JSON | None:
         try:
-            body: JSON = await self.custom.get_namespaced_custom_object(
-                GROUP, VERSION, namespace, plural, name
-            )
+            body = await self.kube.get(group_path(API_VERSION, namespace, plural, name))
         except ApiException as exc:
             if exc.status == 404:
                 return None

@@ -16,9 +16,9 @@ import aiohttp
 from kubernetes_asyncio import config
 from kubernetes_asyncio.client.exceptions import ApiException
 
+from .. import kubeapi
 from ..builders import MANAGED_BY, MANAGER, SESSION_LABEL
 from ..models import API_VERSION, FINISHED_PHASES
-from .apiclient import ApiClient
 
 JSON = dict[str, Any]
 LIVE_PHASES = ("Pending", "Starting")
@@ -71,11 +71,11 @@ class Kube:
     def __init__(self, kubeconfig: Path) -> None:
         self.loop = asyncio.new_event_loop()
         threading.Thread(target=self.loop.run_forever, name="chaos-kube", daemon=True).start()
-        self.api: ApiClient = self._run(self._connect(kubeconfig))
+        self.api: kubeapi.Kube = self._run(self._connect(kubeconfig))
 
     @staticmethod
-    async def _connect(kubeconfig: Path) -> ApiClient:
-        return ApiClient(await config.new_client_from_config(config_file=str(kubeconfig)))
+    async def _connect(kubeconfig: Path) -> kubeapi.Kube:
+        return kubeapi.Kube(await config.new_client_from_config(config_file=str(kubeconfig)))
 
     def _run(self, call: Coroutine[Any, Any, T]) -> T:
         return asyncio.run_coroutine_threadsafe(call, self.loop).result(timeout=15)

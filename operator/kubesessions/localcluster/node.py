@@ -28,15 +28,15 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-from kubernetes_asyncio import config
+from kubernetes_asyncio import client, config
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from .. import logs
 from ..informer import Informer
+from ..kubeapi import STRATEGIC_PATCH, Kube
 from ..timefmt import rfc3339
 from . import processes
 from .addresses import AddressPool, claim_address_block
-from .apiclient import STRATEGIC, ApiClient
 from .certs import Pair
 from .logserver import ContainerLog, LogServer
 from .nodeconfig import HOST_IP, NodeConfig
@@ -56,7 +56,7 @@ SERVICE_ACCOUNT_TOKEN_SECONDS = 24 * 3600  # a dev node does not rotate tokens
 
 class ProcessNode(PodServices):
     def __init__(
-        self, api: ApiClient, cfg: NodeConfig, node_dir: Path, api_port: int, ca_data: str, block: int = 0
+        self, api: Kube, cfg: NodeConfig, node_dir: Path, api_port: int, ca_data: str, block: int = 0
     ) -> None:
         self.api = api
         self.ca_data = ca_data
@@ -106,7 +106,7 @@ class ProcessNode(PodServices):
         path = f"/api/v1/namespaces/{meta['namespace']}/pods/{meta['name']}/status"
         body = {"metadata": {"uid": meta["uid"]}, "status": status}
         try:
-            return await self.api.request("PATCH", path, body=body, content_type=STRATEGIC)
+            return await self.api.request("PATCH", path, body=body, content_type=STRATEGIC_PATCH)
         except ApiException as exc:
             if exc.status in (404, 409):  # gone, or replaced by a pod of the same name
                 return None
@@ -210,7 +210,7 @@ class ProcessNode(PodServices):
                 }
             }
             created = await self.api.request(
-                "PATCH", f"/api/v1/nodes/{self.cfg.name}", body=patch, content_type=STRATEGIC
+                "PATCH", f"/api/v1/nodes/{self.cfg.name}", body=patch, content_type=STRATEGIC_PATCH
             )
         self._node_uid = created["metadata"]["uid"]
         await self.report_status()
@@ -220,7 +220,7 @@ class ProcessNode(PodServices):
             "PATCH",
             f"/api/v1/nodes/{self.cfg.name}/status",
             body={"status": node_status(self.cfg, rfc3339(precision="seconds"), self._since, self.log_port)},
-            content_type=STRATEGIC,
+            content_type=STRATEGIC_PATCH,
         )
 
     async def renew_lease(self) -> None:
@@ -231,7 +231,7 @@ class ProcessNode(PodServices):
             "renewTime": rfc3339(precision="microseconds"),
         }
         try:
-            await self.api.request("PATCH", path, body={"spec": spec}, content_type=STRATEGIC)
+            await self.api.request("PATCH", path, body={"spec": spec}, content_type=STRATEGIC_PATCH)
         except ApiException as exc:
             if exc.status != 404:
                 raise
@@ -264,7 +264,7 @@ class ProcessNode(PodServices):
     async def watch_pods(self) -> None:
         informer = Informer(
             "pods on this node",
-            self.api.core.list_pod_for_all_namespaces,
+            client.CoreV1Api(self.api.api).list_pod_for_all_namespaces,
             (),
             self._listed,
             self._changed,
@@ -316,7 +316,7 @@ async def run(state_dir: Path) -> None:
     # Processes left by an earlier run of this node cannot be re-adopted: stop them.
     processes.stop(leftover_pod_processes(paths.node_dir), grace=2)
     block, _lock = claim_address_block(Path(tempfile.gettempdir()) / "kube-sessions-address-blocks")
-    api = ApiClient(await config.new_client_from_config(config_file=str(paths.component_kubeconfig("node"))))
+    api = Kube(await config.new_client_from_config(config_file=str(paths.component_kubeconfig("node"))))
     ca_data = base64.b64encode((paths.pki / "ca.crt").read_bytes()).decode()
     node = ProcessNode(api, state.node, paths.node_dir, state.ports["apiserver"], ca_data, block)
     logs_server = LogServer(node, Pair(paths.pki / "node.crt", paths.pki / "node.key"), paths.pki / "ca.crt")

@@ -18,6 +18,7 @@ from kubesessions.gateway.forward import Reply, Sequencer, done_members, snake_e
 from kubesessions.gateway.problems import Problem, from_worker
 from kubesessions.gateway.requests import SESSION_ID, RunRequest, call_id, new_session_id, parse, session_spec
 from kubesessions.gateway.sessions import GatewaySettings, Sessions, live, view
+from kubesessions.kubeapi import Kube
 from kubesessions.models import AppSpec, is_dns1123_subdomain
 
 pytestmark = pytest.mark.unit
@@ -275,7 +276,7 @@ def test_openapi_says_what_is_accepted_and_links_a_new_session_to_its_operations
 @pytest.fixture
 async def sessions() -> AsyncIterator[Sessions]:
     async with ApiClient() as api:  # never called: the cache has the sessions
-        yield Sessions(Cache(["ns"]), api, GatewaySettings(namespaces=["ns"], default_namespace="ns"))
+        yield Sessions(Cache(["ns"]), Kube(api), GatewaySettings(namespaces=["ns"], default_namespace="ns"))
 
 
 def ns_session(phase: str, version: int, reason: str = "") -> dict[str, Any]:
