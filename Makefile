@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test lint typecheck unit cluster binaries demo venv clean-cluster bench node-packages images e2e e2e-or-skip prometheus-deps
+.PHONY: test lint typecheck unit cluster binaries demo venv clean-cluster bench node-packages images e2e e2e-prep prometheus-deps
 
 venv: $(STAMP)
 
@@ -37,15 +37,10 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-# Each stage prints its time; the e2e stage runs where containers can (root), else says why not.
-STAGE := scripts/stage.sh
+# Each stage prints its time; the e2e stage runs where containers can (root), else says why
+# not, and what it builds first is built during pytest (see scripts/test.sh).
 test: $(STAMP)
-	$(STAGE) lint $(MAKE) --no-print-directory lint
-	$(STAGE) typecheck $(MAKE) --no-print-directory typecheck
-	$(STAGE) binaries $(MAKE) --no-print-directory binaries
-	$(STAGE) prometheus-deps $(MAKE) --no-print-directory prometheus-deps
-	$(STAGE) pytest $(BIN)/pytest
-	$(STAGE) e2e $(MAKE) --no-print-directory e2e-or-skip
+	scripts/test.sh
 
 unit: $(STAMP) prometheus-deps
 	$(BIN)/pytest -m unit
@@ -84,14 +79,11 @@ node-packages:
 images: $(STAMP) node-packages
 	$(BIN)/python -m kubesessions.localcluster.images
 
+# What `make e2e` needs before its tests: the packages, the kubelet node's binaries, the images.
+e2e-prep: $(STAMP) node-packages images
+	$(BIN)/kubesessions localcluster binaries --node kubelet
+
 # End to end on the kubelet node (real kubelet, containerd, runc): the chart installed with
 # the images built here, in a namespace enforcing PSS restricted. Needs root.
-e2e: $(STAMP) node-packages binaries
+e2e: $(STAMP) e2e-prep
 	$(BIN)/pytest tests/e2e -m e2e -p no:cacheprovider -rA
-
-e2e-or-skip:
-	@if [ "$$(id -u)" != 0 ]; then \
-	  echo "!!!!! e2e SKIPPED: the kubelet node needs root (containerd, mounts, a bridge); run 'make e2e' as root !!!!!"; \
-	elif ! grep -qw overlay /proc/filesystems || { [ ! -d /sys/fs/cgroup/memory ] && [ ! -f /sys/fs/cgroup/cgroup.controllers ]; }; then \
-	  echo "!!!!! e2e SKIPPED: this machine cannot run containers (no overlayfs or no cgroups) !!!!!"; \
-	else $(MAKE) --no-print-directory e2e; fi

@@ -114,10 +114,16 @@ def build_parser() -> argparse.ArgumentParser:
                 + ", ".join(f"{image}={command}" for image, command in DEFAULT_IMAGE_MAP.items())
                 + ")",
             )
-    lc_sub.add_parser(
+    lc_bin = lc_sub.add_parser(
         "binaries",
         help="find or build the Kubernetes binaries; print their paths",
         formatter_class=_DefaultsFormatter,
+    )
+    lc_bin.add_argument(
+        "--node",
+        choices=NODE_KINDS,
+        default="process",
+        help="also the kubelet and kube-proxy, which only the kubelet node runs",
     )
 
     op = add_parser("operator", help="run the kopf operator that reconciles Sessions")
@@ -381,7 +387,11 @@ def _localcluster(args: argparse.Namespace) -> None:
     from .localcluster.nodeconfig import NodeConfig
 
     if args.action == "binaries":
-        binaries.main()
+        binaries.main(
+            binaries.CONTROL_PLANE
+            + binaries.TOOLS
+            + (binaries.KUBELET_NODE if args.node == "kubelet" else ())
+        )
         return
     state_dir = cluster.StateDir(args.state_dir or cluster.default_state_dir())
     try:

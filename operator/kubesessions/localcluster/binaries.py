@@ -256,10 +256,10 @@ def _say(text: str) -> None:
     print(f"[kube-sessions binaries] {text}", file=sys.stderr, flush=True)
 
 
-def main() -> None:
-    """Entry for ``python -m kubesessions.localcluster.binaries``: ensure all are present."""
+def main(names: Iterable[str] = CONTROL_PLANE + TOOLS) -> None:
+    """Entry for ``python -m kubesessions.localcluster.binaries``: ensure ``names`` are present."""
     try:
-        paths = ensure_binaries()
+        paths = ensure_binaries(names)
     except BinaryError as exc:
         _say(str(exc))
         raise SystemExit(2) from None
