@@ -23,7 +23,7 @@ from . import accounting, builders, pool
 from .builders import CLOSE_ANNOTATION
 from .children import ALL_CHILDREN, Children
 from .kubeapi import Kube, core_path, group_path
-from .kubeobjects import cacheable, newer
+from .kubeobjects import cacheable, cacheable_pod, newer
 from .models import (
     API_VERSION,
     AppSpec,
@@ -133,7 +133,7 @@ class Controller:
         self.queue.add(key)
 
     def pod_seen(self, body: JSON, deleted: bool) -> None:
-        body = cacheable(body)
+        body = cacheable_pod(body)
         self.pool.pod_seen(body, deleted)
         session = (body.get("metadata", {}).get("labels") or {}).get(builders.SESSION_LABEL)
         if not session:
@@ -295,7 +295,7 @@ class Controller:
                 found = await self.kube.get(group_path(API_VERSION, namespace, "apps", name))
                 self.app_seen(found, deleted=False)
             else:
-                found = cacheable(await self.kube.get(core_path(namespace, "pods", name)))
+                found = cacheable_pod(await self.kube.get(core_path(namespace, "pods", name)))
                 # Cached under its Session, as the watch does (a pool worker's name differs).
                 session = (found["metadata"].get("labels") or {}).get(builders.SESSION_LABEL, name)
                 if newer(found, self.pods.get((namespace, session))):

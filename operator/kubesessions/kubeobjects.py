@@ -16,6 +16,22 @@ def cacheable(body: JSON) -> JSON:
     return {**body, "metadata": {k: v for k, v in meta.items() if k != "managedFields"}}
 
 
+# The fields of a pod's spec the operator reads (status.py: is it on a node yet?). It builds
+# pods and never reads their specs back.
+POD_SPEC_READ = ("nodeName",)
+
+
+def cacheable_pod(body: JSON) -> JSON:
+    """:func:`cacheable`, with the spec cut to ``POD_SPEC_READ``: containers, env, volumes and
+    the defaults the API server fills in are more than half of a pod held as Python objects
+    (a worker pod: about 18 KB whole, 8 KB cut)."""
+    slim = cacheable(body)
+    spec = body.get("spec")
+    if spec is None:
+        return slim
+    return {**slim, "spec": {field: spec[field] for field in POD_SPEC_READ if field in spec}}
+
+
 def newer(body: JSON, cached: JSON | None) -> bool:
     """Whether ``body`` is at least as new as ``cached``. A cache updated by our own writes must
     not be rolled back by a watch event still in flight from before them. resourceVersions are

@@ -21,7 +21,7 @@ from pydantic import ValidationError
 from . import builders, pool
 from .children import Children
 from .kubeapi import Kube, core_path, group_path
-from .kubeobjects import cacheable, newer
+from .kubeobjects import cacheable_pod, newer
 from .models import API_VERSION, AppSpec, PoolStrategy, SessionSpec, WarmPoolStatus
 from .poolmetrics import PoolMetrics
 from .sessionstate import JSON, Key, OperatorSettings
@@ -360,7 +360,7 @@ class Pooling:
             for pod in (await self.kube.get(path, labelSelector=selector))["items"] or []:
                 meta = pod["metadata"]
                 if (meta.get("annotations") or {}).get(pool.CLAIMED_BY) and not meta.get("deletionTimestamp"):
-                    found[(meta["namespace"], meta["labels"][builders.SESSION_LABEL])] = cacheable(pod)
+                    found[(meta["namespace"], meta["labels"][builders.SESSION_LABEL])] = cacheable_pod(pod)
         return found
 
     async def _exhausted(self, key: Key, session: str, members: int) -> None:

@@ -4,7 +4,7 @@ from typing import Any
 
 import pytest
 
-from kubesessions.kubeobjects import cacheable, newer
+from kubesessions.kubeobjects import cacheable, cacheable_pod, newer
 
 pytestmark = pytest.mark.unit
 
@@ -38,3 +38,25 @@ def test_cached_bodies_leave_out_managed_fields_and_the_event_body_stays_whole()
     assert event["metadata"]["managedFields"] == [{"manager": "kubesessions"}]  # kopf's, untouched
     plain = {"metadata": {"name": "s"}}
     assert cacheable(plain) is plain  # nothing to leave out: no copy
+
+
+def test_cached_pods_keep_of_their_spec_only_what_the_operator_reads() -> None:
+    from kubesessions.status import judge
+
+    event = {
+        "metadata": {"name": "w", "uid": "u1", "managedFields": [{"manager": "kubelet"}]},
+        "spec": {"nodeName": "local-0", "containers": [{"name": "worker", "env": [{"name": "A"}]}]},
+        "status": {"phase": "Pending"},
+    }
+    kept = cacheable_pod(event)
+    assert kept == {
+        "metadata": {"name": "w", "uid": "u1"},
+        "spec": {"nodeName": "local-0"},
+        "status": {"phase": "Pending"},
+    }
+    assert event["spec"]["containers"][0]["name"] == "worker"  # kopf's body, untouched
+    # What the operator decides from a pod is the same for the whole pod and the cached one.
+    assert judge(kept, None) == judge(event, None)
+    unscheduled = {**event, "spec": {"containers": []}}
+    assert cacheable_pod(unscheduled)["spec"] == {}
+    assert judge(cacheable_pod(unscheduled), None) == judge(unscheduled, None)
