@@ -79,12 +79,13 @@ def configure_kopf(settings: kopf.OperatorSettings) -> None:
 def build_registry(
     settings: OperatorSettings,
     lost: asyncio.Event,
+    stop: asyncio.Event,
     lease: LeaseSettings | None = None,
     metrics_port: int | None = None,
     metrics_host: str = "0.0.0.0",  # noqa: S104
 ) -> kopf.OperatorRegistry:
     """``lease``: lead through this Lease before acting (None: act at once, a single replica);
-    ``lost`` is set when leadership is lost, which stops the operator."""
+    ``lost`` is set when leadership is lost, and then ``stop``, kopf's stop flag."""
     registry = kopf.OperatorRegistry()
     state: dict[str, Any] = {}
 
@@ -106,7 +107,7 @@ def build_registry(
         state["controller"] = ctl
         elector = LeaderElector(api, lease) if lease is not None else None
         state["elector"] = elector
-        state["tasks"] = [asyncio.create_task(_lead(ctl, elector, lost), name="leading")]
+        state["tasks"] = [asyncio.create_task(_lead(ctl, elector, lost, stop), name="leading")]
         if metrics_port is not None:
             state["metrics"] = await _serve_metrics(ctl, elector, metrics_host, metrics_port)
 
@@ -124,6 +125,9 @@ def build_registry(
             await state["metrics"].cleanup()
         if "controller" in state:
             await state["controller"].close()
+        # kopf waits for its task waiting on the stop flag as for any task still running: 5 s
+        # on every SIGTERM, were the flag not set.
+        stop.set()
 
     @kopf.on.event(GROUP, VERSION, "sessions", registry=registry)
     async def session_event(event: kopf.RawEvent, **_: Any) -> None:
@@ -140,7 +144,9 @@ def build_registry(
     return registry
 
 
-async def _lead(ctl: Controller, elector: LeaderElector | None, lost: asyncio.Event) -> None:
+async def _lead(
+    ctl: Controller, elector: LeaderElector | None, lost: asyncio.Event, stop: asyncio.Event
+) -> None:
     """Act only while leading. Before that the watches still fill the controller's caches and
     queue (they hold only what the API holds), so a new leader starts from a warm cache."""
     if elector is not None:
@@ -154,6 +160,7 @@ async def _lead(ctl: Controller, elector: LeaderElector | None, lost: asyncio.Ev
             # Like controller-runtime: a replica that lost its Lease exits (and restarts as a
             # standby) rather than risk acting beside the new leader.
             lost.set()
+            stop.set()
     finally:
         acting.cancel()
         await asyncio.gather(acting, return_exceptions=True)
@@ -226,14 +233,14 @@ def run(
     logging.getLogger("kopf.objects").setLevel(logging.WARNING)
 
     async def operate() -> bool:
-        lost = asyncio.Event()
-        registry = build_registry(settings, lost, lease, metrics_port, metrics_host)
+        lost, stop = asyncio.Event(), asyncio.Event()
+        registry = build_registry(settings, lost, stop, lease, metrics_port, metrics_host)
         await kopf.operator(
             registry=registry,
             namespaces=settings.namespaces,
             clusterwide=not settings.namespaces,
             standalone=True,
-            stop_flag=lost,
+            stop_flag=stop,
         )
         return lost.is_set()
 

@@ -6,6 +6,7 @@ import base64
 import json
 import os
 import signal
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -385,3 +386,22 @@ def test_operator_killed_during_creation_converges(
         for i in range(count):
             custom(kube).delete_namespaced_custom_object(*GROUP, namespace, "sessions", f"m{i}")
         await_condition(lambda: not kube.core.list_namespaced_pod(namespace).items, 60, "the workers to go")
+
+
+def test_sigterm_stops_the_operator_at_once(
+    kube: Cluster, namespace: str, crds: None, tmp_path: Path
+) -> None:
+    """kopf waits up to 5 s for every task still running when it stops; its waiter on the stop
+    flag was one (5 s on every SIGTERM: each rollout, each handover to a standby)."""
+    op = OperatorProcess(kube, namespace, tmp_path).start()
+    assert op.proc is not None
+    proc = op.proc
+    started = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    try:
+        code = proc.wait(timeout=15)
+    finally:
+        op.stop()
+    took = time.monotonic() - started
+    assert code == 0, f"exit code {code} on SIGTERM; see {op.log}"
+    assert took < 2.5, f"the operator took {took:.1f}s to stop on SIGTERM (kopf's 5 s wait for hung tasks?)"
