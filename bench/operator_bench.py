@@ -125,6 +125,11 @@ def wait_while_running(op: subprocess.Popen[bytes], done: Callable[[], bool], li
         time.sleep(0.05)  # the watch threads fill the tallies
 
 
+# The one write made per namespace, not per Session: the workers' NetworkPolicy, applied once per
+# namespace while the operator runs.
+NAMESPACE_WRITES = 'kubesessions_operator_api_writes_total{verb="apply",resource="networkpolicies"}'
+
+
 def metric_total(port: int, prefix: str) -> float:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
         lines = resp.read().decode().splitlines()
@@ -190,6 +195,7 @@ def main() -> None:
                 benchcluster.await_established(pods_open, "pod")  # the latencies are read from it
                 _, cpu_before = proc_stats(op.pid)
                 writes_before = metric_total(port, "kubesessions_operator_api_writes_total")
+                namespace_writes_before = metric_total(port, NAMESPACE_WRITES)
 
                 def create(i: int) -> None:
                     custom.create_namespaced_custom_object(
@@ -222,6 +228,7 @@ def main() -> None:
                 stop.set()
                 rss, cpu_after = proc_stats(op.pid)
                 writes = metric_total(port, "kubesessions_operator_api_writes_total") - writes_before
+                namespace_writes = metric_total(port, NAMESPACE_WRITES) - namespace_writes_before
                 with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
                     breakdown = [
                         ln
@@ -257,7 +264,8 @@ def main() -> None:
         "session_to_pod_ms": lat,
         "all_ready_seconds": all_ready,
         "all_ready_after_resume_seconds": ready_after_resume,
-        "api_writes_per_session_to_ready": writes / SESSIONS,
+        "api_writes_per_session_to_ready": (writes - namespace_writes) / SESSIONS,
+        "api_writes_per_namespace": namespace_writes,
         "api_writes_breakdown": breakdown,
         "operator_peak_rss_mb": rss,
         "operator_cpu_seconds": cpu_after - cpu_before,
@@ -284,7 +292,11 @@ def main() -> None:
                 f"{ready_after_resume:.1f}",
                 f"{len(ready_seen)}/{SESSIONS} Ready",
             ),
-            ("API writes per Session to Ready", f"{writes / SESSIONS:.2f}", "<= 8"),
+            (
+                "API writes per Session to Ready",
+                f"{(writes - namespace_writes) / SESSIONS:.2f}",
+                f"<= 6 (and {namespace_writes:.0f} for the namespace)",
+            ),
             ("operator peak RSS (MB)", f"{rss:.0f}", "<= 150 MB"),
             ("operator CPU (s)", f"{cpu_after - cpu_before:.1f}", ""),
         ],

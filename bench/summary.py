@@ -100,7 +100,7 @@ TARGETS = [
         _get("api_writes_per_session_to_ready"),
         _fixed(6),
         "<=",
-        "fixed",
+        "fixed (the namespace's one NetworkPolicy apply counted apart)",
     ),
     Target(
         "operator RSS, 100 Sessions",
