@@ -2,9 +2,10 @@
 connection (kubernetes_asyncio: kubeconfig or in-cluster credentials, TLS, token refresh, a
 connection pool) and :class:`Kube` calls it by path, JSON both ways.
 
-Calls by path rather than through the generated API classes: those are about 14 MB of code in
-a process that loads them (CoreV1Api alone 12.7 MB), and every reply they turn into model
-objects is CPU spent on fields nobody reads."""
+Calls by path rather than through the generated API classes: those are code a process must
+hold (CoreV1Api alone ~3 MB; the first use of any of them loaded all of them, 14 MB, until
+:mod:`.slimimports` made that lazy), and every reply they turn into model objects is CPU spent
+on fields nobody reads."""
 
 from __future__ import annotations
 
