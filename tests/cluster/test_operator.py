@@ -395,6 +395,10 @@ def test_sigterm_stops_the_operator_at_once(
     flag was one (5 s on every SIGTERM: each rollout, each handover to a standby)."""
     op = OperatorProcess(kube, namespace, tmp_path).start()
     assert op.proc is not None
+    # A running operator, as in a rollout: its watches serve (a SIGTERM within milliseconds of
+    # the start meets kopf's discovery of the API, which retries for those 5 s).
+    create_session(kube, namespace, "waiting", app="absent")
+    await_session(kube, namespace, "waiting", reason_is("AppNotFound"), 30, "the operator to act")
     proc = op.proc
     started = time.monotonic()
     proc.send_signal(signal.SIGTERM)
