@@ -113,8 +113,9 @@ async def scenarios(gateway: str, token: str, api: client.ApiClient, op_port: in
         http: aiohttp.ClientSession, kind: str, call: bool
     ) -> tuple[float, Counter[str], JSON, float]:
         """A new session with the pool full: ms until the reply, the writes made meanwhile, its
-        status, and the wall-clock time of the request. ``call``: `POST /v1/run` (until the first output); else `POST /v1/sessions`
-        (until Ready, no call: so no activity record of a first call among the writes)."""
+        status, and the wall-clock time of the request. ``call``: `POST /v1/run` (until the
+        first output); else `POST /v1/sessions` (until Ready, no call: so no activity record of
+        a first call among the writes)."""
         await until(pool_full, "the warm pool to be full")
         app = "echo-pooled" if kind == "pool" else "echo"
         path, body = (

@@ -32,7 +32,7 @@ if [ -z "$refusal" ]; then
 	mkdir -p build
 	echo "===== e2e-prep: in the background, log in $prep_log"
 	# A session of its own, so that a failed run stops the whole build with it.
-	setsid nice -n 19 ionice -c 3 bash -c "start=\$(date +%s); $make e2e-prep; rc=\$?; echo \"e2e-prep: \$((\$(date +%s) - start))s (exit \$rc)\"; exit \$rc" >"$prep_log" 2>&1 &
+	setsid nice -n 19 ionice -c 3 $stage e2e-prep $make e2e-prep >"$prep_log" 2>&1 &
 	prep=$!
 	trap 'kill -- -$prep 2>/dev/null || true' EXIT
 fi

@@ -119,19 +119,21 @@ def build_registry(
 
     @kopf.on.cleanup(registry=registry)
     async def cleanup(**_: Any) -> None:
-        for task in state.get("tasks", []):
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        if state.get("elector") is not None and not lost.is_set():
-            await state["elector"].release()
-        if "metrics" in state:
-            await state["metrics"].cleanup()
-        if "controller" in state:
-            await state["controller"].close()
-        # kopf waits for its task waiting on the stop flag as for any task still running: 5 s
-        # on every SIGTERM, were the flag not set.
-        stop.set()
+        try:
+            for task in state.get("tasks", []):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            if state.get("elector") is not None and not lost.is_set():
+                await state["elector"].release()
+            if "metrics" in state:
+                await state["metrics"].cleanup()
+            if "controller" in state:
+                await state["controller"].close()
+        finally:
+            # kopf waits for its task waiting on the stop flag as for any task still running:
+            # 5 s on every SIGTERM, were the flag not set (also when a step above failed).
+            stop.set()
 
     @kopf.on.event(GROUP, VERSION, "sessions", registry=registry)
     async def session_event(event: kopf.RawEvent, **_: Any) -> None:

@@ -276,7 +276,7 @@ class Pooling:
                 self.unrefilled_since.setdefault(key, time.monotonic())
                 self.unwritten_claims[key] += 1
                 self.queue.add(key)  # a replacement, and the new counts
-                return pod
+                return cacheable_pod(pod)  # the controller caches it until the watch's event
         self.metrics.miss(key)
         await self._exhausted(key, session.name, len(members))
         self.queue.add(key)
