@@ -18,7 +18,7 @@ from typing import Any
 from kubernetes import client, utils
 from kubernetes_asyncio import client as aclient
 
-from kubesessions.informer import Informer
+from kubesessions.kube.informer import Informer
 
 REPO = Path(__file__).parent.parent
 
@@ -67,22 +67,22 @@ def create_namespace(api: client.ApiClient, namespace: str, timeout: float = 60)
 
 # BENCH_OPERATOR_IMPORTS picks the operator's command: "slim" (default) is `kubesessions`;
 # the others run the same entry point with one lever undone, to measure it side by side.
-# full: as before kubesessions.slimimports (its install() made a no-op).
+# full: as before kubesessions.kube.slimimports (its install() made a no-op).
 OPERATOR_COMMAND = {
     "slim": [str(Path(sys.executable).parent / "kubesessions")],
     "full": [
         sys.executable,
         "-c",
-        "import sys; from kubesessions import slimimports; slimimports.install = lambda: None; "
-        "from kubesessions.entry import main; sys.argv[0] = 'kubesessions'; main()",
+        "import sys; from kubesessions.kube import slimimports; slimimports.install = lambda: None; "
+        "from kubesessions.cli.entry import main; sys.argv[0] = 'kubesessions'; main()",
     ],
     # The API connection pool as large as the client's own default, to weigh the cap's cost.
     "pool100": [
         sys.executable,
         "-c",
-        "import sys; from kubesessions import slimimports; slimimports.install(); "
-        "from kubesessions import kubeapi; kubeapi.API_CONNECTIONS = 100; "
-        "from kubesessions.entry import main; sys.argv[0] = 'kubesessions'; main()",
+        "import sys; from kubesessions.kube import slimimports; slimimports.install(); "
+        "from kubesessions.kube import kubeapi; kubeapi.API_CONNECTIONS = 100; "
+        "from kubesessions.cli.entry import main; sys.argv[0] = 'kubesessions'; main()",
     ],
     # Where the memory goes: the live allocations by line, written every 10 s (the last one
     # before the operator stops holds the sessions) to bench-results/operator.tracemalloc.txt.
@@ -141,7 +141,7 @@ def watch_objects(
     ``limit`` seconds pass: every object listed first (as ADDED), then each change.
 
     ``list_objects`` is a list call of the sync client the bench uses (``core.list_namespaced_pod``);
-    the watching itself is the project's one list-then-watch loop (:mod:`kubesessions.informer`,
+    the watching itself is the project's one list-then-watch loop (:mod:`kubesessions.kube.informer`,
     on kubernetes_asyncio, with the same connection settings), in an event loop of this thread.
     Objects stay dicts: model objects cost the bench's CPU and make it a slow watcher.
     ``established`` is set once the list is in: every later change comes through the watch, so a

@@ -18,8 +18,9 @@ from pathlib import Path
 
 import report
 
-from kubesessions.localcluster import chaos, cluster
+from kubesessions.localcluster import cluster
 from kubesessions.localcluster.nodeconfig import NodeConfig
+from tests.faults import chaos
 
 
 def main() -> None:

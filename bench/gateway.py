@@ -109,7 +109,7 @@ def start(kubeconfig: Path, log: Path, *args: str, profile: str = "") -> subproc
         command = [
             sys.executable,
             "-c",
-            "import cProfile, sys; from kubesessions.entry import main; sys.argv[0] = 'kubesessions'; "
+            "import cProfile, sys; from kubesessions.cli.entry import main; sys.argv[0] = 'kubesessions'; "
             f"cProfile.run('main()', {profile!r})",
         ]
     with log.open("wb") as out:

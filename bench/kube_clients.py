@@ -5,7 +5,7 @@ Three client families used in this repository, in one run against the same clust
 - ``kubernetes``: the official sync client (urllib3; threads for concurrency);
 - ``kubernetes_asyncio``: what the operator and gateway use, imported plainly
   (``from kubernetes_asyncio import client, config``: every generated module) and the way the
-  operator and gateway do it (``kubesessions.slimimports.install()`` first: lazy packages);
+  operator and gateway do it (``kubesessions.kube.slimimports.install()`` first: lazy packages);
 - ``raw aiohttp``: ``bench/rawkube.py``, a bare REST client (aiohttp + json + yaml, certificate
   auth from the kubeconfig): the floor any client on aiohttp could reach.
 
@@ -46,7 +46,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 import report
 from rawkube import ApiClient, ApiError, connection_from_kubeconfig
 
-from kubesessions import eventloop
+from kubesessions.common import eventloop
 from kubesessions.localcluster import cluster
 from kubesessions.localcluster.nodeconfig import NodeConfig
 
@@ -80,7 +80,7 @@ VARIANTS: dict[str, tuple[str, str]] = {
         "asyncio.run(main())",
     ),
     "kubernetes_asyncio slim": (
-        "from kubesessions import slimimports\n"
+        "from kubesessions.kube import slimimports\n"
         "slimimports.install()\n"
         "from kubernetes_asyncio import client, config",
         "import asyncio\n"

@@ -27,10 +27,9 @@ sys.path.insert(0, str(Path(__file__).parent))
 import benchcluster
 import report
 
-from kubesessions import builders
+from kubesessions.api.models import AppSpec, SessionSpec
 from kubesessions.localcluster import cluster
 from kubesessions.localcluster.nodeconfig import NodeConfig
-from kubesessions.models import AppSpec, SessionSpec
 
 SESSIONS = int(os.environ.get("BENCH_SESSIONS", "100"))
 NS = "bench"
@@ -72,11 +71,11 @@ def floor(
         return len(pod_seen) >= SESSIONS
 
     def children(name: str, uid: str) -> None:
-        ref = builders.SessionRef(name=name, namespace=FLOOR_NS, uid=uid)
+        ref = children.SessionRef(name=name, namespace=FLOOR_NS, uid=uid)
         # The operator's order: the pod's token Secret must exist before the pod does.
-        core.create_namespaced_secret(FLOOR_NS, builders.build_secret(ref, "echo", builders.new_token()))
-        core.create_namespaced_pod(FLOOR_NS, builders.build_pod(ref, "echo", app, spec))
-        core.create_namespaced_service(FLOOR_NS, builders.build_service(ref, "echo"))
+        core.create_namespaced_secret(FLOOR_NS, children.build_secret(ref, "echo", children.new_token()))
+        core.create_namespaced_pod(FLOOR_NS, children.build_pod(ref, "echo", app, spec))
+        core.create_namespaced_service(FLOOR_NS, children.build_service(ref, "echo"))
 
     established = threading.Event()
     watcher = threading.Thread(

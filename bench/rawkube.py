@@ -15,7 +15,7 @@ from typing import Any
 import aiohttp
 import yaml
 
-JSON = dict[str, Any]
+from kubesessions.api.names import JSON
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ def dump() -> None:
 
 tracemalloc.start()
 threading.Thread(target=dump, daemon=True).start()
-from kubesessions.entry import main  # noqa: E402 - traced from here on
+from kubesessions.cli.entry import main  # noqa: E402 - traced from here on
 
 sys.argv[0] = "kubesessions"
 main()

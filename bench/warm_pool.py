@@ -32,6 +32,8 @@ import yaml
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
+from kubesessions.api.names import JSON
+
 sys.path.insert(0, str(Path(__file__).parent))
 import benchcluster
 import report
@@ -41,7 +43,6 @@ from operator_bench import metric_total
 from kubesessions.localcluster import cluster
 from kubesessions.localcluster.nodeconfig import NodeConfig
 
-JSON = dict[str, Any]
 REPO = Path(__file__).parent.parent
 GROUP = ("kubesessions.io", "v1alpha1")
 SESSIONS = int(os.environ.get("BENCH_POOL_SESSIONS", "50"))

@@ -29,7 +29,7 @@ import aiohttp
 sys.path.insert(0, str(Path(__file__).parent))
 import report
 
-from kubesessions import eventloop
+from kubesessions.common import eventloop
 from kubesessions_worker.app import AppHost
 from kubesessions_worker.examples.echo import Echo
 from kubesessions_worker.runner import Done, Runner

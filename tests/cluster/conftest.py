@@ -9,7 +9,7 @@ import pytest
 import yaml
 from kubernetes import client
 
-from kubesessions.timefmt import parse_rfc3339
+from kubesessions.common.timefmt import parse_rfc3339
 
 from ..conftest import REPO, Cluster, OperatorProcess, ServiceProcess
 

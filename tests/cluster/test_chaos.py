@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from kubesessions.localcluster import chaos
+from tests.faults import chaos
 
 from ..conftest import Cluster
 

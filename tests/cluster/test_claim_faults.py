@@ -4,17 +4,17 @@ never left is tried again. Real API server; only the connection's failure is mad
 
 from __future__ import annotations
 
-from collections import Counter
 from typing import Any, cast
 
 import aiohttp
 import pytest
 from kubernetes_asyncio import client, config
 
-from kubesessions import builders, pool
-from kubesessions.kubeapi import Kube
-from kubesessions.pooling import Pooling
-from kubesessions.sessionstate import OperatorSettings
+from kubesessions.api import names
+from kubesessions.control.act.pool import Pooling
+from kubesessions.control.decide import children, pool
+from kubesessions.control.settings import OperatorSettings
+from kubesessions.kube.kubeapi import Kube
 from tests.conftest import Cluster
 
 pytestmark = pytest.mark.cluster
@@ -46,7 +46,7 @@ def pool_pod(namespace: str) -> dict[str, Any]:
         "metadata": {
             "name": "counter-pool-x",
             "namespace": namespace,
-            "labels": {pool.POOL_LABEL: "counter"},
+            "labels": {names.POOL_LABEL: "counter"},
         },
         "spec": {"nodeName": "nowhere", "containers": [{"name": "worker", "image": "worker"}]},
     }
@@ -62,16 +62,14 @@ async def test_a_claim_cut_off_is_read_back_not_lost(kube: Cluster, namespace: s
         created = api.sanitize_for_serialization(
             await core.patch_namespaced_pod_status("counter-pool-x", namespace, ready)
         )
-        writes: Counter[str] = Counter()
-        async with aiohttp.ClientSession() as http:
-            faulty = CutOnce(Kube(api), landed)
-            pooling = Pooling(cast(Kube, faulty), OperatorSettings(), writes, {}, cast(Any, None), http)
-            session = builders.SessionRef(namespace=namespace, name="s0", uid="uid-of-s0")
-            taken = await pooling._take(session, pool.member(created))
+        faulty = CutOnce(Kube(api), landed)
+        pooling = Pooling(cast(Kube, faulty), OperatorSettings(), {}, cast(Any, None), lambda _: None)
+        session = children.SessionRef(namespace=namespace, name="s0", uid="uid-of-s0")
+        taken = await pooling._take(session, pool.member(created))
         assert taken is not None, "a claim cut off was given up: the session would start cold"
         assert pool.claimed_at(taken, "uid-of-s0") is not None
         # A landed claim is read back, not patched again; one never sent is sent again.
         assert faulty.patches == (1 if landed else 2)
         stored = await core.read_namespaced_pod("counter-pool-x", namespace)
-        assert stored.metadata.labels.get(builders.SESSION_LABEL) == "s0"
-        assert pool.POOL_LABEL not in stored.metadata.labels
+        assert stored.metadata.labels.get(names.SESSION_LABEL) == "s0"
+        assert names.POOL_LABEL not in stored.metadata.labels

@@ -20,8 +20,9 @@ import pytest
 import yaml
 from kubernetes import client
 
-from kubesessions import builders
+from kubesessions.api import names
 from kubesessions.client import Client
+from kubesessions.control.decide import children
 
 from ..conftest import Cluster, OperatorProcess, _free_port, await_condition, await_session, phase_is
 from ..promtools import binary, check_metrics, dashboard_targets, grafana_query, rule_groups
@@ -139,12 +140,12 @@ def stop_after(request: pytest.FixtureRequest) -> Iterator[list[subprocess.Popen
 def worker_address(kube: Cluster, namespace: str, session: str) -> tuple[str, str]:
     """The session's worker pod IP and its token (the worker asks for it on /metrics too)."""
     pod = kube.core.read_namespaced_pod(session, namespace)
-    secret = kube.core.read_namespaced_secret(builders.token_secret_name(session), namespace)
-    return pod.status.pod_ip, base64.b64decode(secret.data[builders.TOKEN_KEY]).decode()
+    secret = kube.core.read_namespaced_secret(children.token_secret_name(session), namespace)
+    return pod.status.pod_ip, base64.b64decode(secret.data[names.TOKEN_KEY]).decode()
 
 
 def worker_get(pod_ip: str, token: str, path: str) -> str:
-    request = urllib.request.Request(f"http://{pod_ip}:{builders.WORKER_PORT}{path}")
+    request = urllib.request.Request(f"http://{pod_ip}:{names.WORKER_PORT}{path}")
     request.add_header("Authorization", f"Bearer {token}")
     with urllib.request.urlopen(request, timeout=5) as resp:
         return str(resp.read().decode())
@@ -212,7 +213,7 @@ def test_prometheus_sees_gpu_seconds_every_panel_and_every_alert(
 
     after_call = held()  # its idle: from Ready until the call came
     (tmp_path / "worker-token").write_text(worker_token)
-    workers.write_text(json.dumps([{"targets": [f"{pod_ip}:{builders.WORKER_PORT}"]}]))
+    workers.write_text(json.dumps([{"targets": [f"{pod_ip}:{names.WORKER_PORT}"]}]))
     check_metrics(worker_get(pod_ip, worker_token, "/metrics"))
     await_condition(
         lambda: prom.query(f'kubesessions_worker_held_seconds_total{{state="busy"}} >= {BUSY}'),

@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 from kubernetes.client.rest import ApiException
 
-from kubesessions import pool
-from kubesessions.builders import SessionRef
+from kubesessions.control.decide import pool
+from kubesessions.control.decide.children import SessionRef
 
 from ..conftest import Cluster, OperatorProcess, await_condition, await_session, phase_is
 from .test_operator import GROUP, call, create_app, create_session, custom, token_of
@@ -91,7 +91,7 @@ def test_sessions_claim_distinct_warm_workers_then_start_cold_and_the_pool_refil
         assert [(o.kind, o.name) for o in owner] == [("Session", name)]
         if status["startedFrom"] == "pool":
             assert status["claimedAt"] and status["readyAt"] >= status["claimedAt"]
-            assert pool.POOL_LABEL not in (kids[0].metadata.labels or {})
+            assert names.POOL_LABEL not in (kids[0].metadata.labels or {})
         else:
             assert "claimedAt" not in status and status["podName"] == name
     # A claimed worker is the session's: its token, its state; the pool's token is refused.

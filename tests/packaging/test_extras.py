@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 import venv
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -107,3 +108,16 @@ def test_each_command_without_its_extra_says_which_to_install(client_only: Path,
     done = _run(client_only.parent / "kubesessions-worker", "--help", check=False)
     assert done.returncode == 1 and "pip install 'kube-sessions[worker]'" in done.stderr, done
     assert "missing: nvidia-ml-py" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_the_fault_suite_is_in_no_installed_distribution(wheel: Path, worker_only: Path) -> None:
+    """`make chaos`'s tooling lives in tests/faults/: the wheel (and so every image) holds none
+    of it, and every wing the package declares is in it."""
+    with zipfile.ZipFile(wheel) as archive:
+        files = archive.namelist()
+    assert not [f for f in files if "chaos" in f or "faults" in f], files
+    for wing in ("api", "common", "kube", "control/decide", "control/act", "gateway", "localcluster", "client", "cli"):
+        assert f"kubesessions/{wing}/__init__.py" in files, wing
+    shown = _run(sys.executable, "-m", "pip", "--python", worker_only, "show", "-f", "kube-sessions").stdout
+    assert "kubesessions/api/names.py" in shown
+    assert "chaos" not in shown and "faults" not in shown

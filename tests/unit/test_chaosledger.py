@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from kubesessions.localcluster.chaosledger import Ledger, Outcome, Phase
+from tests.faults.chaosledger import Ledger, Outcome, Phase
 
 pytestmark = pytest.mark.unit
 

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from kubesessions.cli import build_parser
+from kubesessions.cli.commands import build_parser
+from kubesessions.cli.runconfig import kube_config_problem
 from kubesessions.localcluster import cluster
-from kubesessions.runconfig import kube_config_problem
 
 pytestmark = pytest.mark.unit
 
@@ -105,7 +105,7 @@ def test_no_kubeconfig_says_how_to_get_one_and_exits(command: str, tmp_path: Pat
             [
                 sys.executable,
                 "-m",
-                "kubesessions.cli",
+                "kubesessions.cli.commands",
                 command,
                 "--port" if command == "gateway" else "--workers",
                 "1",

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from kubesessions.crdinstall import established, not_established_reason
+from kubesessions.kube.crdinstall import established, not_established_reason
 
 pytestmark = pytest.mark.unit
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from kubesessions import crds
+from kubesessions.api import crds
 
 pytestmark = pytest.mark.unit
 REPO = Path(__file__).parent.parent.parent
@@ -23,7 +23,7 @@ def test_check_command_fails_with_a_diff_on_drift(tmp_path: Path) -> None:
     target = tmp_path / "sessions.kubesessions.io.yaml"
     target.write_text(target.read_text().replace("maximum: 3600", "maximum: 7200"))
     proc = subprocess.run(
-        [sys.executable, "-m", "kubesessions.cli", "crds", "--check", "--dir", str(tmp_path)],
+        [sys.executable, "-m", "kubesessions.cli.commands", "crds", "--check", "--dir", str(tmp_path)],
         capture_output=True,
         text=True,
     )

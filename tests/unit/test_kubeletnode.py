@@ -134,7 +134,15 @@ def test_up_with_the_kubelet_node_refuses_clearly_when_not_root() -> None:
         proc = subprocess.run(
             [
                 *("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"),
-                *(sys.executable, "-m", "kubesessions.cli", "localcluster", "up", "--node", "kubelet"),
+                *(
+                    sys.executable,
+                    "-m",
+                    "kubesessions.cli.commands",
+                    "localcluster",
+                    "up",
+                    "--node",
+                    "kubelet",
+                ),
                 *("--state-dir", str(state)),
             ],
             capture_output=True,

@@ -7,7 +7,7 @@ import logging
 
 import pytest
 
-from kubesessions.logs import JsonFormatter, setup
+from kubesessions.common.logs import JsonFormatter, setup
 
 pytestmark = pytest.mark.unit
 

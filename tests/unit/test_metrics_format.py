@@ -6,7 +6,7 @@ import datetime
 
 import pytest
 
-from kubesessions.accounting import Accounting, session_gauges
+from kubesessions.control.accounting import Accounting, session_gauges
 from kubesessions.gateway.metrics import Metrics
 from kubesessions_worker import metrics as worker_metrics
 from kubesessions_worker.gpu import Device, Snapshot

@@ -5,7 +5,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from kubesessions import models, podfields
+from kubesessions.api import models, podfields
 
 from ..validation_cases import BAD, GOOD, Case, examples
 

@@ -1,4 +1,4 @@
-"""The operator and gateway processes' slim imports (kubesessions.slimimports), each in a fresh
+"""The operator and gateway processes' slim imports (kubesessions.kube.slimimports), each in a fresh
 interpreter so that nothing this test process already imported hides an import."""
 
 from __future__ import annotations
@@ -30,9 +30,9 @@ def test_operator_and_gateway_never_import_the_sync_client_nor_every_generated_m
     result = _run(
         """
         import asyncio, json, sys
-        from kubesessions import slimimports
+        from kubesessions.kube import slimimports
         slimimports.install()
-        import kubesessions.handlers, kubesessions.gateway.app  # everything the two commands run
+        import kubesessions.control.process, kubesessions.gateway.app  # everything the two commands run
 
         async def use():
             from kubernetes_asyncio import client, config, watch
@@ -64,7 +64,7 @@ def test_the_lazy_packages_offer_every_name_the_real_ones_do() -> None:
     result = _run(
         """
         import json, sys
-        from kubesessions import slimimports
+        from kubesessions.kube import slimimports
         slimimports.install()
         lazy = {name: sorted(sys.modules[name]._where) for name in slimimports.LAZY}
         for name, names in lazy.items():
@@ -84,3 +84,24 @@ def test_the_lazy_packages_offer_every_name_the_real_ones_do() -> None:
         """
     )
     assert all(names == [] for names in result.values()), result
+
+
+async def test_the_api_client_skips_proxy_lookups(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The private flag skip_proxy_lookups sets is the one aiohttp reads (its public property),
+    and it is left alone where a proxy is configured."""
+    from kubernetes_asyncio import client
+
+    from kubesessions.kube.slimimports import skip_proxy_lookups
+
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    api = client.ApiClient(client.Configuration())
+    assert api.rest_client.pool_manager.trust_env is True
+    skip_proxy_lookups(api)
+    assert api.rest_client.pool_manager.trust_env is False
+    await api.close()
+    monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:3128")
+    api = client.ApiClient(client.Configuration())
+    skip_proxy_lookups(api)
+    assert api.rest_client.pool_manager.trust_env is True
+    await api.close()

@@ -18,11 +18,12 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from kubesessions.api.names import CALL_ID_HEADER
+
 from .problems import Problem
 
 # Ids alone are small: remember this many times more of them than of results.
 IDS_PER_RESULT = 16
-KEY_HEADER = "Idempotency-Key"
 KEY_LIMIT = 200
 DONE_SIZE = 64
 
@@ -119,7 +120,7 @@ def _size(event: Event) -> int:
 def check_key(key: str | None) -> str | None:
     if key is not None and not (0 < len(key) <= KEY_LIMIT and key.isascii() and key.isprintable()):
         raise Problem(
-            "VALIDATION", f"the {KEY_HEADER} header must be 1..{KEY_LIMIT} printable ASCII characters"
+            "VALIDATION", f"the {CALL_ID_HEADER} header must be 1..{KEY_LIMIT} printable ASCII characters"
         )
     return key
 
@@ -145,13 +146,13 @@ class Recent:
             if call.fingerprint != payload_fingerprint and not (call.cancelled and not call.started):
                 raise Problem(
                     "IDEMPOTENCY_KEY_REUSED",
-                    f"the {KEY_HEADER} {key!r} was already used for a call with another input",
+                    f"the {CALL_ID_HEADER} {key!r} was already used for a call with another input",
                 )
             return call
         if key in self._ran:
             raise Problem(
                 "CALL_ALREADY_RAN",
-                f"the call with {KEY_HEADER} {key!r} already ran; its result is no longer kept "
+                f"the call with {CALL_ID_HEADER} {key!r} already ran; its result is no longer kept "
                 f"(the worker keeps the last {self.count} results, up to {self.budget} bytes)",
             )
         return None
@@ -164,9 +165,9 @@ class Recent:
         if key in self._ran:
             raise Problem(
                 "CALL_ALREADY_RAN",
-                f"the call with {KEY_HEADER} {key!r} ran; its result is no longer kept",
+                f"the call with {CALL_ID_HEADER} {key!r} ran; its result is no longer kept",
             )
-        raise Problem("CALL_NOT_FOUND", f"no call with {KEY_HEADER} {key!r} in this session")
+        raise Problem("CALL_NOT_FOUND", f"no call with {CALL_ID_HEADER} {key!r} in this session")
 
     def add(self, call: Call) -> None:
         assert call.key is not None

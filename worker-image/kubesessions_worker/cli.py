@@ -6,7 +6,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from kubesessions import eventloop, extras
+from kubesessions.common import eventloop, extras
 
 from . import logs, termination
 from .settings import Settings, SettingsError, termination_path

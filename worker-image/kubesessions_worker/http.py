@@ -14,8 +14,10 @@ from typing import Any
 
 from aiohttp import web
 
+from kubesessions.api.names import CALL_ID_HEADER
+
 from . import claim, metrics
-from .calls import KEY_HEADER, Call, Done, Event, Failed, Output, check_key
+from .calls import Call, Done, Event, Failed, Output, check_key
 from .gpu import GpuMonitor
 from .problems import Problem
 from .runner import Runner, State
@@ -97,7 +99,7 @@ async def _run(request: web.Request) -> web.StreamResponse:
         raise Problem("VALIDATION", "'stream' must be true or false")
     runner = request.app[RUNNER]
     function = _function(body, runner.app.functions())
-    call = runner.submit(body["input"], key=check_key(request.headers.get(KEY_HEADER)), function=function)
+    call = runner.submit(body["input"], key=check_key(request.headers.get(CALL_ID_HEADER)), function=function)
     if stream or "text/event-stream" in request.headers.get("Accept", ""):
         return await _sse(request, call)
     return await _reply(call)

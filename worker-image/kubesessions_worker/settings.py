@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from kubesessions.api.names import WORKER_PORT
+
 N = TypeVar("N", int, float)
 
 
@@ -28,7 +30,7 @@ class Settings:
     session_timeout: int = 60
     config: Mapping[str, Any] = field(default_factory=dict)
     host: str = "0.0.0.0"  # noqa: S104 - the pod IP is the usual bind address; this is the fallback
-    port: int = 8080
+    port: int = WORKER_PORT
     queue_size: int = 16
     call_timeout: float = 600.0
     idle_grace: float = 60.0
@@ -79,7 +81,9 @@ class Settings:
             session_timeout=timeout,
             config=_config(pick(args.config, "KUBESESSIONS_CONFIG", "{}") or "{}"),
             host=pick(args.host, "POD_IP") or "0.0.0.0",  # noqa: S104 - see the field's default
-            port=_bounded(pick(args.port, "KUBESESSIONS_PORT", "8080"), "KUBESESSIONS_PORT", int, 0, 65535),
+            port=_bounded(
+                pick(args.port, "KUBESESSIONS_PORT", str(WORKER_PORT)), "KUBESESSIONS_PORT", int, 0, 65535
+            ),
             queue_size=_bounded(
                 pick(args.queue_size, "KUBESESSIONS_QUEUE_SIZE", "16"), "KUBESESSIONS_QUEUE_SIZE", int
             ),

@@ -5,11 +5,13 @@
 >>> result = client.run({"app": "counter", "input": {"add": 1}, "session": "new", "session_timeout": 300})
 >>> with client.session("counter", session_timeout=300) as session:
 ...     session.run({"add": 2})
+
+Installed without any extra: of this distribution it imports only ``api.names``.
 """
 
-from ._core import Retry
-from .aio import AsyncClient, AsyncSession, AsyncStream
-from .errors import (
+from kubesessions.client._core import Retry
+from kubesessions.client.aio import AsyncClient, AsyncSession, AsyncStream
+from kubesessions.client.errors import (
     AppMismatch,
     AppNotFound,
     CallTimeout,
@@ -27,9 +29,9 @@ from .errors import (
     Unauthorized,
     WorkerUnavailable,
 )
-from .recovering import AsyncRecoveringSession, RecoveringSession
-from .sync import Client, Session, Stream
-from .tokens import ServiceAccountToken, TokenProvider
+from kubesessions.client.recovering import AsyncRecoveringSession, RecoveringSession
+from kubesessions.client.sync import Client, Session, Stream
+from kubesessions.client.tokens import ServiceAccountToken, TokenProvider
 
 __all__ = [
     "AppMismatch",

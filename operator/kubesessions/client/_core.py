@@ -7,18 +7,18 @@ import os
 import random
 import time
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import GatewayUnavailable, KubeSessionsError, OutcomeUnknown, from_problem
-from .tokens import TokenProvider, resolve
+from kubesessions.api.names import CALL_ID_HEADER
+from kubesessions.client.errors import GatewayUnavailable, KubeSessionsError, OutcomeUnknown, from_problem
+from kubesessions.client.tokens import TokenProvider, resolve
 
 # The gateway's Service as the Helm chart names it for the README's install (release
 # kube-sessions in namespace kube-sessions); KUBESESSIONS_URL (comma-separated) overrides.
 IN_CLUSTER_URL = "http://kube-sessions-gateway.kube-sessions.svc"
 NAMESPACE_HEADER = "X-Kubesessions-Namespace"
-KEY_HEADER = "Idempotency-Key"
 SERVICE_ACCOUNT_NAMESPACE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
 # Seconds to open a connection; failing that, nothing was sent and the next URL may be tried.
 CONNECT_TIMEOUT = 10.0
@@ -38,6 +38,9 @@ class Retry:
     attempts: int = 4
     backoff: float = 0.1  # seconds before the second attempt; doubles, with jitter
     max_backoff: float = 2.0
+    # Told why, each time a call is sent again ("ConnectionResetError", "HTTP 503"): for the
+    # caller's logs or metrics (the fault suite counts the calls a fault cut this way).
+    on_retry: Callable[[str], None] | None = field(default=None, compare=False)
 
     def pause(self, attempt: int) -> float:
         if attempt == 0:
@@ -140,7 +143,7 @@ class Base:
         if self.namespace:
             headers[NAMESPACE_HEADER] = self.namespace
         if call.key:
-            headers[KEY_HEADER] = call.key
+            headers[CALL_ID_HEADER] = call.key
         return headers
 
     def attempts(self, call: Call) -> Attempts:
@@ -173,7 +176,9 @@ class Attempts:
         to the other URLs first)."""
         self.last = exc
         self.endpoints.bad(url)
-        if not self.call.safe:
+        if self.call.safe:
+            self._retrying(type(exc).__name__)
+        else:
             raise OutcomeUnknown(
                 f"{self.call.method} {self.call.path} may have run: it was sent to {url} but no answer "
                 f"came back ({type(exc).__name__}: {exc}). It was not sent again, because running it "
@@ -184,8 +189,13 @@ class Attempts:
         """Whether to drop this answer and try again (a safe call, a passing failure)."""
         if self.call.safe and retryable(status) and self.attempt + 1 < self.retry.attempts:
             self.last = KubeSessionsError(f"HTTP {status}", status=status)
+            self._retrying(f"HTTP {status}")
             return True
         return False
+
+    def _retrying(self, why: str) -> None:
+        if self.retry.on_retry is not None:
+            self.retry.on_retry(why)
 
     def exhausted(self) -> GatewayUnavailable:
         return GatewayUnavailable(f"no gateway answered ({', '.join(self.endpoints.urls)}): {self.last}")

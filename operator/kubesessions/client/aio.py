@@ -9,8 +9,8 @@ from typing import Any
 
 import aiohttp
 
-from . import _core
-from ._core import Base, Call, StreamState
+from kubesessions.client import _core
+from kubesessions.client._core import Base, Call, StreamState
 
 
 class AsyncClient(Base):

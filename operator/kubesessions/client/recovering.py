@@ -15,9 +15,9 @@ from __future__ import annotations
 from collections.abc import Callable, Generator
 from typing import Any, Generic, TypeVar
 
-from .aio import AsyncClient
-from .errors import SessionNotFound
-from .sync import Client
+from kubesessions.client.aio import AsyncClient
+from kubesessions.client.errors import SessionNotFound
+from kubesessions.client.sync import Client
 
 T = TypeVar("T")
 C = TypeVar("C", Client, AsyncClient)

@@ -12,8 +12,8 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
-from . import _core
-from ._core import Base, Call, StreamState
+from kubesessions.client import _core
+from kubesessions.client._core import Base, Call, StreamState
 
 
 def _open(conn: http.client.HTTPConnection, read_timeout: float) -> None:

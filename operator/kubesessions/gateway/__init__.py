@@ -1,1 +1,5 @@
-"""`kubesessions gateway`: the sessions API over HTTP, routed to warm worker pods."""
+"""`kubesessions gateway`: the sessions API over HTTP (``/v1/run`` and the inference.sh
+routes), routed to warm worker pods.
+
+May import ``api``, ``common`` and ``kube``; never ``control``, ``localcluster`` or ``client``.
+"""

@@ -16,13 +16,14 @@ from typing import Any
 
 from aiohttp import web
 
-from .. import eventloop, logs
-from ..kubeapi import Kube, api_client
-from . import compat, openapi
-from .auth import Authorizer, KubernetesAuth, NoAuth
-from .cache import Cache
-from .calls import Call, Calls, wants_new
-from .context import (
+from kubesessions.api.names import CALL_ID_HEADER
+from kubesessions.common import eventloop, logs
+from kubesessions.common.metrics import CONTENT_TYPE
+from kubesessions.gateway import compat, openapi
+from kubesessions.gateway.auth import Authorizer, KubernetesAuth, NoAuth
+from kubesessions.gateway.cache import Cache
+from kubesessions.gateway.calls import Call, Calls, wants_new
+from kubesessions.gateway.context import (
     AUTH,
     CACHE,
     CALLS,
@@ -38,11 +39,12 @@ from .context import (
     read_body,
     served,
 )
-from .forward import Forwarder, snake_events
-from .metrics import CONTENT_TYPE, Metrics
-from .problems import Problem
-from .requests import CALL_ID_HEADER, CreateSessionRequest, RunRequest, call_id, parse
-from .sessions import GatewaySettings, Sessions, view
+from kubesessions.gateway.forward import Forwarder, snake_events
+from kubesessions.gateway.metrics import Metrics
+from kubesessions.gateway.problems import Problem
+from kubesessions.gateway.requests import CreateSessionRequest, RunRequest, call_id, parse
+from kubesessions.gateway.sessions import GatewaySettings, Sessions, view
+from kubesessions.kube.kubeapi import Kube, api_client
 
 log = logging.getLogger("kubesessions.gateway")
 NAMESPACE_HEADER = "X-Kubesessions-Namespace"

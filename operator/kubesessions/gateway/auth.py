@@ -18,8 +18,8 @@ from typing import Any, Literal, Protocol, TypeVar
 
 from kubernetes_asyncio import client
 
-from ..models import GROUP
-from .problems import Problem
+from kubesessions.api.names import GROUP
+from kubesessions.gateway.problems import Problem
 
 log = logging.getLogger("kubesessions.gateway")
 Verb = Literal["create", "get", "list", "delete", "patch"]

@@ -15,12 +15,10 @@ from typing import Any, TypeVar
 
 from kubernetes_asyncio import client
 
-from ..builders import MANAGED_BY, MANAGER, SESSION_LABEL, TOKEN_KEY
-from ..informer import Informer
-from ..kubeobjects import cacheable, newer
-from ..models import GROUP, VERSION
+from kubesessions.api.names import GROUP, JSON, MANAGED_BY, MANAGER, SESSION_LABEL, TOKEN_KEY, VERSION
+from kubesessions.kube.informer import Informer
+from kubesessions.kube.objects import cacheable, newer
 
-JSON = dict[str, Any]
 Key = tuple[str, str]  # (namespace, name)
 T = TypeVar("T")
 

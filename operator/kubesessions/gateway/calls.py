@@ -17,12 +17,12 @@ from typing import Any
 
 import aiohttp
 
-from .auth import Identity
-from .cache import JSON
-from .forward import Forwarder, Reply
-from .problems import Problem
-from .requests import NEW
-from .sessions import Sessions, live, view
+from kubesessions.api.names import JSON
+from kubesessions.gateway.auth import Identity
+from kubesessions.gateway.forward import Forwarder, Reply
+from kubesessions.gateway.problems import Problem
+from kubesessions.gateway.requests import NEW
+from kubesessions.gateway.sessions import Sessions, live, view
 
 log = logging.getLogger("kubesessions.gateway")
 

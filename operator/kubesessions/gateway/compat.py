@@ -5,9 +5,9 @@ NDJSON update stream ``GET /tasks/{id}/stream`` until a terminal status. Answers
 ``{"data": ...}``; errors are the gateway's problem+json, whose ``detail`` the SDK puts in its
 exception text (so an expired session reads "session not found").
 
-A task is one call on a session, kept in this gateway process's memory: its id is only known to
-the replica that started it. The SDK asks for a task's state at the base URL that started it, so
-a gateway Service needs client-IP session affinity when it runs more than one replica.
+A task is one call on a session. The replica that started it keeps it in memory; any other
+replica reads it from the session's worker by the id, which names the call and its session
+(:mod:`.remotetasks`), so a gateway Service with several replicas needs no client-IP affinity.
 
 App references ``namespace/name@version[:function]`` map onto the App ``name``. The namespace part
 names the Kubernetes namespace when this gateway serves it (or, serving all, when that namespace
@@ -26,22 +26,33 @@ import re
 import secrets
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from enum import IntEnum
 from typing import Any
 
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, StrictBool, StrictStr, ValidationError
 
-from ..models import DNS1123_SUBDOMAIN, Phase
-from ..timefmt import rfc3339
-from . import remotetasks
-from .auth import Verb
-from .cache import JSON
-from .calls import Call, wants_new
-from .context import CACHE, CALLS, FORWARDER, IDENTITY, NS, NS_GIVEN, SESSIONS, SETTINGS, authorize, read_body
-from .problems import Problem
-from .requests import CreateSessionRequest, describe, parse
-from .sessions import closing, view
+from kubesessions.api.models import DNS1123_SUBDOMAIN, Phase
+from kubesessions.api.names import JSON
+from kubesessions.common.timefmt import rfc3339
+from kubesessions.gateway import remotetasks
+from kubesessions.gateway.auth import Verb
+from kubesessions.gateway.calls import Call, wants_new
+from kubesessions.gateway.context import (
+    CACHE,
+    CALLS,
+    FORWARDER,
+    IDENTITY,
+    NS,
+    NS_GIVEN,
+    SESSIONS,
+    SETTINGS,
+    authorize,
+    read_body,
+)
+from kubesessions.gateway.problems import Problem
+from kubesessions.gateway.requests import CreateSessionRequest, describe, parse
+from kubesessions.gateway.sessions import closing, view
+from kubesessions.gateway.taskstatus import TERMINAL, Status
 
 log = logging.getLogger("kubesessions.gateway")
 HEARTBEAT = 10.0  # seconds between heartbeat lines of an idle stream; the SDK gives up after 30 of them
@@ -50,20 +61,6 @@ REF = re.compile(
 )
 # Fields of the SDK's run request that ask for hosted-service features this gateway has no counterpart for.
 UNSUPPORTED = ("app_id", "version_id", "infra", "workers", "webhook", "run_at", "metadata")
-
-
-class Status(IntEnum):
-    """The SDK's TaskStatus values this gateway uses."""
-
-    QUEUED = 2
-    SETTING_UP = 6
-    RUNNING = 7
-    COMPLETED = 10
-    FAILED = 11
-    CANCELLED = 12
-
-
-TERMINAL = frozenset({Status.COMPLETED, Status.FAILED, Status.CANCELLED})
 
 
 class AppRunRequest(BaseModel):

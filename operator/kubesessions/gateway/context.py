@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from .auth import Authorizer, Identity, Verb
-from .cache import Cache
-from .calls import Calls
-from .forward import Forwarder
-from .metrics import Metrics
-from .problems import Problem
-from .sessions import GatewaySettings, Sessions
+from kubesessions.gateway.auth import Authorizer, Identity, Verb
+from kubesessions.gateway.cache import Cache
+from kubesessions.gateway.calls import Calls
+from kubesessions.gateway.forward import Forwarder
+from kubesessions.gateway.metrics import Metrics
+from kubesessions.gateway.problems import Problem
+from kubesessions.gateway.sessions import GatewaySettings, Sessions
 
 SETTINGS = web.AppKey("settings", GatewaySettings)
 CACHE = web.AppKey("cache", Cache)

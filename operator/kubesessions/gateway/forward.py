@@ -18,9 +18,8 @@ from urllib.parse import quote
 
 import aiohttp
 
-from ..builders import WORKER_PORT
-from .problems import Problem, from_worker, snake_keys
-from .requests import CALL_ID_HEADER
+from kubesessions.api.names import CALL_ID_HEADER, WORKER_PORT
+from kubesessions.gateway.problems import Problem, from_worker, snake_keys
 
 Key = tuple[str, str]
 

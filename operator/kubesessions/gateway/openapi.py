@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 from functools import cache
-from typing import Any
 
-from .problems import STATUS
-from .requests import CALL_ID, CALL_ID_HEADER, NEW, CreateSessionRequest, RunRequest
-
-JSON = dict[str, Any]
+from kubesessions.api.names import CALL_ID_HEADER, JSON
+from kubesessions.gateway.problems import STATUS
+from kubesessions.gateway.requests import CALL_ID, NEW, CreateSessionRequest, RunRequest
 
 
 def _ref(name: str) -> JSON:

@@ -15,14 +15,13 @@ from typing import Any
 
 from aiohttp import web
 
-from .cache import JSON
-from .context import CACHE, FORWARDER, SESSIONS
-from .forward import Target
-from .problems import Problem
-from .sessions import closing, gone
+from kubesessions.api.names import JSON
+from kubesessions.gateway.context import CACHE, FORWARDER, SESSIONS
+from kubesessions.gateway.forward import Target
+from kubesessions.gateway.problems import Problem
+from kubesessions.gateway.sessions import closing, gone
+from kubesessions.gateway.taskstatus import Status
 
-# Worker call states -> the SDK's TaskStatus values (see compat.Status).
-QUEUED, SETTING_UP, RUNNING, COMPLETED, FAILED, CANCELLED = 2, 6, 7, 10, 11, 12
 # While another replica hands a call to the worker, a reader looks again this often.
 HANDOVER_LOOK = 0.2
 
@@ -54,13 +53,13 @@ def from_call(task: str, namespace: str, session_id: str, app: str | None, call:
     output: Any = None
     error = None
     if call["state"] != "finished":
-        status = RUNNING if call["state"] == "running" else QUEUED
+        status = Status.RUNNING if call["state"] == "running" else Status.QUEUED
     elif call["cancelled"]:
-        status, error = CANCELLED, "cancelled"
+        status, error = Status.CANCELLED, "cancelled"
     elif call["error"] is not None:
-        status, error = FAILED, call["error"].get("detail")
+        status, error = Status.FAILED, call["error"].get("detail")
     else:
-        status = COMPLETED
+        status = Status.COMPLETED
         output = call["outputs"] if call["streamed"] else (call["outputs"] or [None])[0]
     return dto(task, namespace, session_id, app, status, output, error)
 
@@ -106,8 +105,8 @@ async def read(request: web.Request, task: str, wait: float = 0.0) -> JSON:
         target = sessions.ready(namespace, session_id)
     if target is None:
         if closing(body):  # its worker, and the call's outcome with it, is gone
-            return dto(task, namespace, session_id, app, FAILED, None, gone(body).detail)
-        return dto(task, namespace, session_id, app, SETTING_UP, None, None)
+            return dto(task, namespace, session_id, app, Status.FAILED, None, gone(body).detail)
+        return dto(task, namespace, session_id, app, Status.SETTING_UP, None, None)
     try:
         call = await request.app[FORWARDER].call_state(target, call_id, wait)
     except Problem as problem:
@@ -116,7 +115,7 @@ async def read(request: web.Request, task: str, wait: float = 0.0) -> JSON:
         # The replica that took the task has not handed the call to the worker yet.
         if wait:
             await asyncio.sleep(HANDOVER_LOOK)
-        return dto(task, namespace, session_id, app, QUEUED, None, None)
+        return dto(task, namespace, session_id, app, Status.QUEUED, None, None)
     return from_call(task, namespace, session_id, app, call)
 
 

@@ -14,11 +14,11 @@ from typing import Annotated, Any, TypeVar
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, StrictStr, ValidationError
 
-from ..models import DNS1123_SUBDOMAIN, MAX_TIMEOUT, MIN_TIMEOUT, AppSpec, SessionSpec
-from .problems import Problem
+from kubesessions.api.models import DNS1123_SUBDOMAIN, MAX_TIMEOUT, MIN_TIMEOUT, AppSpec, SessionSpec
+from kubesessions.api.names import CALL_ID_HEADER
+from kubesessions.gateway.problems import Problem
 
 NEW = "new"
-CALL_ID_HEADER = "Idempotency-Key"
 # What the worker takes as a call id: 1..200 printable ASCII characters (none at either end is a
 # space, which HTTP would strip anyway).
 CALL_ID = re.compile(r"^[\x21-\x7e]([\x20-\x7e]{0,198}[\x21-\x7e])?$")

@@ -9,18 +9,17 @@ from typing import Any
 
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from ..builders import CLOSE_ANNOTATION
-from ..kubeapi import Kube, group_path
-from ..models import API_VERSION, FINISHED_PHASES, AppSpec, Phase, is_dns1123_subdomain
-from ..timefmt import parse_rfc3339, rfc3339
-from .auth import Identity
-from .cache import JSON, Cache, Key
-from .forward import Target
-from .problems import Problem, ended, not_found
-from .requests import new_session_id, session_spec
+from kubesessions.api.models import FINISHED_PHASES, AppSpec, Phase, is_dns1123_subdomain
+from kubesessions.api.names import API_VERSION, CLOSE_ANNOTATION, CREATED_BY_ANNOTATION, JSON
+from kubesessions.common.timefmt import parse_rfc3339, rfc3339
+from kubesessions.gateway.auth import Identity
+from kubesessions.gateway.cache import Cache, Key
+from kubesessions.gateway.forward import Target
+from kubesessions.gateway.problems import Problem, ended, not_found
+from kubesessions.gateway.requests import new_session_id, session_spec
+from kubesessions.kube.kubeapi import Kube, group_path
 
 log = logging.getLogger("kubesessions.gateway")
-CREATED_BY_ANNOTATION = "kubesessions.io/created-by"
 
 
 @dataclass

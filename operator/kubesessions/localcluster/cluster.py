@@ -20,20 +20,20 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from . import controlplane, kubeletnode, processes
-from .binaries import CONTROL_PLANE, KUBELET_NODE, ensure_binaries, find_binary
-from .certs import Authority, Pair, service_account_key
-from .kubeconfig import build_kubeconfig, write_kubeconfig
-from .logserver import KUBELET_CLIENT
-from .nodeconfig import HOST_IP, NodeConfig
-from .ports import free_port as free_port
+from kubesessions.localcluster import controlplane, kubeletnode, processes
+from kubesessions.localcluster.binaries import CONTROL_PLANE, KUBELET_NODE, ensure_binaries, find_binary
+from kubesessions.localcluster.certs import Authority, Pair, service_account_key
+from kubesessions.localcluster.kubeconfig import build_kubeconfig, write_kubeconfig
+from kubesessions.localcluster.logserver import KUBELET_CLIENT
+from kubesessions.localcluster.nodeconfig import HOST_IP, NodeConfig
+from kubesessions.localcluster.ports import free_port as free_port
 
 # Re-exported: callers reach the cluster's state through this module.
-from .state import ClusterError as ClusterError
-from .state import ClusterState as ClusterState
-from .state import StateDir as StateDir
-from .state import default_state_dir as default_state_dir
-from .state import leftover_pod_processes
+from kubesessions.localcluster.state import ClusterError as ClusterError
+from kubesessions.localcluster.state import ClusterState as ClusterState
+from kubesessions.localcluster.state import StateDir as StateDir
+from kubesessions.localcluster.state import default_state_dir as default_state_dir
+from kubesessions.localcluster.state import leftover_pod_processes
 
 STARTUP_TIMEOUT = 90.0
 

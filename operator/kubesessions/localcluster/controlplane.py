@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .certs import Pair
-from .state import StateDir
+from kubesessions.localcluster.certs import Pair
+from kubesessions.localcluster.state import StateDir
 
 SERVICE_CIDR = "10.96.0.0/16"
 

@@ -25,8 +25,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from .binaries import BinaryError, cache_root
-from .nodeconfig import OPERATOR_IMAGE, WORKER_IMAGE
+from kubesessions.localcluster.binaries import BinaryError, cache_root
+from kubesessions.localcluster.nodeconfig import OPERATOR_IMAGE, WORKER_IMAGE
 
 BASE_IMAGE = "localhost/kube-sessions-base:bookworm"
 PAUSE_IMAGE = "localhost/kube-sessions-pause:1"

@@ -8,7 +8,7 @@ from typing import Any
 
 import yaml
 
-from .certs import Pair
+from kubesessions.localcluster.certs import Pair
 
 
 def build_kubeconfig(server: str, ca: Path, user: Pair, name: str = "kube-sessions-local") -> dict[str, Any]:

@@ -26,10 +26,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from . import containerd, images, processes
-from .certs import Authority, Pair
-from .kubeconfig import build_kubeconfig, write_kubeconfig
-from .nodeconfig import HOST_IP, NodeConfig
+from kubesessions.localcluster import containerd, images, processes
+from kubesessions.localcluster.certs import Authority, Pair
+from kubesessions.localcluster.kubeconfig import build_kubeconfig, write_kubeconfig
+from kubesessions.localcluster.nodeconfig import HOST_IP, NodeConfig
 
 NETWORK = containerd.PodNetwork()
 NODE_PROCESSES = ("containerd", "kube-proxy", "kubelet")

@@ -23,7 +23,7 @@ from typing import Protocol
 
 from aiohttp import web
 
-from .certs import Pair
+from kubesessions.localcluster.certs import Pair
 
 log = logging.getLogger("kubesessions.processnode")
 

@@ -25,28 +25,27 @@ import sys
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 from kubernetes_asyncio import client, config
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from .. import logs
-from ..informer import Informer
-from ..kubeapi import STRATEGIC_PATCH, Kube
-from ..timefmt import rfc3339
-from . import processes
-from .addresses import AddressPool, claim_address_block
-from .certs import Pair
-from .logserver import ContainerLog, LogServer
-from .nodeconfig import HOST_IP, NodeConfig
-from .nodeobject import DESCRIPTION, node_object, node_status
-from .podrunner import PodRunner
-from .podservices import PodServices
-from .state import StateDir, leftover_pod_processes
+from kubesessions.api.names import JSON
+from kubesessions.common import logs
+from kubesessions.common.timefmt import rfc3339
+from kubesessions.kube.informer import Informer
+from kubesessions.kube.kubeapi import STRATEGIC_PATCH, Kube
+from kubesessions.localcluster import processes
+from kubesessions.localcluster.addresses import AddressPool, claim_address_block
+from kubesessions.localcluster.certs import Pair
+from kubesessions.localcluster.logserver import ContainerLog, LogServer
+from kubesessions.localcluster.nodeconfig import HOST_IP, NodeConfig
+from kubesessions.localcluster.nodeobject import DESCRIPTION, node_object, node_status
+from kubesessions.localcluster.podrunner import PodRunner
+from kubesessions.localcluster.podservices import PodServices
+from kubesessions.localcluster.state import StateDir, leftover_pod_processes
 
 log = logging.getLogger("kubesessions.processnode")
-JSON = dict[str, Any]
 
 LEASE_SECONDS = 40
 LEASE_RENEW_SECONDS = 10

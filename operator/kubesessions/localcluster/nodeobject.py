@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import os
-from typing import Any
 
-from .nodeconfig import HOST_IP, NodeConfig
-
-JSON = dict[str, Any]
+from kubesessions.api.names import JSON
+from kubesessions.localcluster.nodeconfig import HOST_IP, NodeConfig
 
 DESCRIPTION = (
     "kube-sessions process node: a development and test node whose pods run as local processes; not a kubelet"

@@ -10,20 +10,31 @@ import os
 import signal
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
 
-from ..timefmt import rfc3339
-from . import processes
-from .addresses import AddressPool
-from .logserver import ContainerLog
-from .nodeconfig import HOST_IP
-from .podservices import PodServices
-from .podspec import ContainerConfigError, ImageNotRunnable, container_argv, container_env, env_references
-from .podstatus import ContainerRecord, pod_status, same_status, termination_message, will_restart
-from .probes import Prober
+from kubesessions.api.names import JSON
+from kubesessions.common.timefmt import rfc3339
+from kubesessions.localcluster import processes
+from kubesessions.localcluster.addresses import AddressPool
+from kubesessions.localcluster.logserver import ContainerLog
+from kubesessions.localcluster.nodeconfig import HOST_IP
+from kubesessions.localcluster.podservices import PodServices
+from kubesessions.localcluster.podspec import (
+    ContainerConfigError,
+    ImageNotRunnable,
+    container_argv,
+    container_env,
+    env_references,
+)
+from kubesessions.localcluster.podstatus import (
+    ContainerRecord,
+    pod_status,
+    same_status,
+    termination_message,
+    will_restart,
+)
+from kubesessions.localcluster.probes import Prober
 
 log = logging.getLogger("kubesessions.processnode")
-JSON = dict[str, Any]
 
 BACKOFF_START, BACKOFF_CAP = 1.0, 20.0  # shorter than a kubelet's 10 s .. 5 min: a dev node
 CONFIG_QUICK_RETRIES, CONFIG_RETRY_SECONDS = (0.05, 0.1, 0.2, 0.4), 2.0

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
-from typing import Any
 
-JSON = dict[str, Any]
+from kubesessions.api.names import JSON
 
 
 class PodServices(ABC):

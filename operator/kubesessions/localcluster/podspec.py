@@ -11,11 +11,9 @@ import math
 import re
 from collections.abc import Callable, Mapping
 from decimal import Decimal
-from typing import Any
 
-from .nodeconfig import command_for_image
-
-JSON = dict[str, Any]
+from kubesessions.api.names import JSON
+from kubesessions.localcluster.nodeconfig import command_for_image
 
 
 class ContainerConfigError(ValueError):

@@ -6,13 +6,11 @@ from __future__ import annotations
 import contextlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-from ..timefmt import rfc3339
+from kubesessions.api.names import JSON
+from kubesessions.common.timefmt import rfc3339
 
 TERMINATION_MESSAGE_LIMIT = 4096  # bytes, as a kubelet keeps
-
-JSON = dict[str, Any]
 
 
 @dataclass

@@ -6,7 +6,7 @@ import secrets
 import socket
 from pathlib import Path
 
-from .state import ClusterError
+from kubesessions.localcluster.state import ClusterError
 
 
 def free_port() -> int:

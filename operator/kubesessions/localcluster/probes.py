@@ -10,11 +10,10 @@ from typing import Any, Protocol
 
 import aiohttp
 
-from . import processes
-from .podspec import ContainerConfigError
-from .podstatus import ContainerRecord
-
-JSON = dict[str, Any]
+from kubesessions.api.names import JSON
+from kubesessions.localcluster import processes
+from kubesessions.localcluster.podspec import ContainerConfigError
+from kubesessions.localcluster.podstatus import ContainerRecord
 
 
 class EventSink(Protocol):

@@ -13,8 +13,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import processes
-from .nodeconfig import NodeConfig
+from kubesessions.localcluster import processes
+from kubesessions.localcluster.nodeconfig import NodeConfig
 
 
 class ClusterError(RuntimeError):

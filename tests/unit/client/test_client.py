@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -96,6 +97,14 @@ def test_safe_calls_are_retried_on_503_and_runs_are_not(
     fake[0].unavailable_gets = 5
     with pytest.raises(WorkerUnavailable):
         client.get_session("s-x")
+
+
+def test_each_retry_is_told_to_the_retry_hook(fake: tuple[FakeGateway, str]) -> None:
+    seen: list[str] = []
+    fake[0].unavailable_gets = 2
+    with Client(fake[1], token="t", retry=dataclasses.replace(FAST, on_retry=seen.append)) as c:
+        assert c.get_session("s-x")["session_id"] == "s-x"
+    assert seen == ["HTTP 503", "HTTP 503"]
 
 
 def test_fail_over_to_the_next_url_and_remember_it(fake: tuple[FakeGateway, str]) -> None:

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from kubernetes_asyncio.client import ApiClient
 
+from kubesessions.api.models import AppSpec, is_dns1123_subdomain
 from kubesessions.gateway import openapi
 from kubesessions.gateway.auth import KubernetesAuth, Verb
 from kubesessions.gateway.cache import Cache
@@ -18,8 +19,7 @@ from kubesessions.gateway.forward import Reply, Sequencer, done_members, snake_e
 from kubesessions.gateway.problems import Problem, from_worker
 from kubesessions.gateway.requests import SESSION_ID, RunRequest, call_id, new_session_id, parse, session_spec
 from kubesessions.gateway.sessions import GatewaySettings, Sessions, live, view
-from kubesessions.kubeapi import Kube
-from kubesessions.models import AppSpec, is_dns1123_subdomain
+from kubesessions.kube.kubeapi import Kube
 
 pytestmark = pytest.mark.unit
 

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from kubesessions.accounting import Accounting, gpu_seconds, gpus_held
+from kubesessions.control.accounting import Accounting, gpu_seconds, gpus_held
 
 pytestmark = pytest.mark.unit
 
@@ -102,7 +102,7 @@ def test_time_to_ready_is_observed_from_creation() -> None:
 def test_session_gauges_count_phases_and_age_the_oldest_unready() -> None:
     import datetime
 
-    from kubesessions.accounting import session_gauges
+    from kubesessions.control.accounting import session_gauges
 
     def body(phase: str | None, created: str) -> dict[str, Any]:
         return {"metadata": {"creationTimestamp": created}, "status": {"phase": phase} if phase else {}}

@@ -7,12 +7,12 @@ from typing import Any
 
 import pytest
 
-from kubesessions import builders
-from kubesessions.models import AppSpec, SessionSpec
+from kubesessions.api.models import AppSpec, SessionSpec
+from kubesessions.control.decide import children
 
 pytestmark = pytest.mark.unit
 
-REF = builders.SessionRef(name="s1", namespace="ns", uid="uid-1")
+REF = children.SessionRef(name="s1", namespace="ns", uid="uid-1")
 APP = AppSpec.model_validate(
     {
         "image": "img:1",
@@ -27,7 +27,7 @@ APP = AppSpec.model_validate(
 
 
 def pod_for(spec: dict[str, Any], app: AppSpec | None = APP) -> dict[str, Any]:
-    return builders.build_pod(REF, "counter" if app else None, app, SessionSpec.model_validate(spec))
+    return children.build_pod(REF, "counter" if app else None, app, SessionSpec.model_validate(spec))
 
 
 def container(pod: dict[str, Any]) -> dict[str, Any]:
@@ -58,11 +58,11 @@ def test_pod_is_restricted_tokenless_and_never_restarted() -> None:
 def test_children_are_owned_by_the_session_and_labelled() -> None:
     for obj in (
         pod_for({"app": "counter"}),
-        builders.build_service(REF, "counter"),
-        builders.build_secret(REF, "counter", "t"),
+        children.build_service(REF, "counter"),
+        children.build_secret(REF, "counter", "t"),
     ):
         meta = obj["metadata"]
-        assert meta["ownerReferences"] == [builders.owner_reference(REF)]
+        assert meta["ownerReferences"] == [children.owner_reference(REF)]
         assert meta["ownerReferences"][0]["controller"] is True
         assert meta["labels"] == {
             "app.kubernetes.io/managed-by": "kube-sessions",
@@ -125,7 +125,7 @@ def test_mig_profile_replaces_whole_gpus() -> None:
     spec = SessionSpec.model_validate(
         {"app": "counter", "template": {"resources": {"migProfile": "1g.10gb"}}}
     )
-    summary = builders.gpu_summary(None, spec)
+    summary = children.gpu_summary(None, spec)
     assert (summary.requested, summary.migProfile) == (1, "1g.10gb")
 
 
@@ -149,27 +149,27 @@ def test_cpu_only_session_has_no_gpu_limit_or_toleration() -> None:
     ],
 )
 def test_specs_that_cannot_run_are_refused(spec: dict[str, Any], app: AppSpec | None, message: str) -> None:
-    with pytest.raises(builders.SpecError, match=re.escape(message)):
+    with pytest.raises(children.SpecError, match=re.escape(message)):
         pod_for(spec, app)
 
 
 def test_service_selects_exactly_the_session_pod() -> None:
-    service = builders.build_service(REF, "counter")
+    service = children.build_service(REF, "counter")
     pod = pod_for({"app": "counter"})
     assert service["spec"]["selector"].items() <= pod["metadata"]["labels"].items()
     assert service["spec"]["selector"]["kubesessions.io/session"] == "s1"
-    assert builders.endpoint(REF) == "http://s1.ns.svc:8080"
+    assert children.endpoint(REF) == "http://s1.ns.svc:8080"
 
 
 def test_secret_holds_a_fresh_random_token() -> None:
-    a, b = builders.new_token(), builders.new_token()
+    a, b = children.new_token(), children.new_token()
     assert a != b and len(a) >= 40
-    secret = builders.build_secret(REF, "counter", a)
+    secret = children.build_secret(REF, "counter", a)
     assert base64.b64decode(secret["data"]["token"]).decode() == a
 
 
 def test_idle_grace_reaches_the_worker() -> None:
-    pod = builders.build_pod(
+    pod = children.build_pod(
         REF, "counter", APP, SessionSpec.model_validate({"app": "counter"}), idle_grace=7
     )
     assert env_of(pod)["KUBESESSIONS_IDLE_GRACE"] == "7"

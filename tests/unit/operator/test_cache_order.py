@@ -4,7 +4,7 @@ from typing import Any
 
 import pytest
 
-from kubesessions.kubeobjects import cacheable, cacheable_pod, newer
+from kubesessions.kube.objects import cacheable, cacheable_pod, newer
 
 pytestmark = pytest.mark.unit
 
@@ -41,7 +41,7 @@ def test_cached_bodies_leave_out_managed_fields_and_the_event_body_stays_whole()
 
 
 def test_cached_pods_keep_of_their_spec_only_what_the_operator_reads() -> None:
-    from kubesessions.status import judge
+    from kubesessions.control.decide.status import judge
 
     event = {
         "metadata": {"name": "w", "uid": "u1", "managedFields": [{"manager": "kubelet"}]},

@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from kubesessions import idle
+from kubesessions.control.decide import idle
 
 pytestmark = pytest.mark.unit
 

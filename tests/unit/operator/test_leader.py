@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from kubesessions.leader import LeaderElector, LeaseSettings, Observed, lease_body, may_take
+from kubesessions.kube.leader import LeaderElector, LeaseSettings, Observed, lease_body, may_take
 
 pytestmark = pytest.mark.unit
 ME = LeaseSettings(namespace="ops", identity="me", lease_duration=15, renew_deadline=10, retry_period=2)

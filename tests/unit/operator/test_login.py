@@ -6,7 +6,7 @@ from __future__ import annotations
 import kopf
 import pytest
 
-from kubesessions.handlers import configure_kopf, in_cluster_server
+from kubesessions.control.handlers import configure_kopf, in_cluster_server
 
 pytestmark = pytest.mark.unit
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from kubesessions import builders, pool
-from kubesessions.models import AppSpec, PoolStrategy, SessionSpec, WarmPoolStatus
-from kubesessions.poolmetrics import PoolMetrics
+from kubesessions.api import names
+from kubesessions.api.models import AppSpec, PoolStrategy, SessionSpec, WarmPoolStatus
+from kubesessions.control.decide import children, pool
+from kubesessions.control.poolmetrics import PoolMetrics
 
 pytestmark = pytest.mark.unit
 
@@ -36,20 +37,20 @@ def test_pool_worker_is_the_apps_worker_owned_by_the_app_with_the_pool_token() -
     meta = pod["metadata"]
     assert meta["name"].startswith("model-pool-")
     assert meta["labels"] == {
-        builders.MANAGED_BY: builders.MANAGER,
-        builders.APP_LABEL: "model",
-        pool.POOL_LABEL: "model",
+        names.MANAGED_BY: names.MANAGER,
+        names.APP_LABEL: "model",
+        names.POOL_LABEL: "model",
     }
     assert [(o["kind"], o["name"], o["uid"]) for o in meta["ownerReferences"]] == [
         ("App", "model", "app-uid")
     ]
-    assert meta["annotations"] == {pool.TEMPLATE_HASH: CURRENT}
+    assert meta["annotations"] == {names.TEMPLATE_HASH: CURRENT}
     env = pod["spec"]["containers"][0]["env"]
     secrets = [
         e["valueFrom"]["secretKeyRef"]["name"] for e in env if "secretKeyRef" in e.get("valueFrom", {})
     ]
     assert secrets == ["model-pool-token"]  # no session token anywhere
-    assert {"name": pool.POOL_ENV, "value": "true"} in env
+    assert {"name": names.POOL_ENV, "value": "true"} in env
     assert pool.build_pod("ns", "model", "app-uid", APP, idle_grace=60)["metadata"]["name"] != meta["name"]
 
 
@@ -106,11 +107,11 @@ def test_claim_refusal_names_what_the_pool_worker_lacks(spec: dict[str, object],
 
 
 def test_claim_patch_is_conditional_and_moves_the_worker_to_the_session() -> None:
-    ref = builders.SessionRef(name="s1", namespace="ns", uid="s-uid")
+    ref = children.SessionRef(name="s1", namespace="ns", uid="s-uid")
     patch = pool.claim_patch(member("a1"), ref, "2030-01-01T00:00:00.000Z")["metadata"]
     assert patch["resourceVersion"] == "7"
-    assert patch["labels"] == {pool.POOL_LABEL: None, builders.SESSION_LABEL: "s1"}
-    assert patch["ownerReferences"] == [builders.owner_reference(ref)]
+    assert patch["labels"] == {names.POOL_LABEL: None, names.SESSION_LABEL: "s1"}
+    assert patch["ownerReferences"] == [children.owner_reference(ref)]
     pod = {"metadata": {"annotations": patch["annotations"]}}
     assert pool.claimed_at(pod, "s-uid") == "2030-01-01T00:00:00.000Z"
     assert pool.claimed_at(pod, "other") is None
@@ -119,7 +120,7 @@ def test_claim_patch_is_conditional_and_moves_the_worker_to_the_session() -> Non
 
 def test_member_and_status_count_ready_and_starting() -> None:
     ready = {
-        "metadata": {"name": "a1", "resourceVersion": "3", "annotations": {pool.TEMPLATE_HASH: CURRENT}},
+        "metadata": {"name": "a1", "resourceVersion": "3", "annotations": {names.TEMPLATE_HASH: CURRENT}},
         "status": {"podIP": "127.0.0.5", "conditions": [{"type": "Ready", "status": "True"}]},
     }
     starting = {"metadata": {"name": "a2"}, "status": {"phase": "Pending"}}

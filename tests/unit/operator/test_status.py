@@ -5,8 +5,15 @@ from typing import Any
 
 import pytest
 
-from kubesessions.models import Phase, SessionStatus
-from kubesessions.status import CREATING_SETTLE, Verdict, creating_settle, desired_status, judge, status_patch
+from kubesessions.api.models import Phase, SessionStatus
+from kubesessions.control.decide.status import (
+    CREATING_SETTLE,
+    Verdict,
+    creating_settle,
+    desired_status,
+    judge,
+    status_patch,
+)
 
 pytestmark = pytest.mark.unit
 

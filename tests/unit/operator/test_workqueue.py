@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from kubesessions.workqueue import WorkQueue
+from kubesessions.kube.workqueue import WorkQueue
 
 pytestmark = pytest.mark.unit
 

@@ -1,0 +1,353 @@
+"""The `App` and `Session` resources (kubesessions.io/v1alpha1) as typed models.
+
+They are the one source of truth: the CRD schemas in `crds/` are generated from them
+(`kubesessions crds --write`), so the API server and the gateway apply the same rules.
+Rules JSON Schema cannot say are CEL rules (``x-kubernetes-validations``), mirrored here
+by model validators with the same messages.
+"""
+
+from __future__ import annotations
+
+import re
+from enum import StrEnum
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, model_validator
+
+from kubesessions.api.modelbase import DNS1123_SUBDOMAIN as DNS1123_SUBDOMAIN
+from kubesessions.api.modelbase import ENTRYPOINT, LABEL_VALUE, MIG_PROFILE, Quantity, StrictModel, cel
+from kubesessions.api.podfields import EnvVar, Toleration
+
+MIN_TIMEOUT, MAX_TIMEOUT, DEFAULT_TIMEOUT = 1, 3600, 60
+MAX_LIFETIME = 30 * 24 * 3600
+MAX_GPUS = 16
+MAX_POOL = 64
+
+
+class Resources(StrictModel):
+    """What one worker gets: GPUs (whole or a MIG slice), cpu and memory."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    "!(has(self.gpu) && self.gpu > 0 && has(self.migProfile))",
+                    "gpu and migProfile are mutually exclusive: ask for whole GPUs or for one MIG slice",
+                )
+            ]
+        }
+    )
+
+    gpu: StrictInt | None = Field(default=None, ge=0, le=MAX_GPUS)
+    """Whole GPUs (`nvidia.com/gpu`), 0..16."""
+    gpuProduct: StrictStr | None = Field(default=None, max_length=63, pattern=LABEL_VALUE)
+    """GPU model to run on, matched against the node label `nvidia.com/gpu.product`."""
+    migProfile: StrictStr | None = Field(default=None, pattern=MIG_PROFILE, max_length=32)
+    """A MIG slice such as `1g.10gb` (resource `nvidia.com/mig-<profile>`); excludes `gpu`."""
+    cpu: Quantity | None = None
+    """CPU request and limit, a Kubernetes quantity such as `500m` or `2`."""
+    memory: Quantity | None = None
+    """Memory request and limit, a Kubernetes quantity such as `8Gi`."""
+
+    @model_validator(mode="after")
+    def _gpu_or_mig(self) -> Resources:
+        if self.gpu and self.migProfile:
+            raise ValueError(
+                "gpu and migProfile are mutually exclusive: ask for whole GPUs or for one MIG slice"
+            )
+        return self
+
+
+class WorkerTemplate(StrictModel):
+    """How a worker pod runs; every field optional so a Session can override an App's."""
+
+    image: StrictStr | None = Field(default=None, min_length=1, max_length=512)
+    """Worker container image (the kube-sessions worker runtime plus the app)."""
+    entrypoint: StrictStr | None = Field(default=None, pattern=ENTRYPOINT, max_length=256)
+    """The app class, `package.module:Class`, loaded by `kubesessions-worker`."""
+    resources: Resources | None = None
+    """GPUs, cpu and memory."""
+    env: list[EnvVar] | None = Field(default=None, max_length=128)
+    """Extra environment variables of the worker."""
+    nodeSelector: dict[str, StrictStr] | None = None
+    """Node labels the worker pod must match."""
+    tolerations: list[Toleration] | None = Field(default=None, max_length=32)
+    """Taints the worker pod tolerates."""
+
+
+class PoolStrategy(StrEnum):
+    RECREATE = "Recreate"
+    ON_USE = "OnUse"
+
+
+class WarmPool(StrictModel):
+    """Workers of this App kept started, their `setup` run, for new Sessions to claim."""
+
+    size: StrictInt = Field(default=0, ge=0, le=MAX_POOL)
+    """Idle workers to keep ready, 0..64 (`kubectl scale app/<name> --replicas N` sets it)."""
+    strategy: PoolStrategy = PoolStrategy.RECREATE
+    """On an App change: `Recreate` replaces idle pool workers at once, `OnUse` only as they are used."""
+
+
+class AppSpec(WorkerTemplate):
+    """A template for workers of one kind."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    "self.defaultSessionTimeout <= self.maxSessionTimeout",
+                    "defaultSessionTimeout must be <= maxSessionTimeout",
+                    ".defaultSessionTimeout",
+                )
+            ]
+        }
+    )
+
+    image: StrictStr = Field(min_length=1, max_length=512)
+    """Worker container image (the kube-sessions worker runtime plus the app)."""
+    defaultSessionTimeout: StrictInt = Field(default=DEFAULT_TIMEOUT, ge=MIN_TIMEOUT, le=MAX_TIMEOUT)
+    """Idle timeout in seconds (1..3600) for Sessions that set none."""
+    maxSessionTimeout: StrictInt = Field(default=MAX_TIMEOUT, ge=MIN_TIMEOUT, le=MAX_TIMEOUT)
+    """The longest idle timeout (seconds, 1..3600) a Session of this App may ask for."""
+    warmPool: WarmPool | None = None
+    """Warm workers kept ready for new Sessions of this App (none when unset)."""
+
+    @model_validator(mode="after")
+    def _default_within_max(self) -> AppSpec:
+        if self.defaultSessionTimeout > self.maxSessionTimeout:
+            raise ValueError("defaultSessionTimeout must be <= maxSessionTimeout")
+        return self
+
+
+class SessionSpec(StrictModel):
+    """One client's session on one warm worker."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    "has(self.app) || (has(self.template) && has(self.template.image))",
+                    "spec.app or spec.template.image is required",
+                ),
+                cel(
+                    "!has(self.maxLifetime) || !has(self.sessionTimeout) || self.maxLifetime >= self.sessionTimeout",
+                    "maxLifetime must be >= sessionTimeout",
+                    ".maxLifetime",
+                ),
+                cel("has(self.app) == has(oldSelf.app)", "spec.app is immutable", ".app"),
+                cel("has(self.template) == has(oldSelf.template)", "spec.template is immutable", ".template"),
+            ]
+        }
+    )
+
+    app: StrictStr | None = Field(
+        default=None,
+        min_length=1,
+        max_length=253,
+        pattern=DNS1123_SUBDOMAIN,
+        json_schema_extra={"x-kubernetes-validations": [cel("self == oldSelf", "spec.app is immutable")]},
+    )
+    """Name of an App in the same namespace to start the worker from."""
+    template: WorkerTemplate | None = Field(
+        default=None,
+        json_schema_extra={
+            "x-kubernetes-validations": [cel("self == oldSelf", "spec.template is immutable")]
+        },
+    )
+    """Inline worker settings; they override the App's, or stand alone without an App."""
+    sessionTimeout: StrictInt | None = Field(default=None, ge=MIN_TIMEOUT, le=MAX_TIMEOUT)
+    """Idle timeout in whole seconds, 1..3600: the session ends this long after its last call.
+    Unset: the App's defaultSessionTimeout, else 60."""
+    maxLifetime: StrictInt | None = Field(default=None, ge=MIN_TIMEOUT, le=MAX_LIFETIME)
+    """Absolute cap in seconds from start, even while busy; must be >= sessionTimeout."""
+    config: dict[str, Any] | None = None
+    """Free-form settings handed to the app's `setup(config)`."""
+
+    @model_validator(mode="after")
+    def _cross_field(self) -> SessionSpec:
+        if self.app is None and (self.template is None or self.template.image is None):
+            raise ValueError("spec.app or spec.template.image is required")
+        if (
+            self.maxLifetime is not None
+            and self.sessionTimeout is not None
+            and self.maxLifetime < self.sessionTimeout
+        ):
+            raise ValueError("maxLifetime must be >= sessionTimeout")
+        return self
+
+
+class Phase(StrEnum):
+    PENDING = "Pending"
+    STARTING = "Starting"
+    READY = "Ready"
+    CLOSED = "Closed"
+    EXPIRED = "Expired"
+    FAILED = "Failed"
+
+
+FINISHED_PHASES = frozenset({Phase.CLOSED, Phase.EXPIRED, Phase.FAILED})
+
+
+class Condition(BaseModel):
+    """A status condition (metav1.Condition shape)."""
+
+    model_config = ConfigDict(use_attribute_docstrings=True)
+
+    type: str
+    """E.g. Ready, Scheduled, WorkerUnreachable."""
+    status: Literal["True", "False", "Unknown"]
+    """Whether the condition holds."""
+    reason: str = ""
+    """A CamelCase reason such as Unschedulable, SetupFailed, IdleTimeout."""
+    message: str = ""
+    """What happened, for people."""
+    lastTransitionTime: str | None = None
+    """When status last changed (RFC 3339)."""
+    observedGeneration: int | None = None
+    """The spec generation the condition was computed from."""
+
+
+class GpuSummary(BaseModel):
+    """What GPUs the worker asked for."""
+
+    model_config = ConfigDict(use_attribute_docstrings=True)
+
+    requested: int = 0
+    """GPUs requested: whole GPUs, or 1 for a MIG slice (see migProfile)."""
+    product: str = ""
+    """Requested GPU product, if any."""
+    migProfile: str = ""
+    """Requested MIG slice, if any."""
+
+
+class GpuSeconds(BaseModel):
+    """GPU-seconds the session has held: its GPUs times the seconds its worker ran."""
+
+    model_config = ConfigDict(use_attribute_docstrings=True)
+
+    held: float = 0.0
+    """Starting plus busy plus idle."""
+    starting: float = 0.0
+    """Until the app's setup was done."""
+    busy: float = 0.0
+    """With a call in flight."""
+    idle: float = 0.0
+    """Ready without a call in flight."""
+    busyPercent: int = 0
+    """Busy as a share of held, 0-100."""
+
+
+class StartedFrom(StrEnum):
+    POOL = "pool"
+    COLD = "cold"
+
+
+class SessionStatus(BaseModel):
+    """Where the session stands; written by the operator only."""
+
+    model_config = ConfigDict(
+        use_attribute_docstrings=True,
+        extra="forbid",
+    )
+
+    phase: Phase | None = None
+    """Pending, Starting, Ready, Closed, Expired or Failed."""
+    conditions: list[Condition] = Field(default_factory=list)
+    """Ready and friends, each with reason, message and observedGeneration."""
+    reason: str | None = None
+    """Why the session is in its phase, CamelCase (e.g. Unschedulable, IdleTimeout, SetupFailed)."""
+    message: str | None = None
+    """The same for people."""
+    sessionTimeout: int | None = None
+    """The idle timeout in force (spec, else the App's default, else 60)."""
+    podName: str | None = None
+    """The worker pod."""
+    podIP: str | None = None
+    """The worker pod's IP (recorded with the next phase change, Ready at the latest)."""
+    endpoint: str | None = None
+    """In-cluster URL of the session's Service."""
+    startedAt: str | None = None
+    """When the worker pod started (recorded like podIP)."""
+    readyAt: str | None = None
+    """When the session was announced Ready: its idle clock starts here at the earliest."""
+    startedFrom: StartedFrom | None = None
+    """`pool`: it claimed a warm worker of its App's pool; `cold`: a worker started for it."""
+    claimedAt: str | None = None
+    """When it claimed its pool worker (pool starts only)."""
+    lastActivityTime: str | None = None
+    """Last call start or end, or keepalive (RFC 3339, ms)."""
+    idleSince: str | None = None
+    """lastActivityTime while the session runs, gone once it ends (kubectl's idle column)."""
+    expiresAt: str | None = None
+    """When the session ends if idle until then."""
+    endedAt: str | None = None
+    """When the session finished (Closed, Expired or Failed)."""
+    calls: int | None = None
+    """Calls served so far."""
+    gpus: GpuSummary | None = None
+    """GPUs asked for and seen."""
+    gpuSeconds: GpuSeconds | None = None
+    """GPU-seconds held, busy and idle (recorded with activity writes and at the end)."""
+    observedGeneration: int | None = None
+    """The spec generation this status describes."""
+    kopf: dict[str, Any] | None = None
+    """Reserved for the kopf framework's own bookkeeping."""
+
+
+class WarmPoolStatus(BaseModel):
+    """The App's warm pool as the operator last counted it."""
+
+    model_config = ConfigDict(use_attribute_docstrings=True, extra="forbid")
+
+    size: int = 0
+    """The pool size in force (spec.warmPool.size)."""
+    ready: int = 0
+    """Pool workers ready to be claimed."""
+    starting: int = 0
+    """Pool workers still starting (their setup running)."""
+    claimed: int = 0
+    """Workers Sessions have claimed from the pool so far (a running total)."""
+    selector: str = ""
+    """Label selector of the pool's workers (for the scale subresource, HPA, KEDA)."""
+
+
+class AppStatus(BaseModel):
+    model_config = ConfigDict(use_attribute_docstrings=True, extra="forbid")
+
+    warmPool: WarmPoolStatus | None = None
+    """The warm pool's workers: ready, starting, claimed."""
+    observedGeneration: int | None = None
+    """The spec generation last seen."""
+    kopf: dict[str, Any] | None = None
+    """Reserved for the kopf framework's own bookkeeping."""
+
+
+class _Resource(BaseModel):
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+
+    apiVersion: Literal["kubesessions.io/v1alpha1"] = "kubesessions.io/v1alpha1"
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class App(_Resource):
+    kind: Literal["App"] = "App"
+    spec: AppSpec
+    status: AppStatus | None = None
+
+
+class Session(_Resource):
+    kind: Literal["Session"] = "Session"
+    spec: SessionSpec
+    status: SessionStatus | None = None
+
+
+def is_dns1123_subdomain(name: str) -> bool:
+    return len(name) <= 253 and re.fullmatch(DNS1123_SUBDOMAIN, name) is not None
+
+
+def effective_timeout(spec: SessionSpec, app: AppSpec | None) -> int:
+    """The idle timeout in force: the Session's, else the App's default, else 60 s."""
+    if spec.sessionTimeout is not None:
+        return spec.sessionTimeout
+    return app.defaultSessionTimeout if app is not None else DEFAULT_TIMEOUT

@@ -1,0 +1,49 @@
+"""Every name on the wire, in one place: the API group and version, the labels and annotations
+on Sessions and their children, the worker's port, the HTTP headers and the token's key.
+
+Standard library only, and nothing else of ours: the client and the worker import this module
+without bringing in the operator's dependencies (tests/unit/test_layers.py checks both).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+JSON = dict[str, Any]  # a decoded JSON object: every body on the wire, every Kubernetes object
+
+# -- the API ------------------------------------------------------------------------------
+GROUP = "kubesessions.io"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+
+# -- labels on the children (pods, Services, Secrets) and on pool workers -----------------
+MANAGED_BY = "app.kubernetes.io/managed-by"
+MANAGER = "kube-sessions"
+SESSION_LABEL = f"{GROUP}/session"
+APP_LABEL = f"{GROUP}/app"
+POOL_LABEL = f"{GROUP}/pool"  # on an unclaimed pool worker: its App's name
+# Pods with this label may call workers (the workers' NetworkPolicy).
+CLIENT_LABEL = (f"{GROUP}/client", "true")
+GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
+
+# -- annotations --------------------------------------------------------------------------
+LAST_ACTIVITY = f"{GROUP}/last-activity"  # on the worker pod: RFC 3339, UTC, milliseconds
+# On a Session: close it (the value says why); set by the gateway, acted on by the operator.
+CLOSE_ANNOTATION = f"{GROUP}/close"
+KEEPALIVE_ANNOTATION = f"{GROUP}/keepalive"  # on a Session: a keepalive to pass on
+KEEPALIVE_SEEN = f"{GROUP}/keepalive-seen"  # on the pod: the last keepalive passed on
+CREATED_BY_ANNOTATION = f"{GROUP}/created-by"  # on a Session the gateway made: who asked
+TEMPLATE_HASH = f"{GROUP}/template-hash"  # on a pool worker: what it was built from
+CLAIMED_BY = f"{GROUP}/claimed-by"  # on a claimed pool worker: the Session's uid
+CLAIMED_AT = f"{GROUP}/claimed-at"
+
+# -- the worker -----------------------------------------------------------------------------
+WORKER_PORT = 8080
+WORKER_CONTAINER = "worker"
+WORKER_POLICY = "kube-sessions-workers"  # the workers' NetworkPolicy
+TOKEN_KEY = "token"  # noqa: S105 - the key in the Secret, not a secret
+POOL_ENV = "KUBESESSIONS_POOL"  # set on a pool worker: its App's name
+GPU_RESOURCE = "nvidia.com/gpu"
+
+# -- HTTP -----------------------------------------------------------------------------------
+CALL_ID_HEADER = "Idempotency-Key"  # one per logical call, the same on every retry

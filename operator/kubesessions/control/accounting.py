@@ -1,0 +1,155 @@
+"""What sessions cost and how they end: GPU-seconds busy and idle, outcomes, time to Ready.
+
+The worker reports how long it has been held, split into starting (until the app's setup is
+done), busy (a call in flight) and idle (``heldSeconds`` in its ``/status``); every GPU the
+pod holds is held that long, so the
+Session's GPU-seconds are those seconds times its GPUs. The controller hands each reading
+here; the counters grow by what is new since the last reading, or, after an operator
+restart, since what the Session's status last recorded (so a restart does not count a
+session's whole past again). Labels are App and namespace, never the session: counters
+stay few however many sessions come and go.
+"""
+
+from __future__ import annotations
+
+import datetime
+from collections import Counter
+from collections.abc import Iterable
+
+from kubesessions.api.models import FINISHED_PHASES, Phase
+from kubesessions.api.names import JSON
+from kubesessions.common.metrics import Histogram
+from kubesessions.common.timefmt import parse_rfc3339
+
+Key = tuple[str, str]  # (namespace, name)
+STATES = ("starting", "busy", "idle")
+
+
+def gpus_held(status: JSON) -> int:
+    """Devices the pod holds: its whole GPUs, or one MIG slice."""
+    gpus = status.get("gpus") or {}
+    if gpus.get("migProfile"):
+        return 1
+    requested = gpus.get("requested")
+    return requested if isinstance(requested, int) else 0
+
+
+def gpu_seconds(worker: JSON, gpus: int) -> JSON | None:
+    """The Session's ``status.gpuSeconds`` from a worker's ``/status``: None for a session
+    without GPUs, or a worker that does not report ``heldSeconds``."""
+    held = worker.get("heldSeconds")
+    if gpus <= 0 or not isinstance(held, dict):
+        return None
+    if not all(isinstance(held.get(s), int | float) for s in STATES):
+        return None
+    seconds = {s: round(max(0.0, float(held[s])) * gpus, 3) for s in STATES}
+    total = round(sum(seconds.values()), 3)
+    return {
+        "held": total,
+        **seconds,
+        "busyPercent": round(100 * seconds["busy"] / total) if total else 0,
+    }
+
+
+class Accounting:
+    def __init__(self) -> None:
+        self.gpu_seconds: Counter[tuple[str, str, str]] = Counter()  # (state, app, namespace)
+        self.ended: Counter[tuple[str, str]] = Counter()  # (phase, reason)
+        self.ready_latency = Histogram()
+        self.latest: dict[Key, JSON] = {}  # the newest status.gpuSeconds per session
+        self.queued: dict[Key, int] = {}  # calls waiting in each worker, as last read
+
+    def observe(self, key: Key, body: JSON, worker: JSON) -> None:
+        """One reading of the session's worker (its ``GET /status`` body)."""
+        status = body.get("status") or {}
+        queued = worker.get("queued")
+        self.queued[key] = queued if isinstance(queued, int) else 0
+        reading = gpu_seconds(worker, gpus_held(status))
+        if reading is None:
+            return
+        before = self.latest.get(key) or status.get("gpuSeconds") or {}
+        app = (body.get("spec") or {}).get("app") or ""
+        for state in STATES:
+            grown = reading[state] - float(before.get(state) or 0.0)
+            if grown > 0:
+                self.gpu_seconds[(state, app, key[0])] += grown
+        self.latest[key] = reading
+
+    def status_fields(self, key: Key) -> JSON:
+        """``{"gpuSeconds": ...}`` to ride along with a status write, or nothing yet."""
+        reading = self.latest.get(key)
+        return {"gpuSeconds": reading} if reading is not None else {}
+
+    def transition(self, body: JSON, before: str | None, after: JSON) -> None:
+        """A status write that changed the phase: count endings, time create → Ready."""
+        phase = after.get("phase")
+        if phase == before:
+            return
+        if phase in FINISHED_PHASES:
+            self.ended[(str(phase), str(after.get("reason") or ""))] += 1
+        elif phase == Phase.READY:
+            created = parse_rfc3339(body["metadata"].get("creationTimestamp"))
+            ready = parse_rfc3339(after.get("readyAt"))
+            if created is not None and ready is not None:
+                # creationTimestamp has whole seconds: up to 1 s more than the true latency.
+                self.ready_latency.observe(max(0.0, (ready - created).total_seconds()))
+
+    def forget(self, key: Key) -> None:
+        self.latest.pop(key, None)
+        self.queued.pop(key, None)
+
+    def render(self) -> list[str]:
+        lines = [
+            "# HELP kubesessions_gpu_seconds_total GPU-seconds held by sessions, starting (until setup "
+            "is done), busy (a call in flight) or idle, by App and namespace.",
+            "# TYPE kubesessions_gpu_seconds_total counter",
+        ]
+        for (state, app, namespace), seconds in sorted(self.gpu_seconds.items()):
+            lines.append(
+                f'kubesessions_gpu_seconds_total{{state="{state}",app="{app}",namespace="{namespace}"}} '
+                f"{round(seconds, 3)}"
+            )
+        lines += [
+            "# HELP kubesessions_sessions_ended_total Sessions that finished, by phase and reason.",
+            "# TYPE kubesessions_sessions_ended_total counter",
+        ]
+        for (phase, reason), count in sorted(self.ended.items()):
+            lines.append(f'kubesessions_sessions_ended_total{{phase="{phase}",reason="{reason}"}} {count}')
+        lines += [
+            "# HELP kubesessions_session_ready_seconds Time from a Session's creation to Ready.",
+            "# TYPE kubesessions_session_ready_seconds histogram",
+            *self.ready_latency.render("kubesessions_session_ready_seconds", ""),
+            "# HELP kubesessions_queued_calls Calls waiting in the workers' queues, as last read.",
+            "# TYPE kubesessions_queued_calls gauge",
+            f"kubesessions_queued_calls {sum(self.queued.values())}",
+        ]
+        return lines
+
+
+UNREADY = (Phase.PENDING, Phase.STARTING)
+
+
+def session_gauges(sessions: Iterable[JSON], unreachable: int, now: datetime.datetime) -> list[str]:
+    """Sessions by phase, the oldest not yet Ready, workers not answering: from the cache."""
+    phases: Counter[str] = Counter()
+    oldest: dict[str, float] = dict.fromkeys(UNREADY, 0.0)
+    for body in sessions:
+        phase = (body.get("status") or {}).get("phase") or Phase.PENDING
+        phases[phase] += 1
+        created = parse_rfc3339(body["metadata"].get("creationTimestamp"))
+        if phase in oldest and created is not None:
+            oldest[phase] = max(oldest[phase], (now - created).total_seconds())
+    return [
+        "# HELP kubesessions_sessions Sessions by phase (tombstones of finished ones included).",
+        "# TYPE kubesessions_sessions gauge",
+        *(f'kubesessions_sessions{{phase="{p.value}"}} {phases[p]}' for p in Phase),
+        "# HELP kubesessions_sessions_oldest_age_seconds Age of the oldest Session in the phase (0: none).",
+        "# TYPE kubesessions_sessions_oldest_age_seconds gauge",
+        *(
+            f'kubesessions_sessions_oldest_age_seconds{{phase="{p.value}"}} {round(oldest[p], 3)}'
+            for p in UNREADY
+        ),
+        "# HELP kubesessions_workers_unreachable Ready sessions whose worker missed its last status call.",
+        "# TYPE kubesessions_workers_unreachable gauge",
+        f"kubesessions_workers_unreachable {unreachable}",
+    ]

@@ -1,0 +1,387 @@
+"""The Session controller: level-based reconcile of each Session from what the watches saw.
+
+Handlers (see :mod:`kubesessions.control.handlers`) only record the latest objects and enqueue the
+Session's key; :meth:`Controller.reconcile` then decides what the Session needs, one key at a
+time, and says when to look again (idle deadline, max lifetime, tombstone retention). The
+deciding is in :mod:`kubesessions.control.decide`, the doing in :mod:`kubesessions.control.act`:
+``act.children`` creates and deletes the pod, Service and Secret, ``act.worker`` talks to the
+worker, ``act.status`` writes the status and Events, ``act.pool`` keeps the warm pools. The
+caches (Sessions, pods, Apps, what is tracked of each Session) are the controller's alone: the
+parts return what they wrote, and the controller keeps it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import logging
+import time
+
+import aiohttp
+from kubernetes_asyncio import client
+from kubernetes_asyncio.client.exceptions import ApiException
+
+from kubesessions.api import names
+from kubesessions.api.models import AppSpec, Phase, SessionSpec, SessionStatus, StartedFrom, effective_timeout
+from kubesessions.api.names import API_VERSION, CLOSE_ANNOTATION, JSON
+from kubesessions.common.timefmt import parse_rfc3339
+from kubesessions.control import accounting
+from kubesessions.control.act.children import ALL_CHILDREN, Children
+from kubesessions.control.act.pool import Pooling
+from kubesessions.control.act.status import StatusWriter
+from kubesessions.control.act.worker import Look, WorkerLink
+from kubesessions.control.decide import children, pool
+from kubesessions.control.decide.status import Verdict, creating_settle, current_status, finished, judge
+from kubesessions.control.settings import OperatorSettings
+from kubesessions.control.state import Key, Tracked
+from kubesessions.kube.kubeapi import Kube, core_path, group_path
+from kubesessions.kube.objects import cacheable, cacheable_pod, newer
+from kubesessions.kube.workqueue import WorkQueue
+
+__all__ = ["Controller", "OperatorSettings"]
+log = logging.getLogger("kubesessions.operator")
+
+# Seconds until a look at a Session whose pod was just created, should its watch event not come.
+CREATED_LOOK_AGAIN = 2.0
+
+
+def _ref(body: JSON) -> children.SessionRef:
+    meta = body["metadata"]
+    return children.SessionRef(name=meta["name"], namespace=meta["namespace"], uid=meta["uid"])
+
+
+class Controller:
+    def __init__(self, api: client.ApiClient, settings: OperatorSettings) -> None:
+        self.settings = settings
+        self.kube = kube = Kube(api)
+        self.sessions: dict[Key, JSON] = {}
+        self.pods: dict[Key, JSON] = {}
+        self.apps: dict[Key, JSON] = {}
+        self.tracked: dict[Key, Tracked] = {}
+        self.children = Children(kube, settings)
+        self.accounting = accounting.Accounting()
+        self.status = StatusWriter(kube, self.accounting)
+        self.link = WorkerLink(kube, settings, self.accounting)
+        self.pool = Pooling(kube, settings, self.apps, self.children, self._app_written)
+        # Pool workers claimed before this replica began to act (by an earlier run or leader),
+        # by Session: read once then, so no Session claims a second one.
+        self.claimed_before: dict[Key, JSON] = {}
+        self.queue: WorkQueue[Key] = WorkQueue(self.reconcile, workers=settings.workers)
+
+    async def act(self) -> None:
+        """Do the work from now on, until cancelled: the Sessions' queue, the pools' queue and
+        the orphan sweep. Claims made before now were another replica's (or an earlier run's)."""
+        self.claimed_before = await self._claims_so_far()
+        work = [
+            asyncio.create_task(self.queue.run(), name="workqueue"),
+            asyncio.create_task(self.pool.queue.run(), name="warm-pools"),
+            asyncio.create_task(self._sweep_forever(), name="orphan-sweep"),
+        ]
+        try:
+            await asyncio.gather(*work)
+        finally:
+            for task in work:
+                task.cancel()
+            await asyncio.gather(*work, return_exceptions=True)
+
+    async def _claims_so_far(self) -> dict[Key, JSON]:
+        """The pool workers claimed so far, read until the API answers: the pod watch may not
+        show them yet, and a Session that claimed one must never claim a second."""
+        pause = 0.2
+        while True:
+            try:
+                return await self.pool.claimed_workers(self.settings.namespaces)
+            except (ApiException, aiohttp.ClientError, TimeoutError) as exc:
+                log.warning("reading the claimed pool workers failed (again in %.1fs): %s", pause, exc)
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, 5.0)
+
+    async def _sweep_forever(self) -> None:
+        while True:
+            try:
+                removed = await self.sweep_orphans()
+                if removed:
+                    log.info("orphan sweep removed %d objects", removed)
+            except Exception:
+                log.exception("orphan sweep failed; trying again later")
+            await asyncio.sleep(self.settings.orphan_sweep_interval)
+
+    async def close(self) -> None:
+        await self.link.close()
+        await self.kube.close()
+
+    # -- fed by the watches ---------------------------------------------------------------
+
+    def session_seen(self, body: JSON, deleted: bool) -> None:
+        body = cacheable(body)
+        key = (body["metadata"]["namespace"], body["metadata"]["name"])
+        if deleted:
+            self.sessions.pop(key, None)
+            self.tracked.pop(key, None)
+            self.accounting.forget(key)
+            self.queue.forget(key)
+            return
+        tracked = self.tracked.get(key)
+        if tracked is None or tracked.uid != body["metadata"]["uid"]:
+            self.tracked[key] = Tracked(uid=body["metadata"]["uid"])
+        if newer(body, self.sessions.get(key)):
+            self.sessions[key] = body
+        self.queue.add(key)
+
+    def pod_seen(self, body: JSON, deleted: bool) -> None:
+        body = cacheable_pod(body)
+        self.pool.pod_seen(body, deleted)
+        session = (body.get("metadata", {}).get("labels") or {}).get(names.SESSION_LABEL)
+        if not session:
+            return
+        key = (body["metadata"]["namespace"], session)
+        if deleted:
+            if self.pods.get(key, {}).get("metadata", {}).get("uid") == body["metadata"]["uid"]:
+                self.pods.pop(key, None)
+            if key in self.tracked:
+                self.tracked[key].children.discard("pod")
+        elif newer(body, self.pods.get(key)):
+            self.pods[key] = body
+        self.queue.add(key)
+
+    def app_seen(self, body: JSON, deleted: bool) -> None:
+        body = cacheable(body)
+        meta = body["metadata"]
+        key = (meta["namespace"], meta["name"])
+        cached = self.apps.get(key)
+        if deleted:
+            self.apps.pop(key, None)
+        elif newer(body, cached):
+            self.apps[key] = body
+        self.pool.app_seen(body, deleted)
+        if (
+            not deleted
+            and cached is not None
+            and cached["metadata"].get("generation") == meta.get("generation")
+        ):
+            return  # its status only (the warm pool's counts): nothing a Session reads
+        for skey, session in self.sessions.items():
+            if skey[0] == key[0] and session.get("spec", {}).get("app") == key[1]:
+                self.queue.add(skey)
+
+    # -- reconcile ------------------------------------------------------------------------
+
+    async def reconcile(self, key: Key) -> float | None:
+        body = self.sessions.get(key)
+        if body is None:
+            return None
+        tracked = self.tracked.setdefault(key, Tracked(uid=body["metadata"]["uid"]))
+        status = current_status(body)
+        if finished(status.phase):
+            return await self._tombstone(key, body, tracked)
+        annotations = body["metadata"].get("annotations") or {}
+        if CLOSE_ANNOTATION in annotations:
+            reason = annotations[CLOSE_ANNOTATION] or "closed on request"
+            pod = self.pods.get(key)
+            if pod is not None and status.phase == Phase.READY:
+                await self.link.last_reading(key, body, pod, tracked)
+            return await self._finish(key, body, Verdict(Phase.CLOSED, "ClosedByUser", reason))
+        spec = SessionSpec.model_validate(body.get("spec") or {})
+        running = status.phase in (Phase.STARTING, Phase.READY)
+        pod = self.pods.get(key)
+        if pod is None and running:
+            # Before calling the worker lost, ask the API: after a restart the pod watch may
+            # not have caught up with the Session watch yet.
+            pod = await self._read("pods", key[0], status.podName or key[1])
+        if pod is not None:
+            tracked.children.add("pod")
+        # The App is needed to start the worker only: once started, the session keeps what it
+        # recorded then (timeout, GPUs), whatever becomes of its App.
+        recorded = status.sessionTimeout if pod is not None or running else None
+        app: AppSpec | None = None
+        if spec.app is not None and recorded is None:
+            app_body = self.apps.get((key[0], spec.app)) or await self._read("apps", key[0], spec.app)
+            if app_body is None and pod is None and not running:
+                message = f'App "{spec.app}" not found in {key[0]}'
+                verdict = Verdict(Phase.PENDING, "AppNotFound", message)
+                self._written(key, await self.status.write(key, body, verdict, None))
+                return None  # an App event wakes it
+            app = AppSpec.model_validate(app_body.get("spec") or {}) if app_body else None
+        ref = _ref(body)
+        timeout = recorded if recorded is not None else effective_timeout(spec, app)
+        # All known from the start, so the first status write carries them (not one write each).
+        facts = SessionStatus(
+            sessionTimeout=timeout,
+            gpus=status.gpus if recorded is not None else children.gpu_summary(app, spec),
+            endpoint=children.endpoint(ref),
+            podName=ref.name,
+        )
+        claim_started = time.monotonic()
+        # Claimed before this replica acted? Taken on the first look either way (kept, the entry
+        # would outlive a running Session).
+        claimed_before = self.claimed_before.pop(key, None)
+        if pod is None and not running and not tracked.children and claimed_before is not None:
+            pod = self.pods[key] = claimed_before
+        # A worker that has been running is never replaced: its state is gone with it.
+        if tracked.children != ALL_CHILDREN and (pod is not None or not running):
+            manifest = None
+            if pod is None:
+                try:
+                    manifest = children.build_pod(
+                        ref,
+                        spec.app,
+                        app,
+                        spec,
+                        termination_grace=self.settings.termination_grace,
+                        idle_grace=self.settings.idle_grace,
+                    )
+                except children.SpecError as exc:
+                    return await self._finish(key, body, Verdict(Phase.FAILED, "InvalidSpec", str(exc)))
+                if spec.app is not None and app is not None and app.warmPool and app.warmPool.size:
+                    # The Secret and Service are the Session's either way; the claim races them.
+                    access, claimed = await asyncio.gather(
+                        self.children.ensure_access(key, ref, spec.app, tracked),
+                        self.pool.claim(ref, spec.app, app, spec),
+                        return_exceptions=True,
+                    )
+                    # A worker claimed is the Session's even if the access write failed: the
+                    # retry must find it, not claim a second one or start cold.
+                    if isinstance(claimed, dict):
+                        pod, self.pods[key], manifest = claimed, claimed, None
+                    for outcome in (access, claimed):
+                        if isinstance(outcome, BaseException):
+                            raise outcome
+            if await self.children.ensure(key, ref, spec.app, tracked, manifest):
+                # The status waits for the pod's watch event (moments away; the requeue is a
+                # safety net): in a burst, creating the next Session's pod comes first, and the
+                # first status write then says where the pod stands, not just "creating".
+                return CREATED_LOOK_AGAIN
+        verdict = judge(pod, status.phase)
+        if finished(verdict.phase):
+            return await self._finish(key, body, verdict, pod=pod)
+        pod_age = None if tracked.pod_created_at is None else time.monotonic() - tracked.pod_created_at
+        settle = creating_settle(verdict, status.phase, pod_age)
+        if settle > 0:
+            return settle  # the pod's scheduling event will most likely come first
+        if status.startedFrom is None:
+            claimed_at = pool.claimed_at(pod, ref.uid)
+            if claimed_at is not None and verdict.ready and pod is not None and spec.app is not None:
+                app_key = (key[0], spec.app)
+                token = await self.link.token(key, tracked)
+                bearers = [await self.pool.token(app_key), token]
+                await self.link.hand_over(ref, pod, bearers, token, timeout)
+                self.pool.handed_over(app_key, claim_started)
+            started = StartedFrom.POOL if claimed_at else StartedFrom.COLD
+            facts = facts.model_copy(update={"startedFrom": started, "claimedAt": claimed_at})
+        body = self._written(key, await self.status.write(key, body, verdict, pod, facts)) or body
+        lifetime_left = self._lifetime_left(spec, body)
+        if lifetime_left is not None and lifetime_left <= 0:
+            message = f"the session reached its maxLifetime of {spec.maxLifetime}s"
+            return await self._finish(key, body, Verdict(Phase.EXPIRED, "MaxLifetime", message))
+        looks = [lifetime_left]
+        if verdict.phase == Phase.READY and pod is not None:
+            look = await self.link.look(key, body, pod, timeout, tracked)
+            body = await self._record(key, body, pod, look)
+            if look.end is not None:
+                return await self._finish(key, body, look.end, pod=pod)
+            looks.append(look.again_in)
+        pending = [t for t in looks if t is not None]
+        return min(pending) if pending else None
+
+    def _pod_name(self, key: Key, body: JSON) -> str:
+        """The worker pod's name: the Session's, unless it claimed a pool worker."""
+        pod = self.pods.get(key)
+        return str(pod["metadata"]["name"]) if pod else current_status(body).podName or key[1]
+
+    async def _read(self, kind: str, namespace: str, name: str) -> JSON | None:
+        """A direct read for the rare paths where the watch caches may lag; None if absent."""
+        try:
+            if kind == "apps":
+                found = await self.kube.get(group_path(API_VERSION, namespace, "apps", name))
+                self.app_seen(found, deleted=False)
+            else:
+                found = cacheable_pod(await self.kube.get(core_path(namespace, "pods", name)))
+                # Cached under its Session, as the watch does (a pool worker's name differs).
+                session = (found["metadata"].get("labels") or {}).get(names.SESSION_LABEL, name)
+                if newer(found, self.pods.get((namespace, session))):
+                    self.pods[(namespace, session)] = found
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return found
+
+    def _lifetime_left(self, spec: SessionSpec, body: JSON) -> float | None:
+        if spec.maxLifetime is None:
+            return None
+        created = parse_rfc3339(body["metadata"].get("creationTimestamp"))
+        if created is None:
+            return None
+        age = (datetime.datetime.now(datetime.UTC) - created).total_seconds()
+        return spec.maxLifetime - age
+
+    async def _finish(self, key: Key, body: JSON, verdict: Verdict, pod: JSON | None = None) -> float:
+        """A finished session: its final status and the deletion of its children in one round
+        trip (the status says why; a cull must not wait on a write before it starts). Returns
+        when to look again: at the end of its retention as a tombstone."""
+        # The GPU-seconds as last read from the worker ride along with the final status.
+        final = self.accounting.status_fields(key)
+        facts = SessionStatus.model_validate(final) if final else None
+        written, _ = await asyncio.gather(
+            self.status.write(key, body, verdict, pod, facts),
+            self.children.delete(key, self.tracked.get(key), self._pod_name(key, body)),
+        )
+        self._written(key, written)
+        return self.settings.retention
+
+    def _written(self, key: Key, body: JSON | None) -> JSON | None:
+        """A Session as the status writer wrote it (None: nothing written) goes into the cache,
+        unless the watch brought a newer one meanwhile."""
+        if body is not None and key in self.tracked and newer(body, self.sessions.get(key)):
+            self.sessions[key] = body
+        return body
+
+    def _app_written(self, body: JSON) -> None:
+        """An App as the pools' upkeep wrote its status."""
+        key = (body["metadata"]["namespace"], body["metadata"]["name"])
+        if key in self.apps and newer(body := cacheable(body), self.apps[key]):
+            self.apps[key] = body
+
+    async def _record(self, key: Key, body: JSON, pod: JSON, look: Look) -> JSON:
+        """What a look at the worker found that must be written: its reachability (a
+        condition), its activity (the pod's idle annotation, the status)."""
+        if look.unreachable is not None or look.answers_again:
+            body = self._written(key, await self.status.set_unreachable(key, body, look.unreachable)) or body
+        if look.activity is not None:
+            # The pod's own name: a claimed pool worker's is not the Session's.
+            await self.children.annotate_pod(key[0], pod["metadata"]["name"], look.activity.pod_annotations)
+            body = self._written(key, await self.status.patch(key, look.activity.status)) or body
+        return body
+
+    async def _tombstone(self, key: Key, body: JSON, tracked: Tracked) -> float | None:
+        """Finished: children gone, then the Session itself once its retention has passed."""
+        pod = self.pods.get(key)
+        if tracked.children or (pod is not None and not pod["metadata"].get("deletionTimestamp")):
+            await self.children.delete(key, tracked, self._pod_name(key, body))
+        ended = parse_rfc3339(current_status(body).endedAt)
+        left = self.settings.retention
+        if ended is not None:
+            left -= (datetime.datetime.now(datetime.UTC) - ended).total_seconds()
+        if left > 0:
+            return left
+        try:
+            await self.kube.delete(group_path(API_VERSION, key[0], "sessions", key[1]))
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+        log.info("session %s/%s: tombstone removed", *key, extra={"session": key[1], "namespace": key[0]})
+        return None
+
+    async def sweep_orphans(self) -> int:
+        return await self.children.sweep_orphans(self._session_exists)
+
+    async def _session_exists(self, namespace: str, name: str) -> bool:
+        if (namespace, name) in self.sessions:
+            return True
+        try:
+            await self.kube.get(group_path(API_VERSION, namespace, "sessions", name))
+        except ApiException as exc:
+            if exc.status == 404:
+                return False
+            raise
+        return True

@@ -1,0 +1,21 @@
+"""What the controller remembers of each Session between reconciles, and the key it files it under."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+Key = tuple[str, str]  # (namespace, name)
+
+
+@dataclass
+class Tracked:
+    """What the controller remembers about one Session between reconciles."""
+
+    uid: str = ""
+    children: set[str] = field(default_factory=set)  # kinds known to exist: secret, service, pod
+    token: str | None = None
+    keepalive: str | None = None
+    activity_written_at: float = 0.0  # monotonic
+    unreachable: int = 0
+    retry_at: float = 0.0  # monotonic: no worker call before this while it is unreachable
+    pod_created_at: float | None = None  # monotonic, when this operator created the pod

@@ -1,0 +1,358 @@
+"""The fault suite on a local cluster: counter sessions under steady load from the project's
+client (two gateway URLs), while faults strike one at a time; figures per fault.
+
+Faults: ``gateway`` (``kill -9`` of the gateway serving the traffic; restarted a few seconds
+later, as its Deployment would), ``operator`` (``kill -9`` of the leader of two replicas; a
+new standby replaces it), ``apiserver`` and ``etcd`` (restarted), ``worker`` (``kill -9`` of a
+session's worker mid-call) and ``node`` (the process node and its pods crash, and it comes
+back after ``node_down`` seconds). Run by ``bench/chaos.py`` (``make chaos``) and, reduced,
+by ``tests/cluster/test_chaos.py``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import sys
+import threading
+import time
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kubesessions.client import Client, KubeSessionsError, RecoveringSession, Retry
+from kubesessions.localcluster import processes
+from kubesessions.localcluster.ports import free_port
+from kubesessions.localcluster.state import StateDir
+from tests.faults import faults
+from tests.faults.chaoscheck import Expect, Kube, KubeError, check
+from tests.faults.chaosledger import Ledger, Outcome, Phase
+
+FAULTS = ("gateway", "operator", "apiserver", "etcd", "worker", "node")
+GROUP = ("kubesessions.io", "v1alpha1")
+APP = {
+    "apiVersion": "kubesessions.io/v1alpha1",
+    "kind": "App",
+    "metadata": {"name": "counter"},
+    "spec": {
+        "image": "ghcr.io/kube-sessions/kube-sessions-worker:0.1.0",
+        "entrypoint": "kubesessions_worker.examples.counter:Counter",
+        "resources": {"cpu": "100m", "memory": "128Mi"},
+    },
+}
+
+
+@dataclass(frozen=True)
+class Settings:
+    sessions: int = 20
+    delay: float = 0.3  # seconds each call takes on the worker
+    faults: tuple[str, ...] = FAULTS
+    rounds: int = 1  # each fault this many times
+    settle: float = 10.0  # seconds of steady load before the faults and after each
+    gateway_down: float = 5.0
+    node_down: float = 30.0
+    converge_limit: float = 180.0
+
+
+@dataclass
+class Fleet:
+    """The operator replicas and gateways the suite runs, as processes it can kill."""
+
+    state_dir: StateDir
+    namespace: str
+    logs: Path
+    operators: list[processes.ProcessRecord] = field(default_factory=list)
+    gateways: dict[str, tuple[processes.ProcessRecord, list[str]]] = field(default_factory=dict)
+
+    def _spawn(self, name: str, argv: list[str]) -> processes.ProcessRecord:
+        env = {**os.environ, "KUBECONFIG": str(self.state_dir.kubeconfig)}
+        return processes.spawn(name, argv, self.logs / f"{name}.log", env=env)
+
+    def revive(self) -> int:
+        """Start a replacement for each operator replica that exited by itself (a leader that
+        could not renew its Lease exits, and its Deployment starts it again): how many."""
+        gone = [rec for rec in self.operators if not processes.alive(rec)]
+        for rec in gone:
+            self.operators.remove(rec)
+            self.operator()
+        return len(gone)
+
+    def operator(self) -> processes.ProcessRecord:
+        ns, port = self.namespace, free_port()
+        argv = [_cli(), "operator", "--namespace", ns, "--metrics-port", str(port), "--retention", "60"]
+        rec = self._spawn("operator", [*argv, "--leader-elect", "--lease-namespace", ns])
+        self.operators.append(rec)
+        _await_http(f"http://127.0.0.1:{port}/metrics", "an operator replica")
+        return rec
+
+    def gateway(self, argv: list[str] | None = None) -> str:
+        port = free_port()
+        argv = argv or [_cli(), "gateway", "--namespace", self.namespace, "--auth", "none"]
+        argv += (
+            [] if "--port" in argv else ["--host", "127.0.0.1", "--port", str(port), "--start-timeout", "90"]
+        )
+        url = f"http://127.0.0.1:{argv[argv.index('--port') + 1]}"
+        self.gateways[url] = (self._spawn("gateway", argv), argv)
+        _await_http(f"{url}/readyz", "a gateway")
+        return url
+
+    def stop(self) -> None:
+        processes.stop([*self.operators, *(rec for rec, _ in self.gateways.values())])
+
+
+def _cli() -> str:
+    return str(Path(sys.executable).parent / "kubesessions")
+
+
+def _await_http(url: str, what: str, timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        with contextlib.suppress(OSError), urllib.request.urlopen(url, timeout=2) as resp:
+            if resp.status == 200:
+                return
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{what} did not answer {url} within {timeout:.0f}s")
+        time.sleep(0.2)
+
+
+class Load:
+    """One thread per session, each calling ``{"add": 1}`` on its (recovering) session in turn."""
+
+    def __init__(self, gateways: list[str], settings: Settings, ledger: Ledger) -> None:
+        # Each retry is noted in the ledger: how many calls a fault cut mid-flight (sent again
+        # with their call id) or answered 502/503/504.
+        retry = Retry(attempts=5, backoff=0.2, max_backoff=3, on_retry=ledger.retried)
+        self.client = Client(gateways, request_timeout=120, retry=retry)
+        self.settings, self.ledger = settings, ledger
+        self.sessions = [
+            RecoveringSession(self.client, "counter", session_timeout=3600) for _ in range(settings.sessions)
+        ]
+        self.stopping = threading.Event()
+        self.threads = [
+            threading.Thread(target=self._loop, args=(n,), daemon=True) for n in range(settings.sessions)
+        ]
+
+    def start(self) -> None:
+        for thread in self.threads:
+            thread.start()
+
+    def call(self, n: int, add: int) -> bool:
+        session, started = self.sessions[n], time.monotonic()
+        try:
+            result = session.run({"add": add, "delay": self.settings.delay})
+        except KubeSessionsError as exc:
+            error = f"{type(exc).__name__} {exc.code or exc.status}".strip()
+            self.ledger.add(Outcome(n, started, time.monotonic(), session.session_id, add, error=error))
+            return False
+        total = int(result["output"]["total"])
+        self.ledger.add(Outcome(n, started, time.monotonic(), str(result["session_id"]), add, total))
+        return True
+
+    def _loop(self, n: int) -> None:
+        while not self.stopping.is_set():
+            if not self.call(n, 1):
+                self.stopping.wait(0.5)  # a failing session is not hammered
+
+    def waiting_on(self, since: float) -> list[str]:
+        """The sessions of the load threads with no call acknowledged since ``since``."""
+        done = self.ledger.acked_since(since)
+        return [str(s.session_id) for n, s in enumerate(self.sessions) if n not in done]
+
+    def held(self) -> set[str]:
+        return {s.session_id for s in self.sessions if s.session_id}
+
+    def stop(self) -> None:
+        """Stop the threads, then read every session's total once more (an add of 0)."""
+        self.stopping.set()
+        for thread in self.threads:
+            thread.join(timeout=300)
+        for n in range(len(self.sessions)):
+            self.call(n, 0)
+
+
+class Suite:
+    def __init__(self, state_dir: StateDir, settings: Settings, log: Callable[[str], None]) -> None:
+        self.state_dir, self.settings, self.log = state_dir, settings, log
+        self.kube = Kube(state_dir.kubeconfig)
+        self.namespace = f"chaos-{uuid.uuid4().hex[:6]}"
+        self.fleet = Fleet(state_dir, self.namespace, state_dir.logs / self.namespace)
+        self.ledger = Ledger()
+        self.phases: list[Phase] = []
+
+    @contextlib.contextmanager
+    def running(self) -> Iterator[Load]:
+        _prepare(self.kube, self.namespace)
+        try:
+            for _ in range(2):
+                self.fleet.operator()
+            urls = [self.fleet.gateway(), self.fleet.gateway()]
+            load = Load(urls, self.settings, self.ledger)
+            load.start()
+            try:
+                yield load
+            finally:
+                load.stop()
+        finally:
+            self.fleet.stop()
+            self.kube.close()
+
+    def run(self) -> dict[str, Any]:
+        with self.running() as load:
+            self._phase("steady", load, lambda: time.monotonic(), Expect())
+            for round_ in range(self.settings.rounds):
+                for fault in self.settings.faults:
+                    name = fault if self.settings.rounds == 1 else f"{fault} #{round_ + 1}"
+                    self._phase(name, load, *self._injector(fault, load))
+        violations = self.ledger.audit()
+        if self.phases:
+            self.phases[-1].end = float("inf")  # the final reads belong to the last phase
+        rows = []
+        for phase in self.phases:
+            rows.append({"fault": phase.name, **self.ledger.figures(phase, violations), **phase.figures})
+        return {"settings": self.settings.__dict__, "namespace": self.namespace, "faults": rows}
+
+    def _phase(self, name: str, load: Load, inject: Callable[[], float], expect: Expect) -> None:
+        self.log(f"fault: {name}")
+        phase = Phase(name, time.monotonic())
+        self.phases.append(phase)
+        applied = inject()  # the moment the fault has been fully applied (the thing is back)
+        deadline = phase.start + self.settings.converge_limit
+        restarted = 0
+        while True:
+            restarted += self.fleet.revive()
+            result = check(self.kube, self.namespace, load.held(), expect)
+            calls_back = len(self.ledger.acked_since(applied)) == self.settings.sessions
+            if (calls_back and result.settled) or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        took = time.monotonic() - phase.start
+        if restarted:
+            phase.figures["operator_replicas_restarted"] = restarted
+        if not calls_back:
+            phase.figures["calls_waiting_on"] = load.waiting_on(applied)
+        phase.figures.update(
+            result.figures(),
+            converged=calls_back and result.settled,
+            converge_s=round(took, 1),
+            **expect.notes,
+        )
+        self.log(f"  converged={calls_back and result.settled} in {took:.1f}s: {result.figures()}")
+        time.sleep(self.settings.settle)
+        phase.end = time.monotonic()
+
+    def _injector(self, fault: str, load: Load) -> tuple[Callable[[], float], Expect]:
+        s, expect = self.settings, Expect()
+        if fault == "gateway":
+
+            def inject() -> float:
+                url = load.client.endpoints.urls[0]  # the one answering now
+                rec, argv = self.fleet.gateways.pop(url)
+                faults.kill([rec])
+                time.sleep(s.gateway_down)
+                self.fleet.gateway(argv)
+                return time.monotonic()
+
+        elif fault == "operator":
+
+            def inject() -> float:
+                leader = _leader(self.kube, self.namespace, self.fleet.operators, wait=60)
+                assert leader is not None, "no operator replica holds the Lease"
+                killed = time.monotonic()
+                faults.kill([leader])
+                self.fleet.operators.remove(leader)
+                if _leader(self.kube, self.namespace, self.fleet.operators, wait=120) is not None:
+                    expect.notes["failover_s"] = round(time.monotonic() - killed, 1)
+                self.fleet.operator()
+                return killed
+
+        elif fault in ("apiserver", "etcd"):
+
+            def inject() -> float:
+                faults.restart(self.state_dir, "kube-apiserver" if fault == "apiserver" else "etcd")
+                _await_api(self.kube)
+                return time.monotonic()
+
+        elif fault == "worker":
+
+            def inject() -> float:
+                victim = sorted(load.held())[0]
+                pod = self.kube.call("GET", f"/api/v1/namespaces/{self.namespace}/pods/{victim}")
+                expect.worker_lost.add(victim)
+                faults.kill(faults.pod_processes(self.state_dir, pod["metadata"]["uid"]))
+                return time.monotonic()
+
+        elif fault == "node":
+
+            def inject() -> float:
+                expect.worker_lost.update(load.held())
+                faults.restart(self.state_dir, faults.NODE, crash=True, down_for=s.node_down)
+                return time.monotonic()
+
+        else:
+            raise ValueError(f"unknown fault {fault!r}: one of {', '.join(FAULTS)}")
+        return inject, expect
+
+
+def _established(kube: Kube, path: str) -> bool:
+    from kubesessions.kube.crdinstall import established
+
+    return established(kube.call("GET", path))
+
+
+def _prepare(kube: Kube, namespace: str) -> None:
+    from kubesessions.api.crds import app_crd, session_crd
+
+    crds = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
+    for crd in (session_crd(), app_crd()):
+        try:
+            kube.call("POST", crds, crd)
+        except KubeError as exc:
+            if exc.status != 409:  # installed already
+                raise
+
+    for path in (f"{crds}/{crd['metadata']['name']}" for crd in (session_crd(), app_crd())):
+        _until(functools.partial(_established, kube, path), 60, f"the CRD {path} to be established")
+    kube.call("POST", "/api/v1/namespaces", {"metadata": {"name": namespace}})
+    _until(
+        lambda: kube.items(f"/api/v1/namespaces/{namespace}/serviceaccounts"),
+        60,
+        f"the default ServiceAccount of {namespace}",
+    )
+    kube.call("POST", f"/apis/{GROUP[0]}/{GROUP[1]}/namespaces/{namespace}/apps", APP)
+
+
+def _until(ready: Callable[[], object], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if ready():
+                return
+        except OSError:
+            pass  # the API server may be restarting
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(0.2)
+
+
+def _leader(
+    kube: Kube, namespace: str, replicas: list[processes.ProcessRecord], wait: float
+) -> processes.ProcessRecord | None:
+    """The replica holding the operator's Lease, waiting up to ``wait`` seconds for one."""
+    path = f"/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases/kube-sessions-operator"
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError):
+            holder = kube.call("GET", path)["spec"].get("holderIdentity") or ""
+            for rec in replicas:
+                if holder.endswith(f"-{rec.pid}"):
+                    return rec
+        time.sleep(0.1)
+    return None
+
+
+def _await_api(kube: Kube) -> None:
+    _until(lambda: kube.call("GET", "/api/v1/namespaces?limit=1"), 120, "the API server")
