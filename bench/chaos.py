@@ -13,6 +13,7 @@ Targets (issue 16): 0 acknowledged calls lost, 0 run twice, 0 sessions in a wron
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 from pathlib import Path
 
@@ -20,7 +21,10 @@ import report
 
 from kubesessions.localcluster import cluster
 from kubesessions.localcluster.nodeconfig import NodeConfig
-from tests.faults import chaos
+
+# The fault suite is test tooling (tests/faults/), in no installed package: found from the checkout.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tests.faults import chaos  # noqa: E402
 
 
 def main() -> None:
