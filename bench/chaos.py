@@ -24,7 +24,7 @@ from kubesessions.localcluster.nodeconfig import NodeConfig
 
 # The fault suite is test tooling (tests/faults/), in no installed package: found from the checkout.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tests.faults import chaos  # noqa: E402
+from tests.faults import chaos
 
 
 def main() -> None:
