@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from kubernetes.client.rest import ApiException
 
+from kubesessions.api.names import POOL_LABEL
 from kubesessions.control.decide import pool
 from kubesessions.control.decide.children import SessionRef
 
@@ -91,7 +92,7 @@ def test_sessions_claim_distinct_warm_workers_then_start_cold_and_the_pool_refil
         assert [(o.kind, o.name) for o in owner] == [("Session", name)]
         if status["startedFrom"] == "pool":
             assert status["claimedAt"] and status["readyAt"] >= status["claimedAt"]
-            assert names.POOL_LABEL not in (kids[0].metadata.labels or {})
+            assert POOL_LABEL not in (kids[0].metadata.labels or {})
         else:
             assert "claimedAt" not in status and status["podName"] == name
     # A claimed worker is the session's: its token, its state; the pool's token is refused.

@@ -1,7 +1,7 @@
 """Keeping each App's warm pool and handing its workers to new Sessions.
 
 The pool of an App is reconciled by level like a Session: the pool workers the pod watch
-shows, against ``spec.warmPool``; see :mod:`.pool` for the decisions. A claim is one
+shows, against ``spec.warmPool``; see :mod:`kubesessions.control.decide.pool` for the decisions. A claim is one
 conditional write (the pod's resourceVersion): whichever operator, replica or restart, only
 one claim of a worker succeeds; a loser tries the next worker or starts cold.
 """

@@ -1,5 +1,5 @@
 """Pure decisions of an App's warm pool: its workers' manifests, which to create or delete,
-which a new Session may claim, and the pool's status. No API calls (see :mod:`.pooling`)."""
+which a new Session may claim, and the pool's status. No API calls (see :mod:`kubesessions.control.act.pool`)."""
 
 from __future__ import annotations
 
