@@ -14,8 +14,16 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, model_validator
 
+from kubesessions.api.modelbase import (
+    DNS1123_LABEL,
+    ENTRYPOINT,
+    LABEL_VALUE,
+    MIG_PROFILE,
+    Quantity,
+    StrictModel,
+    cel,
+)
 from kubesessions.api.modelbase import DNS1123_SUBDOMAIN as DNS1123_SUBDOMAIN
-from kubesessions.api.modelbase import ENTRYPOINT, LABEL_VALUE, MIG_PROFILE, Quantity, StrictModel, cel
 from kubesessions.api.podfields import EnvVar, Toleration
 
 MIN_TIMEOUT, MAX_TIMEOUT, DEFAULT_TIMEOUT = 1, 3600, 60
@@ -344,6 +352,10 @@ class Session(_Resource):
 
 def is_dns1123_subdomain(name: str) -> bool:
     return len(name) <= 253 and re.fullmatch(DNS1123_SUBDOMAIN, name) is not None
+
+
+def is_dns1123_label(name: str) -> bool:
+    return len(name) <= 63 and re.fullmatch(DNS1123_LABEL, name) is not None
 
 
 def effective_timeout(spec: SessionSpec, app: AppSpec | None) -> int:
