@@ -145,8 +145,11 @@ class Kube:
     async def create(self, path: str, body: JSON) -> JSON:
         return await self.request("POST", path, body=body)
 
-    async def delete(self, path: str) -> JSON:
-        return await self.request("DELETE", path)
+    async def delete(self, path: str, uid: str | None = None) -> JSON:
+        """``uid``: delete only the object with this uid (409 Conflict if another one holds the
+        name now)."""
+        body = {"preconditions": {"uid": uid}} if uid else None
+        return await self.request("DELETE", path, body=body)
 
     async def merge_patch(self, path: str, body: JSON) -> JSON:
         return await self.request("PATCH", path, body=body, content_type=MERGE_PATCH)
