@@ -30,6 +30,10 @@ def session(spec: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def named(name: str, manifest: dict[str, Any]) -> dict[str, Any]:
+    return {**manifest, "metadata": {"name": name}}
+
+
 def app(spec: dict[str, Any]) -> dict[str, Any]:
     return {"apiVersion": "kubesessions.io/v1alpha1", "kind": "App", "metadata": {"name": "a"}, "spec": spec}
 
@@ -68,11 +72,29 @@ GOOD = [
         ),
         None,
     ),
+    Case("63-character name", named("s" + "0" * 61 + "z", session({"app": "x"})), None),
+    Case("name with '-'", named("my-session-2", session({"app": "x"})), None),
     Case("warm pool", app({"image": IMAGE, "warmPool": {"size": 64, "strategy": "OnUse"}}), None),
     Case("empty warm pool", app({"image": IMAGE, "warmPool": {"size": 0}}), None),
 ]
 
 BAD = [
+    # Names a Service cannot have (the Session's Service is named after it).
+    Case(
+        "name with a dot",
+        named("my.session", session({"app": "x"})),
+        "metadata.name: a Session's name must be a DNS-1035 label",
+    ),
+    Case(
+        "name starting with a digit",
+        named("1abc", session({"app": "x"})),
+        "metadata.name: a Session's name must be a DNS-1035 label",
+    ),
+    Case(
+        "64-character name",
+        named("s" * 64, session({"app": "x"})),
+        "metadata.name: a Session's name must be a DNS-1035 label",
+    ),
     Case("zero timeout", session({"app": "x", "sessionTimeout": 0}), "sessionTimeout"),
     Case("negative timeout", session({"app": "x", "sessionTimeout": -5}), "sessionTimeout"),
     Case("fractional timeout", session({"app": "x", "sessionTimeout": 1.5}), "sessionTimeout"),

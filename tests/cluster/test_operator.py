@@ -409,3 +409,67 @@ def test_sigterm_stops_the_operator_at_once(
     took = time.monotonic() - started
     assert code == 0, f"exit code {code} on SIGTERM; see {op.log}"
     assert took < 2.5, f"the operator took {took:.1f}s to stop on SIGTERM (kopf's 5 s wait for hung tasks?)"
+
+
+def test_a_session_named_like_objects_it_does_not_own_fails_and_leaves_them(
+    kube: Cluster, namespace: str, operator: OperatorProcess
+) -> None:
+    """A Session named like an existing Service (and its Secret) neither adopts them nor
+    deletes them when it ends: it fails, naming them (issue 25, defect 2)."""
+    create_app(kube, namespace)
+    service = kube.core.create_namespaced_service(
+        namespace, {"metadata": {"name": "postgres"}, "spec": {"ports": [{"port": 5432}]}}
+    )
+    secret = kube.core.create_namespaced_secret(
+        namespace, {"metadata": {"name": "postgres-token"}, "stringData": {"token": "not-the-sessions-token"}}
+    )
+    create_session(kube, namespace, "postgres", app="counter")
+    failed = await_session(kube, namespace, "postgres", phase_is("Failed"), 30, "Failed")
+    status = failed["status"]
+    assert status["reason"] == "NameConflict", status
+    assert 'Service "postgres" already exists' in status["message"], status["message"]
+    assert 'Secret "postgres-token" already exists' in status["message"], status["message"]
+    assert "is not this Session's" in status["message"]
+    custom(kube).delete_namespaced_custom_object(*GROUP, namespace, "sessions", "postgres")
+
+    def session_gone() -> bool:
+        try:
+            custom(kube).get_namespaced_custom_object(*GROUP, namespace, "sessions", "postgres")
+        except ApiException as exc:
+            return exc.status == 404
+        return False
+
+    await_condition(session_gone, 20, "the Session to be deleted")
+    left = children(kube, namespace, "postgres")
+    assert left["pod"] is None
+    assert left["service"].metadata.uid == service.metadata.uid
+    assert left["secret"].metadata.uid == secret.metadata.uid
+    assert base64.b64decode(left["secret"].data["token"]) == b"not-the-sessions-token"
+
+
+def test_a_session_made_again_under_its_name_waits_for_the_earlier_ones_children(
+    kube: Cluster, namespace: str, operator: OperatorProcess
+) -> None:
+    """Deleted and at once made again: the earlier Session's children are not adopted (nor
+    taken for a conflict); the new one starts its own once they are gone."""
+    create_app(kube, namespace)
+    create_session(kube, namespace, "again", app="counter")
+    await_session(kube, namespace, "again", phase_is("Ready"), 30, "Ready")
+    custom(kube).delete_namespaced_custom_object(*GROUP, namespace, "sessions", "again")
+    made: list[dict[str, Any]] = []
+
+    def made_again() -> bool:  # the API server may hold the first a moment yet
+        try:
+            made.append(create_session(kube, namespace, "again", app="counter"))
+        except ApiException as exc:
+            if exc.status != 409:
+                raise
+        return bool(made)
+
+    await_condition(made_again, 20, "the name to be free for a second Session")
+    second = made[0]
+    ready = await_session(kube, namespace, "again", phase_is("Ready"), 60, "the second Session Ready")
+    assert ready["metadata"]["uid"] == second["metadata"]["uid"]
+    for kind, obj in children(kube, namespace, "again").items():
+        assert obj is not None, kind
+        assert obj.metadata.owner_references[0].uid == second["metadata"]["uid"], kind

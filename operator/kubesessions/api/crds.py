@@ -12,7 +12,7 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel
 
-from kubesessions.api.models import AppSpec, AppStatus, SessionSpec, SessionStatus
+from kubesessions.api.models import SESSION_NAME_RULE, AppSpec, AppStatus, SessionSpec, SessionStatus
 from kubesessions.api.names import GROUP, JSON, VERSION
 
 _DROP = {"title", "$defs", "additionalProperties"}
@@ -74,7 +74,9 @@ def _crd(
     columns: list[JSON],
     description: str,
     subresources: JSON | None = None,
+    rules: list[JSON] | None = None,
 ) -> JSON:
+    """``rules``: CEL rules on the whole object (the only place that sees ``metadata.name``)."""
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
@@ -108,6 +110,7 @@ def _crd(
                             "type": "object",
                             "description": description,
                             "required": ["spec"],
+                            **({"x-kubernetes-validations": rules} if rules else {}),
                             "properties": {
                                 "apiVersion": {"type": "string"},
                                 "kind": {"type": "string"},
@@ -164,6 +167,7 @@ def session_crd() -> JSON:
             },
         ],
         "A client's session on one warm worker pod, ended when idle past sessionTimeout or closed.",
+        rules=[SESSION_NAME_RULE],
     )
 
 

@@ -14,8 +14,17 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, model_validator
 
+from kubesessions.api.modelbase import (
+    DNS1035_LABEL,
+    DNS1123_LABEL,
+    ENTRYPOINT,
+    LABEL_VALUE,
+    MIG_PROFILE,
+    Quantity,
+    StrictModel,
+    cel,
+)
 from kubesessions.api.modelbase import DNS1123_SUBDOMAIN as DNS1123_SUBDOMAIN
-from kubesessions.api.modelbase import ENTRYPOINT, LABEL_VALUE, MIG_PROFILE, Quantity, StrictModel, cel
 from kubesessions.api.podfields import EnvVar, Toleration
 
 MIN_TIMEOUT, MAX_TIMEOUT, DEFAULT_TIMEOUT = 1, 3600, 60
@@ -336,14 +345,39 @@ class App(_Resource):
     status: AppStatus | None = None
 
 
+# A Session's Service is named after it, so its name must be one a Service can have; the Pod,
+# the `<name>-token` Secret (69 characters at most) and the label values take it too.
+SESSION_NAME_MESSAGE = (
+    "metadata.name: a Session's name must be a DNS-1035 label, as its Service is named after it: "
+    "at most 63 characters, lower-case letters, digits and '-', starting with a letter and ending "
+    "with a letter or digit"
+)
+SESSION_NAME_RULE = cel(
+    f"size(self.metadata.name) <= 63 && self.metadata.name.matches('{DNS1035_LABEL}')",
+    SESSION_NAME_MESSAGE,
+    reason="FieldValueInvalid",
+)
+
+
 class Session(_Resource):
     kind: Literal["Session"] = "Session"
     spec: SessionSpec
     status: SessionStatus | None = None
 
+    @model_validator(mode="after")
+    def _name_fits_a_service(self) -> Session:
+        name = self.metadata.get("name")
+        if name is not None and not (len(name) <= 63 and re.fullmatch(DNS1035_LABEL, name)):
+            raise ValueError(SESSION_NAME_MESSAGE)
+        return self
+
 
 def is_dns1123_subdomain(name: str) -> bool:
     return len(name) <= 253 and re.fullmatch(DNS1123_SUBDOMAIN, name) is not None
+
+
+def is_dns1123_label(name: str) -> bool:
+    return len(name) <= 63 and re.fullmatch(DNS1123_LABEL, name) is not None
 
 
 def effective_timeout(spec: SessionSpec, app: AppSpec | None) -> int:

@@ -26,7 +26,7 @@ from kubesessions.api.models import AppSpec, Phase, SessionSpec, SessionStatus, 
 from kubesessions.api.names import API_VERSION, CLOSE_ANNOTATION, JSON
 from kubesessions.common.timefmt import parse_rfc3339
 from kubesessions.control import accounting
-from kubesessions.control.act.children import ALL_CHILDREN, Children
+from kubesessions.control.act.children import ALL_CHILDREN, Children, NameConflict
 from kubesessions.control.act.pool import Pooling
 from kubesessions.control.act.status import StatusWriter
 from kubesessions.control.act.worker import Look, WorkerLink
@@ -43,6 +43,13 @@ log = logging.getLogger("kubesessions.operator")
 
 # Seconds until a look at a Session whose pod was just created, should its watch event not come.
 CREATED_LOOK_AGAIN = 2.0
+# Seconds until a look at a Session whose children's names are held by objects being deleted.
+NAME_IN_USE_LOOK_AGAIN = 1.0
+
+
+def _own(pod: JSON | None, session_uid: str) -> JSON | None:
+    """``pod`` if the Session with this uid owns it (made it, or claimed it from a pool)."""
+    return pod if children.owned_by(pod, session_uid) else None
 
 
 def _ref(body: JSON) -> children.SessionRef:
@@ -139,7 +146,7 @@ class Controller:
             if self.pods.get(key, {}).get("metadata", {}).get("uid") == body["metadata"]["uid"]:
                 self.pods.pop(key, None)
             if key in self.tracked:
-                self.tracked[key].children.discard("pod")
+                self.tracked[key].children.pop("pod", None)
         elif newer(body, self.pods.get(key)):
             self.pods[key] = body
         self.queue.add(key)
@@ -182,14 +189,17 @@ class Controller:
                 await self.link.last_reading(key, body, pod, tracked)
             return await self._finish(key, body, Verdict(Phase.CLOSED, "ClosedByUser", reason))
         spec = SessionSpec.model_validate(body.get("spec") or {})
+        ref = _ref(body)
         running = status.phase in (Phase.STARTING, Phase.READY)
-        pod = self.pods.get(key)
+        # Only its own pod is the Session's worker: one of its name or label may be anyone's (an
+        # earlier Session's of the same name, still terminating).
+        pod = _own(self.pods.get(key), ref.uid)
         if pod is None and running:
             # Before calling the worker lost, ask the API: after a restart the pod watch may
             # not have caught up with the Session watch yet.
-            pod = await self._read("pods", key[0], status.podName or key[1])
+            pod = _own(await self._read("pods", key[0], status.podName or key[1]), ref.uid)
         if pod is not None:
-            tracked.children.add("pod")
+            tracked.children["pod"] = pod["metadata"]["uid"]
         # The App is needed to start the worker only: once started, the session keeps what it
         # recorded then (timeout, GPUs), whatever becomes of its App.
         recorded = status.sessionTimeout if pod is not None or running else None
@@ -202,7 +212,6 @@ class Controller:
                 self._written(key, await self.status.write(key, body, verdict, None))
                 return None  # an App event wakes it
             app = AppSpec.model_validate(app_body.get("spec") or {}) if app_body else None
-        ref = _ref(body)
         timeout = recorded if recorded is not None else effective_timeout(spec, app)
         # All known from the start, so the first status write carries them (not one write each).
         facts = SessionStatus(
@@ -214,39 +223,18 @@ class Controller:
         claim_started = time.monotonic()
         # Claimed before this replica acted? Taken on the first look either way (kept, the entry
         # would outlive a running Session).
-        claimed_before = self.claimed_before.pop(key, None)
+        claimed_before = _own(self.claimed_before.pop(key, None), ref.uid)
         if pod is None and not running and not tracked.children and claimed_before is not None:
             pod = self.pods[key] = claimed_before
         # A worker that has been running is never replaced: its state is gone with it.
-        if tracked.children != ALL_CHILDREN and (pod is not None or not running):
-            manifest = None
-            if pod is None:
-                try:
-                    manifest = children.build_pod(
-                        ref,
-                        spec.app,
-                        app,
-                        spec,
-                        termination_grace=self.settings.termination_grace,
-                        idle_grace=self.settings.idle_grace,
-                    )
-                except children.SpecError as exc:
-                    return await self._finish(key, body, Verdict(Phase.FAILED, "InvalidSpec", str(exc)))
-                if spec.app is not None and app is not None and app.warmPool and app.warmPool.size:
-                    # The Secret and Service are the Session's either way; the claim races them.
-                    access, claimed = await asyncio.gather(
-                        self.children.ensure_access(key, ref, spec.app, tracked),
-                        self.pool.claim(ref, spec.app, app, spec),
-                        return_exceptions=True,
-                    )
-                    # A worker claimed is the Session's even if the access write failed: the
-                    # retry must find it, not claim a second one or start cold.
-                    if isinstance(claimed, dict):
-                        pod, self.pods[key], manifest = claimed, claimed, None
-                    for outcome in (access, claimed):
-                        if isinstance(outcome, BaseException):
-                            raise outcome
-            if await self.children.ensure(key, ref, spec.app, tracked, manifest):
+        if tracked.children.keys() != ALL_CHILDREN and (pod is not None or not running):
+            try:
+                created, pod = await self._start(key, ref, spec, app, tracked, pod)
+            except children.SpecError as exc:
+                return await self._finish(key, body, Verdict(Phase.FAILED, "InvalidSpec", str(exc)))
+            except NameConflict as exc:
+                return await self._name_conflict(key, body, exc)
+            if created:
                 # The status waits for the pod's watch event (moments away; the requeue is a
                 # safety net): in a burst, creating the next Session's pod comes first, and the
                 # first status write then says where the pod stands, not just "creating".
@@ -282,6 +270,57 @@ class Controller:
             looks.append(look.again_in)
         pending = [t for t in looks if t is not None]
         return min(pending) if pending else None
+
+    async def _start(
+        self,
+        key: Key,
+        ref: children.SessionRef,
+        spec: SessionSpec,
+        app: AppSpec | None,
+        tracked: Tracked,
+        pod: JSON | None,
+    ) -> tuple[bool, JSON | None]:
+        """The Session's children, create-if-absent, its worker claimed from its App's warm pool
+        when there is one: (the pod created now, the pod if it exists or was claimed)."""
+        manifest = None
+        if pod is None:
+            manifest = children.build_pod(
+                ref,
+                spec.app,
+                app,
+                spec,
+                termination_grace=self.settings.termination_grace,
+                idle_grace=self.settings.idle_grace,
+            )
+            if spec.app is not None and app is not None and app.warmPool and app.warmPool.size:
+                # The Secret and Service are the Session's either way; the claim races them.
+                access, claimed = await asyncio.gather(
+                    self.children.ensure_access(key, ref, spec.app, tracked),
+                    self.pool.claim(ref, spec.app, app, spec),
+                    return_exceptions=True,
+                )
+                # A worker claimed is the Session's even if the access write failed: the
+                # retry must find it, not claim a second one or start cold.
+                if isinstance(claimed, dict):
+                    pod, self.pods[key], manifest = claimed, claimed, None
+                for outcome in (access, claimed):
+                    if isinstance(outcome, BaseException):
+                        raise outcome
+        return await self.children.ensure(key, ref, spec.app, tracked, manifest), pod
+
+    async def _name_conflict(self, key: Key, body: JSON, conflict: NameConflict) -> float:
+        """Names its children need are held by objects not the Session's: it fails saying which,
+        and they are left alone. Objects on their way out (an earlier Session's of the same name)
+        are waited for instead."""
+        extra = {"session": key[1], "namespace": key[0]}
+        if conflict.passing:
+            log.info("session %s/%s waits: %s", *key, conflict, extra=extra)
+            verdict = Verdict(Phase.PENDING, "NameInUse", f"waiting for them to go: {conflict}")
+            self._written(key, await self.status.write(key, body, verdict, None))
+            return NAME_IN_USE_LOOK_AGAIN
+        log.warning("session %s/%s failed: %s", *key, conflict, extra=extra)
+        message = f"{conflict}; left alone: give the Session another name"
+        return await self._finish(key, body, Verdict(Phase.FAILED, "NameConflict", message))
 
     def _pod_name(self, key: Key, body: JSON) -> str:
         """The worker pod's name: the Session's, unless it claimed a pool worker."""
@@ -324,7 +363,9 @@ class Controller:
         facts = SessionStatus.model_validate(final) if final else None
         written, _ = await asyncio.gather(
             self.status.write(key, body, verdict, pod, facts),
-            self.children.delete(key, self.tracked.get(key), self._pod_name(key, body)),
+            self.children.delete(
+                key, body["metadata"]["uid"], self.tracked.get(key), self._pod_name(key, body)
+            ),
         )
         self._written(key, written)
         return self.settings.retention
@@ -355,9 +396,9 @@ class Controller:
 
     async def _tombstone(self, key: Key, body: JSON, tracked: Tracked) -> float | None:
         """Finished: children gone, then the Session itself once its retention has passed."""
-        pod = self.pods.get(key)
+        pod = _own(self.pods.get(key), tracked.uid)
         if tracked.children or (pod is not None and not pod["metadata"].get("deletionTimestamp")):
-            await self.children.delete(key, tracked, self._pod_name(key, body))
+            await self.children.delete(key, tracked.uid, tracked, self._pod_name(key, body))
         ended = parse_rfc3339(current_status(body).endedAt)
         left = self.settings.retention
         if ended is not None:

@@ -12,7 +12,9 @@ class Tracked:
     """What the controller remembers about one Session between reconciles."""
 
     uid: str = ""
-    children: set[str] = field(default_factory=set)  # kinds known to exist: secret, service, pod
+    # The Session's own children known to exist, by kind (secret, service, pod): their uids ("" if
+    # not known), what a delete names as its precondition.
+    children: dict[str, str] = field(default_factory=dict)
     token: str | None = None
     keepalive: str | None = None
     activity_written_at: float = 0.0  # monotonic

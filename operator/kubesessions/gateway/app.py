@@ -16,6 +16,7 @@ from typing import Any
 
 from aiohttp import web
 
+from kubesessions.api.models import is_dns1123_label
 from kubesessions.api.names import CALL_ID_HEADER
 from kubesessions.common import eventloop, logs
 from kubesessions.common.metrics import CONTENT_TYPE
@@ -143,6 +144,14 @@ async def _authenticate(request: web.Request, handler: Handler) -> web.StreamRes
     given = next(iter(named), None)
     if given == "":
         raise Problem("VALIDATION", "namespace: empty (leave it out for the gateway's default namespace)")
+    if given is not None and not is_dns1123_label(given):
+        # Checked before anything else: the namespace goes into API paths and cache keys.
+        raise Problem(
+            "VALIDATION",
+            f"namespace: {json.dumps(given[:80])} is not a namespace name, which is a DNS-1123 label: "
+            "at most 63 characters, lower-case letters, digits and '-', starting and ending with a "
+            "letter or digit",
+        )
     namespace = given or settings.default_namespace
     served(settings, namespace)
     request[IDENTITY] = await request.app[AUTH].authenticate(bearer(request))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from functools import cache
 
+from kubesessions.api.modelbase import DNS1123_LABEL
 from kubesessions.api.names import CALL_ID_HEADER, JSON
 from kubesessions.gateway.problems import STATUS
 from kubesessions.gateway.requests import CALL_ID, NEW, CreateSessionRequest, RunRequest
@@ -56,7 +57,11 @@ LINKS = {
 
 def _namespace(namespaces: tuple[str, ...]) -> list[JSON]:
     """The namespace parameters: one of the served namespaces when the gateway serves a list."""
-    schema: JSON = {"type": "string", "enum": list(namespaces)} if namespaces else {"type": "string"}
+    schema: JSON = (
+        {"type": "string", "enum": list(namespaces)}
+        if namespaces
+        else {"type": "string", "pattern": DNS1123_LABEL, "maxLength": 63}
+    )
     return [
         {
             "name": "X-Kubesessions-Namespace",

@@ -10,6 +10,7 @@ on fields nobody reads."""
 from __future__ import annotations
 
 import json
+import urllib.parse
 from collections import Counter
 from collections.abc import Mapping
 from typing import Any
@@ -43,14 +44,29 @@ async def api_client() -> client.ApiClient:
     return api
 
 
+def path_part(part: str) -> str:
+    """One segment of an API path, quoted: no value a caller passes (a namespace or name from a
+    request) can add a segment or climb out of its place; "." and ".." would be resolved away by
+    the HTTP client whether quoted or not, so they are refused."""
+    if part in ("", ".", ".."):
+        raise ValueError(f"{part!r} cannot be a segment of an API path")
+    return urllib.parse.quote(part, safe="")
+
+
 def core_path(namespace: str, resource: str, name: str = "") -> str:
-    """``/api/v1/namespaces/{namespace}/{resource}[/{name}]``."""
-    return f"/api/v1/namespaces/{namespace}/{resource}" + (f"/{name}" if name else "")
+    """``/api/v1/namespaces/{namespace}/{resource}[/{name}]``, each part quoted (:func:`path_part`)."""
+    return f"/api/v1/namespaces/{path_part(namespace)}/{path_part(resource)}" + (
+        f"/{path_part(name)}" if name else ""
+    )
 
 
 def group_path(group_version: str, namespace: str, resource: str, name: str = "") -> str:
-    """``/apis/{group_version}/namespaces/{namespace}/{resource}[/{name}]``."""
-    return f"/apis/{group_version}/namespaces/{namespace}/{resource}" + (f"/{name}" if name else "")
+    """``/apis/{group}/{version}/namespaces/{namespace}/{resource}[/{name}]``, each part quoted
+    (:func:`path_part`)."""
+    group_version = "/".join(path_part(part) for part in group_version.split("/"))
+    return f"/apis/{group_version}/namespaces/{path_part(namespace)}/{path_part(resource)}" + (
+        f"/{path_part(name)}" if name else ""
+    )
 
 
 _VERBS = {"POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}
@@ -129,8 +145,11 @@ class Kube:
     async def create(self, path: str, body: JSON) -> JSON:
         return await self.request("POST", path, body=body)
 
-    async def delete(self, path: str) -> JSON:
-        return await self.request("DELETE", path)
+    async def delete(self, path: str, uid: str | None = None) -> JSON:
+        """``uid``: delete only the object with this uid (409 Conflict if another one holds the
+        name now)."""
+        body = {"preconditions": {"uid": uid}} if uid else None
+        return await self.request("DELETE", path, body=body)
 
     async def merge_patch(self, path: str, body: JSON) -> JSON:
         return await self.request("PATCH", path, body=body, content_type=MERGE_PATCH)

@@ -252,7 +252,8 @@ def test_openapi_documents_every_route_and_code() -> None:
     assert {"200", "400", "401", "404", "410", "413", "429", "500", "503", "504"} <= set(run["responses"])
     schema = doc["components"]["schemas"]["RunRequest"]
     assert schema["required"] == ["input"]
-    assert doc["paths"]["/v1/sessions/{id}"]["get"]["parameters"][2]["schema"] == {"type": "string"}
+    namespace = doc["paths"]["/v1/sessions/{id}"]["get"]["parameters"][2]["schema"]
+    assert namespace == {"type": "string", "pattern": "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", "maxLength": 63}
 
 
 def test_openapi_says_what_is_accepted_and_links_a_new_session_to_its_operations() -> None:

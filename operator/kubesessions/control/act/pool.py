@@ -111,7 +111,8 @@ class Pooling:
         members = self.members.setdefault(key, {})
         if not size and not members and not (body.get("status") or {}).get("warmPool"):
             return None  # no pool, never had one: nothing to keep, nothing to write
-        seen = [pool.member(p) for p in members.values()]
+        app_uid = body["metadata"]["uid"]
+        seen = [pool.member(p) for p in self._owned(key).values()]
         plan = pool.plan(size, strategy, pool.template_hash(app), seen)
         look_again = self._backoff(key, seen)
         if plan.create and look_again is None:
@@ -135,15 +136,23 @@ class Pooling:
                     members.pop(manifest["metadata"]["name"], None)
                     log.warning("app %s/%s: could not create a pool worker: %s", *key, outcome)
         for name in plan.delete:
-            members.pop(name, None)
+            member = members.pop(name, None)
             self._count("delete pods")
-            try:
-                await self.kube.delete(core_path(key[0], "pods", name))
-            except ApiException as exc:
-                if exc.status != 404:
-                    raise
+            # Its uid when it has one: planned for deletion as the App's own (``_owned``).
+            await self.children.delete_owned(
+                key[0], "pods", name, app_uid, member["metadata"].get("uid") if member else None
+            )
         await self._write_status(key, body, size)
         return look_again
+
+    def _owned(self, key: Key) -> dict[str, JSON]:
+        """The pool workers of App ``key`` that it owns: only these are counted, deleted or
+        claimed (a pod that merely carries the pool's label may be anyone's)."""
+        app = self.apps.get(key)
+        if app is None:
+            return {}
+        uid = app["metadata"]["uid"]
+        return {name: p for name, p in self.members.get(key, {}).items() if children.owned_by(p, uid)}
 
     def _refill_pause(self, key: Key) -> float | None:
         """Seconds the upkeep still waits after a claim (see :func:`pool.refill_pause`)."""
@@ -169,7 +178,7 @@ class Pooling:
         return wait if wait > 0 else None
 
     async def _write_status(self, key: Key, body: JSON, size: int) -> None:
-        members = [pool.member(p) for p in self.members.get(key, {}).values()]
+        members = [pool.member(p) for p in self._owned(key).values()]
         recorded = WarmPoolStatus.model_validate((body.get("status") or {}).get("warmPool") or {})
         pending = self.unwritten_claims[key]
         desired = pool.status(key[1], size, members, recorded.claimed + pending)
@@ -215,8 +224,9 @@ class Pooling:
             "data": {names.TOKEN_KEY: base64.b64encode(token.encode()).decode()},
         }
         self.metrics.upkeep["create secrets"] += 1
-        if await self.children.create("secrets", key[0], secret):
-            await self.token(key)  # it existed: its token stands
+        existed, _ = await self.children.create("secrets", key[0], secret)
+        if existed:
+            await self.token(key)  # it existed (the App's): its token stands
         else:
             self.tokens[key] = token
 
@@ -254,7 +264,9 @@ class Pooling:
             return None
         members = self.members.get(key, {})
         found = pool.candidates(
-            app.warmPool.strategy, pool.template_hash(app), [pool.member(p) for p in members.values()]
+            app.warmPool.strategy,
+            pool.template_hash(app),
+            [pool.member(p) for p in self._owned(key).values()],
         )
         for candidate in found:
             if (session.namespace, candidate.name) in self.reserved:

@@ -53,6 +53,42 @@ def token_secret_name(session: str) -> str:
     return f"{session}-token"
 
 
+KINDS = {"pods": "Pod", "services": "Service", "secrets": "Secret"}
+
+
+def owned_by(obj: JSON | None, uid: str) -> bool:
+    """Whether ``obj`` names ``uid`` among its owners: what makes an object ours to adopt, change
+    or delete (a name alone never does: anyone may have made an object of that name)."""
+    refs = ((obj or {}).get("metadata") or {}).get("ownerReferences") or []
+    return any(ref.get("uid") == uid for ref in refs)
+
+
+def passing(found: JSON, owner: JSON) -> bool:
+    """Whether ``found``, holding a name that a child of ``owner`` needs, is on its way out: being
+    deleted, or the child of an earlier owner of the same kind and name, which is gone (a name
+    is one object's at a time), so the garbage collector deletes it."""
+    refs = found["metadata"].get("ownerReferences") or []
+    return bool(found["metadata"].get("deletionTimestamp")) or any(
+        (ref.get("kind"), ref.get("name")) == (owner["kind"], owner["name"])
+        and ref.get("uid") != owner["uid"]
+        for ref in refs
+    )
+
+
+def name_conflict(resource: str, found: JSON, owner: JSON) -> str:
+    """Why ``found`` (of ``resource``), holding the name a child of ``owner`` (an ownerReference)
+    needs, is left alone."""
+    meta = found["metadata"]
+    holders = ", ".join(
+        f'{ref.get("kind")} "{ref.get("name")}" (uid {ref.get("uid")})'
+        for ref in meta.get("ownerReferences") or []
+    )
+    return (
+        f'{KINDS.get(resource, resource)} "{meta["name"]}" already exists in namespace {meta.get("namespace")} '
+        f"and is not this {owner['kind']}'s (owned by {holders or 'nobody: made by hand or another tool'})"
+    )
+
+
 def merge_template(app: AppSpec | None, override: WorkerTemplate | None) -> WorkerTemplate:
     """The App's worker settings with the Session's on top (Session wins, field by field)."""
     base = (
