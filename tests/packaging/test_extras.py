@@ -116,7 +116,17 @@ def test_the_fault_suite_is_in_no_installed_distribution(wheel: Path, worker_onl
     with zipfile.ZipFile(wheel) as archive:
         files = archive.namelist()
     assert not [f for f in files if "chaos" in f or "faults" in f], files
-    for wing in ("api", "common", "kube", "control/decide", "control/act", "gateway", "localcluster", "client", "cli"):
+    for wing in (
+        "api",
+        "common",
+        "kube",
+        "control/decide",
+        "control/act",
+        "gateway",
+        "localcluster",
+        "client",
+        "cli",
+    ):
         assert f"kubesessions/{wing}/__init__.py" in files, wing
     shown = _run(sys.executable, "-m", "pip", "--python", worker_only, "show", "-f", "kube-sessions").stdout
     assert "kubesessions/api/names.py" in shown
