@@ -112,4 +112,4 @@ async def test_a_renewal_that_hangs_gives_up_leadership_at_the_renew_deadline() 
         took = time.monotonic() - started
     assert hanging.calls == 1
     assert not elector.leading
-    assert took < fast.renew_deadline + 0.5, f"leadership held {took:.2f} s with a renewal hanging"
+    assert took < fast.renew_deadline + 1.0, f"leadership held {took:.2f} s with a renewal hanging"
