@@ -1,13 +1,14 @@
 """The fault suite, full size (`make chaos`): 20 counter sessions under steady load from the
-project's client with two gateway URLs, while one fault at a time strikes: kill -9 of the
-gateway serving the traffic, of the operator leader (two replicas), restarts of kube-apiserver
+project's client with two gateway URLs and a ServiceAccount's token (the gateways authenticate
+with TokenReview and SubjectAccessReview), while one fault at a time strikes: kill -9 of the
+gateway serving the traffic with calls in flight through it, of the operator leader (two replicas), restarts of kube-apiserver
 and etcd, kill -9 of a worker mid-call, the process node down 30 s. Figures per fault to
 bench-results/chaos.json and a short table. A fresh local cluster of its own.
 
 Targets (issue 16): 0 acknowledged calls lost, 0 run twice, 0 sessions in a wrong phase,
-0 orphaned pods/Services/Secrets, per fault.
+0 orphaned pods/Services/Secrets, per fault; the gateway's kill cuts calls in flight (issue 25).
 
-  .venv/bin/python bench/chaos.py [--sessions N] [--rounds N] [--node-down S] [--faults a,b]
+  PYTHONPATH=. .venv/bin/python bench/chaos.py [--sessions N] [--rounds N] [--node-down S] [--faults a,b]
 """
 
 from __future__ import annotations
@@ -49,9 +50,9 @@ def main() -> None:
             cluster.down(state_dir, log=lambda _: None)
     rows = [
         (
-            f"{f['fault']}: acked / sent again / failed / lost / twice / wrong / orphans",
-            f"{f['acknowledged']}/{sum(f['sent_again'].values())}/{f['failed']}/{f['lost']}/{f['ran_twice']}"
-            f"/{f['wrong_phase']}/{f['orphans']}",
+            f"{f['fault']}: acked / sent again / cut in flight / failed / lost / twice / wrong / orphans",
+            f"{f['acknowledged']}/{sum(f['sent_again'].values())}/{f['cut_in_flight']}/{f['failed']}"
+            f"/{f['lost']}/{f['ran_twice']}/{f['wrong_phase']}/{f['orphans']}",
             f"converged in {f['converge_s']} s" if f["converged"] else "NOT converged",
         )
         for f in results["faults"]

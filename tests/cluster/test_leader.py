@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 from kubernetes import client
 from kubernetes.client.rest import ApiException
+from kubernetes_asyncio import client as aclient
+from kubernetes_asyncio import config as aconfig
+
+from kubesessions.kube.leader import LeaderElector, LeaseSettings
 
 from ..conftest import Cluster, OperatorProcess, await_condition, await_session
 from .test_operator import create_app, create_session
@@ -143,3 +149,74 @@ def test_a_leader_that_cannot_renew_stops(kube: Cluster, namespace: str, replica
     )
     assert proc.returncode != 0
     assert "leadership lost" in first.log.read_text()
+
+
+class StallingProxy:
+    """A TCP proxy to the API server that can stall: it keeps every socket open (and accepts new
+    ones) but moves no more bytes, as a connection through a dead NAT or a hung server does."""
+
+    def __init__(self, upstream: str) -> None:
+        parsed = urlsplit(upstream)
+        self.target = (parsed.hostname or "127.0.0.1", parsed.port or 443)
+        self.flowing = asyncio.Event()
+        self.flowing.set()
+        self.pipes: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> str:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        port = self.server.sockets[0].getsockname()[1]
+        return f"https://127.0.0.1:{port}"
+
+    def stall(self) -> None:
+        self.flowing.clear()
+
+    async def close(self) -> None:
+        self.server.close()
+        for pipe in self.pipes:
+            pipe.cancel()
+        await asyncio.gather(*self.pipes, return_exceptions=True)
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection(*self.target)
+        for src, dst in ((reader, up_writer), (up_reader, writer)):
+            pipe = asyncio.create_task(self._pipe(src, dst))
+            self.pipes.add(pipe)
+
+    async def _pipe(self, src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+        while data := await src.read(65536):
+            await self.flowing.wait()  # stalled: the bytes stay here, the sockets stay open
+            dst.write(data)
+            await dst.drain()
+
+
+async def test_a_leader_whose_connection_stalls_stops_before_a_standby_takes_over(
+    kube: Cluster, namespace: str
+) -> None:
+    # No refusal, no reset: the leader's requests just never get an answer. Each renewal must
+    # be cut at the renew deadline, and leading stop then, before the Lease can expire.
+    settings = {"namespace": namespace, "lease_duration": 3.0, "renew_deadline": 2.0, "retry_period": 0.5}
+    direct = aclient.Configuration()
+    await aconfig.load_kube_config(config_file=str(kube.kubeconfig), client_configuration=direct)
+    proxy = StallingProxy(direct.host)
+    proxied = aclient.Configuration()
+    await aconfig.load_kube_config(config_file=str(kube.kubeconfig), client_configuration=proxied)
+    proxied.host = await proxy.start()
+    async with aclient.ApiClient(proxied) as via_proxy, aclient.ApiClient(direct) as api:
+        first = LeaderElector(via_proxy, LeaseSettings(identity="first", **settings))
+        second = LeaderElector(api, LeaseSettings(identity="second", **settings))
+        await asyncio.wait_for(first.acquire(), timeout=30)
+        holding = asyncio.create_task(first.hold())
+        taking = asyncio.create_task(second.acquire())
+        await asyncio.sleep(1.5)  # a few renewals through the proxy before it stalls
+        assert not holding.done() and not taking.done(), "the Lease changed hands while renewing worked"
+        proxy.stall()
+        stalled = time.monotonic()
+        await asyncio.wait_for(asyncio.shield(holding), timeout=30)
+        stopped = time.monotonic()
+        assert not first.leading
+        # The last renewal began at most one retry period before the stall.
+        assert stopped - stalled < 2.0 + 1.0, f"leading went on {stopped - stalled:.1f} s after the stall"
+        assert not taking.done(), "the standby took the Lease while the old leader still led"
+        await asyncio.wait_for(taking, timeout=30)
+        assert second.leading
+        await proxy.close()

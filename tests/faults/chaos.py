@@ -1,8 +1,12 @@
 """The fault suite on a local cluster: counter sessions under steady load from the project's
 client (two gateway URLs), while faults strike one at a time; figures per fault.
 
-Faults: ``gateway`` (``kill -9`` of the gateway serving the traffic; restarted a few seconds
-later, as its Deployment would), ``operator`` (``kill -9`` of the leader of two replicas; a
+The gateways authenticate as a real deployment's do (TokenReview, SubjectAccessReview; the
+admin kubeconfig is their identity), and the load calls with a ServiceAccount's token bound to
+the README's caller Role, so the API-server faults strike authentication too.
+
+Faults: ``gateway`` (``kill -9`` of the gateway serving the traffic while calls are in flight
+through it; restarted a few seconds later, as its Deployment would), ``operator`` (``kill -9`` of the leader of two replicas; a
 new standby replaces it), ``apiserver`` and ``etcd`` (restarted), ``worker`` (``kill -9`` of a
 session's worker mid-call) and ``node`` (the process node and its pods crash, and it comes
 back after ``node_down`` seconds). Run by ``bench/chaos.py`` (``make chaos``) and, reduced,
@@ -44,6 +48,17 @@ APP = {
         "resources": {"cpu": "100m", "memory": "128Mi"},
     },
 }
+
+
+CALLER = "chaos-caller"  # the load's ServiceAccount
+# The README's session-caller Role.
+CALLER_RULES = [
+    {
+        "apiGroups": ["kubesessions.io"],
+        "resources": ["sessions"],
+        "verbs": ["create", "get", "list", "delete", "patch"],
+    }
+]
 
 
 @dataclass(frozen=True)
@@ -91,7 +106,7 @@ class Fleet:
 
     def gateway(self, argv: list[str] | None = None) -> str:
         port = free_port()
-        argv = argv or [_cli(), "gateway", "--namespace", self.namespace, "--auth", "none"]
+        argv = argv or [_cli(), "gateway", "--namespace", self.namespace]  # --auth kubernetes
         argv += (
             [] if "--port" in argv else ["--host", "127.0.0.1", "--port", str(port), "--start-timeout", "90"]
         )
@@ -122,12 +137,15 @@ def _await_http(url: str, what: str, timeout: float = 90) -> None:
 class Load:
     """One thread per session, each calling ``{"add": 1}`` on its (recovering) session in turn."""
 
-    def __init__(self, gateways: list[str], settings: Settings, ledger: Ledger) -> None:
+    def __init__(
+        self, gateways: list[str], settings: Settings, ledger: Ledger, token: str, namespace: str
+    ) -> None:
         # Each retry is noted in the ledger: how many calls a fault cut mid-flight (sent again
         # with their call id) or answered 502/503/504.
         retry = Retry(attempts=5, backoff=0.2, max_backoff=3, on_retry=ledger.retried)
-        self.client = Client(gateways, request_timeout=120, retry=retry)
+        self.client = Client(gateways, token=token, namespace=namespace, request_timeout=120, retry=retry)
         self.settings, self.ledger = settings, ledger
+        self.started: dict[int, float] = {}  # load thread -> when its call in flight began
         self.sessions = [
             RecoveringSession(self.client, "counter", session_timeout=3600) for _ in range(settings.sessions)
         ]
@@ -142,12 +160,15 @@ class Load:
 
     def call(self, n: int, add: int) -> bool:
         session, started = self.sessions[n], time.monotonic()
+        self.started[n] = started
         try:
             result = session.run({"add": add, "delay": self.settings.delay})
         except KubeSessionsError as exc:
             error = f"{type(exc).__name__} {exc.code or exc.status}".strip()
             self.ledger.add(Outcome(n, started, time.monotonic(), session.session_id, add, error=error))
             return False
+        finally:
+            del self.started[n]
         total = int(result["output"]["total"])
         self.ledger.add(Outcome(n, started, time.monotonic(), str(result["session_id"]), add, total))
         return True
@@ -156,6 +177,18 @@ class Load:
         while not self.stopping.is_set():
             if not self.call(n, 1):
                 self.stopping.wait(0.5)  # a failing session is not hammered
+
+    def await_in_flight(self, timeout: float = 60) -> None:
+        """Return while a call is on a worker: in flight for a quarter of the time a call takes
+        there, and for less than three quarters (longer: it may be waiting on a retry)."""
+        low, high = self.settings.delay / 4, self.settings.delay * 3 / 4
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            now = time.monotonic()
+            if any(low <= now - started < high for started in list(self.started.values())):
+                return
+            time.sleep(0.005)
+        raise RuntimeError(f"no call was in flight within {timeout:.0f}s")
 
     def waiting_on(self, since: float) -> list[str]:
         """The sessions of the load threads with no call acknowledged since ``since``."""
@@ -185,12 +218,12 @@ class Suite:
 
     @contextlib.contextmanager
     def running(self) -> Iterator[Load]:
-        _prepare(self.kube, self.namespace)
+        token = _prepare(self.kube, self.namespace)
         try:
             for _ in range(2):
                 self.fleet.operator()
             urls = [self.fleet.gateway(), self.fleet.gateway()]
-            load = Load(urls, self.settings, self.ledger)
+            load = Load(urls, self.settings, self.ledger, token, self.namespace)
             load.start()
             try:
                 yield load
@@ -251,6 +284,9 @@ class Suite:
             def inject() -> float:
                 url = load.client.endpoints.urls[0]  # the one answering now
                 rec, argv = self.fleet.gateways.pop(url)
+                # Killed with calls on it: they must go again, with their call ids, through
+                # the other gateway and run once (the figures' cut_in_flight counts them).
+                load.await_in_flight()
                 faults.kill([rec])
                 time.sleep(s.gateway_down)
                 self.fleet.gateway(argv)
@@ -303,7 +339,8 @@ def _established(kube: Kube, path: str) -> bool:
     return established(kube.call("GET", path))
 
 
-def _prepare(kube: Kube, namespace: str) -> None:
+def _prepare(kube: Kube, namespace: str) -> str:
+    """The CRDs, the namespace, the counter App and the load's caller: its token."""
     from kubesessions.api.crds import app_crd, session_crd
 
     crds = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
@@ -323,6 +360,28 @@ def _prepare(kube: Kube, namespace: str) -> None:
         f"the default ServiceAccount of {namespace}",
     )
     kube.call("POST", f"/apis/{GROUP[0]}/{GROUP[1]}/namespaces/{namespace}/apps", APP)
+    return _caller_token(kube, namespace)
+
+
+def _caller_token(kube: Kube, namespace: str) -> str:
+    """A ServiceAccount bound to the README's caller Role, and a token of it, as a caller has."""
+    rbac = f"/apis/rbac.authorization.k8s.io/v1/namespaces/{namespace}"
+    kube.call("POST", f"/api/v1/namespaces/{namespace}/serviceaccounts", {"metadata": {"name": CALLER}})
+    kube.call("POST", f"{rbac}/roles", {"metadata": {"name": "session-caller"}, "rules": CALLER_RULES})
+    binding = {
+        "metadata": {"name": f"{CALLER}-session-caller"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "session-caller"},
+        "subjects": [{"kind": "ServiceAccount", "name": CALLER, "namespace": namespace}],
+    }
+    kube.call("POST", f"{rbac}/rolebindings", binding)
+    request = {
+        "apiVersion": "authentication.k8s.io/v1",
+        "kind": "TokenRequest",
+        "spec": {"expirationSeconds": 6 * 3600},
+    }
+    path = f"/api/v1/namespaces/{namespace}/serviceaccounts/{CALLER}/token"
+    token: str = kube.call("POST", path, request)["status"]["token"]
+    return token
 
 
 def _until(ready: Callable[[], object], timeout: float, what: str) -> None:

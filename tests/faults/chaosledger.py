@@ -94,6 +94,9 @@ class Ledger:
             "lost": sum(v.calls for v in hits if v.kind == "lost"),
             "ran_twice": sum(v.calls for v in hits if v.kind == "ran_twice"),
             "sent_again": dict(retried.most_common()),
+            # Sent again after a transport failure, not an answer (a 503 is one): the request
+            # may have reached a gateway that died with it, and went again with its call id.
+            "cut_in_flight": sum(n for why, n in retried.items() if not why.startswith("HTTP ")),
         }
 
     def acked_since(self, since: float) -> set[int]:

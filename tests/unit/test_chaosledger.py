@@ -58,6 +58,18 @@ def test_figures_count_within_a_phase() -> None:
         "lost": 0,
         "ran_twice": 1,
         "sent_again": {},
+        "cut_in_flight": 0,
     }
     assert ledger.acked_since(2.0) == {0}
     assert ledger.acked_since(4.0) == set()
+
+
+def test_calls_cut_in_flight_are_the_retries_no_answer_explains() -> None:
+    # A gateway that died mid-call leaves a transport error ("RemoteDisconnected"); a 503 is an
+    # answer: only the first shows that a call was cut and sent again with its call id.
+    ledger = Ledger()
+    ledger.retries += [(2.0, "RemoteDisconnected"), (3.0, "HTTP 503"), (4.0, "ConnectionResetError")]
+    ledger.retries.append((20.0, "RemoteDisconnected"))  # after the phase
+    figures = ledger.figures(Phase("f", 1.0, 10.0), [])
+    assert figures["sent_again"] == {"RemoteDisconnected": 1, "HTTP 503": 1, "ConnectionResetError": 1}
+    assert figures["cut_in_flight"] == 2

@@ -27,6 +27,7 @@ from kubesessions.client.errors import (
     SessionExpired,
     SessionNotFound,
     Unauthorized,
+    UpstreamUnavailable,
     WorkerUnavailable,
 )
 from kubesessions.client.recovering import AsyncRecoveringSession, RecoveringSession
@@ -60,5 +61,6 @@ __all__ = [
     "Stream",
     "TokenProvider",
     "Unauthorized",
+    "UpstreamUnavailable",
     "WorkerUnavailable",
 ]

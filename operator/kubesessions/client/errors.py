@@ -84,6 +84,11 @@ class WorkerUnavailable(KubeSessionsError):
     """The session's worker cannot take calls (starting, gone, or could not start)."""
 
 
+class UpstreamUnavailable(KubeSessionsError):
+    """The gateway could not reach the Kubernetes API server (restarting, overloaded): passing,
+    so it was retried like every 503 before it came to you."""
+
+
 class GatewayUnavailable(KubeSessionsError):
     """None of the gateway URLs answered."""
 
@@ -106,6 +111,7 @@ BY_CODE: dict[str, type[KubeSessionsError]] = {
     "RUN_FAILED": RunFailed,
     "CALL_TIMEOUT": CallTimeout,
     "WORKER_UNAVAILABLE": WorkerUnavailable,
+    "UPSTREAM_UNAVAILABLE": UpstreamUnavailable,
     "FORBIDDEN": Forbidden,
 }
 

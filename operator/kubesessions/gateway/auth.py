@@ -19,7 +19,7 @@ from typing import Any, Literal, Protocol, TypeVar
 from kubernetes_asyncio import client
 
 from kubesessions.api.names import GROUP
-from kubesessions.gateway.problems import Problem
+from kubesessions.gateway.problems import Problem, api_server
 
 log = logging.getLogger("kubesessions.gateway")
 Verb = Literal["create", "get", "list", "delete", "patch"]
@@ -60,14 +60,21 @@ class NoAuth:
 
 
 class KubernetesAuth:
-    """TokenReview + SubjectAccessReview, each answer kept for ``ttl`` seconds (denials shorter)."""
+    """TokenReview + SubjectAccessReview, each answer kept for ``ttl`` seconds (denials shorter);
+    a review the API server does not answer within ``timeout`` seconds is a 503 (as is its
+    failing): an answer about the API server, not about the caller, so it is not kept."""
 
     def __init__(
-        self, api: client.ApiClient, ttl: float = 10.0, denied_ttl: float = 2.0, size: int = 4096
+        self,
+        api: client.ApiClient,
+        ttl: float = 10.0,
+        denied_ttl: float = 2.0,
+        size: int = 4096,
+        timeout: float = 10.0,
     ) -> None:
         self.authn = client.AuthenticationV1Api(api)
         self.authz = client.AuthorizationV1Api(api)
-        self.ttl, self.denied_ttl, self.size = ttl, denied_ttl, size
+        self.ttl, self.denied_ttl, self.size, self.timeout = ttl, denied_ttl, size, timeout
         # (sha256(token),) or (sha256(token), namespace, verb) -> (expires at, the answer)
         self._cache: dict[tuple[str, ...], tuple[float, Any]] = {}
         self._reviews: dict[tuple[str, ...], asyncio.Future[Any]] = {}
@@ -117,9 +124,11 @@ class KubernetesAuth:
         return answer
 
     async def _review_token(self, token: str) -> Identity | Problem:
-        review: Any = await self.authn.create_token_review(
-            client.V1TokenReview(spec=client.V1TokenReviewSpec(token=token))
-        )
+        with api_server("reviewing the bearer token"):
+            review: Any = await self.authn.create_token_review(
+                client.V1TokenReview(spec=client.V1TokenReviewSpec(token=token)),
+                _request_timeout=self.timeout,
+            )
         status = review.status
         if not status or not status.authenticated:
             reason = (status.error if status else None) or "the token is not valid"
@@ -142,7 +151,10 @@ class KubernetesAuth:
                 namespace=namespace, verb=verb, group=GROUP, resource="sessions"
             ),
         )
-        access: Any = await self.authz.create_subject_access_review(client.V1SubjectAccessReview(spec=spec))
+        with api_server(f"asking whether {identity.username} may {verb} sessions"):
+            access: Any = await self.authz.create_subject_access_review(
+                client.V1SubjectAccessReview(spec=spec), _request_timeout=self.timeout
+            )
         if not access.status.allowed:
             return Problem(
                 "FORBIDDEN", f'{identity.username} may not {verb} sessions.{GROUP} in namespace "{namespace}"'

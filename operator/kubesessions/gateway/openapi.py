@@ -36,7 +36,8 @@ SESSION_ID = {
     "schema": {"type": "string"},
     "description": "The session id.",
 }
-AUTH = ("UNAUTHORIZED", "FORBIDDEN", "VALIDATION")
+# Every route behind authentication asks the API server (a TokenReview at least).
+AUTH = ("UNAUTHORIZED", "FORBIDDEN", "VALIDATION", "UPSTREAM_UNAVAILABLE")
 LOOKUP = ("SESSION_NOT_FOUND", "SESSION_EXPIRED", "SESSION_ENDED")
 # One event of a streamed run, as the SSE parser sees it.
 SSE_EVENT = {

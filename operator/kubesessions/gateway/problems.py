@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
+from collections.abc import Iterator
 from http import HTTPStatus
 from typing import Any
 
+import aiohttp
 from aiohttp import web
+from kubernetes_asyncio.client.exceptions import ApiException
 
 PROBLEM_TYPE = "application/problem+json"
 
@@ -31,6 +35,7 @@ STATUS = {
     "CANCELLED": HTTPStatus.CONFLICT,  # a call cancelled before it ran (an inference.sh task)
     "RUN_FAILED": HTTPStatus.INTERNAL_SERVER_ERROR,
     "WORKER_UNAVAILABLE": HTTPStatus.SERVICE_UNAVAILABLE,
+    "UPSTREAM_UNAVAILABLE": HTTPStatus.SERVICE_UNAVAILABLE,  # the Kubernetes API server, for now
     "CALL_TIMEOUT": HTTPStatus.GATEWAY_TIMEOUT,
     "INTERNAL": HTTPStatus.INTERNAL_SERVER_ERROR,
 }
@@ -104,6 +109,34 @@ def from_worker(status: int, body: Any, retry_after: str | None, session_id: str
     )
     seconds = int(retry_after) if retry_after and retry_after.isdigit() else None
     return Problem(code, detail, status=status, retry_after=seconds, session_id=session_id, **members)
+
+
+UPSTREAM_RETRY_AFTER = 1  # seconds: an API server restarting or overloaded is back soon
+
+
+@contextlib.contextmanager
+def api_server(what: str) -> Iterator[None]:
+    """Trouble with the Kubernetes API server while doing ``what`` (it is down, does not answer,
+    fails with 5xx or sheds load with 429) as 503 ``UPSTREAM_UNAVAILABLE`` with Retry-After:
+    it passes, so the client should try again (it does on 503), not be told the gateway failed.
+    Any other answer of the API server stays the caller's to handle."""
+    try:
+        yield
+    except ApiException as err:
+        if err.status is None or (err.status != 429 and err.status < 500):
+            raise
+        after = str(err.headers.get("Retry-After", "")) if err.headers else ""
+        raise Problem(
+            "UPSTREAM_UNAVAILABLE",
+            f"{what}: the Kubernetes API server answered {err.status} ({err.reason})",
+            retry_after=int(after) if after.isdigit() else UPSTREAM_RETRY_AFTER,
+        ) from err
+    except (aiohttp.ClientError, OSError) as err:  # refused, reset, timed out (TimeoutError)
+        raise Problem(
+            "UPSTREAM_UNAVAILABLE",
+            f"{what}: the Kubernetes API server could not be reached ({type(err).__name__}: {err})",
+            retry_after=UPSTREAM_RETRY_AFTER,
+        ) from err
 
 
 def not_found(session_id: str, namespace: str) -> Problem:

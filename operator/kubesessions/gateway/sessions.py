@@ -15,7 +15,7 @@ from kubesessions.common.timefmt import parse_rfc3339, rfc3339
 from kubesessions.gateway.auth import Identity
 from kubesessions.gateway.cache import Cache, Key
 from kubesessions.gateway.forward import Target
-from kubesessions.gateway.problems import Problem, ended, not_found
+from kubesessions.gateway.problems import Problem, api_server, ended, not_found
 from kubesessions.gateway.requests import new_session_id, session_spec
 from kubesessions.kube.kubeapi import Kube, group_path
 
@@ -222,7 +222,8 @@ class Sessions:
             "spec": spec.model_dump(exclude_none=True),
         }
         try:
-            created = await self.kube.create(group_path(API_VERSION, namespace, "sessions"), body)
+            with api_server(f"creating session {name}"):
+                created = await self.kube.create(group_path(API_VERSION, namespace, "sessions"), body)
         except ApiException as exc:
             if exc.status == 409 and call_id is not None:
                 log.info("session %s: a retried call finds it", name, extra={"session": name})
@@ -256,9 +257,10 @@ class Sessions:
         """Ask the operator to close the session (it deletes the worker and keeps a tombstone)."""
         patch = {"metadata": {"annotations": {CLOSE_ANNOTATION: why[:1024]}}}
         try:
-            result = await self.kube.merge_patch(
-                group_path(API_VERSION, namespace, "sessions", session_id), patch
-            )
+            with api_server(f"closing session {session_id}"):
+                result = await self.kube.merge_patch(
+                    group_path(API_VERSION, namespace, "sessions", session_id), patch
+                )
         except ApiException as exc:
             if exc.status == 404:
                 raise not_found(session_id, namespace) from None
@@ -270,7 +272,8 @@ class Sessions:
 
     async def _read(self, plural: str, namespace: str, name: str) -> JSON | None:
         try:
-            body = await self.kube.get(group_path(API_VERSION, namespace, plural, name))
+            with api_server(f"reading {plural} {name}"):
+                body = await self.kube.get(group_path(API_VERSION, namespace, plural, name))
         except ApiException as exc:
             if exc.status == 404:
                 return None

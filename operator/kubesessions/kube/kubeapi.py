@@ -135,7 +135,9 @@ class Kube:
                 message = json.loads(text).get("message", text)
             except ValueError:
                 message = text
-            raise ApiException(status=reply.status, reason=f"{method} {path}: {message}")
+            error = ApiException(status=reply.status, reason=f"{method} {path}: {message}")
+            error.headers = reply.headers  # Retry-After, on a 429
+            raise error
         result: JSON = json.loads(text) if text else {}
         return result
 

@@ -6,6 +6,10 @@ leadership when it has not renewed for ``renew_deadline``; the others may take t
 resourceVersion, so of two candidates racing for it exactly one wins (the API's optimistic
 concurrency, not anyone's memory). The replicas that are not leading keep their watches and
 caches warm; only the leader acts, so taking over needs no warm-up.
+
+Every request is cut at the renew deadline, and a renewal at the moment the deadline passes: a
+connection that stalls (no answer, no error) must not keep a leader acting after a standby may
+have taken the Lease.
 """
 
 from __future__ import annotations
@@ -104,11 +108,14 @@ class LeaderElector:
         self._observed: Observed | None = None
         self._lease: dict[str, Any] | None = None
         self.leading = False
+        self.renewed_at = 0.0  # when the last write that made this replica the holder was sent
         self.changes_seen = 0  # the Lease's holder or renewTime, as this replica saw them change
 
     async def _read(self) -> dict[str, Any] | None:
         try:
-            raw = await self._leases.read_namespaced_lease(self.settings.name, self.settings.namespace)
+            raw = await self._leases.read_namespaced_lease(
+                self.settings.name, self.settings.namespace, _request_timeout=self.settings.renew_deadline
+            )
         except ApiException as err:
             if err.status == 404:
                 return None
@@ -150,13 +157,16 @@ class LeaderElector:
     async def try_take(self) -> bool:
         """One attempt to become (or stay) the holder; True when this replica holds the Lease."""
         s = self.settings
+        timeout = s.renew_deadline
         try:
             lease = await self._read()
             if not may_take(lease, self._observed, s, self._clock()):
                 return False
             if lease is None:
                 body = lease_body(s, 0, rfc3339(precision="microseconds"), None)
-                created = await self._leases.create_namespaced_lease(s.namespace, cast(Any, body))
+                created = await self._leases.create_namespaced_lease(
+                    s.namespace, cast(Any, body), _request_timeout=timeout
+                )
                 self._lease = self._api.sanitize_for_serialization(created)
                 return True
             spec = lease.get("spec") or {}
@@ -169,7 +179,9 @@ class LeaderElector:
                 acquired or rfc3339(precision="microseconds"),
                 lease["metadata"]["resourceVersion"],
             )
-            replaced = await self._leases.replace_namespaced_lease(s.name, s.namespace, cast(Any, body))
+            replaced = await self._leases.replace_namespaced_lease(
+                s.name, s.namespace, cast(Any, body), _request_timeout=timeout
+            )
             self._lease = self._api.sanitize_for_serialization(replaced)
             return True
         except ApiException as err:
@@ -177,7 +189,7 @@ class LeaderElector:
                 return False
             log.warning("leader election: Lease %s/%s: %s %s", s.namespace, s.name, err.status, err.reason)
             return False
-        except (TimeoutError, OSError) as err:
+        except (TimeoutError, OSError, aiohttp.ClientError) as err:
             log.warning("leader election: Lease %s/%s unreachable: %s", s.namespace, s.name, err)
             return False
 
@@ -190,7 +202,7 @@ class LeaderElector:
         )
         following = asyncio.create_task(self._follow(), name="lease-watch")
         try:
-            while not await self.try_take():
+            while not await self._try_take_noting_when():
                 wait = s.retry_period * (1 + 0.2 * random.random())  # noqa: S311 - jitter, not a secret
                 if self._observed is not None:
                     expires_in = self._observed.seen_at + self._observed.duration - self._clock()
@@ -202,15 +214,31 @@ class LeaderElector:
         self.leading = True
         log.info("leader election: leading as %s", s.identity)
 
+    async def _try_take_noting_when(self) -> bool:
+        # When the attempt began, not when its answer came: the API server may have stored the
+        # write (and a standby started its expiry clock) any time after that.
+        sent = self._clock()
+        if not await self.try_take():
+            return False
+        self.renewed_at = sent
+        return True
+
     async def hold(self) -> None:
-        """Renew every retry period; return when renewing failed for the renew deadline."""
+        """Renew every retry period; return when no renewal succeeded for the renew deadline,
+        cutting a renewal still waiting for an answer then (client-go's rule)."""
         s = self.settings
-        last = self._clock()
         while True:
             await asyncio.sleep(s.retry_period)
-            if await self.try_take():
-                last = self._clock()
-            elif self._clock() - last >= s.renew_deadline:
+            left = self.renewed_at + s.renew_deadline - self._clock()
+            if left > 0:
+                try:
+                    async with asyncio.timeout(left):
+                        if await self._try_take_noting_when():
+                            continue
+                    left = self.renewed_at + s.renew_deadline - self._clock()
+                except TimeoutError:
+                    left = 0
+            if left <= 0:
                 log.error(
                     "leader election: could not renew the Lease for %.0f s: no longer leading",
                     s.renew_deadline,
@@ -229,6 +257,8 @@ class LeaderElector:
         body["metadata"]["resourceVersion"] = self._lease["metadata"]["resourceVersion"]
         body["spec"].update(holderIdentity=None, leaseDurationSeconds=1)
         try:
-            await self._leases.replace_namespaced_lease(s.name, s.namespace, cast(Any, body))
-        except (ApiException, OSError) as err:
+            await self._leases.replace_namespaced_lease(
+                s.name, s.namespace, cast(Any, body), _request_timeout=s.renew_deadline
+            )
+        except (ApiException, OSError, TimeoutError) as err:
             log.warning("leader election: could not release the Lease: %s", err)

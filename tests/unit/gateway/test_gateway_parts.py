@@ -143,7 +143,7 @@ class FakeReviews:
         self.allowed, self.calls, self.delay = allowed, 0, delay
         self.verbs: list[str] = []
 
-    async def create_token_review(self, body: Any) -> Any:
+    async def create_token_review(self, body: Any, **_: Any) -> Any:
         self.calls += 1
         await asyncio.sleep(self.delay)  # a round trip to the API server
         ok = body.spec.token == "good"
@@ -152,7 +152,7 @@ class FakeReviews:
             status=SimpleNamespace(authenticated=ok, user=user, error=None if ok else "bad token")
         )
 
-    async def create_subject_access_review(self, body: Any) -> Any:
+    async def create_subject_access_review(self, body: Any, **_: Any) -> Any:
         self.calls += 1
         attrs = body.spec.resource_attributes
         assert (attrs.group, attrs.resource) == ("kubesessions.io", "sessions")
@@ -165,6 +165,7 @@ def auth_with(reviews: FakeReviews) -> KubernetesAuth:
     auth = KubernetesAuth.__new__(KubernetesAuth)
     auth.authn = auth.authz = reviews  # type: ignore[assignment]
     auth.ttl, auth.denied_ttl, auth.size, auth._cache, auth.hits, auth.misses = 10.0, 2.0, 8, {}, 0, 0
+    auth.timeout = 10.0
     auth._reviews = {}
     return auth
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from typing import Any
 
 import pytest
@@ -79,3 +81,35 @@ async def test_one_instant_spelled_two_ways_is_not_a_change() -> None:
         assert elector.changes_seen == 1
         elector._note(lease("other", renewed="2026-11-29T10:00:02.000000Z"))
         assert elector.changes_seen == 2
+
+
+class HangingLeases:
+    """A CoordinationV1Api whose every call waits forever: a connection that stalls."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def read_namespaced_lease(self, *_: Any, **__: Any) -> Any:
+        self.calls += 1
+        await asyncio.Event().wait()
+
+
+async def test_a_renewal_that_hangs_gives_up_leadership_at_the_renew_deadline() -> None:
+    # A hung request (no answer, no error) must not keep a leader acting past the renew
+    # deadline: by then a standby may be about to take the Lease.
+    from kubernetes_asyncio import client
+
+    fast = LeaseSettings(
+        namespace="ops", identity="me", lease_duration=1.5, renew_deadline=1.0, retry_period=0.2
+    )
+    async with client.ApiClient() as api:
+        elector = LeaderElector(api, fast)
+        hanging = HangingLeases()
+        elector._leases = hanging  # type: ignore[assignment]
+        elector.leading, elector.renewed_at = True, time.monotonic()
+        started = time.monotonic()
+        await asyncio.wait_for(elector.hold(), timeout=10)
+        took = time.monotonic() - started
+    assert hanging.calls == 1
+    assert not elector.leading
+    assert took < fast.renew_deadline + 1.0, f"leadership held {took:.2f} s with a renewal hanging"
