@@ -53,7 +53,7 @@ bench: binaries
 
 # The fault suite, full size: figures to bench-results/chaos.json (tests/cluster/test_chaos.py is the CI subset).
 chaos: binaries
-	PYTHONPATH=. $(BIN)/python bench/chaos.py  # the fault suite is tests/faults
+	$(BIN)/python bench/chaos.py
 
 demo: binaries
 	$(BIN)/kubesessions demo

@@ -8,7 +8,7 @@ bench-results/chaos.json and a short table. A fresh local cluster of its own.
 Targets (issue 16): 0 acknowledged calls lost, 0 run twice, 0 sessions in a wrong phase,
 0 orphaned pods/Services/Secrets, per fault; the gateway's kill cuts calls in flight (issue 25).
 
-  PYTHONPATH=. .venv/bin/python bench/chaos.py [--sessions N] [--rounds N] [--node-down S] [--faults a,b]
+  .venv/bin/python bench/chaos.py [--sessions N] [--rounds N] [--node-down S] [--faults a,b]
 """
 
 from __future__ import annotations
