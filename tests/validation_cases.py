@@ -70,6 +70,7 @@ GOOD = [
     ),
     Case("warm pool", app({"image": IMAGE, "warmPool": {"size": 64, "strategy": "OnUse"}}), None),
     Case("empty warm pool", app({"image": IMAGE, "warmPool": {"size": 0}}), None),
+    Case("session overrides", app({"image": IMAGE, "sessionOverrides": ["resources", "env"]}), None),
 ]
 
 BAD = [
@@ -137,6 +138,8 @@ BAD = [
     Case(
         "bad pool strategy", app({"image": IMAGE, "warmPool": {"strategy": "Rolling"}}), "warmPool.strategy"
     ),
+    Case("unknown override", app({"image": IMAGE, "sessionOverrides": ["config"]}), "sessionOverrides"),
+    Case("override twice", app({"image": IMAGE, "sessionOverrides": ["env", "env"]}), "sessionOverrides"),
 ]
 
 # Changes to a valid Session after creation: (id, original spec, new spec, field named).

@@ -22,6 +22,7 @@ APP = AppSpec.model_validate(
         "nodeSelector": {"zone": "a"},
         "defaultSessionTimeout": 90,
         "maxSessionTimeout": 600,
+        "sessionOverrides": ["entrypoint", "resources", "env", "nodeSelector"],
     }
 )
 
@@ -105,6 +106,35 @@ def test_session_template_wins_field_by_field() -> None:
     assert c["resources"]["limits"] == {"cpu": "2", "memory": "8Gi", "nvidia.com/gpu": "1"}
     assert c["resources"]["requests"] == {"cpu": "2", "memory": "8Gi"}
     assert pod["spec"]["nodeSelector"] == {"zone": "a", "disk": "ssd"}
+
+
+@pytest.mark.parametrize(
+    ("overrides", "template", "refused"),
+    [
+        (None, {"resources": {"gpu": 8}}, "resources"),
+        (None, {"entrypoint": "pkg.other:App"}, "entrypoint"),
+        (["resources"], {"resources": {"gpu": 8}, "env": [{"name": "X", "value": "1"}]}, "env"),
+        (["env"], {"image": "any:1"}, "image"),
+    ],
+)
+def test_a_session_overrides_only_what_its_app_allows(
+    overrides: list[str] | None, template: dict[str, Any], refused: str
+) -> None:
+    """Issue 25, defect 1: a Session of an App could set any GPU count, image, env, node."""
+    app = APP.model_copy(update={"sessionOverrides": overrides})
+    with pytest.raises(children.SpecError) as raised:
+        pod_for({"app": "counter", "template": template}, app)
+    allowed = ", ".join(overrides or ()) or "nothing"
+    assert str(raised.value) == (
+        f"spec.template sets {refused}, which App counter does not let its Sessions override "
+        f"(its spec.sessionOverrides allows: {allowed})"
+    )
+
+
+def test_a_session_of_an_app_without_overrides_sets_config_and_timeouts_only() -> None:
+    app = APP.model_copy(update={"sessionOverrides": None})
+    pod = pod_for({"app": "counter", "sessionTimeout": 300, "maxLifetime": 600, "config": {"k": 1}}, app)
+    assert env_of(pod)["SESSION_TIMEOUT"] == "300" and env_of(pod)["KUBESESSIONS_CONFIG"] == '{"k":1}'
 
 
 def test_gpu_product_and_toleration() -> None:

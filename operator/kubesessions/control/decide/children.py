@@ -7,6 +7,7 @@ import json
 import secrets
 from dataclasses import dataclass, field
 
+from kubesessions.api import tokens
 from kubesessions.api.models import (
     AppSpec,
     GpuSummary,
@@ -116,6 +117,11 @@ def new_token() -> str:
     return secrets.token_urlsafe(32)
 
 
+def session_token(key: bytes, ref: SessionRef) -> str:
+    """The Session's token, derived from the key the operator and the gateway share."""
+    return tokens.session_token(key, ref.namespace, ref.name, ref.uid)
+
+
 def build_secret(ref: SessionRef, app_name: str | None, token: str) -> JSON:
     return {
         "apiVersion": "v1",
@@ -181,6 +187,12 @@ def build_pod(
     idle_grace: int = 60,
 ) -> JSON:
     """The worker pod: restricted, token-less, never restarted, GPU-limited as asked."""
+    if app is not None and (refused := app.refused_overrides(spec.template)):
+        allowed = ", ".join(app.sessionOverrides or ()) or "nothing"
+        raise SpecError(
+            f"spec.template sets {', '.join(refused)}, which App {app_name} does not let its Sessions "
+            f"override (its spec.sessionOverrides allows: {allowed})"
+        )
     template = merge_template(app, spec.template)
     if not template.image:
         raise SpecError("no worker image: the Session names no App and its template sets no image")
