@@ -15,7 +15,15 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, model_validator
 
 from kubesessions.api.modelbase import DNS1123_SUBDOMAIN as DNS1123_SUBDOMAIN
-from kubesessions.api.modelbase import ENTRYPOINT, LABEL_VALUE, MIG_PROFILE, Quantity, StrictModel, cel
+from kubesessions.api.modelbase import (
+    ENTRYPOINT,
+    LABEL_VALUE,
+    MIG_PROFILE,
+    Quantity,
+    StrictModel,
+    cel,
+    quantity_value,
+)
 from kubesessions.api.podfields import EnvVar, Toleration
 
 MIN_TIMEOUT, MAX_TIMEOUT, DEFAULT_TIMEOUT = 1, 3600, 60
@@ -56,6 +64,19 @@ class Resources(StrictModel):
                 "gpu and migProfile are mutually exclusive: ask for whole GPUs or for one MIG slice"
             )
         return self
+
+    def gpus(self) -> int:
+        """GPUs held: the whole ones, or 1 for a MIG slice."""
+        return 1 if self.migProfile else self.gpu or 0
+
+    def above(self, most: Resources) -> list[str]:
+        """What of these resources is more than ``most`` (a field ``most`` leaves unset: no cap)."""
+        over = [f"gpu {self.gpus()} > {most.gpu}"] if most.gpu is not None and self.gpus() > most.gpu else []
+        for name in ("cpu", "memory"):
+            asked, cap = getattr(self, name), getattr(most, name)
+            if cap is not None and (asked is None or quantity_value(asked) > quantity_value(cap)):
+                over.append(f"{name} {asked if asked is not None else 'unlimited'} > {cap}")
+        return over
 
 
 class WorkerTemplate(StrictModel):
@@ -131,6 +152,9 @@ class AppSpec(WorkerTemplate):
     """The longest idle timeout (seconds, 1..3600) a Session of this App may ask for."""
     warmPool: WarmPool | None = None
     """Warm workers kept ready for new Sessions of this App (none when unset)."""
+    sessionMaxResources: Resources | None = None
+    """The most a Session may ask for when sessionOverrides lists resources: GPUs (a MIG slice
+    counts as one), cpu, memory; a field left unset is not capped."""
     sessionOverrides: list[Override] | None = Field(
         default=None,
         max_length=len(Override),

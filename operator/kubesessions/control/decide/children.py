@@ -194,6 +194,13 @@ def build_pod(
             f"override (its spec.sessionOverrides allows: {allowed})"
         )
     template = merge_template(app, spec.template)
+    most = app.sessionMaxResources if app is not None else None
+    asked = template.resources if spec.template and spec.template.resources else None
+    if most is not None and asked is not None and (over := asked.above(most)):
+        raise SpecError(
+            f"spec.template.resources asks for more than App {app_name} allows a Session "
+            f"(spec.sessionMaxResources): {', '.join(over)}"
+        )
     if not template.image:
         raise SpecError("no worker image: the Session names no App and its template sets no image")
     if not template.entrypoint:
@@ -304,7 +311,7 @@ def build_event(kind: str, meta: JSON, type_: str, reason: str, message: str) ->
 def gpu_summary(app: AppSpec | None, spec: SessionSpec) -> GpuSummary:
     resources = merge_template(app, spec.template).resources
     return GpuSummary(
-        requested=(1 if resources.migProfile else resources.gpu or 0) if resources else 0,
+        requested=resources.gpus() if resources else 0,
         product=(resources.gpuProduct or "") if resources else "",
         migProfile=(resources.migProfile or "") if resources else "",
     )
