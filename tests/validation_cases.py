@@ -76,6 +76,8 @@ GOOD = [
     Case("name with '-'", named("my-session-2", session({"app": "x"})), None),
     Case("warm pool", app({"image": IMAGE, "warmPool": {"size": 64, "strategy": "OnUse"}}), None),
     Case("empty warm pool", app({"image": IMAGE, "warmPool": {"size": 0}}), None),
+    Case("session overrides", app({"image": IMAGE, "sessionOverrides": ["resources", "env"]}), None),
+    Case("session maxima", app({"image": IMAGE, "sessionMaxResources": {"gpu": 2, "memory": "16Gi"}}), None),
 ]
 
 BAD = [
@@ -159,6 +161,9 @@ BAD = [
     Case(
         "bad pool strategy", app({"image": IMAGE, "warmPool": {"strategy": "Rolling"}}), "warmPool.strategy"
     ),
+    Case("unknown override", app({"image": IMAGE, "sessionOverrides": ["config"]}), "sessionOverrides"),
+    Case("override twice", app({"image": IMAGE, "sessionOverrides": ["env", "env"]}), "sessionOverrides"),
+    Case("bad maximum", app({"image": IMAGE, "sessionMaxResources": {"memory": "8GB"}}), "memory"),
 ]
 
 # Changes to a valid Session after creation: (id, original spec, new spec, field named).

@@ -76,6 +76,9 @@ def test_default_render_watches_all_namespaces_with_cluster_roles() -> None:
             "Deployment",
             "Service",
             "PodDisruptionBudget",
+            "Secret",  # the session-token key
+            "ValidatingAdmissionPolicy",
+            "ValidatingAdmissionPolicyBinding",
         }
     )
     # The one namespaced Role: the operator's Lease, in the release namespace.
@@ -125,6 +128,29 @@ def test_default_render_watches_all_namespaces_with_cluster_roles() -> None:
             "ks",
         )
         assert labels["app.kubernetes.io/component"] == component
+    # Issue 25, defect 9: the gateway reads no Secret (it derives session tokens from the key
+    # the chart hands both through the kubelet); the operator's writes are narrowed to its own
+    # labelled objects by a ValidatingAdmissionPolicy.
+    gateway_role = next(
+        d for d in docs if d["kind"] == "ClusterRole" and d["metadata"]["name"] == "ks-kube-sessions-gateway"
+    )
+    assert not [r for r in gateway_role["rules"] if "secrets" in r["resources"]]
+    key = next(d for d in docs if d["kind"] == "Secret")["metadata"]["name"]
+    for component in ("operator", "gateway"):
+        deployment = next(
+            d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"].endswith(component)
+        )
+        env = deployment["spec"]["template"]["spec"]["containers"][0]["env"]
+        assert {
+            "name": "KUBESESSIONS_TOKEN_KEY",
+            "valueFrom": {"secretKeyRef": {"name": key, "key": "key"}},
+        } in env
+    owns = next(
+        d for d in docs if d["kind"] == "ValidatingAdmissionPolicy" and "operator" in d["metadata"]["name"]
+    )
+    assert owns["spec"]["matchConditions"][0]["expression"] == (
+        "request.userInfo.username == 'system:serviceaccount:ks-system:ks-kube-sessions-operator'"
+    )
     disabled = render("image.tag=0.1.0", "networkPolicy.enabled=false")
     operator = next(
         d for d in disabled if d["kind"] == "Deployment" and d["metadata"]["name"].endswith("-operator")
@@ -178,22 +204,23 @@ def test_every_pod_is_restricted() -> None:
 
 
 def test_crds_match_the_committed_ones_and_are_kept() -> None:
-    rendered = {
-        d["metadata"]["name"]: d for d in render("image.tag=0.1.0") if d["kind"] == "CustomResourceDefinition"
-    }
-    for path in sorted((REPO / "crds").glob("*.yaml")):
+    """crds/ (the CRDs and the Session template policy) is in the chart, kept on uninstall."""
+    rendered = {(d["kind"], d["metadata"]["name"]): d for d in render("image.tag=0.1.0")}
+    committed_files = sorted((REPO / "crds").glob("*.yaml"))
+    assert {p.name for p in committed_files} == {p.name for p in (CHART / "files" / "crds").glob("*.yaml")}
+    for path in committed_files:
         committed = yaml.safe_load(path.read_text())
         chart_copy = yaml.safe_load((CHART / "files" / "crds" / path.name).read_text())
         assert chart_copy == committed, (
             f"charts/kube-sessions/files/crds/{path.name} differs from crds/{path.name}"
         )
-        got = rendered[committed["metadata"]["name"]]
+        got = rendered[committed["kind"], committed["metadata"]["name"]]
         assert got["metadata"]["annotations"] == {"helm.sh/resource-policy": "keep"}
         assert got["spec"] == committed["spec"]
-    off = [
-        d for d in render("image.tag=0.1.0", "crds.enabled=false") if d["kind"] == "CustomResourceDefinition"
-    ]
-    assert off == []
+    off = {(d["kind"], d["metadata"]["name"]) for d in render("image.tag=0.1.0", "crds.enabled=false")}
+    assert not off & {
+        (d["kind"], d["metadata"]["name"]) for d in map(yaml.safe_load, map(Path.read_text, committed_files))
+    }
 
 
 def test_gateway_listens_on_every_address_so_port_forward_works() -> None:

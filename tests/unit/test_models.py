@@ -64,3 +64,24 @@ def test_every_field_is_documented() -> None:
         models.AppStatus,
     ]
     assert [m for c in classes for m in walk(c)] == []
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [
+        ("500m", "0.5"),
+        ("2", "2"),
+        (3, "3"),
+        ("1Gi", "1073741824"),
+        ("1.5k", "1500"),
+        ("1e3", "1000"),
+        ("12e-1", "1.2"),
+        ("1E", "1e18"),
+    ],
+)
+def test_quantities_compare_as_kubernetes_reads_them(text: int | str, value: str) -> None:
+    from decimal import Decimal
+
+    from kubesessions.api.modelbase import quantity_value
+
+    assert quantity_value(text) == Decimal(value)

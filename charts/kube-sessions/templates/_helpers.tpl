@@ -54,3 +54,9 @@ capabilities:
 - {{ . | quote }}
 {{- end }}
 {{- end -}}
+
+{{- /* The session-token key (templates/tokenkey.yaml) as the operator's and gateway's env. */ -}}
+{{- define "kube-sessions.tokenKeyEnv" -}}
+- name: KUBESESSIONS_TOKEN_KEY
+  valueFrom: {secretKeyRef: {name: {{ include "kube-sessions.fullname" . }}-token-key, key: key}}
+{{- end }}

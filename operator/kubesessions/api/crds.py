@@ -1,4 +1,5 @@
-"""CustomResourceDefinitions generated from :mod:`kubesessions.api.models`.
+"""CustomResourceDefinitions generated from :mod:`kubesessions.api.models`, with the
+ValidatingAdmissionPolicy that guards what a Session's template may name.
 
 `kubesessions crds` prints them, `--write` writes `crds/`, `--check` fails (with a diff)
 when the committed files differ from what the models generate.
@@ -12,10 +13,19 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel
 
-from kubesessions.api.models import SESSION_NAME_RULE, AppSpec, AppStatus, SessionSpec, SessionStatus
+from kubesessions.api.models import (
+    SESSION_NAME_RULE,
+    TEMPLATE_VERB,
+    AppSpec,
+    AppStatus,
+    SessionSpec,
+    SessionStatus,
+)
 from kubesessions.api.names import GROUP, JSON, VERSION
 
 _DROP = {"title", "$defs", "additionalProperties"}
+LABELS = {"app.kubernetes.io/name": "kube-sessions", "app.kubernetes.io/part-of": "kube-sessions"}
+ADMISSION = "admissionregistration.k8s.io/v1"
 
 
 def structural(schema: JSON, defs: JSON | None = None) -> JSON:
@@ -80,13 +90,7 @@ def _crd(
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
-        "metadata": {
-            "name": f"{plural}.{GROUP}",
-            "labels": {
-                "app.kubernetes.io/name": "kube-sessions",
-                "app.kubernetes.io/part-of": "kube-sessions",
-            },
-        },
+        "metadata": {"name": f"{plural}.{GROUP}", "labels": LABELS},
         "spec": {
             "group": GROUP,
             "scope": "Namespaced",
@@ -203,15 +207,111 @@ def app_crd() -> JSON:
     )
 
 
-HEADER = "# Generated from operator/kubesessions/models.py by `kubesessions crds --write`. Do not edit.\n"
+# What a template (variables.t) sets that only a caller with the TEMPLATE_VERB may set, as CEL
+# tests and what each is called: an image, a Secret or ConfigMap, a node, a toleration.
+_PRIVILEGED = [
+    ("has(variables.t.image)", "image"),
+    (
+        "has(variables.t.env) && variables.t.env.exists(e, has(e.valueFrom) && "
+        "(has(e.valueFrom.secretKeyRef) || has(e.valueFrom.configMapKeyRef)))",
+        "env from a Secret or ConfigMap",
+    ),
+    ("has(variables.t.nodeSelector)", "nodeSelector"),
+    ("has(variables.t.tolerations)", "tolerations"),
+]
+TEMPLATE_POLICY = f"sessions.{GROUP}-template"
+
+
+def template_policy() -> list[JSON]:
+    """A ValidatingAdmissionPolicy and its binding: a Session whose `spec.template` names an
+    image, a Secret or ConfigMap, a node or a toleration is refused unless the user creating it
+    may `override-template` sessions in its namespace. The API server checks it (no webhook)."""
+    privileged = " + ".join(f"({test} ? [{what!r}] : [])" for test, what in _PRIVILEGED)
+    may = (
+        f"authorizer.group('{GROUP}').resource('sessions').namespace(request.namespace)"
+        f".check('{TEMPLATE_VERB}').allowed()"
+    )
+    policy: JSON = {
+        "apiVersion": ADMISSION,
+        "kind": "ValidatingAdmissionPolicy",
+        "metadata": {"name": TEMPLATE_POLICY, "labels": LABELS},
+        "spec": {
+            "failurePolicy": "Fail",
+            "matchConstraints": {
+                "resourceRules": [
+                    {
+                        "apiGroups": [GROUP],
+                        "apiVersions": ["*"],
+                        "operations": ["CREATE", "UPDATE"],
+                        "resources": ["sessions"],
+                    }
+                ]
+            },
+            # An update that leaves the template as it was (the gateway's close or keepalive
+            # annotation on a privileged Session) needs no right (the CRD keeps it immutable anyway).
+            "matchConditions": [
+                {
+                    "name": "sets-a-template",
+                    "expression": "has(object.spec.template) && (request.operation == 'CREATE' || "
+                    "!has(oldObject.spec.template) || oldObject.spec.template != object.spec.template)",
+                }
+            ],
+            "variables": [
+                {"name": "t", "expression": "object.spec.template"},
+                {"name": "privileged", "expression": privileged},
+            ],
+            "validations": [
+                {
+                    "expression": f"size(variables.privileged) == 0 || {may}",
+                    "messageExpression": "'spec.template sets ' + variables.privileged.join(', ') + "
+                    "': ' + request.userInfo.username + ' may not; it needs the verb \""
+                    + TEMPLATE_VERB
+                    + f"\" on sessions.{GROUP} in namespace ' + request.namespace + "
+                    "' (or leave these to the App)'",
+                    "reason": "Forbidden",
+                }
+            ],
+        },
+    }
+    binding: JSON = {
+        "apiVersion": ADMISSION,
+        "kind": "ValidatingAdmissionPolicyBinding",
+        "metadata": {"name": TEMPLATE_POLICY, "labels": LABELS},
+        "spec": {"policyName": TEMPLATE_POLICY, "validationActions": ["Deny"]},
+    }
+    return [policy, binding]
+
+
+def documents() -> list[JSON]:
+    """Everything `crds/` holds, in the order to apply it."""
+    return [app_crd(), session_crd(), *template_policy()]
+
+
+_PLURALS = {
+    "CustomResourceDefinition": "customresourcedefinitions",
+    "ValidatingAdmissionPolicy": "validatingadmissionpolicies",
+    "ValidatingAdmissionPolicyBinding": "validatingadmissionpolicybindings",
+}
+
+
+def api_path(doc: JSON) -> str:
+    """Where the API serves ``doc`` (all of them are cluster-scoped)."""
+    return f"/apis/{doc['apiVersion']}/{_PLURALS[doc['kind']]}/{doc['metadata']['name']}"
+
+
+def file_name(doc: JSON) -> str:
+    if doc["kind"] == "CustomResourceDefinition":
+        return f"{doc['metadata']['name']}.yaml"
+    suffix = "policy" if doc["kind"] == "ValidatingAdmissionPolicy" else "policybinding"
+    return f"{doc['metadata']['name']}-{suffix}.yaml"
+
+
+HEADER = "# Generated from operator/kubesessions/api by `kubesessions crds --write`. Do not edit.\n"
 
 
 def rendered() -> dict[str, str]:
-    """File name -> YAML text of every CRD."""
-    return {
-        f"{crd['metadata']['name']}.yaml": HEADER + yaml.safe_dump(crd, sort_keys=False, width=120)
-        for crd in (app_crd(), session_crd())
-    }
+    """File name -> YAML text of every document."""
+    return {file_name(doc): HEADER + yaml.safe_dump(doc, sort_keys=False, width=120) for doc in documents()}
 
 
 def write(directory: Path) -> list[Path]:

@@ -3,6 +3,8 @@ model and quantities."""
 
 from __future__ import annotations
 
+import re
+from decimal import Decimal
 from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
@@ -48,3 +50,25 @@ Quantity = Annotated[
         }
     ),
 ]
+
+
+_SCALE = {
+    **{s: Decimal(1024) ** (i + 1) for i, s in enumerate(("Ki", "Mi", "Gi", "Ti", "Pi", "Ei"))},
+    **{s: Decimal(1000) ** (i + 1) for i, s in enumerate(("k", "M", "G", "T", "P", "E"))},
+    "n": Decimal("1e-9"),
+    "u": Decimal("1e-6"),
+    "m": Decimal("1e-3"),
+    "": Decimal(1),
+}
+
+
+def quantity_value(quantity: int | str) -> Decimal:
+    """A quantity (valid by QUANTITY_PATTERN) as a number: `500m` is 0.5, `1Gi` 1073741824."""
+    if isinstance(quantity, int):
+        return Decimal(quantity)
+    found = re.fullmatch(r"\+?([0-9.]+)(?:[eE]([-+]?[0-9.]+))?([KMGTPE]i|[numkMGTPE])?", quantity)
+    if found is None:
+        raise ValueError(f"not a quantity: {quantity!r}")
+    number, exponent, suffix = found.groups()
+    scale = Decimal(10) ** Decimal(exponent) if exponent else _SCALE[suffix or ""]
+    return Decimal(number) * scale

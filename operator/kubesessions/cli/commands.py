@@ -16,6 +16,7 @@ from kubesessions.cli.runconfig import (
     lease_settings,
     own_namespace,
     require_kube_config,
+    token_key,
 )
 from kubesessions.common import logs
 from kubesessions.localcluster.nodeconfig import DEFAULT_IMAGE_MAP, NODE_KINDS
@@ -314,6 +315,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                 idle_grace=args.idle_grace,
                 workers=args.workers,
                 network_policy=None if args.no_network_policy else peers,
+                token_key=token_key(os.environ, Path.home()),
             ),
             lease=lease_settings(args) if args.leader_elect else None,
             metrics_port=args.metrics_port,
@@ -334,6 +336,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                 max_body_bytes=args.max_body_bytes,
                 start_timeout=args.start_timeout,
                 call_timeout=args.call_timeout,
+                token_key=token_key(os.environ, Path.home()),
             )
         )
     elif args.command == "crds":

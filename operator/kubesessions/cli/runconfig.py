@@ -1,11 +1,12 @@
-"""What the operator and the gateway take from where they run: a cluster to talk to, and the
-operator's identity and timings for leader election."""
+"""What the operator and the gateway take from where they run: a cluster to talk to, the key
+session tokens are derived from, and the operator's identity and timings for leader election."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import secrets
 import socket
 import sys
 from collections.abc import Mapping
@@ -16,6 +17,31 @@ if TYPE_CHECKING:  # imported when used: kopf's and the client's imports wait fo
     from kubesessions.kube.leader import LeaseSettings
 
 IN_CLUSTER_TOKEN = Path("/var/run/secrets/kubernetes.io/serviceaccount/token")
+TOKEN_KEY_ENV = "KUBESESSIONS_TOKEN_KEY"  # noqa: S105 - the variable's name, not a secret
+
+
+def token_key(environ: Mapping[str, str], home: Path) -> bytes:
+    """The key session tokens are derived from, which the operator and the gateway must share:
+    $KUBESESSIONS_TOKEN_KEY (the chart sets it from its Secret), else this user's key file
+    (made on first use, mode 0600), so an operator and a gateway started on one machine agree."""
+    if environ.get(TOKEN_KEY_ENV):
+        return environ[TOKEN_KEY_ENV].encode()
+    config_home = Path(environ.get("XDG_CONFIG_HOME") or home / ".config")
+    path = config_home / "kube-sessions" / "token-key"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # Written whole, then linked into place: a process starting at the same moment reads
+        # either no file or the whole key, and the first link wins.
+        draft = path.with_name(f".token-key.{os.getpid()}")
+        with os.fdopen(os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as out:
+            out.write(secrets.token_urlsafe(32).encode())
+        try:
+            os.link(draft, path)
+        except FileExistsError:
+            pass
+        finally:
+            draft.unlink()
+    return path.read_bytes()
 
 
 def kube_config_problem(environ: Mapping[str, str], home: Path, token: Path = IN_CLUSTER_TOKEN) -> str | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from kubesessions.api import tokens
 from kubesessions.control.decide.children import PolicyPeers
 
 
@@ -20,3 +21,5 @@ class OperatorSettings:
     orphan_sweep_interval: float = 300.0
     # Who may reach workers (a NetworkPolicy in each namespace with sessions); None: no policy.
     network_policy: PolicyPeers | None = None
+    # Session tokens are derived from it; the gateway must hold the same (see api/tokens.py).
+    token_key: bytes = field(default_factory=tokens.new_key, repr=False)

@@ -1,4 +1,5 @@
-"""What the gateway knows about Sessions, Apps and session tokens, fed by watches.
+"""What the gateway knows about Sessions and Apps, fed by watches (session tokens are derived,
+see api/tokens.py: the gateway reads no Secret).
 
 Calls on existing sessions read only this cache, never the API server. Waiting for a session
 to become Ready is waiting on its key's change notifications, not polling.
@@ -7,7 +8,6 @@ to become Ready is waiting on its key's change notifications, not polling.
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import time
 from collections.abc import Awaitable, Callable
@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 from kubernetes_asyncio import client
 
-from kubesessions.api.names import GROUP, JSON, MANAGED_BY, MANAGER, SESSION_LABEL, TOKEN_KEY, VERSION
+from kubesessions.api.names import GROUP, JSON, VERSION
 from kubesessions.kube.informer import Informer
 from kubesessions.kube.objects import cacheable, newer
 
@@ -28,13 +28,12 @@ def key_of(body: JSON) -> Key:
 
 
 class Cache:
-    """Sessions, Apps and tokens of the served namespaces (all namespaces when none are named)."""
+    """Sessions and Apps of the served namespaces (all namespaces when none are named)."""
 
     def __init__(self, namespaces: list[str]) -> None:
         self.namespaces = namespaces
         self.sessions: dict[Key, JSON] = {}
         self.apps: dict[Key, JSON] = {}
-        self.tokens: dict[Key, str] = {}
         self._changed: dict[Key, set[asyncio.Event]] = {}
         self._informers: list[Informer] = []
         self._tasks: list[asyncio.Task[None]] = []
@@ -42,33 +41,25 @@ class Cache:
     # -- feeding -------------------------------------------------------------------------
 
     def start(self, api: client.ApiClient) -> None:
-        custom, core = client.CustomObjectsApi(api), client.CoreV1Api(api)
-        secrets = {"label_selector": f"{MANAGED_BY}={MANAGER}"}
+        custom = client.CustomObjectsApi(api)
         served: list[str | None] = [*self.namespaces] or [None]
         for ns in served:
-            feeds: list[tuple[str, Callable[..., Awaitable[Any]], tuple[str, ...], dict[str, str]]]
+            feeds: list[tuple[str, Callable[..., Awaitable[Any]], tuple[str, ...]]]
             where = ns or "all namespaces"
             if ns is None:
                 feeds = [
-                    ("sessions", custom.list_cluster_custom_object, (GROUP, VERSION, "sessions"), {}),
-                    ("apps", custom.list_cluster_custom_object, (GROUP, VERSION, "apps"), {}),
-                    ("tokens", core.list_secret_for_all_namespaces, (), secrets),
+                    ("sessions", custom.list_cluster_custom_object, (GROUP, VERSION, "sessions")),
+                    ("apps", custom.list_cluster_custom_object, (GROUP, VERSION, "apps")),
                 ]
             else:
                 feeds = [
-                    ("sessions", custom.list_namespaced_custom_object, (GROUP, VERSION, ns, "sessions"), {}),
-                    ("apps", custom.list_namespaced_custom_object, (GROUP, VERSION, ns, "apps"), {}),
-                    ("tokens", core.list_namespaced_secret, (ns,), secrets),
+                    ("sessions", custom.list_namespaced_custom_object, (GROUP, VERSION, ns, "sessions")),
+                    ("apps", custom.list_namespaced_custom_object, (GROUP, VERSION, ns, "apps")),
                 ]
-            for kind, lister, args, kwargs in feeds:
+            for kind, lister, args in feeds:
                 self._informers.append(
                     Informer(
-                        f"{kind} in {where}",
-                        lister,
-                        args,
-                        self._replacer(kind, ns),
-                        self._handler(kind),
-                        kwargs,
+                        f"{kind} in {where}", lister, args, self._replacer(kind, ns), self._handler(kind)
                     )
                 )
         self._tasks = [asyncio.create_task(i.run(), name=i.what) for i in self._informers]
@@ -89,7 +80,7 @@ class Cache:
     def _replacer(self, kind: str, namespace: str | None) -> Callable[[list[JSON]], None]:
         def replace(items: list[JSON]) -> None:
             store: dict[Key, Any] = getattr(self, kind)
-            fresh = {k: v for k, v in map(self._entry(kind), items) if v is not None}
+            fresh = {key_of(body): cacheable(body) for body in items}
             for key in [k for k in store if namespace is None or k[0] == namespace]:
                 if key not in fresh:
                     del store[key]
@@ -106,30 +97,16 @@ class Cache:
 
         return handle
 
-    def _entry(self, kind: str) -> Callable[[JSON], tuple[Key, Any]]:
-        """(key, value) of one object; tokens are keyed by their session, valued by the token."""
-
-        def entry(body: JSON) -> tuple[Key, Any]:
-            if kind != "tokens":
-                return key_of(body), cacheable(body)
-            meta = body["metadata"]
-            session = (meta.get("labels") or {}).get(SESSION_LABEL)
-            data = (body.get("data") or {}).get(TOKEN_KEY)
-            token = base64.b64decode(data).decode() if session and data else None
-            return (meta["namespace"], session or ""), token
-
-        return entry
-
     def seen(self, kind: str, body: JSON, deleted: bool = False) -> None:
         """Record one object (from a watch event, or read or written by the gateway itself)."""
-        key, value = self._entry(kind)(body)
+        key = key_of(body)
         store: dict[Key, Any] = getattr(self, kind)
         if kind == "sessions" and not deleted and key in store and not newer(body, store[key]):
             return  # our own create/patch result may be newer than a late watch event
-        if deleted or value is None:
+        if deleted:
             store.pop(key, None)
         else:
-            store[key] = value
+            store[key] = cacheable(body)
         self._notify(key)
 
     # -- waiting -------------------------------------------------------------------------

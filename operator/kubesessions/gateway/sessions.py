@@ -9,6 +9,7 @@ from typing import Any
 
 from kubernetes_asyncio.client.exceptions import ApiException
 
+from kubesessions.api import tokens
 from kubesessions.api.models import FINISHED_PHASES, AppSpec, Phase, is_dns1123_subdomain
 from kubesessions.api.names import API_VERSION, CLOSE_ANNOTATION, CREATED_BY_ANNOTATION, JSON
 from kubesessions.common.timefmt import parse_rfc3339, rfc3339
@@ -34,6 +35,8 @@ class GatewaySettings:
     start_timeout: float = 120.0  # seconds a new session may take to become Ready
     call_timeout: float = 660.0  # seconds without a byte from the worker; its own limit is 600
     auth_ttl: float = 10.0
+    # Session tokens are derived from it; the operator must hold the same (see api/tokens.py).
+    token_key: bytes = field(default_factory=tokens.new_key, repr=False)
 
 
 def _status(body: JSON) -> JSON:
@@ -148,8 +151,7 @@ class Sessions:
                     reason=status.get("reason"),
                 )
             raise gone(body)
-        token = self.cache.tokens.get(key)
-        if status.get("phase") != Phase.READY or not status.get("podIP") or token is None:
+        if status.get("phase") != Phase.READY or not status.get("podIP"):
             why = f"{status.get('phase') or 'Pending'} ({status.get('reason') or 'no reason yet'}: {status.get('message') or ''})"
             if ours:
                 await self.close(namespace, session_id, f"not Ready within {self.settings.start_timeout:g}s")
@@ -159,7 +161,7 @@ class Sessions:
                 session_id=session_id,
                 reason=status.get("reason"),
             )
-        return Target(session_id, status["podIP"], token)
+        return Target(session_id, status["podIP"], self.token(body))
 
     def check(self, body: JSON, app: str | None) -> None:
         """An existing session may take a call for ``app`` (when named): it runs it, and has not ended."""
@@ -187,7 +189,12 @@ class Sessions:
         body = self._usable(key)
         if body is None or closing(body):
             return None
-        return Target(session_id, _status(body)["podIP"], self.cache.tokens[key])
+        return Target(session_id, _status(body)["podIP"], self.token(body))
+
+    def token(self, body: JSON) -> str:
+        """The session's token, derived (the gateway reads no Secret)."""
+        meta = body["metadata"]
+        return tokens.session_token(self.settings.token_key, meta["namespace"], meta["name"], meta["uid"])
 
     def _usable(self, key: Key) -> JSON | None:
         body = self.cache.sessions.get(key)
@@ -196,7 +203,7 @@ class Sessions:
         if closing(body):
             return body
         status = _status(body)
-        if status.get("phase") == Phase.READY and status.get("podIP") and key in self.cache.tokens:
+        if status.get("phase") == Phase.READY and status.get("podIP"):
             return body
         return None
 

@@ -1,5 +1,5 @@
-"""`kubesessions crds --apply`: the CRDs applied server-side, then waited for until the API
-server serves them (condition Established).
+"""`kubesessions crds --apply`: the CRDs and the Session template policy applied server-side,
+then the CRDs waited for until the API server serves them (condition Established).
 
 `kubectl wait --for=condition=Established` right after `kubectl apply` fails at once, instead
 of waiting, when it reads a CRD whose status has no conditions yet (kubernetes/kubernetes#66439),
@@ -13,7 +13,7 @@ from pathlib import Path
 
 from kubernetes_asyncio import config
 
-from kubesessions.api.crds import app_crd, session_crd
+from kubesessions.api.crds import api_path, documents
 from kubesessions.api.names import JSON
 from kubesessions.kube.kubeapi import Kube, api_client
 
@@ -35,17 +35,18 @@ def not_established_reason(crd: JSON) -> str:
 
 
 async def apply_crds(timeout: float, kubeconfig: Path | None = None) -> list[str]:
-    """Apply both CRDs (this tool's field manager, taking over fields another manager set) and
-    return their names once both are established; TimeoutError names any that is not.
+    """Apply both CRDs and the admission policy (this tool's field manager, taking over fields
+    another manager set) and return the CRDs' names once both are established; TimeoutError
+    names any that is not.
     The cluster is `kubeconfig`'s, else the one :func:`api_client` finds."""
     kube = api_client() if kubeconfig is None else config.new_client_from_config(config_file=str(kubeconfig))
     api = Kube(await kube)
     try:
         names = []
-        for crd in (session_crd(), app_crd()):
-            name: str = crd["metadata"]["name"]
-            await api.apply(f"{CRDS}/{name}", crd, FIELD_MANAGER)
-            names.append(name)
+        for doc in documents():
+            await api.apply(api_path(doc), doc, FIELD_MANAGER)
+            if doc["kind"] == "CustomResourceDefinition":
+                names.append(doc["metadata"]["name"])
         deadline = time.monotonic() + timeout
         waiting = list(names)
         while True:

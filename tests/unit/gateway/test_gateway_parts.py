@@ -45,6 +45,9 @@ def test_session_ids_are_unguessable_dns_names() -> None:
         (b'{"input": 1, "stream": "yes"}', "stream"),
         (b'{"input": 1, "surprise": 1}', "surprise: Extra inputs are not permitted"),
         (b'{"input": 1, "app": "Not_A_Name"}', "app: String should match pattern"),
+        # The gateway creates Sessions with its own rights: a caller never hands it a template
+        # (issue 25, defect 1), so no image, Secret or node reaches a Session through it.
+        (b'{"input": 1, "app": "a", "template": {"image": "x"}}', "template: Extra inputs are not permitted"),
     ],
 )
 def test_bad_run_requests_name_the_field(raw: bytes, text: str) -> None:
@@ -59,7 +62,7 @@ def test_timeout_over_the_apps_maximum_is_refused() -> None:
     with pytest.raises(Problem, match="maxSessionTimeout of 600"):
         session_spec(request, AppSpec(image="i", maxSessionTimeout=600, defaultSessionTimeout=60))
     spec = session_spec(request, AppSpec(image="i"))
-    assert (spec.app, spec.sessionTimeout) == ("m", 900)
+    assert (spec.app, spec.sessionTimeout, spec.template) == ("m", 900, None)
 
 
 async def test_sequencer_gives_turns_in_arrival_order_and_forgets_idle_keys() -> None:

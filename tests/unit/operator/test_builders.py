@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from kubesessions.api.models import AppSpec, SessionSpec
+from kubesessions.api.models import AppSpec, Resources, SessionSpec
 from kubesessions.control.decide import children
 
 pytestmark = pytest.mark.unit
@@ -22,6 +22,7 @@ APP = AppSpec.model_validate(
         "nodeSelector": {"zone": "a"},
         "defaultSessionTimeout": 90,
         "maxSessionTimeout": 600,
+        "sessionOverrides": ["entrypoint", "resources", "env", "nodeSelector"],
     }
 )
 
@@ -105,6 +106,60 @@ def test_session_template_wins_field_by_field() -> None:
     assert c["resources"]["limits"] == {"cpu": "2", "memory": "8Gi", "nvidia.com/gpu": "1"}
     assert c["resources"]["requests"] == {"cpu": "2", "memory": "8Gi"}
     assert pod["spec"]["nodeSelector"] == {"zone": "a", "disk": "ssd"}
+
+
+@pytest.mark.parametrize(
+    ("overrides", "template", "refused"),
+    [
+        (None, {"resources": {"gpu": 8}}, "resources"),
+        (None, {"entrypoint": "pkg.other:App"}, "entrypoint"),
+        (["resources"], {"resources": {"gpu": 8}, "env": [{"name": "X", "value": "1"}]}, "env"),
+        (["env"], {"image": "any:1"}, "image"),
+    ],
+)
+def test_a_session_overrides_only_what_its_app_allows(
+    overrides: list[str] | None, template: dict[str, Any], refused: str
+) -> None:
+    """Issue 25, defect 1: a Session of an App could set any GPU count, image, env, node."""
+    app = APP.model_copy(update={"sessionOverrides": overrides})
+    with pytest.raises(children.SpecError) as raised:
+        pod_for({"app": "counter", "template": template}, app)
+    allowed = ", ".join(overrides or ()) or "nothing"
+    assert str(raised.value) == (
+        f"spec.template sets {refused}, which App counter does not let its Sessions override "
+        f"(its spec.sessionOverrides allows: {allowed})"
+    )
+
+
+@pytest.mark.parametrize(
+    ("resources", "over"),
+    [
+        ({"gpu": 3}, "gpu 3 > 2"),
+        ({"memory": "16.5Gi"}, "memory 16.5Gi > 16Gi"),
+        ({"cpu": "4001m"}, "cpu 4001m > 4"),
+        ({"gpu": 4, "memory": "18G"}, "gpu 4 > 2, memory 18G > 16Gi"),
+    ],
+)
+def test_a_session_asks_for_no_more_than_its_apps_maxima(resources: dict[str, Any], over: str) -> None:
+    """Issue 25, defect 1: "resources" allowed was any GPU count the CRD takes (16)."""
+    app = APP.model_copy(update={"sessionMaxResources": Resources(gpu=2, cpu="4", memory="16Gi")})
+    with pytest.raises(children.SpecError) as raised:
+        pod_for({"app": "counter", "template": {"resources": resources}}, app)
+    assert str(raised.value) == (
+        f"spec.template.resources asks for more than App counter allows a Session (spec.sessionMaxResources): {over}"
+    )
+    within = pod_for(
+        {"app": "counter", "template": {"resources": {"gpu": 2, "memory": "16Gi", "cpu": "4000m"}}}, app
+    )
+    assert container(within)["resources"]["limits"]["nvidia.com/gpu"] == "2"
+    # A MIG slice counts as one GPU.
+    pod_for({"app": "counter", "template": {"resources": {"migProfile": "1g.10gb"}}}, app)
+
+
+def test_a_session_of_an_app_without_overrides_sets_config_and_timeouts_only() -> None:
+    app = APP.model_copy(update={"sessionOverrides": None})
+    pod = pod_for({"app": "counter", "sessionTimeout": 300, "maxLifetime": 600, "config": {"k": 1}}, app)
+    assert env_of(pod)["SESSION_TIMEOUT"] == "300" and env_of(pod)["KUBESESSIONS_CONFIG"] == '{"k":1}'
 
 
 def test_gpu_product_and_toleration() -> None:

@@ -74,7 +74,7 @@ class Children:
         """The Session's token Secret and Service, create-if-absent (one round trip)."""
         first: dict[str, Awaitable[tuple[bool, JSON]]] = {}
         if "secret" not in tracked.children:
-            tracked.token = tracked.token or children.new_token()
+            tracked.token = tracked.token or children.session_token(self.settings.token_key, ref)
             first["secret"] = self.create(
                 "secrets", key[0], children.build_secret(ref, app_name, tracked.token)
             )

@@ -7,6 +7,7 @@ import json
 import secrets
 from dataclasses import dataclass, field
 
+from kubesessions.api import tokens
 from kubesessions.api.models import (
     AppSpec,
     GpuSummary,
@@ -152,6 +153,11 @@ def new_token() -> str:
     return secrets.token_urlsafe(32)
 
 
+def session_token(key: bytes, ref: SessionRef) -> str:
+    """The Session's token, derived from the key the operator and the gateway share."""
+    return tokens.session_token(key, ref.namespace, ref.name, ref.uid)
+
+
 def build_secret(ref: SessionRef, app_name: str | None, token: str) -> JSON:
     return {
         "apiVersion": "v1",
@@ -217,7 +223,20 @@ def build_pod(
     idle_grace: int = 60,
 ) -> JSON:
     """The worker pod: restricted, token-less, never restarted, GPU-limited as asked."""
+    if app is not None and (refused := app.refused_overrides(spec.template)):
+        allowed = ", ".join(app.sessionOverrides or ()) or "nothing"
+        raise SpecError(
+            f"spec.template sets {', '.join(refused)}, which App {app_name} does not let its Sessions "
+            f"override (its spec.sessionOverrides allows: {allowed})"
+        )
     template = merge_template(app, spec.template)
+    most = app.sessionMaxResources if app is not None else None
+    asked = template.resources if spec.template and spec.template.resources else None
+    if most is not None and asked is not None and (over := asked.above(most)):
+        raise SpecError(
+            f"spec.template.resources asks for more than App {app_name} allows a Session "
+            f"(spec.sessionMaxResources): {', '.join(over)}"
+        )
     if not template.image:
         raise SpecError("no worker image: the Session names no App and its template sets no image")
     if not template.entrypoint:
@@ -328,7 +347,7 @@ def build_event(kind: str, meta: JSON, type_: str, reason: str, message: str) ->
 def gpu_summary(app: AppSpec | None, spec: SessionSpec) -> GpuSummary:
     resources = merge_template(app, spec.template).resources
     return GpuSummary(
-        requested=(1 if resources.migProfile else resources.gpu or 0) if resources else 0,
+        requested=resources.gpus() if resources else 0,
         product=(resources.gpuProduct or "") if resources else "",
         migProfile=(resources.migProfile or "") if resources else "",
     )
