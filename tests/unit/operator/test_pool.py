@@ -125,9 +125,15 @@ def test_member_and_status_count_ready_and_starting() -> None:
     }
     starting = {"metadata": {"name": "a2"}, "status": {"phase": "Pending"}}
     done = {"metadata": {"name": "a3"}, "status": {"phase": "Failed"}}
-    members = [pool.member(p) for p in (ready, starting, done)]
-    assert [(m.ready, m.ended) for m in members] == [(True, False), (False, False), (False, True)]
-    assert pool.status("model", 2, members, claimed=5) == WarmPoolStatus(
+    orphaned = {"metadata": {"name": "a4"}, "status": {"phase": "Succeeded"}}  # its clean self-exit
+    members = [pool.member(p) for p in (ready, starting, done, orphaned)]
+    assert [(m.ready, m.ended, m.failed) for m in members] == [
+        (True, False, False),
+        (False, False, False),
+        (False, True, True),
+        (False, True, False),
+    ]
+    assert pool.status("model", 2, members[:3], claimed=5) == WarmPoolStatus(
         size=2, ready=1, starting=1, claimed=5, selector=pool.selector("model")
     )
 

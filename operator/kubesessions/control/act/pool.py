@@ -182,15 +182,15 @@ class Pooling:
         return pause
 
     def _backoff(self, key: Key, seen: list[pool.Member]) -> float | None:
-        """Seconds to wait before starting more pool workers when they keep exiting (an App
+        """Seconds to wait before starting more pool workers when they keep failing (an App
         whose setup fails must not restart workers in a hot loop); None: start them now."""
-        ended = [m.name for m in seen if m.ended and not m.deleting]
+        failed = [m.name for m in seen if m.failed and not m.deleting]
         if any(m.ready for m in seen):
             self.failures.pop(key, None)
-        if ended:
+        if failed:
             failures, _ = self.failures.get(key, (0, 0.0))
-            self.failures[key] = (failures + len(ended), time.monotonic())
-            log.warning("app %s/%s: pool workers exited: %s", *key, ", ".join(ended))
+            self.failures[key] = (failures + len(failed), time.monotonic())
+            log.warning("app %s/%s: pool workers failed: %s", *key, ", ".join(failed))
         if key not in self.failures:
             return None
         failures, last = self.failures[key]

@@ -97,6 +97,9 @@ class Member:
     ended: bool  # the worker exited (its setup failed, say): the pod stays until deleted
     created: str  # creationTimestamp: RFC 3339 sorts as text
     ip: str | None
+    # Exited with an error (its setup failed): unlike an orphan's clean exit (nobody looked at
+    # it, the operator being away), a reason to wait before starting more.
+    failed: bool = False
 
 
 def member(pod: JSON) -> Member:
@@ -113,6 +116,7 @@ def member(pod: JSON) -> Member:
         ended=status.get("phase") in ("Succeeded", "Failed"),
         created=meta.get("creationTimestamp") or "",
         ip=status.get("podIP"),
+        failed=status.get("phase") == "Failed",
     )
 
 
