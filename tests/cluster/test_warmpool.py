@@ -286,15 +286,15 @@ def test_pool_workers_count_as_the_apps_gpu_time_and_exit_when_no_operator_looks
     """A live operator looks at its unclaimed pool workers (keeping them, and counting their
     GPU-seconds as the App's); with no operator (uninstalled, say) they give their GPUs back
     after the App's timeout plus the idle grace, as a forgotten session's worker does."""
-    op = OperatorProcess(kube, namespace, tmp_path, "--idle-grace", "1").start()
+    op = OperatorProcess(kube, namespace, tmp_path, "--idle-grace", "2").start()
     try:
-        # A 3 s orphan window: the operator looks every second.
-        create_app(kube, namespace, warmPool={"size": 1}, defaultSessionTimeout=2, resources={"gpu": 1})
+        # A 6 s orphan window (the App's timeout plus the grace): the operator looks every 2 s.
+        create_app(kube, namespace, warmPool={"size": 1}, defaultSessionTimeout=4, resources={"gpu": 1})
         await_ready_pool(kube, namespace, 1)
         [worker] = [p.metadata.name for p in pool_pods(kube, namespace)]
         series = f'kubesessions_pool_gpu_seconds_total{{namespace="{namespace}",app="counter"}}'
         await_condition(
-            lambda: op.metrics().get(series, 0) >= 8, 60, "8 pool GPU-seconds counted (past two windows)"
+            lambda: op.metrics().get(series, 0) >= 14, 60, "14 pool GPU-seconds counted (past two windows)"
         )
         [still] = pool_pods(kube, namespace)
         assert still.metadata.name == worker and still.status.phase == "Running", "looked at: kept"
