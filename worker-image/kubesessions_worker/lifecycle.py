@@ -2,7 +2,8 @@
 
 Endings: setup failed, POST /close, the app's end_session(), SIGTERM, or a safety net
 (idle past timeout + grace with nobody culling it, or an unclaimed pool worker with no look
-from the operator for as long; a call's sync code stuck past the call timeout + the call grace). Each leaves a termination message.
+from the operator for as long; a call's sync code stuck past the call timeout + the call
+grace). Each leaves a termination message.
 """
 
 from __future__ import annotations
