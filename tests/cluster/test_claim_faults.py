@@ -63,7 +63,9 @@ async def test_a_claim_cut_off_is_read_back_not_lost(kube: Cluster, namespace: s
             await core.patch_namespaced_pod_status("counter-pool-x", namespace, ready)
         )
         faulty = CutOnce(Kube(api), landed)
-        pooling = Pooling(cast(Kube, faulty), OperatorSettings(), {}, cast(Any, None), lambda _: None)
+        pooling = Pooling(
+            cast(Kube, faulty), OperatorSettings(), {}, cast(Any, None), lambda _: None, cast(Any, None)
+        )
         session = children.SessionRef(namespace=namespace, name="s0", uid="uid-of-s0")
         taken = await pooling._take(session, pool.member(created))
         assert taken is not None, "a claim cut off was given up: the session would start cold"

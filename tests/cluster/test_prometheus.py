@@ -27,6 +27,7 @@ from kubesessions.control.decide import children
 from ..conftest import Cluster, OperatorProcess, _free_port, await_condition, await_session, phase_is
 from ..promtools import binary, check_metrics, dashboard_targets, grafana_query, rule_groups
 from .conftest import GROUP, GatewayProcess, service_account_token
+from .test_helm_install import CHART, helm, install, uninstall
 
 pytestmark = pytest.mark.cluster
 
@@ -85,6 +86,25 @@ def gpu_app(kube: Cluster, namespace: str, apps: None) -> str:
     }
     client.CustomObjectsApi(kube.api).create_namespaced_custom_object(*GROUP, namespace, "apps", body)
     return "gpu-slow"
+
+
+@pytest.fixture
+def pooled_app(kube: Cluster, namespace: str, apps: None) -> str:
+    """The example Echo app on one GPU with a warm pool of one: the dashboard's pool panels get
+    data, and a Session that claims the worker is billed from its claim."""
+    body = {
+        "apiVersion": "kubesessions.io/v1alpha1",
+        "kind": "App",
+        "metadata": {"name": "gpu-pooled"},
+        "spec": {
+            "image": "ghcr.io/kube-sessions/kube-sessions-worker:0.1.0",
+            "entrypoint": "kubesessions_worker.examples.echo:Echo",
+            "resources": {"gpu": 1, "cpu": "250m", "memory": "256Mi"},
+            "warmPool": {"size": 1},
+        },
+    }
+    client.CustomObjectsApi(kube.api).create_namespaced_custom_object(*GROUP, namespace, "apps", body)
+    return "gpu-pooled"
 
 
 def start_prometheus(tmp_path: Path, jobs: list[dict[str, Any]]) -> Prometheus:
@@ -168,6 +188,7 @@ def test_prometheus_sees_gpu_seconds_every_panel_and_every_alert(
     operator: OperatorProcess,
     token: str,
     gpu_app: str,
+    pooled_app: str,
     tmp_path: Path,
     stop_after: list[subprocess.Popen[bytes]],
 ) -> None:
@@ -220,10 +241,12 @@ def test_prometheus_sees_gpu_seconds_every_panel_and_every_alert(
         timeout=30,
         what=f"Prometheus to scrape the worker, busy {BUSY}s",
     )
+    # Awaited on the held idle time itself: the first reading came a moment after the call ended,
+    # so the worker's idleSeconds reaching IDLE can leave the held idle short of it by that moment.
     await_condition(
-        lambda: json.loads(worker_get(pod_ip, worker_token, "/status"))["idleSeconds"] >= IDLE,
+        lambda: held()["idle"] - after_call["idle"] >= IDLE,
         timeout=IDLE + 10,
-        what=f"the worker to be idle {IDLE}s",
+        what=f"the worker's held idle time to grow by {IDLE}s",
     )
     before_close = held()
     api.close_session(session)
@@ -273,6 +296,28 @@ def test_prometheus_sees_gpu_seconds_every_panel_and_every_alert(
     assert value(prom.query('sum(kubesessions_sessions_ended_total{phase="Closed"})')) == 2
     assert prom.query('kubesessions_gpu_seconds_total{app="echo"}') == []  # no GPUs, no GPU-seconds
 
+    # A Session of the pooled App takes its warm worker: billed from the claim (no starting
+    # time: the worker's setup and wait were the App's pool time, counted apart).
+    def pool_ready() -> bool:
+        app = client.CustomObjectsApi(kube.api).get_namespaced_custom_object(
+            *GROUP, namespace, "apps", pooled_app
+        )
+        return bool(((app.get("status") or {}).get("warmPool") or {}).get("ready"))
+
+    await_condition(pool_ready, timeout=60, what="the pooled App's warm worker to be ready")
+    pooled = api.run({"app": pooled_app, "input": 1, "session": "new", "session_timeout": 600})["session_id"]
+    api.close_session(pooled)
+    closed = await_session(kube, namespace, pooled, phase_is("Closed"), 30, "the pooled session to close")
+    assert closed["status"]["startedFrom"] == "pool", closed["status"]
+    assert closed["status"]["gpuSeconds"]["starting"] == 0.0, closed["status"]["gpuSeconds"]
+    pool_labels = f'app="{pooled_app}",namespace="{namespace}"'
+    await_condition(
+        lambda: prom.query(f'kubesessions_pool_claims_total{{{pool_labels},result="hit"}} == 1'),
+        timeout=15,
+        what="Prometheus to scrape the claim",
+    )
+    assert value(prom.query(f"kubesessions_pool_gpu_seconds_total{{{pool_labels}}}")) > 0
+
     # Every dashboard query parses, and returns data (NVML panels only where a GPU answers).
     for target in dashboard_targets():
         expr = grafana_query(target["expr"])
@@ -300,3 +345,115 @@ def test_prometheus_sees_gpu_seconds_every_panel_and_every_alert(
 
 def host(url: str) -> str:
     return url.removeprefix("http://")
+
+
+def service_monitors(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [d for d in docs if d["kind"] == "ServiceMonitor"]
+
+
+def service_monitor_targets(kube: Cluster, monitor: dict[str, Any]) -> list[dict[str, Any]]:
+    """What the Prometheus Operator's discovery finds for a ServiceMonitor (its CRDs are not on
+    this cluster, and Debian's Prometheus has no Kubernetes discovery): the Services in its
+    namespaces that carry its selector's labels, and their endpoints on its endpoint's port, the
+    job named after the Service; as file-based discovery groups. The endpoints are computed as
+    the EndpointSlice controller does (the Ready Pods the Service selects, on its targetPort):
+    the process node's Pods have loopback IPs, which an EndpointSlice may not hold."""
+    spec = monitor["spec"]
+    [endpoint] = spec["endpoints"]
+    wanted = spec["selector"]["matchLabels"]
+    groups = []
+    for ns in spec["namespaceSelector"]["matchNames"]:
+        for service in kube.core.list_namespaced_service(ns).items:
+            labels = service.metadata.labels or {}
+            if any(labels.get(k) != v for k, v in wanted.items()):
+                continue
+            [port] = [p for p in service.spec.ports if p.name == endpoint["port"]]
+            selector = ",".join(f"{k}={v}" for k, v in service.spec.selector.items())
+            targets = []
+            for pod in kube.core.list_namespaced_pod(ns, label_selector=selector).items:
+                ready = any(c.type == "Ready" and c.status == "True" for c in pod.status.conditions or [])
+                if not ready or pod.metadata.deletion_timestamp:
+                    continue
+                numbers = {p.name: p.container_port for c in pod.spec.containers for p in c.ports or []}
+                number = numbers.get(port.target_port, port.target_port)
+                targets.append(f"{pod.status.pod_ip}:{number}")
+            if targets:
+                groups.append({"targets": targets, "labels": {"job": service.metadata.name}})
+    return groups
+
+
+def test_the_charts_service_monitors_find_the_operator_so_it_is_not_down(
+    kube: Cluster, namespace: str, crds: None, tmp_path: Path, stop_after: list[subprocess.Popen[bytes]]
+) -> None:
+    """`metrics.serviceMonitor.enabled`: the operator's metrics Service and the gateway's, found
+    as the rendered ServiceMonitors select them, answer Prometheus, and KubeSessionsOperatorDown
+    (firing while nothing is scraped) goes quiet."""
+    values = [
+        "image.tag=0.1.0",
+        f"watchNamespaces={{{namespace}}}",
+        "crds.enabled=false",
+        "gateway.replicas=1",
+        "gateway.host=$(POD_IP)",  # the process node's pods share the machine's network
+    ]
+    sets = [a for v in values for a in ("--set", v)]
+    rendered = helm(
+        kube,
+        "template",
+        "ks",
+        str(CHART),
+        "-n",
+        namespace,
+        "--set",
+        "metrics.serviceMonitor.enabled=true",
+        *sets,
+    )
+    monitors = service_monitors([d for d in yaml.safe_load_all(rendered) if d])
+    assert len(monitors) == 2
+    jobs = []
+    for monitor in monitors:
+        (tmp_path / f"{monitor['metadata']['name']}.json").write_text("[]")
+        [endpoint] = monitor["spec"]["endpoints"]
+        jobs.append(
+            {
+                "job_name": monitor["metadata"]["name"],
+                "metrics_path": endpoint["path"],
+                "scrape_interval": "1s",  # the test's pace; the chart's default is 30s
+                "scrape_timeout": "1s",
+                "file_sd_configs": [
+                    {
+                        "files": [str(tmp_path / f"{monitor['metadata']['name']}.json")],
+                        "refresh_interval": "1s",
+                    }
+                ],
+            }
+        )
+    prom = start_prometheus(tmp_path, jobs)
+    stop_after.append(prom.proc)
+
+    def alert_state() -> str:
+        rules = [r for g in prom.get("/api/v1/rules")["groups"] for r in g["rules"]]
+        down = next(r for r in rules if r["name"] == "KubeSessionsOperatorDown")
+        return str(down["state"]) if down["evaluationTime"] > 0 else ""
+
+    await_condition(
+        lambda: alert_state() == "firing", 30, "KubeSessionsOperatorDown to fire: nothing scraped yet"
+    )
+    # The release with the Service alone (no ServiceMonitor: its CRD is not installed here).
+    install(kube, "ks", namespace, [*values, "metrics.service.enabled=true"])
+    try:
+        for monitor in monitors:
+            groups = await_condition(
+                lambda m=monitor: service_monitor_targets(kube, m),
+                60,
+                f"ready endpoints for ServiceMonitor {monitor['metadata']['name']}",
+            )
+            (tmp_path / f"{monitor['metadata']['name']}.json").write_text(json.dumps(groups))
+        for job in ("ks-kube-sessions-operator", "ks-kube-sessions-gateway"):
+            await_condition(
+                lambda j=job: prom.query(f'up{{job="{j}"}} == 1'), 60, f"Prometheus to scrape job {job}"
+            )
+        await_condition(lambda: alert_state() == "inactive", 30, "KubeSessionsOperatorDown to go quiet")
+        assert prom.query('kubesessions_operator_workqueue_depth{job="ks-kube-sessions-operator"}')
+        assert prom.query('kubesessions_gateway_cached_apps{job="ks-kube-sessions-gateway"}')
+    finally:
+        uninstall(kube, "ks", namespace)

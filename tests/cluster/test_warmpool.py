@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 import os
 import signal
 import subprocess
@@ -72,10 +73,10 @@ def test_sessions_claim_distinct_warm_workers_then_start_cold_and_the_pool_refil
     create_app(kube, namespace, warmPool={"size": 2})
     await_ready_pool(kube, namespace, 2)
     warm = {p.metadata.name for p in pool_pods(kube, namespace)}
-    names = [f"s{i}" for i in range(10)]
-    for name in names:  # one after another, as fast as the API takes them
+    sessions = [f"s{i}" for i in range(10)]
+    for name in sessions:  # one after another, as fast as the API takes them
         create_session(kube, namespace, name, app="counter", sessionTimeout=300)
-    ready = {n: await_session(kube, namespace, n, phase_is("Ready"), 90, "Ready")["status"] for n in names}
+    ready = {n: await_session(kube, namespace, n, phase_is("Ready"), 90, "Ready")["status"] for n in sessions}
     pods = [s["podName"] for s in ready.values()]
     assert len(set(pods)) == 10, f"every session its own worker: {pods}"
     pooled = [n for n, s in ready.items() if s["startedFrom"] == "pool"]
@@ -84,7 +85,7 @@ def test_sessions_claim_distinct_warm_workers_then_start_cold_and_the_pool_refil
         "ten on a pool of 2: some start cold"
     )
     assert {ready[n]["podName"] for n in pooled[:2]} <= warm | {ready[n]["podName"] for n in pooled}
-    for name in names:
+    for name in sessions:
         status = ready[name]
         kids = session_pods(kube, namespace, name)
         assert [p.metadata.name for p in kids] == [status["podName"]], f"{name}: exactly one worker"
@@ -277,3 +278,34 @@ def test_kubectl_scale_gives_an_app_without_a_pool_one(
         30,
         "the pool to empty at size 0",
     )
+
+
+def test_pool_workers_count_as_the_apps_gpu_time_and_exit_when_no_operator_looks(
+    kube: Cluster, namespace: str, crds: None, tmp_path: Path
+) -> None:
+    """A live operator looks at its unclaimed pool workers (keeping them, and counting their
+    GPU-seconds as the App's); with no operator (uninstalled, say) they give their GPUs back
+    after the App's timeout plus the idle grace, as a forgotten session's worker does."""
+    op = OperatorProcess(kube, namespace, tmp_path, "--idle-grace", "2").start()
+    try:
+        # A 6 s orphan window (the App's timeout plus the grace): the operator looks every 2 s.
+        create_app(kube, namespace, warmPool={"size": 1}, defaultSessionTimeout=4, resources={"gpu": 1})
+        await_ready_pool(kube, namespace, 1)
+        [worker] = [p.metadata.name for p in pool_pods(kube, namespace)]
+        series = f'kubesessions_pool_gpu_seconds_total{{namespace="{namespace}",app="counter"}}'
+        await_condition(
+            lambda: op.metrics().get(series, 0) >= 14, 60, "14 pool GPU-seconds counted (past two windows)"
+        )
+        [still] = pool_pods(kube, namespace)
+        assert still.metadata.name == worker and still.status.phase == "Running", "looked at: kept"
+    finally:
+        op.stop()
+
+    def exited() -> Any:
+        pod = kube.core.read_namespaced_pod(worker, namespace)
+        return pod if pod.status.phase in ("Succeeded", "Failed") else None
+
+    pod = await_condition(exited, 30, "the unclaimed pool worker to exit with no operator looking")
+    ended = json.loads(pod.status.container_statuses[0].state.terminated.message)
+    assert ended["reason"] == "IdleTimeout", ended
+    assert "unclaimed pool worker the operator has not looked at" in ended["message"], ended

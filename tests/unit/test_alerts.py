@@ -10,6 +10,9 @@ from typing import Any
 import pytest
 import yaml
 
+from kubesessions.control.accounting import Accounting
+from kubesessions.control.poolmetrics import PoolMetrics
+
 from ..promtools import dashboard_targets, grafana_query, promtool, render, rule_groups
 from .test_chart import CHART, helm
 
@@ -63,6 +66,7 @@ def test_rules_and_dashboard_are_off_by_default() -> None:
     kinds = {d["kind"] for d in render()}
     assert "PrometheusRule" not in kinds
     assert "ConfigMap" not in kinds
+    assert "ServiceMonitor" not in kinds
 
 
 def test_dashboard_configmap_carries_the_sidecar_label_and_the_price() -> None:
@@ -93,6 +97,9 @@ def test_every_dashboard_query_parses(tmp_path: Path) -> None:
         ({"prometheusRule": {"for": "five minutes"}}, "/metrics/prometheusRule/for"),
         ({"dashboards": {"gpuHourPrice": -1}}, "/metrics/dashboards/gpuHourPrice"),
         ({"dashboard": {"enabled": True}}, "additional properties"),
+        ({"serviceMonitor": {"interval": "often"}}, "/metrics/serviceMonitor/interval"),
+        ({"serviceMonitor": {"enable": True}}, "additional properties"),
+        ({"service": {"enabled": "yes"}}, "/metrics/service/enabled"),
     ],
 )
 def test_schema_refuses_bad_metrics_values(value: dict[str, Any], field: str) -> None:
@@ -101,3 +108,15 @@ def test_schema_refuses_bad_metrics_values(value: dict[str, Any], field: str) ->
     )
     assert out.returncode != 0
     assert field in out.stderr, out.stderr
+
+
+def test_the_dashboard_shows_every_warm_pool_series_the_operator_exports() -> None:
+    """Each pool family (size, ready, claims, claim latency, pool GPU-seconds) has a panel, the
+    upkeep's API writes aside (the operator panel's business)."""
+    exported = [*PoolMetrics().lines(), *Accounting().render()]
+    families = {line.split()[2] for line in exported if line.startswith("# TYPE kubesessions_pool_")} - {
+        "kubesessions_pool_upkeep_writes_total"
+    }
+    assert len(families) == 5, families
+    queries = " ".join(t["expr"] for t in dashboard_targets())
+    assert {f for f in families if f not in queries} == set()

@@ -238,3 +238,67 @@ def test_gateway_listens_on_every_address_so_port_forward_works() -> None:
     )
     args = gateway["spec"]["template"]["spec"]["containers"][0]["args"]
     assert args[args.index("--host") + 1] == "$(POD_IP)"
+
+
+def _labels_match(selector: dict[str, str], labels: dict[str, str]) -> bool:
+    return all(labels.get(k) == v for k, v in selector.items())
+
+
+def test_service_monitors_scrape_the_operator_and_gateway_under_the_rules_job_names() -> None:
+    """What the Prometheus Operator would do with the rendered ServiceMonitors (its CRDs are not
+    here): each selects exactly one of the release's Services, in the release's namespace, on a
+    port that Service has, whose Pods listen on it; the job is the Service's name, and the
+    operator's is the job KubeSessionsOperatorDown watches."""
+    assert not [d for d in render("image.tag=0.1.0") if d["kind"] == "ServiceMonitor"]
+    docs = render(
+        "image.tag=0.1.0", "metrics.serviceMonitor.enabled=true", "metrics.prometheusRule.enabled=true"
+    )
+    services = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Service"}
+    deployments = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Deployment"}
+    monitors = [d for d in docs if d["kind"] == "ServiceMonitor"]
+    jobs = set()
+    for monitor in monitors:
+        assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
+        spec = monitor["spec"]
+        assert spec["namespaceSelector"] == {"matchNames": ["ks-system"]}
+        [selected] = [
+            s
+            for s in services.values()
+            if _labels_match(spec["selector"]["matchLabels"], s["metadata"]["labels"])
+        ]
+        assert selected["metadata"]["namespace"] == "ks-system"
+        [endpoint] = spec["endpoints"]
+        assert set(endpoint) == {"port", "path", "interval", "scrapeTimeout"}
+        assert endpoint["path"] == "/metrics" and endpoint["interval"] == "30s"
+        [port] = [p for p in selected["spec"]["ports"] if p["name"] == endpoint["port"]]
+        [deployment] = [
+            d
+            for d in deployments.values()
+            if _labels_match(selected["spec"]["selector"], d["spec"]["template"]["metadata"]["labels"])
+        ]
+        container = deployment["spec"]["template"]["spec"]["containers"][0]
+        assert port["targetPort"] in {p["name"] for p in container["ports"]}
+        jobs.add(selected["metadata"]["name"])
+    assert jobs == {"ks-kube-sessions-operator", "ks-kube-sessions-gateway"}
+    [rule] = [d for d in docs if d["kind"] == "PrometheusRule"]
+    down = next(
+        r for g in rule["spec"]["groups"] for r in g["rules"] if r["alert"] == "KubeSessionsOperatorDown"
+    )
+    assert down["expr"] == 'absent(up{job="ks-kube-sessions-operator"} == 1)'
+    operator = services["ks-kube-sessions-operator"]
+    assert operator["spec"]["clusterIP"] == "None"  # every replica a target, not one behind a VIP
+    assert [p["port"] for p in operator["spec"]["ports"]] == [8081]
+
+
+def test_the_operator_metrics_service_alone_and_its_labels() -> None:
+    names = {d["metadata"]["name"] for d in render("image.tag=0.1.0") if d["kind"] == "Service"}
+    assert names == {"ks-kube-sessions-gateway"}
+    docs = render(
+        "image.tag=0.1.0", "metrics.service.enabled=true", "metrics.serviceMonitor.labels.release=prom"
+    )
+    assert "ks-kube-sessions-operator" in {d["metadata"]["name"] for d in docs if d["kind"] == "Service"}
+    assert not [d for d in docs if d["kind"] == "ServiceMonitor"]
+    docs = render(
+        "image.tag=0.1.0", "metrics.serviceMonitor.enabled=true", "metrics.serviceMonitor.labels.release=prom"
+    )
+    assert all(d["metadata"]["labels"]["release"] == "prom" for d in docs if d["kind"] == "ServiceMonitor")

@@ -11,7 +11,7 @@ from kubesessions.gateway.metrics import Metrics
 from kubesessions_worker import metrics as worker_metrics
 from kubesessions_worker.gpu import Device, Snapshot
 from kubesessions_worker.runner import State, Status
-from kubesessions_worker.stats import CallStats, Held
+from kubesessions_worker.stats import CallStats, Held, HeldTime
 
 from ..promtools import check_metrics
 
@@ -19,12 +19,21 @@ pytestmark = pytest.mark.unit
 
 
 def test_the_worker_metrics_pass_promtool() -> None:
-    stats = CallStats()
+    stats = CallStats(HeldTime(started=0.0))
     stats.outcomes["ok"] += 2
     stats.latency.observe(0.2)
     device = Device(0, "NVIDIA H200", "GPU-0", 2**30, 141 * 2**30, 97.0, 60.0, 300.0)
     status = Status(
-        State.READY, "s1", datetime.datetime.now(datetime.UTC), 3.0, 0, 0, 2, 5.0, 60, Held(1.0, 2.0, 2.0)
+        State.READY,
+        "s1",
+        datetime.datetime.now(datetime.UTC),
+        3.0,
+        0,
+        0,
+        2,
+        5.0,
+        60,
+        Held(1.0, 2.0, 2.0, pool=7.0),
     )
     check_metrics(worker_metrics.render(stats, status, Snapshot(True, devices=(device,))))
 
@@ -37,6 +46,7 @@ def test_the_operator_accounting_passes_promtool() -> None:
         {**body, "status": {"gpus": {"requested": 1}}},
         {"heldSeconds": {"starting": 1, "busy": 1, "idle": 2}},
     )
+    acc.observe_pool("ns", "llm", "llm-pool-1", {"heldSeconds": {"pool": 30}}, gpus=1)
     acc.transition(body, "Starting", {"phase": "Ready", "readyAt": "2030-01-01T00:00:03Z"})
     acc.transition(body, "Ready", {"phase": "Closed", "reason": "ClosedByUser"})
     gauges = session_gauges(

@@ -20,8 +20,9 @@ from .runner import Runner
 
 log = logging.getLogger(__name__)
 
-# What an unclaimed pool worker answers besides the probes: the claim, and the operator's looks.
-UNCLAIMED_PATHS = frozenset({"/claim", "/status", "/metrics"})
+# What an unclaimed pool worker answers besides the probes: the claim, and the operator's looks
+# (a keepalive from the operator is what keeps an unclaimed worker from its orphan exit).
+UNCLAIMED_PATHS = frozenset({"/claim", "/status", "/metrics", "/keepalive"})
 SESSION_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
 MIN_TOKEN = 16
 
@@ -78,12 +79,10 @@ async def _claim(request: web.Request) -> web.Response:
         if slot.session == session and credential.matches(token):
             return web.json_response({"sessionId": session, "claimed": True})
         raise Problem("CLAIMED", "this worker already belongs to another session")
-    if not runner.keepalive():  # not ready (or ending): no session can have it
+    if not runner.claimed(session, timeout):  # not ready (or ending): no session can have it
         raise Problem("NOT_READY", f"the worker is {runner.state}, not ready to be claimed")
     slot.session = session
     credential.value = token.encode()
-    runner.session_id = session
-    runner.session_timeout = timeout
     slot.claimed.set()
     _tag_logs(session)
     log.info("claimed from the warm pool for session %s", session, extra={"session": session})

@@ -1,8 +1,9 @@
 """One worker from start to exit: serve HTTP, set the app up, wait for the ending, close.
 
 Endings: setup failed, POST /close, the app's end_session(), SIGTERM, or a safety net
-(idle past timeout + grace with nobody culling it; a call's sync code stuck past the call
-timeout + the call grace). Each leaves a termination message.
+(idle past timeout + grace with nobody culling it, or an unclaimed pool worker with no look
+from the operator for as long; a call's sync code stuck past the call timeout + the call
+grace). Each leaves a termination message.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ async def serve(settings: Settings) -> Ending:
         call_grace=settings.call_grace,
         recent_calls=settings.recent_calls,
         recent_bytes=settings.recent_bytes,
+        pooled=settings.pool,
     )
     # Before anything can be announced: a SIGTERM right after start must still end cleanly.
     loop = asyncio.get_running_loop()
@@ -95,21 +97,33 @@ async def _run_session(runner: Runner, settings: Settings, slot: claim.Slot) -> 
 
 
 async def _safety_net(runner: Runner, settings: Settings, slot: claim.Slot) -> None:
-    # A pool worker waits for its session unbounded: its App owns it, and the pool culls it.
-    await slot.claimed.wait()
-    await exit_when_forgotten(runner, runner.session_timeout + settings.idle_grace)
+    # An unclaimed pool worker too: the operator's looks at it are keepalives, so one that no
+    # operator looks at (uninstalled, or down) gives its GPU back like any forgotten session.
+    await exit_when_forgotten(runner, settings.idle_grace, slot.claimed)
 
 
-async def exit_when_forgotten(runner: Runner, window: float) -> None:
+async def exit_when_forgotten(runner: Runner, grace: float, claimed: asyncio.Event | None = None) -> None:
     """The operator culls idle sessions; this covers an operator that is down or lost, so
-    that a GPU is never held forever."""
+    that a GPU is never held forever: the worker ends when idle past its session timeout plus
+    ``grace``. While ``claimed`` is unset (a pool worker) the timeout is its App's default, and
+    a claim restarts the wait with the session's."""
     while True:
+        unclaimed = claimed if claimed is not None and not claimed.is_set() else None
+        window = runner.session_timeout + grace
         # The deadline moves with every call, so no single event marks it: look again when due.
         left = window - runner.idle_seconds()
         if left <= 0:
             break
-        await asyncio.sleep(left)
-    runner.stop(Reason.IDLE_TIMEOUT, f"idle for more than {window:g}s (session timeout plus grace)")
+        if unclaimed is not None:
+            with suppress(TimeoutError):
+                await asyncio.wait_for(unclaimed.wait(), left)
+        else:
+            await asyncio.sleep(left)
+    if unclaimed is not None:
+        message = f"an unclaimed pool worker the operator has not looked at for more than {window:g}s"
+    else:
+        message = f"idle for more than {window:g}s (session timeout plus grace)"
+    runner.stop(Reason.IDLE_TIMEOUT, message)
 
 
 def _addresses(web_runner: web.AppRunner) -> list[str]:

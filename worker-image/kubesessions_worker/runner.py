@@ -24,7 +24,7 @@ from .app import AppHost, Value
 from .calls import Call, Done, Failed, Output, Recent, fingerprint
 from .problems import Problem
 from .session import CallScope, current_call
-from .stats import CallStats, Held
+from .stats import CallStats, Held, HeldTime
 from .termination import Ending, Reason
 
 log = logging.getLogger(__name__)
@@ -75,7 +75,9 @@ class Runner:
         recent_calls: int = 256,
         recent_bytes: int = 16 << 20,
         clock: Clock | None = None,
+        pooled: bool = False,
     ) -> None:
+        """``pooled``: a warm pool worker, its session's clocks waiting for :meth:`claimed`."""
         self.app = app
         self.session_id = session_id
         self.session_timeout = session_timeout
@@ -84,9 +86,9 @@ class Runner:
         self.call_grace = call_grace
         self.recent = Recent(recent_calls, recent_bytes)
         self.clock = clock or Clock()
-        self.stats = CallStats()
         self.state = State.STARTING
         self._started = self.clock.monotonic()
+        self.stats = CallStats(HeldTime(started=self._started, pooled=pooled))
         self._waiting: deque[Call] = deque()
         self._wake = asyncio.Event()
         self._running: Call | None = None
@@ -122,7 +124,7 @@ class Runner:
             calls=self._calls,
             uptime_seconds=self.clock.monotonic() - self._started,
             session_timeout=self.session_timeout,
-            held=self.stats.held.split(self._started, self.clock.monotonic()),
+            held=self.stats.held.split(self.clock.monotonic()),
         )
 
     def keepalive(self) -> bool:
@@ -130,6 +132,15 @@ class Runner:
         if self.state not in (State.READY, State.BUSY):
             return False
         self._stamp()
+        return True
+
+    def claimed(self, session_id: str, session_timeout: int) -> bool:
+        """A pool worker becomes ``session_id``'s: its idle clock and its GPU-seconds start now
+        (the time before is its App's pool time). False if it is not ready to be claimed."""
+        if not self.keepalive():
+            return False
+        self.session_id, self.session_timeout = session_id, session_timeout
+        self.stats.held.claimed(self.clock.monotonic())
         return True
 
     def close_if_idle(self, seconds: float) -> float | None:

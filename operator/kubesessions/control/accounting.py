@@ -8,12 +8,19 @@ here; the counters grow by what is new since the last reading, or, after an oper
 restart, since what the Session's status last recorded (so a restart does not count a
 session's whole past again). Labels are App and namespace, never the session: counters
 stay few however many sessions come and go.
+
+A warm pool worker's time before its claim (its setup and its wait: ``heldSeconds.pool``) is
+its App's, not a Session's: read from the unclaimed workers by the pool's looks and, for the
+last stretch before a claim, from the claimed worker's first reading; counted per pod, so
+each second once. A pod first read by this operator counts at most the time this operator
+has been running (its predecessor counted the rest).
 """
 
 from __future__ import annotations
 
 import datetime
-from collections import Counter
+import time
+from collections import Counter, defaultdict
 from collections.abc import Iterable
 
 from kubesessions.api.models import FINISHED_PHASES, Phase
@@ -51,29 +58,57 @@ def gpu_seconds(worker: JSON, gpus: int) -> JSON | None:
     }
 
 
+def pool_seconds(worker: JSON) -> float | None:
+    """Seconds a worker spent in its warm pool before a claim (None: not reported)."""
+    held = worker.get("heldSeconds")
+    seconds = held.get("pool") if isinstance(held, dict) else None
+    return max(0.0, float(seconds)) if isinstance(seconds, int | float) else None
+
+
 class Accounting:
-    def __init__(self) -> None:
+    def __init__(self, began: float | None = None) -> None:
+        self.began = time.monotonic() if began is None else began  # when this operator began counting
         self.gpu_seconds: Counter[tuple[str, str, str]] = Counter()  # (state, app, namespace)
+        self.pool_gpu_seconds: defaultdict[Key, float] = defaultdict(float)  # (namespace, app)
+        self.pool_read: dict[Key, float] = {}  # (namespace, pod) -> its pool seconds counted so far
         self.ended: Counter[tuple[str, str]] = Counter()  # (phase, reason)
         self.ready_latency = Histogram()
         self.latest: dict[Key, JSON] = {}  # the newest status.gpuSeconds per session
         self.queued: dict[Key, int] = {}  # calls waiting in each worker, as last read
 
-    def observe(self, key: Key, body: JSON, worker: JSON) -> None:
-        """One reading of the session's worker (its ``GET /status`` body)."""
+    def observe(self, key: Key, body: JSON, worker: JSON, pod: str | None = None) -> None:
+        """One reading of the session's worker (its ``GET /status`` body); ``pod``: the worker
+        pod's name when it is not the Session's (a claimed pool worker)."""
         status = body.get("status") or {}
         queued = worker.get("queued")
         self.queued[key] = queued if isinstance(queued, int) else 0
+        app = (body.get("spec") or {}).get("app") or ""
+        self.observe_pool(key[0], app, pod or key[1], worker, gpus_held(status))
         reading = gpu_seconds(worker, gpus_held(status))
         if reading is None:
             return
         before = self.latest.get(key) or status.get("gpuSeconds") or {}
-        app = (body.get("spec") or {}).get("app") or ""
         for state in STATES:
             grown = reading[state] - float(before.get(state) or 0.0)
             if grown > 0:
                 self.gpu_seconds[(state, app, key[0])] += grown
         self.latest[key] = reading
+
+    def observe_pool(self, namespace: str, app: str, pod: str, worker: JSON, gpus: int) -> None:
+        """A reading of a worker's pool time (an unclaimed one's, growing; a claimed one's, final)."""
+        seconds = pool_seconds(worker)
+        if not seconds or gpus <= 0 or not app:  # a Session's own worker reports no pool time
+            return
+        key = (namespace, pod)
+        if key not in self.pool_read:  # first read here: what came before this operator is not ours
+            self.pool_read[key] = max(0.0, seconds - (time.monotonic() - self.began))
+        grown = seconds - self.pool_read[key]
+        if grown > 0:
+            self.pool_gpu_seconds[(namespace, app)] += grown * gpus
+            self.pool_read[key] = seconds
+
+    def forget_pod(self, namespace: str, pod: str) -> None:
+        self.pool_read.pop((namespace, pod), None)
 
     def status_fields(self, key: Key) -> JSON:
         """``{"gpuSeconds": ...}`` to ride along with a status write, or nothing yet."""
@@ -110,6 +145,13 @@ class Accounting:
                 f"{round(seconds, 3)}"
             )
         lines += [
+            "# HELP kubesessions_pool_gpu_seconds_total GPU-seconds held by warm pool workers before a "
+            "claim (their setup and their wait), by App and namespace.",
+            "# TYPE kubesessions_pool_gpu_seconds_total counter",
+            *(
+                f'kubesessions_pool_gpu_seconds_total{{namespace="{namespace}",app="{app}"}} {round(seconds, 3)}'
+                for (namespace, app), seconds in sorted(self.pool_gpu_seconds.items())
+            ),
             "# HELP kubesessions_sessions_ended_total Sessions that finished, by phase and reason.",
             "# TYPE kubesessions_sessions_ended_total counter",
         ]

@@ -69,7 +69,7 @@ class Controller:
         self.accounting = accounting.Accounting()
         self.status = StatusWriter(kube, self.accounting)
         self.link = WorkerLink(kube, settings, self.accounting)
-        self.pool = Pooling(kube, settings, self.apps, self.children, self._app_written)
+        self.pool = Pooling(kube, settings, self.apps, self.children, self._app_written, self.link)
         # Pool workers claimed before this replica began to act (by an earlier run or leader),
         # by Session: read once then, so no Session claims a second one.
         self.claimed_before: dict[Key, JSON] = {}
@@ -138,6 +138,8 @@ class Controller:
     def pod_seen(self, body: JSON, deleted: bool) -> None:
         body = cacheable_pod(body)
         self.pool.pod_seen(body, deleted)
+        if deleted:
+            self.accounting.forget_pod(body["metadata"]["namespace"], body["metadata"]["name"])
         session = (body.get("metadata", {}).get("labels") or {}).get(names.SESSION_LABEL)
         if not session:
             return

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytest
@@ -124,3 +125,37 @@ def test_session_gauges_count_phases_and_age_the_oldest_unready() -> None:
     assert 'kubesessions_sessions_oldest_age_seconds{phase="Starting"} 600.0' in lines
     assert 'kubesessions_sessions_oldest_age_seconds{phase="Pending"} 30.0' in lines
     assert "kubesessions_workers_unreachable 1" in lines
+
+
+def pool_reading(seconds: float) -> dict[str, Any]:
+    return {"state": "READY", "heldSeconds": {"starting": 0.0, "busy": 0.0, "idle": 0.0, "pool": seconds}}
+
+
+def test_pool_time_is_the_apps_counted_once_across_looks_and_the_claim() -> None:
+    """Looks at an unclaimed worker count its pool time as it grows; its Session's first reading
+    adds the last stretch before the claim, and the Session's own GPU-seconds exclude it all."""
+    acc = Accounting(began=time.monotonic() - 3600)
+    acc.observe_pool("team-a", "llm", "llm-pool-1", pool_reading(40), gpus=2)  # setup + wait so far
+    acc.observe_pool("team-a", "llm", "llm-pool-1", pool_reading(100), gpus=2)
+    claimed = {"state": "READY", "heldSeconds": {"starting": 0.0, "busy": 2.0, "idle": 3.0, "pool": 104.0}}
+    acc.observe(KEY, session(), claimed, pod="llm-pool-1")
+    acc.observe(KEY, session(), claimed, pod="llm-pool-1")  # read again: the pool part is final
+    assert acc.pool_gpu_seconds == {("team-a", "llm"): 208.0}
+    assert acc.status_fields(KEY)["gpuSeconds"] == {
+        "held": 10.0,
+        "starting": 0.0,
+        "busy": 4.0,
+        "idle": 6.0,
+        "busyPercent": 40,
+    }
+    text = "\n".join(acc.render())
+    assert 'kubesessions_pool_gpu_seconds_total{namespace="team-a",app="llm"} 208.0' in text
+    assert 'kubesessions_gpu_seconds_total{state="pool"' not in text
+
+
+def test_a_pool_worker_first_read_after_a_restart_counts_only_this_operators_time() -> None:
+    acc = Accounting(began=time.monotonic() - 10)  # this operator began 10 s ago
+    acc.observe_pool("team-a", "llm", "llm-pool-1", pool_reading(500), gpus=1)
+    assert 10 <= acc.pool_gpu_seconds[("team-a", "llm")] < 12
+    acc.observe(KEY, session(), reading(1, 1))  # a Session's own worker: no pool time
+    assert list(acc.pool_gpu_seconds) == [("team-a", "llm")]

@@ -125,9 +125,15 @@ def test_member_and_status_count_ready_and_starting() -> None:
     }
     starting = {"metadata": {"name": "a2"}, "status": {"phase": "Pending"}}
     done = {"metadata": {"name": "a3"}, "status": {"phase": "Failed"}}
-    members = [pool.member(p) for p in (ready, starting, done)]
-    assert [(m.ready, m.ended) for m in members] == [(True, False), (False, False), (False, True)]
-    assert pool.status("model", 2, members, claimed=5) == WarmPoolStatus(
+    orphaned = {"metadata": {"name": "a4"}, "status": {"phase": "Succeeded"}}  # its clean self-exit
+    members = [pool.member(p) for p in (ready, starting, done, orphaned)]
+    assert [(m.ready, m.ended, m.failed) for m in members] == [
+        (True, False, False),
+        (False, False, False),
+        (False, True, True),
+        (False, True, False),
+    ]
+    assert pool.status("model", 2, members[:3], claimed=5) == WarmPoolStatus(
         size=2, ready=1, starting=1, claimed=5, selector=pool.selector("model")
     )
 
@@ -155,3 +161,15 @@ def test_the_upkeep_waits_a_moment_after_a_claim_and_no_longer_under_a_stream_of
     assert pool.refill_pause(100.0, now=100.2) == pytest.approx(pool.REFILL_PAUSE - 0.2)
     # Counted from the first claim not yet acted on: later claims do not push it further.
     assert pool.refill_pause(100.0, now=100.0 + pool.REFILL_PAUSE) is None
+
+
+def test_unclaimed_workers_are_looked_at_well_within_their_orphan_window() -> None:
+    """A pool worker exits when nobody looked at it for the App's timeout plus the idle grace:
+    the operator looks three times as often, a new ready worker at once."""
+    app = APP.model_copy(update={"defaultSessionTimeout": 300})
+    assert pool.look_interval("model", app, idle_grace=60) == 120.0
+    members = [member("a1"), member("a2"), member("a3", ready=False), member("a4", deleting=True)]
+    assert pool.looks_due(members, {}, 120.0, now=1000.0) == (["a1", "a2"], 120.0)
+    assert pool.looks_due(members, {"a1": 950.0, "a2": 1000.0}, 120.0, now=1000.0) == ([], 70.0)
+    assert pool.looks_due(members, {"a1": 870.0, "a2": 990.0}, 120.0, now=1000.0) == (["a1"], 110.0)
+    assert pool.looks_due([member("a3", ready=False)], {}, 120.0, now=1000.0) == ([], None)

@@ -84,6 +84,7 @@ async def runner_for(
     clock: Clock | None = None,
     config: dict[str, Any] | None = None,
     setup: bool = True,
+    pooled: bool = False,
 ) -> AsyncIterator[Runner]:
     runner = Runner(
         AppHost(spec(app)),
@@ -95,6 +96,7 @@ async def runner_for(
         recent_calls=recent_calls,
         recent_bytes=recent_bytes,
         clock=clock,
+        pooled=pooled,
     )
     if setup:
         await runner.setup(config or {})
@@ -137,7 +139,7 @@ def _event(block: str) -> tuple[str, str]:
 async def worker(
     app: str, *, max_body_bytes: int = 1 << 20, slot: Slot | None = None, **runner: Any
 ) -> AsyncIterator[Worker]:
-    async with runner_for(app, **runner) as r:
+    async with runner_for(app, pooled=slot is not None and slot.pooled, **runner) as r:
         gpu = GpuMonitor(interval=60)
         server = TestServer(
             http.build(r, gpu, token=TOKEN, max_body_bytes=max_body_bytes, slot=slot), host="127.0.0.1"

@@ -177,6 +177,22 @@ async def test_idle_past_timeout_and_grace_exits_by_itself(tmp_path: Path) -> No
     assert proc.ending()["reason"] == "IdleTimeout"
 
 
+async def test_an_unclaimed_pool_worker_exits_once_the_operator_stops_looking(tmp_path: Path) -> None:
+    """The operator's keepalives keep an unclaimed pool worker; without them (the operator
+    uninstalled, or down) it gives its GPU back after its App's timeout plus the grace."""
+    env = {"KUBESESSIONS_POOL": "true", "SESSION_TIMEOUT": "4", "KUBESESSIONS_IDLE_GRACE": "1"}
+    async with worker_process(tmp_path, "Ender", **env) as proc, aiohttp.ClientSession() as http:
+        for _ in range(12):  # 6 s of looks, every 0.5 s: past the 5 s window, still alive
+            async with http.post(f"{proc.url}/keepalive", headers=AUTH) as resp:
+                assert resp.status == 200, await resp.text()
+            await asyncio.sleep(0.5)
+        assert proc.process.returncode is None
+        assert await proc.exit_code(timeout=20) == 0
+    ending = proc.ending()
+    assert ending["reason"] == "IdleTimeout"
+    assert "unclaimed pool worker the operator has not looked at for more than 5s" in ending["message"]
+
+
 async def test_bad_settings_exit_1_with_the_reason(tmp_path: Path) -> None:
     termination = tmp_path / "termination-log"
     process = await asyncio.create_subprocess_exec(

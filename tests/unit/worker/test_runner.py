@@ -224,7 +224,8 @@ async def test_safety_net_waits_out_a_long_call_then_ends_an_idle_session() -> N
     async with runner_for("Gate", clock=clock) as runner:
         call = runner.submit("long")
         await until(lambda: runner.status().in_flight, "the call to start")
-        net = asyncio.create_task(exit_when_forgotten(runner, window=0.02))
+        runner.session_timeout = 0  # the window is the grace alone: the net's real sleeps stay short
+        net = asyncio.create_task(exit_when_forgotten(runner, grace=0.02))
         clock.advance(1000)  # far past the window, but a call is running
         done, _ = await asyncio.wait([net], timeout=0.2)
         assert not done, "the safety net must not end a session with a call in flight"

@@ -1,7 +1,10 @@
 """Keeping each App's warm pool and handing its workers to new Sessions.
 
 The pool of an App is reconciled by level like a Session: the pool workers the pod watch
-shows, against ``spec.warmPool``; see :mod:`kubesessions.control.decide.pool` for the decisions. A claim is one
+shows, against ``spec.warmPool``; see :mod:`kubesessions.control.decide.pool` for the
+decisions. Each ready unclaimed worker is looked at (through the WorkerLink) every
+:func:`pool.look_interval`: that keeps it (a pool worker nobody looks at exits by itself) and
+counts its pool GPU-seconds. A claim is one
 conditional write (the pod's resourceVersion): whichever operator, replica or restart, only
 one claim of a worker succeeds; a loser tries the next worker or starts cold.
 """
@@ -24,6 +27,7 @@ from kubesessions.api.models import AppSpec, PoolStrategy, SessionSpec, WarmPool
 from kubesessions.api.names import API_VERSION, JSON
 from kubesessions.common.timefmt import rfc3339
 from kubesessions.control.act.children import Children
+from kubesessions.control.act.worker import WorkerLink
 from kubesessions.control.decide import children, pool
 from kubesessions.control.poolmetrics import PoolMetrics
 from kubesessions.control.settings import OperatorSettings
@@ -50,8 +54,10 @@ class Pooling:
         apps: Mapping[Key, JSON],
         children: Children,
         app_written: Callable[[JSON], None],
+        link: WorkerLink,
     ) -> None:
         self.kube = kube
+        self.link = link
         self.settings = settings
         self.apps = apps  # the controller's App cache, read only: it is told of our writes
         self.app_written = app_written
@@ -63,6 +69,7 @@ class Pooling:
         self.exhausted_at: dict[Key, float] = {}
         self.unrefilled_since: dict[Key, float] = {}  # the first claim the upkeep has not seen
         self.failures: dict[Key, tuple[int, float]] = {}  # exited pool workers in a row, when last
+        self.looked_at: dict[Key, dict[str, float]] = {}  # (namespace, app) -> worker -> last look
         self.metrics = PoolMetrics()
         self.queue: WorkQueue[Key] = WorkQueue(self.reconcile, workers=4)
 
@@ -81,6 +88,8 @@ class Pooling:
                 members[meta["name"]] = body
         elif members.pop(meta["name"], None) is None:
             return  # a Session's worker that was never in this pool
+        else:
+            self.looked_at.get(key, {}).pop(meta["name"], None)
         self.queue.add(key)
 
     def app_seen(self, body: JSON, deleted: bool) -> None:
@@ -90,6 +99,7 @@ class Pooling:
             self.tokens.pop(key, None)
             self.unwritten_claims.pop(key, None)
             self.unrefilled_since.pop(key, None)
+            self.looked_at.pop(key, None)
             self.metrics.forget(key)
             return
         self.queue.add(key)
@@ -143,6 +153,9 @@ class Pooling:
                 key[0], "pods", name, app_uid, member["metadata"].get("uid") if member else None
             )
         await self._write_status(key, body, size)
+        next_look = await self._look(key, app)
+        if look_again is None or (next_look is not None and next_look < look_again):
+            return next_look
         return look_again
 
     def _owned(self, key: Key) -> dict[str, JSON]:
@@ -154,6 +167,23 @@ class Pooling:
         uid = app["metadata"]["uid"]
         return {name: p for name, p in self.members.get(key, {}).items() if children.owned_by(p, uid)}
 
+    async def _look(self, key: Key, app: AppSpec) -> float | None:
+        """Look at the ready unclaimed workers that are due; seconds until the next is due."""
+        looked_at = self.looked_at.setdefault(key, {})
+        members = self._owned(key)
+        now = time.monotonic()
+        free = [pool.member(p) for name, p in members.items() if (key[0], name) not in self.reserved]
+        due, next_in = pool.looks_due(
+            free, looked_at, pool.look_interval(key[1], app, self.settings.idle_grace), now
+        )
+        if due:
+            pods = [members[name] for name in due]  # as they are now: the watch may change members
+            token = await self.token(key)
+            gpus = children.gpu_summary(app, SessionSpec(app=key[1])).requested
+            await asyncio.gather(*(self.link.look_at_pool_worker(key, pod, token, gpus) for pod in pods))
+            looked_at.update(dict.fromkeys(due, now))
+        return next_in
+
     def _refill_pause(self, key: Key) -> float | None:
         """Seconds the upkeep still waits after a claim (see :func:`pool.refill_pause`)."""
         pause = pool.refill_pause(self.unrefilled_since.get(key), time.monotonic())
@@ -162,15 +192,15 @@ class Pooling:
         return pause
 
     def _backoff(self, key: Key, seen: list[pool.Member]) -> float | None:
-        """Seconds to wait before starting more pool workers when they keep exiting (an App
+        """Seconds to wait before starting more pool workers when they keep failing (an App
         whose setup fails must not restart workers in a hot loop); None: start them now."""
-        ended = [m.name for m in seen if m.ended and not m.deleting]
+        failed = [m.name for m in seen if m.failed and not m.deleting]
         if any(m.ready for m in seen):
             self.failures.pop(key, None)
-        if ended:
+        if failed:
             failures, _ = self.failures.get(key, (0, 0.0))
-            self.failures[key] = (failures + len(ended), time.monotonic())
-            log.warning("app %s/%s: pool workers exited: %s", *key, ", ".join(ended))
+            self.failures[key] = (failures + len(failed), time.monotonic())
+            log.warning("app %s/%s: pool workers failed: %s", *key, ", ".join(failed))
         if key not in self.failures:
             return None
         failures, last = self.failures[key]
@@ -285,6 +315,7 @@ class Pooling:
                     extra={"session": session.name, "namespace": session.namespace},
                 )
                 members.pop(candidate.name, None)
+                self.looked_at.get(key, {}).pop(candidate.name, None)
                 self.unrefilled_since.setdefault(key, time.monotonic())
                 self.unwritten_claims[key] += 1
                 self.queue.add(key)  # a replacement, and the new counts

@@ -1,5 +1,6 @@
 """Talking to a worker, the one part that does: a Session's token, `/status`, keepalives passed
-on, close-if-idle, a pool worker's hand-over (`/claim`), and what an unreachable worker means.
+on, close-if-idle, a pool worker's hand-over (`/claim`) and the looks that keep an unclaimed
+one, and what an unreachable worker means.
 It writes nothing to the API: it says what it found (:class:`Look`), and the controller has
 the status and the pod written."""
 
@@ -92,7 +93,7 @@ class WorkerLink:
             _, worker = await self._call("GET", key, pod, tracked, "/status")
         except (aiohttp.ClientError, TimeoutError, ApiException) as exc:
             return await self._unreachable(key, body, tracked, exc)
-        self.accounting.observe(key, body, worker)
+        self.accounting.observe(key, body, worker, pod["metadata"]["name"])
         answers_again = tracked.unreachable > 0
         tracked.unreachable = 0
         wall_now = time.time()
@@ -191,7 +192,7 @@ class WorkerLink:
                 extra={"session": key[1], "namespace": key[0]},
             )
             return
-        self.accounting.observe(key, body, worker)
+        self.accounting.observe(key, body, worker, pod["metadata"]["name"])
 
     async def _unreachable(self, key: Key, body: JSON, tracked: Tracked, exc: BaseException) -> Look:
         tracked.unreachable += 1
@@ -211,6 +212,28 @@ class WorkerLink:
         backoff = idle.unreachable_backoff(tracked.unreachable)
         tracked.retry_at = time.monotonic() + backoff
         return Look(backoff, unreachable=error)
+
+    async def look_at_pool_worker(self, app: Key, pod: JSON, token: str, gpus: int) -> bool:
+        """Keep an unclaimed pool worker of App ``app`` (its keepalive: a worker no operator
+        looks at exits by itself) and count its pool time. False: it did not answer."""
+        base = f"http://{(pod.get('status') or {}).get('podIP')}:{names.WORKER_PORT}"
+        headers = {"Authorization": f"Bearer {token}"}
+        limit = aiohttp.ClientTimeout(total=self.settings.worker_timeout)
+        try:
+            async with self.http.post(f"{base}/keepalive", headers=headers, timeout=limit) as resp:
+                resp.raise_for_status()
+            async with self.http.get(f"{base}/status", headers=headers, timeout=limit) as resp:
+                resp.raise_for_status()
+                worker: JSON = await resp.json(content_type=None)
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            # Claimed meanwhile (the pool token is refused), ending, or not answering: the pool's
+            # upkeep sees the pod change; the next look tries again.
+            log.info(
+                "app %s/%s: pool worker %s did not take the look: %s", *app, pod["metadata"]["name"], exc
+            )
+            return False
+        self.accounting.observe_pool(app[0], app[1], pod["metadata"]["name"], worker, gpus)
+        return True
 
     async def hand_over(
         self, session: children.SessionRef, pod: JSON, bearers: list[str], token: str, timeout: int

@@ -9,7 +9,7 @@ import secrets
 from dataclasses import dataclass
 
 from kubesessions.api import names
-from kubesessions.api.models import AppSpec, PoolStrategy, SessionSpec, WarmPoolStatus
+from kubesessions.api.models import AppSpec, PoolStrategy, SessionSpec, WarmPoolStatus, effective_timeout
 from kubesessions.api.names import (
     API_VERSION,
     CLAIMED_AT,
@@ -23,6 +23,9 @@ from kubesessions.control.decide import children
 
 # Seconds the pool's upkeep (replacements, the App's status) waits after a claim.
 REFILL_PAUSE = 0.5
+# The operator's looks at an unclaimed pool worker per window after which one that nobody
+# looks at exits by itself: two looks in a row may fail before a live operator loses it.
+LOOKS_PER_WINDOW = 3
 
 
 def secret_name(app: str) -> str:
@@ -94,6 +97,9 @@ class Member:
     ended: bool  # the worker exited (its setup failed, say): the pod stays until deleted
     created: str  # creationTimestamp: RFC 3339 sorts as text
     ip: str | None
+    # Exited with an error (its setup failed): unlike an orphan's clean exit (nobody looked at
+    # it, the operator being away), a reason to wait before starting more.
+    failed: bool = False
 
 
 def member(pod: JSON) -> Member:
@@ -110,6 +116,7 @@ def member(pod: JSON) -> Member:
         ended=status.get("phase") in ("Succeeded", "Failed"),
         created=meta.get("creationTimestamp") or "",
         ip=status.get("podIP"),
+        failed=status.get("phase") == "Failed",
     )
 
 
@@ -164,6 +171,31 @@ def refill_pause(first_unrefilled_claim: float | None, now: float) -> float | No
         return None
     left = REFILL_PAUSE - (now - first_unrefilled_claim)
     return left if left > 0 else None
+
+
+def look_interval(app_name: str, app: AppSpec, idle_grace: int) -> float:
+    """Seconds between the operator's looks at each unclaimed pool worker. A pool worker exits
+    by itself when nobody looked at it for its timeout (the App's default) plus the idle grace,
+    as a session's worker does when nobody culled it: after an uninstall, say."""
+    return (effective_timeout(SessionSpec(app=app_name), app) + idle_grace) / LOOKS_PER_WINDOW
+
+
+def looks_due(
+    members: list[Member], looked_at: dict[str, float], interval: float, now: float
+) -> tuple[list[str], float | None]:
+    """The ready unclaimed workers to look at now (a new one at once: its first reading counts
+    its setup), and the seconds until the next look is due (None: no worker to look at)."""
+    due: list[str] = []
+    soonest: float | None = None
+    for m in members:
+        if not m.ready or m.deleting or m.ended:
+            continue
+        left = looked_at.get(m.name, now - interval) + interval - now
+        if left <= 0:
+            due.append(m.name)
+            left = interval
+        soonest = left if soonest is None else min(soonest, left)
+    return due, soonest
 
 
 def claimed_at(pod: JSON | None, session_uid: str) -> str | None:
