@@ -34,6 +34,7 @@ class GatewaySettings:
     start_timeout: float = 120.0  # seconds a new session may take to become Ready
     call_timeout: float = 660.0  # seconds without a byte from the worker; its own limit is 600
     auth_ttl: float = 10.0
+    cors_origins: list[str] = field(default_factory=list)  # browser origins allowed (cors.py); none: off
 
 
 def _status(body: JSON) -> JSON:
