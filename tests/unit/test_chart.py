@@ -211,3 +211,24 @@ def test_gateway_listens_on_every_address_so_port_forward_works() -> None:
     )
     args = gateway["spec"]["template"]["spec"]["containers"][0]["args"]
     assert args[args.index("--host") + 1] == "$(POD_IP)"
+
+
+def _gateway_args(*sets: str) -> list[str]:
+    docs = render("image.tag=0.1.0", *sets)
+    gateway = next(
+        d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"].endswith("-gateway")
+    )
+    return list(gateway["spec"]["template"]["spec"]["containers"][0]["args"])
+
+
+def test_gateway_cors_origins_are_off_by_default_and_passed_as_flags() -> None:
+    assert "--cors-origin" not in _gateway_args()
+    args = _gateway_args("gateway.corsOrigins={https://app.example,http://localhost:3000}")
+    assert [args[i + 1] for i, a in enumerate(args) if a == "--cors-origin"] == [
+        "https://app.example",
+        "http://localhost:3000",
+    ]
+    refused = helm(
+        "template", "ks", str(CHART), "--set", "image.tag=0.1.0", "--set", "gateway.corsOrigins={app.example}"
+    )
+    assert refused.returncode != 0 and "corsOrigins" in refused.stderr

@@ -32,11 +32,12 @@ ORIGINS = web.AppKey[frozenset[str]]("cors_origins")
 
 def check_origin(text: str) -> str:
     """An allowed origin as given to ``--cors-origin``: ``*`` or ``scheme://host[:port]``."""
-    if text != ANY and not ORIGIN.match(text):
+    origin = text.rstrip("/")  # a browser's Origin has no trailing slash
+    if origin != ANY and not ORIGIN.match(origin):
         raise ValueError(
             f'--cors-origin: "{text}" is not an origin: give scheme://host[:port] (no path), or * for any'
         )
-    return text.rstrip("/")
+    return origin
 
 
 def install(app: web.Application, origins: list[str]) -> None:

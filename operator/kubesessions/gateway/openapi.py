@@ -7,6 +7,7 @@ from functools import cache
 from kubesessions.api.names import CALL_ID_HEADER, JSON
 from kubesessions.gateway.problems import STATUS
 from kubesessions.gateway.requests import CALL_ID, NEW, CreateSessionRequest, RunRequest
+from kubesessions.gateway.taskstatus import Status
 
 
 def _ref(name: str) -> JSON:
@@ -34,6 +35,34 @@ SESSION_ID = {
     "required": True,
     "schema": {"type": "string"},
     "description": "The session id.",
+}
+TASK_ID = {
+    "name": "id",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string"},
+    "description": "The inference.sh task id (POST /apps/run answers it).",
+}
+# GET /tasks/{id}/status: what the JavaScript SDK polls with `stream: false`, in the SDK's envelope.
+TASK_STATUS = {
+    "type": "object",
+    "required": ["data"],
+    "properties": {
+        "data": {
+            "type": "object",
+            "required": ["id", "status"],
+            "properties": {
+                "id": {"type": "string"},
+                "status": {
+                    "type": "integer",
+                    "enum": sorted(int(s) for s in Status),
+                    "description": "The SDK's TaskStatus: 2 queued, 6 setting up, 7 running, "
+                    "10 completed, 11 failed, 12 cancelled.",
+                },
+                "updated_at": {"type": ["string", "null"]},
+            },
+        }
+    },
 }
 AUTH = ("UNAUTHORIZED", "FORBIDDEN", "VALIDATION")
 LOOKUP = ("SESSION_NOT_FOUND", "SESSION_EXPIRED", "SESSION_ENDED")
@@ -275,6 +304,18 @@ def document(namespaces: tuple[str, ...] = (), apps: tuple[str, ...] = ()) -> JS
                             **_json(_ref("Session")),
                         },
                         **_problems(*AUTH, *LOOKUP, "WORKER_UNAVAILABLE", "CALL_TIMEOUT"),
+                    },
+                }
+            },
+            "/tasks/{id}/status": {
+                "get": {
+                    "operationId": "getTaskStatus",
+                    "summary": "An inference.sh task's status alone (the JavaScript SDK polls it with "
+                    "stream: false, then reads GET /tasks/{id} when it changes); through any replica.",
+                    "parameters": [TASK_ID],
+                    "responses": {
+                        "200": {"description": "The task's status.", **_json(TASK_STATUS)},
+                        **_problems(*AUTH, "TASK_NOT_FOUND", *LOOKUP, "WORKER_UNAVAILABLE"),
                     },
                 }
             },
