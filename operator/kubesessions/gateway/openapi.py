@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from functools import cache
 
+from kubesessions.api.modelbase import DNS1123_SUBDOMAIN
 from kubesessions.api.names import CALL_ID_HEADER, JSON
 from kubesessions.gateway.problems import STATUS
 from kubesessions.gateway.requests import CALL_ID, NEW, CreateSessionRequest, RunRequest
@@ -113,6 +114,40 @@ def _data(schema: JSON) -> JSON:
     return _json({"type": "object", "required": ["data"], "properties": {"data": schema}})
 
 
+def _app_run_request(apps: tuple[str, ...]) -> JSON:
+    """``POST /apps/run`` as the SDKs send it (compat.AppRunRequest); the hosted service's fields
+    this gateway refuses (webhook, infra, ...) are left out, so sending them is invalid."""
+    name = DNS1123_SUBDOMAIN.removeprefix("^").removesuffix("$")
+    return {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["app"],
+        "properties": {
+            "app": {
+                "type": "string",
+                "pattern": rf"^(?:[^/@:]+/)?{name}(?:@[^/@:]+)?(?::[^/@:]+)?$",
+                "description": "[namespace/]name[@version][:function]: the App `name`.",
+                **({"examples": list(apps)} if apps else {}),
+            },
+            "input": {"description": "Whatever the app's function takes (any JSON)."},
+            "session": {
+                "type": "string",
+                "maxLength": 253,
+                "description": '"new", a session id, or absent for a one-shot task.',
+            },
+            "session_timeout": {"type": "integer", "minimum": 1, "maximum": 3600},
+            "setup": {"type": ["object", "null"], "description": "The new session's config."},
+            "function": {
+                "const": "run",
+                "description": "Which of the app's functions to call: `run`, or one the app declares "
+                "(not listed here; a name it lacks fails the task).",
+            },
+            "stream": {"type": "boolean"},
+            "wait": {"type": "boolean"},
+        },
+    }
+
+
 def _compat_paths(apps: tuple[str, ...]) -> JSON:
     """The inference.sh SDKs' routes (compat.py), in their envelope; no namespace parameter (the
     SDKs send none: the gateway's default namespace, or where the session id is)."""
@@ -142,6 +177,26 @@ def _compat_paths(apps: tuple[str, ...]) -> JSON:
             }
         }
         for path, (method, operation, summary) in task_ops.items()
+    }
+    task_links = {
+        f"{operation[0].upper()}{operation[1:]}": {
+            "operationId": operation,
+            "parameters": {"id": "$response.body#/data/id"},
+        }
+        for operation in ("getTask", "getTaskStatus", "streamTask", "cancelTask")
+    }
+    paths["/apps/run"] = {
+        "post": {
+            "operationId": "appsRun",
+            "summary": "Start a task: one call on a session (new, an id, or one-shot); answers at once.",
+            "requestBody": {"required": True, **_json(_app_run_request(apps))},
+            "responses": {
+                "200": {"description": "The task, queued.", **_data(TASK), "links": task_links},
+                **_problems(
+                    *AUTH, *LOOKUP, "APP_NOT_FOUND", "PAYLOAD_TOO_LARGE", "QUEUE_FULL", "WORKER_UNAVAILABLE"
+                ),
+            },
+        }
     }
     paths["/tasks/{id}/stream"] = {
         "get": {
