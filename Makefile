@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test lint typecheck unit cluster binaries demo venv clean-cluster bench node-packages images e2e e2e-prep prometheus-deps
+.PHONY: test lint typecheck unit cluster binaries demo venv clean-cluster bench node-packages images e2e e2e-prep prometheus-deps compat-js
 
 venv: $(STAMP)
 
@@ -28,6 +28,20 @@ prometheus-deps:
 	  echo "prometheus-deps: $$(command -v prometheus), $$(command -v promtool)"; \
 	else \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus; \
+	fi
+
+# The JavaScript SDK and tsx for tests/compat/test_js_sdk.py, from tests/compat/js's lock file:
+# installed again only when node_modules is missing or older than the lock. Without Node.js the
+# tests skip, and so does this (saying so).
+JS_COMPAT := tests/compat/js
+JS_STAMP := $(JS_COMPAT)/node_modules/.installed
+compat-js:
+	@if ! command -v node >/dev/null || ! command -v npm >/dev/null; then \
+	  echo "compat-js: SKIPPED: no Node.js/npm here (Debian: apt-get install nodejs npm); the JavaScript SDK tests will skip"; \
+	elif [ -f $(JS_STAMP) ] && [ $(JS_STAMP) -nt $(JS_COMPAT)/package-lock.json ] && [ $(JS_STAMP) -nt $(JS_COMPAT)/package.json ]; then \
+	  echo "compat-js: $(JS_COMPAT)/node_modules is up to date"; \
+	else \
+	  npm ci --prefix $(JS_COMPAT) --no-audit --no-fund && touch $(JS_STAMP); \
 	fi
 
 lint: $(STAMP)

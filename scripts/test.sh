@@ -25,6 +25,7 @@ $stage lint $make lint
 $stage typecheck $make typecheck
 $stage binaries $make binaries
 $stage prometheus-deps $make prometheus-deps
+$stage compat-js $make compat-js
 
 refusal=$(e2e_refusal)
 prep=""

@@ -1,9 +1,11 @@
 """The README's commands, run as written, so the README cannot drift from the code.
 
-Every ```sh and ```python block runs in order in one bash session (so `eval`, `export` and
+Every ```sh, ```python and ```ts block runs in order in one bash session (so `eval`, `export` and
 background jobs carry over from block to block), from the repository root, with the
 project's `.venv/bin` off PATH (the README's own activation line must put it there). Python
-blocks run through `python` of that session. Changes made to the text before it runs:
+blocks run through `python` of that session; TypeScript blocks through tsx with the JavaScript
+SDK that `make compat-js` installs from tests/compat/js's lock file (skipped where there is no
+Node.js). Changes made to the text before it runs:
 - `KUBESESSIONS_LOCALCLUSTER_DIR` points at a temporary directory, so the README's `up` starts
   a cluster of this test's own and every later command finds it;
 - the gateway's port 8000 becomes a free port, as another process may hold 8000.
@@ -17,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -34,6 +37,7 @@ from ..conftest import REPO
 pytestmark = pytest.mark.cluster
 
 README = REPO / "README.md"
+JS = "tests/compat/js"  # the JavaScript SDK's pinned install (make compat-js)
 RUN_TIMEOUT = 480  # seconds: a cluster start, an operator, a gateway and a few sessions
 FENCE = re.compile(r"^```(\w*)\s*$")
 MARKER = re.compile(r"^<!--\s*doctest:\s*(skip|last)\s*(.*?)\s*-->$")
@@ -61,12 +65,14 @@ def readme_blocks(text: str) -> list[Block]:
             continue
         end = next(j for j in range(i + 1, len(lines)) if lines[j].startswith("```"))
         language = fence.group(1)
-        if language in ("sh", "bash", "python"):
+        if language in ("sh", "bash", "python", "ts"):
             before = next((lines[j] for j in range(i - 1, -1, -1) if lines[j].strip()), "")
             marker = MARKER.match(before.strip())
             mode, reason = (marker.group(1), marker.group(2).strip("() ")) if marker else ("run", "")
             if marker:
                 assert reason, f"README line {i}: a doctest marker needs its reason in parentheses"
+            if language == "ts" and mode == "run" and shutil.which("node") is None:
+                mode, reason = "skip", "no Node.js on this machine to run TypeScript"
             blocks.append(Block(i + 1, language, "\n".join(lines[i + 1 : end]), mode, reason))
         i = end + 1
     return blocks
@@ -87,6 +93,12 @@ def script(blocks: list[Block], port: int) -> str:
         parts.append(f"__line={block.line}")
         if block.language == "python":
             parts.append(f"python - <<'README_PYTHON'\n{text}\nREADME_PYTHON")
+        elif block.language == "ts":
+            # Beside the SDK in node_modules, so that its import resolves; .mts: an ES module.
+            where = f"{JS}/node_modules/.readme/line-{block.line}.mts"
+            parts.append(f"make --no-print-directory compat-js >&2 && mkdir -p {JS}/node_modules/.readme")
+            parts.append(f"cat > {where} <<'README_TS'\n{text}\nREADME_TS")
+            parts.append(f"{JS}/node_modules/.bin/tsx {where}")
         else:
             parts.append(text)
         # On a line of its own: the block's last output may not end with a newline.

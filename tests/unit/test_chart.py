@@ -302,3 +302,24 @@ def test_the_operator_metrics_service_alone_and_its_labels() -> None:
         "image.tag=0.1.0", "metrics.serviceMonitor.enabled=true", "metrics.serviceMonitor.labels.release=prom"
     )
     assert all(d["metadata"]["labels"]["release"] == "prom" for d in docs if d["kind"] == "ServiceMonitor")
+
+
+def _gateway_args(*sets: str) -> list[str]:
+    docs = render("image.tag=0.1.0", *sets)
+    gateway = next(
+        d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"].endswith("-gateway")
+    )
+    return list(gateway["spec"]["template"]["spec"]["containers"][0]["args"])
+
+
+def test_gateway_cors_origins_are_off_by_default_and_passed_as_flags() -> None:
+    assert "--cors-origin" not in _gateway_args()
+    args = _gateway_args("gateway.corsOrigins={https://app.example,http://localhost:3000}")
+    assert [args[i + 1] for i, a in enumerate(args) if a == "--cors-origin"] == [
+        "https://app.example",
+        "http://localhost:3000",
+    ]
+    refused = helm(
+        "template", "ks", str(CHART), "--set", "image.tag=0.1.0", "--set", "gateway.corsOrigins={app.example}"
+    )
+    assert refused.returncode != 0 and "corsOrigins" in refused.stderr

@@ -52,6 +52,15 @@ def _seconds(text: str) -> float:
     return value
 
 
+def _cors_origin(text: str) -> str:
+    from kubesessions.gateway.cors import check_origin  # the gateway's modules load only for it
+
+    try:
+        return check_origin(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 class _DefaultsFormatter(argparse.ArgumentDefaultsHelpFormatter):
     """Every option's help ends with its default, unless it has none to show (a flag, an
     unset option) or its help already says it in words (``default: ...``)."""
@@ -259,6 +268,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=660.0,
         help="seconds without a byte from the worker before 504",
     )
+    gw.add_argument(
+        "--cors-origin",
+        action="append",
+        default=[],
+        type=_cors_origin,
+        help="let browser pages from this origin (scheme://host[:port], or * for any) call the API "
+        "(repeatable; default: none, no cross-origin calls)",
+    )
 
     crds = add_parser("crds", help="print the CRDs generated from the models")
     mode = crds.add_mutually_exclusive_group()
@@ -337,6 +354,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                 start_timeout=args.start_timeout,
                 call_timeout=args.call_timeout,
                 token_key=token_key(os.environ, Path.home()),
+                cors_origins=args.cors_origin,
             )
         )
     elif args.command == "crds":

@@ -20,7 +20,7 @@ from kubesessions.api.models import is_dns1123_label
 from kubesessions.api.names import CALL_ID_HEADER
 from kubesessions.common import eventloop, logs
 from kubesessions.common.metrics import CONTENT_TYPE
-from kubesessions.gateway import compat, openapi
+from kubesessions.gateway import compat, cors, openapi
 from kubesessions.gateway.auth import Authorizer, KubernetesAuth, NoAuth
 from kubesessions.gateway.cache import Cache
 from kubesessions.gateway.calls import Call, Calls, wants_new
@@ -66,6 +66,7 @@ def build(
         auth,
     )
     app[CALLS] = Calls(sessions, forwarder)
+    cors.install(app, settings.cors_origins)
     metrics = app[METRICS] = Metrics()
     metrics.gauge(
         "kubesessions_gateway_cached_sessions",

@@ -159,6 +159,7 @@ def register(app: web.Application) -> None:
     app.router.add_post("/apps/run", _run)
     app.router.add_get("/tasks/{id}", _task)
     app.router.add_get("/tasks/{id}/stream", _stream)
+    app.router.add_get("/tasks/{id}/status", _status)
     app.router.add_post("/tasks/{id}/cancel", _cancel)
     app.router.add_get("/sessions", _list)
     app.router.add_get("/sessions/{id}", _get)
@@ -246,6 +247,19 @@ async def _task(request: web.Request) -> web.Response:
     if task is None:
         return _data(await remotetasks.read(request, request.match_info["id"]))
     return _data(task.dto())
+
+
+async def _status(request: web.Request) -> web.Response:
+    """The task's status alone, which the JavaScript SDK polls (``stream: false``) before it
+    reads the whole task with ``GET /tasks/{id}`` when the status changes."""
+    task = await _find_task(request)
+    state = task.dto() if task is not None else await remotetasks.read(request, request.match_info["id"])
+    return _data(status_dto(state))
+
+
+def status_dto(task: JSON) -> JSON:
+    """A task's status view: the same ``status`` number as the task itself, so the SDK compares alike."""
+    return {key: task[key] for key in ("id", "status", "updated_at")}
 
 
 async def _stream(request: web.Request) -> web.StreamResponse:

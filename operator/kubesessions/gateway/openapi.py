@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from functools import cache
 
-from kubesessions.api.modelbase import DNS1123_LABEL
+from kubesessions.api.modelbase import DNS1123_LABEL, DNS1123_SUBDOMAIN
 from kubesessions.api.names import CALL_ID_HEADER, JSON
 from kubesessions.gateway.problems import STATUS
 from kubesessions.gateway.requests import CALL_ID, NEW, CreateSessionRequest, RunRequest
+from kubesessions.gateway.taskstatus import Status
 
 
 def _ref(name: str) -> JSON:
@@ -36,9 +37,225 @@ SESSION_ID = {
     "schema": {"type": "string"},
     "description": "The session id.",
 }
+TASK_ID = {
+    "name": "id",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string"},
+    "description": "The inference.sh task id (POST /apps/run answers it).",
+}
+# A task's status as the SDKs read it (their TaskStatus numbers).
+STATUS_NUMBER: JSON = {
+    "type": "integer",
+    "enum": sorted(int(s) for s in Status),
+    "description": "The SDK's TaskStatus: 2 queued, 6 setting up, 7 running, 10 completed, 11 failed, "
+    "12 cancelled.",
+}
+# GET /tasks/{id}/status: what the JavaScript SDK polls with `stream: false`, in the SDK's envelope.
+TASK_STATUS = {
+    "type": "object",
+    "required": ["data"],
+    "properties": {
+        "data": {
+            "type": "object",
+            "required": ["id", "status"],
+            "properties": {
+                "id": {"type": "string"},
+                "status": STATUS_NUMBER,
+                "updated_at": {"type": ["string", "null"]},
+            },
+        }
+    },
+}
 # Every route behind authentication asks the API server (a TokenReview at least).
 AUTH = ("UNAUTHORIZED", "FORBIDDEN", "VALIDATION", "UPSTREAM_UNAVAILABLE")
 LOOKUP = ("SESSION_NOT_FOUND", "SESSION_EXPIRED", "SESSION_ENDED")
+# A task's view (GET /tasks/{id}, each line of its stream, cancel's answer).
+TASK = {
+    "type": "object",
+    "required": ["id", "session_id", "status"],
+    "properties": {
+        "id": {"type": "string"},
+        "app": {"type": ["string", "null"]},
+        "namespace": {"type": "string"},
+        "session_id": {"type": "string"},
+        "status": STATUS_NUMBER,
+        "input": {"description": "Known to the replica that took the task; null through others."},
+        "output": {"description": "What the app's function returned, once completed."},
+        "error": {"type": ["string", "null"]},
+        "logs": {"type": "null"},
+        "created_at": {"type": ["string", "null"]},
+        "updated_at": {"type": ["string", "null"]},
+    },
+}
+# A session as the SDKs' AppSession.
+APP_SESSION = {
+    "type": "object",
+    "required": ["id", "status"],
+    "properties": {
+        "id": {"type": "string"},
+        "namespace": {"type": "string"},
+        "app_id": {"type": ["string", "null"]},
+        "worker_id": {"type": ["string", "null"]},
+        "status": {"enum": ["active", "ended", "expired"]},
+        "created_at": {"type": ["string", "null"]},
+        "updated_at": {"type": ["string", "null"]},
+        "expires_at": {"type": ["string", "null"]},
+        "ended_at": {"type": ["string", "null"]},
+        "idle_timeout": {"type": ["integer", "null"]},
+        "call_count": {"type": "integer"},
+        "last_call_at": {"type": ["string", "null"]},
+    },
+}
+TASK_PROBLEMS = (*AUTH, "TASK_NOT_FOUND", *LOOKUP, "WORKER_UNAVAILABLE", "CALL_TIMEOUT")
+
+
+def _data(schema: JSON) -> JSON:
+    """The SDKs' envelope."""
+    return _json({"type": "object", "required": ["data"], "properties": {"data": schema}})
+
+
+def _app_run_request(apps: tuple[str, ...]) -> JSON:
+    """``POST /apps/run`` as the SDKs send it (compat.AppRunRequest); the hosted service's fields
+    this gateway refuses (webhook, infra, ...) are left out, so sending them is invalid."""
+    name = DNS1123_SUBDOMAIN.removeprefix("^").removesuffix("$")
+    return {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["app"],
+        "properties": {
+            "app": {
+                "type": "string",
+                "pattern": rf"^(?:[^/@:]+/)?{name}(?:@[^/@:]+)?(?::[^/@:]+)?$",
+                "description": "[namespace/]name[@version][:function]: the App `name`.",
+                **({"examples": list(apps)} if apps else {}),
+            },
+            "input": {"description": "Whatever the app's function takes (any JSON)."},
+            "session": {
+                "type": "string",
+                "maxLength": 253,
+                "description": '"new", a session id, or absent for a one-shot task.',
+            },
+            "session_timeout": {"type": "integer", "minimum": 1, "maximum": 3600},
+            "setup": {"type": ["object", "null"], "description": "The new session's config."},
+            "function": {
+                "const": "run",
+                "description": "Which of the app's functions to call: `run`, or one the app declares "
+                "(not listed here; a name it lacks fails the task).",
+            },
+            "stream": {"type": "boolean"},
+            "wait": {"type": "boolean"},
+        },
+    }
+
+
+def _compat_paths(apps: tuple[str, ...]) -> JSON:
+    """The inference.sh SDKs' routes (compat.py), in their envelope; no namespace parameter (the
+    SDKs send none: the gateway's default namespace, or where the session id is)."""
+    task_ops = {
+        "/tasks/{id}": ("get", "getTask", "The task (through any replica)."),
+        "/tasks/{id}/status": (
+            "get",
+            "getTaskStatus",
+            "The task's status alone (the JavaScript SDK polls it with stream: false, then reads "
+            "GET /tasks/{id} when it changes).",
+        ),
+        "/tasks/{id}/cancel": ("post", "cancelTask", "Cancel the task: a queued call never runs."),
+    }
+    paths: JSON = {
+        path: {
+            method: {
+                "operationId": operation,
+                "summary": summary,
+                "parameters": [TASK_ID],
+                "responses": {
+                    "200": {
+                        "description": summary,
+                        **(_json(TASK_STATUS) if path.endswith("/status") else _data(TASK)),
+                    },
+                    **_problems(*TASK_PROBLEMS),
+                },
+            }
+        }
+        for path, (method, operation, summary) in task_ops.items()
+    }
+    task_links = {
+        f"{operation[0].upper()}{operation[1:]}": {
+            "operationId": operation,
+            "parameters": {"id": "$response.body#/data/id"},
+        }
+        for operation in ("getTask", "getTaskStatus", "streamTask", "cancelTask")
+    }
+    paths["/apps/run"] = {
+        "post": {
+            "operationId": "appsRun",
+            "summary": "Start a task: one call on a session (new, an id, or one-shot); answers at once.",
+            "requestBody": {"required": True, **_json(_app_run_request(apps))},
+            "responses": {
+                "200": {"description": "The task, queued.", **_data(TASK), "links": task_links},
+                **_problems(
+                    *AUTH, *LOOKUP, "APP_NOT_FOUND", "PAYLOAD_TOO_LARGE", "QUEUE_FULL", "WORKER_UNAVAILABLE"
+                ),
+            },
+        }
+    }
+    paths["/tasks/{id}/stream"] = {
+        "get": {
+            "operationId": "streamTask",
+            "summary": "The task as NDJSON: one line per change, heartbeat lines while it waits, until it ends.",
+            "parameters": [TASK_ID],
+            "responses": {
+                "200": {
+                    "description": 'NDJSON lines: the task, or {"type": "heartbeat"}.',
+                    "content": {"application/x-ndjson": {"schema": {"type": "object"}}},
+                },
+                **_problems(*TASK_PROBLEMS),
+            },
+        }
+    }
+    session_id = {**SESSION_ID, "description": "The session id (looked up in the served namespaces)."}
+    paths["/sessions"] = {
+        "get": {
+            "operationId": "listAppSessions",
+            "summary": "The default namespace's sessions as the SDKs' AppSession.",
+            "responses": {
+                "200": {"description": "The sessions.", **_data({"type": "array", "items": APP_SESSION})},
+                **_problems(*AUTH),
+            },
+        }
+    }
+    found = (*AUTH, "SESSION_NOT_FOUND", "SESSION_AMBIGUOUS")
+    paths["/sessions/{id}"] = {
+        "get": {
+            "operationId": "getAppSession",
+            "summary": "One session as the SDKs' AppSession.",
+            "parameters": [session_id],
+            "responses": {
+                "200": {"description": "The session.", **_data(APP_SESSION)},
+                **_problems(*found, "WORKER_UNAVAILABLE", "CALL_TIMEOUT"),
+            },
+        },
+        "delete": {
+            "operationId": "endAppSession",
+            "summary": "End the session: its worker stops.",
+            "parameters": [session_id],
+            "responses": {"204": {"description": "Ended (or already finished)."}, **_problems(*found)},
+        },
+    }
+    paths["/sessions/{id}/keepalive"] = {
+        "post": {
+            "operationId": "keepaliveAppSession",
+            "summary": "Count as activity without a call.",
+            "parameters": [session_id],
+            "responses": {
+                "200": {"description": "The session with its new deadline.", **_data(APP_SESSION)},
+                **_problems(*found, *LOOKUP, "WORKER_UNAVAILABLE", "CALL_TIMEOUT"),
+            },
+        }
+    }
+    return paths
+
+
 # One event of a streamed run, as the SSE parser sees it.
 SSE_EVENT = {
     "type": "object",
@@ -284,6 +501,7 @@ def document(namespaces: tuple[str, ...] = (), apps: tuple[str, ...] = ()) -> JS
                     },
                 }
             },
+            **_compat_paths(apps),
             "/healthz": {
                 "get": {"summary": "Alive.", "security": [], "responses": {"200": {"description": "ok"}}}
             },

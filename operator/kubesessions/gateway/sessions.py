@@ -37,6 +37,7 @@ class GatewaySettings:
     auth_ttl: float = 10.0
     # Session tokens are derived from it; the operator must hold the same (see api/tokens.py).
     token_key: bytes = field(default_factory=tokens.new_key, repr=False)
+    cors_origins: list[str] = field(default_factory=list)  # browser origins allowed (cors.py); none: off
 
 
 def _status(body: JSON) -> JSON:
