@@ -79,8 +79,8 @@ async def runner_for(
     queue_size: int = 16,
     call_timeout: float = 0,
     call_grace: float = 30,
-    recent_calls: int = 64,
-    recent_bytes: int = 1 << 20,
+    call_retention: float = 600,
+    call_retention_bytes: int = 1 << 20,
     clock: Clock | None = None,
     config: dict[str, Any] | None = None,
     setup: bool = True,
@@ -92,8 +92,8 @@ async def runner_for(
         queue_size=queue_size,
         call_timeout=call_timeout,
         call_grace=call_grace,
-        recent_calls=recent_calls,
-        recent_bytes=recent_bytes,
+        call_retention=call_retention,
+        call_retention_bytes=call_retention_bytes,
         clock=clock,
     )
     if setup:
