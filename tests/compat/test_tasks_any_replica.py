@@ -12,9 +12,17 @@ import pytest
 from inferencesh import Inference, TaskStatus, inference
 
 from ..cluster.conftest import GatewayProcess, service_account_token
-from ..conftest import Cluster
+from ..conftest import Cluster, OperatorProcess
 
 pytestmark = pytest.mark.cluster
+
+
+@pytest.fixture
+def operator(kube: Cluster, namespace: str, crds: None, tmp_path: Path) -> Iterator[OperatorProcess]:
+    """The operator, with tombstones kept long enough that a one-shot task is read from its Session."""
+    op = OperatorProcess(kube, namespace, tmp_path, "--retention", "300").start()
+    yield op
+    op.stop()
 
 
 @pytest.fixture
@@ -73,3 +81,33 @@ def test_a_queued_task_cancelled_through_another_replica_never_runs(
     # Both replicas agree, and the cancelled call never ran: the session served two calls.
     assert a.get_task(queued["id"]).data["status"] == TaskStatus.CANCELLED
     assert a.sessions.get(session)["call_count"] == 2
+
+
+def test_a_one_shot_task_is_read_with_its_outcome_on_every_replica(
+    gateway: GatewayProcess, other: GatewayProcess, token: str
+) -> None:
+    # No session (the SDK's default): the replica that ran the task closed its session and the
+    # worker went with it; the Session keeps the outcome, which every replica reads.
+    a, b = sdks(gateway, other, token)
+    done: Any = a.run({"app": "counter", "input": {"add": 2}})
+    assert done["output"] == {"total": 2, "calls": 1}
+    for sdk in (b, a):
+        read = sdk.get_task(done["id"]).data
+        assert (read["status"], read["output"], read["error"]) == (
+            TaskStatus.COMPLETED,
+            {"total": 2, "calls": 1},
+            None,
+        )
+    assert b.wait_for_completion(done["id"], timeout=60)["output"] == {"total": 2, "calls": 1}
+
+
+def test_a_failed_one_shot_task_is_read_as_its_failure_on_every_replica(
+    gateway: GatewayProcess, other: GatewayProcess, token: str
+) -> None:
+    a, b = sdks(gateway, other, token)
+    task: Any = a.run({"app": "slow", "input": {"seconds": "x"}}, wait=False)
+    with pytest.raises(RuntimeError, match="could not convert"):
+        b.wait_for_completion(task["id"], timeout=60)
+    for sdk in (a, b):
+        read = sdk.get_task(task["id"]).data
+        assert read["status"] == TaskStatus.FAILED and "could not convert" in read["error"], read

@@ -3,7 +3,8 @@
 A task's id carries where its call runs: ``<call id>.<namespace/session in base32>``. The call
 id is the task's ``Idempotency-Key`` on the worker, which keeps the call's outcome, so a replica
 that did not start the task asks the session's worker (``GET /calls/{id}``) instead of a shared
-store. The replica that started it answers from memory, as before.
+store; once a one-shot task's session has closed (its worker gone), it reads the outcome the
+Session recorded (:mod:`.oneshot`). The replica that started it answers from memory, as before.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 from aiohttp import web
 
 from kubesessions.api.names import JSON
+from kubesessions.gateway import oneshot
 from kubesessions.gateway.context import CACHE, FORWARDER, SESSIONS
 from kubesessions.gateway.forward import Target
 from kubesessions.gateway.problems import Problem
@@ -49,10 +51,13 @@ def not_found(task: str) -> Problem:
 
 
 def from_call(task: str, namespace: str, session_id: str, app: str | None, call: JSON) -> JSON:
-    """A task's SDK view from the worker's view of its call."""
+    """A task's SDK view from the worker's view of its call (or the record of a one-shot one)."""
     output: Any = None
     error = None
-    if call["state"] != "finished":
+    left_out = oneshot.left_out(call) if call["state"] == "finished" else None
+    if left_out is not None:
+        status, error = Status.COMPLETED, left_out
+    elif call["state"] != "finished":
         status = Status.RUNNING if call["state"] == "running" else Status.QUEUED
     elif call["cancelled"]:
         status, error = Status.CANCELLED, "cancelled"
@@ -104,7 +109,10 @@ async def read(request: web.Request, task: str, wait: float = 0.0) -> JSON:
         body = await sessions.find(namespace, session_id)
         target = sessions.ready(namespace, session_id)
     if target is None:
-        if closing(body):  # its worker, and the call's outcome with it, is gone
+        if closing(body):  # its worker is gone: a one-shot call's Session recorded its outcome
+            recorded = oneshot.recorded(body, call_id)
+            if recorded is not None:
+                return from_call(task, namespace, session_id, app, recorded)
             return dto(task, namespace, session_id, app, Status.FAILED, None, gone(body).detail)
         return dto(task, namespace, session_id, app, Status.SETTING_UP, None, None)
     try:

@@ -10,8 +10,15 @@ from typing import Any
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from kubesessions.api.models import FINISHED_PHASES, AppSpec, Phase, is_dns1123_subdomain
-from kubesessions.api.names import API_VERSION, CLOSE_ANNOTATION, CREATED_BY_ANNOTATION, JSON
+from kubesessions.api.names import (
+    API_VERSION,
+    CLOSE_ANNOTATION,
+    CREATED_BY_ANNOTATION,
+    JSON,
+    OUTCOME_ANNOTATION,
+)
 from kubesessions.common.timefmt import parse_rfc3339, rfc3339
+from kubesessions.gateway import oneshot
 from kubesessions.gateway.auth import Identity
 from kubesessions.gateway.cache import Cache, Key
 from kubesessions.gateway.forward import Target
@@ -34,6 +41,8 @@ class GatewaySettings:
     start_timeout: float = 120.0  # seconds a new session may take to become Ready
     call_timeout: float = 660.0  # seconds without a byte from the worker; its own limit is 600
     auth_ttl: float = 10.0
+    one_shot_outcome_bytes: int = 16 * 1024  # of a one-shot call's outcome kept on its Session
+    task_bytes: int = 64 * 1024 * 1024  # of finished inference.sh tasks a replica keeps in memory
 
 
 def _status(body: JSON) -> JSON:
@@ -205,7 +214,8 @@ class Sessions:
     ) -> str:
         """Create a Session for ``app`` (checked to exist first, so a bad request creates nothing).
 
-        With a ``call_id`` the name is derived from it: a retry finds the session already there."""
+        With a ``call_id`` the name is derived from it: a retry finds the session already there,
+        which may be a one-shot call's closed session that recorded the call's outcome."""
         if app is None:
             raise Problem(
                 "VALIDATION", "app: required to start a session (the name of an App in the namespace)"
@@ -227,7 +237,7 @@ class Sessions:
             if exc.status == 409 and call_id is not None:
                 log.info("session %s: a retried call finds it", name, extra={"session": name})
                 found = await self.find(namespace, name)
-                if closing(found):  # a one-shot call that ran: its outcome went with its worker
+                if closing(found) and oneshot.recorded(found, call_id) is None:
                     raise gone(found) from None
                 return name
             if exc.status in (400, 422):
@@ -252,9 +262,13 @@ class Sessions:
         if not closing(body):
             await self.close(namespace, session_id, f"closed through the gateway by {identity.username}")
 
-    async def close(self, namespace: str, session_id: str, why: str) -> None:
-        """Ask the operator to close the session (it deletes the worker and keeps a tombstone)."""
-        patch = {"metadata": {"annotations": {CLOSE_ANNOTATION: why[:1024]}}}
+    async def close(self, namespace: str, session_id: str, why: str, outcome: str | None = None) -> None:
+        """Ask the operator to close the session (it deletes the worker and keeps a tombstone);
+        a one-shot call's ``outcome`` is recorded by the same write."""
+        annotations = {CLOSE_ANNOTATION: why[:1024]}
+        if outcome is not None:
+            annotations[OUTCOME_ANNOTATION] = outcome
+        patch = {"metadata": {"annotations": annotations}}
         try:
             result = await self.kube.merge_patch(
                 group_path(API_VERSION, namespace, "sessions", session_id), patch
