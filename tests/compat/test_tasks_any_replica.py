@@ -1,15 +1,18 @@
 """An inference.sh task started through one gateway replica is read, followed and cancelled
 through another: no affinity, no shared store (the task id names its session; its worker keeps
-the call's outcome)."""
+the call's outcome, and a one-shot task's closed Session the outcome the closing replica recorded)."""
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from inferencesh import Inference, TaskStatus, inference
+
+from kubesessions.gateway import remotetasks
 
 from ..cluster.conftest import GatewayProcess, service_account_token
 from ..conftest import Cluster, OperatorProcess
@@ -111,3 +114,19 @@ def test_a_failed_one_shot_task_is_read_as_its_failure_on_every_replica(
     for sdk in (a, b):
         read = sdk.get_task(task["id"]).data
         assert read["status"] == TaskStatus.FAILED and "could not convert" in read["error"], read
+
+
+def test_a_one_shot_task_whose_replica_died_before_the_hand_over_ends_on_every_replica(
+    gateway: GatewayProcess, other: GatewayProcess, token: str
+) -> None:
+    # The replica that took the task dies while its new session starts: the call never reaches
+    # the worker. Another replica learns that (the session Ready, the call still missing after
+    # the hand-over deadline), cancels the call there and ends the task, instead of QUEUED until
+    # the session expires.
+    a, b = sdks(gateway, other, token)
+    task: Any = a.run({"app": "counter", "input": {"add": 1}}, wait=False)
+    gateway.stop(signal.SIGKILL)
+    with pytest.raises(RuntimeError, match="cancelled"):
+        b.wait_for_completion(task["id"], timeout=remotetasks.HANDOVER_DEADLINE + 60)
+    read = b.get_task(task["id"]).data
+    assert read["status"] == TaskStatus.CANCELLED, read

@@ -10,6 +10,7 @@ translate shapes.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
@@ -65,7 +66,7 @@ class Calls:
         """The session this call goes to: started now from ``spec``, or an existing one checked."""
         recorded = None
         if wants_new(session):
-            session_id = await self.sessions.create(namespace, app, spec, identity, call_id)
+            session_id = await self.sessions.create(namespace, app, spec, identity, call_id, session is None)
             if session is None:
                 recorded = oneshot.recorded(await self.sessions.find(namespace, session_id), call_id)
         else:
@@ -83,6 +84,7 @@ class Calls:
             yield Events.again(oneshot.events(call.recorded, print_))
             return
         target: Target | None = None
+        failure: Problem | None = None
         try:
             target = await self.sessions.target(call.namespace, call.session_id, call.app, ours=call.fresh)
             async with self.forwarder.call(call.key, target, input, call.call_id, call.function) as upstream:
@@ -91,15 +93,23 @@ class Calls:
             if problem.code == "WORKER_UNAVAILABLE" and not call.fresh:
                 problem = await self.sessions.explain_unavailable(call.namespace, call.session_id, problem)
             problem.members.setdefault("session_id", call.session_id)  # a new session stays usable
+            failure = problem
             raise problem from None
+        except asyncio.CancelledError:  # the gateway stops (or the task was cancelled)
+            failure = Problem("CANCELLED", "the call was cancelled in the gateway before it ended")
+            raise
         finally:
             if call.one_shot:
-                await self._close_one_shot(call, target, print_)
+                await self._close_one_shot(call, target, print_, failure)
 
-    async def _close_one_shot(self, call: Call, target: Target | None, print_: str) -> None:
-        """Close a one-shot call's session, with the call's outcome when its worker has it whole
-        (a call that never reached the worker, or one whose streaming client left before its
-        end, has none: a retry of it is told the session ended)."""
+    async def _close_one_shot(
+        self, call: Call, target: Target | None, print_: str, failure: Problem | None
+    ) -> None:
+        """Close a one-shot call's session with the call's outcome: the worker's view of it when
+        the worker has it whole, else, for a call that never reached the worker (it never runs
+        now), the problem it ended with. A call whose fate the worker cannot tell (its streaming
+        client left before the end, its worker was lost mid-call) has none: its retry is told
+        the session ended."""
         outcome = None
         if target is not None and call.call_id is not None:
             try:
@@ -114,6 +124,12 @@ class Calls:
             else:
                 if view.get("state") == "finished":
                     outcome = oneshot.record(view, print_, self.sessions.settings.one_shot_outcome_bytes)
+        if outcome is None and failure is not None and target is None and call.call_id is not None:
+            outcome = oneshot.record(
+                oneshot.failed(call.call_id, failure.body()),
+                print_,
+                self.sessions.settings.one_shot_outcome_bytes,
+            )
         with contextlib.suppress(Problem):
             await self.sessions.close(call.namespace, call.session_id, "one-shot call done", outcome)
 

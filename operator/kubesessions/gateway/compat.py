@@ -255,25 +255,36 @@ async def _run(request: web.Request) -> web.Response:
 
 
 async def _execute(app: web.Application, task: Task, call: Call) -> None:
-    """The task's call, made as ``POST /v1/run`` makes it; the task records how it went."""
+    """The task's call, made as ``POST /v1/run`` makes it; the task records how it went, as soon
+    as the worker has said (a one-shot session is closed after that), unless it knows already."""
     try:
         task.update(Status.SETTING_UP if call.fresh else Status.QUEUED)
         async with app[CALLS].stream(call, task.input) as events:
             task.update(Status.RUNNING)
-            reply = await events.reply(call.session_id)
-        task.output_bytes = len(reply.output_json())
-        task.update(Status.COMPLETED, output=reply.output())
+            try:
+                reply = await events.reply(call.session_id)
+            except Problem as problem:
+                _failed(task, problem)
+                raise
+            task.output_bytes = len(reply.output_json())
+            task.update(Status.COMPLETED, output=reply.output())
     except Problem as problem:
-        # CANCELLED: the worker dropped the call, cancelled through another replica.
-        task.update(Status.CANCELLED if problem.code == "CANCELLED" else Status.FAILED, error=problem.detail)
+        if task.status not in TERMINAL:
+            _failed(task, problem)
     except asyncio.CancelledError:
         # The worker still finishes a call it has queued, so the session's state stays whole.
-        task.update(Status.CANCELLED, error="cancelled")
+        if task.status not in TERMINAL:
+            task.update(Status.CANCELLED, error="cancelled")
     except Exception:
         log.exception("task %s failed", task.id, extra={"session": task.session_id})
         task.update(Status.FAILED, error="the gateway failed; see its log")
     finally:
         app[TASKS].finished(task)
+
+
+def _failed(task: Task, problem: Problem) -> None:
+    # CANCELLED: the worker dropped the call, cancelled through another replica.
+    task.update(Status.CANCELLED if problem.code == "CANCELLED" else Status.FAILED, error=problem.detail)
 
 
 async def _find_task(request: web.Request) -> Task | None:

@@ -31,9 +31,24 @@ def fingerprint(function: str, input: Any) -> str:
     return hashlib.sha256(json.dumps([function, input], sort_keys=True).encode()).hexdigest()
 
 
-def record(view: JSON, print_: str, limit: int) -> str:
+def failed(call_id: str, problem: JSON) -> JSON:
+    """A worker's view of a call that ended with ``problem`` before the worker had it."""
+    cancelled = problem.get("code") == "CANCELLED"
+    return {
+        "id": call_id,
+        "state": "finished",
+        "cancelled": cancelled,
+        "streamed": False,
+        "outputs": [],
+        "error": problem,
+    }
+
+
+def record(view: JSON, print_: str | None, limit: int) -> str:
     """The annotation's value: the worker's view of the finished call, its outputs left out
-    (their size said instead) when the whole is over ``limit`` bytes."""
+    (their size said instead) when the whole is over ``limit`` bytes. ``print_`` is the call's
+    fingerprint, None when the recorder does not know the input (then any input matches, as
+    for a call the worker cancelled before it arrived)."""
     whole = {**view, "fingerprint": print_}
     text = json.dumps(whole, separators=(",", ":"))
     if len(text) <= limit:
@@ -71,7 +86,7 @@ def left_out(view: JSON) -> str | None:
 
 def events(view: JSON, print_: str) -> bytes:
     """The call's events again, as its worker sent them (server-sent events), from the record."""
-    if view.get("fingerprint") != print_:
+    if view.get("fingerprint") not in (None, print_):
         raise Problem(
             "IDEMPOTENCY_KEY_REUSED",
             f"the {CALL_ID_HEADER} {view.get('id')!r} was already used for a call with another input",

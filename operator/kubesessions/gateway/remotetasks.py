@@ -12,11 +12,14 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import datetime
+import logging
 from typing import Any
 
 from aiohttp import web
 
-from kubesessions.api.names import JSON
+from kubesessions.api.names import JSON, ONE_SHOT_ANNOTATION
+from kubesessions.common.timefmt import parse_rfc3339
 from kubesessions.gateway import oneshot
 from kubesessions.gateway.context import CACHE, FORWARDER, SESSIONS
 from kubesessions.gateway.forward import Target
@@ -24,8 +27,12 @@ from kubesessions.gateway.problems import Problem
 from kubesessions.gateway.sessions import closing, gone
 from kubesessions.gateway.taskstatus import Status
 
+log = logging.getLogger("kubesessions.gateway")
 # While another replica hands a call to the worker, a reader looks again this often.
 HANDOVER_LOOK = 0.2
+# The replica that took a one-shot task hands its call over as soon as its session is Ready (it
+# waits on its watch). A call still missing this long after that was lost with that replica.
+HANDOVER_DEADLINE = 30.0
 
 
 def task_id(call_id: str, namespace: str, session_id: str) -> str:
@@ -120,11 +127,44 @@ async def read(request: web.Request, task: str, wait: float = 0.0) -> JSON:
     except Problem as problem:
         if problem.code != "CALL_NOT_FOUND":
             raise
+        if _handover_lost(body, call_id):
+            return await _end_lost(request, task, target, body, call_id)
         # The replica that took the task has not handed the call to the worker yet.
         if wait:
             await asyncio.sleep(HANDOVER_LOOK)
         return dto(task, namespace, session_id, app, Status.QUEUED, None, None)
     return from_call(task, namespace, session_id, app, call)
+
+
+def _handover_lost(body: JSON, call_id: str) -> bool:
+    """A one-shot task's call that its session's worker has not had long after it was Ready."""
+    annotations = body["metadata"].get("annotations") or {}
+    ready = parse_rfc3339((body.get("status") or {}).get("readyAt"))
+    return (
+        annotations.get(ONE_SHOT_ANNOTATION) == call_id
+        and ready is not None
+        and (datetime.datetime.now(datetime.UTC) - ready).total_seconds() > HANDOVER_DEADLINE
+    )
+
+
+async def _end_lost(request: web.Request, task: str, target: Target, body: JSON, call_id: str) -> JSON:
+    """End a one-shot task whose replica was lost before it handed the call over: cancel the
+    call on the worker (should it still come, it never runs) and close the session with that
+    outcome, which every replica then reads."""
+    namespace, session_id = body["metadata"]["namespace"], body["metadata"]["name"]
+    log.warning(
+        "task %s: its call never reached the worker %gs after the session was Ready; the gateway "
+        "replica that took it is taken as lost, and the call is cancelled",
+        task,
+        HANDOVER_DEADLINE,
+        extra={"session": session_id},
+    )
+    call = await request.app[FORWARDER].cancel_call(target, call_id)
+    if call.get("state") == "finished":
+        settings = request.app[SESSIONS].settings
+        outcome = oneshot.record(call, None, settings.one_shot_outcome_bytes)
+        await request.app[SESSIONS].close(namespace, session_id, "one-shot call lost in hand-over", outcome)
+    return from_call(task, namespace, session_id, (body.get("spec") or {}).get("app"), call)
 
 
 async def cancel(request: web.Request, task: str) -> JSON | None:

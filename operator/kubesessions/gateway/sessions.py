@@ -15,6 +15,7 @@ from kubesessions.api.names import (
     CLOSE_ANNOTATION,
     CREATED_BY_ANNOTATION,
     JSON,
+    ONE_SHOT_ANNOTATION,
     OUTCOME_ANNOTATION,
 )
 from kubesessions.common.timefmt import parse_rfc3339, rfc3339
@@ -210,12 +211,19 @@ class Sessions:
         return None
 
     async def create(
-        self, namespace: str, app: str | None, request: Any, identity: Identity, call_id: str | None = None
+        self,
+        namespace: str,
+        app: str | None,
+        request: Any,
+        identity: Identity,
+        call_id: str | None = None,
+        one_shot: bool = False,
     ) -> str:
         """Create a Session for ``app`` (checked to exist first, so a bad request creates nothing).
 
         With a ``call_id`` the name is derived from it: a retry finds the session already there,
-        which may be a one-shot call's closed session that recorded the call's outcome."""
+        which may be a one-shot call's closed session that recorded the call's outcome. A
+        ``one_shot`` session is marked with its call's id, so any replica knows whose it is."""
         if app is None:
             raise Problem(
                 "VALIDATION", "app: required to start a session (the name of an App in the namespace)"
@@ -225,10 +233,13 @@ class Sessions:
             raise Problem("APP_NOT_FOUND", f'app "{app}" not found in namespace "{namespace}"', app=app)
         spec = session_spec(request, AppSpec.model_validate(app_body.get("spec") or {}))
         name = new_session_id(None if call_id is None else f"{namespace}/{identity.username}/{call_id}")
+        annotations = {CREATED_BY_ANNOTATION: identity.username[:253]}
+        if one_shot and call_id is not None:
+            annotations[ONE_SHOT_ANNOTATION] = call_id
         body = {
             "apiVersion": API_VERSION,
             "kind": "Session",
-            "metadata": {"name": name, "annotations": {CREATED_BY_ANNOTATION: identity.username[:253]}},
+            "metadata": {"name": name, "annotations": annotations},
             "spec": spec.model_dump(exclude_none=True),
         }
         try:
