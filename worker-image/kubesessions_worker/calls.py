@@ -2,9 +2,11 @@
 same call id (``Idempotency-Key``) reads them again or follows the call still under way,
 and no call id runs twice.
 
-The memory is bounded by a count and a byte budget (the encoded outputs and problems of the
-finished calls kept). A finished call pushed out keeps only its id, in a longer list, so a
-retry of it is refused (``CALL_ALREADY_RAN``) rather than run again.
+The memory is a retry window bounded by time and bytes: a finished call's id is remembered for
+``retention`` seconds after it finished, its outcome with it while the kept outcomes fit in
+``budget`` bytes (the encoded outputs and problems; the oldest go first). Within the window a
+retry gets the outcome, or, when the budget pushed it out early, ``CALL_ALREADY_RAN`` (never a
+second run). After the window the id is forgotten: the same id then names a new call.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import contextlib
 import hashlib
 import json
 from collections import OrderedDict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,8 +24,6 @@ from kubesessions.api.names import CALL_ID_HEADER
 
 from .problems import Problem
 
-# Ids alone are small: remember this many times more of them than of results.
-IDS_PER_RESULT = 16
 KEY_LIMIT = 200
 DONE_SIZE = 64
 
@@ -130,16 +130,18 @@ def fingerprint(payload: Any) -> str:
 
 
 class Recent:
-    """The session's calls by id: unfinished ones always, finished ones within the bounds."""
+    """The session's calls by id: unfinished ones always; finished ones for the retry window."""
 
-    def __init__(self, count: int, budget: int) -> None:
-        self.count, self.budget = count, budget
-        self._calls: OrderedDict[str, Call] = OrderedDict()
-        self._bytes = 0
-        self._ran: OrderedDict[str, None] = OrderedDict()  # ids whose results were dropped
+    def __init__(self, retention: float, budget: int, clock: Callable[[], float]) -> None:
+        self.retention, self.budget, self.clock = retention, budget, clock
+        self._calls: dict[str, Call] = {}  # unfinished, and finished ones whose outcome is kept
+        self._bytes = 0  # of the kept outcomes
+        self._kept: OrderedDict[str, None] = OrderedDict()  # finished with their outcome, oldest first
+        self._ended: OrderedDict[str, float] = OrderedDict()  # every finished id: when it finished
 
     def find(self, key: str, payload_fingerprint: str) -> Call | None:
         """The call already made under ``key``; None if there is none, so it may run."""
+        self._expire()
         call = self._calls.get(key)
         if call is not None:
             # A call cancelled before it arrived matches whatever input it then comes with.
@@ -149,24 +151,18 @@ class Recent:
                     f"the {CALL_ID_HEADER} {key!r} was already used for a call with another input",
                 )
             return call
-        if key in self._ran:
-            raise Problem(
-                "CALL_ALREADY_RAN",
-                f"the call with {CALL_ID_HEADER} {key!r} already ran; its result is no longer kept "
-                f"(the worker keeps the last {self.count} results, up to {self.budget} bytes)",
-            )
+        if key in self._ended:
+            raise self._already_ran(key)
         return None
 
     def get(self, key: str) -> Call:
         """The call made under ``key``, whatever its input (a reader asks by id alone)."""
+        self._expire()
         call = self._calls.get(key)
         if call is not None:
             return call
-        if key in self._ran:
-            raise Problem(
-                "CALL_ALREADY_RAN",
-                f"the call with {CALL_ID_HEADER} {key!r} ran; its result is no longer kept",
-            )
+        if key in self._ended:
+            raise self._already_ran(key)
         raise Problem("CALL_NOT_FOUND", f"no call with {CALL_ID_HEADER} {key!r} in this session")
 
     def add(self, call: Call) -> None:
@@ -174,14 +170,35 @@ class Recent:
         self._calls[call.key] = call
 
     def settle(self, call: Call) -> None:
-        """A kept call finished: count its bytes, then drop the oldest finished over the bounds."""
+        """A kept call finished: its window starts; the oldest outcomes over the budget go."""
         if call.key is None:
             return
+        self._ended[call.key] = self.clock()
+        self._kept[call.key] = None
         self._bytes += call.size()
-        finished = [k for k, c in self._calls.items() if c.finished]
-        while finished and (len(finished) > self.count or self._bytes > self.budget):
-            key = finished.pop(0)
-            self._bytes -= self._calls.pop(key).size()
-            self._ran[key] = None
-            if len(self._ran) > self.count * IDS_PER_RESULT:
-                self._ran.popitem(last=False)
+        self._expire()
+        while self._bytes > self.budget and self._kept:
+            self._drop(next(iter(self._kept)))
+
+    def _expire(self) -> None:
+        """Forget the ids (and outcomes) whose window has passed."""
+        horizon = self.clock() - self.retention
+        while self._ended:
+            key, ended = next(iter(self._ended.items()))
+            if ended >= horizon:
+                return
+            del self._ended[key]
+            if key in self._kept:
+                self._drop(key)
+
+    def _drop(self, key: str) -> None:
+        del self._kept[key]
+        self._bytes -= self._calls.pop(key).size()
+
+    def _already_ran(self, key: str) -> Problem:
+        return Problem(
+            "CALL_ALREADY_RAN",
+            f"the call with {CALL_ID_HEADER} {key!r} already ran; its outcome is no longer kept "
+            f"(outcomes are kept {self.retention:g}s after the call, within {self.budget} bytes in all: "
+            "later, larger outcomes pushed this one out)",
+        )

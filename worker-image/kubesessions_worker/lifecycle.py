@@ -35,8 +35,8 @@ async def serve(settings: Settings) -> Ending:
         queue_size=settings.queue_size,
         call_timeout=settings.call_timeout,
         call_grace=settings.call_grace,
-        recent_calls=settings.recent_calls,
-        recent_bytes=settings.recent_bytes,
+        call_retention=settings.call_retention,
+        call_retention_bytes=settings.call_retention_bytes,
         pooled=settings.pool,
     )
     # Before anything can be announced: a SIGTERM right after start must still end cleanly.

@@ -72,8 +72,8 @@ class Runner:
         queue_size: int,
         call_timeout: float,
         call_grace: float = 30.0,
-        recent_calls: int = 256,
-        recent_bytes: int = 16 << 20,
+        call_retention: float = 600.0,
+        call_retention_bytes: int = 16 << 20,
         clock: Clock | None = None,
         pooled: bool = False,
     ) -> None:
@@ -84,8 +84,8 @@ class Runner:
         self.queue_size = queue_size
         self.call_timeout = call_timeout or None  # 0 means no limit
         self.call_grace = call_grace
-        self.recent = Recent(recent_calls, recent_bytes)
         self.clock = clock or Clock()
+        self.recent = Recent(call_retention, call_retention_bytes, self.clock.monotonic)
         self.state = State.STARTING
         self._started = self.clock.monotonic()
         self.stats = CallStats(HeldTime(started=self._started, pooled=pooled))

@@ -41,8 +41,9 @@ class Settings:
     max_body_bytes: int = 32 * 1024 * 1024
     stop_grace: float = 25.0  # under Kubernetes' default 30 s termination grace period
     call_grace: float = 30.0  # past the call timeout, before a stuck app thread ends the session
-    recent_calls: int = 256  # finished calls whose outcome a retry (same Idempotency-Key) gets
-    recent_bytes: int = 16 * 1024 * 1024  # ... and the bytes of outcomes kept for them
+    # The retry window: a keyed call's id and outcome are kept this long after it finished ...
+    call_retention: float = 600.0
+    call_retention_bytes: int = 16 * 1024 * 1024  # ... within this many bytes of outcomes in all
     gpu_interval: float = 5.0
     log_level: str = "INFO"
 
@@ -103,8 +104,8 @@ class Settings:
             max_body_bytes=_bounded(args.max_body_bytes, "--max-body-bytes", int, 1),
             stop_grace=_bounded(args.stop_grace, "--stop-grace", float),
             call_grace=_bounded(args.call_grace, "--call-grace", float),
-            recent_calls=_bounded(args.recent_calls, "--recent-calls", int),
-            recent_bytes=_bounded(args.recent_bytes, "--recent-bytes", int),
+            call_retention=_bounded(args.call_retention, "--call-retention", float),
+            call_retention_bytes=_bounded(args.call_retention_bytes, "--call-retention-bytes", int),
             gpu_interval=_bounded(args.gpu_interval, "--gpu-interval", float, 0.1),
             log_level=args.log_level.upper(),
         )
@@ -125,8 +126,8 @@ TUNING = (
     ("--max-body-bytes", "largest request body"),
     ("--stop-grace", "seconds the running call and close() get on stop"),
     ("--call-grace", "seconds a call's code may go on past the call timeout before the session ends"),
-    ("--recent-calls", "finished calls with an Idempotency-Key whose outcome is kept for a retry"),
-    ("--recent-bytes", "bytes of outcomes kept for retries (older ones keep only their id)"),
+    ("--call-retention", "seconds a finished call's Idempotency-Key and outcome are kept for a retry"),
+    ("--call-retention-bytes", "bytes of outcomes kept for retries (older ones keep only their id)"),
     ("--gpu-interval", "seconds between GPU samples"),
 )
 

@@ -30,6 +30,9 @@ GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
 LAST_ACTIVITY = f"{GROUP}/last-activity"  # on the worker pod: RFC 3339, UTC, milliseconds
 # On a Session: close it (the value says why); set by the gateway, acted on by the operator.
 CLOSE_ANNOTATION = f"{GROUP}/close"
+# On a one-shot call's Session, set with the close: the call's outcome, for its retries and readers.
+OUTCOME_ANNOTATION = f"{GROUP}/outcome"
+ONE_SHOT_ANNOTATION = f"{GROUP}/one-shot"  # on a Session made for one call: that call's id
 KEEPALIVE_ANNOTATION = f"{GROUP}/keepalive"  # on a Session: a keepalive to pass on
 KEEPALIVE_SEEN = f"{GROUP}/keepalive-seen"  # on the pod: the last keepalive passed on
 CREATED_BY_ANNOTATION = f"{GROUP}/created-by"  # on a Session the gateway made: who asked

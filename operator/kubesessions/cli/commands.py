@@ -42,6 +42,17 @@ def _positive_int(text: str) -> int:
     return value
 
 
+# Kubernetes refuses a Session whose annotations pass 256 KiB in all: room left for the others.
+OUTCOME_BYTES_MAX = 200 * 1024
+
+
+def _outcome_bytes(text: str) -> int:
+    value = _positive_int(text)
+    if value > OUTCOME_BYTES_MAX:
+        raise argparse.ArgumentTypeError(f"wants 0..{OUTCOME_BYTES_MAX} bytes, got {value}")
+    return value
+
+
 def _seconds(text: str) -> float:
     try:
         value = float(text)
@@ -276,6 +287,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="let browser pages from this origin (scheme://host[:port], or * for any) call the API "
         "(repeatable; default: none, no cross-origin calls)",
     )
+    gw.add_argument(
+        "--one-shot-outcome-bytes",
+        type=_outcome_bytes,
+        default=16 * 1024,
+        help="largest outcome of a one-shot call kept on its Session for retries and other replicas "
+        f"(0..{OUTCOME_BYTES_MAX}; a larger output is left out and its retry is CALL_ALREADY_RAN)",
+    )
+    gw.add_argument(
+        "--task-bytes",
+        type=_positive_int,
+        default=64 * 1024 * 1024,
+        help="bytes of finished inference.sh tasks (input and output) a replica keeps; the oldest go first",
+    )
 
     crds = add_parser("crds", help="print the CRDs generated from the models")
     mode = crds.add_mutually_exclusive_group()
@@ -355,6 +379,8 @@ def main(argv: Sequence[str] | None = None) -> None:
                 call_timeout=args.call_timeout,
                 token_key=token_key(os.environ, Path.home()),
                 cors_origins=args.cors_origin,
+                one_shot_outcome_bytes=args.one_shot_outcome_bytes,
+                task_bytes=args.task_bytes,
             )
         )
     elif args.command == "crds":

@@ -177,7 +177,7 @@ async def _run(request: web.Request) -> web.StreamResponse:
 
 async def _stream(request: web.Request, call: Call, input: Any) -> web.StreamResponse:
     """The worker's events as it sends them, after one `session` event naming the session."""
-    async with request.app[CALLS].stream(call, input) as upstream:
+    async with request.app[CALLS].stream(call, input) as events:
         response = web.StreamResponse(
             headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
         )
@@ -186,7 +186,7 @@ async def _stream(request: web.Request, call: Call, input: Any) -> web.StreamRes
             await response.write(
                 b"event: session\ndata: " + json.dumps({"session_id": call.session_id}).encode() + b"\n\n"
             )
-            async for chunk in snake_events(upstream.content.iter_any()):
+            async for chunk in snake_events(events.chunks()):
                 await response.write(chunk)
         except ConnectionResetError:
             # The call runs to its end on the worker anyway, so the app's state stays whole.

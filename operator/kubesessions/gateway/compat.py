@@ -5,9 +5,13 @@ NDJSON update stream ``GET /tasks/{id}/stream`` until a terminal status. Answers
 ``{"data": ...}``; errors are the gateway's problem+json, whose ``detail`` the SDK puts in its
 exception text (so an expired session reads "session not found").
 
-A task is one call on a session. The replica that started it keeps it in memory; any other
-replica reads it from the session's worker by the id, which names the call and its session
-(:mod:`.remotetasks`), so a gateway Service with several replicas needs no client-IP affinity.
+A task is one call on a session. The replica that started it keeps it in memory (finished ones
+within ``--task-bytes`` of inputs and outputs, the oldest forgotten first); any other replica
+reads it by the id, which names the call and its session (:mod:`.remotetasks`): from the
+session's worker, or, for a one-shot task whose session has closed, from the outcome its Session
+recorded. So a gateway Service with several replicas needs no client-IP affinity. A run request
+with an ``Idempotency-Key`` names its task by the key: sent again, it is the same task, and its
+call runs once.
 
 App references ``namespace/name@version[:function]`` map onto the App ``name``. The namespace part
 names the Kubernetes namespace when this gateway serves it (or, serving all, when that namespace
@@ -20,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import logging
 import re
@@ -32,7 +37,7 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, StrictBool, StrictStr, ValidationError
 
 from kubesessions.api.models import DNS1123_SUBDOMAIN, Phase
-from kubesessions.api.names import JSON
+from kubesessions.api.names import CALL_ID_HEADER, JSON
 from kubesessions.common.timefmt import rfc3339
 from kubesessions.gateway import remotetasks
 from kubesessions.gateway.auth import Verb
@@ -40,8 +45,8 @@ from kubesessions.gateway.calls import Call, wants_new
 from kubesessions.gateway.context import (
     CACHE,
     CALLS,
-    FORWARDER,
     IDENTITY,
+    METRICS,
     NS,
     NS_GIVEN,
     SESSIONS,
@@ -50,7 +55,7 @@ from kubesessions.gateway.context import (
     read_body,
 )
 from kubesessions.gateway.problems import Problem
-from kubesessions.gateway.requests import CreateSessionRequest, describe, parse
+from kubesessions.gateway.requests import CreateSessionRequest, call_id, describe, parse
 from kubesessions.gateway.sessions import closing, view
 from kubesessions.gateway.taskstatus import TERMINAL, Status
 
@@ -59,6 +64,8 @@ HEARTBEAT = 10.0  # seconds between heartbeat lines of an idle stream; the SDK g
 REF = re.compile(
     r"^(?:(?P<owner>[^/@:]+)/)?(?P<name>[^/@:]+)(?:@(?P<version>[^/@:]+))?(?::(?P<function>[^/@:]+))?$"
 )
+# Bytes a finished task is counted for besides its input, output and error (its record and ids).
+TASK_OVERHEAD = 512
 # Fields of the SDK's run request that ask for hosted-service features this gateway has no counterpart for.
 UNSUPPORTED = ("app_id", "version_id", "infra", "workers", "webhook", "run_at", "metadata")
 
@@ -94,6 +101,8 @@ class Task:
     session_id: str
     input: Any
     function: str = "run"
+    input_bytes: int = 0  # the request body's, an upper bound of the input's encoding
+    output_bytes: int = 0
     status: Status = Status.QUEUED
     output: Any = None
     error: str | None = None
@@ -113,6 +122,10 @@ class Task:
         changed, self.changed = self.changed, asyncio.Event()
         changed.set()
 
+    def size(self) -> int:
+        """Bytes the task holds, about: what it is counted for against ``--task-bytes``."""
+        return TASK_OVERHEAD + self.input_bytes + self.output_bytes + len(self.error or "")
+
     def dto(self) -> JSON:
         return {
             "id": self.id,
@@ -130,17 +143,28 @@ class Task:
 
 
 class Tasks:
-    """Tasks by id; finished ones beyond ``keep`` are forgotten, oldest first."""
+    """Tasks by id: running ones, and finished ones within ``budget`` bytes, oldest forgotten first."""
 
-    def __init__(self, keep: int = 1000) -> None:
-        self.keep = keep
-        self._tasks: OrderedDict[str, Task] = OrderedDict()
+    def __init__(self, budget: int) -> None:
+        self.budget = budget
+        self._tasks: dict[str, Task] = {}
+        self._finished: OrderedDict[str, int] = OrderedDict()  # id -> bytes, oldest first
+        self.bytes = 0  # of the finished tasks kept
+        self.evicted = 0
 
     def add(self, task: Task) -> None:
         self._tasks[task.id] = task
-        finished = [t.id for t in self._tasks.values() if t.status in TERMINAL]
-        for task_id in finished[: max(0, len(finished) - self.keep)]:
+
+    def finished(self, task: Task) -> None:
+        """A task ended: count its bytes, then forget the oldest finished ones over the budget
+        (another replica's way of reading them, the worker or the Session, is this one's then)."""
+        self._finished[task.id] = size = task.size()
+        self.bytes += size
+        while self.bytes > self.budget and self._finished:
+            task_id, size = self._finished.popitem(last=False)
+            self.bytes -= size
             del self._tasks[task_id]
+            self.evicted += 1
 
     def find(self, task_id: str) -> Task | None:
         """A task this replica started (other replicas' tasks are asked of their workers)."""
@@ -154,7 +178,17 @@ TASKS = web.AppKey("compat_tasks", Tasks)
 
 
 def register(app: web.Application) -> None:
-    app[TASKS] = Tasks()
+    tasks = app[TASKS] = Tasks(app[SETTINGS].task_bytes)
+    app[METRICS].gauge(
+        "kubesessions_gateway_task_bytes",
+        "Bytes of finished inference.sh tasks this replica keeps (inputs, outputs, errors).",
+        lambda: tasks.bytes,
+    )
+    app[METRICS].counter(
+        "kubesessions_gateway_tasks_evicted_total",
+        "Finished inference.sh tasks forgotten to stay within --task-bytes, oldest first.",
+        lambda: tasks.evicted,
+    )
     app.on_cleanup.append(_cancel_running)
     app.router.add_post("/apps/run", _run)
     app.router.add_get("/tasks/{id}", _task)
@@ -186,7 +220,9 @@ def _target_app(request: web.Request, ref: str) -> tuple[str, str, str | None]:
 
 
 async def _run(request: web.Request) -> web.Response:
-    body = parse(AppRunRequest, await read_body(request))
+    raw = await read_body(request)
+    body = parse(AppRunRequest, raw)
+    key = call_id(request.headers.get(CALL_ID_HEADER))
     refused = [name for name in UNSUPPORTED if getattr(body, name) is not None]
     if refused:
         raise Problem("VALIDATION", f"not supported by kube-sessions: {', '.join(refused)}")
@@ -201,33 +237,55 @@ async def _run(request: web.Request) -> web.Response:
             raise Problem("VALIDATION", describe(exc)) from None
     # Settled now, so an unknown or ended session fails the run request itself with "session not found".
     # The task's call id: the worker runs it at most once and keeps its outcome, which any
-    # replica can then read by the task's id (it names the session too).
-    call_id = "t-" + secrets.token_hex(12)
-    call = await request.app[CALLS].begin(namespace, identity, name, body.session, spec, call_id, function)
-    task_id = remotetasks.task_id(call_id, namespace, call.session_id)
-    task = Task(task_id, namespace, name, call.session_id, body.input, function)
+    # replica can then read by the task's id (it names the session too). Derived from the
+    # request's key when it has one, so the request sent again is the same task.
+    task_call = "t-" + (
+        secrets.token_hex(12)
+        if key is None
+        else hashlib.sha256(f"{namespace}/{identity.username}/{key}".encode()).hexdigest()[:24]
+    )
+    call = await request.app[CALLS].begin(namespace, identity, name, body.session, spec, task_call, function)
+    task_id = remotetasks.task_id(task_call, namespace, call.session_id)
+    known = request.app[TASKS].find(task_id)
+    if known is not None:
+        return _data(known.dto())
+    task = Task(task_id, namespace, name, call.session_id, body.input, function, input_bytes=len(raw))
     request.app[TASKS].add(task)
     task.runner = asyncio.create_task(_execute(request.app, task, call))
     return _data(task.dto())
 
 
 async def _execute(app: web.Application, task: Task, call: Call) -> None:
-    """The task's call, made as ``POST /v1/run`` makes it; the task records how it went."""
+    """The task's call, made as ``POST /v1/run`` makes it; the task records how it went, as soon
+    as the worker has said (a one-shot session is closed after that), unless it knows already."""
     try:
         task.update(Status.SETTING_UP if call.fresh else Status.QUEUED)
-        async with app[CALLS].stream(call, task.input) as upstream:
+        async with app[CALLS].stream(call, task.input) as events:
             task.update(Status.RUNNING)
-            reply = await app[FORWARDER].read(upstream, call.session_id)
-        task.update(Status.COMPLETED, output=reply.output())
+            try:
+                reply = await events.reply(call.session_id)
+            except Problem as problem:
+                _failed(task, problem)
+                raise
+            task.output_bytes = len(reply.output_json())
+            task.update(Status.COMPLETED, output=reply.output())
     except Problem as problem:
-        # CANCELLED: the worker dropped the call, cancelled through another replica.
-        task.update(Status.CANCELLED if problem.code == "CANCELLED" else Status.FAILED, error=problem.detail)
+        if task.status not in TERMINAL:
+            _failed(task, problem)
     except asyncio.CancelledError:
         # The worker still finishes a call it has queued, so the session's state stays whole.
-        task.update(Status.CANCELLED, error="cancelled")
+        if task.status not in TERMINAL:
+            task.update(Status.CANCELLED, error="cancelled")
     except Exception:
         log.exception("task %s failed", task.id, extra={"session": task.session_id})
         task.update(Status.FAILED, error="the gateway failed; see its log")
+    finally:
+        app[TASKS].finished(task)
+
+
+def _failed(task: Task, problem: Problem) -> None:
+    # CANCELLED: the worker dropped the call, cancelled through another replica.
+    task.update(Status.CANCELLED if problem.code == "CANCELLED" else Status.FAILED, error=problem.detail)
 
 
 async def _find_task(request: web.Request) -> Task | None:

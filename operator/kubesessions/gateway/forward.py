@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
@@ -85,6 +85,41 @@ class Reply:
         )
 
 
+@dataclass(frozen=True)
+class Events:
+    """A call's server-sent events as its worker sends them: live, or again from a record."""
+
+    chunks: Callable[[], AsyncIterator[bytes]]  # each part as it arrives
+    whole: Callable[[], Awaitable[bytes]]  # all of them, once the call has ended
+
+    @classmethod
+    def live(cls, response: aiohttp.ClientResponse) -> Events:
+        return cls(response.content.iter_any, response.read)
+
+    @classmethod
+    def again(cls, body: bytes) -> Events:
+        async def chunks() -> AsyncIterator[bytes]:
+            yield body
+
+        async def whole() -> bytes:
+            return body
+
+        return cls(chunks, whole)
+
+    async def reply(self, session_id: str) -> Reply:
+        """The call's outputs. The events are read as one body and parsed once the call has
+        ended: no read per line on the gateway's hot path."""
+        outputs: list[bytes] = []
+        for event, data in sse_events((await self.whole()).splitlines()):
+            if event == "output":
+                outputs.append(data)
+            elif event == "done":
+                return Reply(outputs, done_members(data))
+            elif event == "error":
+                raise from_worker(_status_of(data), json.loads(data), None, session_id)
+        raise Problem("WORKER_UNAVAILABLE", f"the worker of session {session_id} ended the call early")
+
+
 class Forwarder:
     def __init__(self, call_timeout: float, connect_timeout: float = 5.0) -> None:
         self.sequencer = Sequencer()
@@ -123,21 +158,6 @@ class Forwarder:
             raise _unavailable(target, exc) from None
         finally:
             response.release()
-
-    @staticmethod
-    async def read(response: aiohttp.ClientResponse, session_id: str) -> Reply:
-        """One call's outputs. The worker's events are read as one body and parsed once it has
-        ended: no read per line on the gateway's hot path."""
-        body = await response.read()
-        outputs: list[bytes] = []
-        for event, data in sse_events(body.splitlines()):
-            if event == "output":
-                outputs.append(data)
-            elif event == "done":
-                return Reply(outputs, done_members(data))
-            elif event == "error":
-                raise from_worker(_status_of(data), json.loads(data), None, session_id)
-        raise Problem("WORKER_UNAVAILABLE", f"the worker of session {session_id} ended the call early")
 
     async def status(self, target: Target, timeout: float = 2.0) -> Any:
         """The worker's ``/status`` (its live activity), asked briefly: a reader can do without it."""

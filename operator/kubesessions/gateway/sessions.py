@@ -11,8 +11,16 @@ from kubernetes_asyncio.client.exceptions import ApiException
 
 from kubesessions.api import tokens
 from kubesessions.api.models import FINISHED_PHASES, AppSpec, Phase, is_dns1123_subdomain
-from kubesessions.api.names import API_VERSION, CLOSE_ANNOTATION, CREATED_BY_ANNOTATION, JSON
+from kubesessions.api.names import (
+    API_VERSION,
+    CLOSE_ANNOTATION,
+    CREATED_BY_ANNOTATION,
+    JSON,
+    ONE_SHOT_ANNOTATION,
+    OUTCOME_ANNOTATION,
+)
 from kubesessions.common.timefmt import parse_rfc3339, rfc3339
+from kubesessions.gateway import oneshot
 from kubesessions.gateway.auth import Identity
 from kubesessions.gateway.cache import Cache, Key
 from kubesessions.gateway.forward import Target
@@ -38,6 +46,8 @@ class GatewaySettings:
     # Session tokens are derived from it; the operator must hold the same (see api/tokens.py).
     token_key: bytes = field(default_factory=tokens.new_key, repr=False)
     cors_origins: list[str] = field(default_factory=list)  # browser origins allowed (cors.py); none: off
+    one_shot_outcome_bytes: int = 16 * 1024  # of a one-shot call's outcome kept on its Session
+    task_bytes: int = 64 * 1024 * 1024  # of finished inference.sh tasks a replica keeps in memory
 
 
 def _status(body: JSON) -> JSON:
@@ -209,11 +219,19 @@ class Sessions:
         return None
 
     async def create(
-        self, namespace: str, app: str | None, request: Any, identity: Identity, call_id: str | None = None
+        self,
+        namespace: str,
+        app: str | None,
+        request: Any,
+        identity: Identity,
+        call_id: str | None = None,
+        one_shot: bool = False,
     ) -> str:
         """Create a Session for ``app`` (checked to exist first, so a bad request creates nothing).
 
-        With a ``call_id`` the name is derived from it: a retry finds the session already there."""
+        With a ``call_id`` the name is derived from it: a retry finds the session already there,
+        which may be a one-shot call's closed session that recorded the call's outcome. A
+        ``one_shot`` session is marked with its call's id, so any replica knows whose it is."""
         if app is None:
             raise Problem(
                 "VALIDATION", "app: required to start a session (the name of an App in the namespace)"
@@ -223,10 +241,13 @@ class Sessions:
             raise Problem("APP_NOT_FOUND", f'app "{app}" not found in namespace "{namespace}"', app=app)
         spec = session_spec(request, AppSpec.model_validate(app_body.get("spec") or {}))
         name = new_session_id(None if call_id is None else f"{namespace}/{identity.username}/{call_id}")
+        annotations = {CREATED_BY_ANNOTATION: identity.username[:253]}
+        if one_shot and call_id is not None:
+            annotations[ONE_SHOT_ANNOTATION] = call_id
         body = {
             "apiVersion": API_VERSION,
             "kind": "Session",
-            "metadata": {"name": name, "annotations": {CREATED_BY_ANNOTATION: identity.username[:253]}},
+            "metadata": {"name": name, "annotations": annotations},
             "spec": spec.model_dump(exclude_none=True),
         }
         try:
@@ -236,7 +257,7 @@ class Sessions:
             if exc.status == 409 and call_id is not None:
                 log.info("session %s: a retried call finds it", name, extra={"session": name})
                 found = await self.find(namespace, name)
-                if closing(found):  # a one-shot call that ran: its outcome went with its worker
+                if closing(found) and oneshot.recorded(found, call_id) is None:
                     raise gone(found) from None
                 return name
             if exc.status in (400, 422):
@@ -261,9 +282,13 @@ class Sessions:
         if not closing(body):
             await self.close(namespace, session_id, f"closed through the gateway by {identity.username}")
 
-    async def close(self, namespace: str, session_id: str, why: str) -> None:
-        """Ask the operator to close the session (it deletes the worker and keeps a tombstone)."""
-        patch = {"metadata": {"annotations": {CLOSE_ANNOTATION: why[:1024]}}}
+    async def close(self, namespace: str, session_id: str, why: str, outcome: str | None = None) -> None:
+        """Ask the operator to close the session (it deletes the worker and keeps a tombstone);
+        a one-shot call's ``outcome`` is recorded by the same write."""
+        annotations = {CLOSE_ANNOTATION: why[:1024]}
+        if outcome is not None:
+            annotations[OUTCOME_ANNOTATION] = outcome
+        patch = {"metadata": {"annotations": annotations}}
         try:
             with api_server(f"closing session {session_id}"):
                 result = await self.kube.merge_patch(

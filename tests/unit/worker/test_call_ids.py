@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from .harness import AUTH, Worker, until, worker
+from .harness import AUTH, FakeClock, Worker, until, worker
 
 pytestmark = pytest.mark.unit
 COUNTER = "kubesessions_worker.examples.counter:Counter"
@@ -83,22 +83,38 @@ async def test_bad_keys_are_validation_problems(key: str) -> None:
         assert w.runner.status().calls == 0
 
 
-async def test_memory_is_bounded_and_a_forgotten_result_is_not_run_again() -> None:
-    async with worker(COUNTER, recent_calls=2, recent_bytes=1 << 20) as w:
-        for n in range(3):
+async def test_a_key_never_runs_again_within_the_window_however_many_calls_follow() -> None:
+    # The outcomes go by bytes; the ids stay for the whole window, whatever the count of calls.
+    async with worker(COUNTER, call_retention_bytes=200) as w:
+        assert (await call(w, {"add": 1}, "k-0"))[1]["output"]["calls"] == 1
+        for n in range(1, 41):
             await call(w, {"add": 1}, f"k-{n}")
-        assert (await call(w, {"add": 1}, "k-2"))[1]["output"]["calls"] == 3, "still kept"
         status, body = await call(w, {"add": 1}, "k-0")
-        assert (status, body["code"]) == (409, "CALL_ALREADY_RAN"), "dropped result, id remembered"
-        assert w.runner.status().calls == 3
+        assert (status, body.get("code")) == (409, "CALL_ALREADY_RAN"), body
+        assert "600s" in body["detail"] and "200 bytes" in body["detail"]
+        assert w.runner.status().calls == 41, "k-0 ran once"
+
+
+async def test_an_outcome_is_kept_for_the_window_then_forgotten() -> None:
+    clock = FakeClock()
+    async with worker(COUNTER, call_retention=600, clock=clock) as w:
+        first = await call(w, {"add": 5}, "k-1")
+        clock.advance(599)
+        assert await call(w, {"add": 5}, "k-1") == first, "within the window: the recorded outcome"
+        clock.advance(2)
+        status, body = await read(w, "k-1")
+        assert (status, body["code"]) == (404, "CALL_NOT_FOUND"), "after the window: forgotten"
+        assert (await call(w, {"add": 5}, "k-1"))[1]["output"]["calls"] == 2, "the id names a new call"
 
 
 async def test_the_byte_budget_drops_results_too() -> None:
-    async with worker("Echo", recent_calls=100, recent_bytes=200) as w:
+    async with worker("Echo", call_retention_bytes=200) as w:
         await call(w, "x" * 80, "big-1")
         await call(w, "y" * 80, "big-2")  # 146 bytes each, over the budget together: the oldest goes
         assert (await call(w, "y" * 80, "big-2"))[1]["output"] == "y" * 80
         assert (await call(w, "x" * 80, "big-1"))[1]["code"] == "CALL_ALREADY_RAN"
+        assert (await read(w, "big-1"))[1]["code"] == "CALL_ALREADY_RAN"
+        assert w.runner.status().calls == 2
 
 
 async def read(w: Worker, key: str, wait: float = 0) -> tuple[int, Any]:
