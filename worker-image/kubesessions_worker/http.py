@@ -98,8 +98,14 @@ async def _run(request: web.Request) -> web.StreamResponse:
     if not isinstance(stream, bool):
         raise Problem("VALIDATION", "'stream' must be true or false")
     runner = request.app[RUNNER]
-    function = _function(body, runner.app.functions())
-    call = runner.submit(body["input"], key=check_key(request.headers.get(CALL_ID_HEADER)), function=function)
+    key = check_key(request.headers.get(CALL_ID_HEADER))
+    try:
+        function = _function(body, runner.app.functions())
+    except Problem as problem:
+        if key is None:
+            raise
+        raise runner.refuse(body["input"], key, body.get("function"), problem) from None
+    call = runner.submit(body["input"], key=key, function=function)
     if stream or "text/event-stream" in request.headers.get("Accept", ""):
         return await _sse(request, call)
     return await _reply(call)

@@ -253,6 +253,18 @@ class Runner:
         self._wake.set()
         return call
 
+    def refuse(self, payload: Any, key: str, function: Any, problem: Problem) -> Problem:
+        """A keyed call refused before it could queue (it names a function the app lacks): kept
+        under its id with that outcome, so a retry and any other reader of the id (another
+        gateway replica following the task) get the refusal, not "not found"."""
+        print_ = fingerprint([function, payload])
+        if self.recent.find(key, print_) is None:
+            call = Call(payload, 0, key, print_, str(function))
+            call.put(Failed(problem))
+            self.recent.add(call)
+            self.recent.settle(call)
+        return self._rejected(problem)
+
     def cancel(self, key: str) -> Call:
         """Cancel the call made under ``key``: a queued one never runs (it fails CANCELLED); a
         running one runs to its end (stopping app code midway could break the session's state);

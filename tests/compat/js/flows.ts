@@ -179,11 +179,10 @@ const flows: Record<string, (c: Clients) => Promise<void>> = {
     assert.deepEqual(peeked.output, { total: 4, calls: 1 });
     const reset = await a.run({ app: "counter@v1:reset", input: { to: 10 }, session }, { stream });
     assert.equal((reset.output as { total: number }).total, 10);
-    // Followed through the replica that took it: the worker refuses an unknown function before
-    // it keeps a record of the call, so no other replica can learn how it ended.
+    // Followed through the other replica: the worker keeps the refusal under the task's call id.
     const task = await a.run({ app: "counter", function: "navigate", input: {}, session }, { wait: false });
-    await assert.rejects(a.tasks.watch(task, { stream }).done, /unknown function 'navigate'; this app has: peek, reset, run/);
-    const failed: Task = (await a.tasks.get(task.id)).data;
+    await assert.rejects(b.tasks.watch(task, { stream }).done, /unknown function 'navigate'; this app has: peek, reset, run/);
+    const failed: Task = (await b.tasks.get(task.id)).data;
     assert.equal(parseStatus(failed.status), TaskStatusFailed);
     assert.match(failed.error ?? "", /unknown function/);
     await a.sessions.end(session);

@@ -166,3 +166,19 @@ async def test_cancelling_a_queued_call_means_it_never_runs() -> None:
             "error": None,
         }
         assert w.app.log == [("start", "held"), ("end", "held")], "the cancelled call never ran"
+
+
+async def test_a_keyed_call_of_a_function_the_app_lacks_is_read_as_that_failure() -> None:
+    # Refused before it could queue, it is still kept under its id: another gateway replica
+    # following the task reads the failure, not "not found" (which reads as queued forever).
+    async with worker(COUNTER) as w:
+        headers = {**AUTH, "Idempotency-Key": "k-f"}
+        body = {"input": {}, "function": "nope"}
+        async with w.client.post("/run", json=body, headers=headers) as resp:
+            assert resp.status == 400 and (await resp.json())["code"] == "VALIDATION"
+        status, view = await read(w, "k-f")
+        assert status == 200 and view["state"] == "finished", view
+        assert view["error"]["code"] == "VALIDATION" and "nope" in view["error"]["detail"]
+        async with w.client.post("/run", json=body, headers=headers) as resp:
+            assert resp.status == 400, "a retry gets the same refusal"
+        assert w.runner.status().calls == 0
