@@ -28,6 +28,7 @@ import benchcluster
 import report
 
 from kubesessions.api.models import AppSpec, SessionSpec
+from kubesessions.control.decide import children
 from kubesessions.localcluster import cluster
 from kubesessions.localcluster.nodeconfig import NodeConfig
 
@@ -70,7 +71,7 @@ def floor(
         pod_seen.setdefault(pod["metadata"]["name"], time.monotonic())
         return len(pod_seen) >= SESSIONS
 
-    def children(name: str, uid: str) -> None:
+    def make_children(name: str, uid: str) -> None:
         ref = children.SessionRef(name=name, namespace=FLOOR_NS, uid=uid)
         # The operator's order: the pod's token Secret must exist before the pod does.
         core.create_namespaced_secret(FLOOR_NS, children.build_secret(ref, "echo", children.new_token()))
@@ -96,7 +97,7 @@ def floor(
                 body = benchcluster.session(f"f{i}", 3600)
                 obj = custom.create_namespaced_custom_object(*GROUP, FLOOR_NS, "sessions", body)
                 created[f"f{i}"] = time.monotonic()
-                workers.submit(children, f"f{i}", obj["metadata"]["uid"])
+                workers.submit(make_children, f"f{i}", obj["metadata"]["uid"])
 
             with ThreadPoolExecutor(8) as pool:
                 list(pool.map(create, range(SESSIONS)))
