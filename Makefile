@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test lint typecheck unit cluster binaries demo venv clean-cluster bench node-packages images e2e e2e-prep prometheus-deps
+.PHONY: test lint typecheck unit cluster binaries demo venv clean-cluster bench node-packages images e2e e2e-prep prometheus-deps chromium-deps
 
 venv: $(STAMP)
 
@@ -28,6 +28,18 @@ prometheus-deps:
 	  echo "prometheus-deps: $$(command -v prometheus), $$(command -v promtool)"; \
 	else \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus; \
+	fi
+
+# Debian's chromium for the browser example app (examples/browser; Playwright drives it, its own
+# browser download is not used). Installed only when missing, where root and apt can; elsewhere
+# tests/cluster/test_real_apps.py skips the browser test and says so.
+chromium-deps:
+	@if command -v chromium >/dev/null; then \
+	  echo "chromium-deps: $$(command -v chromium)"; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium; \
+	else \
+	  echo "chromium-deps: no chromium, and it cannot be installed here (needs root and apt): the browser app test will skip"; \
 	fi
 
 lint: $(STAMP)

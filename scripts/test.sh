@@ -25,6 +25,7 @@ $stage lint $make lint
 $stage typecheck $make typecheck
 $stage binaries $make binaries
 $stage prometheus-deps $make prometheus-deps
+$stage chromium-deps $make chromium-deps
 
 refusal=$(e2e_refusal)
 prep=""

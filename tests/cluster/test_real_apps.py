@@ -16,7 +16,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-import yaml
 from inferencesh import Inference, inference
 from kubernetes import client
 
@@ -27,29 +26,18 @@ from .conftest import GROUP, GatewayProcess, service_account_token
 
 pytestmark = pytest.mark.cluster
 EXAMPLES = REPO / "examples"
+sys.path.insert(0, str(EXAMPLES))
+from localapps import FOLDERS, local_app  # noqa: E402 (the examples folder is no package)
+
 # Fewer rows than the app's default 3 M: setup stays a couple of seconds on a loaded 2-core
 # machine (the bench runs the full size).
 DATA_ROWS = 1_000_000
+DATA_ENV = {"DATA_ROWS": str(DATA_ROWS)}
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-
-
-def local_app(folder: str, **spec: Any) -> dict[str, Any]:
-    """examples/<folder>/app.yaml for the process node: PYTHONPATH is the folder, not the image's /app."""
-    body: dict[str, Any] = yaml.safe_load((EXAMPLES / folder / "app.yaml").read_text())
-    for var in body["spec"]["env"]:
-        if var["name"] == "PYTHONPATH":
-            var["value"] = str(EXAMPLES / folder)
-    body["spec"].update(spec)
-    return body
 
 
 def create(kube: Cluster, namespace: str, body: dict[str, Any]) -> None:
     client.CustomObjectsApi(kube.api).create_namespaced_custom_object(*GROUP, namespace, "apps", body)
-
-
-def data_env(body: dict[str, Any]) -> dict[str, Any]:
-    body["spec"]["env"].append({"name": "DATA_ROWS", "value": str(DATA_ROWS)})
-    return body
 
 
 @pytest.fixture
@@ -62,7 +50,7 @@ def sdk(gateway: GatewayProcess, kube: Cluster, namespace: str) -> Inference:
 @pytest.fixture
 def examples_path() -> Iterator[None]:
     """The app modules, importable by the test process too (to do the same work outside)."""
-    paths = [str(EXAMPLES / name) for name in ("data", "model", "chat", "browser")]
+    paths = [str(EXAMPLES / name) for name in FOLDERS]
     sys.path[:0] = paths
     yield
     del sys.path[: len(paths)]
@@ -78,7 +66,7 @@ def test_data_analyses_match_the_same_queries_run_here(
 ) -> None:
     import data_app
 
-    create(kube, namespace, data_env(local_app("data")))
+    create(kube, namespace, local_app("data", env=DATA_ENV))
     here = data_app.load(data_app.dataset(DATA_ROWS, 7, str(tmp_path)))
     with sdk.session("data", input={}) as session:
         asked = {
@@ -195,7 +183,7 @@ def test_a_warm_pool_serves_a_new_session_without_running_setup_again(
 ) -> None:
     """setupRuns and setupAt come from the worker's memory: 1, and before the session was asked
     for, on a worker the operator says came from the pool."""
-    create(kube, namespace, data_env(local_app("data", warmPool={"size": 1})))
+    create(kube, namespace, local_app("data", env=DATA_ENV, warmPool={"size": 1}))
 
     def pool_ready() -> bool:
         app = client.CustomObjectsApi(kube.api).get_namespaced_custom_object(
