@@ -58,7 +58,7 @@ unit: $(STAMP) prometheus-deps
 	$(BIN)/pytest -m unit
 
 # Benchmarks write bench-results/<name>.json and print a short table each.
-BENCHES ?= localcluster worker_echo operator_bench gateway idle idle_cost warm_pool failover kube_clients
+BENCHES ?= localcluster worker_echo operator_bench gateway idle idle_cost warm_pool failover kube_clients real_apps
 bench: binaries
 	for b in $(BENCHES); do $(BIN)/python bench/$$b.py; done
 	$(BIN)/python bench/summary.py

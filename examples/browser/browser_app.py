@@ -30,7 +30,7 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from playwright.sync_api import sync_playwright
+from playwright.sync_api import ViewportSize, sync_playwright
 
 from kubesessions_worker import end_session, function
 
@@ -45,6 +45,7 @@ SITE = b"""<!doctype html>
 <div id="greeting"></div></body></html>
 """
 SHM_MIN = 64 * 1024 * 1024
+VIEWPORT: ViewportSize = {"width": 800, "height": 400}
 
 
 class _Site(BaseHTTPRequestHandler):
@@ -83,6 +84,8 @@ class BrowserApp:
             args=chromium_args(),
         )
         self.page: Any = None
+        # A page opened ahead (its renderer started): the session's `start` only navigates.
+        self.spare: Any = self.browser.new_page(viewport=VIEWPORT)
         BrowserApp.setup_runs += 1
         self.setup_at = time.time()
 
@@ -95,7 +98,7 @@ class BrowserApp:
     def start(self, input: dict[str, Any]) -> dict[str, Any]:
         if self.page is not None:
             self.page.close()
-        self.page = self.browser.new_page(viewport={"width": 800, "height": 400})
+        self.page, self.spare = self.spare or self.browser.new_page(viewport=VIEWPORT), None
         self.page.goto(str(input.get("url") or self.site_url))
         return {"url": self.page.url, "title": self.page.title(), "setupRuns": BrowserApp.setup_runs}
 

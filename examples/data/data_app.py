@@ -80,14 +80,20 @@ def dataset(rows: int, seed: int, data_dir: str | None = None) -> Path:
     path = folder / f"sales-{rows}-{seed}.parquet"
     if not path.exists():
         partial = path.with_suffix(f".{os.getpid()}.partial")
-        with duckdb.connect() as con:
+        with connect() as con:
             con.execute(GENERATE.format(path=partial), {"seed": seed, "rows": rows})
         partial.rename(path)
     return path
 
 
+def connect() -> duckdb.DuckDBPyConnection:
+    con = duckdb.connect()
+    con.execute("SET enable_progress_bar = false")  # no bars on the worker's output (its log)
+    return con
+
+
 def load(path: Path) -> duckdb.DuckDBPyConnection:
-    con = duckdb.connect()  # in memory: the table lives as long as the worker
+    con = connect()  # in memory: the table lives as long as the worker
     con.execute(LOAD, [str(path)])
     return con
 
