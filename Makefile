@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test lint typecheck unit cluster binaries demo venv clean-cluster bench node-packages images e2e e2e-prep prometheus-deps compat-js
+.PHONY: test lint typecheck unit cluster binaries demo venv clean-cluster bench node-packages images e2e e2e-prep prometheus-deps compat-js chromium-deps
 
 venv: $(STAMP)
 
@@ -44,6 +44,18 @@ compat-js:
 	  npm ci --prefix $(JS_COMPAT) --no-audit --no-fund && touch $(JS_STAMP); \
 	fi
 
+# Debian's chromium for the browser example app (examples/browser; Playwright drives it, its own
+# browser download is not used). Installed only when missing, where root and apt can; elsewhere
+# tests/cluster/test_real_apps.py skips the browser test and says so.
+chromium-deps:
+	@if command -v chromium >/dev/null; then \
+	  echo "chromium-deps: $$(command -v chromium)"; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium; \
+	else \
+	  echo "chromium-deps: no chromium, and it cannot be installed here (needs root and apt): the browser app test will skip"; \
+	fi
+
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -60,7 +72,7 @@ unit: $(STAMP) prometheus-deps
 	$(BIN)/pytest -m unit
 
 # Benchmarks write bench-results/<name>.json and print a short table each.
-BENCHES ?= localcluster worker_echo operator_bench gateway idle idle_cost warm_pool failover kube_clients
+BENCHES ?= localcluster worker_echo operator_bench gateway idle idle_cost warm_pool failover kube_clients real_apps
 bench: binaries
 	for b in $(BENCHES); do $(BIN)/python bench/$$b.py; done
 	$(BIN)/python bench/summary.py

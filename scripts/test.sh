@@ -26,6 +26,7 @@ $stage typecheck $make typecheck
 $stage binaries $make binaries
 $stage prometheus-deps $make prometheus-deps
 $stage compat-js $make compat-js
+$stage chromium-deps $make chromium-deps
 
 refusal=$(e2e_refusal)
 prep=""

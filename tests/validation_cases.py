@@ -44,8 +44,9 @@ def with_resources(**resources: Any) -> dict[str, Any]:
 
 def examples() -> list[Case]:
     return [
-        Case(f"example:{p.name}:{doc['metadata']['name']}", doc, None)
-        for p in sorted(EXAMPLES.glob("*.yaml"))
+        Case(f"example:{p.relative_to(EXAMPLES)}:{doc['metadata']['name']}", doc, None)
+        # The manifests, and each example app's App (examples/<app>/app.yaml).
+        for p in sorted([*EXAMPLES.glob("*.yaml"), *EXAMPLES.glob("*/app.yaml")])
         for doc in yaml.safe_load_all(p.read_text())
         if doc
     ]
