@@ -185,13 +185,21 @@ def test_a_volume_the_process_node_cannot_provide_fails_the_container_naming_it(
 
 
 def test_env_paths_under_a_mount_point_at_its_directory() -> None:
-    env = {"TMPDIR": "/tmp", "HF_HOME": "/models/hf", "OTHER": "/modelsx", "PLAIN": "models"}
+    env = {
+        "TMPDIR": "/tmp",
+        "HF_HOME": "/models/hf",
+        "OTHER": "/modelsx",
+        "PLAIN": "models",
+        "PYTHONPATH": "/tmp/my-app",
+    }
     directories = {"/tmp": "/pods/u/volumes/scratch", "/models": "/pods/u/volumes/models"}
-    assert podspec.redirect_paths(env, directories) == {
+    on_host = {"/tmp", "/tmp/my-app"}.__contains__
+    assert podspec.redirect_paths(env, directories, on_host) == {
         "TMPDIR": "/pods/u/volumes/scratch",
         "HF_HOME": "/pods/u/volumes/models/hf",
         "OTHER": "/modelsx",
         "PLAIN": "models",
+        "PYTHONPATH": "/tmp/my-app",  # the machine's own directory, left alone
     }
     assert podspec.volume_env_name("model-cache") == "KUBESESSIONS_VOLUME_MODEL_CACHE"
 

@@ -230,7 +230,7 @@ class PodRunner:
         mounts = container_mounts(self.pod, cspec)
         directories = {m.mount_path: str(await self._volume_directory(m)) for m in mounts}
         own = container_env(self._pod_view(), cspec, lambda k, ns, n: fetched.get((k, ns, n)))
-        own = redirect_paths(own, directories)
+        own = redirect_paths(own, directories, os.path.exists)
         argv = container_argv(cspec, own, self.services.image_map)
         env = self.services.base_env()
         env.update(

@@ -268,16 +268,20 @@ def volume_env_name(volume: str) -> str:
     return VOLUME_ENV_PREFIX + re.sub(r"[^A-Z0-9]", "_", volume.upper())
 
 
-def redirect_paths(env: Mapping[str, str], directories: Mapping[str, str]) -> dict[str, str]:
+def redirect_paths(
+    env: Mapping[str, str], directories: Mapping[str, str], on_host: Callable[[str], bool]
+) -> dict[str, str]:
     """``env`` with every value that names a mountPath, or a path below one, pointed at the
     directory standing in for it (``HF_HOME=/models/hf`` -> ``<pod dir>/volumes/models/hf``):
-    an app that takes its paths from its env runs unchanged on both nodes."""
+    an app that takes its paths from its env runs unchanged on both nodes. A path below a
+    mountPath that exists on the machine (``on_host``) is the machine's (a ``PYTHONPATH`` under
+    ``/tmp``, where the scratch volume is mounted): this node's containers share its files."""
     longest_first = sorted(directories.items(), key=lambda item: -len(item[0]))
 
     def redirect(value: str) -> str:
         for mount_path, directory in longest_first:
             root = mount_path.rstrip("/")
-            if root and (value == root or value.startswith(root + "/")):
+            if root and (value == root or (value.startswith(root + "/") and not on_host(value))):
                 return directory + value[len(root) :]
         return value
 
