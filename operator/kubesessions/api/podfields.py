@@ -265,13 +265,6 @@ class Volume(StrictModel):
             raise ValueError(f"volume name {SCRATCH_VOLUME!r} is the worker's /tmp: set scratchSize instead")
         return self
 
-    def names_an_object(self) -> str | None:
-        """The kind of existing object this volume reads, if any (a right of its own in a Session)."""
-        return next(
-            (s for s in ("configMap", "secret", "persistentVolumeClaim") if getattr(self, s) is not None),
-            None,
-        )
-
 
 class VolumeMount(StrictModel):
     """Where the worker container sees one of the pod's volumes."""
