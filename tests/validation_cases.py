@@ -79,7 +79,64 @@ GOOD = [
     Case("empty warm pool", app({"image": IMAGE, "warmPool": {"size": 0}}), None),
     Case("session overrides", app({"image": IMAGE, "sessionOverrides": ["resources", "env"]}), None),
     Case("session maxima", app({"image": IMAGE, "sessionMaxResources": {"gpu": 2, "memory": "16Gi"}}), None),
+    Case(
+        "a real app's volumes, pull secrets, account and timeouts",
+        app(
+            {
+                "image": IMAGE,
+                "resources": {"memory": "8Gi", "ephemeralStorage": "20Gi"},
+                "volumes": [
+                    {"name": "shm", "emptyDir": {"medium": "Memory", "sizeLimit": "1Gi"}},
+                    {"name": "work", "emptyDir": {}},
+                    {
+                        "name": "settings",
+                        "configMap": {"name": "s", "items": [{"key": "k", "path": "a/k.json"}]},
+                    },
+                    {"name": "keys", "secret": {"secretName": "k", "defaultMode": 256, "optional": True}},
+                    {
+                        "name": "models",
+                        "persistentVolumeClaim": {"claimName": "model-cache", "readOnly": True},
+                    },
+                    {
+                        "name": "data",
+                        "ephemeral": {
+                            "volumeClaimTemplate": {
+                                "spec": {
+                                    "accessModes": ["ReadWriteOnce"],
+                                    "storageClassName": "fast",
+                                    "resources": {"requests": {"storage": "10Gi"}},
+                                }
+                            }
+                        },
+                    },
+                ],
+                "volumeMounts": [
+                    {"name": "shm", "mountPath": "/dev/shm"},
+                    {"name": "models", "mountPath": "/models", "readOnly": True, "subPath": "v1/weights"},
+                ],
+                "imagePullSecrets": [{"name": "regcred"}],
+                "serviceAccountName": "model-reader",
+                "automountServiceAccountToken": True,
+                "setupTimeout": 1800,
+                "scratchSize": "5Gi",
+                "sessionOverrides": ["volumes", "volumeMounts", "setupTimeout", "scratchSize"],
+            }
+        ),
+        None,
+    ),
+    Case(
+        "session mounts the app's volume",
+        session({"app": "x", "template": {"volumeMounts": [{"name": "shm", "mountPath": "/dev/shm"}]}}),
+        None,
+    ),
 ]
+
+
+def with_volumes(volumes: list[dict[str, Any]], mounts: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    return app({"image": IMAGE, "volumes": volumes, **({"volumeMounts": mounts} if mounts else {})})
+
+
+SHM = {"name": "shm", "emptyDir": {"medium": "Memory"}}
 
 BAD = [
     # Names a Service cannot have (the Session's Service is named after it).
@@ -165,6 +222,71 @@ BAD = [
     Case("unknown override", app({"image": IMAGE, "sessionOverrides": ["config"]}), "sessionOverrides"),
     Case("override twice", app({"image": IMAGE, "sessionOverrides": ["env", "env"]}), "sessionOverrides"),
     Case("bad maximum", app({"image": IMAGE, "sessionMaxResources": {"memory": "8GB"}}), "memory"),
+    Case(
+        "volume with two sources",
+        with_volumes([{"name": "v", "emptyDir": {}, "secret": {"secretName": "s"}}]),
+        "a volume has exactly one of",
+    ),
+    Case("volume without a source", with_volumes([{"name": "v"}]), "a volume has exactly one of"),
+    Case("hostPath volume", with_volumes([{"name": "v", "hostPath": {"path": "/"}}]), "hostPath"),
+    Case("bad volume name", with_volumes([{"name": "My_Vol", "emptyDir": {}}]), "name"),
+    Case("volume named scratch", with_volumes([{"name": "scratch", "emptyDir": {}}]), "scratchSize"),
+    Case("bad emptyDir medium", with_volumes([{"name": "v", "emptyDir": {"medium": "Disk"}}]), "medium"),
+    Case("bad sizeLimit", with_volumes([{"name": "v", "emptyDir": {"sizeLimit": "1GB"}}]), "sizeLimit"),
+    Case(
+        "file mode above 0777",
+        with_volumes([{"name": "v", "secret": {"secretName": "s", "defaultMode": 1000}}]),
+        "defaultMode",
+    ),
+    Case(
+        "item path climbing out",
+        with_volumes([{"name": "v", "configMap": {"name": "c", "items": [{"key": "k", "path": "../k"}]}}]),
+        "must be a relative path without '..'",
+    ),
+    Case(
+        "claim without accessModes",
+        with_volumes(
+            [
+                {
+                    "name": "v",
+                    "ephemeral": {
+                        "volumeClaimTemplate": {"spec": {"resources": {"requests": {"storage": "1Gi"}}}}
+                    },
+                }
+            ]
+        ),
+        "accessModes",
+    ),
+    Case("too many volumes", with_volumes([{"name": f"v{i}", "emptyDir": {}} for i in range(33)]), "volumes"),
+    Case(
+        "two volumes of one name",
+        with_volumes([{"name": "v", "emptyDir": {}}, {"name": "v", "emptyDir": {}}]),
+        "volumes",
+    ),
+    Case(
+        "mount of an undeclared volume",
+        with_volumes([SHM], [{"name": "cache", "mountPath": "/cache"}]),
+        "volumeMounts: each name must be one of the template's volumes",
+    ),
+    Case("relative mountPath", with_volumes([SHM], [{"name": "shm", "mountPath": "dev/shm"}]), "mountPath"),
+    Case("mount over /tmp", with_volumes([SHM], [{"name": "shm", "mountPath": "/tmp"}]), "scratchSize"),
+    Case(
+        "subPath climbing out",
+        with_volumes([SHM], [{"name": "shm", "mountPath": "/s", "subPath": "a/../../etc"}]),
+        "must be a relative path without '..'",
+    ),
+    Case(
+        "pull secret as a string", app({"image": IMAGE, "imagePullSecrets": ["regcred"]}), "imagePullSecrets"
+    ),
+    Case("bad service account", app({"image": IMAGE, "serviceAccountName": "Admin!"}), "serviceAccountName"),
+    Case("zero setup timeout", app({"image": IMAGE, "setupTimeout": 0}), "setupTimeout"),
+    Case("setup timeout above 6 h", app({"image": IMAGE, "setupTimeout": 21601}), "setupTimeout"),
+    Case("bad scratch size", app({"image": IMAGE, "scratchSize": "lots"}), "scratchSize"),
+    Case(
+        "bad ephemeral storage",
+        app({"image": IMAGE, "resources": {"ephemeralStorage": "-1Gi"}}),
+        "ephemeralStorage",
+    ),
 ]
 
 # Changes to a valid Session after creation: (id, original spec, new spec, field named).

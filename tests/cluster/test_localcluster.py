@@ -396,3 +396,66 @@ def test_kubectl_logs_reach_the_process_node_by_its_ip(kube: Cluster, namespace:
         timeout=60,
     )
     assert refused.returncode != 0 and "does not support timestamps" in refused.stderr, refused.stderr
+
+
+def test_emptydir_configmap_and_secret_volumes_are_per_pod_directories(kube: Cluster, namespace: str) -> None:
+    core = kube.core
+    core.create_namespaced_config_map(namespace, {"metadata": {"name": "settings"}, "data": {"a.json": "{}"}})
+    core.create_namespaced_secret(namespace, {"metadata": {"name": "keys"}, "stringData": {"k": "s3cret"}})
+    # The app finds its mounts through env values naming paths under them (rewritten by the
+    # process node) or KUBESESSIONS_VOLUME_<NAME>.
+    script = (
+        "import os, json, pathlib; e = os.environ; "
+        "pathlib.Path(e['WORK'], 'out').write_text('written'); "
+        "open(e['KUBESESSIONS_TERMINATION_MESSAGE_PATH'], 'w').write(json.dumps({"
+        "'work': e['KUBESESSIONS_VOLUME_WORK'], 'wrote': pathlib.Path(e['WORK'], 'out').read_text(), "
+        "'config': pathlib.Path(e['SETTINGS']).read_text(), "
+        "'key': pathlib.Path(e['KUBESESSIONS_VOLUME_KEYS'], 'k').read_text(), "
+        "'key_mode': oct(pathlib.Path(e['KUBESESSIONS_VOLUME_KEYS'], 'k').stat().st_mode & 0o777)}))"
+    )
+    pod = script_pod(
+        "vols",
+        script,
+        env=[{"name": "WORK", "value": "/work"}, {"name": "SETTINGS", "value": "/etc/app/a.json"}],
+        volumeMounts=[
+            {"name": "work", "mountPath": "/work"},
+            {"name": "settings", "mountPath": "/etc/app", "readOnly": True},
+            {"name": "keys", "mountPath": "/keys", "readOnly": True},
+        ],
+    )
+    pod["spec"]["volumes"] = [
+        {"name": "work", "emptyDir": {"sizeLimit": "10Mi"}},
+        {"name": "settings", "configMap": {"name": "settings"}},
+        {"name": "keys", "secret": {"secretName": "keys", "defaultMode": 0o400}},
+    ]
+    core.create_namespaced_pod(namespace, pod)
+    done = await_pod(kube, namespace, "vols", terminal, 30, "the pod to finish")
+    assert done.status.phase == "Succeeded", done.status
+    seen = json.loads(done.status.container_statuses[0].state.terminated.message)
+    assert (seen["wrote"], seen["config"], seen["key"], seen["key_mode"]) == (
+        "written",
+        "{}",
+        "s3cret",
+        "0o400",
+    )
+    work = Path(seen["work"])
+    assert work.name == "work" and done.metadata.uid in str(work)
+    core.delete_namespaced_pod("vols", namespace)
+    await_condition(lambda: not work.exists(), 30, "the emptyDir to go with the pod")
+
+
+def test_a_volume_the_process_node_cannot_mount_fails_with_its_reason(kube: Cluster, namespace: str) -> None:
+    pod = script_pod("hostpath", "pass", volumeMounts=[{"name": "data", "mountPath": "/data"}])
+    # (A claim's pod waits for the scheduler to bind it; a hostPath one reaches the node at once.)
+    pod["spec"]["volumes"] = [{"name": "data", "hostPath": {"path": "/srv/data"}}]
+    kube.core.create_namespaced_pod(namespace, pod)
+
+    def config_error(pod: Any) -> bool:
+        statuses = pod.status.container_statuses or []
+        return bool(statuses) and (statuses[0].state.waiting or client.V1ContainerStateWaiting()).reason == (
+            "CreateContainerConfigError"
+        )
+
+    waiting = await_pod(kube, namespace, "hostpath", config_error, 30, "CreateContainerConfigError")
+    message = waiting.status.container_statuses[0].state.waiting.message
+    assert 'volume "data": hostPath volumes are not provided by the process node' in message

@@ -1,7 +1,8 @@
 """Defect 1 of issue 25: "may create sessions" must not mean "may run any image, read any Secret".
 
 The admission policy in crds/ (installed with the CRDs) makes the API server refuse a Session
-whose template names an image, a Secret or ConfigMap, a node or a toleration, unless the user
+whose template names an image, a Secret, ConfigMap or PersistentVolumeClaim (env, volume, pull
+secret), a ServiceAccount (or asks for its token), a node or a toleration, unless the user
 creating it holds the verb `override-template` on sessions; a caller with only the README's
 `session-caller` Role gets a message that says why. The API server answers, no operator runs.
 """
@@ -89,6 +90,17 @@ ESCALATIONS = {
     "image": ({"image": "registry.example/anything:1"}, "image"),
     "node": ({"nodeSelector": {"kubernetes.io/hostname": "control"}}, "nodeSelector"),
     "toleration": ({"tolerations": [{"operator": "Exists"}]}, "tolerations"),
+    "secret-volume": (
+        {"volumes": [{"name": "db", "secret": {"secretName": "db"}}]},
+        "a volume of a Secret, ConfigMap or PersistentVolumeClaim",
+    ),
+    "claim-volume": (
+        {"volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": "someones-data"}}]},
+        "a volume of a Secret, ConfigMap or PersistentVolumeClaim",
+    ),
+    "pull-secret": ({"imagePullSecrets": [{"name": "db"}]}, "imagePullSecrets"),
+    "service-account": ({"serviceAccountName": "admin"}, "serviceAccountName"),
+    "account-token": ({"automountServiceAccountToken": True}, "automountServiceAccountToken"),
 }
 
 
@@ -109,8 +121,17 @@ def test_plain_sessions_and_app_level_overrides_are_admitted(
 ) -> None:
     assert create_as(kube, caller, namespace, session("plain")).returncode == 0
     # Resources and the entrypoint name no image, Secret or node: the App decides on them.
+    # Nor do an emptyDir (shared memory), its mount, a setup timeout or a scratch size.
     tuned = session(
-        "tuned", resources={"gpu": 1}, entrypoint="pkg.mod:Other", env=[{"name": "A", "value": "1"}]
+        "tuned",
+        resources={"gpu": 1},
+        entrypoint="pkg.mod:Other",
+        env=[{"name": "A", "value": "1"}],
+        volumes=[{"name": "shm", "emptyDir": {"medium": "Memory"}}],
+        volumeMounts=[{"name": "shm", "mountPath": "/dev/shm"}],
+        setupTimeout=1200,
+        scratchSize="2Gi",
+        automountServiceAccountToken=False,
     )
     created = create_as(kube, caller, namespace, tuned)
     assert created.returncode == 0, created.stderr

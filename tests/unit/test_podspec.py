@@ -135,3 +135,80 @@ def test_unmapped_image_without_command_is_not_runnable() -> None:
 )
 def test_image_repository_strips_tag_digest_and_docker_hub_prefix(image: str, repo: str) -> None:
     assert image_repository(image) == repo
+
+
+VOLUME_POD = {
+    "metadata": {"name": "p", "namespace": "ns"},
+    "spec": {
+        "volumes": [
+            {"name": "scratch", "emptyDir": {"sizeLimit": "1Gi"}},
+            {"name": "settings", "configMap": {"name": "cm", "items": [{"key": "a", "path": "dir/a.json"}]}},
+            {"name": "keys", "secret": {"secretName": "sec", "defaultMode": 0o400}},
+            {"name": "models", "persistentVolumeClaim": {"claimName": "cache"}},
+        ]
+    },
+}
+
+
+def mounts_of(*mounts: dict[str, Any]) -> list[podspec.Mount]:
+    return podspec.container_mounts(VOLUME_POD, {"volumeMounts": list(mounts)})
+
+
+def test_emptydir_configmap_and_secret_mounts_are_directories() -> None:
+    found = mounts_of(
+        {"name": "scratch", "mountPath": "/tmp"},
+        {"name": "settings", "mountPath": "/etc/app", "subPath": "dir"},
+        {"name": "keys", "mountPath": "/keys"},
+    )
+    assert [(m.name, m.source, m.mount_path, m.sub_path) for m in found] == [
+        ("scratch", "emptyDir", "/tmp", ""),
+        ("settings", "configMap", "/etc/app", "dir"),
+        ("keys", "secret", "/keys", ""),
+    ]
+    assert podspec.volume_object(found[1]) == ("configmap", "cm")
+    assert podspec.volume_files(found[1], {"a": "{}", "b": "x"}) == {"dir/a.json": ("{}", 0o644)}
+    assert podspec.volume_files(found[2], {"k": "v"}) == {"k": ("v", 0o400)}
+    with pytest.raises(podspec.ContainerConfigError, match='secret "sec" not found \\(volume keys\\)'):
+        podspec.volume_files(found[2], None)
+    with pytest.raises(podspec.ContainerConfigError, match='key "a" not in configmap "cm"'):
+        podspec.volume_files(found[1], {"b": "x"})
+
+
+def test_a_volume_the_process_node_cannot_provide_fails_the_container_naming_it() -> None:
+    with pytest.raises(
+        podspec.ContainerConfigError,
+        match='volume "models": persistentVolumeClaim volumes are not provided by the process node',
+    ):
+        mounts_of({"name": "models", "mountPath": "/models"})
+    with pytest.raises(podspec.ContainerConfigError, match='the pod has no volume "nope"'):
+        mounts_of({"name": "nope", "mountPath": "/x"})
+
+
+def test_env_paths_under_a_mount_point_at_its_directory() -> None:
+    env = {
+        "TMPDIR": "/tmp",
+        "HF_HOME": "/models/hf",
+        "OTHER": "/modelsx",
+        "PLAIN": "models",
+        "PYTHONPATH": "/tmp/my-app",
+    }
+    directories = {"/tmp": "/pods/u/volumes/scratch", "/models": "/pods/u/volumes/models"}
+    on_host = {"/tmp", "/tmp/my-app"}.__contains__
+    assert podspec.redirect_paths(env, directories, on_host) == {
+        "TMPDIR": "/pods/u/volumes/scratch",
+        "HF_HOME": "/pods/u/volumes/models/hf",
+        "OTHER": "/modelsx",
+        "PLAIN": "models",
+        "PYTHONPATH": "/tmp/my-app",  # the machine's own directory, left alone
+    }
+    assert podspec.volume_env_name("model-cache") == "KUBESESSIONS_VOLUME_MODEL_CACHE"
+
+
+def test_the_api_token_volume_is_left_to_the_kubeconfig() -> None:
+    token = {
+        "name": "kube-api-access-x",
+        "projected": {"sources": [{"serviceAccountToken": {"path": "token"}}]},
+    }
+    pod = {"metadata": {"name": "p", "namespace": "ns"}, "spec": {"volumes": [token]}}
+    mount = {"name": "kube-api-access-x", "mountPath": "/var/run/secrets/kubernetes.io/serviceaccount"}
+    assert podspec.container_mounts(pod, {"volumeMounts": [mount]}) == []

@@ -208,13 +208,25 @@ def app_crd() -> JSON:
 
 
 # What a template (variables.t) sets that only a caller with the TEMPLATE_VERB may set, as CEL
-# tests and what each is called: an image, a Secret or ConfigMap, a node, a toleration.
+# tests and what each is called: an image, a Secret, ConfigMap or PersistentVolumeClaim (in env,
+# a volume or as a pull secret), a ServiceAccount or its token, a node, a toleration.
 _PRIVILEGED = [
     ("has(variables.t.image)", "image"),
     (
         "has(variables.t.env) && variables.t.env.exists(e, has(e.valueFrom) && "
         "(has(e.valueFrom.secretKeyRef) || has(e.valueFrom.configMapKeyRef)))",
         "env from a Secret or ConfigMap",
+    ),
+    (
+        "has(variables.t.volumes) && variables.t.volumes.exists(v, "
+        "has(v.secret) || has(v.configMap) || has(v.persistentVolumeClaim))",
+        "a volume of a Secret, ConfigMap or PersistentVolumeClaim",
+    ),
+    ("has(variables.t.imagePullSecrets)", "imagePullSecrets"),
+    ("has(variables.t.serviceAccountName)", "serviceAccountName"),
+    (
+        "has(variables.t.automountServiceAccountToken) && variables.t.automountServiceAccountToken",
+        "automountServiceAccountToken",
     ),
     ("has(variables.t.nodeSelector)", "nodeSelector"),
     ("has(variables.t.tolerations)", "tolerations"),
@@ -224,7 +236,8 @@ TEMPLATE_POLICY = f"sessions.{GROUP}-template"
 
 def template_policy() -> list[JSON]:
     """A ValidatingAdmissionPolicy and its binding: a Session whose `spec.template` names an
-    image, a Secret or ConfigMap, a node or a toleration is refused unless the user creating it
+    image, a Secret, ConfigMap or PersistentVolumeClaim, a ServiceAccount, a node or a
+    toleration is refused unless the user creating it
     may `override-template` sessions in its namespace. The API server checks it (no webhook)."""
     privileged = " + ".join(f"({test} ? [{what!r}] : [])" for test, what in _PRIVILEGED)
     may = (

@@ -26,16 +26,20 @@ from kubesessions.api.modelbase import (
     quantity_value,
 )
 from kubesessions.api.modelbase import DNS1123_SUBDOMAIN as DNS1123_SUBDOMAIN
-from kubesessions.api.podfields import EnvVar, Toleration
+from kubesessions.api.podfields import MAX_VOLUMES, EnvVar, PullSecret, Toleration, Volume, VolumeMount
 
 MIN_TIMEOUT, MAX_TIMEOUT, DEFAULT_TIMEOUT = 1, 3600, 60
 MAX_LIFETIME = 30 * 24 * 3600
 MAX_GPUS = 16
 MAX_POOL = 64
+# How long a worker may take from its container's start to ready (the app's setup: a model
+# load, a dataset read) before its Session fails with reason SetupTimeout.
+DEFAULT_SETUP_TIMEOUT, MAX_SETUP_TIMEOUT = 600, 6 * 3600
+DEFAULT_SCRATCH = "1Gi"
 
 
 class Resources(StrictModel):
-    """What one worker gets: GPUs (whole or a MIG slice), cpu and memory."""
+    """What one worker gets: GPUs (whole or a MIG slice), cpu, memory and ephemeral storage."""
 
     model_config = ConfigDict(
         json_schema_extra={
@@ -58,6 +62,9 @@ class Resources(StrictModel):
     """CPU request and limit, a Kubernetes quantity such as `500m` or `2`."""
     memory: Quantity | None = None
     """Memory request and limit, a Kubernetes quantity such as `8Gi`."""
+    ephemeralStorage: Quantity | None = None
+    """Local disk request and limit (`ephemeral-storage`: logs, the scratch volume, emptyDirs
+    not in memory), a quantity such as `10Gi`; over it the kubelet evicts the worker."""
 
     @model_validator(mode="after")
     def _gpu_or_mig(self) -> Resources:
@@ -74,7 +81,7 @@ class Resources(StrictModel):
     def above(self, most: Resources) -> list[str]:
         """What of these resources is more than ``most`` (a field ``most`` leaves unset: no cap)."""
         over = [f"gpu {self.gpus()} > {most.gpu}"] if most.gpu is not None and self.gpus() > most.gpu else []
-        for name in ("cpu", "memory"):
+        for name in ("cpu", "memory", "ephemeralStorage"):
             asked, cap = getattr(self, name), getattr(most, name)
             if cap is not None and (asked is None or quantity_value(asked) > quantity_value(cap)):
                 over.append(f"{name} {asked if asked is not None else 'unlimited'} > {cap}")
@@ -96,6 +103,41 @@ class WorkerTemplate(StrictModel):
     """Node labels the worker pod must match."""
     tolerations: list[Toleration] | None = Field(default=None, max_length=32)
     """Taints the worker pod tolerates."""
+    volumes: list[Volume] | None = Field(
+        default=None,
+        max_length=MAX_VOLUMES,
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
+    )
+    """Volumes of the worker pod (at most 32): emptyDir (`medium: Memory` for `/dev/shm`),
+    configMap, secret, persistentVolumeClaim, ephemeral; the worker container sees them
+    through volumeMounts."""
+    volumeMounts: list[VolumeMount] | None = Field(
+        default=None,
+        max_length=MAX_VOLUMES,
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["mountPath"]},
+    )
+    """Where the worker container sees the volumes: each names one of `volumes` (the App's or
+    the Session's) at an absolute mountPath."""
+    imagePullSecrets: list[PullSecret] | None = Field(default=None, max_length=16)
+    """Secrets to pull the image with (`[{name: regcred}]`)."""
+    serviceAccountName: StrictStr | None = Field(default=None, max_length=253, pattern=DNS1123_SUBDOMAIN)
+    """The worker pod's ServiceAccount (default: the namespace's `default`)."""
+    automountServiceAccountToken: bool | None = None
+    """Mount the ServiceAccount's API token in the worker: off unless set to true (a worker
+    needs no Kubernetes API access to serve a session)."""
+    setupTimeout: StrictInt | None = Field(default=None, ge=1, le=MAX_SETUP_TIMEOUT)
+    """Seconds the worker may take from its container's start to ready (the app's setup)
+    before the Session fails with reason SetupTimeout; 1..21600, default 600."""
+    scratchSize: Quantity | None = None
+    """Size limit of the worker's writable `/tmp` (an emptyDir, gone with the pod); default `1Gi`."""
+
+    @model_validator(mode="after")
+    def _unique_volumes(self) -> WorkerTemplate:
+        for field, key in (("volumes", "name"), ("volumeMounts", "mountPath")):
+            seen = [getattr(item, key) for item in getattr(self, field) or []]
+            if len(set(seen)) != len(seen):
+                raise ValueError(f"{field}: each {key} may be used once")
+        return self
 
 
 class Override(StrEnum):
@@ -107,14 +149,31 @@ class Override(StrEnum):
     ENV = "env"
     NODE_SELECTOR = "nodeSelector"
     TOLERATIONS = "tolerations"
+    VOLUMES = "volumes"
+    VOLUME_MOUNTS = "volumeMounts"
+    IMAGE_PULL_SECRETS = "imagePullSecrets"
+    SERVICE_ACCOUNT_NAME = "serviceAccountName"
+    AUTOMOUNT_SERVICE_ACCOUNT_TOKEN = "automountServiceAccountToken"  # noqa: S105 - a field name
+    SETUP_TIMEOUT = "setupTimeout"
+    SCRATCH_SIZE = "scratchSize"
 
 
 # What a Session's template may only set when the user creating it holds this verb on
-# sessions.kubesessions.io in the namespace: the fields that name an image, a Secret, a node or
-# a toleration. Without the check "may create sessions" would be "may run any pod, read any
+# sessions.kubesessions.io in the namespace: the fields that name an image, a Secret, a
+# ConfigMap, a PersistentVolumeClaim, a ServiceAccount (or mount its token), a node or a
+# toleration. Without the check "may create sessions" would be "may run any pod, read any
 # Secret": the operator creates the worker pod with its own rights. The API server enforces it
 # (the ValidatingAdmissionPolicy in crds/, generated by kubesessions.api.crds.template_policy).
 TEMPLATE_VERB = "override-template"
+
+
+MOUNT_MESSAGE = "volumeMounts: each name must be one of the template's volumes"
+
+
+def unmounted(template: WorkerTemplate) -> list[str]:
+    """The volumeMounts' names that none of ``template``'s volumes has."""
+    declared = {v.name for v in template.volumes or []}
+    return [m.name for m in template.volumeMounts or [] if m.name not in declared]
 
 
 class PoolStrategy(StrEnum):
@@ -141,7 +200,13 @@ class AppSpec(WorkerTemplate):
                     "self.defaultSessionTimeout <= self.maxSessionTimeout",
                     "defaultSessionTimeout must be <= maxSessionTimeout",
                     ".defaultSessionTimeout",
-                )
+                ),
+                cel(
+                    "!has(self.volumeMounts) || self.volumeMounts.all(m, "
+                    "has(self.volumes) && self.volumes.exists(v, v.name == m.name))",
+                    MOUNT_MESSAGE,
+                    ".volumeMounts",
+                ),
             ]
         }
     )
@@ -164,10 +229,13 @@ class AppSpec(WorkerTemplate):
             "x-kubernetes-list-type": "set",
         },
     )
-    """What a Session of this App may set in its `spec.template` (image, entrypoint, resources,
-    env, nodeSelector, tolerations); none by default: such a Session chooses only its config,
-    sessionTimeout (up to maxSessionTimeout) and maxLifetime. A template's image, env from a
-    Secret, nodeSelector and tolerations also need the caller's `override-template` right."""
+    """What a Session of this App may set in its `spec.template` (any of its fields: image,
+    entrypoint, resources, env, nodeSelector, tolerations, volumes, volumeMounts, ...); none by
+    default: such a Session chooses only its config, sessionTimeout (up to maxSessionTimeout)
+    and maxLifetime. A template's image, env from a Secret or ConfigMap, volume of a Secret,
+    ConfigMap or PersistentVolumeClaim, imagePullSecrets, serviceAccountName, a mounted
+    ServiceAccount token, nodeSelector and tolerations also need the caller's
+    `override-template` right."""
 
     @model_validator(mode="after")
     def _default_within_max(self) -> AppSpec:
@@ -177,6 +245,8 @@ class AppSpec(WorkerTemplate):
             self.sessionOverrides
         ):
             raise ValueError("sessionOverrides: each field may be listed once")
+        if unknown := unmounted(self):
+            raise ValueError(f"{MOUNT_MESSAGE} (not declared: {', '.join(unknown)})")
         return self
 
     def refused_overrides(self, template: WorkerTemplate | None) -> list[str]:

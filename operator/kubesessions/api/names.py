@@ -37,6 +37,7 @@ KEEPALIVE_ANNOTATION = f"{GROUP}/keepalive"  # on a Session: a keepalive to pass
 KEEPALIVE_SEEN = f"{GROUP}/keepalive-seen"  # on the pod: the last keepalive passed on
 CREATED_BY_ANNOTATION = f"{GROUP}/created-by"  # on a Session the gateway made: who asked
 TEMPLATE_HASH = f"{GROUP}/template-hash"  # on a pool worker: what it was built from
+SETUP_TIMEOUT_ANNOTATION = f"{GROUP}/setup-timeout"  # on a worker pod: seconds it may take to be ready
 CLAIMED_BY = f"{GROUP}/claimed-by"  # on a claimed pool worker: the Session's uid
 CLAIMED_AT = f"{GROUP}/claimed-at"
 

@@ -31,7 +31,14 @@ from kubesessions.control.act.pool import Pooling
 from kubesessions.control.act.status import StatusWriter
 from kubesessions.control.act.worker import Look, WorkerLink
 from kubesessions.control.decide import children, pool
-from kubesessions.control.decide.status import Verdict, creating_settle, current_status, finished, judge
+from kubesessions.control.decide.status import (
+    Verdict,
+    creating_settle,
+    current_status,
+    finished,
+    judge,
+    setup_overdue,
+)
 from kubesessions.control.settings import OperatorSettings
 from kubesessions.control.state import Key, Tracked
 from kubesessions.kube.kubeapi import Kube, core_path, group_path
@@ -242,6 +249,8 @@ class Controller:
                 # first status write then says where the pod stands, not just "creating".
                 return CREATED_LOOK_AGAIN
         verdict = judge(pod, status.phase)
+        overdue, setup_left = setup_overdue(pod, verdict, datetime.datetime.now(datetime.UTC))
+        verdict = overdue or verdict
         if finished(verdict.phase):
             return await self._finish(key, body, verdict, pod=pod)
         pod_age = None if tracked.pod_created_at is None else time.monotonic() - tracked.pod_created_at
@@ -263,7 +272,7 @@ class Controller:
         if lifetime_left is not None and lifetime_left <= 0:
             message = f"the session reached its maxLifetime of {spec.maxLifetime}s"
             return await self._finish(key, body, Verdict(Phase.EXPIRED, "MaxLifetime", message))
-        looks = [lifetime_left]
+        looks = [lifetime_left, setup_left]
         if verdict.phase == Phase.READY and pod is not None:
             look = await self.link.look(key, body, pod, timeout, tracked)
             body = await self._record(key, body, pod, look)

@@ -7,6 +7,7 @@ import contextlib
 import json
 import logging
 import os
+import shutil
 import signal
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -21,9 +22,15 @@ from kubesessions.localcluster.podservices import PodServices
 from kubesessions.localcluster.podspec import (
     ContainerConfigError,
     ImageNotRunnable,
+    Mount,
     container_argv,
     container_env,
+    container_mounts,
     env_references,
+    redirect_paths,
+    volume_env_name,
+    volume_files,
+    volume_object,
 )
 from kubesessions.localcluster.podstatus import (
     ContainerRecord,
@@ -220,7 +227,10 @@ class PodRunner:
                 fetched[(kind, ns, name)] = await self.services.lookup(kind, ns, name)
             except Exception as exc:
                 raise ContainerConfigError(f"reading {kind} {name}: {exc}") from exc
+        mounts = container_mounts(self.pod, cspec)
+        directories = {m.mount_path: str(await self._volume_directory(m)) for m in mounts}
         own = container_env(self._pod_view(), cspec, lambda k, ns, n: fetched.get((k, ns, n)))
+        own = redirect_paths(own, directories, os.path.exists)
         argv = container_argv(cspec, own, self.services.image_map)
         env = self.services.base_env()
         env.update(
@@ -235,8 +245,33 @@ class PodRunner:
         if kubeconfig is not None:
             # In place of the token a kubelet would mount: clients fall back to KUBECONFIG.
             env["KUBECONFIG"] = str(kubeconfig)
+        env.update({volume_env_name(m.name): directories[m.mount_path] for m in mounts})
         env.update(own)
         return argv, env
+
+    async def _volume_directory(self, mount: Mount) -> Path:
+        """The directory standing in for a mount (the node mounts nothing): the volume's own
+        under the pod's directory, so it goes with the pod; a configMap or secret volume's
+        files are written afresh at each container start."""
+        volume = self.dir / "volumes" / mount.name
+        found = volume_object(mount)
+        if found is not None:
+            kind, name = found
+            try:
+                data = await self.services.lookup(kind, self.pod["metadata"]["namespace"], name)
+            except Exception as exc:
+                raise ContainerConfigError(f"reading {kind} {name} (volume {mount.name}): {exc}") from exc
+            files = volume_files(mount, data)
+            shutil.rmtree(volume, ignore_errors=True)
+            volume.mkdir(parents=True, mode=0o700)
+            for path, (content, mode) in files.items():
+                target = volume / path
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_text(content)
+                target.chmod(mode)
+        target = volume / mount.sub_path if mount.sub_path else volume
+        target.mkdir(parents=True, exist_ok=True)
+        return target
 
     async def _service_account_kubeconfig(self) -> Path | None:
         path = self.dir / "serviceaccount" / "kubeconfig"

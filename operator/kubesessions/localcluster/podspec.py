@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from decimal import Decimal
 
 from kubesessions.api.names import JSON
@@ -177,3 +178,111 @@ def env_references(pod: JSON, cspec: JSON) -> set[tuple[str, str, str]]:
         if "configMapKeyRef" in ref:
             refs.add(("configmap", ns, ref["configMapKeyRef"]["name"]))
     return refs
+
+
+# The volume sources the process node provides, each as a directory of the pod's own (it runs
+# processes and mounts nothing): emptyDir starts empty, configMap and secret hold their keys as
+# files. Both go with the pod's directory when the pod is deleted.
+DIRECTORY_VOLUMES = ("emptyDir", "configMap", "secret")
+VOLUME_ENV_PREFIX = "KUBESESSIONS_VOLUME_"
+
+
+@dataclass(frozen=True)
+class Mount:
+    """One of a container's volumeMounts, with the volume it names."""
+
+    volume: JSON
+    source: str  # one of DIRECTORY_VOLUMES
+    mount_path: str
+    sub_path: str
+
+    @property
+    def name(self) -> str:
+        return str(self.volume["name"])
+
+
+def container_mounts(pod: JSON, cspec: JSON) -> list[Mount]:
+    """The container's mounts; a volume of a source this node cannot provide fails the container
+    (as a kubelet fails one it cannot mount: CreateContainerConfigError) naming it."""
+    volumes = {v["name"]: v for v in pod["spec"].get("volumes", [])}
+    mounts = []
+    for mount in cspec.get("volumeMounts", []):
+        volume = volumes.get(mount["name"])
+        if volume is None:
+            raise ContainerConfigError(
+                f'volumeMount {mount["mountPath"]}: the pod has no volume "{mount["name"]}"'
+            )
+        source = next((k for k in volume if k != "name"), "no source")
+        if _service_account_volume(volume):
+            continue  # the API token: the node gives the process a KUBECONFIG instead
+        if source not in DIRECTORY_VOLUMES:
+            raise ContainerConfigError(
+                f'volume "{volume["name"]}": {source} volumes are not provided by the process node (it '
+                f"mounts nothing; it gives emptyDir, configMap and secret volumes as directories): "
+                "use the kubelet node"
+            )
+        mounts.append(Mount(volume, source, mount["mountPath"], mount.get("subPath", "")))
+    return mounts
+
+
+def _service_account_volume(volume: JSON) -> bool:
+    """The volume the ServiceAccount admission adds for an API token (`kube-api-access-*`)."""
+    sources = (volume.get("projected") or {}).get("sources") or []
+    return any("serviceAccountToken" in source for source in sources)
+
+
+def volume_object(mount: Mount) -> tuple[str, str] | None:
+    """(kind, name) of the Secret or ConfigMap a mount's volume reads (``lookup``'s terms)."""
+    spec = mount.volume[mount.source]
+    if mount.source == "secret":
+        return "secret", spec["secretName"]
+    if mount.source == "configMap":
+        return "configmap", spec["name"]
+    return None
+
+
+def volume_files(mount: Mount, data: Mapping[str, str] | None) -> dict[str, tuple[str, int]]:
+    """A configMap or secret volume's files: path -> (content, mode), as the kubelet projects them."""
+    spec = mount.volume[mount.source]
+    found = volume_object(mount)
+    assert found is not None  # callers pass configMap and secret volumes only
+    kind, name = found
+    if data is None:
+        if spec.get("optional", False):
+            return {}
+        raise ContainerConfigError(f'{kind} "{name}" not found (volume {mount.name})')
+    mode = int(spec.get("defaultMode", 0o644))
+    if "items" not in spec:
+        return {key: (value, mode) for key, value in data.items()}
+    files = {}
+    for item in spec["items"]:
+        if item["key"] in data:
+            files[item["path"]] = (data[item["key"]], int(item.get("mode", mode)))
+        elif not spec.get("optional", False):
+            raise ContainerConfigError(f'key "{item["key"]}" not in {kind} "{name}" (volume {mount.name})')
+    return files
+
+
+def volume_env_name(volume: str) -> str:
+    """The variable that names a volume's directory: ``KUBESESSIONS_VOLUME_MODEL_CACHE``."""
+    return VOLUME_ENV_PREFIX + re.sub(r"[^A-Z0-9]", "_", volume.upper())
+
+
+def redirect_paths(
+    env: Mapping[str, str], directories: Mapping[str, str], on_host: Callable[[str], bool]
+) -> dict[str, str]:
+    """``env`` with every value that names a mountPath, or a path below one, pointed at the
+    directory standing in for it (``HF_HOME=/models/hf`` -> ``<pod dir>/volumes/models/hf``):
+    an app that takes its paths from its env runs unchanged on both nodes. A path below a
+    mountPath that exists on the machine (``on_host``) is the machine's (a ``PYTHONPATH`` under
+    ``/tmp``, where the scratch volume is mounted): this node's containers share its files."""
+    longest_first = sorted(directories.items(), key=lambda item: -len(item[0]))
+
+    def redirect(value: str) -> str:
+        for mount_path, directory in longest_first:
+            root = mount_path.rstrip("/")
+            if root and (value == root or (value.startswith(root + "/") and not on_host(value))):
+                return directory + value[len(root) :]
+        return value
+
+    return {name: redirect(value) for name, value in env.items()}

@@ -228,3 +228,91 @@ def test_idle_grace_reaches_the_worker() -> None:
         REF, "counter", APP, SessionSpec.model_validate({"app": "counter"}), idle_grace=7
     )
     assert env_of(pod)["KUBESESSIONS_IDLE_GRACE"] == "7"
+
+
+REAL_APP = AppSpec.model_validate(
+    {
+        "image": "img:1",
+        "entrypoint": "pkg.mod:App",
+        "resources": {"memory": "4Gi", "ephemeralStorage": "20Gi"},
+        "volumes": [
+            {"name": "shm", "emptyDir": {"medium": "Memory", "sizeLimit": "1Gi"}},
+            {"name": "models", "persistentVolumeClaim": {"claimName": "model-cache", "readOnly": True}},
+            {
+                "name": "settings",
+                "configMap": {"name": "app-settings", "items": [{"key": "k", "path": "a/k"}]},
+            },
+        ],
+        "volumeMounts": [
+            {"name": "shm", "mountPath": "/dev/shm"},
+            {"name": "models", "mountPath": "/models", "readOnly": True},
+        ],
+        "imagePullSecrets": [{"name": "regcred"}],
+        "serviceAccountName": "model-reader",
+        "setupTimeout": 1800,
+        "scratchSize": "5Gi",
+        "sessionOverrides": ["volumes", "volumeMounts", "scratchSize"],
+    }
+)
+
+
+def test_a_real_apps_volumes_pull_secrets_account_and_storage_reach_the_pod() -> None:
+    pod = pod_for({"app": "counter"}, REAL_APP)
+    spec, c = pod["spec"], container(pod)
+    assert spec["volumes"] == [
+        {"name": "scratch", "emptyDir": {"sizeLimit": "5Gi"}},
+        {"name": "shm", "emptyDir": {"medium": "Memory", "sizeLimit": "1Gi"}},
+        {"name": "models", "persistentVolumeClaim": {"claimName": "model-cache", "readOnly": True}},
+        {"name": "settings", "configMap": {"name": "app-settings", "items": [{"key": "k", "path": "a/k"}]}},
+    ]
+    assert c["volumeMounts"] == [
+        {"name": "scratch", "mountPath": "/tmp"},
+        {"name": "shm", "mountPath": "/dev/shm"},
+        {"name": "models", "mountPath": "/models", "readOnly": True},
+    ]
+    assert spec["imagePullSecrets"] == [{"name": "regcred"}]
+    assert spec["serviceAccountName"] == "model-reader"
+    # A named account alone mounts no token: the App must ask for it in so many words.
+    assert spec["automountServiceAccountToken"] is False
+    assert c["resources"]["limits"]["ephemeral-storage"] == "20Gi"
+    assert c["resources"]["requests"]["ephemeral-storage"] == "20Gi"
+    assert pod["metadata"]["annotations"] == {"kubesessions.io/setup-timeout": "1800"}
+    assert c["terminationMessagePolicy"] == "FallbackToLogsOnError"
+
+
+def test_the_scratch_space_is_sized_and_the_token_mounted_only_when_asked() -> None:
+    pod = pod_for({"app": "counter"})
+    assert pod["spec"]["volumes"] == [{"name": "scratch", "emptyDir": {"sizeLimit": "1Gi"}}]
+    assert pod["metadata"]["annotations"] == {"kubesessions.io/setup-timeout": "600"}
+    asks = AppSpec.model_validate({"image": "i", "entrypoint": "a:B", "automountServiceAccountToken": True})
+    assert pod_for({"app": "counter"}, asks)["spec"]["automountServiceAccountToken"] is True
+
+
+def test_a_sessions_volumes_and_mounts_join_the_apps_by_name_and_path() -> None:
+    pod = pod_for(
+        {
+            "app": "counter",
+            "template": {
+                "volumes": [{"name": "shm", "emptyDir": {"medium": "Memory", "sizeLimit": "2Gi"}}],
+                "volumeMounts": [{"name": "settings", "mountPath": "/models"}],
+                "scratchSize": "2Gi",
+            },
+        },
+        REAL_APP,
+    )
+    volumes = {v["name"]: v for v in pod["spec"]["volumes"]}
+    assert volumes["shm"]["emptyDir"]["sizeLimit"] == "2Gi"
+    assert volumes["scratch"]["emptyDir"]["sizeLimit"] == "2Gi"
+    mounts = {m["mountPath"]: m["name"] for m in container(pod)["volumeMounts"]}
+    assert mounts == {"/tmp": "scratch", "/dev/shm": "shm", "/models": "settings"}
+
+
+def test_a_mount_of_no_declared_volume_or_an_unallowed_volume_is_refused() -> None:
+    with pytest.raises(
+        children.SpecError, match=r"volumeMounts: each name must be one of .*not declared: cache"
+    ):
+        pod_for(
+            {"app": "counter", "template": {"volumeMounts": [{"name": "cache", "mountPath": "/c"}]}}, REAL_APP
+        )
+    with pytest.raises(children.SpecError, match="serviceAccountName"):
+        pod_for({"app": "counter", "template": {"serviceAccountName": "admin"}}, REAL_APP)

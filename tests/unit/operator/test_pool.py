@@ -44,7 +44,7 @@ def test_pool_worker_is_the_apps_worker_owned_by_the_app_with_the_pool_token() -
     assert [(o["kind"], o["name"], o["uid"]) for o in meta["ownerReferences"]] == [
         ("App", "model", "app-uid")
     ]
-    assert meta["annotations"] == {names.TEMPLATE_HASH: CURRENT}
+    assert meta["annotations"] == {names.TEMPLATE_HASH: CURRENT, names.SETUP_TIMEOUT_ANNOTATION: "600"}
     env = pod["spec"]["containers"][0]["env"]
     secrets = [
         e["valueFrom"]["secretKeyRef"]["name"] for e in env if "secretKeyRef" in e.get("valueFrom", {})

@@ -1,10 +1,12 @@
 from __future__ import annotations
 
+import datetime
 import json
 from typing import Any
 
 import pytest
 
+from kubesessions.api import names
 from kubesessions.api.models import Phase, SessionStatus
 from kubesessions.control.decide.status import (
     CREATING_SETTLE,
@@ -12,6 +14,7 @@ from kubesessions.control.decide.status import (
     creating_settle,
     desired_status,
     judge,
+    setup_overdue,
     status_patch,
 )
 
@@ -228,3 +231,63 @@ def test_a_new_pod_waiting_for_the_scheduler_holds_back_the_first_status_only() 
     assert creating_settle(creating, "Pending", pod_age=0.1) == 0.0  # not the first
     unschedulable = Verdict(Phase.PENDING, "Unschedulable", "0/1 nodes: insufficient nvidia.com/gpu")
     assert creating_settle(unschedulable, None, pod_age=0.1) == 0.0  # problems show at once
+
+
+def limited(the_pod: dict[str, Any], memory: str | None) -> dict[str, Any]:
+    limits = {"limits": {"memory": memory}} if memory else {}
+    the_pod["spec"]["containers"] = [{"name": "worker", "resources": limits}]
+    return the_pod
+
+
+def test_an_oom_kill_says_out_of_memory_with_the_limit() -> None:
+    oom = {"terminated": {"exitCode": 137, "reason": "OOMKilled", "message": "loading 3 GB"}}
+    verdict = judge(limited(pod("Failed", state=oom), "512Mi"), Phase.READY)
+    assert (verdict.phase, verdict.reason) == (Phase.FAILED, "OutOfMemory")
+    assert "memory limit of 512Mi" in verdict.message
+    assert "OOMKilled" in verdict.message and "resources.memory" in verdict.message
+    unlimited = judge(limited(pod("Failed", state=oom), None), Phase.READY)
+    assert unlimited.reason == "OutOfMemory" and "more memory than its node had left" in unlimited.message
+
+
+def test_a_worker_killed_mid_session_says_how_with_its_last_log_lines() -> None:
+    # FallbackToLogsOnError: the kubelet's copy of the last log lines is the message.
+    log = "\n".join(f"line {i}" for i in range(40)) + "\nchromium: Aw, Snap!\n"
+    killed = {"terminated": {"exitCode": 137, "reason": "Error", "message": log}}
+    verdict = judge(pod("Failed", state=killed), Phase.READY)
+    assert (verdict.phase, verdict.reason) == (Phase.FAILED, "WorkerLost")
+    assert verdict.message.startswith("the worker exited with code 137 (killed by signal 9, SIGKILL): ")
+    assert verdict.message.endswith("line 39\nchromium: Aw, Snap!")
+    assert "line 29" not in verdict.message  # the last ten lines only
+    signalled = {"terminated": {"exitCode": 0, "signal": 11, "reason": "StartError"}}
+    assert judge(pod("Failed", state=signalled), Phase.READY).message == (
+        "the worker exited with code 0 (killed by signal 11), reason StartError"
+    )
+
+
+def test_an_eviction_says_why() -> None:
+    said = 'Usage of EmptyDir volume "scratch" exceeds the limit "1Gi".'
+    evicted = pod("Failed", state=terminated(137), reason="Evicted", message=said)
+    assert judge(evicted, Phase.READY) == Verdict(Phase.FAILED, "Evicted", said)
+
+
+def running_since(started: str, timeout: str | None) -> dict[str, Any]:
+    the_pod = pod("Running", state={"running": {"startedAt": started}})
+    if timeout is not None:
+        the_pod["metadata"]["annotations"] = {names.SETUP_TIMEOUT_ANNOTATION: timeout}
+    return the_pod
+
+
+def test_a_setup_that_outlasts_its_timeout_fails_the_session_naming_setup() -> None:
+    now = datetime.datetime(2026, 1, 1, 0, 10, tzinfo=datetime.UTC)
+    slow = running_since("2026-01-01T00:00:00Z", "300")
+    verdict = judge(slow, Phase.STARTING)
+    overdue, left = setup_overdue(slow, verdict, now)
+    assert left is None and overdue is not None
+    assert (overdue.phase, overdue.reason) == (Phase.FAILED, "SetupTimeout")
+    assert "300s" in overdue.message and "setup" in overdue.message and "setupTimeout" in overdue.message
+    # The default (600 s) when the pod carries none; the operator looks again when it is due.
+    assert setup_overdue(running_since("2026-01-01T00:05:00Z", None), verdict, now) == (None, 300.0)
+    # A worker not yet started (image pull, scheduling) or already ready runs no setup clock.
+    assert setup_overdue(pod("Pending", state={"waiting": {}}), verdict, now) == (None, None)
+    ready = Verdict(Phase.READY, "WorkerReady", "", ready=True)
+    assert setup_overdue(slow, ready, now) == (None, None)

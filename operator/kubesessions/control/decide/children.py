@@ -9,12 +9,16 @@ from dataclasses import dataclass, field
 
 from kubesessions.api import tokens
 from kubesessions.api.models import (
+    DEFAULT_SCRATCH,
+    DEFAULT_SETUP_TIMEOUT,
+    MOUNT_MESSAGE,
     AppSpec,
     GpuSummary,
     Resources,
     SessionSpec,
     WorkerTemplate,
     effective_timeout,
+    unmounted,
 )
 from kubesessions.api.names import (
     API_VERSION,
@@ -26,11 +30,13 @@ from kubesessions.api.names import (
     MANAGED_BY,
     MANAGER,
     SESSION_LABEL,
+    SETUP_TIMEOUT_ANNOTATION,
     TOKEN_KEY,
     WORKER_CONTAINER,
     WORKER_POLICY,
     WORKER_PORT,
 )
+from kubesessions.api.podfields import SCRATCH_PATH, SCRATCH_VOLUME
 from kubesessions.common.timefmt import rfc3339
 
 WORKER_UID = 10001
@@ -111,6 +117,12 @@ def merge_template(app: AppSpec | None, override: WorkerTemplate | None) -> Work
         resources = Resources.model_validate(merged)
     env = {e.name: e for e in base.env or []}
     env.update({e.name: e for e in override.env or []})
+    # Lists keyed like the pod's: a Session's volume (or mount, or pull secret) replaces the
+    # App's of the same name (mount path), the rest add up.
+    volumes = {v.name: v for v in [*(base.volumes or []), *(override.volumes or [])]}
+    mounts = {m.mountPath: m for m in [*(base.volumeMounts or []), *(override.volumeMounts or [])]}
+    pulls = {p.name: p for p in [*(base.imagePullSecrets or []), *(override.imagePullSecrets or [])]}
+    scalars = ("serviceAccountName", "automountServiceAccountToken", "setupTimeout", "scratchSize")
     return WorkerTemplate(
         image=override.image or base.image,
         entrypoint=override.entrypoint or base.entrypoint,
@@ -118,6 +130,13 @@ def merge_template(app: AppSpec | None, override: WorkerTemplate | None) -> Work
         env=list(env.values()) or None,
         nodeSelector={**(base.nodeSelector or {}), **(override.nodeSelector or {})} or None,
         tolerations=[*(base.tolerations or []), *(override.tolerations or [])] or None,
+        volumes=list(volumes.values()) or None,
+        volumeMounts=list(mounts.values()) or None,
+        imagePullSecrets=list(pulls.values()) or None,
+        **{
+            name: getattr(override, name) if getattr(override, name) is not None else getattr(base, name)
+            for name in scalars
+        },
     )
 
 
@@ -198,11 +217,15 @@ def gpu_limits(resources: Resources | None) -> dict[str, str]:
     return {}
 
 
+# Resources field -> the container's resource name (requested and limited alike).
+PLAIN_RESOURCES = {"cpu": "cpu", "memory": "memory", "ephemeralStorage": "ephemeral-storage"}
+
+
 def _container_resources(resources: Resources | None) -> JSON:
     plain = {
-        k: str(getattr(resources, k))
-        for k in ("cpu", "memory")
-        if resources and getattr(resources, k) is not None
+        name: str(getattr(resources, field))
+        for field, name in PLAIN_RESOURCES.items()
+        if resources and getattr(resources, field) is not None
     }
     limits = {**plain, **gpu_limits(resources)}
     out: JSON = {}
@@ -241,6 +264,8 @@ def build_pod(
         raise SpecError("no worker image: the Session names no App and its template sets no image")
     if not template.entrypoint:
         raise SpecError("no entrypoint: set spec.entrypoint on the App or spec.template.entrypoint")
+    if missing := unmounted(template):
+        raise SpecError(f"{MOUNT_MESSAGE}, the App's or the Session's (not declared: {', '.join(missing)})")
     timeout = effective_timeout(spec, app)
     if app is not None and timeout > app.maxSessionTimeout:
         raise SpecError(
@@ -261,7 +286,7 @@ def build_pod(
         {"name": "KUBESESSIONS_PORT", "value": str(WORKER_PORT)},
         # The worker's own safety net: it exits if nobody culled it by timeout + grace.
         {"name": "KUBESESSIONS_IDLE_GRACE", "value": str(idle_grace)},
-        {"name": "TMPDIR", "value": "/tmp"},  # noqa: S108 - an emptyDir, the only writable place
+        {"name": "TMPDIR", "value": SCRATCH_PATH},  # an emptyDir, the only writable place
     ]
     reserved = {e["name"] for e in env}
     env += [e.model_dump(exclude_none=True) for e in template.env or [] if e.name not in reserved]
@@ -273,9 +298,15 @@ def build_pod(
     if gpu_limits(resources):
         tolerations.append({"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"})
     probe = {"httpGet": {"path": "/readyz", "port": "http"}, "periodSeconds": 1, "failureThreshold": 3}
+    scratch = {
+        "name": SCRATCH_VOLUME,
+        "emptyDir": {"sizeLimit": str(template.scratchSize or DEFAULT_SCRATCH)},
+    }
     pod_spec: JSON = {
         "restartPolicy": "Never",
-        "automountServiceAccountToken": False,
+        # No API token unless the template asks for one in so many words: a worker serves
+        # sessions, it needs no Kubernetes API (docs/security.md).
+        "automountServiceAccountToken": template.automountServiceAccountToken is True,
         "enableServiceLinks": False,
         "terminationGracePeriodSeconds": termination_grace,
         "securityContext": {
@@ -285,7 +316,7 @@ def build_pod(
             "fsGroup": WORKER_UID,
             "seccompProfile": {"type": "RuntimeDefault"},
         },
-        "volumes": [{"name": "scratch", "emptyDir": {}}],
+        "volumes": [scratch, *(v.model_dump(exclude_none=True) for v in template.volumes or [])],
         "containers": [
             {
                 "name": WORKER_CONTAINER,
@@ -305,7 +336,10 @@ def build_pod(
                     "runAsNonRoot": True,
                     "capabilities": {"drop": ["ALL"]},
                 },
-                "volumeMounts": [{"name": "scratch", "mountPath": "/tmp"}],  # noqa: S108
+                "volumeMounts": [
+                    {"name": SCRATCH_VOLUME, "mountPath": SCRATCH_PATH},
+                    *(m.model_dump(exclude_none=True) for m in template.volumeMounts or []),
+                ],
                 "terminationMessagePolicy": "FallbackToLogsOnError",
             }
         ],
@@ -314,12 +348,15 @@ def build_pod(
         pod_spec["nodeSelector"] = node_selector
     if tolerations:
         pod_spec["tolerations"] = tolerations
-    return {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": _metadata(ref.name, ref, app_name),
-        "spec": pod_spec,
-    }
+    if template.imagePullSecrets:
+        pod_spec["imagePullSecrets"] = [p.model_dump() for p in template.imagePullSecrets]
+    if template.serviceAccountName:
+        pod_spec["serviceAccountName"] = template.serviceAccountName
+    metadata = _metadata(ref.name, ref, app_name)
+    # The operator fails a worker that is not ready this long after its container started.
+    setup_timeout = template.setupTimeout or DEFAULT_SETUP_TIMEOUT
+    metadata["annotations"] = {SETUP_TIMEOUT_ANNOTATION: str(setup_timeout)}
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": pod_spec}
 
 
 def build_event(kind: str, meta: JSON, type_: str, reason: str, message: str) -> JSON:

@@ -64,7 +64,7 @@ def build_pod(namespace: str, app_name: str, app_uid: str, app: AppSpec, *, idle
     meta = pod["metadata"]
     meta["labels"].pop(names.SESSION_LABEL)
     meta["labels"][POOL_LABEL] = app_name
-    meta["annotations"] = {TEMPLATE_HASH: template_hash(app)}
+    meta.setdefault("annotations", {})[TEMPLATE_HASH] = template_hash(app)
     meta["ownerReferences"] = [
         {
             "apiVersion": API_VERSION,

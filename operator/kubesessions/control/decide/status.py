@@ -7,8 +7,8 @@ import json
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from kubesessions.api.models import FINISHED_PHASES, Condition, Phase, SessionStatus
-from kubesessions.api.names import JSON, WORKER_CONTAINER
+from kubesessions.api.models import DEFAULT_SETUP_TIMEOUT, FINISHED_PHASES, Condition, Phase, SessionStatus
+from kubesessions.api.names import JSON, SETUP_TIMEOUT_ANNOTATION, WORKER_CONTAINER
 from kubesessions.common.timefmt import parse_rfc3339, rfc3339
 
 # Waiting reasons after which an image will not start without a change to the spec.
@@ -52,10 +52,44 @@ def _worker_status(pod: JSON) -> JSON | None:
     return next((s for s in statuses if s.get("name") == WORKER_CONTAINER), statuses[0] if statuses else None)
 
 
-def _ending(terminated: JSON) -> tuple[Phase, str, str]:
-    """What a worker's exit means, from its termination message (JSON per the contract)."""
-    raw = terminated.get("message") or ""
+# How much of a dead worker's last words (its termination message, or with
+# FallbackToLogsOnError the kubelet's copy of its last log lines) the Session's message keeps.
+LAST_LINES, LAST_CHARS = 10, 800
+
+
+def _worker_spec(pod: JSON) -> JSON:
+    containers = pod.get("spec", {}).get("containers") or [{}]
+    return next((c for c in containers if c.get("name") == WORKER_CONTAINER), containers[0])
+
+
+def _last_lines(text: str) -> str:
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    return "\n".join(lines[-LAST_LINES:])[-LAST_CHARS:]
+
+
+def _how_it_ended(terminated: JSON) -> str:
     code = terminated.get("exitCode", 0)
+    signal = terminated.get("signal") or (code - 128 if 128 < code < 160 else None)
+    how = f"the worker exited with code {code}"
+    if signal:
+        how += f" (killed by signal {signal}{', SIGKILL' if signal == 9 else ''})"
+    kubelet = terminated.get("reason")
+    return f"{how}, reason {kubelet}" if kubelet and kubelet not in ("Error", "Completed") else how
+
+
+def _ending(terminated: JSON, pod: JSON) -> tuple[Phase, str, str]:
+    """What a worker's exit means: out of memory (the kubelet says so), else its termination
+    message (JSON per the contract), else how it died with its last lines."""
+    if terminated.get("reason") == "OOMKilled":
+        limit = ((_worker_spec(pod).get("resources") or {}).get("limits") or {}).get("memory")
+        what = f"more than its memory limit of {limit}" if limit else "more memory than its node had left"
+        return (
+            Phase.FAILED,
+            "OutOfMemory",
+            f"the worker used {what} and was killed (OOMKilled): raise resources.memory "
+            "(the App's, or the Session's template where the App allows it) or make the app use less",
+        )
+    raw = terminated.get("message") or ""
     try:
         said = json.loads(raw)
     except ValueError:
@@ -63,8 +97,9 @@ def _ending(terminated: JSON) -> tuple[Phase, str, str]:
     if isinstance(said, dict) and said.get("reason") in WORKER_ENDINGS:
         phase, reason = WORKER_ENDINGS[said["reason"]]
         return phase, reason, str(said.get("message") or said["reason"])
-    detail = f": {raw.strip()[-500:]}" if raw.strip() else ""
-    return Phase.FAILED, "WorkerLost", f"the worker exited with code {code}{detail}"
+    last = _last_lines(raw)
+    detail = f": {last}" if last else ""
+    return Phase.FAILED, "WorkerLost", f"{_how_it_ended(terminated)}{detail}"
 
 
 def judge(pod: JSON | None, previous_phase: str | None) -> Verdict:
@@ -76,8 +111,11 @@ def judge(pod: JSON | None, previous_phase: str | None) -> Verdict:
     status = pod.get("status", {})
     worker = _worker_status(pod) or {}
     state = worker.get("state") or {}
+    if status.get("phase") == "Failed" and status.get("reason") == "Evicted":
+        # Over its ephemeral-storage, an emptyDir's sizeLimit or the scratch size: the kubelet says which.
+        return Verdict(Phase.FAILED, "Evicted", status.get("message") or "the kubelet evicted the worker")
     if "terminated" in state:
-        phase, reason, message = _ending(state["terminated"])
+        phase, reason, message = _ending(state["terminated"], pod)
         return Verdict(phase, reason, message)
     waiting = state.get("waiting") or {}
     if status.get("phase") == "Failed":
@@ -104,6 +142,31 @@ def judge(pod: JSON | None, previous_phase: str | None) -> Verdict:
     if waiting.get("reason") in STARTUP_PROBLEMS:
         return Verdict(Phase.STARTING, waiting["reason"], waiting.get("message", ""))
     return Verdict(Phase.STARTING, "WorkerStarting", "the worker is starting and running the app's setup")
+
+
+def setup_overdue(
+    pod: JSON | None, verdict: Verdict, now: datetime.datetime
+) -> tuple[Verdict | None, float | None]:
+    """A starting worker past its setup timeout (the pod's annotation, counted from its
+    container's start: image pulls and scheduling have reasons of their own): (the verdict
+    SetupTimeout, or None; seconds until it would be due, None if no clock runs)."""
+    if pod is None or verdict.phase != Phase.STARTING:
+        return None, None
+    running = ((_worker_status(pod) or {}).get("state") or {}).get("running") or {}
+    started = parse_rfc3339(running.get("startedAt"))
+    if started is None:
+        return None, None
+    annotation = (pod["metadata"].get("annotations") or {}).get(SETUP_TIMEOUT_ANNOTATION)
+    limit = int(annotation) if annotation and annotation.isdigit() else DEFAULT_SETUP_TIMEOUT
+    left = limit - (now - started).total_seconds()
+    if left > 0:
+        return None, left
+    message = (
+        f"the worker was not ready {limit}s after it started: the app's setup took too long "
+        f"(last seen: {verdict.message or verdict.reason}); raise setupTimeout on the App if its "
+        "setup needs longer"
+    )
+    return Verdict(Phase.FAILED, "SetupTimeout", message), None
 
 
 def _condition(
