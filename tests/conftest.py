@@ -35,6 +35,16 @@ class Cluster:
     def core(self) -> client.CoreV1Api:
         return client.CoreV1Api(self.api)
 
+    def run_kubectl(self, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+        """kubectl against this cluster, as a user types it; its outcome, checked by the caller."""
+        return subprocess.run(
+            [str(self.kubectl), f"--kubeconfig={self.kubeconfig}", *args],
+            input=stdin,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
 
 @pytest.fixture(scope="session")
 def kube() -> Iterator[Cluster]:

@@ -28,13 +28,7 @@ RBAC_KINDS = {
 
 
 def kubectl(kube: Cluster, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(kube.kubectl), f"--kubeconfig={kube.kubeconfig}", *args],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    return kube.run_kubectl(*args, stdin=stdin)
 
 
 def apply_release(kube: Cluster, namespace: str, *sets: str) -> tuple[str, list[dict[str, Any]]]:

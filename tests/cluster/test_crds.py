@@ -17,13 +17,7 @@ REPO = Path(__file__).parent.parent.parent
 
 
 def kubectl(kube: Cluster, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(kube.kubectl), f"--kubeconfig={kube.kubeconfig}", *args],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    return kube.run_kubectl(*args, stdin=stdin)
 
 
 @pytest.mark.parametrize("case", examples() + GOOD, ids=lambda c: c.id)

@@ -33,8 +33,11 @@ def token(kube: Cluster, namespace: str) -> str:
     return service_account_token(kube, namespace, "caller", allowed=True)
 
 
-def post(gateway: GatewayProcess, namespace: str, token: str, body: dict[str, Any], key: str) -> Any:
-    request = urllib.request.Request(f"{gateway.url}/v1/run", data=json.dumps(body).encode(), method="POST")
+def _send(
+    gateway: GatewayProcess, route: str, namespace: str, token: str, body: dict[str, Any], key: str
+) -> str:
+    """A POST to ``route`` as the caller, with its Idempotency-Key; the reply's text."""
+    request = urllib.request.Request(f"{gateway.url}{route}", data=json.dumps(body).encode(), method="POST")
     for name, value in {
         "Authorization": f"Bearer {token}",
         "X-Kubesessions-Namespace": namespace,
@@ -43,7 +46,11 @@ def post(gateway: GatewayProcess, namespace: str, token: str, body: dict[str, An
     }.items():
         request.add_header(name, value)
     with urllib.request.urlopen(request, timeout=90) as resp:
-        raw = resp.read().decode()
+        return str(resp.read().decode())
+
+
+def post(gateway: GatewayProcess, namespace: str, token: str, body: dict[str, Any], key: str) -> Any:
+    raw = _send(gateway, "/v1/run", namespace, token, body, key)
     if body.get("stream"):
         return [json.loads(line[5:]) for line in raw.splitlines() if line.startswith("data:")]
     return json.loads(raw)
@@ -126,16 +133,7 @@ def test_a_one_shot_output_too_large_to_keep_is_refused_not_run_again(
 
 def run_task(gateway: GatewayProcess, namespace: str, token: str, body: dict[str, Any], key: str) -> Any:
     """``POST /apps/run`` (the inference.sh route) with an Idempotency-Key."""
-    request = urllib.request.Request(f"{gateway.url}/apps/run", data=json.dumps(body).encode(), method="POST")
-    for name, value in {
-        "Authorization": f"Bearer {token}",
-        "X-Kubesessions-Namespace": namespace,
-        "Content-Type": "application/json",
-        "Idempotency-Key": key,
-    }.items():
-        request.add_header(name, value)
-    with urllib.request.urlopen(request, timeout=90) as resp:
-        return json.loads(resp.read())["data"]
+    return json.loads(_send(gateway, "/apps/run", namespace, token, body, key))["data"]
 
 
 def test_a_task_started_again_with_its_key_is_the_same_task(

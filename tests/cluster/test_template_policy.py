@@ -25,13 +25,7 @@ CALLER_VERBS = ["create", "get", "list", "delete", "patch"]  # the README's sess
 
 
 def kubectl(kube: Cluster, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(kube.kubectl), f"--kubeconfig={kube.kubeconfig}", *args],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    return kube.run_kubectl(*args, stdin=stdin)
 
 
 def grant(kube: Cluster, namespace: str, name: str, verbs: list[str], who: str) -> None:

@@ -1,33 +1,13 @@
-"""Logging for the worker process: JSON lines when stderr is not a TTY.
-
-The worker image ships without the ``kubesessions`` package, so this mirrors its format
-(time, level, logger, message, session) instead of importing it.
-"""
+"""Logging for the worker process: JSON lines when stderr is not a TTY, in the format of every
+kube-sessions process (:class:`kubesessions.common.logs.JsonFormatter`), each line naming the
+worker's session."""
 
 from __future__ import annotations
 
-import datetime
-import json
 import logging
 import sys
-from typing import Any
 
-
-class JsonFormatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        line: dict[str, Any] = {
-            "time": datetime.datetime.fromtimestamp(record.created, datetime.UTC).isoformat(
-                timespec="milliseconds"
-            ),
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "message": record.getMessage(),
-        }
-        if session := getattr(record, "session", None):
-            line["session"] = session
-        if record.exc_info:
-            line["error"] = self.formatException(record.exc_info)
-        return json.dumps(line)
+from kubesessions.common.logs import JsonFormatter
 
 
 class SessionFilter(logging.Filter):
