@@ -7,8 +7,9 @@ import asyncio
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 from kubesessions.cli.runconfig import (
     egress_rules_arg,
@@ -32,14 +33,26 @@ def _image_map_item(text: str) -> tuple[str, str]:
     return image, command
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"wants a whole number >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"wants a whole number >= 0, got {value}")
-    return value
+N = TypeVar("N", int, float)
+
+
+def _at_least_zero(cast: Callable[[str], N], what: str) -> Callable[[str], N]:
+    """An argparse type: ``cast`` of the text, refused (naming ``what``) when not a number >= 0."""
+
+    def parse(text: str) -> N:
+        try:
+            value = cast(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"wants {what} >= 0, got {text!r}") from None
+        if value < 0:
+            raise argparse.ArgumentTypeError(f"wants {what} >= 0, got {value}")
+        return value
+
+    return parse
+
+
+_positive_int = _at_least_zero(int, "a whole number")
+_seconds = _at_least_zero(float, "a number of seconds")
 
 
 # Kubernetes refuses a Session whose annotations pass 256 KiB in all: room left for the others.
@@ -50,16 +63,6 @@ def _outcome_bytes(text: str) -> int:
     value = _positive_int(text)
     if value > OUTCOME_BYTES_MAX:
         raise argparse.ArgumentTypeError(f"wants 0..{OUTCOME_BYTES_MAX} bytes, got {value}")
-    return value
-
-
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"wants a number of seconds >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"wants a number of seconds >= 0, got {value}")
     return value
 
 
