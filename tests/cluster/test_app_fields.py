@@ -102,7 +102,8 @@ def test_an_apps_emptydir_and_configmap_volumes_serve_its_sessions(
     assert first["greeting"] == second["greeting"] == "hello from a ConfigMap"
     assert (first["seen"], second["seen"]) == ("1", "12")  # the emptyDir keeps what the session wrote
     pod = kube.core.read_namespaced_pod("vols", namespace)
-    assert Path(second["scratch"]).name == "scratch" and pod.metadata.uid in second["scratch"]
+    scratch = Path(second["scratch"])
+    assert scratch.name == "scratch" and pod.metadata.uid in str(scratch.resolve())
     # Another session of the App gets volumes of its own.
     create_session(kube, namespace, "vols2", app=real_app, sessionTimeout=120)
     other = await_session(kube, namespace, "vols2", phase_is("Ready"), 30, "Ready")["status"]

@@ -26,6 +26,7 @@ from kubesessions.localcluster.certs import Authority, Pair, service_account_key
 from kubesessions.localcluster.kubeconfig import build_kubeconfig, write_kubeconfig
 from kubesessions.localcluster.logserver import KUBELET_CLIENT
 from kubesessions.localcluster.nodeconfig import HOST_IP, NodeConfig
+from kubesessions.localcluster.podrunner import remove_short_links
 from kubesessions.localcluster.ports import free_port as free_port
 
 # Re-exported: callers reach the cluster's state through this module.
@@ -144,6 +145,7 @@ def down(state_dir: StateDir, log: Callable[[str], None] = print) -> None:
     ]
     stuck = [p for wave in waves for p in processes.stop(wave)]
     stuck += processes.stop(leftover_pod_processes(state_dir.node_dir))
+    remove_short_links(state_dir.node_dir)
     if state.node.kind == "kubelet":
         problems = kubeletnode.cleanup(state_dir.root)
         if problems:

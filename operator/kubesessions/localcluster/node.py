@@ -19,7 +19,6 @@ import asyncio
 import base64
 import logging
 import os
-import shutil
 import signal
 import sys
 import tempfile
@@ -300,7 +299,7 @@ class ProcessNode(PodServices):
     def _forget(self, uid: str) -> None:
         runner = self.runners.pop(uid, None)
         if runner is not None:
-            shutil.rmtree(runner.dir, ignore_errors=True)
+            runner.remove_files()
 
     async def shutdown(self) -> None:
         """Stop every container (the pods stay; a restarted node reports them lost)."""

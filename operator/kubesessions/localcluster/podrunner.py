@@ -9,6 +9,7 @@ import logging
 import os
 import shutil
 import signal
+import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
@@ -47,6 +48,22 @@ BACKOFF_START, BACKOFF_CAP = 1.0, 20.0  # shorter than a kubelet's 10 s .. 5 min
 CONFIG_QUICK_RETRIES, CONFIG_RETRY_SECONDS = (0.05, 0.1, 0.2, 0.4), 2.0
 
 
+SHORT_LINKS = "kube-sessions-pod-"  # prefix of the pods' links in the machine's temp directory
+
+
+def short_link(uid: str) -> Path:
+    """Where a pod's short link lives: 12 hex digits of a random uid do not clash."""
+    return Path(tempfile.gettempdir()) / f"{SHORT_LINKS}{uid.replace('-', '')[:12]}"
+
+
+def remove_short_links(node_dir: Path) -> None:
+    """The links left pointing into ``node_dir`` (a node that stopped with pods on it)."""
+    for link in Path(tempfile.gettempdir()).glob(f"{SHORT_LINKS}*"):
+        with contextlib.suppress(OSError):
+            if link.is_symlink() and Path(os.readlink(link)).is_relative_to(node_dir.resolve()):
+                link.unlink()
+
+
 class _PodFailed(Exception):
     """The pod cannot run at all (its failure is already recorded)."""
 
@@ -56,6 +73,11 @@ class PodRunner:
         self.pod = pod
         self.services = services
         self.dir = directory
+        # What the pod's processes are given for its files (TMPDIR, volumes): a short link to
+        # ``directory`` in the machine's temporary directory. A state dir deep in a checkout made
+        # those paths too long for a Unix socket in TMPDIR (108 bytes: Chromium's singleton
+        # socket failed "Socket path too long"); in a real pod they are /tmp and the mount path.
+        self.short_dir = short_link(pod["metadata"]["uid"])
         self.addresses = addresses
         self.ip = ""
         self.start_time = rfc3339(precision="seconds")
@@ -98,6 +120,11 @@ class PodRunner:
         if pod["metadata"].get("deletionTimestamp"):
             self.deleting.set()
 
+    def remove_files(self) -> None:
+        """The pod's directory and its short link, once the pod is gone."""
+        shutil.rmtree(self.dir, ignore_errors=True)
+        self.short_dir.unlink(missing_ok=True)
+
     def vanished(self) -> None:
         """The object is gone (force-deleted): stop at once, write nothing more."""
         self.gone = True
@@ -108,6 +135,9 @@ class PodRunner:
     async def _run(self) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
         (self.dir / "tmp").mkdir(exist_ok=True)
+        if not (self.short_dir.is_symlink() and self.short_dir.resolve() == self.dir.resolve()):
+            self.short_dir.unlink(missing_ok=True)
+            self.short_dir.symlink_to(self.dir.resolve(), target_is_directory=True)
         self._adopt_previous_run()
         previous_ip = self.last_status.get("podIP", "")
         # A pod's IP never changes (the API refuses a second one). A node back on another
@@ -236,7 +266,7 @@ class PodRunner:
         env.update(
             {
                 "HOSTNAME": self.pod["metadata"]["name"],
-                "TMPDIR": str(self.dir / "tmp"),
+                "TMPDIR": str(self.short_dir / "tmp"),
                 # The process node cannot mount /dev/termination-log; the worker writes here.
                 "KUBESESSIONS_TERMINATION_MESSAGE_PATH": str(self._termination_file(cspec["name"])),
             }
@@ -253,7 +283,7 @@ class PodRunner:
         """The directory standing in for a mount (the node mounts nothing): the volume's own
         under the pod's directory, so it goes with the pod; a configMap or secret volume's
         files are written afresh at each container start."""
-        volume = self.dir / "volumes" / mount.name
+        volume = self.short_dir / "volumes" / mount.name
         found = volume_object(mount)
         if found is not None:
             kind, name = found
