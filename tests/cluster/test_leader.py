@@ -161,6 +161,7 @@ class StallingProxy:
         self.flowing = asyncio.Event()
         self.flowing.set()
         self.pipes: set[asyncio.Task[None]] = set()
+        self.moved = 0  # reads passed on, both ways (TLS records of requests and answers)
 
     async def start(self) -> str:
         self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
@@ -187,6 +188,7 @@ class StallingProxy:
             await self.flowing.wait()  # stalled: the bytes stay here, the sockets stay open
             dst.write(data)
             await dst.drain()
+            self.moved += 1
 
 
 async def test_a_leader_whose_connection_stalls_stops_before_a_standby_takes_over(
@@ -207,7 +209,12 @@ async def test_a_leader_whose_connection_stalls_stops_before_a_standby_takes_ove
         await asyncio.wait_for(first.acquire(), timeout=30)
         holding = asyncio.create_task(first.hold())
         taking = asyncio.create_task(second.acquire())
-        await asyncio.sleep(1.5)  # a few renewals through the proxy before it stalls
+        # Renewals pass through the proxy (a handshake and a few requests and answers) before it stalls.
+        moved = proxy.moved
+        deadline = time.monotonic() + 30
+        while proxy.moved < moved + 12:
+            assert time.monotonic() < deadline, "no renewals went through the proxy"
+            await asyncio.sleep(0.05)
         assert not holding.done() and not taking.done(), "the Lease changed hands while renewing worked"
         proxy.stall()
         stalled = time.monotonic()
