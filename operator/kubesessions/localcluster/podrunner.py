@@ -80,6 +80,7 @@ class PodRunner:
         self.short_dir = short_link(pod["metadata"]["uid"])
         self.addresses = addresses
         self.ip = ""
+        self._holds_ip = False
         self.start_time = rfc3339(precision="seconds")
         spec = pod["spec"]
         self.inits = [
@@ -144,8 +145,14 @@ class PodRunner:
         # address block cannot claim it; a pod whose lost containers will not run again keeps
         # it anyway, else its status could never be written and its deletion never finish.
         done = self.policy == "Never" and any(rec.state == "terminated" for rec in self.mains)
-        claimed = bool(previous_ip) and (self.addresses.claim(previous_ip) or done)
-        self.ip = previous_ip if claimed else self.addresses.take()
+        # Released at the end only if this pod holds it in the pool: a finished pod that keeps
+        # an address now another pod's (a node back after a crash) must not free it under that
+        # pod, or the next pod gets it too ("address already in use").
+        self._holds_ip = bool(previous_ip) and self.addresses.claim(previous_ip)
+        if self._holds_ip or (previous_ip and done):
+            self.ip = previous_ip
+        else:
+            self.ip, self._holds_ip = self.addresses.take(), True
         self.start_time = self.last_status.get("startTime") or self.start_time
         self.update(self.pod)
         writer = asyncio.create_task(self._write_status())
@@ -166,7 +173,8 @@ class PodRunner:
                 await writer
             if not self.gone:
                 await self.services.remove(self.pod)
-            self.addresses.release(self.ip)
+            if self._holds_ip:
+                self.addresses.release(self.ip)
             await self.prober.close()
 
     def _grace(self) -> float:
