@@ -345,7 +345,11 @@ def test_both_surfaces_answer_the_same_problem_for_the_same_fault(
     def same(body: dict[str, Any], status: int, code: str) -> None:
         got, problem = v1(body)
         assert (got, problem["code"]) == (status, code), problem
-        assert compat_run(gateway, namespace, token, body) == (got, problem)
+        other = compat_run(gateway, namespace, token, body)
+        if other != (got, problem):
+            # The same state gives the same answer; the operator's last status write may land
+            # between the two calls (a tombstone's message), so /v1/run is asked again after.
+            assert other == v1(body), (other, (got, problem))
 
     def new(app: str) -> str:
         status, body = v1({"app": app, "input": 1, "session": "new"})
