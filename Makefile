@@ -100,8 +100,9 @@ node-packages:
 	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing
 
 # The pause, operator/gateway and worker images, built here from the Dockerfiles on a Debian
-# base made by mmdebstrap (nothing pulled); cached in ~/.cache/kube-sessions/images. Prints
-# their sizes and writes bench-results/images.json.
+# base made by mmdebstrap (nothing pulled), and the four example apps' images (examples/*/Dockerfile,
+# FROM that worker image); cached in ~/.cache/kube-sessions/images. Prints their sizes and writes
+# bench-results/images.json.
 images: $(STAMP) node-packages
 	$(BIN)/python -m kubesessions.localcluster.images
 

@@ -19,15 +19,22 @@ seccomp profile, non-root user and read-only root are the boundary, and it loads
 pages. It needs a writable ``HOME`` (the worker image's is ``/tmp``) and a memory-backed
 ``/dev/shm`` (an ``emptyDir`` with ``medium: Memory``); where ``/dev/shm`` is missing or under
 64 MiB (a container runtime's default), ``--disable-dev-shm-usage`` makes it use ``/tmp``.
+
+A browser that dies mid-session (killed, crashed, out of memory) takes its pages with it: the app
+watches the browser's process and, when it goes, says so on stderr and exits the worker, so the
+Session fails (WorkerLost) with that line in its message instead of answering every later call
+with Playwright's "Target closed".
 """
 
 from __future__ import annotations
 
 import base64
 import os
+import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 from playwright.sync_api import ViewportSize, sync_playwright
@@ -69,6 +76,64 @@ def chromium_args() -> list[str]:
     return ["--disable-dev-shm-usage"] if small else []
 
 
+# The worker's exit code when its browser died (not 1: setup failures; not 128+n: signals).
+BROWSER_LOST = 3
+
+
+def _processes() -> dict[int, tuple[int, str, str]]:
+    """pid -> (parent pid, state, executable) of the processes this user can read."""
+    found = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            # "pid (comm) state ppid ...": comm may hold spaces and parentheses.
+            fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+            found[int(entry)] = (int(fields[1]), fields[0], os.readlink(f"/proc/{entry}/exe"))
+        except (OSError, IndexError, ValueError):
+            continue
+    return found
+
+
+def browser_pid(worker: int | None = None) -> int | None:
+    """The browser's main process: a Chromium descended from the worker (``worker``: its pid,
+    this process by default; Chromium runs under Playwright's driver) whose parent is not one
+    (its renderers and helpers are its children)."""
+    procs = _processes()
+    root = os.getpid() if worker is None else worker
+
+    def chromium(pid: int) -> bool:
+        return "chrom" in Path(procs.get(pid, (0, "", ""))[2]).name
+
+    def mine(pid: int) -> bool:
+        while pid in procs and pid != root:
+            pid = procs[pid][0]
+        return pid == root
+
+    return next((p for p in procs if chromium(p) and not chromium(procs[p][0]) and mine(p)), None)
+
+
+def watch_browser(pid: int, closing: threading.Event) -> None:
+    """Exit the worker when the browser's process ``pid`` is gone (unless it is being closed)."""
+    while not closing.is_set():
+        try:
+            gone = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] in "ZX"
+        except OSError:
+            gone = True
+        if gone:
+            break
+        closing.wait(0.5)
+    if closing.is_set():
+        return
+    print(
+        f"the browser (chromium, pid {pid}) died mid-session (killed, crashed or out of memory): "
+        "its pages are gone; ending the session (start a new one)",
+        file=sys.stderr,
+        flush=True,
+    )
+    os._exit(BROWSER_LOST)
+
+
 class BrowserApp:
     setup_runs = 0
 
@@ -83,6 +148,12 @@ class BrowserApp:
             chromium_sandbox=bool(config.get("sandbox", False)),
             args=chromium_args(),
         )
+        self.closing = threading.Event()
+        pid = browser_pid()
+        if pid is not None:
+            threading.Thread(
+                target=watch_browser, args=(pid, self.closing), name="browser-watch", daemon=True
+            ).start()
         self.page: Any = None
         # A page opened ahead (its renderer started): the session's `start` only navigates.
         self.spare: Any = self.browser.new_page(viewport=VIEWPORT)
@@ -100,7 +171,12 @@ class BrowserApp:
             self.page.close()
         self.page, self.spare = self.spare or self.browser.new_page(viewport=VIEWPORT), None
         self.page.goto(str(input.get("url") or self.site_url))
-        return {"url": self.page.url, "title": self.page.title(), "setupRuns": BrowserApp.setup_runs}
+        return {
+            "url": self.page.url,
+            "title": self.page.title(),
+            "setupRuns": BrowserApp.setup_runs,
+            "setupAt": self.setup_at,
+        }
 
     def run(self, input: dict[str, Any]) -> dict[str, Any]:
         return self.start(input)
@@ -137,6 +213,7 @@ class BrowserApp:
             self.page.close()
             self.page = None
         if input is None:
+            self.closing.set()
             self.browser.close()
             self.playwright.stop()
             self.site.shutdown()

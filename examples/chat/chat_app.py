@@ -77,7 +77,7 @@ class ChatApp:
         user_turn = sum(t["role"] == "user" for t in self.turns) + 1
         reply = self.respond(text, user_turn)
         self.turns += [{"role": "user", "content": text}, {"role": "assistant", "content": reply}]
-        return {"reply": reply, "turn": user_turn, "setupRuns": ChatApp.setup_runs}
+        return {"reply": reply, "turn": user_turn, "setupRuns": ChatApp.setup_runs, "setupAt": self.setup_at}
 
     def run(self, input: dict[str, Any]) -> dict[str, Any]:
         return self.message(input)

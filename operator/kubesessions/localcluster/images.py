@@ -4,7 +4,9 @@
   by ``mmdebstrap`` (the stand-in for ``python:3.11-slim``, passed as ``BASE_IMAGE``);
 - the project's two images, built by ``buildah`` from the repository's own Dockerfiles on
   that base;
-- a pause image (the pod sandbox): a static Go program in a one-layer docker-archive.
+- a pause image (the pod sandbox): a static Go program in a one-layer docker-archive;
+- the example apps' images (``examples/<name>/Dockerfile``), each built ``FROM`` the worker
+  image built here: what a user's own derived image is.
 
 Each is saved as a docker-archive under ``~/.cache/kube-sessions/images``, keyed by a hash
 of what it is built from, so a second run only imports them into containerd.
@@ -26,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kubesessions.localcluster.binaries import BinaryError, cache_root
-from kubesessions.localcluster.nodeconfig import OPERATOR_IMAGE, WORKER_IMAGE
+from kubesessions.localcluster.nodeconfig import EXAMPLE_IMAGES, OPERATOR_IMAGE, WORKER_IMAGE
 
 BASE_IMAGE = "localhost/kube-sessions-base:bookworm"
 PAUSE_IMAGE = "localhost/kube-sessions-pause:1"
@@ -219,8 +221,30 @@ def project_archive(repo: Path, image: ProjectImage) -> Path:
     if target.is_file():
         return target
     ensure_base()
+    return _build(repo, image.ref, repo / image.dockerfile, repo, {"BASE_IMAGE": BASE_IMAGE}, target)
+
+
+def example_archive(repo: Path, name: str, worker_archive: Path) -> Path:
+    """The example app ``examples/<name>`` built from its Dockerfile ``FROM`` the worker image in
+    ``worker_archive``, as a cached docker-archive (key: the folder and that worker image)."""
+    folder = repo / "examples" / name
+    key = hashlib.sha256(f"{sources_digest(folder, ('.',))} {worker_archive.name}".encode()).hexdigest()
+    ref = f"{EXAMPLE_IMAGES[name]}:{TAG}"
+    target = images_dir() / f"{ref.split('/')[-1].split(':')[0]}-{key[:16]}.tar"
+    if target.is_file():
+        return target
+    # FROM the image by its ID, loaded from this checkout's archive: the tag in buildah's store
+    # may be another checkout's worker build.
+    worker = _run([_tool("buildah"), "pull", "--quiet", f"docker-archive:{worker_archive}"]).split()[-1]
+    return _build(repo, ref, folder / "Dockerfile", folder, {"WORKER_IMAGE": worker}, target)
+
+
+def _build(
+    repo: Path, ref: str, dockerfile: Path, context: Path, build_args: dict[str, str], target: Path
+) -> Path:
+    """``buildah bud`` of ``dockerfile`` in ``context``, saved as the docker-archive ``target``."""
     buildah = _tool("buildah")
-    _say(f"building {image.ref} from {image.dockerfile}")
+    _say(f"building {ref} from {dockerfile.relative_to(repo)}")
     started = time.monotonic()
     _run(
         [
@@ -230,22 +254,23 @@ def project_archive(repo: Path, image: ProjectImage) -> Path:
             "--layers",
             "--isolation=chroot",
             "--pull=never",
-            f"--build-arg=BASE_IMAGE={BASE_IMAGE}",
-            # pip fetches the build's dependencies with the machine's own certificates.
+            *(f"--build-arg={key}={value}" for key, value in build_args.items()),
+            # pip (and apt, over https) fetch the build's dependencies with the machine's own
+            # certificates: a TLS-intercepting proxy's CA is among them, not in the image's.
             "--volume=/etc/ssl/certs:/etc/ssl/certs:ro",
             "-f",
-            image.dockerfile,
+            str(dockerfile),
             "-t",
-            image.ref,
-            ".",
+            ref,
+            str(context),
         ],
         cwd=repo,
     )
     partial = target.with_suffix(".partial")
     partial.unlink(missing_ok=True)
-    _run([buildah, "push", "--quiet", image.ref, f"docker-archive:{partial}:{image.ref}"])
+    _run([buildah, "push", "--quiet", ref, f"docker-archive:{partial}:{ref}"])
     partial.replace(target)
-    _say(f"  {image.ref} built in {time.monotonic() - started:.0f}s")
+    _say(f"  {ref} built in {time.monotonic() - started:.0f}s")
     return target
 
 
@@ -257,9 +282,28 @@ def build_all(repo: Path) -> dict[str, Path]:
     return archives
 
 
+def build_examples(repo: Path, names: Iterable[str] = tuple(EXAMPLE_IMAGES)) -> dict[str, Path]:
+    """The example apps' images (one build at a time), FROM this checkout's worker image."""
+    worker = project_archive(repo, next(i for i in PROJECT_IMAGES if i.repository == WORKER_IMAGE))
+    return {f"{EXAMPLE_IMAGES[name]}:{TAG}": example_archive(repo, name, worker) for name in names}
+
+
 def size_report(archives: dict[str, Path]) -> dict[str, dict[str, object]]:
     """Each image's size: the bytes of its layers, uncompressed (its docker-archive's size)."""
     return {ref: {"bytes": path.stat().st_size, "archive": str(path)} for ref, path in archives.items()}
+
+
+def record_sizes(archives: dict[str, Path], out: Path) -> dict[str, dict[str, object]]:
+    """:func:`size_report` of ``archives`` merged into the JSON file ``out``: the sizes of images
+    built by another step (the examples, the project's) stay."""
+    report = size_report(archives)
+    try:
+        known = json.loads(out.read_text())["images"]
+    except (OSError, ValueError, KeyError, TypeError):
+        known = {}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"images": {**known, **report}}, indent=2))
+    return report
 
 
 def main() -> None:
@@ -267,16 +311,15 @@ def main() -> None:
     started = time.monotonic()
     try:
         archives = build_all(Path.cwd())
+        archives.update(build_examples(Path.cwd()))
     except (ImageError, BinaryError) as exc:
         _say(str(exc))
         raise SystemExit(2) from None
-    report = size_report(archives)
     out = Path("bench-results") / "images.json"
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps({"images": report, "seconds": round(time.monotonic() - started, 1)}, indent=2))
+    report = record_sizes(archives, out)
     for ref, entry in report.items():
         print(f"{ref:55} {int(str(entry['bytes'])) / 1e6:8.1f} MB")
-    print(f"(sizes written to {out})")
+    print(f"(sizes written to {out}; {time.monotonic() - started:.0f}s)")
 
 
 def _buildah_has(ref: str) -> bool:

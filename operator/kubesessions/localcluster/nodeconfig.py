@@ -11,8 +11,15 @@ HOST_IP = "127.0.0.1"
 WORKER_IMAGE = "ghcr.io/kube-sessions/kube-sessions-worker"
 # The operator and gateway image (the Helm chart's `image`) runs the `kubesessions` command.
 OPERATOR_IMAGE = "ghcr.io/kube-sessions/kube-sessions"
+# The example apps' images (examples/<name>/Dockerfile, FROM the worker image; `make images`):
+# on the process node they too run the worker, with the app's folder on PYTHONPATH.
+EXAMPLE_IMAGES = {
+    name: f"ghcr.io/kube-sessions/kube-sessions-example-{name}"
+    for name in ("data", "model", "chat", "browser")
+}
 DEFAULT_IMAGE_MAP = {
     WORKER_IMAGE: "kubesessions-worker",
+    **dict.fromkeys(EXAMPLE_IMAGES.values(), "kubesessions-worker"),
     OPERATOR_IMAGE: "kubesessions",
     "python": "python3",
 }
