@@ -22,7 +22,7 @@ import pytest
 import yaml
 from kubernetes import client, config
 
-from kubesessions.localcluster import binaries, cluster, images, kubeletnode
+from kubesessions.localcluster import binaries, cluster, containerd, images, kubeletnode
 from kubesessions.localcluster.nodeconfig import NodeConfig
 
 from ..conftest import REPO, Cluster, await_condition
@@ -46,17 +46,19 @@ def stage(name: str, started: float) -> None:
     print(f"\n[e2e] {name}: {time.monotonic() - started:.1f}s", flush=True)
 
 
+def record_images(archives: dict[str, Path]) -> None:
+    """Their sizes, printed and kept in bench-results/images.json."""
+    report = images.record_sizes(archives, REPO / "bench-results" / "images.json")
+    for ref, entry in report.items():
+        print(f"[e2e] image {ref}: {int(str(entry['bytes'])) / 1e6:.1f} MB")
+
+
 @pytest.fixture(scope="session")
 def kube() -> Iterator[Cluster]:
     """The images built, a kubelet-node cluster up; at the end, down with nothing left."""
     started = time.monotonic()
     archives = images.build_all(REPO)
-    report = images.size_report(archives)
-    out = REPO / "bench-results" / "images.json"
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps({"images": report}, indent=2))
-    for ref, entry in report.items():
-        print(f"[e2e] image {ref}: {int(str(entry['bytes'])) / 1e6:.1f} MB")
+    record_images(archives)
     stage("images", started)
     started = time.monotonic()
     state_dir = cluster.StateDir(STATE_DIR)
@@ -185,3 +187,12 @@ def release(kube: Cluster) -> Iterator[Release]:
     finally:
         forward.terminate()
         forward.wait(timeout=10)
+
+
+def worker_pid(release: Release, pod_name: str) -> int:
+    """The host's pid of the worker container's process in pod ``pod_name`` (containerd's task)."""
+    pod = release.kube.core.read_namespaced_pod(pod_name, release.namespace)
+    container_id = pod.status.container_statuses[0].container_id.split("://", 1)[1]
+    assert release.kube.state_dir is not None
+    tasks = containerd.ctr(kubeletnode.paths(release.kube.state_dir.root), "tasks", "list")
+    return next(int(line.split()[1]) for line in tasks.splitlines() if line.startswith(container_id))

@@ -12,10 +12,8 @@ import uuid
 
 import pytest
 
-from kubesessions.localcluster import containerd, kubeletnode
-
 from ..conftest import REPO, await_pod_deleted, await_session, phase_is
-from .conftest import Release
+from .conftest import Release, worker_pid
 
 pytestmark = pytest.mark.e2e
 
@@ -98,10 +96,7 @@ def test_close_stops_the_container_within_the_grace_period(release: Release) -> 
 
 def test_kill_9_of_the_worker_process_fails_the_session_as_worker_lost(release: Release) -> None:
     name = new_session(release)
-    pod = release.kube.core.read_namespaced_pod(name, release.namespace)
-    container_id = pod.status.container_statuses[0].container_id.split("://", 1)[1]
-    tasks = containerd.ctr(kubeletnode.paths(release.kube.state_dir.root), "tasks", "list")  # type: ignore[union-attr]
-    pid = next(int(line.split()[1]) for line in tasks.splitlines() if line.startswith(container_id))
+    pid = worker_pid(release, name)
     started = time.monotonic()
     os.kill(pid, signal.SIGKILL)
     obj = await_session(
