@@ -14,20 +14,32 @@ def cacheable(body: JSON) -> JSON:
     return {**body, "metadata": {k: v for k, v in meta.items() if k != "managedFields"}}
 
 
-# The fields of a pod's spec the operator reads (status.py: is it on a node yet?). It builds
-# pods and never reads their specs back.
+# The fields of a pod's spec the operator reads (status.py: is it on a node yet? and of each
+# container its name and memory limit: the limit an OOMKilled worker's Session names). It builds
+# pods and never reads the rest of their specs back.
 POD_SPEC_READ = ("nodeName",)
 
 
 def cacheable_pod(body: JSON) -> JSON:
-    """:func:`cacheable`, with the spec cut to ``POD_SPEC_READ``: containers, env, volumes and
-    the defaults the API server fills in are more than half of a pod held as Python objects
-    (a worker pod: about 18 KB whole, 8 KB cut)."""
+    """:func:`cacheable`, with the spec cut to ``POD_SPEC_READ`` and the containers' memory
+    limits: containers, env, volumes and the defaults the API server fills in are more than half
+    of a pod held as Python objects (a worker pod: about 18 KB whole, 8 KB cut)."""
     slim = cacheable(body)
     spec = body.get("spec")
     if spec is None:
         return slim
-    return {**slim, "spec": {field: spec[field] for field in POD_SPEC_READ if field in spec}}
+    kept = {field: spec[field] for field in POD_SPEC_READ if field in spec}
+    if spec.get("containers"):
+        kept["containers"] = [_memory_limit_of(container) for container in spec["containers"]]
+    return {**slim, "spec": kept}
+
+
+def _memory_limit_of(container: JSON) -> JSON:
+    limit = ((container.get("resources") or {}).get("limits") or {}).get("memory")
+    kept: JSON = {"name": container.get("name")}
+    if limit is not None:
+        kept["resources"] = {"limits": {"memory": limit}}
+    return kept
 
 
 def newer(body: JSON, cached: JSON | None) -> bool:

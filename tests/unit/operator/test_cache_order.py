@@ -51,7 +51,7 @@ def test_cached_pods_keep_of_their_spec_only_what_the_operator_reads() -> None:
     kept = cacheable_pod(event)
     assert kept == {
         "metadata": {"name": "w", "uid": "u1"},
-        "spec": {"nodeName": "local-0"},
+        "spec": {"nodeName": "local-0", "containers": [{"name": "worker"}]},
         "status": {"phase": "Pending"},
     }
     assert event["spec"]["containers"][0]["name"] == "worker"  # kopf's body, untouched
@@ -60,3 +60,26 @@ def test_cached_pods_keep_of_their_spec_only_what_the_operator_reads() -> None:
     unscheduled = {**event, "spec": {"containers": []}}
     assert cacheable_pod(unscheduled)["spec"] == {}
     assert judge(cacheable_pod(unscheduled), None) == judge(unscheduled, None)
+
+
+def test_a_cached_pod_keeps_the_memory_limit_an_oom_kill_names() -> None:
+    """The kubelet node's OOMKilled worker read from the cache said "more memory than its node
+    had left" when the spec was cut to nodeName: its limit is what the user must raise."""
+    from kubesessions.control.decide.status import judge
+
+    oom = {"terminated": {"exitCode": 137, "reason": "OOMKilled"}}
+    worker = {
+        "name": "worker",
+        "env": [{"name": "A"}],
+        "resources": {"limits": {"memory": "64Mi", "cpu": "1"}},
+    }
+    event = {
+        "metadata": {"name": "w"},
+        "spec": {"nodeName": "local-0", "containers": [worker]},
+        "status": {"phase": "Failed", "containerStatuses": [{"name": "worker", "state": oom}]},
+    }
+    kept = cacheable_pod(event)
+    assert kept["spec"]["containers"] == [{"name": "worker", "resources": {"limits": {"memory": "64Mi"}}}]
+    verdict = judge(kept, "Ready")
+    assert verdict == judge(event, "Ready")
+    assert verdict.reason == "OutOfMemory" and "memory limit of 64Mi" in verdict.message
