@@ -81,15 +81,17 @@ BROWSER_LOST = 3
 
 
 def _processes() -> dict[int, tuple[int, str, str]]:
-    """pid -> (parent pid, state, executable) of the processes this user can read."""
+    """pid -> (parent pid, state, command name) of the processes in sight (``/proc/<pid>/stat``:
+    readable for any process, unlike ``exe``, which Chromium's undumpable processes hide)."""
     found = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
         try:
             # "pid (comm) state ppid ...": comm may hold spaces and parentheses.
-            fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
-            found[int(entry)] = (int(fields[1]), fields[0], os.readlink(f"/proc/{entry}/exe"))
+            head, rest = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)
+            fields = rest.split()
+            found[int(entry)] = (int(fields[1]), fields[0], head.split("(", 1)[1])
         except (OSError, IndexError, ValueError):
             continue
     return found
@@ -103,7 +105,7 @@ def browser_pid(worker: int | None = None) -> int | None:
     root = os.getpid() if worker is None else worker
 
     def chromium(pid: int) -> bool:
-        return "chrom" in Path(procs.get(pid, (0, "", ""))[2]).name
+        return "chrom" in procs.get(pid, (0, "", ""))[2]
 
     def mine(pid: int) -> bool:
         while pid in procs and pid != root:
