@@ -9,7 +9,8 @@ after all of them, and the same call in this process with no session at all (the
 class set up here, the call timed around the method). The data app runs its default 3 M rows;
 its Parquet file and the model's weights are made once into shared paths (DATA_DIR, MODEL_PATH,
 as volumes would give them), so a cold start loads them rather than making them. The browser needs Debian's chromium (else it is left out,
-said in the table). `make bench BENCHES=real_apps` (or .venv/bin/python bench/real_apps.py).
+said in the table). `make bench BENCHES=real_apps` (or .venv/bin/python bench/real_apps.py);
+a PNG per app, bench-results/real_apps-<app>.png.
 """
 
 from __future__ import annotations
@@ -245,7 +246,6 @@ def main() -> None:
         finally:
             cluster.down(state_dir)
     rows: list[tuple[str, str, str]] = []
-    samples: dict[str, list[float]] = {}
     for app in apps:
         r, base = results[app], floors[app]
         r["floor_p50_ms"], r["floor_p99_ms"] = report.percentile(base, 50), report.percentile(base, 99)
@@ -273,11 +273,20 @@ def main() -> None:
                 f"after <= {1.1 * r['rss_10_mib']:.0f} (+10 %)",
             ),
         ]
-        samples[f"{app} warm"] = r["warm_ms"]
-        samples[f"{app} floor"] = base
     if "browser" not in apps:
         rows.append(("browser", "left out", "no chromium here (make chromium-deps)"))
-    report.write("real_apps", results, rows, samples=samples)
+    report.write("real_apps", results, rows)
+    import plots  # matplotlib only when there is something to draw
+
+    for app in apps:  # one PNG per app: its calls and first outputs differ by orders of magnitude
+        r = results[app]
+        samples = {
+            "warm call": r["warm_ms"],
+            "plain process (floor)": r["floor_ms"],
+            'cold "new" -> first output': r["cold_new_samples_ms"],
+            'pooled "new" -> first output': r["pool_new_samples_ms"],
+        }
+        print(f"plot: {plots.figure(report.RESULTS / f'real_apps-{app}.png', f'real_apps: {app}', samples)}")
 
 
 if __name__ == "__main__":
