@@ -1,4 +1,7 @@
-"""Real apps: the four examples/ apps (data, model, chat, browser) on the process node, side by side.
+"""Real apps: the four examples/ apps (data, model, chat, browser) side by side, on the kubelet
+node where root (each app in its own image, built by `make images`), else on the process node
+(BENCH_REAL_NODE=process|kubelet chooses; the kubelet node needs `flock /work/kubelet-node.lock`
+where others share the machine).
 
 Per app, through the gateway (`POST /v1/run`): cold `session: "new"` -> first output (pod start +
 setup + the call; BENCH_REAL_NEW (3) sessions, the median), pooled `"new"` -> first output (an
@@ -6,10 +9,13 @@ App of the same folder with warmPool.size 1, the pool full before each), warm ca
 (BENCH_REAL_CALLS (100) after 10 of warm-up: p50/p99), the worker's RSS (summed over its process
 tree: the browser's Chromium processes count) at rest (after the first call), after 10 calls and
 after all of them, and the same call in this process with no session at all (the floor: the app
-class set up here, the call timed around the method). The data app runs its default 3 M rows;
-its Parquet file and the model's weights are made once into shared paths (DATA_DIR, MODEL_PATH,
-as volumes would give them), so a cold start loads them rather than making them. The browser needs Debian's chromium (else it is left out,
-said in the table). `make bench BENCHES=real_apps` (or .venv/bin/python bench/real_apps.py);
+class set up here, the call timed around the method). The data app runs its default 3 M rows.
+On the process node its Parquet file and the model's weights are made once into shared paths
+(DATA_DIR, MODEL_PATH, as volumes would give them), so a cold start loads them rather than making
+them; on the kubelet node the weights are the image's and each pod generates the dataset in its
+own /tmp (part of its cold start), and each worker has the CPU limit of KUBELET_CPU (the node has
+the machine's cores, and an app's pool worker and its cold session run side by side). The
+browser needs Debian's chromium here for the floor (else it is left out, said in the table). `make bench BENCHES=real_apps` (or .venv/bin/python bench/real_apps.py);
 a PNG per app, bench-results/real_apps-<app>.png.
 """
 
@@ -34,18 +40,33 @@ import benchcluster
 import report
 from gateway import NS, caller_token, start, wait_http
 
-from kubesessions.localcluster import cluster
+from kubesessions.localcluster import cluster, containerd, images, kubeletnode
 from kubesessions.localcluster.nodeconfig import NodeConfig
 
 REPO = Path(__file__).parent.parent
 sys.path.insert(0, str(REPO / "examples"))
-from localapps import EXAMPLES, local_app  # noqa: E402 (the examples folder is no package)
+from localapps import EXAMPLES, example_app, local_app  # noqa: E402 (the examples folder is no package)
 
 GROUP = ("kubesessions.io", "v1alpha1")
 NEW = int(os.environ.get("BENCH_REAL_NEW", "3"))
 CALLS = int(os.environ.get("BENCH_REAL_CALLS", "100"))
 WARMUP = 10
 LOGS = report.RESULTS / "real_apps"
+# The request is also the limit: two workers of an app (its pool's and a cold session's) fit
+# the machine's two cores.
+KUBELET_CPU = {"data": "900m", "model": "900m", "chat": "500m", "browser": "900m"}
+
+
+def node_kind() -> str:
+    """BENCH_REAL_NODE, else the kubelet node where it can run (root, its packages)."""
+    chosen = os.environ.get("BENCH_REAL_NODE")
+    if chosen:
+        return chosen
+    try:
+        kubeletnode.preflight()
+    except kubeletnode.NodeError:
+        return "process"
+    return "kubelet"
 
 
 def digits() -> list[list[float]]:
@@ -98,8 +119,9 @@ def floor(app: str, env: dict[str, str]) -> list[float]:
 
 
 def worker_rss_mib(pod: str) -> float:
-    """RSS of the pod's worker process and its descendants (the process node runs pods as local
-    processes: the worker is the one whose environment says HOSTNAME=<pod>)."""
+    """RSS of the pod's worker process and its descendants, read in this machine's /proc: the
+    worker is the process whose environment says HOSTNAME=<pod> (the process node sets it; in a
+    container, the runtime does)."""
     marker = f"HOSTNAME={pod}".encode()
     children: dict[int, list[int]] = {}
     root = None
@@ -209,6 +231,7 @@ async def measure(gateway: str, token: str, api: client.ApiClient, app: str) -> 
 
 def main() -> None:
     apps = [a for a in APPS if a != "browser" or shutil.which("chromium")]
+    node = node_kind()
     with tempfile.TemporaryDirectory(prefix="ks-bench-real-") as tmp:
         # Shared files, as a volume would give them: the dataset and the weights are made once
         # (by the floor's setup), so a cold start loads them rather than making them.
@@ -218,16 +241,36 @@ def main() -> None:
         }
         floors = {app: floor(app, envs.get(app, {})) for app in apps}
         state_dir = cluster.StateDir(Path(tmp) / "cluster")
-        cluster.up(state_dir, NodeConfig(), log=lambda _: None)
+        cluster.up(state_dir, NodeConfig(kind=node), log=lambda _: None)
         try:
+            if node == "kubelet":
+                for archive in images.build_examples(REPO, apps).values():
+                    containerd.import_archive(kubeletnode.paths(state_dir.root), archive)
             api = config.new_client_from_config(config_file=str(state_dir.kubeconfig))
             custom = client.CustomObjectsApi(api)
             benchcluster.prepare(api, NS)
-            for app in apps:
-                app_env = envs.get(app, {})
+
+            def measured(app: str, gateway: str) -> dict[str, Any]:
+                """One app's two Apps (cold, pooled) exist only while it is measured: on the
+                kubelet node the pools of all four would not fit the cores beside a cold worker."""
+                made = []
                 for kind, spec in (("cold", {}), ("pool", {"warmPool": {"size": 1}})):
-                    body = local_app(app, name=f"{app}-{kind}", env=app_env, **spec)
-                    custom.create_namespaced_custom_object(*GROUP, NS, "apps", body)
+                    if node == "kubelet":
+                        resources = {**example_app(app)["spec"]["resources"], "cpu": KUBELET_CPU[app]}
+                        body = example_app(app, name=f"{app}-{kind}", resources=resources, **spec)
+                    else:
+                        body = local_app(app, name=f"{app}-{kind}", env=envs.get(app, {}), **spec)
+                    made.append(custom.create_namespaced_custom_object(*GROUP, NS, "apps", body))
+                result = asyncio.run(measure(gateway, token, api, app))
+                for body in made:
+                    custom.delete_namespaced_custom_object(*GROUP, NS, "apps", body["metadata"]["name"])
+                deadline = time.monotonic() + 120
+                while client.CoreV1Api(api).list_namespaced_pod(NS).items:  # their CPU back
+                    if time.monotonic() > deadline:
+                        raise RuntimeError(f"the {app} workers did not go within 120 s")
+                    time.sleep(0.2)
+                return result
+
             token = caller_token(api)
             LOGS.mkdir(parents=True, exist_ok=True)
             op_port, gw_port = cluster.free_port(), cluster.free_port()
@@ -236,10 +279,7 @@ def main() -> None:
                 gateway = start(state_dir.kubeconfig, LOGS / "gateway.log", *args)
                 try:
                     wait_http(f"http://127.0.0.1:{gw_port}/readyz")
-                    results = {
-                        app: asyncio.run(measure(f"http://127.0.0.1:{gw_port}", token, api, app))
-                        for app in apps
-                    }
+                    results = {app: measured(app, f"http://127.0.0.1:{gw_port}") for app in apps}
                 finally:
                     gateway.terminate()
                     gateway.wait(timeout=15)
@@ -275,7 +315,8 @@ def main() -> None:
         ]
     if "browser" not in apps:
         rows.append(("browser", "left out", "no chromium here (make chromium-deps)"))
-    report.write("real_apps", results, rows)
+    rows.insert(0, ("node", node, "kubelet where root, else process (BENCH_REAL_NODE)"))
+    report.write("real_apps", {"node": node, **results}, rows)
     import plots  # matplotlib only when there is something to draw
 
     for app in apps:  # one PNG per app: its calls and first outputs differ by orders of magnitude
@@ -286,7 +327,8 @@ def main() -> None:
             'cold "new" -> first output': r["cold_new_samples_ms"],
             'pooled "new" -> first output': r["pool_new_samples_ms"],
         }
-        print(f"plot: {plots.figure(report.RESULTS / f'real_apps-{app}.png', f'real_apps: {app}', samples)}")
+        title = f"real_apps: {app} ({node} node)"
+        print(f"plot: {plots.figure(report.RESULTS / f'real_apps-{app}.png', title, samples)}")
 
 
 if __name__ == "__main__":
