@@ -19,6 +19,9 @@ class OperatorSettings:
     unreachable_limit: int = 5  # failed /status calls in a row before WorkerLost
     idle_grace: int = 60  # the worker exits by itself when idle past timeout + this
     orphan_sweep_interval: float = 300.0
+    # Seconds for a worker's /suspend or /resume: its app's own step plus moving the state
+    # (the worker's limit on the app's step is the call timeout, 600 s).
+    suspend_timeout: float = 660.0
     # Who may reach workers (a NetworkPolicy in each namespace with sessions); None: no policy.
     network_policy: PolicyPeers | None = None
     # Session tokens are derived from it; the gateway must hold the same (see api/tokens.py).

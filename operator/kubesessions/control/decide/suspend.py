@@ -23,6 +23,9 @@ BUSY_RETRY = 1.0
 # What a suspended session's status no longer has: its worker's facts and its idle clock (a
 # resume starts them again, a pool claim's hand-over too).
 WORKER_FACTS = ("podIP", "startedAt", "readyAt", "startedFrom", "claimedAt", "idleSince")
+OFF = "suspend is off"
+NO_STORE = "no state store is configured (the Secret kube-sessions-state-store)"
+NO_METHODS = "the app defines no suspend(dir) and resume(dir)"
 
 
 def unavailable(suspend: AppSuspend | None, store: bool, suspendable: bool | None) -> str | None:
@@ -30,11 +33,11 @@ def unavailable(suspend: AppSuspend | None, store: bool, suspendable: bool | Non
     (None: off); ``store``: a state store is configured; ``suspendable``: what the worker's
     `/status` said (None: unknown, it is asked)."""
     if suspend is None:
-        return "suspend is off"
+        return OFF
     if not store:
-        return "no state store is configured (the Secret kube-sessions-state-store)"
+        return NO_STORE
     if suspendable is False:
-        return "the app defines no suspend(dir) and resume(dir)"
+        return NO_METHODS
     return None
 
 
