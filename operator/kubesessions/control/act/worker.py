@@ -55,6 +55,7 @@ class Look:
     unreachable: str | None = None
     answers_again: bool = False
     suspend: bool = False  # idle past its timeout, and it can suspend: suspend it (not end it)
+    idle: bool = False  # it answered, with no call running or queued
 
 
 def _from_ms(ms: int) -> datetime.datetime:
@@ -130,10 +131,17 @@ class WorkerLink:
                 again = float(answer.get("remainingSeconds") or idle.BUSY_LOOK_MIN) + idle.EPSILON
                 return Look(again, answers_again=answers_again)
             if why_not == suspend.OFF:
-                return Look(end=Verdict(Phase.EXPIRED, "IdleTimeout", f"no call for {timeout}s (idle timeout)"))
+                return Look(
+                    end=Verdict(Phase.EXPIRED, "IdleTimeout", f"no call for {timeout}s (idle timeout)")
+                )
             return Look(end=suspend.idle_end(why_not, timeout))
         activity = self._activity(key, body, tracked, last_ts, timeout, worker)
-        return Look(decision.look_again_in, activity=activity, answers_again=answers_again)
+        return Look(
+            decision.look_again_in,
+            activity=activity,
+            answers_again=answers_again,
+            idle=not (worker.get("inFlight") or worker.get("queued")),
+        )
 
     async def token(self, key: Key, tracked: Tracked) -> str:
         if tracked.token is None:
@@ -156,7 +164,9 @@ class WorkerLink:
         payload = {"url": url, "sha256": sha256, "bytes": size}
         return await self._post(key, pod, tracked, "/resume", payload)
 
-    async def _post(self, key: Key, pod: JSON, tracked: Tracked, path: str, payload: JSON) -> tuple[int, JSON]:
+    async def _post(
+        self, key: Key, pod: JSON, tracked: Tracked, path: str, payload: JSON
+    ) -> tuple[int, JSON]:
         # The app's own suspend or resume and the transfer may take as long as a call may.
         url = f"http://{pod.get('status', {}).get('podIP')}:{names.WORKER_PORT}{path}"
         headers = {"Authorization": f"Bearer {await self.token(key, tracked)}"}

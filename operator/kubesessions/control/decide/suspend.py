@@ -155,3 +155,16 @@ def expired(suspension: Suspension, keep_seconds: int) -> Verdict:
         "SuspendExpired",
         f"suspended since {suspension.suspendedAt} and not resumed within {keep_seconds}s: its state is deleted",
     )
+
+
+RESUMING = "a worker starts (or is claimed from the pool) and restores the saved state"
+# Start-up steps of a resuming worker that say nothing new: they keep the one Resuming status
+# (no write each); a problem (Unschedulable, an image error) shows.
+ROUTINE = frozenset({"Creating", "WorkerStarting", "WorkerReady", "Resuming"})
+
+
+def resuming(verdict: Verdict) -> Verdict:
+    """A resuming session's status while its worker starts (before the state is handed back)."""
+    if verdict.reason in ROUTINE:
+        return Verdict(Phase.RESUMING, "Resuming", RESUMING)
+    return Verdict(Phase.RESUMING, verdict.reason, verdict.message)
