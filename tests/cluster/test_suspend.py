@@ -1,0 +1,166 @@
+"""Suspend and resume on the local cluster, with its real state store (SeaweedFS): an idle
+session's state is saved and its worker stops; the next call wakes it with its state; a resume
+lands on a warm pool worker when its App has one; the keep time ends it; its state goes with it."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from kubernetes.client.rest import ApiException
+
+from kubesessions.api import names
+from kubesessions.client import Client, SessionEnded
+from kubesessions.common.timefmt import rfc3339
+from kubesessions.localcluster import objectstore
+from kubesessions.statestore import StateStore, StoreConfig
+
+from ..conftest import Cluster, await_condition, await_session, phase_is
+from .conftest import GatewayProcess, service_account_token
+from .test_operator import GROUP, create_app, custom
+
+pytestmark = pytest.mark.cluster
+
+
+@pytest.fixture
+def store(kube: Cluster) -> Iterator[StateStore]:
+    """The local cluster's state store, as the operator is given it."""
+    assert kube.state_dir is not None
+    config = StoreConfig.from_env(objectstore.operator_env(kube.state_dir.root))
+    assert config is not None, "the local cluster runs a state store"
+    state = StateStore(config)
+    yield state
+    state.close()
+
+
+def stored(store: StateStore, namespace: str, name: str) -> list[str]:
+    return asyncio.run(store.keys(f"{names.STATE_PREFIX}{namespace}/{name}/"))
+
+
+def pod_gone(kube: Cluster, namespace: str, name: str) -> bool:
+    try:
+        pod = kube.core.read_namespaced_pod(name, namespace)
+    except ApiException as exc:
+        return exc.status == 404
+    return pod.metadata.deletion_timestamp is not None
+
+
+def pool_ready(kube: Cluster, namespace: str, app: str) -> int:
+    body = custom(kube).get_namespaced_custom_object(*GROUP, namespace, "apps", app)
+    return int(((body.get("status") or {}).get("warmPool") or {}).get("ready") or 0)
+
+
+def suspendable_app(kube: Cluster, namespace: str, name: str, **spec: Any) -> None:
+    create_app(kube, namespace, name, suspend={"enabled": True, "keepSeconds": 60}, **spec)
+
+
+def test_an_idle_session_suspends_and_the_next_call_wakes_it_with_its_state(
+    gateway: GatewayProcess, kube: Cluster, namespace: str, store: StateStore
+) -> None:
+    suspendable_app(kube, namespace, "counter-s")
+    token = service_account_token(kube, namespace, "suspender", allowed=True)
+    with Client(gateway.url, token=token, namespace=namespace, request_timeout=60) as client:
+        first = client.run({"app": "counter-s", "input": {"add": 42}, "session": "new", "session_timeout": 2})
+        session_id = first["session_id"]
+        assert first["output"]["total"] == 42
+        suspended = await_session(kube, namespace, session_id, phase_is("Suspended"), 30, "Suspended")
+        status = suspended["status"]
+        assert status["reason"] == "IdleTimeout"
+        saved = status["suspension"]
+        assert saved["bytes"] > 0 and len(saved["sha256"]) == 64
+        assert saved["key"] == names.state_key(namespace, session_id, suspended["metadata"]["uid"])
+        assert status["expiresAt"] == saved["expiresAt"] and "podIP" not in status
+        await_condition(lambda: pod_gone(kube, namespace, session_id), 30, "the worker pod to go")
+        assert stored(store, namespace, session_id) == [saved["key"]]
+        shown = kube.run_kubectl("get", "sess", session_id, "-n", namespace)
+        assert shown.stdout.splitlines()[1].split()[1] == "Suspended", shown.stdout
+        info = client.get_session(session_id)
+        assert (info["phase"], info["expires_at"]) == ("Suspended", saved["expiresAt"])
+
+        # The next call wakes it, on a new worker that has the state.
+        again = client.run({"app": "counter-s", "input": {"add": 1}, "session": session_id})
+        assert (again["output"]["total"], again["output"]["calls"]) == (43, 2)
+        resumed = custom(kube).get_namespaced_custom_object(*GROUP, namespace, "sessions", session_id)
+        assert resumed["status"]["phase"] == "Ready" and "suspension" not in resumed["status"]
+        assert names.RESUME_REQUESTED not in (resumed["metadata"].get("annotations") or {})
+        await_condition(lambda: not stored(store, namespace, session_id), 10, "the used state to be deleted")
+        events = kube.run_kubectl(
+            "get", "events", "-n", namespace, "--field-selector", f"involvedObject.name={session_id}"
+        )
+        assert "Suspended" in events.stdout and "Resuming" in events.stdout, events.stdout
+
+
+def test_suspend_and_resume_by_hand_land_on_a_pool_worker(
+    gateway: GatewayProcess, kube: Cluster, namespace: str, store: StateStore
+) -> None:
+    suspendable_app(kube, namespace, "counter-p", warmPool={"size": 1})
+    token = service_account_token(kube, namespace, "pooler", allowed=True)
+    with Client(gateway.url, token=token, namespace=namespace, request_timeout=60) as client:
+        first = client.run(
+            {"app": "counter-p", "input": {"add": 7}, "session": "new", "session_timeout": 300}
+        )
+        session_id = first["session_id"]
+        asked = client.suspend(session_id)
+        assert asked["session_id"] == session_id
+        suspended = await_session(kube, namespace, session_id, phase_is("Suspended"), 30, "Suspended")
+        assert suspended["status"]["reason"] == "SuspendRequested"
+        assert names.SUSPEND_REQUESTED not in (suspended["metadata"].get("annotations") or {})
+        # A keepalive moves the keep time without waking it.
+        before = suspended["status"]["expiresAt"]
+        client.keepalive(session_id)
+        moved = await_session(
+            kube,
+            namespace,
+            session_id,
+            lambda s: s["status"].get("expiresAt", "") > before,
+            15,
+            "a later expiry",
+        )
+        assert moved["status"]["phase"] == "Suspended"
+
+        await_condition(
+            lambda: pool_ready(kube, namespace, "counter-p") == 1,
+            60,
+            "a ready pool worker",
+        )
+        client.resume(session_id)
+        ready = await_session(kube, namespace, session_id, phase_is("Ready"), 60, "Ready again")
+        assert ready["status"]["startedFrom"] == "pool"
+        assert (
+            client.run({"app": "counter-p", "input": {"add": 1}, "session": session_id})["output"]["total"]
+            == 8
+        )
+
+
+def test_the_keep_time_ends_it_and_a_deleted_session_takes_its_state(
+    gateway: GatewayProcess, kube: Cluster, namespace: str, store: StateStore
+) -> None:
+    suspendable_app(kube, namespace, "counter-k")
+    token = service_account_token(kube, namespace, "keeper", allowed=True)
+    with Client(gateway.url, token=token, namespace=namespace, request_timeout=60) as client:
+        ids = [
+            client.run({"app": "counter-k", "input": {"add": 1}, "session": "new", "session_timeout": 300})[
+                "session_id"
+            ]
+            for _ in range(2)
+        ]
+        for session_id in ids:
+            kube.run_kubectl(
+                "annotate", "sess", session_id, "-n", namespace, f"{names.SUSPEND_REQUESTED}={rfc3339()}"
+            )
+        for session_id in ids:
+            await_session(kube, namespace, session_id, phase_is("Suspended"), 30, "Suspended")
+            assert len(stored(store, namespace, session_id)) == 1
+        expiring, deleted = ids
+        custom(kube).delete_namespaced_custom_object(*GROUP, namespace, "sessions", deleted)
+        await_condition(
+            lambda: not stored(store, namespace, deleted), 15, "the deleted session's state to go"
+        )
+
+        expired = await_session(kube, namespace, expiring, phase_is("Expired"), 90, "the keep time to end it")
+        assert expired["status"]["reason"] == "SuspendExpired"
+        assert not stored(store, namespace, expiring)
+        with pytest.raises(SessionEnded, match="session not found"):
+            client.run({"app": "counter-k", "input": {"add": 1}, "session": expiring})
