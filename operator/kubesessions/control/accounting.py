@@ -66,6 +66,13 @@ def pool_seconds(worker: JSON) -> float | None:
     return max(0.0, float(seconds)) if isinstance(seconds, int | float) else None
 
 
+def _summed(before: JSON, now: JSON) -> JSON:
+    """Two gpuSeconds records of one session (before a suspend, and since its resume) as one."""
+    seconds = {s: round(float(before.get(s) or 0.0) + float(now[s]), 3) for s in STATES}
+    total = round(sum(seconds.values()), 3)
+    return {"held": total, **seconds, "busyPercent": round(100 * seconds["busy"] / total) if total else 0}
+
+
 class Accounting:
     def __init__(self, began: float | None = None) -> None:
         self.began = time.monotonic() if began is None else began  # when this operator began counting
@@ -75,6 +82,8 @@ class Accounting:
         self.ended: Counter[tuple[str, str]] = Counter()  # (phase, reason)
         self.ready_latency = Histogram()
         self.latest: dict[Key, JSON] = {}  # the newest status.gpuSeconds per session
+        # A resumed session's GPU-seconds before its suspend: its new worker counts from zero.
+        self.carried: dict[Key, JSON] = {}
         self.queued: dict[Key, int] = {}  # calls waiting in each worker, as last read
         self.suspends: Counter[str] = Counter()  # by result: saved, busy, failed
         self.resumes: Counter[str] = Counter()  # by result: resumed, failed
@@ -94,6 +103,8 @@ class Accounting:
         reading = gpu_seconds(worker, gpus_held(status))
         if reading is None:
             return
+        if key in self.carried:
+            reading = _summed(self.carried[key], reading)
         before = self.latest.get(key) or status.get("gpuSeconds") or {}
         for state in STATES:
             grown = reading[state] - float(before.get(state) or 0.0)
@@ -151,8 +162,13 @@ class Accounting:
         if ok:
             self.resume_seconds.observe(seconds)
 
-    def not_spent(self, body: JSON, saved: Suspension, now: datetime.datetime) -> None:
-        """A suspended session wakes: the GPU-seconds it did not hold while suspended."""
+    def not_spent(self, key: Key, body: JSON, saved: Suspension, now: datetime.datetime) -> None:
+        """A suspended session wakes: the GPU-seconds it did not hold while suspended; those it
+        held before go on in its status (its new worker counts from zero)."""
+        held = (body.get("status") or {}).get("gpuSeconds")
+        if isinstance(held, dict):
+            self.carried[key] = held
+            self.latest[key] = held
         since = parse_rfc3339(saved.suspendedAt)
         if since is not None:
             gpus = gpus_held(body.get("status") or {})
@@ -160,6 +176,7 @@ class Accounting:
 
     def forget(self, key: Key) -> None:
         self.latest.pop(key, None)
+        self.carried.pop(key, None)
         self.queued.pop(key, None)
 
     def render(self) -> list[str]:

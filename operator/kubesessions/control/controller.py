@@ -613,7 +613,7 @@ class Controller:
             body = await self._unannotate(key, body, SUSPEND_REQUESTED)  # suspended already
         if step.next == suspend.Next.WAIT:
             return step.again_in
-        self.accounting.not_spent(body, saved, now)
+        self.accounting.not_spent(key, body, saved, now)
         verdict = Verdict(Phase.RESUMING, "Resuming", suspend.RESUMING)
         return self._written(key, await self.status.write(key, body, verdict, None)) or body
 
