@@ -93,6 +93,7 @@ class Controller:
         self.link = WorkerLink(kube, settings, self.accounting)
         self.store = StateStore(settings.state_store) if settings.state_store is not None else None
         self.pool = Pooling(kube, settings, self.apps, self.children, self._app_written, self.link)
+        self.link.on_suspendable = self.pool.queue.add  # its App's condition says what was seen
         # Pool workers claimed before this replica began to act (by an earlier run or leader),
         # by Session: read once then, so no Session claims a second one.
         self.claimed_before: dict[Key, JSON] = {}

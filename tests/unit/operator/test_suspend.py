@@ -141,3 +141,15 @@ def test_an_answer_lost_to_a_restart_is_read_from_the_workers_exit() -> None:
     assert suspend.suspended_from_exit(message) == answer
     assert suspend.suspended_from_exit(json.dumps({"reason": "IdleTimeout", "message": "x"})) is None
     assert suspend.suspended_from_exit("not json") is None
+
+
+def test_the_app_condition_says_why_suspend_is_unavailable() -> None:
+    assert suspend.app_condition(False, True, True) is None  # off: no condition at all
+    assert suspend.app_condition(True, False, True) == (
+        False,
+        "NoStateStore",
+        f"idle sessions end instead: {suspend.NO_STORE}",
+    )
+    assert suspend.app_condition(True, True, False)[:2] == (False, "AppNotSuspendable")  # type: ignore[index]
+    assert suspend.app_condition(True, True, None)[:2] == (True, "StoreConfigured")  # type: ignore[index]
+    assert suspend.app_condition(True, True, True)[:2] == (True, "Suspendable")  # type: ignore[index]

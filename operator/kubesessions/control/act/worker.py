@@ -11,6 +11,7 @@ import base64
 import datetime
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import aiohttp
@@ -76,6 +77,10 @@ class WorkerLink:
         self.accounting = accounting
         self.settings = settings
         self.http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=64))
+        # Whether each App's app can suspend, as its workers' `/status` last said (by App key),
+        # and who hears of a change (the pools' upkeep, which writes the App's condition).
+        self.suspendable: dict[Key, bool] = {}
+        self.on_suspendable: Callable[[Key], None] = lambda _: None
 
     async def close(self) -> None:
         await self.http.close()
@@ -106,6 +111,8 @@ class WorkerLink:
         except (aiohttp.ClientError, TimeoutError, ApiException) as exc:
             return await self._unreachable(key, body, tracked, exc)
         self.accounting.observe(key, body, worker, pod["metadata"]["name"])
+        if app := (body.get("spec") or {}).get("app"):
+            self._saw_suspendable((key[0], app), worker)
         answers_again = tracked.unreachable > 0
         tracked.unreachable = 0
         wall_now = time.time()
@@ -286,7 +293,14 @@ class WorkerLink:
             )
             return False
         self.accounting.observe_pool(app[0], app[1], pod["metadata"]["name"], worker, gpus)
+        self._saw_suspendable(app, worker)
         return True
+
+    def _saw_suspendable(self, app: Key, worker: JSON) -> None:
+        said = worker.get("suspendable")
+        if isinstance(said, bool) and self.suspendable.get(app) is not said:
+            self.suspendable[app] = said
+            self.on_suspendable(app)
 
     async def hand_over(
         self, session: children.SessionRef, pod: JSON, bearers: list[str], token: str, timeout: int

@@ -168,3 +168,20 @@ def resuming(verdict: Verdict) -> Verdict:
     if verdict.reason in ROUTINE:
         return Verdict(Phase.RESUMING, "Resuming", RESUMING)
     return Verdict(Phase.RESUMING, verdict.reason, verdict.message)
+
+
+SUSPEND_AVAILABLE = "SuspendAvailable"  # the App's condition
+
+
+def app_condition(enabled: bool, store: bool, suspendable: bool | None) -> tuple[bool, str, str] | None:
+    """An App's SuspendAvailable condition as (status, reason, message); None when its
+    spec.suspend is off. ``suspendable``: what its workers' `/status` said (None: none seen yet)."""
+    if not enabled:
+        return None
+    if not store:
+        return False, "NoStateStore", f"idle sessions end instead: {NO_STORE}"
+    if suspendable is False:
+        return False, "AppNotSuspendable", f"idle sessions end instead: {NO_METHODS}"
+    if suspendable is None:
+        return True, "StoreConfigured", "a state store is configured; no worker of this App seen yet"
+    return True, "Suspendable", "idle sessions are suspended to the state store"
