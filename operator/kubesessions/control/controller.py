@@ -43,7 +43,7 @@ from kubesessions.control.act.children import ALL_CHILDREN, Children, NameConfli
 from kubesessions.control.act.pool import Pooling
 from kubesessions.control.act.status import StatusWriter
 from kubesessions.control.act.worker import Look, WorkerLink
-from kubesessions.control.decide import children, pool, suspend
+from kubesessions.control.decide import children, idle, pool, suspend
 from kubesessions.control.decide.status import (
     Verdict,
     creating_settle,
@@ -539,7 +539,7 @@ class Controller:
             log.warning("session %s/%s: not suspended: %s", *key, why_not, extra=extra)
             await self.status.event(body, "Warning", "SuspendRefused", f"not suspended: {why_not}")
             await self._unannotate(key, body, SUSPEND_REQUESTED)
-            return 0.0
+            return idle.BUSY_LOOK_MAX
         reason = "SuspendRequested" if by_hand else "IdleTimeout"
         verdict = Verdict(Phase.SUSPENDING, reason, "the app saves its state; the worker then stops")
         body = self._written(key, await self.status.write(key, body, verdict, pod)) or body
@@ -561,7 +561,7 @@ class Controller:
             if by_hand:
                 await self.status.event(body, "Warning", "SuspendFailed", str(outcome.failed))
                 await self._unannotate(key, body, SUSPEND_REQUESTED)
-                return 0.0
+                return suspend.BUSY_RETRY  # the next look writes Ready back
             return await self._finish(key, body, suspend.idle_end(str(outcome.failed), timeout), pod=pod)
         return await self._park(key, body, spec, pod, outcome.saved, reason)
 

@@ -23,7 +23,7 @@ from kubesessions.gateway.auth import Identity
 from kubesessions.gateway.forward import Events, Forwarder, Reply, Target
 from kubesessions.gateway.problems import Problem
 from kubesessions.gateway.requests import NEW
-from kubesessions.gateway.sessions import Sessions, live, view
+from kubesessions.gateway.sessions import Sessions, asleep, live, view
 
 log = logging.getLogger("kubesessions.gateway")
 
@@ -95,10 +95,10 @@ class Calls:
                     opened = True
                     yield Events.live(upstream)
             except Problem as problem:
-                if opened or problem.code != SUSPENDING:
+                if opened or not self._went_to_sleep(call, problem):
                     raise
-                # The worker began to suspend just before the call came (the call did not run):
-                # wake the session and make the call on the resumed worker.
+                # The worker began to suspend just before the call came, or is gone suspended
+                # (the call did not run): wake the session and make the call on the resumed worker.
                 await self.sessions.wake(call.namespace, call.session_id)
                 target = await self.sessions.target(call.namespace, call.session_id, call.app)
                 async with self.forwarder.call(
@@ -117,6 +117,12 @@ class Calls:
         finally:
             if call.one_shot:
                 await self._close_one_shot(call, target, print_, failure)
+
+    def _went_to_sleep(self, call: Call, problem: Problem) -> bool:
+        if problem.code == SUSPENDING:
+            return True
+        body = self.sessions.cache.sessions.get(call.key)
+        return problem.code == "WORKER_UNAVAILABLE" and body is not None and asleep(body)
 
     async def _close_one_shot(
         self, call: Call, target: Target | None, print_: str, failure: Problem | None

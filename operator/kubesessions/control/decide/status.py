@@ -112,7 +112,7 @@ def exit_message(pod: JSON | None) -> str | None:
 def judge(pod: JSON | None, previous_phase: str | None) -> Verdict:
     """Read the pod. ``pod`` None means there is none (yet, or any more)."""
     if pod is None or pod.get("metadata", {}).get("deletionTimestamp"):
-        if previous_phase in (Phase.STARTING, Phase.READY):
+        if previous_phase in (Phase.STARTING, Phase.READY, Phase.SUSPENDING):
             return Verdict(Phase.FAILED, "WorkerLost", "the worker pod disappeared")
         return Verdict(Phase.PENDING, "Creating", "creating the worker pod")
     status = pod.get("status", {})
