@@ -12,7 +12,7 @@ import pytest
 from kubernetes.client.rest import ApiException
 
 from kubesessions.api import names
-from kubesessions.client import Client, SessionEnded
+from kubesessions.client import Client, SessionExpired
 from kubesessions.common.timefmt import rfc3339
 from kubesessions.localcluster import objectstore
 from kubesessions.statestore import StateStore, StoreConfig
@@ -82,9 +82,16 @@ def test_an_idle_session_suspends_and_the_next_call_wakes_it_with_its_state(
         # The next call wakes it, on a new worker that has the state.
         again = client.run({"app": "counter-s", "input": {"add": 1}, "session": session_id})
         assert (again["output"]["total"], again["output"]["calls"]) == (43, 2)
-        resumed = custom(kube).get_namespaced_custom_object(*GROUP, namespace, "sessions", session_id)
+        resumed = await_session(
+            kube,
+            namespace,
+            session_id,
+            lambda s: names.RESUME_REQUESTED not in (s["metadata"].get("annotations") or {}),
+            10,
+            "the operator to remove the resume request it acted on",
+        )
         assert resumed["status"]["phase"] == "Ready" and "suspension" not in resumed["status"]
-        assert names.RESUME_REQUESTED not in (resumed["metadata"].get("annotations") or {})
+        assert resumed["status"]["startedFrom"] == "cold"
         await_condition(lambda: not stored(store, namespace, session_id), 10, "the used state to be deleted")
         events = kube.run_kubectl(
             "get", "events", "-n", namespace, "--field-selector", f"involvedObject.name={session_id}"
@@ -162,5 +169,5 @@ def test_the_keep_time_ends_it_and_a_deleted_session_takes_its_state(
         expired = await_session(kube, namespace, expiring, phase_is("Expired"), 90, "the keep time to end it")
         assert expired["status"]["reason"] == "SuspendExpired"
         assert not stored(store, namespace, expiring)
-        with pytest.raises(SessionEnded, match="session not found"):
+        with pytest.raises(SessionExpired, match=r"session not found.*SuspendExpired"):
             client.run({"app": "counter-k", "input": {"add": 1}, "session": expiring})

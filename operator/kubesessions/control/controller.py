@@ -306,11 +306,13 @@ class Controller:
                 if (failed := await self._resume(key, body, pod, tracked, status.suspension)) is not None:
                     return await self._finish(key, body, failed, pod=pod)
                 resumed, facts = status.suspension, facts.model_copy(update={"suspension": None})
+        if verdict.phase == Phase.READY:
+            # Acted on (or a stale one), and gone before the status says Ready: a reader that
+            # sees Ready sees the request done.
+            body = await self._unannotate(key, body, RESUME_REQUESTED)
         body = self._written(key, await self.status.write(key, body, verdict, pod, facts)) or body
         if resumed is not None:
             await self._delete_state(key, resumed)
-        if verdict.phase == Phase.READY and RESUME_REQUESTED in annotations:
-            body = await self._unannotate(key, body, RESUME_REQUESTED)  # acted on, or a stale one
         lifetime_left = self._lifetime_left(spec, body)
         if lifetime_left is not None and lifetime_left <= 0:
             message = f"the session reached its maxLifetime of {spec.maxLifetime}s"
@@ -580,6 +582,9 @@ class Controller:
             facts.gpuSeconds = SessionStatus.model_validate(final).gpuSeconds
         message = f"{saved.bytes} bytes of state saved in {saved.seconds:g}s; kept until {saved.expiresAt}"
         verdict = Verdict(Phase.SUSPENDED, reason, message)
+        # The request is done before the status says so (a restart in between finds the pod's
+        # exit and records the suspend from it).
+        body = await self._unannotate(key, body, SUSPEND_REQUESTED)
         body = self._written(key, await self.status.write(key, body, verdict, None, facts)) or body
         tracked = self.tracked.get(key)
         if pod is not None:
@@ -589,7 +594,6 @@ class Controller:
         if tracked is not None:
             tracked.children.pop("pod", None)
             tracked.unreachable, tracked.keepalive = 0, None
-        await self._unannotate(key, body, SUSPEND_REQUESTED)
         return float(keep)
 
     async def _suspended(
