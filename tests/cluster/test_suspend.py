@@ -12,7 +12,7 @@ import pytest
 from kubernetes.client.rest import ApiException
 
 from kubesessions.api import names
-from kubesessions.client import Client, SessionExpired
+from kubesessions.client import Client, SessionEnded, SessionExpired
 from kubesessions.common.timefmt import rfc3339
 from kubesessions.localcluster import objectstore
 from kubesessions.statestore import StateStore, StoreConfig
@@ -50,6 +50,12 @@ def pod_gone(kube: Cluster, namespace: str, name: str) -> bool:
 def pool_ready(kube: Cluster, namespace: str, app: str) -> int:
     body = custom(kube).get_namespaced_custom_object(*GROUP, namespace, "apps", app)
     return int(((body.get("status") or {}).get("warmPool") or {}).get("ready") or 0)
+
+
+def app_condition(kube: Cluster, namespace: str, app: str) -> dict[str, Any]:
+    body = custom(kube).get_namespaced_custom_object(*GROUP, namespace, "apps", app)
+    conditions = (body.get("status") or {}).get("conditions") or []
+    return next(c for c in conditions if c["type"] == "SuspendAvailable")
 
 
 def suspendable_app(kube: Cluster, namespace: str, name: str, **spec: Any) -> None:
@@ -93,6 +99,8 @@ def test_an_idle_session_suspends_and_the_next_call_wakes_it_with_its_state(
         assert resumed["status"]["phase"] == "Ready" and "suspension" not in resumed["status"]
         assert resumed["status"]["startedFrom"] == "cold"
         await_condition(lambda: not stored(store, namespace, session_id), 10, "the used state to be deleted")
+        condition = app_condition(kube, namespace, "counter-s")
+        assert (condition["status"], condition["reason"]) == ("True", "Suspendable")
         events = kube.run_kubectl(
             "get", "events", "-n", namespace, "--field-selector", f"involvedObject.name={session_id}"
         )
@@ -171,3 +179,43 @@ def test_the_keep_time_ends_it_and_a_deleted_session_takes_its_state(
         assert not stored(store, namespace, expiring)
         with pytest.raises(SessionExpired, match=r"session not found.*SuspendExpired"):
             client.run({"app": "counter-k", "input": {"add": 1}, "session": expiring})
+
+
+def test_an_app_without_suspend_methods_ends_idle_and_a_failed_resume_fails_the_session(
+    gateway: GatewayProcess, kube: Cluster, namespace: str, store: StateStore
+) -> None:
+    create_app(
+        kube,
+        namespace,
+        "echo-s",
+        entrypoint="kubesessions_worker.examples.echo:Echo",
+        suspend={"enabled": True, "keepSeconds": 60},
+    )
+    suspendable_app(kube, namespace, "counter-f")
+    token = service_account_token(kube, namespace, "failer", allowed=True)
+    with Client(gateway.url, token=token, namespace=namespace, request_timeout=60) as client:
+        echo = client.run({"app": "echo-s", "input": "hi", "session": "new", "session_timeout": 1})[
+            "session_id"
+        ]
+        ended = await_session(kube, namespace, echo, phase_is("Expired"), 30, "the idle echo session to end")
+        assert ended["status"]["reason"] == "IdleTimeout"
+        assert "not suspended: the app defines no suspend(dir) and resume(dir)" in ended["status"]["message"]
+        await_condition(
+            lambda: app_condition(kube, namespace, "echo-s")["reason"] == "AppNotSuspendable",
+            15,
+            "the App to say its app cannot suspend",
+        )
+        assert app_condition(kube, namespace, "echo-s")["status"] == "False"
+
+        # A state that is gone when the session wakes: Failed, saying so, and no call runs.
+        counter = client.run(
+            {"app": "counter-f", "input": {"add": 5}, "session": "new", "session_timeout": 300}
+        )
+        session_id = counter["session_id"]
+        client.suspend(session_id)
+        suspended = await_session(kube, namespace, session_id, phase_is("Suspended"), 30, "Suspended")
+        asyncio.run(store.delete(suspended["status"]["suspension"]["key"]))
+        with pytest.raises(SessionEnded, match="ResumeFailed"):
+            client.run({"app": "counter-f", "input": {"add": 1}, "session": session_id})
+        failed = await_session(kube, namespace, session_id, phase_is("Failed"), 30, "Failed")
+        assert failed["status"]["reason"] == "ResumeFailed"
