@@ -135,8 +135,9 @@ class Runner:
         )
 
     def keepalive(self) -> bool:
-        """Count a keepalive as activity; False once the session is ending."""
-        if self.state not in (State.READY, State.BUSY):
+        """Count a keepalive as activity; False once the session is ending (a suspending one is
+        not ending yet: the suspend may fail and the session go on)."""
+        if self.state not in (State.READY, State.BUSY, State.SUSPENDING):
             return False
         self._stamp()
         return True

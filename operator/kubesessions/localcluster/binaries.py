@@ -154,7 +154,7 @@ def _go() -> str:
     if go is None:
         raise BinaryError(
             "the Kubernetes binaries (etcd, kube-apiserver, kube-controller-manager, "
-            "kube-scheduler, kubectl, helm) were not found and Go is not installed to build "
+            "kube-scheduler, kubectl, helm, weed) were not found and Go is not installed to build "
             "them. Either install Go >= 1.26 (they are then built once into "
             f"{cache_bin_dir()}), or set KUBEBUILDER_ASSETS to a directory holding them, "
             "or put them on PATH."

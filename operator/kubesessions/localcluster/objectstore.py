@@ -153,6 +153,8 @@ def server_args(weed: Path, address: str, folder: Path, ports: dict[str, int], i
         f"-filer.port={ports['store-filer']}",
         f"-filer.port.grpc={ports['store-filer-grpc']}",
         f"-filer.localSocket={folder / 'filer.sock'}",
+        # Chunks of 64 MB, not 4: a 256 MB state went up in 4.2-4.6 s instead of 5.5-6.4 s here.
+        "-filer.maxMB=64",
         "-s3",
         f"-s3.port={ports['store-s3']}",
         f"-s3.port.grpc={ports['store-s3-grpc']}",

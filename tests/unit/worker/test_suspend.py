@@ -153,6 +153,8 @@ async def test_calls_during_a_suspend_are_refused_and_the_state_is_the_last_call
         assert (status, body["code"]) == (409, "SUSPENDING")
         async with w.client.get("/readyz") as resp:  # still the session's until it exits
             assert resp.status == 200
+        async with w.client.post("/keepalive", headers=AUTH) as resp:  # the operator's looks too
+            assert resp.status == 200
         w.app.gate.set()
         status, _ = await suspending
         assert status == 200
