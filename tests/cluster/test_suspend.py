@@ -5,6 +5,8 @@ lands on a warm pool worker when its App has one; the keep time ends it; its sta
 from __future__ import annotations
 
 import asyncio
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
@@ -45,6 +47,14 @@ def pod_gone(kube: Cluster, namespace: str, name: str) -> bool:
     except ApiException as exc:
         return exc.status == 404
     return pod.metadata.deletion_timestamp is not None
+
+
+def fetch(url: str) -> int:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as resp:
+            return int(resp.status)
+    except urllib.error.HTTPError as err:
+        return err.code
 
 
 def pool_ready(kube: Cluster, namespace: str, app: str) -> int:
@@ -169,6 +179,12 @@ def test_the_keep_time_ends_it_and_a_deleted_session_takes_its_state(
             await_session(kube, namespace, session_id, phase_is("Suspended"), 30, "Suspended")
             assert len(stored(store, namespace, session_id)) == 1
         expiring, deleted = ids
+        # What a worker is given opens its own session's state only: the URL for one key,
+        # pointed at the other's, is refused by the store (the signature covers the key).
+        own, other = (stored(store, namespace, i)[0] for i in ids)
+        url = store.presign_get(own)
+        assert fetch(url) == 200
+        assert fetch(url.replace(own, other)) == 403
         custom(kube).delete_namespaced_custom_object(*GROUP, namespace, "sessions", deleted)
         await_condition(
             lambda: not stored(store, namespace, deleted), 15, "the deleted session's state to go"
