@@ -243,7 +243,9 @@ class Controller:
             app_body = self.apps.get((key[0], spec.app)) or await self._read("apps", key[0], spec.app)
             if app_body is None and pod is None and not running:
                 message = f'App "{spec.app}" not found in {key[0]}'
-                verdict = Verdict(Phase.PENDING, "AppNotFound", message)
+                # A resuming session stays Resuming (its state is still to be handed back).
+                waiting = Phase.RESUMING if status.phase == Phase.RESUMING else Phase.PENDING
+                verdict = Verdict(waiting, "AppNotFound", message)
                 self._written(key, await self.status.write(key, body, verdict, None))
                 return None  # an App event wakes it
             app = AppSpec.model_validate(app_body.get("spec") or {}) if app_body else None
