@@ -5,6 +5,7 @@ lands on a warm pool worker when its App has one; the keep time ends it; its sta
 from __future__ import annotations
 
 import asyncio
+import signal
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -19,9 +20,9 @@ from kubesessions.common.timefmt import rfc3339
 from kubesessions.localcluster import objectstore
 from kubesessions.statestore import StateStore, StoreConfig
 
-from ..conftest import Cluster, await_condition, await_session, phase_is
+from ..conftest import Cluster, OperatorProcess, await_condition, await_session, phase_is
 from .conftest import GatewayProcess, service_account_token
-from .test_operator import GROUP, create_app, custom
+from .test_operator import GROUP, call, create_app, custom, token_of
 
 pytestmark = pytest.mark.cluster
 
@@ -235,3 +236,54 @@ def test_an_app_without_suspend_methods_ends_idle_and_a_failed_resume_fails_the_
             client.run({"app": "counter-f", "input": {"add": 1}, "session": session_id})
         failed = await_session(kube, namespace, session_id, phase_is("Failed"), 30, "Failed")
         assert failed["status"]["reason"] == "ResumeFailed"
+
+
+def test_a_suspend_whose_answer_the_operator_lost_is_recorded_from_the_workers_exit(
+    gateway: GatewayProcess, operator: OperatorProcess, kube: Cluster, namespace: str, store: StateStore
+) -> None:
+    """The operator dies after it wrote Suspending and asked the worker to suspend: the worker
+    saves the state and exits; the operator that comes back records the suspend from the
+    worker's termination message (nothing saved is lost, and no state is used half-written)."""
+    suspendable_app(kube, namespace, "counter-r")
+    token = service_account_token(kube, namespace, "restarter", allowed=True)
+    with Client(gateway.url, token=token, namespace=namespace, request_timeout=60) as client:
+        session_id = client.run(
+            {"app": "counter-r", "input": {"add": 42}, "session": "new", "session_timeout": 300}
+        )["session_id"]
+        operator.stop(signal.SIGKILL)
+        body = custom(kube).get_namespaced_custom_object(*GROUP, namespace, "sessions", session_id)
+        # Where the operator was when it died: Suspending written, /suspend called.
+        custom(kube).patch_namespaced_custom_object_status(
+            *GROUP, namespace, "sessions", session_id, {"status": {"phase": "Suspending"}}
+        )
+        key = names.state_key(namespace, session_id, body["metadata"]["uid"])
+        answer = worker_call(
+            body["status"]["podIP"],
+            token_of(kube, namespace, session_id),
+            "/suspend",
+            {"url": store.presign_put(key), "max_bytes": 1 << 20},
+        )
+        await_condition(
+            lambda: pod_gone(kube, namespace, session_id) or exited(kube, namespace, session_id),
+            30,
+            "the worker to exit",
+        )
+        operator.start()
+        suspended = await_session(kube, namespace, session_id, phase_is("Suspended"), 30, "Suspended")
+        saved = suspended["status"]["suspension"]
+        assert (saved["bytes"], saved["sha256"], saved["key"]) == (answer["bytes"], answer["sha256"], key)
+        assert (
+            client.run({"app": "counter-r", "input": {"add": 1}, "session": session_id})["output"]["total"]
+            == 43
+        )
+
+
+def exited(kube: Cluster, namespace: str, name: str) -> bool:
+    pod = kube.core.read_namespaced_pod(name, namespace)
+    return any(s.state.terminated for s in pod.status.container_statuses or [])
+
+
+def worker_call(ip: str, token: str, path: str, payload: dict[str, Any]) -> dict[str, Any]:
+    status, body = call(ip, token, payload, path)
+    assert status == 200, body
+    return body
