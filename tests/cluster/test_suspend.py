@@ -287,3 +287,29 @@ def worker_call(ip: str, token: str, path: str, payload: dict[str, Any]) -> dict
     status, body = call(ip, token, payload, path)
     assert status == 200, body
     return body
+
+
+def test_a_session_started_cold_resumes_on_a_pool_worker(
+    gateway: GatewayProcess, kube: Cluster, namespace: str, store: StateStore
+) -> None:
+    suspendable_app(kube, namespace, "counter-c", warmPool={"size": 1})
+    token = service_account_token(kube, namespace, "coldpool", allowed=True)
+    with Client(gateway.url, token=token, namespace=namespace, request_timeout=60) as client:
+        await_condition(lambda: pool_ready(kube, namespace, "counter-c") == 1, 60, "a ready pool worker")
+        run = {"app": "counter-c", "input": {"add": 3}, "session": "new", "session_timeout": 300}
+        first, second = client.run(run)["session_id"], client.run(run)["session_id"]
+        started = {
+            sid: custom(kube).get_namespaced_custom_object(*GROUP, namespace, "sessions", sid)["status"][
+                "startedFrom"
+            ]
+            for sid in (first, second)
+        }
+        assert started == {first: "pool", second: "cold"}, started
+        client.suspend(second)
+        await_session(kube, namespace, second, phase_is("Suspended"), 30, "Suspended")
+        await_condition(lambda: pool_ready(kube, namespace, "counter-c") == 1, 60, "a ready pool worker")
+        assert (
+            client.run({"app": "counter-c", "input": {"add": 1}, "session": second})["output"]["total"] == 4
+        )
+        resumed = custom(kube).get_namespaced_custom_object(*GROUP, namespace, "sessions", second)
+        assert resumed["status"]["startedFrom"] == "pool"
