@@ -229,6 +229,11 @@ class Controller:
         # Only its own pod is the Session's worker: one of its name or label may be anyone's (an
         # earlier Session's of the same name, still terminating).
         pod = _own(self.pods.get(key), ref.uid)
+        if pod is not None and (
+            pod["metadata"]["uid"] == tracked.suspended_from
+            or (status.phase == Phase.RESUMING and pod["metadata"].get("deletionTimestamp"))
+        ):
+            pod = None  # the worker it suspended from, on its way out: a resume needs another
         if pod is None and running:
             # Before calling the worker lost, ask the API: after a restart the pod watch may
             # not have caught up with the Session watch yet.
@@ -290,13 +295,20 @@ class Controller:
         settle = creating_settle(verdict, status.phase, pod_age)
         if settle > 0:
             return settle  # the pod's scheduling event will most likely come first
-        if status.startedFrom is None:
+        # A resuming session's worker is known once it has one (a claim's hand-over comes then).
+        if status.startedFrom is None and (pod is not None or status.phase != Phase.RESUMING):
             claimed_at = pool.claimed_at(pod, ref.uid)
             if claimed_at is not None and verdict.ready and pod is not None and spec.app is not None:
                 app_key = (key[0], spec.app)
                 token = await self.link.token(key, tracked)
                 bearers = [await self.pool.token(app_key), token]
                 await self.link.hand_over(ref, pod, bearers, token, timeout)
+                log.info(
+                    "session %s/%s: handed over worker %s",
+                    *key,
+                    pod["metadata"]["name"],
+                    extra={"session": key[1], "namespace": key[0]},
+                )
                 self.pool.handed_over(app_key, claim_started)
             started = StartedFrom.POOL if claimed_at else StartedFrom.COLD
             facts = facts.model_copy(update={"startedFrom": started, "claimedAt": claimed_at})
@@ -595,6 +607,7 @@ class Controller:
             )
         if tracked is not None:
             tracked.children.pop("pod", None)
+            tracked.suspended_from = pod["metadata"]["uid"] if pod is not None else None
             tracked.unreachable, tracked.keepalive = 0, None
         return float(keep)
 
@@ -633,6 +646,13 @@ class Controller:
             return Verdict(Phase.FAILED, "ResumeFailed", "no saved state is recorded in status.suspension")
         if self.store is None:
             return Verdict(Phase.FAILED, "ResumeFailed", suspend.NO_STORE)
+        log.info(
+            "session %s/%s: resuming %d bytes of state on worker %s",
+            *key,
+            saved.bytes,
+            pod["metadata"]["name"],
+            extra={"session": key[1], "namespace": key[0]},
+        )
         started = time.monotonic()
         try:
             code, answer = await self.link.resume(
