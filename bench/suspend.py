@@ -31,7 +31,7 @@ import benchcluster
 import report
 from gateway import NS, caller_token, start, wait_http
 
-from kubesessions.api.names import SUSPEND_REQUESTED
+from kubesessions.api.names import POOL_LABEL, SUSPEND_REQUESTED
 from kubesessions.common.timefmt import rfc3339
 from kubesessions.localcluster import cluster, objectstore
 from kubesessions.localcluster.nodeconfig import NodeConfig
@@ -76,8 +76,14 @@ async def scenarios(gateway: str, token: str, api: client.ApiClient) -> dict[str
         return body
 
     def pool_ready() -> bool:
-        body = custom.get_namespaced_custom_object(*GROUP, NS, "apps", "blob-pool")
-        return bool(((body.get("status") or {}).get("warmPool") or {}).get("ready"))
+        """A ready unclaimed pool worker, as its pod says (the App's status counts lag a claim)."""
+        pods = client.CoreV1Api(api).list_namespaced_pod(NS, label_selector=f"{POOL_LABEL}=blob-pool").items
+        return any(
+            c.type == "Ready" and c.status == "True"
+            for p in pods
+            if not p.metadata.deletion_timestamp
+            for c in p.status.conditions or []
+        )
 
     async def run(http: aiohttp.ClientSession, body: dict[str, Any]) -> tuple[float, dict[str, Any]]:
         began = time.perf_counter()
@@ -97,7 +103,8 @@ async def scenarios(gateway: str, token: str, api: client.ApiClient) -> dict[str
         samples["fresh cold session"] = cold_new
         for size in SIZES_MB:
             for kind in ("pool", "cold"):
-                suspend_ms, worker_suspend_ms, resume_ms, started = [], [], [], []
+                suspend_ms, worker_suspend_ms = [], []
+                resume_ms: dict[str, list[float]] = {"pool": [], "cold": []}  # by where it resumed
                 for _ in range(ROUNDS.get(size, 3)):
                     appname = f"blob-{kind}"
                     _, reply = await run(
@@ -128,17 +135,17 @@ async def scenarios(gateway: str, token: str, api: client.ApiClient) -> dict[str
                         await until(pool_ready, "a ready pool worker")
                     elapsed, answer = await run(http, {"app": appname, "input": {}, "session": sid})
                     assert answer["output"] == size * 1024**2, answer
-                    resume_ms.append(elapsed)
-                    started.append(session(sid)["status"].get("startedFrom", "?"))
+                    resume_ms[session(sid)["status"].get("startedFrom", "cold")].append(elapsed)
                     async with http.delete(f"{gateway}/v1/sessions/{sid}", headers=headers) as r:
                         assert r.status == 204
                 results[f"{size}MB_{kind}"] = {
                     "suspend_to_suspended_ms": report.summary(suspend_ms),
                     "worker_suspend_ms": report.summary(worker_suspend_ms),
-                    "resume_first_output_ms": report.summary(resume_ms),
-                    "started_from": {k: started.count(k) for k in set(started)},
+                    "resume_first_output_ms": {k: report.summary(v) for k, v in resume_ms.items() if v},
                 }
-                samples[f"{size} MB {kind}: resume -> first output"] = resume_ms
+                for where, values in resume_ms.items():
+                    if values:
+                        samples[f"{size} MB, App {kind}: resumed {where}"] = values
     return {"results": results, "samples": samples}
 
 
@@ -199,22 +206,18 @@ def main() -> None:
                     + f" ({r['worker_suspend_ms']['median']:.0f})",
                     targets.get((kind, size, "suspend"), ""),
                 ),
+            ]
+            rows += [
                 (
-                    f"{size} MB {kind}: call on the suspended id -> first output p50 / p99 ms",
-                    "{median:.0f} / {p99:.0f}".format(**r["resume_first_output_ms"]),
-                    targets.get((kind, size, "resume"), ""),
-                ),
-                (
-                    f"{size} MB {kind}: started from",
-                    ", ".join(f"{k} {v}" for k, v in sorted(r["started_from"].items())),
-                    "",
-                ),
+                    f"{size} MB {kind}: call on the suspended id -> first output, resumed {where}: p50 / p99 ms (n)",
+                    "{median:.0f} / {p99:.0f} ({n})".format(**stats),
+                    targets.get((where, size, "resume"), ""),
+                )
+                for where, stats in r["resume_first_output_ms"].items()
             ]
     smallest = results[f"{SIZES_MB[0]}MB_pool"]
-    day = gpu_day(
-        smallest["resume_first_output_ms"]["median"] / 1000,
-        smallest["suspend_to_suspended_ms"]["median"] / 1000,
-    )
+    resumed = smallest["resume_first_output_ms"].get("pool") or smallest["resume_first_output_ms"]["cold"]
+    day = gpu_day(resumed["median"] / 1000, smallest["suspend_to_suspended_ms"]["median"] / 1000)
     results["gpu_seconds_called_hourly_for_a_day"] = day
     rows.append(
         (
