@@ -17,7 +17,8 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[operator,worker]' --group dev
 	touch $@
 
-# Finds or builds (once, cached in ~/.cache/kube-sessions) etcd, the control plane, kubectl, helm.
+# Finds or builds (once, cached in ~/.cache/kube-sessions) etcd, the control plane, kubectl, helm,
+# SeaweedFS (weed: the state store of suspended sessions).
 binaries: $(STAMP)
 	$(BIN)/kubesessions localcluster binaries
 

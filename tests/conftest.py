@@ -18,7 +18,7 @@ from typing import Any, Self, TypeVar
 import pytest
 from kubernetes import client, config, watch
 
-from kubesessions.localcluster import binaries, cluster
+from kubesessions.localcluster import binaries, cluster, objectstore
 from kubesessions.localcluster.nodeconfig import NodeConfig
 
 T = TypeVar("T")
@@ -189,9 +189,12 @@ class ServiceProcess:
     def flags(self) -> list[str]:
         raise NotImplementedError
 
+    def environment(self) -> dict[str, str]:
+        return {}
+
     def start(self) -> Self:
         self.port = _free_port()
-        env = {**os.environ, "KUBECONFIG": str(self.kube.kubeconfig)}
+        env = {**os.environ, **self.environment(), "KUBECONFIG": str(self.kube.kubeconfig)}
         argv = [
             str(Path(sys.executable).parent / "kubesessions"),
             self.command,
@@ -239,6 +242,12 @@ class OperatorProcess(ServiceProcess):
 
     def flags(self) -> list[str]:
         return ["--metrics-port", str(self.port)]
+
+    def environment(self) -> dict[str, str]:
+        """The local cluster's state store, as the chart hands it to the operator."""
+        if self.kube.state_dir is None:
+            return {}
+        return objectstore.operator_env(self.kube.state_dir.root)
 
     def metrics(self) -> dict[str, float]:
         with urllib.request.urlopen(f"{self.url}/metrics", timeout=5) as resp:

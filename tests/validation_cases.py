@@ -75,6 +75,19 @@ GOOD = [
     ),
     Case("63-character name", named("s" + "0" * 61 + "z", session({"app": "x"})), None),
     Case("name with '-'", named("my-session-2", session({"app": "x"})), None),
+    Case("suspend on", app({"image": IMAGE, "suspend": {"enabled": True}}), None),
+    Case(
+        "suspend limits",
+        app(
+            {
+                "image": IMAGE,
+                "suspend": {"enabled": True, "keepSeconds": 2592000, "maxStateBytes": 10737418240},
+            }
+        ),
+        None,
+    ),
+    Case("session suspend off", session({"app": "x", "suspend": {"enabled": False}}), None),
+    Case("session keeps shorter", session({"app": "x", "suspend": {"keepSeconds": 60}}), None),
     Case("warm pool", app({"image": IMAGE, "warmPool": {"size": 64, "strategy": "OnUse"}}), None),
     Case("empty warm pool", app({"image": IMAGE, "warmPool": {"size": 0}}), None),
     Case("session overrides", app({"image": IMAGE, "sessionOverrides": ["resources", "env"]}), None),
@@ -155,6 +168,19 @@ BAD = [
         named("s" * 64, session({"app": "x"})),
         "metadata.name: a Session's name must be a DNS-1035 label",
     ),
+    Case("keep too short", app({"image": IMAGE, "suspend": {"keepSeconds": 59}}), "suspend.keepSeconds"),
+    Case("keep too long", app({"image": IMAGE, "suspend": {"keepSeconds": 2592001}}), "suspend.keepSeconds"),
+    Case("no state allowed", app({"image": IMAGE, "suspend": {"maxStateBytes": 0}}), "suspend.maxStateBytes"),
+    Case(
+        "state over 10 GiB",
+        app({"image": IMAGE, "suspend": {"maxStateBytes": 10737418241}}),
+        "suspend.maxStateBytes",
+    ),
+    Case("unknown suspend field", app({"image": IMAGE, "suspend": {"enable": True}}), "enable"),
+    Case(
+        "session keep too short", session({"app": "x", "suspend": {"keepSeconds": 10}}), "suspend.keepSeconds"
+    ),
+    Case("session enabled string", session({"app": "x", "suspend": {"enabled": "yes"}}), "suspend.enabled"),
     Case("zero timeout", session({"app": "x", "sessionTimeout": 0}), "sessionTimeout"),
     Case("negative timeout", session({"app": "x", "sessionTimeout": -5}), "sessionTimeout"),
     Case("fractional timeout", session({"app": "x", "sessionTimeout": 1.5}), "sessionTimeout"),

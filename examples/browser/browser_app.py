@@ -24,11 +24,19 @@ A browser that dies mid-session (killed, crashed, out of memory) takes its pages
 watches the browser's process and, when it goes, says so on stderr and exits the worker, so the
 Session fails (WorkerLost) with that line in its message instead of answering every later call
 with Playwright's "Target closed".
+
+Suspendable: ``suspend`` saves the open page's URL, the values of its input fields and
+Playwright's storage state (cookies, local storage) in ``browser.json`` and ``storage.json``;
+``resume`` opens a page in a context made from that storage state, goes back to the URL (a URL
+of the app's own site is moved to this worker's site, whose port differs) and types the values
+back. What is in the page's memory alone (scripts' variables, text shown but not in a field) is
+not kept: a page that needs more saves it in its storage.
 """
 
 from __future__ import annotations
 
 import base64
+import json
 import os
 import sys
 import threading
@@ -206,6 +214,29 @@ class BrowserApp:
             "width": size.get("width"),
             "height": size.get("height"),
         }
+
+    def suspend(self, dir: Path) -> None:
+        state: dict[str, Any] = {"site": self.site_url, "url": None, "inputs": {}}
+        if self.page is not None:
+            self.page.context.storage_state(path=str(dir / "storage.json"))
+            state["url"] = self.page.url
+            state["inputs"] = dict(
+                self.page.eval_on_selector_all("input[id]", "els => els.map(e => [e.id, e.value])")
+            )
+        (dir / "browser.json").write_text(json.dumps(state))
+
+    def resume(self, dir: Path) -> None:
+        state = json.loads((dir / "browser.json").read_text())
+        if state["url"] is None:  # suspended before any page was opened
+            return
+        # A page of its own context (closed with it), made from the saved storage state.
+        self.page = self.browser.new_page(viewport=VIEWPORT, storage_state=str(dir / "storage.json"))
+        url = str(state["url"])
+        if url.startswith(state["site"]):
+            url = self.site_url + url[len(state["site"]) :]
+        self.page.goto(url)
+        for field, value in state["inputs"].items():
+            self.page.fill(f"#{field}", value)
 
     @function
     def close(self, input: dict[str, Any] | None = None) -> dict[str, Any] | None:

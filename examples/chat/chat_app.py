@@ -9,12 +9,18 @@ cache beside ``self.turns``) and the session machinery stays the same.
 
 ``init``: ``{"system": "..."}`` starts over with a system prompt. ``message`` (and ``run``):
 ``{"text": "..."}`` -> ``{"reply": "...", "turn": n}``. ``history``: the turns so far.
+
+Suspendable: ``suspend`` writes the turns and the facts learned as ``chat.json``; ``resume``
+reads them back, so a session woken on another worker (a pool worker included) goes on with the
+conversation it had.
 """
 
 from __future__ import annotations
 
+import json
 import re
 import time
+from pathlib import Path
 from typing import Any
 
 from kubesessions_worker import function
@@ -85,6 +91,15 @@ class ChatApp:
     @function
     def history(self, input: dict[str, Any]) -> dict[str, Any]:
         return {"turns": self.turns}
+
+    def suspend(self, dir: Path) -> None:
+        state = {"turns": self.turns, "facts": {k: list(v) for k, v in self.facts.items()}}
+        (dir / "chat.json").write_text(json.dumps(state), encoding="utf-8")
+
+    def resume(self, dir: Path) -> None:
+        state = json.loads((dir / "chat.json").read_text(encoding="utf-8"))
+        self.turns = state["turns"]
+        self.facts = {k: (str(v[0]), int(v[1])) for k, v in state["facts"].items()}
 
     def respond(self, text: str, user_turn: int) -> str:
         for what, question in QUESTIONS.items():

@@ -7,11 +7,17 @@ from ``seed``: the same ``rows`` and ``seed`` give the same file anywhere. Confi
 ``DATA_SEED``, ``DATA_DIR`` (pooled workers run ``setup`` without config); ``dataDir`` defaults to
 the scratch dir: point it at a volume to keep the file across pods. Functions: ``summary``, ``correlations``,
 ``outliers`` (``{"z": 2.5}``: rows beyond z standard deviations), ``trends`` (``{"region": "north"}`` optional); ``run`` = ``summary``.
+
+Suspendable: the session's state is which dataset it loaded, and the data is made again from
+its parameters, deterministically, so ``suspend`` saves the parameters (``dataset.json``: a few
+bytes, not the 100 MB table); ``resume`` on a worker that loaded another dataset (a pool worker
+set up from the App's env, say) loads the saved one.
 """
 
 from __future__ import annotations
 
 import datetime
+import json
 import os
 import tempfile
 import time
@@ -120,11 +126,24 @@ class DataApp:
         # Config first, then the App's env (what pooled workers, set up without config, see).
         self.rows = int(config.get("rows") or os.environ.get("DATA_ROWS") or 3_000_000)
         seed = int(config.get("seed") or os.environ.get("DATA_SEED") or 7)
-        self.path = dataset(self.rows, seed, config.get("dataDir") or os.environ.get("DATA_DIR"))
+        self.seed, self.data_dir = seed, config.get("dataDir") or os.environ.get("DATA_DIR")
+        self.path = dataset(self.rows, seed, self.data_dir)
         self.con = load(self.path)
         DataApp.setup_runs += 1
         self.setup_at = time.time()
         self.setup_seconds = time.perf_counter() - started
+
+    def suspend(self, dir: Path) -> None:
+        (dir / "dataset.json").write_text(json.dumps({"rows": self.rows, "seed": self.seed}))
+
+    def resume(self, dir: Path) -> None:
+        saved = json.loads((dir / "dataset.json").read_text())
+        rows, seed = int(saved["rows"]), int(saved["seed"])
+        if (rows, seed) != (self.rows, self.seed):
+            self.con.close()
+            self.rows, self.seed = rows, seed
+            self.path = dataset(rows, seed, self.data_dir)
+            self.con = load(self.path)
 
     def _out(self, name: str, params: list[Any] | None = None) -> dict[str, Any]:
         started = time.perf_counter()

@@ -10,6 +10,11 @@ load only weights you trust (``skops.io`` is the safer format for weights from e
 
 ``predict`` (and ``run``): ``{"images": [[64 pixel values 0..16], ...]}`` ->
 ``{"labels": [...], "probabilities": [[10 floats], ...]}``.
+
+Not suspendable, on purpose: a session holds nothing of its own beyond the weights every worker
+of the App loads in ``setup`` (each ``predict`` stands alone), so there is no state to save: its
+idle sessions end as before, and an App that enables suspend says in its status that this app
+has no ``suspend``/``resume``.
 """
 
 from __future__ import annotations

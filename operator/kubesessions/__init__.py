@@ -7,6 +7,7 @@ and what it may import. From the bottom up (docs/architecture.md draws it; the c
 - ``api``: the custom resources and every wire name (``api.names``: standard library only).
 - ``common``: small helpers (time, logs, the event loop, metrics text).
 - ``kube``: Kubernetes plumbing: the one API client, the watch loop, the work queue, leases.
+- ``statestore``: the object store of suspended sessions' state (botocore; beside ``kube``).
 - ``control`` (the operator), ``gateway``, ``localcluster`` and ``client``: the products,
   which never import each other.
 - ``cli``: the ``kubesessions`` command, which starts them.

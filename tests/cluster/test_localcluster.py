@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 import subprocess
@@ -15,7 +16,7 @@ import yaml
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from kubesessions.localcluster import processes
+from kubesessions.localcluster import objectstore, processes
 from kubesessions.localcluster.processes import start_ticks
 
 from ..conftest import Cluster, await_condition, await_pod
@@ -324,15 +325,21 @@ def test_up_refuses_a_second_start_and_down_leaves_no_process(tmp_path: Path) ->
         assert up.returncode == 0, up.stderr
         state = state_dir.load()
         assert state is not None
-        # What to paste next, PATH for the matching kubectl included.
-        assert up.stdout.splitlines()[-2:] == cluster.env_lines(state_dir)
+        # What to paste next, PATH for the matching kubectl included, and the state store's
+        # settings for an operator run by hand.
+        lines = cluster.env_lines(state_dir)
+        assert up.stdout.splitlines()[-len(lines) :] == lines
         assert up.stdout.splitlines()[-1].startswith("export PATH=")
+        assert any(
+            line.startswith("export KUBESESSIONS_STATE_STORE_ENDPOINT=http://127.0.0.1:") for line in lines
+        )
         names = {p.name for p in state.processes}
         assert names == {
             "etcd",
             "kube-apiserver",
             "kube-controller-manager",
             "kube-scheduler",
+            "seaweedfs",
             "process-node",
         }
         # The hint names this cluster's state directory, or it would point at another one.
@@ -363,6 +370,7 @@ def test_up_refuses_a_second_start_and_down_leaves_no_process(tmp_path: Path) ->
     cluster.down(state_dir, log=lambda _: None)
     assert [r for r in records if processes.alive(r)] == []
     assert cluster.status(state_dir)["running"] is False
+    assert objectstore.leftovers(state_dir.root, state.ports) == []  # no sockets left in /tmp
 
 
 def test_kubectl_logs_reach_the_process_node_by_its_ip(kube: Cluster, namespace: str) -> None:
@@ -460,3 +468,26 @@ def test_a_volume_the_process_node_cannot_mount_fails_with_its_reason(kube: Clus
     waiting = await_pod(kube, namespace, "hostpath", config_error, 30, "CreateContainerConfigError")
     message = waiting.status.container_statuses[0].state.waiting.message
     assert 'volume "data": hostPath volumes are not provided by the process node' in message
+
+
+def test_the_state_store_is_up_its_secret_written_and_pods_reach_it(kube: Cluster, namespace: str) -> None:
+    """`up` ran SeaweedFS and wrote the chart's Secret; a URL presigned with those settings
+    carries a pod's upload (as a worker's suspend does) and download."""
+    from kubesessions.statestore import StateStore, StoreConfig
+
+    secret = kube.core.read_namespaced_secret("kube-sessions-state-store", "kube-sessions")
+    env = {f"KUBESESSIONS_STATE_STORE_{k}": base64.b64decode(v).decode() for k, v in secret.data.items()}
+    assert set(secret.data) == {"ENDPOINT", "BUCKET", "REGION", "ACCESS_KEY_ID", "SECRET_ACCESS_KEY"}
+    config = StoreConfig.from_env(env)
+    assert config is not None and config.endpoint.startswith("http://127.0.0.1:")
+    store = StateStore(config)
+    key = f"sessions/{namespace}/p/uid/state.tar"
+    script = (
+        "import sys, urllib.request as u\n"
+        f"u.urlopen(u.Request({store.presign_put(key)!r}, data=b'from a pod', method='PUT'))\n"
+        f"sys.exit(0 if u.urlopen({store.presign_get(key)!r}).read() == b'from a pod' else 5)\n"
+    )
+    kube.core.create_namespaced_pod(namespace, script_pod("store", script))
+    pod = await_pod(kube, namespace, "store", terminal, 60, "the pod to finish")
+    assert pod.status.phase == "Succeeded", pod.status.container_statuses[0].state
+    store.close()

@@ -22,7 +22,8 @@ import pytest
 import yaml
 from kubernetes import client, config
 
-from kubesessions.localcluster import binaries, cluster, containerd, images, kubeletnode
+from kubesessions.api.names import STATE_STORE_SECRET
+from kubesessions.localcluster import binaries, cluster, containerd, images, kubeletnode, objectstore
 from kubesessions.localcluster.nodeconfig import NodeConfig
 
 from ..conftest import REPO, Cluster, await_condition
@@ -75,6 +76,8 @@ def kube() -> Iterator[Cluster]:
         cluster.down(state_dir)
         stage("cluster down", started)
         left = kubeletnode.leftovers(state_dir.root)
+        state = state_dir.load()
+        left += objectstore.leftovers(state_dir.root, state.ports if state else {})
         assert not left, f"the kubelet node left behind: {left}"
 
 
@@ -157,6 +160,12 @@ def release(kube: Cluster) -> Iterator[Release]:
         ),
         timeout=30,
         what="the default ServiceAccount",
+    )
+    # The state store's Secret, which `up` writes where the README installs the chart, beside
+    # this release: its operator gets the store (suspend) as the chart's would.
+    store = core.read_namespaced_secret(STATE_STORE_SECRET, objectstore.RELEASE_NAMESPACE)
+    core.create_namespaced_secret(
+        NAMESPACE, client.V1Secret(metadata=client.V1ObjectMeta(name=STATE_STORE_SECRET), data=store.data)
     )
     helm(kube, "install", *install_args())
     stage("helm install (images in containers, Ready)", started)

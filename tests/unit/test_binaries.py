@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import stat
 from pathlib import Path
 
@@ -107,3 +108,26 @@ def test_without_go_or_binaries_the_error_says_how_to_provide_them(
     assert "KUBEBUILDER_ASSETS" in text
     assert "Go" in text
     assert "PATH" in text
+
+
+def test_seaweedfs_is_built_in_its_own_source_at_the_pinned_commit() -> None:
+    go = shutil.which("go")
+    if go is None:
+        pytest.skip("Go is not installed here")
+    (job,) = binaries.plan(["weed"], go, dict(os.environ))
+    # Its go.mod has replace directives: `go install module@version` refuses it, a wrapper module
+    # would drop them; a copy of its source keeps them.
+    assert job.source == f"github.com/seaweedfs/seaweedfs@{binaries.SEAWEEDFS_VERSION}"
+    assert job.packages == {"weed": "./weed"} and job.go_mod == ""
+
+
+def test_a_source_copy_is_made_once_per_version(tmp_path: Path) -> None:
+    work = tmp_path / "seaweedfs"
+    work.mkdir()
+    (work / ".kube-sessions-source").write_text("example.com/m@v1")
+    (work / "kept").write_text("x")
+    # Marked as that version already: no download (the go command named does not exist).
+    binaries._source_copy("/nonexistent/go", {}, "example.com/m@v1", work)
+    assert (work / "kept").exists()
+    with pytest.raises((binaries.BinaryError, OSError)):
+        binaries._source_copy("/nonexistent/go", {}, "example.com/m@v2", work)

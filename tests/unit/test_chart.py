@@ -323,3 +323,20 @@ def test_gateway_cors_origins_are_off_by_default_and_passed_as_flags() -> None:
         "template", "ks", str(CHART), "--set", "image.tag=0.1.0", "--set", "gateway.corsOrigins={app.example}"
     )
     assert refused.returncode != 0 and "corsOrigins" in refused.stderr
+
+
+def _operator_env(*sets: str) -> dict[str, Any]:
+    docs = render("image.tag=0.1.0", *sets)
+    (deploy,) = [d for d in docs if d["kind"] == "Deployment" and "operator" in d["metadata"]["name"]]
+    return {e["name"]: e for e in deploy["spec"]["template"]["spec"]["containers"][0]["env"]}
+
+
+def test_the_operator_reads_the_state_store_from_an_optional_secret() -> None:
+    env = _operator_env()
+    for key in ("ENDPOINT", "BUCKET", "REGION", "ACCESS_KEY_ID", "SECRET_ACCESS_KEY"):
+        ref = env[f"KUBESESSIONS_STATE_STORE_{key}"]["valueFrom"]["secretKeyRef"]
+        # optional: no Secret means no store (suspend unavailable), not a pod that cannot start
+        assert ref == {"name": "kube-sessions-state-store", "key": key, "optional": True}
+    named = _operator_env("stateStore.existingSecret=my-s3")
+    assert named["KUBESESSIONS_STATE_STORE_BUCKET"]["valueFrom"]["secretKeyRef"]["name"] == "my-s3"
+    assert not [name for name in _operator_env("stateStore.existingSecret=") if "STATE_STORE" in name]

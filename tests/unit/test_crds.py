@@ -71,8 +71,17 @@ def test_session_printer_columns() -> None:
         "Age",
         "GPU-seconds",
         "Busy-%",
+        "Kept-until",
     ]
-    assert [c["name"] for c in printed if c.get("priority") == 1] == ["GPU-seconds", "Busy-%"]  # -o wide
+    wide = [c["name"] for c in printed if c.get("priority") == 1]  # -o wide
+    assert wide == ["GPU-seconds", "Busy-%", "Kept-until"]
+    # A suspended session shows in the Phase column, and -o wide says until when it is kept.
+    assert {"Suspended", "Resuming"} <= set(
+        crds.session_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["status"][
+            "properties"
+        ]["phase"]["enum"]
+    )
+    assert columns["Kept-until"]["jsonPath"] == ".status.suspension.expiresAt"
     assert columns["Reason"]["jsonPath"] == ".status.reason"
     # The idle column says how fresh it is, and stops with the session (a field only a live
     # session has).

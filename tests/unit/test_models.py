@@ -98,3 +98,28 @@ def test_quantities_compare_as_kubernetes_reads_them(text: int | str, value: str
     from kubesessions.api.modelbase import quantity_value
 
     assert quantity_value(text) == Decimal(value)
+
+
+@pytest.mark.parametrize(
+    ("app_suspend", "session_suspend", "want"),
+    [
+        (None, None, None),  # off unless the App turns it on
+        ({"enabled": False}, {"enabled": True}, None),  # a Session cannot turn on what its App has off
+        ({"enabled": True, "keepSeconds": 600}, None, 600),
+        ({"enabled": True, "keepSeconds": 600}, {"enabled": False}, None),  # a Session may turn it off
+        ({"enabled": True, "keepSeconds": 600}, {"keepSeconds": 120}, 120),  # or keep it shorter
+        ({"enabled": True, "keepSeconds": 600}, {"keepSeconds": 6000}, 600),  # never longer
+    ],
+)
+def test_effective_suspend_lets_a_session_turn_it_off_or_shorten_it_only(
+    app_suspend: dict | None, session_suspend: dict | None, want: int | None
+) -> None:
+    app = models.AppSpec.model_validate(
+        {"image": "i", "suspend": app_suspend} if app_suspend else {"image": "i"}
+    )
+    spec = models.SessionSpec.model_validate(
+        {"app": "a", "suspend": session_suspend} if session_suspend else {"app": "a"}
+    )
+    got = models.effective_suspend(spec, app)
+    assert (got.keepSeconds if got else None) == want
+    assert models.effective_suspend(spec, None) is None  # no App: nothing to suspend with

@@ -1,4 +1,5 @@
-"""The user's app: loaded from ``module:Class``; ``setup``/``run``/``close`` sync or async.
+"""The user's app: loaded from ``module:Class``; ``setup``/``run``/``close`` (and the optional
+``suspend``/``resume``) sync or async.
 
 Sync code runs on one dedicated thread, never on the event loop: the server keeps
 answering probes while ``setup`` loads a model, and libraries that insist on being used
@@ -18,6 +19,7 @@ import sys
 import threading
 from collections.abc import AsyncGenerator, Callable, Generator, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
 from .session import FUNCTION_MARK
@@ -127,6 +129,23 @@ class AppHost:
         if isinstance(result, Generator):
             return Stream(self._iterate_on_thread(result))
         return Value(result)
+
+    def suspendable(self) -> bool:
+        """The app defines both ``suspend(dir)`` and ``resume(dir)`` (False until it is loaded)."""
+        return all(callable(getattr(self._instance, name, None)) for name in ("suspend", "resume"))
+
+    def version(self) -> str | None:
+        """The app's ``version`` attribute, else its module's ``__version__``: kept with its state."""
+        found = getattr(self.instance, "version", None) or getattr(
+            sys.modules.get(type(self.instance).__module__), "__version__", None
+        )
+        return str(found) if found is not None else None
+
+    async def suspend(self, directory: Path) -> None:
+        await self._call(self.instance.suspend, directory)
+
+    async def resume(self, directory: Path) -> None:
+        await self._call(self.instance.resume, directory)
 
     async def close(self) -> None:
         close = getattr(self._instance, "close", None)

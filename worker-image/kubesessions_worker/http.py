@@ -16,7 +16,7 @@ from aiohttp import web
 
 from kubesessions.api.names import CALL_ID_HEADER
 
-from . import claim, metrics
+from . import claim, metrics, suspension
 from .calls import Call, Done, Event, Failed, Output, check_key
 from .gpu import GpuMonitor
 from .problems import Problem
@@ -58,6 +58,7 @@ def build(
     app.router.add_get("/metrics", _metrics)
     app.router.add_post("/close", _close)
     app.router.add_post("/keepalive", _keepalive)
+    suspension.install(app, runner)
     return app
 
 
@@ -212,7 +213,8 @@ async def _healthz(request: web.Request) -> web.Response:
 
 async def _readyz(request: web.Request) -> web.Response:
     state = request.app[RUNNER].state
-    ready = state in (State.READY, State.BUSY)
+    # A suspending worker stays ready: it is still the session's, and exits when done.
+    ready = state in (State.READY, State.BUSY, State.SUSPENDING)
     return web.json_response({"state": state, "ready": ready}, status=200 if ready else 503)
 
 
@@ -231,6 +233,7 @@ async def _status(request: web.Request) -> web.Response:
             "sessionTimeout": s.session_timeout,
             "gpu": request.app[GPU].snapshot.to_json(),
             "heldSeconds": {state: round(seconds, 3) for state, seconds in s.held.items()},
+            "suspendable": request.app[RUNNER].app.suspendable(),
         }
     )
 

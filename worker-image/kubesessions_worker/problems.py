@@ -5,6 +5,8 @@ from __future__ import annotations
 from http import HTTPStatus
 from typing import Any
 
+from kubesessions.api import names
+
 # code -> HTTP status; the table in docs/worker-contract.md.
 STATUS = {
     "UNAUTHORIZED": HTTPStatus.UNAUTHORIZED,
@@ -20,6 +22,14 @@ STATUS = {
     "CALL_ALREADY_RAN": HTTPStatus.CONFLICT,
     "CALL_NOT_FOUND": HTTPStatus.NOT_FOUND,
     "CANCELLED": HTTPStatus.CONFLICT,
+    names.BUSY: HTTPStatus.CONFLICT,
+    names.SUSPENDING: HTTPStatus.CONFLICT,
+    names.NOT_SUSPENDABLE: HTTPStatus.CONFLICT,
+    names.RESUME_REFUSED: HTTPStatus.CONFLICT,
+    names.STATE_TOO_LARGE: HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+    names.STATE_CORRUPT: HTTPStatus.UNPROCESSABLE_ENTITY,
+    names.SUSPEND_FAILED: HTTPStatus.INTERNAL_SERVER_ERROR,
+    names.RESUME_FAILED: HTTPStatus.INTERNAL_SERVER_ERROR,
 }
 
 

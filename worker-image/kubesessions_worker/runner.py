@@ -1,6 +1,7 @@
 """One call at a time, in arrival order: a bounded FIFO queue in front of the app.
 
-The runner owns the worker's state machine (STARTING → READY ⇄ BUSY, SETUP_FAILED, CLOSING),
+The runner owns the worker's state machine (STARTING → READY ⇄ BUSY, SETUP_FAILED, CLOSING;
+READY → SUSPENDING → CLOSING or back to READY),
 the activity stamps the idle culler relies on, per-call timeouts, and how the session ends.
 It speaks in :class:`Call` events, not HTTP.
 """
@@ -20,6 +21,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+from kubesessions.api.names import BUSY, RESUME_REFUSED, SUSPENDING
+
 from .app import AppHost, Value
 from .calls import Call, Done, Failed, Output, Recent, fingerprint
 from .problems import Problem
@@ -35,6 +38,7 @@ class State(StrEnum):
     READY = "READY"
     BUSY = "BUSY"
     SETUP_FAILED = "SETUP_FAILED"
+    SUSPENDING = "SUSPENDING"  # the app's state is being saved: no call may start
     CLOSING = "CLOSING"
 
 
@@ -99,6 +103,8 @@ class Runner:
         self._ending: asyncio.Future[Ending] = asyncio.get_running_loop().create_future()
         self._serving: asyncio.Task[None] | None = None
         self._set_up = False
+        self._resumed = False  # a worker takes one resume, before any call
+        self._resuming = False  # calls queue, and wait, while the app's state comes back
         self._stamp()
 
     # -- activity ---------------------------------------------------------------------------
@@ -108,8 +114,9 @@ class Runner:
         self._activity_wall = self.clock.now()
 
     def idle_seconds(self) -> float:
-        """Zero while a call runs or waits: work in hand is activity, however long it takes."""
-        if self._running is not None or self._waiting:
+        """Zero while a call runs or waits, or the state is saved or restored: work in hand is
+        activity, however long it takes."""
+        if self._running is not None or self._waiting or self._resuming or self.state is State.SUSPENDING:
             return 0.0
         return max(0.0, self.clock.monotonic() - self._activity_mono)
 
@@ -128,8 +135,9 @@ class Runner:
         )
 
     def keepalive(self) -> bool:
-        """Count a keepalive as activity; False once the session is ending."""
-        if self.state not in (State.READY, State.BUSY):
+        """Count a keepalive as activity; False once the session is ending (a suspending one is
+        not ending yet: the suspend may fail and the session go on)."""
+        if self.state not in (State.READY, State.BUSY, State.SUSPENDING):
             return False
         self._stamp()
         return True
@@ -157,6 +165,53 @@ class Runner:
             return seconds - idle
         self.stop(Reason.IDLE_TIMEOUT, f"idle for {idle:.1f}s (timeout {seconds:g}s)")
         return None
+
+    # -- suspend and resume (the HTTP side: suspension.py) ---------------------------------------
+
+    def begin_suspend(self) -> None:
+        """Take the worker from READY to SUSPENDING, or raise why not. Like :meth:`close_if_idle`,
+        one step on the event loop: a call that arrived first wins (BUSY), and a call that
+        arrives after is refused (SUSPENDING), so the state saved is the state after every call."""
+        if self.state is State.CLOSING:
+            raise Problem("SESSION_ENDED", "the session is closing or closed")
+        if self.state in (State.STARTING, State.SETUP_FAILED):
+            raise Problem("NOT_READY", f"the worker is {self.state}: there is no app state to save")
+        if self.state is State.SUSPENDING:
+            raise Problem(SUSPENDING, "a suspend is already under way")
+        if self._running is not None or self._waiting or self._resuming:
+            raise Problem(BUSY, "a call is running or queued; suspend when the session is idle")
+        self.state = State.SUSPENDING
+
+    def end_suspend(self, saved: str | None) -> None:
+        """``saved`` (the result, as JSON): the state is stored, the worker ends (exit 0, its
+        GPU free when the pod is gone). None: it failed, the session goes on as before."""
+        if self.state is not State.SUSPENDING:  # stopped meanwhile (SIGTERM): that ending stands
+            return
+        if saved is not None:
+            self.stop(Reason.SUSPENDED, saved)
+        else:
+            self.state = State.READY
+            self._wake.set()
+
+    def begin_resume(self) -> None:
+        """Hold calls back while the app's state comes back; only on a worker that has taken no
+        call and no resume yet (state restored over a used app would mix two sessions)."""
+        if self.state is State.CLOSING:
+            raise Problem("SESSION_ENDED", "the session is closing or closed")
+        if self.state in (State.STARTING, State.SETUP_FAILED):
+            raise Problem("NOT_READY", f"the worker is {self.state}: the app is not set up")
+        if self._resumed or self._submitted or self.state is not State.READY:
+            raise Problem(RESUME_REFUSED, "this worker has already taken calls or a resume")
+        self._resumed = self._resuming = True
+
+    def end_resume(self, failure: str | None) -> None:
+        """Let the queued calls run; on ``failure`` end the session instead (the app may hold
+        half its state: no call may see it)."""
+        self._resuming = False
+        self._stamp()
+        if failure is not None:
+            self.stop(Reason.RESUME_FAILED, failure)
+        self._wake.set()
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -232,6 +287,8 @@ class Runner:
                 return known
         if self.state is State.CLOSING:
             raise self._rejected(Problem("SESSION_ENDED", "the session is closing or closed"))
+        if self.state is State.SUSPENDING:
+            raise self._rejected(Problem(SUSPENDING, "the session is being suspended; call again to wake it"))
         if self.state in (State.STARTING, State.SETUP_FAILED):
             what = "still running setup" if self.state is State.STARTING else "failed its setup"
             raise self._rejected(Problem("NOT_READY", f"the app {what}"))
@@ -301,7 +358,7 @@ class Runner:
 
     async def _serve(self) -> None:
         while self.state is not State.CLOSING:
-            if not self._waiting:
+            if not self._waiting or self._resuming:
                 self._wake.clear()
                 await self._wake.wait()
                 continue

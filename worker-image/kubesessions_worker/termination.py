@@ -21,6 +21,8 @@ class Reason(StrEnum):
     IDLE_TIMEOUT = "IdleTimeout"
     TERMINATED = "Terminated"
     CALL_TIMEOUT = "CallTimeout"  # a call's code did not come back even after the call grace
+    SUSPENDED = "Suspended"  # the app's state is stored (the message: where, how big, its sha256)
+    RESUME_FAILED = "ResumeFailed"  # the saved state could not be restored: no call may run
 
 
 @dataclass(frozen=True)
@@ -30,7 +32,7 @@ class Ending:
 
     @property
     def exit_code(self) -> int:
-        return 1 if self.reason in (Reason.SETUP_FAILED, Reason.CALL_TIMEOUT) else 0
+        return 1 if self.reason in (Reason.SETUP_FAILED, Reason.CALL_TIMEOUT, Reason.RESUME_FAILED) else 0
 
 
 def write(path: Path, ending: Ending, session_id: str | None) -> None:

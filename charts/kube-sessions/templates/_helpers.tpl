@@ -60,3 +60,12 @@ capabilities:
 - name: KUBESESSIONS_TOKEN_KEY
   valueFrom: {secretKeyRef: {name: {{ include "kube-sessions.fullname" . }}-token-key, key: key}}
 {{- end }}
+
+{{/* The state store's settings (docs/suspend.md), each optional: no Secret, no suspend. */}}
+{{- define "kube-sessions.stateStoreEnv" -}}
+{{- $secret := .Values.stateStore.existingSecret -}}
+{{- range $key := list "ENDPOINT" "BUCKET" "REGION" "ACCESS_KEY_ID" "SECRET_ACCESS_KEY" }}
+- name: KUBESESSIONS_STATE_STORE_{{ $key }}
+  valueFrom: {secretKeyRef: {name: {{ $secret }}, key: {{ $key }}, optional: true}}
+{{- end }}
+{{- end }}

@@ -169,6 +169,13 @@ def session_crd() -> JSON:
                 "jsonPath": ".status.gpuSeconds.busyPercent",
                 "priority": 1,
             },
+            {
+                "name": "Kept-until",
+                "type": "date",
+                "jsonPath": ".status.suspension.expiresAt",
+                "priority": 1,
+                "description": "While Suspended: when its saved state is deleted and the session ends.",
+            },
         ],
         "A client's session on one warm worker pod, ended when idle past sessionTimeout or closed.",
         rules=[SESSION_NAME_RULE],
@@ -187,6 +194,7 @@ def app_crd() -> JSON:
             {"name": "Entrypoint", "type": "string", "jsonPath": ".spec.entrypoint"},
             {"name": "GPUs", "type": "integer", "jsonPath": ".spec.resources.gpu"},
             {"name": "Pool", "type": "integer", "jsonPath": ".spec.warmPool.size"},
+            {"name": "Suspend", "type": "boolean", "jsonPath": ".spec.suspend.enabled", "priority": 1},
             {
                 "name": "Ready",
                 "type": "integer",

@@ -12,7 +12,7 @@ import re
 from enum import StrEnum
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, model_validator
 
 from kubesessions.api.modelbase import (
     DNS1035_LABEL,
@@ -36,6 +36,9 @@ MAX_POOL = 64
 # load, a dataset read) before its Session fails with reason SetupTimeout.
 DEFAULT_SETUP_TIMEOUT, MAX_SETUP_TIMEOUT = 600, 6 * 3600
 DEFAULT_SCRATCH = "1Gi"
+# Suspend: how long a suspended session is kept (seconds) and the most state it may save (bytes).
+MIN_KEEP, MAX_KEEP, DEFAULT_KEEP = 60, 30 * 24 * 3600, 24 * 3600
+MAX_STATE_BYTES, DEFAULT_STATE_BYTES = 10 * 1024**3, 1024**3
 
 
 class Resources(StrictModel):
@@ -190,6 +193,30 @@ class WarmPool(StrictModel):
     """On an App change: `Recreate` replaces idle pool workers at once, `OnUse` only as they are used."""
 
 
+class AppSuspend(StrictModel):
+    """Suspend instead of end: an idle session's app saves its state (`suspend(dir)`) to the
+    state store, its worker stops (the GPU is free), and the next call resumes it."""
+
+    enabled: StrictBool = False
+    """Suspend idle Sessions of this App instead of ending them (their app must define
+    `suspend(dir)` and `resume(dir)`, and a state store must be configured)."""
+    keepSeconds: StrictInt = Field(default=DEFAULT_KEEP, ge=MIN_KEEP, le=MAX_KEEP)
+    """How long a suspended session is kept (seconds, 60..2592000, default 86400); then its
+    state is deleted and it ends as an idle expiry does."""
+    maxStateBytes: StrictInt = Field(default=DEFAULT_STATE_BYTES, ge=1, le=MAX_STATE_BYTES)
+    """The most state one suspend may save (bytes, 1..10737418240, default 1073741824); more
+    ends the session (reason StateTooLarge)."""
+
+
+class SessionSuspend(StrictModel):
+    """A Session's say on suspend: turn it off, or keep its state for less time than its App would."""
+
+    enabled: StrictBool | None = None
+    """Unset: the App's spec.suspend.enabled."""
+    keepSeconds: StrictInt | None = Field(default=None, ge=MIN_KEEP, le=MAX_KEEP)
+    """Seconds to keep it suspended (60..2592000); may only shorten the App's keepSeconds."""
+
+
 class AppSpec(WorkerTemplate):
     """A template for workers of one kind."""
 
@@ -219,6 +246,8 @@ class AppSpec(WorkerTemplate):
     """The longest idle timeout (seconds, 1..3600) a Session of this App may ask for."""
     warmPool: WarmPool | None = None
     """Warm workers kept ready for new Sessions of this App (none when unset)."""
+    suspend: AppSuspend | None = None
+    """Suspend idle Sessions instead of ending them, and resume them on the next call (off when unset)."""
     sessionMaxResources: Resources | None = None
     """The most a Session may ask for when sessionOverrides lists resources: GPUs (a MIG slice
     counts as one), cpu, memory; a field left unset is not capped."""
@@ -299,6 +328,8 @@ class SessionSpec(StrictModel):
     """Absolute cap in seconds from start, even while busy; must be >= sessionTimeout."""
     config: dict[str, Any] | None = None
     """Free-form settings handed to the app's `setup(config)`."""
+    suspend: SessionSuspend | None = None
+    """Override the App's spec.suspend: turn it off (enabled: false) or shorten keepSeconds."""
 
     @model_validator(mode="after")
     def _cross_field(self) -> SessionSpec:
@@ -317,6 +348,9 @@ class Phase(StrEnum):
     PENDING = "Pending"
     STARTING = "Starting"
     READY = "Ready"
+    SUSPENDING = "Suspending"
+    SUSPENDED = "Suspended"
+    RESUMING = "Resuming"
     CLOSED = "Closed"
     EXPIRED = "Expired"
     FAILED = "Failed"
@@ -374,6 +408,25 @@ class GpuSeconds(BaseModel):
     """Busy as a share of held, 0-100."""
 
 
+class Suspension(BaseModel):
+    """The saved state of a suspended session (kept while it is Suspended or Resuming)."""
+
+    model_config = ConfigDict(use_attribute_docstrings=True)
+
+    suspendedAt: str | None = None
+    """When the state was saved and the worker stopped."""
+    expiresAt: str | None = None
+    """When the state is deleted and the session ends, unless resumed (a keepalive moves it)."""
+    bytes: int | None = None
+    """Size of the saved state (tar)."""
+    sha256: str | None = None
+    """Checksum of the saved state, checked before the app's resume sees it."""
+    seconds: float | None = None
+    """How long the app's suspend and the upload took."""
+    key: str | None = None
+    """The state's object key in the state store."""
+
+
 class StartedFrom(StrEnum):
     POOL = "pool"
     COLD = "cold"
@@ -425,6 +478,8 @@ class SessionStatus(BaseModel):
     """GPUs asked for and seen."""
     gpuSeconds: GpuSeconds | None = None
     """GPU-seconds held, busy and idle (recorded with activity writes and at the end)."""
+    suspension: Suspension | None = None
+    """The saved state while Suspended or Resuming."""
     observedGeneration: int | None = None
     """The spec generation this status describes."""
     kopf: dict[str, Any] | None = None
@@ -453,6 +508,9 @@ class AppStatus(BaseModel):
 
     warmPool: WarmPoolStatus | None = None
     """The warm pool's workers: ready, starting, claimed."""
+    conditions: list[Condition] | None = None
+    """SuspendAvailable: whether idle Sessions can be suspended (spec.suspend.enabled, a state
+    store configured, an app with suspend and resume)."""
     observedGeneration: int | None = None
     """The spec generation last seen."""
     kopf: dict[str, Any] | None = None
@@ -505,6 +563,19 @@ def is_dns1123_subdomain(name: str) -> bool:
 
 def is_dns1123_label(name: str) -> bool:
     return len(name) <= 63 and re.fullmatch(DNS1123_LABEL, name) is not None
+
+
+def effective_suspend(spec: SessionSpec, app: AppSpec | None) -> AppSuspend | None:
+    """The suspend settings in force (None: off): the App's, turned off or kept shorter by the Session."""
+    if app is None or app.suspend is None or not app.suspend.enabled:
+        return None
+    own = spec.suspend or SessionSuspend()
+    if own.enabled is False:
+        return None
+    keep = (
+        app.suspend.keepSeconds if own.keepSeconds is None else min(own.keepSeconds, app.suspend.keepSeconds)
+    )
+    return app.suspend.model_copy(update={"keepSeconds": keep})
 
 
 def effective_timeout(spec: SessionSpec, app: AppSpec | None) -> int:

@@ -442,6 +442,7 @@ def _localcluster(args: argparse.Namespace) -> None:
         binaries.main(
             binaries.CONTROL_PLANE
             + binaries.TOOLS
+            + binaries.STATE_STORE
             + (binaries.KUBELET_NODE if args.node == "kubelet" else ())
         )
         return

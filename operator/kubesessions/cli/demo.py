@@ -20,7 +20,7 @@ from pathlib import Path
 
 from kubesessions.client import Client, KubeSessionsError
 from kubesessions.kube.crdinstall import apply_crds
-from kubesessions.localcluster import binaries, cluster
+from kubesessions.localcluster import binaries, cluster, objectstore
 from kubesessions.localcluster.nodeconfig import NodeConfig
 
 NAMESPACE = "kubesessions-demo"
@@ -104,7 +104,12 @@ class Demo:
     def spawn(self, name: str, *args: str) -> tuple[subprocess.Popen[bytes], Path]:
         self.logs.mkdir(parents=True, exist_ok=True)
         log = self.logs / f"{name}.log"
-        env = {**os.environ, "KUBECONFIG": str(self.state_dir.kubeconfig)}
+        # The state store's settings too: the operator suspends sessions into the cluster's store.
+        env = {
+            **os.environ,
+            **objectstore.operator_env(self.state_dir.root),
+            "KUBECONFIG": str(self.state_dir.kubeconfig),
+        }
         with log.open("wb") as out:
             proc = subprocess.Popen(
                 [str(Path(sys.executable).parent / "kubesessions"), *args],

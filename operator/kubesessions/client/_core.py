@@ -291,6 +291,15 @@ def keepalive_call(session_id: str) -> Call:
     return Call("POST", session_path(session_id) + "/keepalive", safe=True)
 
 
+def suspend_call(session_id: str) -> Call:
+    """Ask for the session to be suspended (setting the request again changes nothing: safe)."""
+    return Call("POST", session_path(session_id) + "/suspend", safe=True)
+
+
+def resume_call(session_id: str) -> Call:
+    return Call("POST", session_path(session_id) + "/resume", safe=True)
+
+
 class StreamState:
     """What the sync and async streams share: the call, what its events said so far, and
     resuming a stream cut before its end.

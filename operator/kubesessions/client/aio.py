@@ -69,6 +69,17 @@ class AsyncClient(Base):
         result: dict[str, Any] = await self._json(_core.keepalive_call(session_id))
         return result
 
+    async def suspend(self, session_id: str) -> dict[str, Any]:
+        """Ask for the session to be suspended once no call runs (its App must have suspend
+        enabled): its app saves its state and its worker stops. The session as it stands now."""
+        result: dict[str, Any] = await self._json(_core.suspend_call(session_id))
+        return result
+
+    async def resume(self, session_id: str) -> dict[str, Any]:
+        """Ask for a suspended session to be resumed (a call resumes it too, and waits for it)."""
+        result: dict[str, Any] = await self._json(_core.resume_call(session_id))
+        return result
+
     @contextlib.asynccontextmanager
     async def session(
         self, app: str, session_timeout: int | None = None, config: dict[str, Any] | None = None
@@ -172,6 +183,12 @@ class AsyncSession:
 
     async def keepalive(self) -> dict[str, Any]:
         return await self.client.keepalive(self.id)
+
+    async def suspend(self) -> dict[str, Any]:
+        return await self.client.suspend(self.id)
+
+    async def resume(self) -> dict[str, Any]:
+        return await self.client.resume(self.id)
 
     async def info(self) -> dict[str, Any]:
         return await self.client.get_session(self.id)

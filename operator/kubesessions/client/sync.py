@@ -76,6 +76,17 @@ class Client(Base):
         result: dict[str, Any] = self._json(_core.keepalive_call(session_id))
         return result
 
+    def suspend(self, session_id: str) -> dict[str, Any]:
+        """Ask for the session to be suspended once no call runs (its App must have suspend
+        enabled): its app saves its state and its worker stops. The session as it stands now."""
+        result: dict[str, Any] = self._json(_core.suspend_call(session_id))
+        return result
+
+    def resume(self, session_id: str) -> dict[str, Any]:
+        """Ask for a suspended session to be resumed (a call resumes it too, and waits for it)."""
+        result: dict[str, Any] = self._json(_core.resume_call(session_id))
+        return result
+
     @contextlib.contextmanager
     def session(
         self, app: str, session_timeout: int | None = None, config: dict[str, Any] | None = None
@@ -184,6 +195,12 @@ class Session:
 
     def keepalive(self) -> dict[str, Any]:
         return self.client.keepalive(self.id)
+
+    def suspend(self) -> dict[str, Any]:
+        return self.client.suspend(self.id)
+
+    def resume(self) -> dict[str, Any]:
+        return self.client.resume(self.id)
 
     def info(self) -> dict[str, Any]:
         return self.client.get_session(self.id)

@@ -23,10 +23,11 @@ import time
 from collections import Counter, defaultdict
 from collections.abc import Iterable
 
-from kubesessions.api.models import FINISHED_PHASES, Phase
+from kubesessions.api.models import FINISHED_PHASES, Phase, Suspension
 from kubesessions.api.names import JSON
 from kubesessions.common.metrics import Histogram
 from kubesessions.common.timefmt import parse_rfc3339
+from kubesessions.control.decide.suspend import SuspendOutcome
 
 Key = tuple[str, str]  # (namespace, name)
 STATES = ("starting", "busy", "idle")
@@ -65,6 +66,13 @@ def pool_seconds(worker: JSON) -> float | None:
     return max(0.0, float(seconds)) if isinstance(seconds, int | float) else None
 
 
+def _summed(before: JSON, now: JSON) -> JSON:
+    """Two gpuSeconds records of one session (before a suspend, and since its resume) as one."""
+    seconds = {s: round(float(before.get(s) or 0.0) + float(now[s]), 3) for s in STATES}
+    total = round(sum(seconds.values()), 3)
+    return {"held": total, **seconds, "busyPercent": round(100 * seconds["busy"] / total) if total else 0}
+
+
 class Accounting:
     def __init__(self, began: float | None = None) -> None:
         self.began = time.monotonic() if began is None else began  # when this operator began counting
@@ -74,7 +82,15 @@ class Accounting:
         self.ended: Counter[tuple[str, str]] = Counter()  # (phase, reason)
         self.ready_latency = Histogram()
         self.latest: dict[Key, JSON] = {}  # the newest status.gpuSeconds per session
+        # A resumed session's GPU-seconds before its suspend: its new worker counts from zero.
+        self.carried: dict[Key, JSON] = {}
         self.queued: dict[Key, int] = {}  # calls waiting in each worker, as last read
+        self.suspends: Counter[str] = Counter()  # by result: saved, busy, failed
+        self.resumes: Counter[str] = Counter()  # by result: resumed, failed
+        self.suspend_seconds, self.resume_seconds = Histogram(), Histogram()
+        self.state_bytes_total = 0
+        # GPU-seconds suspended sessions did not hold: their GPUs times the time suspended.
+        self.not_spent_gpu_seconds = 0.0
 
     def observe(self, key: Key, body: JSON, worker: JSON, pod: str | None = None) -> None:
         """One reading of the session's worker (its ``GET /status`` body); ``pod``: the worker
@@ -87,6 +103,8 @@ class Accounting:
         reading = gpu_seconds(worker, gpus_held(status))
         if reading is None:
             return
+        if key in self.carried:
+            reading = _summed(self.carried[key], reading)
         before = self.latest.get(key) or status.get("gpuSeconds") or {}
         for state in STATES:
             grown = reading[state] - float(before.get(state) or 0.0)
@@ -129,8 +147,36 @@ class Accounting:
                 # creationTimestamp has whole seconds: up to 1 s more than the true latency.
                 self.ready_latency.observe(max(0.0, (ready - created).total_seconds()))
 
+    def suspended(self, outcome: SuspendOutcome, seconds: float) -> None:
+        """A `/suspend` answered (or failed to)."""
+        result = (
+            "saved" if outcome.saved is not None else "busy" if outcome.again_in is not None else "failed"
+        )
+        self.suspends[result] += 1
+        if outcome.saved is not None:
+            self.suspend_seconds.observe(seconds)
+            self.state_bytes_total += int(outcome.saved.get("bytes") or 0)
+
+    def resumed(self, ok: bool, seconds: float) -> None:
+        self.resumes["resumed" if ok else "failed"] += 1
+        if ok:
+            self.resume_seconds.observe(seconds)
+
+    def not_spent(self, key: Key, body: JSON, saved: Suspension, now: datetime.datetime) -> None:
+        """A suspended session wakes: the GPU-seconds it did not hold while suspended; those it
+        held before go on in its status (its new worker counts from zero)."""
+        held = (body.get("status") or {}).get("gpuSeconds")
+        if isinstance(held, dict):
+            self.carried[key] = held
+            self.latest[key] = held
+        since = parse_rfc3339(saved.suspendedAt)
+        if since is not None:
+            gpus = gpus_held(body.get("status") or {})
+            self.not_spent_gpu_seconds += max(0.0, (now - since).total_seconds()) * gpus
+
     def forget(self, key: Key) -> None:
         self.latest.pop(key, None)
+        self.carried.pop(key, None)
         self.queued.pop(key, None)
 
     def render(self) -> list[str]:
@@ -161,6 +207,29 @@ class Accounting:
             "# HELP kubesessions_session_ready_seconds Time from a Session's creation to Ready.",
             "# TYPE kubesessions_session_ready_seconds histogram",
             *self.ready_latency.render("kubesessions_session_ready_seconds", ""),
+            "# HELP kubesessions_suspends_total Suspends of idle sessions by result (saved; busy: a call "
+            "came first; failed: the session ended or, by hand, went on).",
+            "# TYPE kubesessions_suspends_total counter",
+            *(
+                f'kubesessions_suspends_total{{result="{r}"}} {self.suspends[r]}'
+                for r in ("saved", "busy", "failed")
+            ),
+            "# HELP kubesessions_resumes_total Resumes of suspended sessions by result.",
+            "# TYPE kubesessions_resumes_total counter",
+            *(f'kubesessions_resumes_total{{result="{r}"}} {self.resumes[r]}' for r in ("resumed", "failed")),
+            "# HELP kubesessions_suspend_seconds Time the worker took to save a session's state (app and upload).",
+            "# TYPE kubesessions_suspend_seconds histogram",
+            *self.suspend_seconds.render("kubesessions_suspend_seconds", ""),
+            "# HELP kubesessions_resume_seconds Time the worker took to restore a session's state.",
+            "# TYPE kubesessions_resume_seconds histogram",
+            *self.resume_seconds.render("kubesessions_resume_seconds", ""),
+            "# HELP kubesessions_state_bytes_total Bytes of state saved by suspends.",
+            "# TYPE kubesessions_state_bytes_total counter",
+            f"kubesessions_state_bytes_total {self.state_bytes_total}",
+            "# HELP kubesessions_gpu_seconds_not_spent_total GPU-seconds suspended sessions did not hold "
+            "(their GPUs times the time they were suspended, counted when they wake).",
+            "# TYPE kubesessions_gpu_seconds_not_spent_total counter",
+            f"kubesessions_gpu_seconds_not_spent_total {round(self.not_spent_gpu_seconds, 3)}",
             "# HELP kubesessions_queued_calls Calls waiting in the workers' queues, as last read.",
             "# TYPE kubesessions_queued_calls gauge",
             f"kubesessions_queued_calls {sum(self.queued.values())}",

@@ -21,3 +21,6 @@ class Tracked:
     unreachable: int = 0
     retry_at: float = 0.0  # monotonic: no worker call before this while it is unreachable
     pod_created_at: float | None = None  # monotonic, when this operator created the pod
+    # The uid of the worker the Session suspended from: gone or going, never its worker again
+    # (the pod watch may show it a while longer).
+    suspended_from: str | None = None

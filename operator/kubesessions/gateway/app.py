@@ -94,6 +94,8 @@ def build(
     app.router.add_get("/v1/sessions/{id}", _get)
     app.router.add_delete("/v1/sessions/{id}", _delete)
     app.router.add_post("/v1/sessions/{id}/keepalive", _keepalive)
+    app.router.add_post("/v1/sessions/{id}/suspend", _suspend)
+    app.router.add_post("/v1/sessions/{id}/resume", _resume)
     app.router.add_get("/healthz", _healthz)
     app.router.add_get("/readyz", _readyz)
     app.router.add_get("/metrics", _metrics)
@@ -233,6 +235,18 @@ async def _delete(request: web.Request) -> web.Response:
 async def _keepalive(request: web.Request) -> web.Response:
     await authorize(request, request[NS], "patch")
     return web.json_response(await request.app[CALLS].keepalive(request[NS], request.match_info["id"]))
+
+
+async def _suspend(request: web.Request) -> web.Response:
+    await authorize(request, request[NS], "patch")
+    session = await request.app[SESSIONS].suspend(request[NS], request.match_info["id"])
+    return web.json_response(session, status=202)
+
+
+async def _resume(request: web.Request) -> web.Response:
+    await authorize(request, request[NS], "patch")
+    session = await request.app[SESSIONS].resume(request[NS], request.match_info["id"])
+    return web.json_response(session, status=202)
 
 
 async def _healthz(_: web.Request) -> web.Response:

@@ -17,13 +17,13 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
-from kubesessions.api.names import JSON
+from kubesessions.api.names import JSON, SUSPENDING
 from kubesessions.gateway import oneshot
 from kubesessions.gateway.auth import Identity
 from kubesessions.gateway.forward import Events, Forwarder, Reply, Target
 from kubesessions.gateway.problems import Problem
 from kubesessions.gateway.requests import NEW
-from kubesessions.gateway.sessions import Sessions, live, view
+from kubesessions.gateway.sessions import Sessions, asleep, live, view
 
 log = logging.getLogger("kubesessions.gateway")
 
@@ -87,8 +87,24 @@ class Calls:
         failure: Problem | None = None
         try:
             target = await self.sessions.target(call.namespace, call.session_id, call.app, ours=call.fresh)
-            async with self.forwarder.call(call.key, target, input, call.call_id, call.function) as upstream:
-                yield Events.live(upstream)
+            opened = False
+            try:
+                async with self.forwarder.call(
+                    call.key, target, input, call.call_id, call.function
+                ) as upstream:
+                    opened = True
+                    yield Events.live(upstream)
+            except Problem as problem:
+                if opened or not self._went_to_sleep(call, problem):
+                    raise
+                # The worker began to suspend just before the call came, or is gone suspended
+                # (the call did not run): wake the session and make the call on the resumed worker.
+                await self.sessions.wake(call.namespace, call.session_id)
+                target = await self.sessions.target(call.namespace, call.session_id, call.app)
+                async with self.forwarder.call(
+                    call.key, target, input, call.call_id, call.function
+                ) as upstream:
+                    yield Events.live(upstream)
         except Problem as problem:
             if problem.code == "WORKER_UNAVAILABLE" and not call.fresh:
                 problem = await self.sessions.explain_unavailable(call.namespace, call.session_id, problem)
@@ -101,6 +117,12 @@ class Calls:
         finally:
             if call.one_shot:
                 await self._close_one_shot(call, target, print_, failure)
+
+    def _went_to_sleep(self, call: Call, problem: Problem) -> bool:
+        if problem.code == SUSPENDING:
+            return True
+        body = self.sessions.cache.sessions.get(call.key)
+        return problem.code == "WORKER_UNAVAILABLE" and body is not None and asleep(body)
 
     async def _close_one_shot(
         self, call: Call, target: Target | None, print_: str, failure: Problem | None
@@ -153,7 +175,11 @@ class Calls:
         return live(body, worker.get("lastActivity"), worker.get("calls"))
 
     async def keepalive(self, namespace: str, session_id: str) -> JSON:
-        """Count as activity on the worker; the session with the deadline that follows."""
+        """Count as activity on the worker; the session with the deadline that follows. A
+        suspended session's keep time starts again instead (it is not woken)."""
+        kept = await self.sessions.keep_asleep(namespace, session_id)
+        if kept is not None:
+            return kept
         target = await self.sessions.target(namespace, session_id, None)
         answer = await self.forwarder.keepalive(target)
         return live(await self.sessions.find(namespace, session_id), answer.get("lastActivity"))

@@ -346,6 +346,7 @@ def document(namespaces: tuple[str, ...] = (), apps: tuple[str, ...] = ()) -> JS
                 "last_activity",
                 "expires_at",
                 "ended_at",
+                "suspended_at",
             )
         }
         | {
@@ -490,7 +491,8 @@ def document(namespaces: tuple[str, ...] = (), apps: tuple[str, ...] = ()) -> JS
             "/v1/sessions/{id}/keepalive": {
                 "post": {
                     "operationId": "keepaliveSession",
-                    "summary": "Count as activity without a call (RBAC verb patch).",
+                    "summary": "Count as activity without a call (RBAC verb patch); a suspended session's "
+                    "keep time starts again, without waking it.",
                     "parameters": [SESSION_ID, *namespace],
                     "responses": {
                         "200": {
@@ -500,6 +502,30 @@ def document(namespaces: tuple[str, ...] = (), apps: tuple[str, ...] = ()) -> JS
                         **_problems(*AUTH, *LOOKUP, "WORKER_UNAVAILABLE", "CALL_TIMEOUT"),
                     },
                 }
+            },
+            **{
+                f"/v1/sessions/{{id}}/{action}": {
+                    "post": {
+                        "operationId": f"{action}Session",
+                        "summary": summary,
+                        "parameters": [SESSION_ID, *namespace],
+                        "responses": {
+                            "202": {
+                                "description": "Asked; the session as it stands now.",
+                                **_json(_ref("Session")),
+                            },
+                            **_problems(*AUTH, *LOOKUP),
+                        },
+                    }
+                }
+                for action, summary in (
+                    (
+                        "suspend",
+                        "Suspend the session once no call runs: its app saves its state, its worker stops "
+                        "(RBAC verb patch; the App must have spec.suspend.enabled).",
+                    ),
+                    ("resume", "Resume a suspended session (a call resumes it too; RBAC verb patch)."),
+                )
             },
             **_compat_paths(apps),
             "/healthz": {

@@ -35,6 +35,9 @@ STATUS = {
     "CANCELLED": HTTPStatus.CONFLICT,  # a call cancelled before it ran (an inference.sh task)
     "RUN_FAILED": HTTPStatus.INTERNAL_SERVER_ERROR,
     "WORKER_UNAVAILABLE": HTTPStatus.SERVICE_UNAVAILABLE,
+    # The worker is saving its state to stop (a call arrived as it began): the gateway wakes
+    # the session and makes the call again; a client sees it only if that fails too.
+    "SUSPENDING": HTTPStatus.SERVICE_UNAVAILABLE,
     "UPSTREAM_UNAVAILABLE": HTTPStatus.SERVICE_UNAVAILABLE,  # the Kubernetes API server, for now
     "CALL_TIMEOUT": HTTPStatus.GATEWAY_TIMEOUT,
     "INTERNAL": HTTPStatus.INTERNAL_SERVER_ERROR,

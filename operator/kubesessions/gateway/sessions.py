@@ -10,14 +10,23 @@ from typing import Any
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from kubesessions.api import tokens
-from kubesessions.api.models import FINISHED_PHASES, AppSpec, Phase, is_dns1123_subdomain
+from kubesessions.api.models import (
+    DEFAULT_SETUP_TIMEOUT,
+    FINISHED_PHASES,
+    AppSpec,
+    Phase,
+    is_dns1123_subdomain,
+)
 from kubesessions.api.names import (
     API_VERSION,
     CLOSE_ANNOTATION,
     CREATED_BY_ANNOTATION,
     JSON,
+    KEEPALIVE_ANNOTATION,
     ONE_SHOT_ANNOTATION,
     OUTCOME_ANNOTATION,
+    RESUME_REQUESTED,
+    SUSPEND_REQUESTED,
 )
 from kubesessions.common.timefmt import parse_rfc3339, rfc3339
 from kubesessions.gateway import oneshot
@@ -73,6 +82,7 @@ def view(body: JSON) -> JSON:
         "ended_at": status.get("endedAt"),
         "calls": status.get("calls"),
         "gpus": status.get("gpus"),
+        "suspended_at": (status.get("suspension") or {}).get("suspendedAt"),
     }
 
 
@@ -95,6 +105,12 @@ def live(body: JSON, last_activity: str | None, calls: Any = None) -> JSON:
 
 # How long a call whose worker cannot be reached waits to learn that its session has ended.
 ENDED_WAIT = 2.0
+# Phases of a session whose worker is stopped or stopping with its state saved: a call wakes it.
+ASLEEP = frozenset({Phase.SUSPENDING, Phase.SUSPENDED, Phase.RESUMING})
+
+
+def asleep(body: JSON) -> bool:
+    return _status(body).get("phase") in ASLEEP
 
 
 def closing(body: JSON) -> bool:
@@ -146,12 +162,11 @@ class Sessions:
         body = await self.find(namespace, session_id)
         _check_app(body, app)
         key = (namespace, session_id)
+        wait = self.settings.start_timeout
+        if asleep(body) and not closing(body):
+            wait = max(wait, await self.wake(namespace, session_id))
         # A Ready session (every call but a new session's first) needs no waiter set up.
-        body = (
-            self._usable(key)
-            or await self.cache.wait(key, lambda: self._usable(key), self.settings.start_timeout)
-            or body
-        )
+        body = self._usable(key) or await self.cache.wait(key, lambda: self._usable(key), wait) or body
         status = _status(body)
         if closing(body):
             if ours:
@@ -165,14 +180,75 @@ class Sessions:
         if status.get("phase") != Phase.READY or not status.get("podIP"):
             why = f"{status.get('phase') or 'Pending'} ({status.get('reason') or 'no reason yet'}: {status.get('message') or ''})"
             if ours:
-                await self.close(namespace, session_id, f"not Ready within {self.settings.start_timeout:g}s")
+                await self.close(namespace, session_id, f"not Ready within {wait:g}s")
             raise Problem(
                 "WORKER_UNAVAILABLE",
-                f"session {session_id} is not Ready after {self.settings.start_timeout:g}s: {why}",
+                f"session {session_id} is not Ready after {wait:g}s: {why}",
                 session_id=session_id,
                 reason=status.get("reason"),
             )
         return Target(session_id, status["podIP"], self.token(body))
+
+    async def wake(self, namespace: str, session_id: str) -> float:
+        """Ask the operator to resume a suspended (or suspending) session, once: the
+        ``resume-requested`` annotation. Returns how long to wait for it to be Ready: its App's
+        setupTimeout (a resume may start a new worker, which runs the app's setup)."""
+        body = await self.find(namespace, session_id)
+        annotations = body["metadata"].get("annotations") or {}
+        if (
+            _status(body).get("phase") in (Phase.SUSPENDED, Phase.SUSPENDING)
+            and RESUME_REQUESTED not in annotations
+        ):
+            await self.annotate(namespace, session_id, {RESUME_REQUESTED: rfc3339()}, "waking")
+        app = (body.get("spec") or {}).get("app")
+        app_body = self.cache.apps.get((namespace, app)) if app else None
+        setup = ((app_body or {}).get("spec") or {}).get("setupTimeout")
+        return float(setup if isinstance(setup, int) else DEFAULT_SETUP_TIMEOUT)
+
+    async def suspend(self, namespace: str, session_id: str) -> JSON:
+        """Ask the operator to suspend the session now (``suspend-requested``); it does once no
+        call runs. A session asleep already, or ended, is left as it is."""
+        body = await self.find(namespace, session_id)
+        if closing(body):
+            raise gone(body)
+        if not asleep(body) and SUSPEND_REQUESTED not in (body["metadata"].get("annotations") or {}):
+            body = await self.annotate(namespace, session_id, {SUSPEND_REQUESTED: rfc3339()}, "suspending")
+        return view(body)
+
+    async def resume(self, namespace: str, session_id: str) -> JSON:
+        """Ask the operator to resume the session (answers at once; a call would wait for it)."""
+        body = await self.find(namespace, session_id)
+        if closing(body):
+            raise gone(body)
+        if asleep(body):
+            await self.wake(namespace, session_id)
+        return view(self.cache.sessions.get((namespace, session_id)) or body)
+
+    async def keep_asleep(self, namespace: str, session_id: str) -> JSON | None:
+        """A keepalive of a suspended session: it moves the session's expiry (the operator does,
+        from the ``keepalive`` annotation) without waking it. None: the session is not suspended."""
+        body = await self.find(namespace, session_id)
+        if _status(body).get("phase") not in (Phase.SUSPENDED, Phase.SUSPENDING) or closing(body):
+            return None
+        return view(
+            await self.annotate(namespace, session_id, {KEEPALIVE_ANNOTATION: rfc3339()}, "keepalive")
+        )
+
+    async def annotate(self, namespace: str, session_id: str, annotations: dict[str, str], why: str) -> JSON:
+        """Merge ``annotations`` into the Session's; the Session as written."""
+        patch = {"metadata": {"annotations": annotations}}
+        try:
+            with api_server(f"{why} session {session_id}"):
+                result = await self.kube.merge_patch(
+                    group_path(API_VERSION, namespace, "sessions", session_id), patch
+                )
+        except ApiException as exc:
+            if exc.status == 404:
+                raise not_found(session_id, namespace) from None
+            raise
+        self.cache.seen("sessions", result)
+        log.info("session %s: %s", session_id, why, extra={"session": session_id, "namespace": namespace})
+        return result
 
     def check(self, body: JSON, app: str | None) -> None:
         """An existing session may take a call for ``app`` (when named): it runs it, and has not ended."""
@@ -288,20 +364,7 @@ class Sessions:
         annotations = {CLOSE_ANNOTATION: why[:1024]}
         if outcome is not None:
             annotations[OUTCOME_ANNOTATION] = outcome
-        patch = {"metadata": {"annotations": annotations}}
-        try:
-            with api_server(f"closing session {session_id}"):
-                result = await self.kube.merge_patch(
-                    group_path(API_VERSION, namespace, "sessions", session_id), patch
-                )
-        except ApiException as exc:
-            if exc.status == 404:
-                raise not_found(session_id, namespace) from None
-            raise
-        self.cache.seen("sessions", result)
-        log.info(
-            "session %s closed: %s", session_id, why, extra={"session": session_id, "namespace": namespace}
-        )
+        await self.annotate(namespace, session_id, annotations, f"closing: {why}")
 
     async def _read(self, plural: str, namespace: str, name: str) -> JSON | None:
         try:

@@ -4,7 +4,9 @@ Order: ``KUBEBUILDER_ASSETS`` (the envtest convention), then ``PATH``, then the 
 (``~/.cache/kube-sessions/<version>/bin``), building pinned releases from Go modules
 into it when missing. The releases carry ``replace`` directives, so ``go install
 pkg@version`` refuses them; a small wrapper module that requires the release and
-replaces each staging module by its published tag builds them instead.
+replaces each staging module by its published tag builds them instead. SeaweedFS (the state
+store of suspended sessions) carries ``replace`` directives of its own: it is built inside a
+copy of its module's source, where they apply.
 """
 
 from __future__ import annotations
@@ -23,11 +25,15 @@ from pathlib import Path
 KUBERNETES_VERSION = "v1.36.4"
 ETCD_VERSION = "v3.6.16"
 HELM_VERSION = "v3.21.4"
+# SeaweedFS publishes no semantic-version tags as a Go module: a pseudo-version pins a commit.
+SEAWEEDFS_MODULE = "github.com/seaweedfs/seaweedfs"
+SEAWEEDFS_VERSION = "v0.0.0-20261109003541-7506e5f91cd6"
 
 CONTROL_PLANE = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler")
 TOOLS = ("kubectl", "helm")
 # The kubelet node's own: built only when `up --node kubelet` asks for them.
 KUBELET_NODE = ("kubelet", "kube-proxy")
+STATE_STORE = ("weed",)  # SeaweedFS: the S3 store of suspended sessions' state (both nodes)
 KUBERNETES_COMMANDS = (
     "kube-apiserver",
     "kube-controller-manager",
@@ -49,6 +55,8 @@ class GoBuild:
     go_mod: str
     packages: dict[str, str]  # binary name -> package path
     ldflags: str = ""
+    source: str = ""  # module@version built in a copy of its own source (go_mod unused)
+    tags: str = "selinux,notest,grpcnotrace"
 
 
 def cache_root() -> Path:
@@ -146,7 +154,7 @@ def _go() -> str:
     if go is None:
         raise BinaryError(
             "the Kubernetes binaries (etcd, kube-apiserver, kube-controller-manager, "
-            "kube-scheduler, kubectl, helm) were not found and Go is not installed to build "
+            "kube-scheduler, kubectl, helm, weed) were not found and Go is not installed to build "
             "them. Either install Go >= 1.26 (they are then built once into "
             f"{cache_bin_dir()}), or set KUBEBUILDER_ASSETS to a directory holding them, "
             "or put them on PATH."
@@ -212,7 +220,18 @@ def plan(missing: Iterable[str], go: str, env: dict[str, str]) -> list[GoBuild]:
                 ldflags=(f"-s -w -X helm.sh/helm/v3/internal/version.version={HELM_VERSION}"),
             )
         )
-    unknown = wanted - set(KUBERNETES_COMMANDS) - {"etcd", "helm"}
+    if "weed" in wanted:
+        builds.append(
+            GoBuild(
+                name=f"seaweedfs {SEAWEEDFS_VERSION}",
+                go_mod="",
+                packages={"weed": "./weed"},
+                ldflags="-s -w",
+                source=f"{SEAWEEDFS_MODULE}@{SEAWEEDFS_VERSION}",
+                tags="",
+            )
+        )
+    unknown = wanted - set(KUBERNETES_COMMANDS) - {"etcd", "helm", "weed"}
     if unknown:
         raise BinaryError(f"no build is known for {sorted(unknown)}")
     return builds
@@ -226,8 +245,11 @@ def build(missing: Iterable[str]) -> None:
     bin_dir.mkdir(parents=True, exist_ok=True)
     for job in plan(missing, go, env):
         work = cache_root() / "build" / job.name.split()[0]
-        work.mkdir(parents=True, exist_ok=True)
-        (work / "go.mod").write_text(job.go_mod)
+        if job.source:
+            _source_copy(go, env, job.source, work)
+        else:
+            work.mkdir(parents=True, exist_ok=True)
+            (work / "go.mod").write_text(job.go_mod)
         _say(f"building {job.name}: {', '.join(job.packages)} (a cold build takes minutes)")
         started = time.monotonic()
         for binary, package in job.packages.items():
@@ -238,7 +260,7 @@ def build(missing: Iterable[str]) -> None:
                 go,
                 "build",
                 "-trimpath",
-                "-tags=selinux,notest,grpcnotrace",
+                f"-tags={job.tags}",
                 "-ldflags",
                 job.ldflags,
                 "-o",
@@ -250,6 +272,25 @@ def build(missing: Iterable[str]) -> None:
                 raise BinaryError(f"building {binary} failed:\n{proc.stderr[-4000:]}")
             tmp.replace(bin_dir / binary)  # atomic: a half-built binary is never cached
             _say(f"  {binary} ready after {time.monotonic() - started:.0f}s")
+
+
+def _source_copy(go: str, env: dict[str, str], module: str, work: Path) -> None:
+    """A writable copy of ``module``'s source at ``work`` (the module cache's is read-only),
+    made once per version: a marker file names the version it holds."""
+    marker = work / ".kube-sessions-source"
+    if marker.is_file() and marker.read_text() == module:
+        return
+    out = subprocess.run(
+        [go, "mod", "download", "-json", module], capture_output=True, text=True, env=env, check=False
+    )
+    if out.returncode != 0:
+        raise BinaryError(f"downloading {module} failed:\n{(out.stdout + out.stderr)[-4000:]}")
+    source = Path(json.loads(out.stdout)["Dir"])
+    shutil.rmtree(work, ignore_errors=True)
+    shutil.copytree(source, work, copy_function=shutil.copyfile)  # copyfile: no read-only modes
+    for folder, _, _ in os.walk(work):
+        os.chmod(folder, 0o700)  # copytree copies the read-only modes of folders
+    marker.write_text(module)
 
 
 def _say(text: str) -> None:

@@ -2,7 +2,8 @@
 
 etcd, kube-apiserver, kube-controller-manager and kube-scheduler run as local processes
 on free 127.0.0.1 ports with certificates made for this cluster, plus the process node
-(see :mod:`kubesessions.localcluster.node`). Everything lives in one state directory.
+(see :mod:`kubesessions.localcluster.node`) and the state store of suspended sessions (see
+:mod:`kubesessions.localcluster.objectstore`). Everything lives in one state directory.
 """
 
 from __future__ import annotations
@@ -20,8 +21,14 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from kubesessions.localcluster import controlplane, kubeletnode, processes
-from kubesessions.localcluster.binaries import CONTROL_PLANE, KUBELET_NODE, ensure_binaries, find_binary
+from kubesessions.localcluster import controlplane, kubeletnode, objectstore, processes
+from kubesessions.localcluster.binaries import (
+    CONTROL_PLANE,
+    KUBELET_NODE,
+    STATE_STORE,
+    ensure_binaries,
+    find_binary,
+)
 from kubesessions.localcluster.certs import Authority, Pair, service_account_key
 from kubesessions.localcluster.kubeconfig import build_kubeconfig, write_kubeconfig
 from kubesessions.localcluster.logserver import KUBELET_CLIENT
@@ -64,10 +71,11 @@ def up(state_dir: StateDir, node: NodeConfig, log: Callable[[str], None] = print
     kubelet = node.kind == "kubelet"
     if kubelet:
         kubeletnode.preflight()
-    bins = ensure_binaries(CONTROL_PLANE + ((*KUBELET_NODE, "kubectl") if kubelet else ()))
+    bins = ensure_binaries(CONTROL_PLANE + STATE_STORE + ((*KUBELET_NODE, "kubectl") if kubelet else ()))
     _fresh(state_dir)
     ports = {
-        name: free_port() for name in ("etcd", "etcd-peer", "apiserver", "controller-manager", "scheduler")
+        name: free_port()
+        for name in ("etcd", "etcd-peer", "apiserver", "controller-manager", "scheduler", *objectstore.PORTS)
     }
     server = f"https://127.0.0.1:{ports['apiserver']}"
     ca, pki = _make_pki(state_dir, server, node.name, kubelet)
@@ -82,6 +90,11 @@ def up(state_dir: StateDir, node: NodeConfig, log: Callable[[str], None] = print
             kubeletnode.bridge_up()
         etcd_url = f"http://127.0.0.1:{ports['etcd']}"
         launch("etcd", controlplane.etcd_args(bins["etcd"], state_dir, ports))
+        # Where the node's pods reach it: the process node's pods share the machine's loopback,
+        # the kubelet node's containers reach the machine at their bridge's gateway address.
+        store = objectstore.launch(
+            state_dir.root, kubeletnode.NETWORK.gateway if kubelet else HOST_IP, bins["weed"], launch, ports
+        )
         _await(f"{etcd_url}/health", "etcd", state_dir, state)
         apiserver = controlplane.apiserver_args(bins["kube-apiserver"], state_dir, ports, pki)
         launch("kube-apiserver", apiserver + (kubeletnode.apiserver_args(pki) if kubelet else []))
@@ -119,6 +132,7 @@ def up(state_dir: StateDir, node: NodeConfig, log: Callable[[str], None] = print
         _await_node_schedulable(server, admin_tls, node.name, state_dir, state)
         if kubelet:
             kubeletnode.advertise_gpus(bins["kubectl"], state_dir.kubeconfig, node)
+        objectstore.write_secret(server, admin_tls, objectstore.ready(state_dir.root, store))
     except BaseException:
         down(state_dir, log=lambda _: None)
         raise
@@ -140,12 +154,16 @@ def down(state_dir: StateDir, log: Callable[[str], None] = print) -> None:
     # etcd is gone hangs in shutdown).
     waves = [
         [p for p in state.processes if p.name == "process-node"],
-        [p for p in state.processes if p.name not in ("process-node", "etcd")],
+        [p for p in state.processes if p.name not in ("process-node", "etcd", "seaweedfs")],
         [p for p in state.processes if p.name == "etcd"],
     ]
     stuck = [p for wave in waves for p in processes.stop(wave)]
+    # SeaweedFS stops its servers within a second of SIGTERM, then its master waits on for the
+    # filer it just stopped: what it holds is written by then, so it gets a short grace.
+    stuck += processes.stop([p for p in state.processes if p.name == "seaweedfs"], grace=3.0)
     stuck += processes.stop(leftover_pod_processes(state_dir.node_dir))
     remove_short_links(state_dir.node_dir)
+    objectstore.clean(state_dir.root, state.ports)
     if state.node.kind == "kubelet":
         problems = kubeletnode.cleanup(state_dir.root)
         if problems:
@@ -189,7 +207,10 @@ def env_lines(state_dir: StateDir) -> list[str]:
         )
     bins = ensure_binaries(("kubectl", "helm"))
     path_dirs = sorted({str(p.parent) for p in bins.values()})
+    store = objectstore.operator_env(state_dir.root)
+    # The store's settings first, for an operator run by hand (kubesessions operator).
     return [
+        *(f"export {key}={shlex.quote(value)}" for key, value in store.items()),
         f"export KUBECONFIG={state_dir.kubeconfig}",
         f"export PATH={':'.join(path_dirs)}:$PATH",
     ]
@@ -201,11 +222,13 @@ def _fresh(state_dir: StateDir) -> None:
         state_dir.etcd_data,
         state_dir.node_dir,
         state_dir.root / "kubeconfigs",
+        objectstore.data_dir(state_dir.root),
     ):
         shutil.rmtree(sub, ignore_errors=True)
     state_dir.root.mkdir(parents=True, exist_ok=True)
     state_dir.logs.mkdir(exist_ok=True)
     state_dir.state_file.unlink(missing_ok=True)
+    objectstore.settings_file(state_dir.root).unlink(missing_ok=True)
 
 
 def _make_pki(

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from kubesessions.api.models import AppSpec, Resources, SessionSpec
+from kubesessions.api.models import AppSpec, AppSuspend, Resources, SessionSpec
 from kubesessions.control.decide import children
 
 pytestmark = pytest.mark.unit
@@ -196,6 +196,11 @@ def test_cpu_only_session_has_no_gpu_limit_or_toleration() -> None:
     [
         ({"app": "counter", "sessionTimeout": 601}, APP, "above the App's maxSessionTimeout 600"),
         ({"template": {"image": "i"}}, None, "no entrypoint"),
+        (
+            {"app": "counter", "suspend": {"keepSeconds": 3601}},
+            APP.model_copy(update={"suspend": AppSuspend(enabled=True, keepSeconds=3600)}),
+            "spec.suspend.keepSeconds 3601 is above the App's spec.suspend.keepSeconds 3600",
+        ),
         (
             {"app": "counter", "maxLifetime": 60},
             APP,

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import os
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -134,3 +136,75 @@ class Lingering(Ender):
     def run(self, input: Any) -> Any:
         _wait_for_file(Path(input["release"]))
         return "finished"
+
+
+class Counter:
+    """Sync and suspendable: a count that survives suspend -> resume. ``gate`` set: suspend,
+    resume and a call with input 0 wait for it."""
+
+    version = "2.1"
+
+    def setup(self) -> None:
+        self.count = 0
+        self.resumed_from: list[str] = []
+        self.gate: threading.Event | None = None
+
+    def run(self, input: Any) -> Any:
+        if input == 0 and self.gate is not None:  # a call that holds until the test says
+            assert self.gate.wait(timeout=30), "the test never released the call"
+        self.count += int(input)
+        return self.count
+
+    def suspend(self, dir: Path) -> None:
+        if self.gate is not None:
+            assert self.gate.wait(timeout=30), "the test never released the suspend"
+        (dir / "count.txt").write_text(str(self.count))
+        (dir / "nested").mkdir()
+        (dir / "nested" / "blob.bin").write_bytes(bytes(range(256)) * 4)
+
+    def resume(self, dir: Path) -> None:
+        if self.gate is not None:
+            assert self.gate.wait(timeout=30), "the test never released the resume"
+        assert (dir / "nested" / "blob.bin").read_bytes() == bytes(range(256)) * 4
+        self.count = int((dir / "count.txt").read_text())
+        self.resumed_from.append(str(dir))
+
+
+class AsyncNotes:
+    """Async and suspendable: notes kept as JSON."""
+
+    async def setup(self, config: dict[str, Any]) -> None:
+        self.notes: list[str] = []
+        self.fail: str | None = None  # "suspend" or "resume": that step raises
+
+    async def run(self, input: Any) -> Any:
+        self.notes.append(str(input))
+        return list(self.notes)
+
+    async def suspend(self, dir: Path) -> None:
+        if self.fail == "suspend":
+            raise OSError("disk full")
+        (dir / "notes.json").write_text(json.dumps(self.notes))
+
+    async def resume(self, dir: Path) -> None:
+        if self.fail == "resume":
+            raise ValueError("notes from another world")
+        self.notes = json.loads((dir / "notes.json").read_text())
+
+
+class Hoarder(AsyncNotes):
+    """Suspends ``size`` bytes (its input sets the size)."""
+
+    async def run(self, input: Any) -> Any:
+        self.size = int(input)
+        return self.size
+
+    async def suspend(self, dir: Path) -> None:
+        (dir / "big.bin").write_bytes(os.urandom(self.size))
+
+
+class Linker(AsyncNotes):
+    """Leaves a symbolic link in its state: refused (it could point anywhere on resume)."""
+
+    async def suspend(self, dir: Path) -> None:
+        (dir / "link").symlink_to("/etc/passwd")

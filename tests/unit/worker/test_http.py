@@ -201,8 +201,10 @@ async def test_status_has_the_contract_shape() -> None:
         "sessionTimeout",
         "gpu",
         "heldSeconds",
+        "suspendable",
     }
     assert status["state"] == "READY" and status["sessionId"] == "s-test"
+    assert status["suspendable"] is False  # Echo has no suspend/resume
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", status["lastActivity"])
     assert (status["inFlight"], status["queued"], status["calls"], status["sessionTimeout"]) == (0, 0, 1, 60)
     assert status["gpu"]["available"] is False and status["gpu"]["reason"]

@@ -261,3 +261,24 @@ async def test_an_app_that_never_returns_ends_the_session_and_frees_the_worker(t
     ending = proc.ending()
     assert ending["reason"] == "CallTimeout"
     assert "call 2 " in ending["message"] and "0.5s" in ending["message"], ending["message"]
+
+
+async def test_suspend_replies_then_exits_0_saying_where_the_state_is(tmp_path: Path) -> None:
+    from .test_suspend import store
+
+    async with (
+        store() as s,
+        worker_process(tmp_path, "Counter", TMPDIR=str(tmp_path)) as proc,
+        aiohttp.ClientSession() as http,
+    ):
+        async with http.post(f"{proc.url}/run", json={"input": 42}, headers=AUTH) as resp:
+            assert (await resp.json())["output"] == 42
+        body = {"url": s.url(), "max_bytes": 1 << 20}
+        async with http.post(f"{proc.url}/suspend", json=body, headers=AUTH) as resp:
+            saved = await resp.json()
+            assert resp.status == 200, saved
+        assert await proc.exit_code() == 0
+    ending = proc.ending()
+    assert (ending["reason"], ending["sessionId"]) == ("Suspended", "s-proc")
+    assert json.loads(ending["message"]) == saved  # an operator that lost the reply learns it here
+    assert list(tmp_path.glob("suspend-*")) == []  # the packed state's folder is gone

@@ -4,10 +4,13 @@
 the final total and ends the session. Two more functions share that state: ``peek`` answers the
 total without counting a call, ``reset`` sets it (``{"to": n}``, default 0). ``"delay": s`` in
 ``run``'s input makes a call take s seconds (to test what happens to calls in flight).
+Suspendable: ``suspend`` keeps the total and the call count in ``counter.json``.
 """
 
+import json
 import logging
 import time
+from pathlib import Path
 from typing import Any
 
 from kubesessions_worker import end_session, function
@@ -37,6 +40,13 @@ class Counter:
     def reset(self, input: dict[str, Any]) -> dict[str, Any]:
         self.total = int(input.get("to", 0))
         return {"total": self.total, "calls": self.calls}
+
+    def suspend(self, dir: Path) -> None:
+        (dir / "counter.json").write_text(json.dumps({"total": self.total, "calls": self.calls}))
+
+    def resume(self, dir: Path) -> None:
+        saved = json.loads((dir / "counter.json").read_text())
+        self.total, self.calls = int(saved["total"]), int(saved["calls"])
 
     def close(self) -> None:
         log.info("counter closed at %d after %d calls", self.total, self.calls)

@@ -23,12 +23,12 @@ from kubernetes_asyncio.client.exceptions import ApiException
 from pydantic import ValidationError
 
 from kubesessions.api import names
-from kubesessions.api.models import AppSpec, PoolStrategy, SessionSpec, WarmPoolStatus
+from kubesessions.api.models import AppSpec, Condition, PoolStrategy, SessionSpec, WarmPoolStatus
 from kubesessions.api.names import API_VERSION, JSON
 from kubesessions.common.timefmt import rfc3339
 from kubesessions.control.act.children import Children
 from kubesessions.control.act.worker import WorkerLink
-from kubesessions.control.decide import children, pool
+from kubesessions.control.decide import children, pool, suspend
 from kubesessions.control.poolmetrics import PoolMetrics
 from kubesessions.control.settings import OperatorSettings
 from kubesessions.control.state import Key
@@ -116,6 +116,7 @@ class Pooling:
             app = AppSpec.model_validate(body.get("spec") or {})
         except ValidationError:
             return None  # the API server refused it already; the Sessions report it
+        await self._write_condition(key, body, app)
         size = app.warmPool.size if app.warmPool else 0
         strategy = app.warmPool.strategy if app.warmPool else PoolStrategy.RECREATE
         members = self.members.setdefault(key, {})
@@ -227,6 +228,44 @@ class Pooling:
             raise
         self.app_written(written)
         self.unwritten_claims[key] -= pending
+
+    async def _write_condition(self, key: Key, body: JSON, app: AppSpec) -> None:
+        """The App's SuspendAvailable condition, written when it changes (an App without
+        spec.suspend.enabled has none)."""
+        enabled = bool(app.suspend and app.suspend.enabled)
+        wanted = suspend.app_condition(
+            enabled, self.settings.state_store is not None, self.link.suspendable.get(key)
+        )
+        conditions = [Condition.model_validate(c) for c in (body.get("status") or {}).get("conditions") or []]
+        old = next((c for c in conditions if c.type == suspend.SUSPEND_AVAILABLE), None)
+        if wanted is None and old is None:
+            return
+        if wanted is not None and old is not None and (old.status == "True", old.reason) == wanted[:2]:
+            return
+        kept = [c for c in conditions if c.type != suspend.SUSPEND_AVAILABLE]
+        if wanted is not None:
+            ok, reason, message = wanted
+            kept.append(
+                Condition(
+                    type=suspend.SUSPEND_AVAILABLE,
+                    status="True" if ok else "False",
+                    reason=reason,
+                    message=message,
+                    lastTransitionTime=rfc3339(),
+                    observedGeneration=body["metadata"].get("generation"),
+                )
+            )
+        self._count("patch apps/status")
+        try:
+            written = await self.kube.merge_patch(
+                group_path(API_VERSION, key[0], "apps", key[1]) + "/status",
+                {"status": {"conditions": [c.model_dump(exclude_none=True) for c in kept]}},
+            )
+        except ApiException as exc:
+            if exc.status == 404:
+                return
+            raise
+        self.app_written(written)
 
     async def _ensure_secret(self, key: Key, app_uid: str) -> None:
         if key in self.tokens:

@@ -94,7 +94,7 @@ class StatusWriter:
 
     async def _transition_event(self, body: JSON, before: str | None, verdict: Verdict) -> None:
         """Events for transitions a person cares about only."""
-        if verdict.phase == Phase.READY and before != Phase.READY:
+        if verdict.phase in (Phase.READY, Phase.SUSPENDED, Phase.RESUMING) and before != verdict.phase:
             kind = "Normal"
         elif finished(verdict.phase):
             kind = "Warning" if verdict.phase == Phase.FAILED else "Normal"
@@ -102,9 +102,15 @@ class StatusWriter:
             kind = "Warning"
         else:
             return
-        meta = body["metadata"]
         reason = verdict.reason if verdict.phase != Phase.READY else "Ready"
-        event = build_event("Session", meta, kind, reason, verdict.message)
+        if verdict.phase in (Phase.SUSPENDED, Phase.RESUMING):
+            reason = verdict.phase.value  # the phase says what happened; the message, why and how
+        await self.event(body, kind, reason, verdict.message)
+
+    async def event(self, body: JSON, kind: str, reason: str, message: str) -> None:
+        """An Event on the Session (best effort: a failure is logged)."""
+        meta = body["metadata"]
+        event = build_event("Session", meta, kind, reason, message)
         try:
             await self.kube.create(core_path(meta["namespace"], "events"), event)
         except ApiException as exc:

@@ -1,6 +1,7 @@
 """Talking to a worker, the one part that does: a Session's token, `/status`, keepalives passed
-on, close-if-idle, a pool worker's hand-over (`/claim`) and the looks that keep an unclaimed
-one, and what an unreachable worker means.
+on, close-if-idle, suspend and resume (`/suspend`, `/resume`, with presigned URLs of the state
+store), a pool worker's hand-over (`/claim`) and the looks that keep an unclaimed one, and what
+an unreachable worker means.
 It writes nothing to the API: it says what it found (:class:`Look`), and the controller has
 the status and the pod written."""
 
@@ -10,6 +11,7 @@ import base64
 import datetime
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import aiohttp
@@ -20,7 +22,7 @@ from kubesessions.api.models import Phase, SessionStatus
 from kubesessions.api.names import JSON, KEEPALIVE_ANNOTATION, KEEPALIVE_SEEN
 from kubesessions.common.timefmt import parse_rfc3339, rfc3339
 from kubesessions.control.accounting import Accounting
-from kubesessions.control.decide import children, idle
+from kubesessions.control.decide import children, idle, suspend
 from kubesessions.control.decide.status import Verdict, as_json, current_status
 from kubesessions.control.settings import OperatorSettings
 from kubesessions.control.state import Key, Tracked
@@ -53,6 +55,8 @@ class Look:
     activity: Activity | None = None
     unreachable: str | None = None
     answers_again: bool = False
+    suspend: bool = False  # idle past its timeout, and it can suspend: suspend it (not end it)
+    idle: bool = False  # it answered, with no call running or queued
 
 
 def _from_ms(ms: int) -> datetime.datetime:
@@ -73,13 +77,26 @@ class WorkerLink:
         self.accounting = accounting
         self.settings = settings
         self.http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=64))
+        # Whether each App's app can suspend, as its workers' `/status` last said (by App key),
+        # and who hears of a change (the pools' upkeep, which writes the App's condition).
+        self.suspendable: dict[Key, bool] = {}
+        self.on_suspendable: Callable[[Key], None] = lambda _: None
 
     async def close(self) -> None:
         await self.http.close()
 
-    async def look(self, key: Key, body: JSON, pod: JSON, timeout: int, tracked: Tracked) -> Look:
+    async def look(
+        self,
+        key: Key,
+        body: JSON,
+        pod: JSON,
+        timeout: int,
+        tracked: Tracked,
+        no_suspend: str | None = suspend.OFF,
+    ) -> Look:
         """Pass on a new keepalive, read `/status`, and close the worker if it is idle past
-        ``timeout`` (the worker refuses if a call came in since)."""
+        ``timeout`` (the worker refuses if a call came in since). ``no_suspend``: why it may
+        not suspend (None: it may, if the worker says its app can: then the look says so)."""
         wait = tracked.retry_at - time.monotonic()
         if tracked.unreachable and wait > 0:
             # Backing off an unreachable worker: other events must not spend the tries faster.
@@ -94,6 +111,8 @@ class WorkerLink:
         except (aiohttp.ClientError, TimeoutError, ApiException) as exc:
             return await self._unreachable(key, body, tracked, exc)
         self.accounting.observe(key, body, worker, pod["metadata"]["name"])
+        if app := (body.get("spec") or {}).get("app"):
+            self._saw_suspendable((key[0], app), worker)
         answers_again = tracked.unreachable > 0
         tracked.unreachable = 0
         wall_now = time.time()
@@ -108,6 +127,9 @@ class WorkerLink:
             wall_now, last_ts, timeout, bool(worker.get("inFlight") or worker.get("queued"))
         )
         if decision.expire:
+            if no_suspend is None and worker.get("suspendable") is True:
+                return Look(suspend=True, answers_again=answers_again)
+            why_not = no_suspend or suspend.NO_METHODS
             try:
                 code, answer = await self._call("POST", key, pod, tracked, f"/close?ifIdleFor={timeout}")
             except (aiohttp.ClientError, TimeoutError) as exc:
@@ -115,15 +137,53 @@ class WorkerLink:
             if code == 409:
                 again = float(answer.get("remainingSeconds") or idle.BUSY_LOOK_MIN) + idle.EPSILON
                 return Look(again, answers_again=answers_again)
-            return Look(end=Verdict(Phase.EXPIRED, "IdleTimeout", f"no call for {timeout}s (idle timeout)"))
+            if why_not == suspend.OFF:
+                return Look(
+                    end=Verdict(Phase.EXPIRED, "IdleTimeout", f"no call for {timeout}s (idle timeout)")
+                )
+            return Look(end=suspend.idle_end(why_not, timeout))
         activity = self._activity(key, body, tracked, last_ts, timeout, worker)
-        return Look(decision.look_again_in, activity=activity, answers_again=answers_again)
+        return Look(
+            decision.look_again_in,
+            activity=activity,
+            answers_again=answers_again,
+            idle=not (worker.get("inFlight") or worker.get("queued")),
+        )
 
     async def token(self, key: Key, tracked: Tracked) -> str:
         if tracked.token is None:
             secret = await self.kube.get(core_path(key[0], "secrets", children.token_secret_name(key[1])))
             tracked.token = base64.b64decode(secret["data"][names.TOKEN_KEY]).decode()
         return tracked.token
+
+    async def suspend(
+        self, key: Key, pod: JSON, tracked: Tracked, url: str, max_bytes: int
+    ) -> tuple[int, JSON]:
+        """`POST /suspend`: the worker saves its app's state to ``url`` (a presigned PUT of
+        the state store) and then exits; (status, body) whatever the status."""
+        return await self._post(key, pod, tracked, "/suspend", {"url": url, "max_bytes": max_bytes})
+
+    async def resume(
+        self, key: Key, pod: JSON, tracked: Tracked, url: str, sha256: str, size: int
+    ) -> tuple[int, JSON]:
+        """`POST /resume`: the worker fetches the state from ``url`` (a presigned GET), checks
+        its size and sha256 and hands it to its app's resume; (status, body) whatever the status."""
+        payload = {"url": url, "sha256": sha256, "bytes": size}
+        return await self._post(key, pod, tracked, "/resume", payload)
+
+    async def _post(
+        self, key: Key, pod: JSON, tracked: Tracked, path: str, payload: JSON
+    ) -> tuple[int, JSON]:
+        # The app's own suspend or resume and the transfer may take as long as a call may.
+        url = f"http://{pod.get('status', {}).get('podIP')}:{names.WORKER_PORT}{path}"
+        headers = {"Authorization": f"Bearer {await self.token(key, tracked)}"}
+        limit = aiohttp.ClientTimeout(total=self.settings.suspend_timeout)
+        async with self.http.post(url, json=payload, headers=headers, timeout=limit) as resp:
+            try:
+                answer = await resp.json(content_type=None)
+            except ValueError:
+                answer = {"detail": (await resp.text())[:500]}
+            return resp.status, answer if isinstance(answer, dict) else {}
 
     async def _call(self, method: str, key: Key, pod: JSON, tracked: Tracked, path: str) -> tuple[int, JSON]:
         """One call to the session's worker with its token; (status, JSON body)."""
@@ -233,7 +293,14 @@ class WorkerLink:
             )
             return False
         self.accounting.observe_pool(app[0], app[1], pod["metadata"]["name"], worker, gpus)
+        self._saw_suspendable(app, worker)
         return True
+
+    def _saw_suspendable(self, app: Key, worker: JSON) -> None:
+        said = worker.get("suspendable")
+        if isinstance(said, bool) and self.suspendable.get(app) is not said:
+            self.suspendable[app] = said
+            self.on_suspendable(app)
 
     async def hand_over(
         self, session: children.SessionRef, pod: JSON, bearers: list[str], token: str, timeout: int

@@ -271,6 +271,12 @@ def build_pod(
         raise SpecError(
             f"sessionTimeout {timeout} is above the App's maxSessionTimeout {app.maxSessionTimeout}"
         )
+    keep = spec.suspend.keepSeconds if spec.suspend else None
+    if app is not None and app.suspend is not None and keep is not None and keep > app.suspend.keepSeconds:
+        raise SpecError(
+            f"spec.suspend.keepSeconds {keep} is above the App's spec.suspend.keepSeconds "
+            f"{app.suspend.keepSeconds}: a Session may only keep its state for less time"
+        )
     if spec.maxLifetime is not None and spec.maxLifetime < timeout:
         raise SpecError(f"maxLifetime {spec.maxLifetime} is below the sessionTimeout in force ({timeout})")
     env: list[JSON] = [

@@ -102,10 +102,17 @@ def _ending(terminated: JSON, pod: JSON) -> tuple[Phase, str, str]:
     return Phase.FAILED, "WorkerLost", f"{_how_it_ended(terminated)}{detail}"
 
 
+def exit_message(pod: JSON | None) -> str | None:
+    """The worker's termination message, once it has exited (None before, or without one)."""
+    state = ((_worker_status(pod) or {}).get("state") or {}) if pod is not None else {}
+    message = (state.get("terminated") or {}).get("message")
+    return str(message) if message else None
+
+
 def judge(pod: JSON | None, previous_phase: str | None) -> Verdict:
     """Read the pod. ``pod`` None means there is none (yet, or any more)."""
     if pod is None or pod.get("metadata", {}).get("deletionTimestamp"):
-        if previous_phase in (Phase.STARTING, Phase.READY):
+        if previous_phase in (Phase.STARTING, Phase.READY, Phase.SUSPENDING):
             return Verdict(Phase.FAILED, "WorkerLost", "the worker pod disappeared")
         return Verdict(Phase.PENDING, "Creating", "creating the worker pod")
     status = pod.get("status", {})

@@ -1,0 +1,315 @@
+"""Suspend and resume on the local cluster, with its real state store (SeaweedFS): an idle
+session's state is saved and its worker stops; the next call wakes it with its state; a resume
+lands on a warm pool worker when its App has one; the keep time ends it; its state goes with it."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from kubernetes.client.rest import ApiException
+
+from kubesessions.api import names
+from kubesessions.client import Client, SessionEnded, SessionExpired
+from kubesessions.common.timefmt import rfc3339
+from kubesessions.localcluster import objectstore
+from kubesessions.statestore import StateStore, StoreConfig
+
+from ..conftest import Cluster, OperatorProcess, await_condition, await_session, phase_is
+from .conftest import GatewayProcess, service_account_token
+from .test_operator import GROUP, call, create_app, custom, token_of
+
+pytestmark = pytest.mark.cluster
+
+
+@pytest.fixture
+def store(kube: Cluster) -> Iterator[StateStore]:
+    """The local cluster's state store, as the operator is given it."""
+    assert kube.state_dir is not None
+    config = StoreConfig.from_env(objectstore.operator_env(kube.state_dir.root))
+    assert config is not None, "the local cluster runs a state store"
+    state = StateStore(config)
+    yield state
+    state.close()
+
+
+def stored(store: StateStore, namespace: str, name: str) -> list[str]:
+    return asyncio.run(store.keys(f"{names.STATE_PREFIX}{namespace}/{name}/"))
+
+
+def pod_gone(kube: Cluster, namespace: str, name: str) -> bool:
+    try:
+        pod = kube.core.read_namespaced_pod(name, namespace)
+    except ApiException as exc:
+        return exc.status == 404
+    return pod.metadata.deletion_timestamp is not None
+
+
+def fetch(url: str) -> int:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as resp:
+            return int(resp.status)
+    except urllib.error.HTTPError as err:
+        return err.code
+
+
+def pool_ready(kube: Cluster, namespace: str, app: str) -> int:
+    body = custom(kube).get_namespaced_custom_object(*GROUP, namespace, "apps", app)
+    return int(((body.get("status") or {}).get("warmPool") or {}).get("ready") or 0)
+
+
+def app_condition(kube: Cluster, namespace: str, app: str) -> dict[str, Any]:
+    body = custom(kube).get_namespaced_custom_object(*GROUP, namespace, "apps", app)
+    conditions = (body.get("status") or {}).get("conditions") or []
+    return next(c for c in conditions if c["type"] == "SuspendAvailable")
+
+
+def suspendable_app(kube: Cluster, namespace: str, name: str, **spec: Any) -> None:
+    create_app(kube, namespace, name, suspend={"enabled": True, "keepSeconds": 60}, **spec)
+
+
+def test_an_idle_session_suspends_and_the_next_call_wakes_it_with_its_state(
+    gateway: GatewayProcess, kube: Cluster, namespace: str, store: StateStore
+) -> None:
+    suspendable_app(kube, namespace, "counter-s")
+    token = service_account_token(kube, namespace, "suspender", allowed=True)
+    with Client(gateway.url, token=token, namespace=namespace, request_timeout=60) as client:
+        first = client.run({"app": "counter-s", "input": {"add": 42}, "session": "new", "session_timeout": 2})
+        session_id = first["session_id"]
+        assert first["output"]["total"] == 42
+        suspended = await_session(kube, namespace, session_id, phase_is("Suspended"), 30, "Suspended")
+        status = suspended["status"]
+        assert status["reason"] == "IdleTimeout"
+        saved = status["suspension"]
+        assert saved["bytes"] > 0 and len(saved["sha256"]) == 64
+        assert saved["key"] == names.state_key(namespace, session_id, suspended["metadata"]["uid"])
+        assert status["expiresAt"] == saved["expiresAt"] and "podIP" not in status
+        await_condition(lambda: pod_gone(kube, namespace, session_id), 30, "the worker pod to go")
+        assert stored(store, namespace, session_id) == [saved["key"]]
+        shown = kube.run_kubectl("get", "sess", session_id, "-n", namespace)
+        assert shown.stdout.splitlines()[1].split()[1] == "Suspended", shown.stdout
+        info = client.get_session(session_id)
+        assert (info["phase"], info["expires_at"]) == ("Suspended", saved["expiresAt"])
+
+        # The next call wakes it, on a new worker that has the state.
+        again = client.run({"app": "counter-s", "input": {"add": 1}, "session": session_id})
+        assert (again["output"]["total"], again["output"]["calls"]) == (43, 2)
+        resumed = await_session(
+            kube,
+            namespace,
+            session_id,
+            lambda s: names.RESUME_REQUESTED not in (s["metadata"].get("annotations") or {}),
+            10,
+            "the operator to remove the resume request it acted on",
+        )
+        assert resumed["status"]["phase"] == "Ready" and "suspension" not in resumed["status"]
+        assert resumed["status"]["startedFrom"] == "cold"
+        await_condition(lambda: not stored(store, namespace, session_id), 10, "the used state to be deleted")
+        condition = app_condition(kube, namespace, "counter-s")
+        assert (condition["status"], condition["reason"]) == ("True", "Suspendable")
+        events = kube.run_kubectl(
+            "get", "events", "-n", namespace, "--field-selector", f"involvedObject.name={session_id}"
+        )
+        assert "Suspended" in events.stdout and "Resuming" in events.stdout, events.stdout
+
+
+def test_suspend_and_resume_by_hand_land_on_a_pool_worker(
+    gateway: GatewayProcess, kube: Cluster, namespace: str, store: StateStore
+) -> None:
+    suspendable_app(kube, namespace, "counter-p", warmPool={"size": 1})
+    token = service_account_token(kube, namespace, "pooler", allowed=True)
+    with Client(gateway.url, token=token, namespace=namespace, request_timeout=60) as client:
+        first = client.run(
+            {"app": "counter-p", "input": {"add": 7}, "session": "new", "session_timeout": 300}
+        )
+        session_id = first["session_id"]
+        asked = client.suspend(session_id)
+        assert asked["session_id"] == session_id
+        suspended = await_session(kube, namespace, session_id, phase_is("Suspended"), 30, "Suspended")
+        assert suspended["status"]["reason"] == "SuspendRequested"
+        assert names.SUSPEND_REQUESTED not in (suspended["metadata"].get("annotations") or {})
+        # A keepalive moves the keep time without waking it.
+        before = suspended["status"]["expiresAt"]
+        client.keepalive(session_id)
+        moved = await_session(
+            kube,
+            namespace,
+            session_id,
+            lambda s: s["status"].get("expiresAt", "") > before,
+            15,
+            "a later expiry",
+        )
+        assert moved["status"]["phase"] == "Suspended"
+
+        await_condition(
+            lambda: pool_ready(kube, namespace, "counter-p") == 1,
+            60,
+            "a ready pool worker",
+        )
+        client.resume(session_id)
+        ready = await_session(kube, namespace, session_id, phase_is("Ready"), 60, "Ready again")
+        assert ready["status"]["startedFrom"] == "pool"
+        assert (
+            client.run({"app": "counter-p", "input": {"add": 1}, "session": session_id})["output"]["total"]
+            == 8
+        )
+
+
+def test_the_keep_time_ends_it_and_a_deleted_session_takes_its_state(
+    gateway: GatewayProcess, kube: Cluster, namespace: str, store: StateStore
+) -> None:
+    suspendable_app(kube, namespace, "counter-k")
+    token = service_account_token(kube, namespace, "keeper", allowed=True)
+    with Client(gateway.url, token=token, namespace=namespace, request_timeout=60) as client:
+        ids = [
+            client.run({"app": "counter-k", "input": {"add": 1}, "session": "new", "session_timeout": 300})[
+                "session_id"
+            ]
+            for _ in range(2)
+        ]
+        for session_id in ids:
+            kube.run_kubectl(
+                "annotate", "sess", session_id, "-n", namespace, f"{names.SUSPEND_REQUESTED}={rfc3339()}"
+            )
+        for session_id in ids:
+            await_session(kube, namespace, session_id, phase_is("Suspended"), 30, "Suspended")
+            assert len(stored(store, namespace, session_id)) == 1
+        expiring, deleted = ids
+        # What a worker is given opens its own session's state only: the URL for one key,
+        # pointed at the other's, is refused by the store (the signature covers the key).
+        own, other = (stored(store, namespace, i)[0] for i in ids)
+        url = store.presign_get(own)
+        assert fetch(url) == 200
+        assert fetch(url.replace(own, other)) == 403
+        custom(kube).delete_namespaced_custom_object(*GROUP, namespace, "sessions", deleted)
+        await_condition(
+            lambda: not stored(store, namespace, deleted), 15, "the deleted session's state to go"
+        )
+
+        expired = await_session(kube, namespace, expiring, phase_is("Expired"), 90, "the keep time to end it")
+        assert expired["status"]["reason"] == "SuspendExpired"
+        assert not stored(store, namespace, expiring)
+        with pytest.raises(SessionExpired, match=r"session not found.*SuspendExpired"):
+            client.run({"app": "counter-k", "input": {"add": 1}, "session": expiring})
+
+
+def test_an_app_without_suspend_methods_ends_idle_and_a_failed_resume_fails_the_session(
+    gateway: GatewayProcess, kube: Cluster, namespace: str, store: StateStore
+) -> None:
+    create_app(
+        kube,
+        namespace,
+        "echo-s",
+        entrypoint="kubesessions_worker.examples.echo:Echo",
+        suspend={"enabled": True, "keepSeconds": 60},
+    )
+    suspendable_app(kube, namespace, "counter-f")
+    token = service_account_token(kube, namespace, "failer", allowed=True)
+    with Client(gateway.url, token=token, namespace=namespace, request_timeout=60) as client:
+        echo = client.run({"app": "echo-s", "input": "hi", "session": "new", "session_timeout": 1})[
+            "session_id"
+        ]
+        ended = await_session(kube, namespace, echo, phase_is("Expired"), 30, "the idle echo session to end")
+        assert ended["status"]["reason"] == "IdleTimeout"
+        assert "not suspended: the app defines no suspend(dir) and resume(dir)" in ended["status"]["message"]
+        await_condition(
+            lambda: app_condition(kube, namespace, "echo-s")["reason"] == "AppNotSuspendable",
+            15,
+            "the App to say its app cannot suspend",
+        )
+        assert app_condition(kube, namespace, "echo-s")["status"] == "False"
+
+        # A state that is gone when the session wakes: Failed, saying so, and no call runs.
+        counter = client.run(
+            {"app": "counter-f", "input": {"add": 5}, "session": "new", "session_timeout": 300}
+        )
+        session_id = counter["session_id"]
+        client.suspend(session_id)
+        suspended = await_session(kube, namespace, session_id, phase_is("Suspended"), 30, "Suspended")
+        asyncio.run(store.delete(suspended["status"]["suspension"]["key"]))
+        with pytest.raises(SessionEnded, match="ResumeFailed"):
+            client.run({"app": "counter-f", "input": {"add": 1}, "session": session_id})
+        failed = await_session(kube, namespace, session_id, phase_is("Failed"), 30, "Failed")
+        assert failed["status"]["reason"] == "ResumeFailed"
+
+
+def test_a_suspend_whose_answer_the_operator_lost_is_recorded_from_the_workers_exit(
+    gateway: GatewayProcess, operator: OperatorProcess, kube: Cluster, namespace: str, store: StateStore
+) -> None:
+    """The operator dies after it wrote Suspending and asked the worker to suspend: the worker
+    saves the state and exits; the operator that comes back records the suspend from the
+    worker's termination message (nothing saved is lost, and no state is used half-written)."""
+    suspendable_app(kube, namespace, "counter-r")
+    token = service_account_token(kube, namespace, "restarter", allowed=True)
+    with Client(gateway.url, token=token, namespace=namespace, request_timeout=60) as client:
+        session_id = client.run(
+            {"app": "counter-r", "input": {"add": 42}, "session": "new", "session_timeout": 300}
+        )["session_id"]
+        operator.stop(signal.SIGKILL)
+        body = custom(kube).get_namespaced_custom_object(*GROUP, namespace, "sessions", session_id)
+        # Where the operator was when it died: Suspending written, /suspend called.
+        custom(kube).patch_namespaced_custom_object_status(
+            *GROUP, namespace, "sessions", session_id, {"status": {"phase": "Suspending"}}
+        )
+        key = names.state_key(namespace, session_id, body["metadata"]["uid"])
+        answer = worker_call(
+            body["status"]["podIP"],
+            token_of(kube, namespace, session_id),
+            "/suspend",
+            {"url": store.presign_put(key), "max_bytes": 1 << 20},
+        )
+        await_condition(
+            lambda: pod_gone(kube, namespace, session_id) or exited(kube, namespace, session_id),
+            30,
+            "the worker to exit",
+        )
+        operator.start()
+        suspended = await_session(kube, namespace, session_id, phase_is("Suspended"), 30, "Suspended")
+        saved = suspended["status"]["suspension"]
+        assert (saved["bytes"], saved["sha256"], saved["key"]) == (answer["bytes"], answer["sha256"], key)
+        assert (
+            client.run({"app": "counter-r", "input": {"add": 1}, "session": session_id})["output"]["total"]
+            == 43
+        )
+
+
+def exited(kube: Cluster, namespace: str, name: str) -> bool:
+    pod = kube.core.read_namespaced_pod(name, namespace)
+    return any(s.state.terminated for s in pod.status.container_statuses or [])
+
+
+def worker_call(ip: str, token: str, path: str, payload: dict[str, Any]) -> dict[str, Any]:
+    status, body = call(ip, token, payload, path)
+    assert status == 200, body
+    return body
+
+
+def test_a_session_started_cold_resumes_on_a_pool_worker(
+    gateway: GatewayProcess, kube: Cluster, namespace: str, store: StateStore
+) -> None:
+    suspendable_app(kube, namespace, "counter-c", warmPool={"size": 1})
+    token = service_account_token(kube, namespace, "coldpool", allowed=True)
+    with Client(gateway.url, token=token, namespace=namespace, request_timeout=60) as client:
+        await_condition(lambda: pool_ready(kube, namespace, "counter-c") == 1, 60, "a ready pool worker")
+        run = {"app": "counter-c", "input": {"add": 3}, "session": "new", "session_timeout": 300}
+        first, second = client.run(run)["session_id"], client.run(run)["session_id"]
+        started = {
+            sid: custom(kube).get_namespaced_custom_object(*GROUP, namespace, "sessions", sid)["status"][
+                "startedFrom"
+            ]
+            for sid in (first, second)
+        }
+        assert started == {first: "pool", second: "cold"}, started
+        client.suspend(second)
+        await_session(kube, namespace, second, phase_is("Suspended"), 30, "Suspended")
+        await_condition(lambda: pool_ready(kube, namespace, "counter-c") == 1, 60, "a ready pool worker")
+        assert (
+            client.run({"app": "counter-c", "input": {"add": 1}, "session": second})["output"]["total"] == 4
+        )
+        resumed = custom(kube).get_namespaced_custom_object(*GROUP, namespace, "sessions", second)
+        assert resumed["status"]["startedFrom"] == "pool"

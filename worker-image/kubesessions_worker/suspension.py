@@ -1,0 +1,285 @@
+"""Suspend and resume: the app's state packed as a tar and carried to and from presigned URLs.
+
+``POST /suspend`` asks the app to write its state into an empty directory, packs it as an
+uncompressed tar (the files under ``state/``, then ``manifest.json``) and PUTs it to the URL the
+operator gave; then the worker ends (``Suspended``). ``POST /resume`` GETs such a tar, checks its
+size and sha256 against what the suspend reported, and hands the files to the app's ``resume``.
+
+The worker never holds the store's credentials: each URL is presigned by the operator for this
+session's own object only and expires within minutes. Packing, hashing and extracting run off the
+event loop (a GB of state must not stall the probes).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import hashlib
+import json
+import logging
+import shutil
+import tarfile
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+import aiohttp
+from aiohttp import web
+
+from kubesessions.api.names import (
+    NOT_SUSPENDABLE,
+    RESUME_FAILED,
+    STATE_CORRUPT,
+    STATE_TOO_LARGE,
+    SUSPEND_FAILED,
+)
+
+from .problems import Problem
+from .runner import Runner
+
+log = logging.getLogger(__name__)
+
+RUNNER = web.AppKey("suspension_runner", Runner)
+MANIFEST = "manifest.json"
+STATE = "state"  # the app's files sit under this folder of the tar
+CHUNK = 1 << 20
+# The most a presigned transfer may take: a GB at a slow 20 MB/s, with room; the URL's own
+# expiry (minutes) bounds it too.
+TRANSFER_TIMEOUT = aiohttp.ClientTimeout(total=900, sock_connect=10)
+
+
+def install(app: web.Application, runner: Runner) -> None:
+    app[RUNNER] = runner
+    app.router.add_post("/suspend", _suspend)
+    app.router.add_post("/resume", _resume)
+
+
+class TooLarge(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class Packed:
+    path: Path
+    bytes: int
+    sha256: str
+
+
+class _HashingWriter:
+    """A file that hashes and counts what is written, and refuses to grow past ``limit``."""
+
+    def __init__(self, target: IO[bytes], limit: int) -> None:
+        self.target, self.limit = target, limit
+        self.hash = hashlib.sha256()
+        self.size = 0
+
+    def write(self, data: bytes) -> int:
+        self.size += len(data)
+        if self.size > self.limit:
+            raise TooLarge(f"the state is over max_bytes ({self.limit})")
+        self.hash.update(data)
+        return self.target.write(data)
+
+    def tell(self) -> int:
+        return self.size
+
+
+def pack(source: Path, target: Path, max_bytes: int, manifest: dict[str, Any]) -> Packed:
+    """Tar ``source``'s tree (folders and regular files only) under ``state/``, then the manifest
+    (with the state part's bytes and sha256), into ``target``. Raises TooLarge past ``max_bytes``."""
+    with target.open("wb") as raw:
+        out = _HashingWriter(raw, max_bytes)
+        with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:  # type: ignore[call-overload]
+            tar.copybufsize = CHUNK  # 16 KiB by default: a GB in 64k small writes
+            files = 0
+            for path in sorted(source.rglob("*")):
+                name = f"{STATE}/{path.relative_to(source).as_posix()}"
+                if path.is_symlink() or not (path.is_dir() or path.is_file()):
+                    raise ValueError(f"suspend left {name!r}, which is not a regular file or a folder")
+                info = tar.gettarinfo(str(path), arcname=name)
+                info.uid = info.gid = 0
+                info.uname = info.gname = ""
+                if path.is_file():
+                    files += 1
+                    with path.open("rb") as f:
+                        tar.addfile(info, f)
+                else:
+                    tar.addfile(info)
+            body = json.dumps(
+                {**manifest, "files": files, "stateBytes": out.size, "stateSha256": out.hash.hexdigest()},
+                indent=1,
+            ).encode()
+            info = tarfile.TarInfo(MANIFEST)
+            info.size, info.mtime = len(body), int(time.time())
+            with tempfile.SpooledTemporaryFile() as f:
+                f.write(body)
+                f.seek(0)
+                tar.addfile(info, f)
+        return Packed(target, out.size, out.hash.hexdigest())
+
+
+def unpack(tar_path: Path, target: Path) -> tuple[Path, dict[str, Any]]:
+    """Extract a packed state; returns the app's folder and the manifest. The ``data`` filter
+    refuses absolute paths, links out of the folder and device files."""
+    with tarfile.open(tar_path, mode="r:") as tar:
+        tar.extractall(target, filter="data")
+    manifest = json.loads((target / MANIFEST).read_text(encoding="utf-8"))
+    state = target / STATE
+    state.mkdir(exist_ok=True)  # an app that saved nothing still gets its (empty) folder
+    return state, manifest
+
+
+async def _suspend(request: web.Request) -> web.Response:
+    runner = request.app[RUNNER]
+    body = await _json(request)
+    url, max_bytes = _url(body, "url"), body.get("max_bytes")
+    if not isinstance(max_bytes, int) or isinstance(max_bytes, bool) or max_bytes < 1:
+        raise Problem("VALIDATION", f"max_bytes must be a whole number of bytes >= 1, got {max_bytes!r}")
+    if not runner.app.suspendable():
+        raise Problem(NOT_SUSPENDABLE, f"{runner.app.spec} has no suspend(dir) and resume(dir) methods")
+    runner.begin_suspend()
+    saved: str | None = None
+    started = time.monotonic()
+    work = Path(tempfile.mkdtemp(prefix="suspend-"))
+    try:
+        state = work / STATE
+        state.mkdir()
+        await _app_step(runner, runner.app.suspend, state, SUSPEND_FAILED, "suspend")
+        manifest = {
+            "app": runner.app.spec,
+            "appVersion": runner.app.version(),
+            "sessionId": runner.session_id,
+            "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="milliseconds"),
+            "suspendSeconds": round(time.monotonic() - started, 3),
+        }
+        try:
+            packed = await asyncio.to_thread(pack, state, work / "state.tar", max_bytes, manifest)
+        except TooLarge as exc:
+            raise Problem(STATE_TOO_LARGE, f"{exc}: nothing was uploaded, the session goes on") from None
+        except (OSError, ValueError) as exc:
+            raise Problem(SUSPEND_FAILED, f"packing the state failed: {exc}") from None
+        await _upload(url, packed)
+        result = {
+            "bytes": packed.bytes,
+            "sha256": packed.sha256,
+            "seconds": round(time.monotonic() - started, 3),
+            "app": runner.app.spec,
+            "app_version": manifest["appVersion"],
+        }
+        saved = json.dumps(result)
+        log.info("suspended: %d bytes in %.2fs", packed.bytes, result["seconds"])
+        return web.json_response(result)
+    finally:
+        await asyncio.to_thread(shutil.rmtree, work, True)
+        runner.end_suspend(saved)
+
+
+async def _resume(request: web.Request) -> web.Response:
+    runner = request.app[RUNNER]
+    body = await _json(request)
+    url = _url(body, "url")
+    sha256, size = body.get("sha256"), body.get("bytes")
+    if not isinstance(sha256, str) or len(sha256) != 64:
+        raise Problem("VALIDATION", "sha256 must be the state's sha256 as 64 hex digits")
+    if not isinstance(size, int) or isinstance(size, bool) or size < 1:
+        raise Problem("VALIDATION", f"bytes must be the state's size in bytes (>= 1), got {size!r}")
+    if not runner.app.suspendable():
+        raise Problem(NOT_SUSPENDABLE, f"{runner.app.spec} has no suspend(dir) and resume(dir) methods")
+    runner.begin_resume()
+    failure: str | None = "the resume was interrupted"
+    started = time.monotonic()
+    work = Path(tempfile.mkdtemp(prefix="resume-"))
+    try:
+        tar_path = work / "state.tar"
+        got = await _download(url, tar_path, size)
+        if got != (size, sha256.lower()):
+            raise Problem(
+                STATE_CORRUPT,
+                f"the state fetched is {got[0]} bytes with sha256 {got[1]}, "
+                f"not the {size} bytes with sha256 {sha256} saved: nothing was handed to the app",
+            )
+        try:
+            state, manifest = await asyncio.to_thread(unpack, tar_path, work / "x")
+        except (OSError, ValueError, tarfile.TarError) as exc:
+            raise Problem(STATE_CORRUPT, f"the state cannot be unpacked: {exc}") from None
+        if manifest.get("app") != runner.app.spec:
+            log.warning("resuming state saved by %s into %s", manifest.get("app"), runner.app.spec)
+        await _app_step(runner, runner.app.resume, state, RESUME_FAILED, "resume")
+        failure = None
+        seconds = round(time.monotonic() - started, 3)
+        log.info("resumed %d bytes of state in %.2fs", size, seconds)
+        return web.json_response({"seconds": seconds})
+    except Problem as problem:
+        failure = f"{problem.code}: {problem.detail}"
+        raise
+    finally:
+        await asyncio.to_thread(shutil.rmtree, work, True)
+        runner.end_resume(failure)
+
+
+async def _app_step(
+    runner: Runner, step: Callable[[Path], Awaitable[None]], state: Path, code: str, what: str
+) -> None:
+    """The app's own suspend or resume, under the call timeout; its error is the answer."""
+    try:
+        async with asyncio.timeout(runner.call_timeout):
+            await step(state)
+    except TimeoutError:
+        raise Problem(code, f"the app's {what} ran past {runner.call_timeout:g}s") from None
+    except Exception as exc:
+        log.warning("the app's %s failed: %s: %s", what, type(exc).__name__, exc, exc_info=exc)
+        raise Problem(code, f"the app's {what} raised {type(exc).__name__}: {exc}") from None
+
+
+async def _upload(url: str, packed: Packed) -> None:
+    try:
+        async with aiohttp.ClientSession(timeout=TRANSFER_TIMEOUT) as http:
+            with packed.path.open("rb") as f:
+                headers = {"Content-Length": str(packed.bytes), "Content-Type": "application/x-tar"}
+                async with http.put(url, data=f, headers=headers) as resp:
+                    if resp.status >= 300:
+                        text = (await resp.text())[:300]
+                        raise Problem(SUSPEND_FAILED, f"the store refused the upload: {resp.status} {text}")
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        raise Problem(SUSPEND_FAILED, f"uploading the state failed: {exc!r}") from None
+
+
+async def _download(url: str, target: Path, expected: int) -> tuple[int, str]:
+    """Stream the object into ``target``; stops reading past ``expected`` bytes (that is
+    already a mismatch). Returns (bytes, sha256)."""
+    digest, size = hashlib.sha256(), 0
+    try:
+        async with aiohttp.ClientSession(timeout=TRANSFER_TIMEOUT) as http, http.get(url) as resp:
+            if resp.status != 200:
+                text = (await resp.text())[:300]
+                raise Problem(RESUME_FAILED, f"the store refused the download: {resp.status} {text}")
+            with target.open("wb") as f:
+                async for chunk in resp.content.iter_chunked(CHUNK):
+                    size += len(chunk)
+                    if size > expected:
+                        break
+                    digest.update(chunk)
+                    f.write(chunk)
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        raise Problem(RESUME_FAILED, f"downloading the state failed: {exc!r}") from None
+    return size, digest.hexdigest()
+
+
+def _url(body: dict[str, Any], field: str) -> str:
+    url = body.get(field)
+    if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+        raise Problem("VALIDATION", f"{field} must be an http(s) URL (the presigned one for this session)")
+    return url
+
+
+async def _json(request: web.Request) -> dict[str, Any]:
+    try:
+        body = json.loads(await request.read())
+    except ValueError as exc:
+        raise Problem("VALIDATION", f"the body is not JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise Problem("VALIDATION", "the body must be a JSON object")
+    return body
