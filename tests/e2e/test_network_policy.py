@@ -30,7 +30,7 @@ from kubesessions.localcluster import cluster, images, kubeletnode
 from kubesessions.localcluster.nodeconfig import WORKER_IMAGE
 
 from ..cluster.conftest import service_account_token
-from ..conftest import await_condition
+from ..conftest import Cluster, await_condition
 from .conftest import RELEASE, Release
 from .test_containers import new_session
 
@@ -146,8 +146,9 @@ class _Accept(socketserver.BaseRequestHandler):
 
 
 @pytest.fixture(scope="module")
-def node_listeners() -> Iterator[int]:
-    """On the node's address: TCP and UDP 53 (DNS, allowed) and a free TCP port (not)."""
+def node_listeners(kube: Cluster) -> Iterator[int]:
+    """On the node's address (the bridge `kube` made): TCP and UDP 53 (DNS, allowed) and a
+    free TCP port (not)."""
     servers: list[socketserver.BaseServer] = [
         socketserver.ThreadingTCPServer((NODE_IP, 53), _Accept),
         socketserver.ThreadingUDPServer((NODE_IP, 53), _Echo),
