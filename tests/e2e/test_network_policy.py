@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from kubesessions.api.names import WORKER_POLICY
+from kubesessions.api.names import APP_LABEL, WORKER_POLICY
 from kubesessions.gateway.forward import sse_events
 from kubesessions.localcluster import cluster, images, kubeletnode
 from kubesessions.localcluster.nodeconfig import WORKER_IMAGE
@@ -270,6 +270,47 @@ def test_a_worker_reaches_only_dns(net: Net, release: Release) -> None:
     assert not net.connects(worker, NODE_IP, net.node_port), "a worker reached a port outside the allow-list"
     assert net.connects(worker, NODE_IP, 53, "tcp"), "DNS over TCP is allowed, but was refused"
     assert net.connects(worker, NODE_IP, 53, "udp"), "DNS over UDP is allowed, but got no answer"
+
+
+def test_an_app_given_its_own_egress_policy_reaches_the_api_server(net: Net, release: Release) -> None:
+    """Policies add up: a NetworkPolicy of the user's, selecting one App's workers by their
+    app label, lets those (and no other) reach the API server, at its address after kube-proxy's
+    translation of the `kubernetes` Service."""
+    state = _state_dir(release).load()
+    assert state is not None
+    port = state.ports["apiserver"]
+    worker = net.workers[0]
+    assert not net.connects(worker, *KUBERNETES_SERVICE)
+    api_egress = {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {"name": "counter-api"},
+        "spec": {
+            "podSelector": {"matchLabels": {APP_LABEL: "counter"}},
+            "policyTypes": ["Egress"],
+            "egress": [
+                {"to": [{"ipBlock": {"cidr": f"{NODE_IP}/32"}}], "ports": [{"port": port, "protocol": "TCP"}]}
+            ],
+        },
+    }
+    release.kubectl("apply", "-f", "-", stdin=json.dumps(api_egress))
+    try:
+        await_condition(
+            lambda: net.connects(worker, *KUBERNETES_SERVICE),
+            timeout=30,
+            what="the counter worker to reach the API server once its App's policy allows it",
+            every=0.5,
+        )
+        assert net.connects(worker, NODE_IP, port)
+        assert not net.connects(worker, NODE_IP, net.node_port), "the App's policy opened more than the API"
+    finally:
+        release.kubectl("delete", "networkpolicy", "counter-api")
+    await_condition(
+        lambda: not net.connects(worker, *KUBERNETES_SERVICE),
+        timeout=30,
+        what="the API server to be closed again once the App's policy is gone",
+        every=0.5,
+    )
 
 
 def test_an_engine_restart_keeps_policies_and_cuts_no_call(net: Net, release: Release) -> None:
