@@ -270,6 +270,7 @@ def test_policy_engine_runs_only_kube_routers_policy_controller(tmp_path: Path) 
     assert flags["hostname-override"] == "node-1"
     assert flags["health-port"] == "41234"  # not its fixed default, 20244
     assert flags["service-cluster-ip-range"] == "10.96.0.0/16"  # the API server's
+    assert flags["service-node-port-range"] == "30000-32767"  # what free_port() avoids
 
 
 def test_policy_engine_may_only_read_what_its_informers_watch() -> None:

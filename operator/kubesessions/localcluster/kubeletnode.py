@@ -36,6 +36,7 @@ from kubesessions.localcluster.certs import Authority, Pair
 from kubesessions.localcluster.controlplane import SERVICE_CIDR
 from kubesessions.localcluster.kubeconfig import build_kubeconfig, write_kubeconfig
 from kubesessions.localcluster.nodeconfig import HOST_IP, NodeConfig
+from kubesessions.localcluster.ports import NODE_PORT_FLAG
 
 NETWORK = containerd.PodNetwork()
 NODE_PROCESSES = ("containerd", "kube-proxy", "kubelet", "kube-router")
@@ -280,6 +281,8 @@ def policy_engine_args(binary: Path, kubeconfig: Path, node_name: str, health_po
         "--run-service-proxy=false",
         f"--hostname-override={node_name}",
         f"--service-cluster-ip-range={SERVICE_CIDR}",
+        # It lets every pod reach the node on these ports: the cluster's own stay out of them.
+        NODE_PORT_FLAG,
         # Its health server listens on every address; a free port, not the fixed 20244.
         f"--health-port={health_port}",
         "--metrics-port=0",
