@@ -89,9 +89,10 @@ clean-cluster: $(STAMP)
 	$(BIN)/kubesessions localcluster down
 
 # The Debian packages the kubelet node (`localcluster up --node kubelet`) and `make e2e` need:
-# the container runtime, the CNI plugins, the image tools and iptables. Needs root; installs
-# only what is missing, so a second run costs one dpkg query.
-NODE_PACKAGES := containerd runc containernetworking-plugins buildah mmdebstrap iptables kmod
+# the container runtime, the CNI plugins, the image tools, iptables and ipset (the NetworkPolicy
+# engine, kube-router, uses both). Needs root; installs only what is missing, so a second run
+# costs one dpkg query.
+NODE_PACKAGES := containerd runc containernetworking-plugins buildah mmdebstrap iptables ipset kmod
 node-packages:
 	@missing=$$(for p in $(NODE_PACKAGES); do \
 	  dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed$$' || echo $$p; done); \

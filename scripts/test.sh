@@ -2,8 +2,8 @@
 # `make test`: every stage, each timed (scripts/stage.sh); any failure fails the run.
 #
 # Where the e2e stage can run (root, overlayfs, cgroups), what it needs before its tests (the
-# Debian packages, the kubelet and kube-proxy, the images) is made in the background while
-# pytest runs, at the lowest CPU and IO priority so that pytest's timing stays its own. On a
+# Debian packages, the kubelet, kube-proxy and kube-router, the images) is made in the background
+# while pytest runs, at the lowest CPU and IO priority so that pytest's timing stays its own. On a
 # fresh machine that is minutes of compiling and image building the e2e stage would otherwise
 # wait for; on a warm one it finds everything cached in seconds.
 set -euo pipefail

@@ -131,3 +131,15 @@ def test_a_source_copy_is_made_once_per_version(tmp_path: Path) -> None:
     assert (work / "kept").exists()
     with pytest.raises((binaries.BinaryError, OSError)):
         binaries._source_copy("/nonexistent/go", {}, "example.com/m@v2", work)
+
+
+def test_kube_router_is_built_with_its_fixed_dependencies() -> None:
+    go_mod = binaries.kube_router_wrapper_go_mod("1.26.0")
+    assert f"\tgithub.com/cloudnativelabs/kube-router/v2 {binaries.KUBE_ROUTER_VERSION}\n" in go_mod
+    # Raised past what v2.1.0's go.mod asks (grpc v1.62.0, x/net v0.21.0, docker v25.0.3).
+    assert "\tgoogle.golang.org/grpc v1.83.2\n" in go_mod
+    assert "\tgolang.org/x/net v0.60.0\n" in go_mod
+    assert "\tgithub.com/docker/docker v25.0.13+incompatible\n" in go_mod
+    assert "replace" not in go_mod  # requires only: the release's own higher versions still win
+    assert "kube-router" in binaries.KUBELET_NODE
+    assert "kube-router" not in binaries.KUBERNETES_COMMANDS

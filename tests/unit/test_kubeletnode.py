@@ -200,3 +200,98 @@ def test_the_kubelet_serves_a_certificate_the_api_server_trusts_for_its_ip(tmp_p
     sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     assert ipaddress.ip_address(kubeletnode.NETWORK.gateway) in sans.get_values_for_type(x509.IPAddress)
     assert cert.issuer == x509.load_pem_x509_certificate(ca.pair.cert.read_bytes()).subject
+
+
+def test_kube_router_chains_are_unhooked_and_removed_like_kube_proxys() -> None:
+    # As `iptables -S` lists them after kube-router's policy controller stopped (SIGTERM
+    # leaves them): jumps from the built-in chains carry a comment with a rule id.
+    rules = "\n".join(
+        [
+            "-P FORWARD ACCEPT",
+            "-N KUBE-NWPLCY-DEFAULT",
+            "-N KUBE-POD-FW-5GAXKDNVJXCSRQ2V",
+            "-N KUBE-ROUTER-FORWARD",
+            '-A FORWARD -m comment --comment "kube-router netpol - TEMCG2JMHZYE7H7T" -j KUBE-ROUTER-FORWARD',
+            '-A KUBE-ROUTER-FORWARD -d 10.250.0.7/32 -m comment --comment "rule to jump" -j KUBE-POD-FW-5GAXKDNVJXCSRQ2V',
+            "-A KUBE-POD-FW-5GAXKDNVJXCSRQ2V -m mark ! --mark 0x10000/0x10000 -j REJECT --reject-with icmp-port-unreachable",
+        ]
+    )
+    assert kubeletnode.kube_chain_removal(rules) == [
+        [
+            "-D",
+            "FORWARD",
+            "-m",
+            "comment",
+            "--comment",
+            "kube-router netpol - TEMCG2JMHZYE7H7T",
+            "-j",
+            "KUBE-ROUTER-FORWARD",
+        ],
+        ["-F", "KUBE-NWPLCY-DEFAULT"],
+        ["-F", "KUBE-POD-FW-5GAXKDNVJXCSRQ2V"],
+        ["-F", "KUBE-ROUTER-FORWARD"],
+        ["-X", "KUBE-NWPLCY-DEFAULT"],
+        ["-X", "KUBE-POD-FW-5GAXKDNVJXCSRQ2V"],
+        ["-X", "KUBE-ROUTER-FORWARD"],
+    ]
+
+
+def test_only_kube_routers_ipsets_are_removed() -> None:
+    names = "\n".join(
+        [
+            "KUBE-SRC-3DAWPP4V3PNO2WT4",
+            "KUBE-DST-NLCGQ4DJIT5L4IF4",
+            "inet6:KUBE-SRC-3DAWPP4V3PNO2WT4",
+            "TMP-OO3AGBYIPRDDDDJR",
+            "KUBE-CLUSTER-IP",  # kube-proxy's (ipvs mode), not kube-router's
+            "KUBE-SRC-short",
+            "TMP-mine",
+            "my-allowlist",
+        ]
+    )
+    assert kubeletnode.kube_router_ipsets(names) == [
+        "KUBE-SRC-3DAWPP4V3PNO2WT4",
+        "KUBE-DST-NLCGQ4DJIT5L4IF4",
+        "inet6:KUBE-SRC-3DAWPP4V3PNO2WT4",
+        "TMP-OO3AGBYIPRDDDDJR",
+    ]
+    assert kubeletnode.kube_router_ipsets("") == []
+
+
+def test_policy_engine_runs_only_kube_routers_policy_controller(tmp_path: Path) -> None:
+    argv = kubeletnode.policy_engine_args(
+        Path("/bin/kube-router"), tmp_path / "kr.kubeconfig", "node-1", 41234
+    )
+    assert argv[0] == "/bin/kube-router"
+    flags = dict(a.removeprefix("--").split("=", 1) for a in argv[1:])
+    assert flags["run-firewall"] == "true"
+    assert flags["run-router"] == flags["run-service-proxy"] == "false"
+    assert flags["kubeconfig"] == str(tmp_path / "kr.kubeconfig")
+    assert flags["hostname-override"] == "node-1"
+    assert flags["health-port"] == "41234"  # not its fixed default, 20244
+    assert flags["service-cluster-ip-range"] == "10.96.0.0/16"  # the API server's
+    assert flags["service-node-port-range"] == "30000-32767"  # what free_port() avoids
+
+
+def test_policy_engine_may_only_read_what_its_informers_watch() -> None:
+    role, binding = kubeletnode.policy_engine_rbac()["items"]  # type: ignore[misc]
+    verbs = {(r["apiGroups"][0], res): set(r["verbs"]) for r in role["rules"] for res in r["resources"]}
+    assert verbs[("networking.k8s.io", "networkpolicies")] == {"get", "list", "watch"}
+    assert verbs[("", "pods")] == verbs[("", "namespaces")] == {"get", "list", "watch"}
+    writes = {key for key, v in verbs.items() if v - {"get", "list", "watch"}}
+    assert writes == {("", "events")}
+    assert binding["subjects"] == [
+        {"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": kubeletnode.POLICY_ENGINE_USER}
+    ]
+
+
+def test_policy_engine_counts_as_synced_only_after_the_offset(tmp_path: Path) -> None:
+    log = tmp_path / "kube-router.log"
+    assert not kubeletnode.policy_engine_synced(log, 0)  # no log yet
+    log.write_text("I1207 network_policy_controller.go:170] sync iptables took 41ms\n")
+    offset = log.stat().st_size
+    assert kubeletnode.policy_engine_synced(log, 0)
+    assert not kubeletnode.policy_engine_synced(log, offset)  # the previous run's sync
+    with log.open("a") as f:
+        f.write("I1207 Starting sync of iptables\nI1207 sync iptables took 55ms\n")
+    assert kubeletnode.policy_engine_synced(log, offset)

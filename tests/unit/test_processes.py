@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from kubesessions.localcluster import processes
+from kubesessions.localcluster import cluster, processes
 from kubesessions.localcluster.addresses import AddressPool, claim_address_block
 from kubesessions.localcluster.state import leftover_pod_processes
 
@@ -82,3 +82,23 @@ def test_each_live_node_gets_its_own_block(tmp_path: Path) -> None:
     assert third == 0
     lock2.close()
     lock3.close()
+
+
+def test_restart_process_runs_the_same_command_line_again_and_records_it(tmp_path: Path) -> None:
+    state_dir = cluster.StateDir(tmp_path)
+    state_dir.logs.mkdir()
+    argv = ["sleep", "61"]
+    first = processes.spawn("engine", argv, state_dir.logs / "engine.log")
+    other = processes.spawn("other", ["sleep", "62"], state_dir.logs / "other.log")
+    state_dir.save(cluster.ClusterState(server="https://127.0.0.1:1", ports={}, processes=[first, other]))
+    try:
+        fresh = cluster.restart_process(state_dir, "engine")
+        assert not processes.alive(first)
+        assert processes.alive(fresh) and fresh.pid != first.pid
+        assert Path(f"/proc/{fresh.pid}/cmdline").read_bytes().split(b"\0")[:-1] == [a.encode() for a in argv]
+        saved = state_dir.load()
+        assert saved is not None and saved.processes == [fresh, other]  # in its place, the rest kept
+        with pytest.raises(cluster.ClusterError, match="no running missing"):
+            cluster.restart_process(state_dir, "missing")
+    finally:
+        processes.stop([first, other, *(state_dir.load() or cluster.ClusterState("", {})).processes])

@@ -149,7 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--node",
         choices=NODE_KINDS,
         default="process",
-        help="also the kubelet and kube-proxy, which only the kubelet node runs",
+        help="also the kubelet, kube-proxy and kube-router (NetworkPolicy), which only the kubelet node runs",
     )
 
     op = add_parser("operator", help="run the kopf operator that reconciles Sessions")

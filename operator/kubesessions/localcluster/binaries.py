@@ -28,18 +28,33 @@ HELM_VERSION = "v3.21.4"
 # SeaweedFS publishes no semantic-version tags as a Go module: a pseudo-version pins a commit.
 SEAWEEDFS_MODULE = "github.com/seaweedfs/seaweedfs"
 SEAWEEDFS_VERSION = "v0.0.0-20261109003541-7506e5f91cd6"
+# The kubelet node's NetworkPolicy engine (its policy controller only). v2.1.0 is the one
+# version the Go module proxy serves; its own advisories (GO-2026-4724 in its service proxy,
+# GO-2026-5653 in its BGP router) are in controllers the node does not run.
+KUBE_ROUTER_VERSION = "v2.1.0"
+# Dependencies raised above kube-router v2.1.0's go.mod to the first release that fixes what
+# govulncheck (x/vuln v1.10.0, the Go vulnerability database of 2026-11-05) finds reachable
+# from its main package. README "Network isolation" lists what is left.
+KUBE_ROUTER_FIXED_DEPENDENCIES = {
+    "github.com/docker/docker": "v25.0.13+incompatible",  # GO-2024-2659, GO-2025-3829
+    "github.com/osrg/gobgp/v3": "v3.35.0",  # GO-2025-3631, GO-2025-3632, GO-2025-3633
+    "golang.org/x/net": "v0.60.0",  # GO-2024-2687, GO-2026-4918, -5026, -6603, -6610..6612, -6617
+    "golang.org/x/text": "v0.39.0",  # GO-2026-5970
+    "google.golang.org/grpc": "v1.83.2",  # GO-2026-4762, -6061, -6348, -6443
+}
 
 CONTROL_PLANE = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler")
 TOOLS = ("kubectl", "helm")
 # The kubelet node's own: built only when `up --node kubelet` asks for them.
-KUBELET_NODE = ("kubelet", "kube-proxy")
+KUBELET_NODE = ("kubelet", "kube-proxy", "kube-router")
 STATE_STORE = ("weed",)  # SeaweedFS: the S3 store of suspended sessions' state (both nodes)
 KUBERNETES_COMMANDS = (
     "kube-apiserver",
     "kube-controller-manager",
     "kube-scheduler",
     "kubectl",
-    *KUBELET_NODE,
+    "kubelet",
+    "kube-proxy",
 )
 
 
@@ -90,6 +105,17 @@ def kubernetes_wrapper_go_mod(version: str, release_go_mod: str, go_version: str
         f"require k8s.io/kubernetes {version}\n\n"
         f"replace (\n{replaces}\n)\n"
     )
+
+
+def kube_router_wrapper_go_mod(go_version: str) -> str:
+    """kube-router's release with the fixed dependency versions: Go's minimal version
+    selection takes the higher of these and the release's own requirements."""
+    pins = {
+        "github.com/cloudnativelabs/kube-router/v2": KUBE_ROUTER_VERSION,
+        **KUBE_ROUTER_FIXED_DEPENDENCIES,
+    }
+    requires = "\n".join(f"\t{module} {version}" for module, version in pins.items())
+    return f"module kubesessions.local/kube-router-build\n\ngo {go_version}\n\nrequire (\n{requires}\n)\n"
 
 
 def version_ldflags(version: str) -> str:
@@ -231,7 +257,19 @@ def plan(missing: Iterable[str], go: str, env: dict[str, str]) -> list[GoBuild]:
                 tags="",
             )
         )
-    unknown = wanted - set(KUBERNETES_COMMANDS) - {"etcd", "helm", "weed"}
+    if "kube-router" in wanted:
+        builds.append(
+            GoBuild(
+                name=f"kube-router {KUBE_ROUTER_VERSION}",
+                go_mod=kube_router_wrapper_go_mod(go_version),
+                packages={"kube-router": "github.com/cloudnativelabs/kube-router/v2/cmd/kube-router"},
+                ldflags=(
+                    "-s -w -X github.com/cloudnativelabs/kube-router/v2/pkg/version.Version="
+                    + KUBE_ROUTER_VERSION
+                ),
+            )
+        )
+    unknown = wanted - set(KUBERNETES_COMMANDS) - {"etcd", "helm", "weed", "kube-router"}
     if unknown:
         raise BinaryError(f"no build is known for {sorted(unknown)}")
     return builds

@@ -132,6 +132,17 @@ def up(state_dir: StateDir, node: NodeConfig, log: Callable[[str], None] = print
         _await_node_schedulable(server, admin_tls, node.name, state_dir, state)
         if kubelet:
             kubeletnode.advertise_gpus(bins["kubectl"], state_dir.kubeconfig, node)
+            kubeletnode.start_policy_engine(
+                state_dir.root,
+                node,
+                bins,
+                server,
+                ca,
+                pki,
+                launch,
+                free_port,
+                state_dir.logs / f"{kubeletnode.POLICY_ENGINE}.log",
+            )
         objectstore.write_secret(server, admin_tls, objectstore.ready(state_dir.root, store))
     except BaseException:
         down(state_dir, log=lambda _: None)
@@ -173,6 +184,22 @@ def down(state_dir: StateDir, log: Callable[[str], None] = print) -> None:
     state.processes = []
     state_dir.save(state)
     log(f"local cluster in {state_dir.root} stopped")
+
+
+def restart_process(state_dir: StateDir, name: str) -> processes.ProcessRecord:
+    """Stop one of the cluster's processes and start it again with the same command line and
+    log (fault drills: the kubelet node's policy engine restarted under traffic)."""
+    state = state_dir.load()
+    record = next((p for p in state.processes if p.name == name), None) if state else None
+    if state is None or record is None or not processes.alive(record):
+        raise ClusterError(f"no running {name} in the local cluster in {state_dir.root}")
+    argv = [a.decode() for a in Path(f"/proc/{record.pid}/cmdline").read_bytes().split(b"\0")[:-1]]
+    if processes.stop([record]):
+        raise ClusterError(f"could not stop {name} (pid {record.pid})")
+    fresh = processes.spawn(name, argv, state_dir.logs / f"{name}.log")
+    state.processes = [fresh if p == record else p for p in state.processes]
+    state_dir.save(state)
+    return fresh
 
 
 def status(state_dir: StateDir) -> dict[str, Any]:

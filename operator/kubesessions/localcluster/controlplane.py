@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from kubesessions.localcluster.certs import Pair
+from kubesessions.localcluster.ports import NODE_PORT_FLAG
 from kubesessions.localcluster.state import StateDir
 
 SERVICE_CIDR = "10.96.0.0/16"
@@ -51,6 +52,7 @@ def apiserver_args(
         "--kubelet-preferred-address-types=InternalIP",
         "--enable-admission-plugins=NodeRestriction",
         f"--service-cluster-ip-range={SERVICE_CIDR}",
+        NODE_PORT_FLAG,  # where free_port() never lands
         "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
         f"--service-account-key-file={sa_key}",
         f"--service-account-signing-key-file={sa_key}",

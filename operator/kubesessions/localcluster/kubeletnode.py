@@ -8,10 +8,14 @@
 - containerd with its CRI plugin (config, content, sockets and CNI config all in the state
   directory), the images made by :mod:`images` imported into it;
 - kube-proxy (iptables) and the kubelet, which registers the node with the advertised
-  ``nvidia.com/gpu`` count and product label (no real GPU is attached).
+  ``nvidia.com/gpu`` count and product label (no real GPU is attached);
+- kube-router's NetworkPolicy controller (iptables + ipset; its router and service proxy
+  off), once the node is registered: it enforces the pods' NetworkPolicies, and `up` returns
+  after its first full sync.
 
 `down` drains the pods through the API, stops everything, and removes what the runtime
-left: mounts under the state directory, network namespaces, the bridge, kube-proxy's rules.
+left: mounts under the state directory, network namespaces, the bridge, kube-proxy's and
+kube-router's chains, kube-router's ipsets (it leaves both behind when stopped).
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -28,11 +33,21 @@ from pathlib import Path
 
 from kubesessions.localcluster import containerd, images, processes
 from kubesessions.localcluster.certs import Authority, Pair
+from kubesessions.localcluster.controlplane import SERVICE_CIDR
 from kubesessions.localcluster.kubeconfig import build_kubeconfig, write_kubeconfig
 from kubesessions.localcluster.nodeconfig import HOST_IP, NodeConfig
+from kubesessions.localcluster.ports import NODE_PORT_FLAG
 
 NETWORK = containerd.PodNetwork()
-NODE_PROCESSES = ("containerd", "kube-proxy", "kubelet")
+NODE_PROCESSES = ("containerd", "kube-proxy", "kubelet", "kube-router")
+POLICY_ENGINE = "kube-router"
+POLICY_ENGINE_USER = "kube-sessions:kube-router"
+POLICY_ENGINE_TIMEOUT = 90.0
+# kube-router's ipsets: policy peers (KUBE-SRC-/KUBE-DST- + 16 base32 characters of a hash),
+# the temporary sets of its atomic swaps (TMP-), each maybe IPv6 ("inet6:").
+KUBE_ROUTER_IPSET = re.compile(r"(inet6:)?(KUBE-SRC-|KUBE-DST-|TMP-)[A-Z2-7]{16}")
+# Logged (at --v=1) at the end of each full policy sync.
+KUBE_ROUTER_SYNCED = "sync iptables took"
 GPU_RESOURCE = "nvidia.com/gpu"
 GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
 NETNS_DIR = Path("/var/run/netns")
@@ -78,6 +93,8 @@ def issue_certs(ca: Authority) -> dict[str, Pair]:
         # The kubelet's serving certificate, from the cluster CA and naming the node's address:
         # the API server checks it (--kubelet-certificate-authority) for logs and exec.
         "kubelet-serving": ca.issue("kubelet-serving", "kubelet", server_names=(NETWORK.gateway,)),
+        # Bound to the read-only ClusterRole of policy_engine_rbac().
+        "kube-router": ca.issue("kube-router", POLICY_ENGINE_USER),
     }
 
 
@@ -209,6 +226,115 @@ def start(
     )
 
 
+def policy_engine_rbac() -> dict[str, object]:
+    """What kube-router's policy controller reads (its informers), and nothing to write but
+    events."""
+    read = ["get", "list", "watch"]
+    return {
+        "apiVersion": "v1",
+        "kind": "List",
+        "items": [
+            {
+                "apiVersion": "rbac.authorization.k8s.io/v1",
+                "kind": "ClusterRole",
+                "metadata": {"name": POLICY_ENGINE_USER},
+                "rules": [
+                    {
+                        "apiGroups": [""],
+                        "resources": ["namespaces", "pods", "nodes", "services", "endpoints"],
+                        "verbs": read,
+                    },
+                    {"apiGroups": ["networking.k8s.io"], "resources": ["networkpolicies"], "verbs": read},
+                    {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": read},
+                    {
+                        "apiGroups": ["", "events.k8s.io"],
+                        "resources": ["events"],
+                        "verbs": ["create", "patch"],
+                    },
+                ],
+            },
+            {
+                "apiVersion": "rbac.authorization.k8s.io/v1",
+                "kind": "ClusterRoleBinding",
+                "metadata": {"name": POLICY_ENGINE_USER},
+                "roleRef": {
+                    "apiGroup": "rbac.authorization.k8s.io",
+                    "kind": "ClusterRole",
+                    "name": POLICY_ENGINE_USER,
+                },
+                "subjects": [
+                    {"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": POLICY_ENGINE_USER}
+                ],
+            },
+        ],
+    }
+
+
+def policy_engine_args(binary: Path, kubeconfig: Path, node_name: str, health_port: int) -> list[str]:
+    """kube-router with only its NetworkPolicy controller: kube-proxy keeps the Services and
+    the bridge CNI the routes."""
+    return [
+        str(binary),
+        f"--kubeconfig={kubeconfig}",
+        "--run-firewall=true",
+        "--run-router=false",
+        "--run-service-proxy=false",
+        f"--hostname-override={node_name}",
+        f"--service-cluster-ip-range={SERVICE_CIDR}",
+        # It lets every pod reach the node on these ports: the cluster's own stay out of them.
+        NODE_PORT_FLAG,
+        # Its health server listens on every address; a free port, not the fixed 20244.
+        f"--health-port={health_port}",
+        "--metrics-port=0",
+        "--v=1",
+    ]
+
+
+def start_policy_engine(
+    state_root: Path,
+    node: NodeConfig,
+    bins: dict[str, Path],
+    server: str,
+    ca: Authority,
+    pki: dict[str, Pair],
+    launch: Callable[[str, list[str]], None],
+    free_port: Callable[[], int],
+    log: Path,
+) -> None:
+    """kube-router, after the node is registered (it reads its Node's addresses at start);
+    returns after its first full sync, so policies hold before `up` returns."""
+    kubeconfig = state_root / "kubeconfigs" / "kube-router.kubeconfig"
+    write_kubeconfig(kubeconfig, build_kubeconfig(server, ca.pair.cert, pki["kube-router"]))
+    subprocess.run(
+        [str(bins["kubectl"]), f"--kubeconfig={state_root / 'kubeconfig'}", "apply", "-f", "-"],
+        input=json.dumps(policy_engine_rbac()),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    offset = log.stat().st_size if log.exists() else 0
+    launch(POLICY_ENGINE, policy_engine_args(bins["kube-router"], kubeconfig, node.name, free_port()))
+    deadline = time.monotonic() + POLICY_ENGINE_TIMEOUT
+    while not policy_engine_synced(log, offset):
+        if time.monotonic() > deadline:
+            tail = log.read_text(errors="replace")[-3000:] if log.exists() else ""
+            raise NodeError(
+                f"kube-router did not sync within {POLICY_ENGINE_TIMEOUT:.0f}s; its log ends:\n{tail}"
+            )
+        time.sleep(0.2)
+
+
+def policy_engine_synced(log: Path, offset: int) -> bool:
+    """Whether kube-router logged a finished full sync after ``offset`` of its log."""
+    try:
+        with log.open("rb") as f:
+            f.seek(offset)
+            return KUBE_ROUTER_SYNCED.encode() in f.read()
+    except FileNotFoundError:
+        return False
+
+
 def advertise_gpus(kubectl: Path, kubeconfig: Path, node: NodeConfig) -> None:
     """The extended resource, as a device plugin (or an admin) would advertise it."""
     patch = [
@@ -267,6 +393,7 @@ def drain(
 def cleanup(state_root: Path) -> list[str]:
     """Remove what the node's processes leave behind; returns what could not be removed."""
     problems = remove_kube_chains()
+    problems += remove_kube_router_ipsets()  # after the chains: an ipset in use cannot go
     for mount in mounts_under(state_root, Path("/proc/self/mountinfo").read_text()):
         if subprocess.run(["umount", "-l", mount], capture_output=True, check=False).returncode != 0:
             problems.append(f"umount {mount}")
@@ -294,7 +421,7 @@ def remove_kube_chains() -> list[str]:
     for tool in ("iptables", "ip6tables", "iptables-legacy", "ip6tables-legacy"):
         if shutil.which(tool) is None:
             continue
-        for table in ("filter", "nat", "mangle"):
+        for table in ("filter", "nat", "mangle", "raw"):
             listed = subprocess.run(
                 [tool, "-w", "-t", table, "-S"], capture_output=True, text=True, check=False
             )
@@ -303,6 +430,26 @@ def remove_kube_chains() -> list[str]:
                 if proc.returncode != 0:
                     problems.append(f"{tool} -t {table} {' '.join(command)}: {proc.stderr.strip()}")
     return problems
+
+
+def remove_kube_router_ipsets() -> list[str]:
+    problems = []
+    for name in kube_router_ipsets(_ipset_names()):
+        proc = subprocess.run(["ipset", "destroy", name], capture_output=True, text=True, check=False)
+        if proc.returncode != 0:
+            problems.append(f"ipset destroy {name}: {proc.stderr.strip()}")
+    return problems
+
+
+def kube_router_ipsets(names: str) -> list[str]:
+    """From `ipset list -n` output: the sets kube-router's policy controller made."""
+    return [name for name in names.split() if KUBE_ROUTER_IPSET.fullmatch(name)]
+
+
+def _ipset_names() -> str:
+    if shutil.which("ipset") is None:
+        return ""
+    return subprocess.run(["ipset", "list", "-n"], capture_output=True, text=True, check=False).stdout
 
 
 def kube_chain_removal(rules: str) -> list[list[str]]:
@@ -333,20 +480,21 @@ def leftovers(state_root: Path) -> list[str]:
         if shutil.which(tool):
             saved = subprocess.run([tool], capture_output=True, text=True, check=False).stdout
             left += [f"{tool}: {line}" for line in saved.splitlines() if "KUBE-" in line]
-    left += [f"process {p.name}" for p in Path("/proc").glob("[0-9]*") if _is_shim_of(p, state_root)]
+    left += [f"ipset {name}" for name in kube_router_ipsets(_ipset_names())]
+    left += [f"process {p.name}" for p in Path("/proc").glob("[0-9]*") if _is_node_process_of(p, state_root)]
     return left
 
 
-def _is_shim_of(proc: Path, state_root: Path) -> bool:
-    """A containerd shim still running for this cluster's containerd."""
+def _is_node_process_of(proc: Path, state_root: Path) -> bool:
+    """A containerd shim still running for this cluster's containerd, or its kube-router."""
     try:
         argv = (proc / "cmdline").read_bytes().split(b"\0")
     except OSError:
         return False
-    return (
-        bool(argv)
-        and argv[0].endswith(b"containerd-shim-runc-v2")
-        and str(paths(state_root).socket).encode() in b" ".join(argv)
+    line = b" ".join(argv)
+    return bool(argv) and (
+        (argv[0].endswith(b"containerd-shim-runc-v2") and str(paths(state_root).socket).encode() in line)
+        or (argv[0].endswith(b"kube-router") and str(state_root.resolve()).encode() in line)
     )
 
 

@@ -8,14 +8,23 @@ from pathlib import Path
 
 from kubesessions.localcluster.state import ClusterError
 
+# Kubernetes' NodePort range (its default, given to the API server and kube-router): on the
+# kubelet node, kube-proxy
+# answers these ports on the node's address for NodePort Services, and kube-router lets every
+# pod reach them whatever its NetworkPolicy says (an API server on 30031 was open to workers).
+NODE_PORT_RANGE = range(30000, 32768)
+NODE_PORT_FLAG = f"--service-node-port-range={NODE_PORT_RANGE.start}-{NODE_PORT_RANGE.stop - 1}"
+
 
 def free_port() -> int:
-    """A port free now, from below the kernel's ephemeral range: a port the kernel hands out
+    """A port free now, from below the kernel's ephemeral range (a port the kernel hands out
     (bind to 0) can be taken by any outgoing connection before its server binds it, and one
-    of the cluster's components then fails with 'address already in use'."""
+    of the cluster's components then fails with 'address already in use') and outside the
+    NodePort range."""
     low = _ephemeral_floor()
+    candidates = [p for p in range(max(1024, low - 12000), low) if p not in NODE_PORT_RANGE]
     for _ in range(200):
-        port = secrets.choice(range(max(1024, low - 12000), low))
+        port = secrets.choice(candidates)
         with socket.socket() as sock:
             try:
                 sock.bind(("127.0.0.1", port))
