@@ -21,6 +21,7 @@ import kopf
 from aiohttp import web
 
 from kubesessions.api.names import JSON, MANAGED_BY, MANAGER
+from kubesessions.common import eventloop
 from kubesessions.common.metrics import writes_lines
 from kubesessions.control import accounting
 from kubesessions.control.controller import Controller
@@ -204,6 +205,7 @@ def run(
             stop_flag=process.stop_flag,
         )
 
-    asyncio.run(operate())
+    # On uvloop when installed, as kopf's own CLI runs it: less CPU per watch event and API call.
+    eventloop.run(operate())
     if process.lost.is_set():
         sys.exit("leadership lost: exiting so that this replica restarts as a standby")
