@@ -328,15 +328,15 @@ def main() -> None:
                 f"{r['direct']['calls_per_s']:.0f} / {r['gateway']['calls_per_s']:.0f}",
                 "",
             ),
-            (f"{clients} client(s): gateway/direct p50", f"{r['p50_ratio']:.2f}x", "<= 1.6x"),
-            (f"{clients} client(s): gateway/direct p99", f"{r['p99_ratio']:.2f}x", "<= 1.6x"),
+            (f"{clients} client(s): gateway/direct p50", f"{r['p50_ratio']:.2f}x", "<= 1.5x"),
+            (f"{clients} client(s): gateway/direct p99", f"{r['p99_ratio']:.2f}x", "<= 1.5x"),
         ]
         if "cpu_ms_per_call" in r["gateway"]:
             rows.append(
                 (
                     f"{clients} client(s): gateway CPU ms per call",
                     f"{r['gateway']['cpu_ms_per_call']:.3f}",
-                    "<= 0.23 ms" if clients == "10" else "",
+                    "<= 0.20 ms" if clients == "10" else "",
                 )
             )
     new = results["new_to_first_output"]

@@ -3,9 +3,13 @@
 Starts `kubesessions-worker` with the echo app on 127.0.0.1 in a subprocess and measures
 `POST /run` with an aiohttp client at 1 and 8 concurrent clients (the 8 queue behind each
 other in the worker). The worker runs on uvloop (as installed by the [worker] extra) and,
-for comparison, on asyncio's own loop (uvloop made unimportable); the two alternate over
-ROUNDS rounds and each figure is the median over rounds, so a busy machine weighs on both
-alike. This process runs on the same loop as the gateway (the worker's real client).
+for comparison, on asyncio's own loop (uvloop made unimportable). The floor is a bare echo
+handler on the same HTTP stack (bench/echo_floor.py: aiohttp on uvloop, nothing of the
+worker), measured by the same client: the worker's targets are ratios to it (p50 at 1 client
+<= 1.3x, calls/s at 8 clients >= 0.75x), taken per round and the median over rounds. The
+three servers alternate over ROUNDS rounds and each figure is the median over rounds, so a
+busy machine weighs on all alike. This process runs on the same loop as the gateway (the
+worker's real client).
 Side by side, in this process: the app called directly, and the same app through the runner
 (FIFO queue + app thread) without HTTP, so the queue's overhead and HTTP's share are
 visible. Run with `.venv/bin/python bench/worker_echo.py`.
@@ -72,7 +76,7 @@ async def measure(clients: int, once: Callable[[], Awaitable[None]]) -> dict[str
     }
 
 
-LOOPS = {
+SERVERS = {
     "uvloop": [],
     # The same command with uvloop unimportable, so the worker falls back to asyncio's loop.
     "asyncio": [
@@ -80,10 +84,12 @@ LOOPS = {
         "import sys; sys.modules['uvloop'] = None; "
         "from kubesessions_worker.cli import main; sys.exit(main(sys.argv[1:]))",
     ],
+    # The floor: a bare echo handler on the same stack (it ignores the worker's arguments).
+    "floor": [str(Path(__file__).parent / "echo_floor.py")],
 }
 
 
-async def start_worker(loop: str) -> tuple[asyncio.subprocess.Process, str]:
+async def start_worker(server: str) -> tuple[asyncio.subprocess.Process, str]:
     env = {
         **os.environ,
         "SESSION_ID": "bench",
@@ -92,8 +98,8 @@ async def start_worker(loop: str) -> tuple[asyncio.subprocess.Process, str]:
         "KUBESESSIONS_TERMINATION_MESSAGE_PATH": os.devnull,
     }
     command = (
-        [sys.executable, *LOOPS[loop]]
-        if LOOPS[loop]
+        [sys.executable, *SERVERS[server]]
+        if SERVERS[server]
         else [str(Path(sys.executable).parent / "kubesessions-worker")]
     )
     proc = await asyncio.create_subprocess_exec(
@@ -160,14 +166,14 @@ async def in_process_scenarios() -> dict[str, dict[str, Any]]:
 
 
 async def http_rounds() -> dict[str, Any]:
-    """ROUNDS rounds of each loop, alternating; per loop and client count, the median round."""
+    """ROUNDS rounds of each server, alternating; per server and client count, the median round."""
     rounds: dict[str, list[dict[str, Any]]] = {}
     for _ in range(ROUNDS):
-        for loop in LOOPS:
-            proc, url = await start_worker(loop)
+        for server in SERVERS:
+            proc, url = await start_worker(server)
             try:
                 for name, result in (await http_scenarios(url)).items():
-                    rounds.setdefault(f"{name}_{loop}", []).append(result)
+                    rounds.setdefault(f"{name}_{server}", []).append(result)
             finally:
                 proc.terminate()
                 await proc.wait()
@@ -187,6 +193,18 @@ async def http_rounds() -> dict[str, Any]:
             "p50_ratio": fast["p50_ms"] / base["p50_ms"],
             "calls_per_second_ratio": fast["calls_per_second"] / base["calls_per_second"],
         }
+    # Against the floor, round by round (the two ran a few seconds apart), then the median.
+    vs_floor = {
+        "p50_ratio_1": statistics.median(
+            w["p50_ms"] / f["p50_ms"]
+            for w, f in zip(rounds["http_1_uvloop"], rounds["http_1_floor"], strict=True)
+        ),
+        "calls_per_second_ratio_8": statistics.median(
+            w["calls_per_second"] / f["calls_per_second"]
+            for w, f in zip(rounds["http_8_uvloop"], rounds["http_8_floor"], strict=True)
+        ),
+    }
+    results["http_vs_floor"] = vs_floor
     # The worker as shipped: uvloop.
     results["http_1"], results["http_8"] = results["http_1_uvloop"], results["http_8_uvloop"]
     return results
@@ -207,8 +225,16 @@ async def main() -> None:
         ]
 
     rows = [
-        *row("http_1_uvloop", "http uvloop, 1 client", "p50 <= 0.35 ms"),
-        *row("http_8_uvloop", "http uvloop, 8 clients", ">= 3,000 calls/s"),
+        *row("http_1_uvloop", "http uvloop, 1 client"),
+        *row("http_8_uvloop", "http uvloop, 8 clients"),
+        *row("http_1_floor", "floor (bare echo), 1 client"),
+        *row("http_8_floor", "floor (bare echo), 8 clients"),
+        ("worker/floor p50, 1 client", f"{results['http_vs_floor']['p50_ratio_1']:.2f}x", "<= 1.3x"),
+        (
+            "worker/floor calls/s, 8 clients",
+            f"{results['http_vs_floor']['calls_per_second_ratio_8']:.2f}x",
+            ">= 0.75x",
+        ),
         *row("http_1_asyncio", "http asyncio, 1 client"),
         *row("http_8_asyncio", "http asyncio, 8 clients"),
         *(
@@ -231,6 +257,8 @@ async def main() -> None:
         "http_8_uvloop": "http uvloop, 8 clients",
         "http_1_asyncio": "http asyncio, 1 client",
         "http_8_asyncio": "http asyncio, 8 clients",
+        "http_1_floor": "floor, 1 client",
+        "http_8_floor": "floor, 8 clients",
         "runner_1": "runner, 1",
         "runner_8": "runner, 8",
         "direct_1": "app directly",

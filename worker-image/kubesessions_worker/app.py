@@ -93,6 +93,7 @@ class AppHost:
         self.spec = spec
         self.thread = AppThread()
         self._instance: Any = None
+        self._functions: list[str] | None = None  # known once the class is loaded; asked per call
 
     @property
     def instance(self) -> Any:
@@ -104,6 +105,9 @@ class AppHost:
         """Import and instantiate the class (on the app thread: imports can take seconds), then
         call ``setup(config)``, or ``setup()`` when it takes no argument."""
         self._instance = await self.thread.run(_instantiate, self.spec)
+        cls = type(self._instance)
+        marked = [n for n in dir(cls) if getattr(getattr(cls, n, None), FUNCTION_MARK, False)]
+        self._functions = sorted({"run", *marked})
         setup = getattr(self._instance, "setup", None)
         if setup is None:
             return
@@ -113,11 +117,7 @@ class AppHost:
     def functions(self) -> list[str] | None:
         """The functions callers may name: ``run`` and the methods marked ``@function``
         (None until the app is loaded)."""
-        if self._instance is None:
-            return None
-        cls = type(self._instance)
-        marked = [n for n in dir(cls) if getattr(getattr(cls, n, None), FUNCTION_MARK, False)]
-        return sorted({"run", *marked})
+        return self._functions
 
     async def run(self, payload: Any, function: str = "run") -> Value | Stream:
         fn = getattr(self.instance, function)

@@ -44,7 +44,7 @@ def build(
     slot: claim.Slot | None = None,
 ) -> web.Application:
     """``slot``: a warm pool worker's (``token`` is then the pool's until it is claimed)."""
-    app = web.Application(middlewares=[_problems, _auth], client_max_size=max_body_bytes)
+    app = web.Application(middlewares=[_guard], client_max_size=max_body_bytes)
     app[RUNNER] = runner
     app[GPU] = gpu
     app[MAX_BODY] = max_body_bytes
@@ -74,23 +74,20 @@ def problem_response(problem: Problem) -> web.Response:
 
 
 @web.middleware
-async def _problems(request: web.Request, handler: Handler) -> web.StreamResponse:
+async def _guard(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Bearer auth, and any :class:`Problem` as problem+json: one middleware, not two, as
+    each costs a wrapper per request on the ``/run`` hot path."""
     try:
+        if request.path not in OPEN_PATHS:
+            scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+            if scheme.lower() != "bearer" or not request.app[claim.CREDENTIAL].matches(given.strip()):
+                raise Problem(
+                    "UNAUTHORIZED", "a valid 'Authorization: Bearer <session token>' header is required"
+                )
+            claim.check_claimed(request)
         return await handler(request)
     except Problem as problem:
         return problem_response(problem)
-
-
-@web.middleware
-async def _auth(request: web.Request, handler: Handler) -> web.StreamResponse:
-    if request.path not in OPEN_PATHS:
-        scheme, _, given = request.headers.get("Authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not request.app[claim.CREDENTIAL].matches(given.strip()):
-            raise Problem(
-                "UNAUTHORIZED", "a valid 'Authorization: Bearer <session token>' header is required"
-            )
-        claim.check_claimed(request)
-    return await handler(request)
 
 
 async def _run(request: web.Request) -> web.StreamResponse:
@@ -174,7 +171,8 @@ async def _reply(call: Call) -> web.Response:
     assert isinstance(event, Done)
     # Outputs arrive encoded; a streamed run answers a plain request with the list of its values.
     output = "[" + ",".join(outputs) + "]" if call.streamed else outputs[0]
-    return web.Response(text=f'{{"output":{output},{_done_members(event)}}}', content_type="application/json")
+    body = f'{{"output":{output},{_done_members(event)}}}'.encode()
+    return web.Response(body=body, content_type="application/json")
 
 
 async def _sse(request: web.Request, call: Call) -> web.StreamResponse:
@@ -204,7 +202,9 @@ def _sse_event(event: Event) -> str:
 
 
 def _done_members(done: Done) -> str:
-    return f'"sessionClosed":{json.dumps(done.session_closed)},"durationMs":{json.dumps(done.duration_ms)}'
+    # A bool and a finite float (a duration) need no encoder: their JSON is their repr.
+    closed = "true" if done.session_closed else "false"
+    return f'"sessionClosed":{closed},"durationMs":{done.duration_ms!r}'
 
 
 async def _healthz(request: web.Request) -> web.Response:

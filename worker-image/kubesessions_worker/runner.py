@@ -443,8 +443,12 @@ class Runner:
         self.recent.settle(call)
 
 
+# One encoder for every output: json.dumps with options builds a new one per call.
+_ENCODER = json.JSONEncoder(allow_nan=False, separators=(",", ":"))
+
+
 def _encode(value: Any) -> str:
-    return json.dumps(value, allow_nan=False, separators=(",", ":"))
+    return _ENCODER.encode(value)
 
 
 def _run_failed(exc: BaseException) -> Problem:

@@ -1,5 +1,5 @@
-"""Thin kopf handlers: record what the watches see and hand it to the controller; start and
-stop the operator's process with kopf.
+"""Thin kopf handlers: record what the watches of Sessions and Apps see and hand it to the
+controller; start and stop the operator's process with kopf (which watches the Pods itself).
 
 Only raw event handlers are used: they keep no per-object state in the API (no diff-base
 annotations, no finalizers), so deleting a Session deletes its children through their
@@ -16,7 +16,7 @@ from typing import Any, Protocol, cast
 
 import kopf
 
-from kubesessions.api.names import GROUP, JSON, MANAGED_BY, MANAGER, VERSION
+from kubesessions.api.names import GROUP, JSON, VERSION
 from kubesessions.control.controller import Controller
 
 log = logging.getLogger("kubesessions.operator")
@@ -112,9 +112,5 @@ def build_registry(process: Process) -> kopf.OperatorRegistry:
     @kopf.on.event(GROUP, VERSION, "apps", registry=registry)
     async def app_event(event: kopf.RawEvent, **_: Any) -> None:
         process.controller.app_seen(cast(JSON, event["object"]), deleted=event.get("type") == "DELETED")
-
-    @kopf.on.event("", "v1", "pods", labels={MANAGED_BY: MANAGER}, registry=registry)
-    async def pod_event(event: kopf.RawEvent, **_: Any) -> None:
-        process.controller.pod_seen(cast(JSON, event["object"]), deleted=event.get("type") == "DELETED")
 
     return registry

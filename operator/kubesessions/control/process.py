@@ -1,5 +1,13 @@
 """One operator process beside kopf's handlers: the controller made at start-up, acting only
-while this replica leads (a Lease), the metrics endpoint, and an orderly stop."""
+while this replica leads (a Lease), the watch of the operator's Pods, the metrics endpoint, and
+an orderly stop.
+
+Sessions and Apps come through kopf's handlers (the project is a kopf operator); the Pods do
+not: kopf watches every pod of the served namespaces and filters by label on its side, and puts
+each event through its per-object machinery, for a handler that only records the body. The
+project's own watch loop (``kube.informer``) asks the API server for the operator's pods alone
+(a label selector) and decodes them with orjson (docs/performance.md has the figures).
+"""
 
 from __future__ import annotations
 
@@ -12,12 +20,14 @@ import sys
 import kopf
 from aiohttp import web
 
+from kubesessions.api.names import JSON, MANAGED_BY, MANAGER
 from kubesessions.common.metrics import writes_lines
 from kubesessions.control import accounting
 from kubesessions.control.controller import Controller
 from kubesessions.control.handlers import build_registry
 from kubesessions.control.settings import OperatorSettings
-from kubesessions.kube.kubeapi import api_client
+from kubesessions.kube.informer import Informer
+from kubesessions.kube.kubeapi import api_client, core_path
 from kubesessions.kube.leader import LeaderElector, LeaseSettings
 
 log = logging.getLogger("kubesessions.operator")
@@ -51,6 +61,10 @@ class Process:
         self.controller = ctl = Controller(api, self.settings)
         self.elector = LeaderElector(api, self.lease) if self.lease is not None else None
         self.tasks = [asyncio.create_task(lead(ctl, self.elector, self.lost, self.stop_flag), name="leading")]
+        self.tasks += [
+            asyncio.create_task(informer.run(), name=informer.what)
+            for informer in pod_informers(ctl, self.settings.namespaces)
+        ]
         if self.metrics_port is not None:
             self.metrics = await serve_metrics(ctl, self.elector, self.metrics_host, self.metrics_port)
 
@@ -70,6 +84,25 @@ class Process:
             # kopf waits for its task waiting on the stop flag as for any task still running:
             # 5 s on every SIGTERM, were the flag not set (also when a step above failed).
             self.stop_flag.set()
+
+
+def pod_informers(ctl: Controller, namespaces: list[str]) -> list[Informer]:
+    """The operator's pods (Sessions' and warm pools' workers) into the controller, on standby
+    too (a new leader starts from a warm cache). Like kopf's list, a relist reports each pod
+    there is; a pod deleted while the watch was down is found by the controller's reconcile."""
+    selector = {"label_selector": f"{MANAGED_BY}={MANAGER}"}
+
+    def listed(pods: list[JSON]) -> None:
+        for pod in pods:
+            ctl.pod_seen(pod, deleted=False)
+
+    def changed(kind: str, pod: JSON) -> None:
+        ctl.pod_seen(pod, deleted=kind == "DELETED")
+
+    paths = {f"pods in {ns}": core_path(ns, "pods") for ns in namespaces} or {"pods": "/api/v1/pods"}
+    return [
+        Informer(what, ctl.kube.lister(path), (), listed, changed, selector) for what, path in paths.items()
+    ]
 
 
 async def lead(
@@ -171,6 +204,8 @@ def run(
             stop_flag=process.stop_flag,
         )
 
+    # On asyncio's loop, not uvloop: with uvloop the 100-Session burst's Session -> Pod p50 was
+    # 1.5 s against 0.86-0.9 s on asyncio's, one run each (docs/performance.md).
     asyncio.run(operate())
     if process.lost.is_set():
         sys.exit("leadership lost: exiting so that this replica restarts as a standby")

@@ -79,7 +79,8 @@ class Calls:
     async def stream(self, call: Call, input: Any) -> AsyncIterator[Events]:
         """The call's events: the worker's, once it has queued the call; or, for a one-shot call
         that already ran, those its Session recorded."""
-        print_ = oneshot.fingerprint(call.function, input)
+        # Only a one-shot call's outcome is recorded, and matched by it: the others skip the hash.
+        print_ = oneshot.fingerprint(call.function, input) if call.one_shot else ""
         if call.recorded is not None:
             yield Events.again(oneshot.events(call.recorded, print_))
             return

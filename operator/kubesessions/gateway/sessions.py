@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import functools
 import logging
 from dataclasses import dataclass, field
 from typing import Any
@@ -142,6 +143,11 @@ class Sessions:
     def __init__(self, cache: Cache, kube: Kube, settings: GatewaySettings) -> None:
         self.cache, self.settings, self.kube = cache, settings, kube
         self.created = 0
+        # A session's token is derived once (an HMAC) and then looked up on each of its calls;
+        # the uid is part of the key, so a Session made again under the same name gets its own.
+        self._token = functools.lru_cache(maxsize=4096)(
+            functools.partial(tokens.session_token, settings.token_key)
+        )
 
     async def find(self, namespace: str, session_id: str) -> JSON:
         """The Session from the cache; only an id the cache lacks costs an API read."""
@@ -281,7 +287,8 @@ class Sessions:
     def token(self, body: JSON) -> str:
         """The session's token, derived (the gateway reads no Secret)."""
         meta = body["metadata"]
-        return tokens.session_token(self.settings.token_key, meta["namespace"], meta["name"], meta["uid"])
+        token: str = self._token(meta["namespace"], meta["name"], meta["uid"])
+        return token
 
     def _usable(self, key: Key) -> JSON | None:
         body = self.cache.sessions.get(key)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import urllib.parse
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from kubernetes_asyncio import client, config
@@ -67,6 +67,12 @@ def group_path(group_version: str, namespace: str, resource: str, name: str = ""
     return f"/apis/{group_version}/namespaces/{path_part(namespace)}/{path_part(resource)}" + (
         f"/{path_part(name)}" if name else ""
     )
+
+
+def _camel(name: str) -> str:
+    """resource_version -> resourceVersion: a query parameter's name on the wire."""
+    first, *rest = name.split("_")
+    return first + "".join(part.title() for part in rest)
 
 
 _VERBS = {"POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}
@@ -140,6 +146,26 @@ class Kube:
             raise error
         result: JSON = json.loads(text) if text else {}
         return result
+
+    def lister(self, path: str) -> Callable[..., Awaitable[Any]]:
+        """A list call by path for :class:`~kubesessions.kube.informer.Informer` (``watch=True``
+        to watch), answering the raw response: no generated API class is loaded for it (the
+        core one alone is megabytes of code). Parameters are named as kubernetes_asyncio's."""
+
+        async def call(*, _preload_content: bool = False, **params: Any) -> Any:
+            query = [
+                (_camel(k), str(v).lower() if isinstance(v, bool) else str(v)) for k, v in params.items()
+            ]
+            return await self.api.call_api(
+                path,
+                "GET",
+                query_params=query,
+                header_params={"Accept": "application/json"},
+                auth_settings=["BearerToken"],
+                _preload_content=False,
+            )
+
+        return call
 
     async def get(self, path: str, **params: str) -> JSON:
         return await self.request("GET", path, params=params or None)
