@@ -9,10 +9,12 @@ may be left behind. The default `pytest` run leaves these tests out (marker ``e2
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import subprocess
 import time
+import urllib.parse
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -113,8 +115,16 @@ def helm(kube: Cluster, *args: str) -> str:
     return proc.stdout
 
 
-def install_args() -> list[str]:
-    """`helm install` as the README tells users, with the images this run built."""
+def install_args(store_endpoint: str = "") -> list[str]:
+    """`helm install` as the README tells users, with the images this run built; with the
+    state store's endpoint, workers may reach it (the only egress besides DNS that the
+    kubelet node's NetworkPolicy engine lets them have)."""
+    egress = []
+    if store_endpoint:
+        address = urllib.parse.urlsplit(store_endpoint)
+        egress = [
+            {"to": [{"ipBlock": {"cidr": f"{address.hostname}/32"}}], "ports": [{"port": address.port}]}
+        ]
     return [
         RELEASE,
         str(REPO / "charts" / "kube-sessions"),
@@ -125,7 +135,14 @@ def install_args() -> list[str]:
         f"--set=image.tag={images.TAG}",
         f"--set=workerImage.tag={images.TAG}",
         f"--set=watchNamespaces={{{NAMESPACE}}}",
+        f"--set-json=networkPolicy.workerEgress={json.dumps(egress)}",
     ]
+
+
+def store_endpoint(kube: Cluster) -> str:
+    """The local cluster's state store, as pods reach it (from the Secret `up` writes)."""
+    secret = kube.core.read_namespaced_secret(STATE_STORE_SECRET, objectstore.RELEASE_NAMESPACE)
+    return base64.b64decode(secret.data["ENDPOINT"]).decode()
 
 
 def example_apps() -> list[dict[str, Any]]:
@@ -167,7 +184,7 @@ def release(kube: Cluster) -> Iterator[Release]:
     core.create_namespaced_secret(
         NAMESPACE, client.V1Secret(metadata=client.V1ObjectMeta(name=STATE_STORE_SECRET), data=store.data)
     )
-    helm(kube, "install", *install_args())
+    helm(kube, "install", *install_args(store_endpoint(kube)))
     stage("helm install (images in containers, Ready)", started)
     rel = Release(kube, NAMESPACE, "")
     rel.kubectl(

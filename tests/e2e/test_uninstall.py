@@ -9,7 +9,7 @@ import pytest
 from kubernetes import client
 
 from ..conftest import await_condition
-from .conftest import RELEASE, Release, helm, install_args
+from .conftest import RELEASE, Release, helm, install_args, store_endpoint
 
 pytestmark = pytest.mark.e2e
 
@@ -17,7 +17,7 @@ pytestmark = pytest.mark.e2e
 def test_helm_upgrade_then_uninstall_leaves_only_the_crds(release: Release) -> None:
     kube, ns = release.kube, release.namespace
     started = time.monotonic()
-    helm(kube, "upgrade", *install_args(), "--set=gateway.replicas=1")
+    helm(kube, "upgrade", *install_args(store_endpoint(kube)), "--set=gateway.replicas=1")
     apps = client.AppsV1Api(kube.api)
     gateway = apps.read_namespaced_deployment(f"{RELEASE}-kube-sessions-gateway", ns)
     assert gateway.spec.replicas == 1 and gateway.status.ready_replicas == 1
