@@ -278,7 +278,8 @@ def test_prometheus_sees_gpu_seconds_every_panel_and_every_alert(
         timeout=30,
         check=True,
     ).stdout.split("\n")
-    assert wide[0].split()[-2:] == ["GPU-SECONDS", "BUSY-%"], wide
+    assert wide[0].split()[-3:] == ["GPU-SECONDS", "BUSY-%", "KEPT-UNTIL"], wide
+    # KEPT-UNTIL is empty: the session was closed, not suspended.
     assert wide[1].split()[-2:] == [f"{gpu['held']:g}", str(gpu["busyPercent"])], wide
 
     # Prometheus: the operator's counters for the App agree with the status.
