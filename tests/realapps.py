@@ -99,20 +99,25 @@ def model_flow(sdk: Inference, weights: Path, setup: dict[str, Any]) -> str:
     return str(result["session_id"])
 
 
-def chat_flow(sdk: Inference) -> None:
-    """Two conversations: the third answer of each names what its first turn said."""
+def chat_flow(sdk: Inference) -> str:
+    """Two conversations, one after the other: the third answer of each names what its first turn
+    said. The last one's session is left open: returns its id (the caller ends it, or kills it)."""
     thirds = {}
+    last = list(CHAT_THIRDS)[-1]
     for name in CHAT_THIRDS:
-        with sdk.session("chat", input={"text": f"Hello, my name is {name}."}) as session:
-            assert call(session, "init", {"system": "You are terse."})["turn"] == 0  # starts over
-            first = call(session, "message", {"text": f"Hi, my name is {name} and I like tea."})
-            second = call(session, "message", {"text": "How is the weather today?"})
-            third = call(session, "message", {"text": "What is my name?"})
-            assert (first["turn"], second["turn"], third["turn"]) == (1, 2, 3)
-            thirds[name] = third["reply"]
-            turns = call(session, "history", {})["turns"]
-            assert [t["role"] for t in turns] == ["system"] + ["user", "assistant"] * 3
+        session = sdk.session("chat", input={"text": f"Hello, my name is {name}."})
+        assert call(session, "init", {"system": "You are terse."})["turn"] == 0  # starts over
+        first = call(session, "message", {"text": f"Hi, my name is {name} and I like tea."})
+        second = call(session, "message", {"text": "How is the weather today?"})
+        third = call(session, "message", {"text": "What is my name?"})
+        assert (first["turn"], second["turn"], third["turn"]) == (1, 2, 3)
+        thirds[name] = third["reply"]
+        turns = call(session, "history", {})["turns"]
+        assert [t["role"] for t in turns] == ["system"] + ["user", "assistant"] * 3
+        if name != last:
+            session.end()
     assert thirds == CHAT_THIRDS
+    return session.session_id
 
 
 def _pixels(png_b64: str) -> Any:

@@ -81,7 +81,7 @@ def test_the_chats_third_answer_depends_on_the_first_turn(
     sdk: Inference, kube: Cluster, namespace: str
 ) -> None:
     create(kube, namespace, local_app("chat"))
-    chat_flow(sdk)
+    sdk.sessions.end(chat_flow(sdk))
 
 
 def test_a_suspended_chat_wakes_on_the_sdks_next_call_and_knows_its_turns(

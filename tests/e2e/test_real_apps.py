@@ -77,18 +77,24 @@ def failed(release: Release, name: str, timeout: float = 60) -> dict[str, Any]:
     return status
 
 
+def kill_9_of_its_container_says_so(release: Release, session_id: str) -> None:
+    """kill -9 of the worker's container (its process on the host): the Session fails as
+    WorkerLost, its message naming the signal."""
+    os.kill(worker_pid(release, session_id), signal.SIGKILL)
+    status = failed(release, session_id)
+    assert status["reason"] == "WorkerLost", status
+    assert status["message"].startswith("the worker exited with code 137 (killed by signal 9, SIGKILL)"), (
+        status
+    )
+
+
 def test_data_analyses_match_then_kill_9_of_its_container_says_so(
     sdk: Inference, release: Release, examples_path: None, tmp_path: Path
 ) -> None:
     apply_app(release, "data", env=DATA_ENV)
     session = sdk.session("data", input={})
     data_flow(session, tmp_path)
-    os.kill(worker_pid(release, session.session_id), signal.SIGKILL)
-    status = failed(release, session.session_id)
-    assert status["reason"] == "WorkerLost", status
-    assert status["message"].startswith("the worker exited with code 137 (killed by signal 9, SIGKILL)"), (
-        status
-    )
+    kill_9_of_its_container_says_so(release, session.session_id)
 
 
 def weights_from(archive: Path, member: str) -> bytes:
@@ -102,7 +108,7 @@ def weights_from(archive: Path, member: str) -> bytes:
     raise AssertionError(f"{member} is in no layer of {archive}")
 
 
-def test_model_predictions_match_its_weights_run_here(
+def test_model_predictions_match_its_weights_run_here_then_kill_9_of_its_container_says_so(
     sdk: Inference, release: Release, example_images: dict[str, Path], examples_path: None, tmp_path: Path
 ) -> None:
     """The weights the image was built with (its MODEL_PATH), loaded here from the image's own
@@ -110,8 +116,7 @@ def test_model_predictions_match_its_weights_run_here(
     apply_app(release, "model")
     weights = tmp_path / "weights.joblib"
     weights.write_bytes(weights_from(example_images[_ref("model")], WEIGHTS_IN_IMAGE))
-    session_id = model_flow(sdk, weights, {})
-    sdk.sessions.end(session_id)
+    kill_9_of_its_container_says_so(release, model_flow(sdk, weights, {}))
 
 
 # A memory limit each app's worker exceeds while it starts: the worker's Python and the app's
@@ -138,9 +143,11 @@ def test_an_app_over_its_memory_limit_fails_as_out_of_memory_naming_the_limit(
     assert "raise resources.memory" in status["message"]
 
 
-def test_the_chats_third_answer_depends_on_the_first_turn(sdk: Inference, release: Release) -> None:
+def test_the_chats_third_answer_depends_on_the_first_turn_then_kill_9_of_its_container_says_so(
+    sdk: Inference, release: Release
+) -> None:
     apply_app(release, "chat")
-    chat_flow(sdk)
+    kill_9_of_its_container_says_so(release, chat_flow(sdk))
 
 
 def test_the_browser_shows_the_typed_text_then_its_death_ends_the_session(
