@@ -25,6 +25,7 @@ import aiohttp
 
 sys.path.insert(0, str(Path(__file__).parent))
 import report
+from worker_echo import await_ready
 
 from kubesessions.localcluster import binaries, objectstore, processes
 from kubesessions.localcluster.ports import free_port
@@ -60,23 +61,7 @@ async def start_worker(size: int, tmp: Path) -> tuple[asyncio.subprocess.Process
         env=env,
         stderr=asyncio.subprocess.PIPE,
     )
-    assert proc.stderr is not None
-    async with asyncio.timeout(120):
-        while line := await proc.stderr.readline():
-            message = json.loads(line)["message"]
-            if message.startswith("listening on "):
-                url = message.removeprefix("listening on ")
-                break
-        else:
-            raise RuntimeError("the worker exited before it listened")
-        async with aiohttp.ClientSession() as http:
-            while True:
-                async with http.get(f"{url}/readyz") as resp:
-                    if resp.status == 200:
-                        break
-                await asyncio.sleep(0.01)
-    asyncio.get_running_loop().create_task(proc.stderr.read())  # keep its pipe drained
-    return proc, url
+    return proc, await await_ready(proc, 120)
 
 
 async def one_round(store: StateStore, size: int, tmp: Path, n: int) -> tuple[float, float, int]:

@@ -105,8 +105,14 @@ async def start_worker(server: str) -> tuple[asyncio.subprocess.Process, str]:
     proc = await asyncio.create_subprocess_exec(
         *command, "--host=127.0.0.1", "--port=0", env=env, stderr=asyncio.subprocess.PIPE
     )
+    return proc, await await_ready(proc, 20)
+
+
+async def await_ready(proc: asyncio.subprocess.Process, timeout: float) -> str:
+    """The URL a worker started with ``--port=0`` and a piped stderr listens on, once its
+    ``/readyz`` answers 200."""
     assert proc.stderr is not None
-    async with asyncio.timeout(20):
+    async with asyncio.timeout(timeout):
         while line := await proc.stderr.readline():
             message = json.loads(line)["message"]
             if message.startswith("listening on "):
@@ -122,7 +128,7 @@ async def start_worker(server: str) -> tuple[asyncio.subprocess.Process, str]:
                 await asyncio.sleep(0.01)
     # Keep draining its logs so a full pipe can never stall it.
     asyncio.get_running_loop().create_task(proc.stderr.read())
-    return proc, url
+    return url
 
 
 async def http_scenarios(url: str) -> dict[str, dict[str, Any]]:
