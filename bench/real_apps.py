@@ -172,11 +172,7 @@ async def measure(gateway: str, token: str, api: client.ApiClient, app: str) -> 
         return bool(pool.get("ready") == 1 and pool.get("claimed", 0) >= claims)
 
     async def run(http: aiohttp.ClientSession, body: dict[str, Any]) -> tuple[float, dict[str, Any]]:
-        began = time.perf_counter()
-        async with http.post(f"{gateway}/v1/run", headers=headers, json=body) as r:
-            reply = await r.json()
-            assert r.status == 200, reply
-        return (time.perf_counter() - began) * 1000, reply
+        return await benchcluster.gateway_run(http, gateway, headers, body)
 
     async def end(http: aiohttp.ClientSession, sid: str) -> None:
         async with http.delete(f"{gateway}/v1/sessions/{sid}", headers=headers) as r:

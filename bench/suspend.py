@@ -86,11 +86,7 @@ async def scenarios(gateway: str, token: str, api: client.ApiClient) -> dict[str
         )
 
     async def run(http: aiohttp.ClientSession, body: dict[str, Any]) -> tuple[float, dict[str, Any]]:
-        began = time.perf_counter()
-        async with http.post(f"{gateway}/v1/run", headers=headers, json=body) as r:
-            reply = await r.json()
-            assert r.status == 200, reply
-        return (time.perf_counter() - began) * 1000, reply
+        return await benchcluster.gateway_run(http, gateway, headers, body)
 
     results: dict[str, Any] = {}
     samples: dict[str, list[float]] = {}
