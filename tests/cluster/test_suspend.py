@@ -409,3 +409,47 @@ def test_an_operator_killed_inside_a_resume_resumes_once_when_back(
         await_condition(lambda: not stored(store, namespace, session_id), 15, "the used state to be deleted")
         ready = custom(kube).get_namespaced_custom_object(*GROUP, namespace, "sessions", session_id)
         assert ready["status"]["phase"] == "Ready"
+
+
+def test_a_worker_reaches_no_other_sessions_state(
+    gateway: GatewayProcess, kube: Cluster, namespace: str, store: StateStore, tmp_path: Path
+) -> None:
+    """From inside session B's worker (its app's own code): the URLs B is given for its own
+    state work; one edited to A's key, and the store without a signature, are refused; A's
+    suspended state comes back whole."""
+    gated_app(kube, namespace, "counter-x", tmp_path / "gate")
+    token = service_account_token(kube, namespace, "prober", allowed=True)
+    with Client(gateway.url, token=token, namespace=namespace, request_timeout=60) as client:
+        new = {"app": "counter-x", "session": "new", "session_timeout": 300}
+        a = client.run({**new, "input": {"add": 42}})["session_id"]
+        b = client.run({**new, "input": {"add": 7}})["session_id"]
+        client.suspend(a)
+        suspended = await_session(kube, namespace, a, phase_is("Suspended"), 30, "A Suspended")
+        a_key = suspended["status"]["suspension"]["key"]
+        b_body = custom(kube).get_namespaced_custom_object(*GROUP, namespace, "sessions", b)
+        b_key = names.state_key(namespace, b, b_body["metadata"]["uid"])
+
+        def probe(url: str, method: str) -> int:
+            answer = client.run(
+                {
+                    "app": "counter-x",
+                    "function": "probe",
+                    "input": {"url": url, "method": method},
+                    "session": b,
+                }
+            )
+            return int(answer["output"])
+
+        # What the operator gives B's worker: a PUT at its suspend, a GET at its resume.
+        own_put, own_get = store.presign_put(b_key), store.presign_get(b_key)
+        assert (probe(own_put, "PUT"), probe(own_get, "GET")) == (200, 200)
+        assert probe(own_get.replace(b_key, a_key), "GET") == 403
+        assert probe(own_put.replace(b_key, a_key), "PUT") == 403
+        bare = f"{store.config.endpoint}/{store.config.bucket}"
+        assert probe(f"{bare}/{a_key}", "GET") in (401, 403)
+        assert probe(f"{bare}/{a_key}", "PUT") in (401, 403)
+        assert probe(f"{bare}?list-type=2", "GET") in (401, 403)
+        asyncio.run(store.delete(b_key))  # the probe's own object: not a suspend's
+
+        woken = client.run({"app": "counter-x", "input": {"add": 1}, "session": a})["output"]
+        assert (woken["total"], woken["calls"]) == (43, 2)
