@@ -24,9 +24,9 @@ from kubesessions.localcluster import objectstore
 from kubesessions.statestore import StateStore, StoreConfig
 from tests.faults import faults
 
-from ..conftest import Cluster, OperatorProcess, await_condition, await_session, phase_is
+from ..conftest import Cluster, OperatorProcess, await_condition, await_session, phase_is, reason_is
 from .conftest import GatewayProcess, service_account_token
-from .test_operator import GROUP, call, create_app, custom, token_of
+from .test_operator import GROUP, call, create_app, create_session, custom, token_of
 
 pytestmark = pytest.mark.cluster
 
@@ -453,3 +453,36 @@ def test_a_worker_reaches_no_other_sessions_state(
 
         woken = client.run({"app": "counter-x", "input": {"add": 1}, "session": a})["output"]
         assert (woken["total"], woken["calls"]) == (43, 2)
+
+
+def test_a_suspended_session_frees_its_gpu_for_another_and_wakes_when_one_is_free(
+    gateway: GatewayProcess, kube: Cluster, namespace: str, store: StateStore
+) -> None:
+    """The process node has 2 GPUs; a second GPU session holds one, so one is left, as on a
+    1-GPU node: a session that asks for it waits while the first holds it, gets it once the
+    first is suspended; the first, woken, waits for a GPU and resumes when one is free."""
+    resources = {"cpu": "500m", "memory": "512Mi", "gpu": 1}
+    suspendable_app(kube, namespace, "counter-gpu", resources=resources)
+    token = service_account_token(kube, namespace, "gpuer", allowed=True)
+    with (
+        Client(gateway.url, token=token, namespace=namespace, request_timeout=120) as client,
+        ThreadPoolExecutor(1) as caller,
+    ):
+        new = {"app": "counter-gpu", "session": "new", "session_timeout": 300}
+        first = client.run({**new, "input": {"add": 42}})["session_id"]
+        holder = client.run({**new, "input": {"add": 1}})["session_id"]
+        create_session(kube, namespace, "late", app="counter-gpu")
+        waiting = await_session(kube, namespace, "late", reason_is("Unschedulable"), 30, "no GPU for late")
+        assert "nvidia.com/gpu" in waiting["status"]["message"]
+
+        client.suspend(first)
+        await_session(kube, namespace, first, phase_is("Suspended"), 30, "Suspended")
+        late = await_session(kube, namespace, "late", phase_is("Ready"), 60, "late to get the GPU")
+        assert late["status"]["gpus"]["requested"] == 1
+
+        woken = caller.submit(client.run, {"app": "counter-gpu", "input": {"add": 1}, "session": first})
+        resuming = await_session(kube, namespace, first, reason_is("Unschedulable"), 30, "no GPU to wake on")
+        assert resuming["status"]["phase"] == "Resuming" and not woken.done()
+        client.close_session(holder)
+        answer = woken.result(timeout=120)
+        assert (answer["output"]["total"], answer["output"]["calls"]) == (43, 2)
