@@ -1,6 +1,8 @@
 """Suspend and resume on the local cluster, with its real state store (SeaweedFS): an idle
 session's state is saved and its worker stops; the next call wakes it with its state; a resume
-lands on a warm pool worker when its App has one; the keep time ends it; its state goes with it."""
+lands on a warm pool worker when its App has one; the keep time ends it; its state goes with it.
+Faults inside a suspend or a resume (tests/cluster/apps/gated.py holds the app there), what a
+worker can reach of other sessions' state, and the GPU a suspended session frees."""
 
 from __future__ import annotations
 
