@@ -1,14 +1,19 @@
 """Suspend and resume on the local cluster, with its real state store (SeaweedFS): an idle
 session's state is saved and its worker stops; the next call wakes it with its state; a resume
-lands on a warm pool worker when its App has one; the keep time ends it; its state goes with it."""
+lands on a warm pool worker when its App has one; the keep time ends it; its state goes with it.
+Faults inside a suspend or a resume (tests/cluster/apps/gated.py holds the app there), what a
+worker can reach of other sessions' state, and the GPU a suspended session frees."""
 
 from __future__ import annotations
 
 import asyncio
 import signal
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,12 +24,15 @@ from kubesessions.client import Client, SessionEnded, SessionExpired
 from kubesessions.common.timefmt import rfc3339
 from kubesessions.localcluster import objectstore
 from kubesessions.statestore import StateStore, StoreConfig
+from tests.faults import faults
 
-from ..conftest import Cluster, OperatorProcess, await_condition, await_session, phase_is
+from ..conftest import Cluster, OperatorProcess, await_condition, await_session, phase_is, reason_is
 from .conftest import GatewayProcess, service_account_token
-from .test_operator import GROUP, call, create_app, custom, token_of
+from .test_operator import GROUP, call, create_app, create_session, custom, token_of
 
 pytestmark = pytest.mark.cluster
+
+APPS = Path(__file__).parent / "apps"
 
 
 @pytest.fixture
@@ -313,3 +321,170 @@ def test_a_session_started_cold_resumes_on_a_pool_worker(
         )
         resumed = custom(kube).get_namespaced_custom_object(*GROUP, namespace, "sessions", second)
         assert resumed["status"]["startedFrom"] == "pool"
+
+
+def gated_app(kube: Cluster, namespace: str, name: str, gate: Path) -> None:
+    """tests/cluster/apps/gated.py's counter, its suspend and resume held by files in ``gate``."""
+    gate.mkdir()
+    env = [{"name": "PYTHONPATH", "value": str(APPS)}, {"name": "GATE_DIR", "value": str(gate)}]
+    suspendable_app(kube, namespace, name, entrypoint="gated:GatedCounter", env=env)
+
+
+def test_a_worker_killed_inside_its_suspend_ends_the_session_saying_so_and_leaves_nothing(
+    gateway: GatewayProcess, kube: Cluster, namespace: str, store: StateStore, tmp_path: Path
+) -> None:
+    """kill -9 lands inside the app's suspend (part of its state written): nothing reaches the
+    store, the session is not Suspended but ends saying its worker was lost, nothing is left."""
+    assert kube.state_dir is not None, "kills a pod's processes: needs the local cluster this run started"
+    gate = tmp_path / "gate"
+    gated_app(kube, namespace, "counter-ks", gate)
+    (gate / "hold-suspend").touch()
+    token = service_account_token(kube, namespace, "killer", allowed=True)
+    with Client(gateway.url, token=token, namespace=namespace, request_timeout=60) as client:
+        session_id = client.run(
+            {"app": "counter-ks", "input": {"add": 42}, "session": "new", "session_timeout": 2}
+        )["session_id"]
+        await_condition(lambda: (gate / "suspend-started").exists(), 30, "the app's suspend to start")
+        body = custom(kube).get_namespaced_custom_object(*GROUP, namespace, "sessions", session_id)
+        assert body["status"]["phase"] == "Suspending"
+        pod_uid = kube.core.read_namespaced_pod(session_id, namespace).metadata.uid
+        faults.kill(faults.pod_processes(kube.state_dir, pod_uid))
+        ended = await_session(
+            kube, namespace, session_id, phase_is("Expired", "Failed"), 60, "the session to end"
+        )
+        status = ended["status"]
+        assert "suspension" not in status, status
+        assert "not suspended" in status["message"] and "WORKER" in status["message"], status
+        assert not stored(store, namespace, session_id)
+        await_condition(lambda: pod_gone(kube, namespace, session_id), 30, "the worker pod to go")
+        with pytest.raises((SessionEnded, SessionExpired)):
+            client.run({"app": "counter-ks", "input": {"add": 1}, "session": session_id})
+
+
+def test_an_operator_killed_inside_a_resume_resumes_once_when_back(
+    gateway: GatewayProcess,
+    operator: OperatorProcess,
+    kube: Cluster,
+    namespace: str,
+    store: StateStore,
+    tmp_path: Path,
+) -> None:
+    """The operator dies while the app's resume runs; the one that comes back asks the worker
+    again: it gets that resume's outcome (no second resume, the state not deleted from under
+    it, the session not Ready before it), and the waking call runs once on the whole state."""
+    gate = tmp_path / "gate"
+    gated_app(kube, namespace, "counter-kr", gate)
+    token = service_account_token(kube, namespace, "rekiller", allowed=True)
+    with (
+        Client(gateway.url, token=token, namespace=namespace, request_timeout=120) as client,
+        ThreadPoolExecutor(1) as caller,
+    ):
+        session_id = client.run(
+            {"app": "counter-kr", "input": {"add": 42}, "session": "new", "session_timeout": 300}
+        )["session_id"]
+        client.suspend(session_id)
+        suspended = await_session(kube, namespace, session_id, phase_is("Suspended"), 30, "Suspended")
+        key = suspended["status"]["suspension"]["key"]
+        (gate / "hold-resume").touch()
+        try:
+            woken = caller.submit(
+                client.run, {"app": "counter-kr", "input": {"add": 1}, "session": session_id}
+            )
+            await_condition(lambda: (gate / "resume-started").exists(), 60, "the app's resume to start")
+            operator.stop(signal.SIGKILL)
+            operator.start()
+            await_condition(
+                lambda: operator.log.read_text().count("resuming ") >= 2, 60, "the new operator to ask again"
+            )
+            # While the first resume runs, whatever the new operator does: still Resuming, state kept.
+            watch_until = time.monotonic() + 5
+            while time.monotonic() < watch_until:
+                body = custom(kube).get_namespaced_custom_object(*GROUP, namespace, "sessions", session_id)
+                assert body["status"]["phase"] == "Resuming", body["status"]
+                assert stored(store, namespace, session_id) == [key]
+                time.sleep(0.2)
+        finally:
+            (gate / "hold-resume").unlink()  # the resume goes on, the call is answered
+        answer = woken.result(timeout=120)
+        assert (answer["output"]["total"], answer["output"]["calls"]) == (43, 2)
+        assert (gate / "resumed").read_text().splitlines() == ["42"]
+        await_condition(lambda: not stored(store, namespace, session_id), 15, "the used state to be deleted")
+        ready = custom(kube).get_namespaced_custom_object(*GROUP, namespace, "sessions", session_id)
+        assert ready["status"]["phase"] == "Ready"
+
+
+def test_a_worker_reaches_no_other_sessions_state(
+    gateway: GatewayProcess, kube: Cluster, namespace: str, store: StateStore, tmp_path: Path
+) -> None:
+    """From inside session B's worker (its app's own code): the URLs B is given for its own
+    state work; one edited to A's key, and the store without a signature, are refused; A's
+    suspended state comes back whole."""
+    gated_app(kube, namespace, "counter-x", tmp_path / "gate")
+    token = service_account_token(kube, namespace, "prober", allowed=True)
+    with Client(gateway.url, token=token, namespace=namespace, request_timeout=60) as client:
+        new = {"app": "counter-x", "session": "new", "session_timeout": 300}
+        a = client.run({**new, "input": {"add": 42}})["session_id"]
+        b = client.run({**new, "input": {"add": 7}})["session_id"]
+        client.suspend(a)
+        suspended = await_session(kube, namespace, a, phase_is("Suspended"), 30, "A Suspended")
+        a_key = suspended["status"]["suspension"]["key"]
+        b_body = custom(kube).get_namespaced_custom_object(*GROUP, namespace, "sessions", b)
+        b_key = names.state_key(namespace, b, b_body["metadata"]["uid"])
+
+        def probe(url: str, method: str) -> int:
+            answer = client.run(
+                {
+                    "app": "counter-x",
+                    "function": "probe",
+                    "input": {"url": url, "method": method},
+                    "session": b,
+                }
+            )
+            return int(answer["output"])
+
+        # What the operator gives B's worker: a PUT at its suspend, a GET at its resume.
+        own_put, own_get = store.presign_put(b_key), store.presign_get(b_key)
+        assert (probe(own_put, "PUT"), probe(own_get, "GET")) == (200, 200)
+        assert probe(own_get.replace(b_key, a_key), "GET") == 403
+        assert probe(own_put.replace(b_key, a_key), "PUT") == 403
+        bare = f"{store.config.endpoint}/{store.config.bucket}"
+        assert probe(f"{bare}/{a_key}", "GET") in (401, 403)
+        assert probe(f"{bare}/{a_key}", "PUT") in (401, 403)
+        assert probe(f"{bare}?list-type=2", "GET") in (401, 403)
+        asyncio.run(store.delete(b_key))  # the probe's own object: not a suspend's
+
+        woken = client.run({"app": "counter-x", "input": {"add": 1}, "session": a})["output"]
+        assert (woken["total"], woken["calls"]) == (43, 2)
+
+
+def test_a_suspended_session_frees_its_gpu_for_another_and_wakes_when_one_is_free(
+    gateway: GatewayProcess, kube: Cluster, namespace: str, store: StateStore
+) -> None:
+    """The process node has 2 GPUs; a second GPU session holds one, so one is left, as on a
+    1-GPU node: a session that asks for it waits while the first holds it, gets it once the
+    first is suspended; the first, woken, waits for a GPU and resumes when one is free."""
+    resources = {"cpu": "500m", "memory": "512Mi", "gpu": 1}
+    suspendable_app(kube, namespace, "counter-gpu", resources=resources)
+    token = service_account_token(kube, namespace, "gpuer", allowed=True)
+    with (
+        Client(gateway.url, token=token, namespace=namespace, request_timeout=120) as client,
+        ThreadPoolExecutor(1) as caller,
+    ):
+        new = {"app": "counter-gpu", "session": "new", "session_timeout": 300}
+        first = client.run({**new, "input": {"add": 42}})["session_id"]
+        holder = client.run({**new, "input": {"add": 1}})["session_id"]
+        create_session(kube, namespace, "late", app="counter-gpu")
+        waiting = await_session(kube, namespace, "late", reason_is("Unschedulable"), 30, "no GPU for late")
+        assert "nvidia.com/gpu" in waiting["status"]["message"]
+
+        client.suspend(first)
+        await_session(kube, namespace, first, phase_is("Suspended"), 30, "Suspended")
+        late = await_session(kube, namespace, "late", phase_is("Ready"), 60, "late to get the GPU")
+        assert late["status"]["gpus"]["requested"] == 1
+
+        woken = caller.submit(client.run, {"app": "counter-gpu", "input": {"add": 1}, "session": first})
+        resuming = await_session(kube, namespace, first, reason_is("Unschedulable"), 30, "no GPU to wake on")
+        assert resuming["status"]["phase"] == "Resuming" and not woken.done()
+        client.close_session(holder)
+        answer = woken.result(timeout=120)
+        assert (answer["output"]["total"], answer["output"]["calls"]) == (43, 2)

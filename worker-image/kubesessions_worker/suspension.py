@@ -51,8 +51,19 @@ CHUNK = 1 << 20
 TRANSFER_TIMEOUT = aiohttp.ClientTimeout(total=900, sock_connect=10)
 
 
+@dataclass
+class _Underway:
+    """The resume running now, as its answer to come (a dict: resumed; a Problem: failed)."""
+
+    answer: asyncio.Future[dict[str, Any] | Problem] | None = None
+
+
+UNDERWAY = web.AppKey("resume_underway", _Underway)
+
+
 def install(app: web.Application, runner: Runner) -> None:
     app[RUNNER] = runner
+    app[UNDERWAY] = _Underway()
     app.router.add_post("/suspend", _suspend)
     app.router.add_post("/resume", _resume)
 
@@ -188,8 +199,17 @@ async def _resume(request: web.Request) -> web.Response:
         raise Problem("VALIDATION", f"bytes must be the state's size in bytes (>= 1), got {size!r}")
     if not runner.app.suspendable():
         raise Problem(NOT_SUSPENDABLE, f"{runner.app.spec} has no suspend(dir) and resume(dir) methods")
+    underway = request.app[UNDERWAY]
+    if underway.answer is not None:
+        # Asked again while it runs (an operator that restarted mid-resume): that resume's
+        # answer, when it comes. Neither a second resume nor "resumed" before the state is in.
+        first = await asyncio.shield(underway.answer)
+        if isinstance(first, Problem):
+            raise first
+        return web.json_response(first)
     runner.begin_resume()
-    failure: str | None = "the resume was interrupted"
+    answer = underway.answer = asyncio.get_running_loop().create_future()
+    said: dict[str, Any] | Problem = Problem(RESUME_FAILED, "the resume was interrupted")
     started = time.monotonic()
     work = Path(tempfile.mkdtemp(prefix="resume-"))
     try:
@@ -208,16 +228,18 @@ async def _resume(request: web.Request) -> web.Response:
         if manifest.get("app") != runner.app.spec:
             log.warning("resuming state saved by %s into %s", manifest.get("app"), runner.app.spec)
         await _app_step(runner, runner.app.resume, state, RESUME_FAILED, "resume")
-        failure = None
         seconds = round(time.monotonic() - started, 3)
         log.info("resumed %d bytes of state in %.2fs", size, seconds)
-        return web.json_response({"seconds": seconds})
+        said = {"seconds": seconds}
+        return web.json_response(said)
     except Problem as problem:
-        failure = f"{problem.code}: {problem.detail}"
+        said = problem
         raise
     finally:
         await asyncio.to_thread(shutil.rmtree, work, True)
-        runner.end_resume(failure)
+        runner.end_resume(f"{said.code}: {said.detail}" if isinstance(said, Problem) else None)
+        underway.answer = None
+        answer.set_result(said)
 
 
 async def _app_step(

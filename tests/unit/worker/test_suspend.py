@@ -276,6 +276,25 @@ async def test_calls_during_a_resume_wait_and_run_after_it_in_order() -> None:
             assert (await second)[1]["output"] == 14
 
 
+async def test_a_resume_asked_again_while_it_runs_gets_its_answer() -> None:
+    """An operator that restarted mid-resume asks again: it is answered when the first resume
+    ends, with its outcome (not "already resumed" while the state is still coming in)."""
+    async with store() as s:
+        saved = await _saved("Counter", s)
+        async with worker("Counter") as w:
+            w.app.gate = threading.Event()
+            body = {"url": s.url(), "sha256": saved["sha256"], "bytes": saved["bytes"]}
+            first = asyncio.create_task(post(w, "/resume", body))
+            await until(lambda: w.runner._resuming, "the resume to start")
+            again = asyncio.create_task(post(w, "/resume", body))
+            await asyncio.sleep(0.2)  # time enough for a wrong early answer to come
+            assert not again.done()
+            w.app.gate.set()
+            assert [(await t)[0] for t in (first, again)] == [200, 200]
+            assert (await w.call(1))[1]["output"] == 4  # resumed once: 3 saved, then 1
+            assert (await post(w, "/resume", body))[1]["code"] == "RESUME_REFUSED"
+
+
 @pytest.mark.parametrize(
     ("path", "body", "field"),
     [
