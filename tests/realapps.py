@@ -17,7 +17,10 @@ import numpy as np
 import pytest
 from inferencesh import Inference
 
-from .conftest import REPO
+from kubesessions.api.names import SESSION_LABEL, SUSPEND_REQUESTED
+from kubesessions.common.timefmt import rfc3339
+
+from .conftest import REPO, Cluster, await_condition, await_session, phase_is
 
 EXAMPLES = REPO / "examples"
 sys.path.insert(0, str(EXAMPLES))
@@ -147,3 +150,30 @@ def browser_flow(session: Any) -> None:
     assert box[1] < after.height / 2 and changed > 300, (box, changed)
     clicked = call(session, "click", {"selector": "#greet"})
     assert "Hello, Ada Lovelace!" in clicked["text"]
+
+
+def suspended_chat_flow(sdk: Inference, kube: Cluster, namespace: str) -> None:
+    """Three turns, a suspend by hand (the annotation), the worker pod gone; the SDK's next call
+    wakes the session and the fourth turn knows the first. The App: the chat, suspend enabled."""
+    with sdk.session("chat", input={"text": "Hello"}) as session:
+        call(session, "init", {"system": "You are terse."})
+        for text in ("Hi, my name is Ada and I like tea.", "How is the weather today?", "Do you like tea?"):
+            call(session, "message", {"text": text})
+        name = session.session_id
+        asked = kube.run_kubectl(
+            "annotate", "sess", name, "-n", namespace, f"{SUSPEND_REQUESTED}={rfc3339()}"
+        )
+        assert asked.returncode == 0, asked.stderr
+        suspended = await_session(kube, namespace, name, phase_is("Suspended"), 60, "the chat to suspend")
+        assert suspended["status"]["suspension"]["bytes"] > 0
+        await_condition(
+            lambda: (
+                not kube.core.list_namespaced_pod(namespace, label_selector=f"{SESSION_LABEL}={name}").items
+            ),
+            60,
+            "its worker pod to go",
+        )
+        fourth = call(session, "message", {"text": "What is my name?"})  # wakes it
+        assert (fourth["turn"], fourth["reply"]) == (4, CHAT_THIRDS["Ada"])
+        turns = call(session, "history", {})["turns"]
+        assert [t["role"] for t in turns] == ["system"] + ["user", "assistant"] * 4

@@ -16,11 +16,9 @@ import pytest
 from inferencesh import Inference, inference
 from kubernetes import client
 
-from kubesessions.api.names import SESSION_LABEL, SUSPEND_REQUESTED
-from kubesessions.common.timefmt import rfc3339
 from kubesessions.control.decide import pool
 
-from ..conftest import Cluster, await_condition, await_session, phase_is
+from ..conftest import Cluster, await_condition
 from ..realapps import (
     DATA_ENV,
     browser_flow,
@@ -29,6 +27,7 @@ from ..realapps import (
     data_flow,
     importable_examples,
     model_flow,
+    suspended_chat_flow,
 )
 from .conftest import GROUP, GatewayProcess, service_account_token
 
@@ -88,28 +87,7 @@ def test_a_suspended_chat_wakes_on_the_sdks_next_call_and_knows_its_turns(
     sdk: Inference, kube: Cluster, namespace: str
 ) -> None:
     create(kube, namespace, local_app("chat", suspend={"enabled": True, "keepSeconds": 600}))
-    with sdk.session("chat", input={"text": "Hello"}) as session:
-        call(session, "init", {"system": "You are terse."})
-        for text in ("Hi, my name is Ada and I like tea.", "How is the weather today?", "Do you like tea?"):
-            call(session, "message", {"text": text})
-        name = session.session_id
-        asked = kube.run_kubectl(
-            "annotate", "sess", name, "-n", namespace, f"{SUSPEND_REQUESTED}={rfc3339()}"
-        )
-        assert asked.returncode == 0, asked.stderr
-        suspended = await_session(kube, namespace, name, phase_is("Suspended"), 30, "the chat to suspend")
-        assert suspended["status"]["suspension"]["bytes"] > 0
-        await_condition(
-            lambda: (
-                not kube.core.list_namespaced_pod(namespace, label_selector=f"{SESSION_LABEL}={name}").items
-            ),
-            30,
-            "its worker pod to go",
-        )
-        fourth = call(session, "message", {"text": "What is my name?"})  # wakes it
-        assert (fourth["turn"], fourth["reply"]) == (4, "Your name is Ada (you told me in turn 1).")
-        turns = call(session, "history", {})["turns"]
-        assert [t["role"] for t in turns] == ["system"] + ["user", "assistant"] * 4
+    suspended_chat_flow(sdk, kube, namespace)
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason=NO_CHROMIUM)

@@ -24,7 +24,15 @@ from kubesessions.localcluster.nodeconfig import EXAMPLE_IMAGES
 
 from ..cluster.conftest import service_account_token
 from ..conftest import REPO, Cluster, await_session, phase_is
-from ..realapps import DATA_ENV, browser_flow, chat_flow, data_flow, importable_examples, model_flow
+from ..realapps import (
+    DATA_ENV,
+    browser_flow,
+    chat_flow,
+    data_flow,
+    importable_examples,
+    model_flow,
+    suspended_chat_flow,
+)
 from .conftest import Release, record_images, stage, worker_pid
 
 pytestmark = pytest.mark.e2e
@@ -148,6 +156,15 @@ def test_the_chats_third_answer_depends_on_the_first_turn_then_kill_9_of_its_con
 ) -> None:
     apply_app(release, "chat")
     kill_9_of_its_container_says_so(release, chat_flow(sdk))
+
+
+def test_a_suspended_chat_wakes_on_the_sdks_next_call_and_knows_its_turns(
+    sdk: Inference, release: Release
+) -> None:
+    """Suspend and resume in containers: the state goes to the local cluster's store at the
+    bridge address through the workers' egress allow-list, and back into a new pod."""
+    apply_app(release, "chat", suspend={"enabled": True, "keepSeconds": 600})
+    suspended_chat_flow(sdk, release.kube, release.namespace)
 
 
 def test_the_browser_shows_the_typed_text_then_its_death_ends_the_session(
