@@ -30,3 +30,11 @@ def test_ports_stay_out_of_the_node_port_range() -> None:
     ports = [free_port() for _ in range(300)]
     assert not [p for p in ports if p in NODE_PORT_RANGE]
     assert NODE_PORT_FLAG == "--service-node-port-range=30000-32767"  # Kubernetes' default
+
+
+def test_a_process_is_never_handed_the_same_port_twice() -> None:
+    # `up` draws a dozen ports before any component binds one (the control plane's and the
+    # state store's): two equal draws made the second component fail with 'address already in
+    # use'. 500 draws from ~9,000 candidates repeat one by chance almost surely (birthday bound).
+    ports = [free_port() for _ in range(500)]
+    assert len(set(ports)) == len(ports)

@@ -16,20 +16,28 @@ NODE_PORT_RANGE = range(30000, 32768)
 NODE_PORT_FLAG = f"--service-node-port-range={NODE_PORT_RANGE.start}-{NODE_PORT_RANGE.stop - 1}"
 
 
+# Every port this process has handed out: `up` draws a dozen before any is bound, and a port
+# drawn twice failed the second component with 'address already in use'.
+_HANDED: set[int] = set()
+
+
 def free_port() -> int:
     """A port free now, from below the kernel's ephemeral range (a port the kernel hands out
     (bind to 0) can be taken by any outgoing connection before its server binds it, and one
     of the cluster's components then fails with 'address already in use') and outside the
-    NodePort range."""
+    NodePort range, never one this process handed out before."""
     low = _ephemeral_floor()
     candidates = [p for p in range(max(1024, low - 12000), low) if p not in NODE_PORT_RANGE]
     for _ in range(200):
         port = secrets.choice(candidates)
+        if port in _HANDED:
+            continue
         with socket.socket() as sock:
             try:
                 sock.bind(("127.0.0.1", port))
             except OSError:
                 continue
+            _HANDED.add(port)
             return port
     raise ClusterError("no free port found below the ephemeral range")
 
