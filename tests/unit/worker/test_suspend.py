@@ -19,6 +19,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
+from kubesessions_worker import suspension
 from kubesessions_worker.runner import State
 from kubesessions_worker.termination import Reason
 
@@ -319,3 +320,40 @@ async def test_suspend_and_resume_need_the_token() -> None:
         for path in ("/suspend", "/resume"):
             async with w.client.post(path, json={}) as resp:
                 assert resp.status == 401
+
+
+def _tar_with(path: Any, *entries: tarfile.TarInfo) -> None:
+    manifest = json.dumps({"app": "x"}).encode()
+    with tarfile.open(path, "w") as tar:
+        info = tarfile.TarInfo(suspension.MANIFEST)
+        info.size = len(manifest)
+        tar.addfile(info, io.BytesIO(manifest))
+        for entry in entries:
+            tar.addfile(entry, io.BytesIO(b"x" * entry.size) if entry.isfile() else None)
+
+
+def test_unpack_works_where_extractall_has_no_filter(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Debian bookworm's Python 3.11.2 (the worker image's) has no `filter` argument: a resume
+    # there failed with a TypeError (HTTP 500) before the members were checked by the worker.
+    real = tarfile.TarFile.extractall
+
+    def old_extractall(self: tarfile.TarFile, path: Any = ".", members: Any = None) -> None:
+        real(self, path, members)
+
+    monkeypatch.delattr(tarfile, "data_filter")
+    monkeypatch.setattr(tarfile.TarFile, "extractall", old_extractall)
+    good = tarfile.TarInfo(f"{suspension.STATE}/notes.json")
+    good.size, good.mode = 3, 0o4755
+    _tar_with(tmp_path / "ok.tar", good)
+    state, manifest = suspension.unpack(tmp_path / "ok.tar", tmp_path / "ok")
+    assert (state / "notes.json").read_bytes() == b"xxx" and manifest == {"app": "x"}
+    assert (state / "notes.json").stat().st_mode & 0o7000 == 0
+    link = tarfile.TarInfo(f"{suspension.STATE}/link")
+    link.type, link.linkname = tarfile.SYMTYPE, "/etc/passwd"
+    escape = tarfile.TarInfo("../escaped")
+    escape.size = 1
+    for name, entry, why in (("link", link, "only files and folders"), ("escape", escape, "outside")):
+        _tar_with(tmp_path / f"{name}.tar", entry)
+        with pytest.raises(ValueError, match=why):
+            suspension.unpack(tmp_path / f"{name}.tar", tmp_path / name)
+    assert not (tmp_path / "escaped").exists()
