@@ -1,7 +1,6 @@
 """Real apps: the four examples/ apps (data, model, chat, browser) side by side, on the kubelet
 node where root (each app in its own image, built by `make images`), else on the process node
-(BENCH_REAL_NODE=process|kubelet chooses; the kubelet node needs `flock /work/kubelet-node.lock`
-where others share the machine).
+(BENCH_REAL_NODE=process|kubelet chooses; one kubelet node fits a machine: its bridge is fixed).
 
 Per app, through the gateway (`POST /v1/run`): cold `session: "new"` -> first output (pod start +
 setup + the call; BENCH_REAL_NEW (3) sessions, the median), pooled `"new"` -> first output (an
