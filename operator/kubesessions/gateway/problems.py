@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import re
 from collections.abc import Iterator
 from http import HTTPStatus
@@ -90,7 +91,13 @@ _HUMP = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
 def snake_keys(members: dict[str, Any]) -> dict[str, Any]:
     """The worker's camelCase members in the gateway's snake_case: the worker's own contract keeps
     its names (docs/worker-contract.md); every JSON the gateway returns is snake_case."""
-    return {_HUMP.sub("_", key).lower(): value for key, value in members.items()}
+    return {_snake(key): value for key, value in members.items()}
+
+
+@functools.lru_cache(maxsize=1024)
+def _snake(key: str) -> str:
+    # The worker sends the same few names on every call (its done event's): one regex each, once.
+    return _HUMP.sub("_", key).lower()
 
 
 def from_worker(status: int, body: Any, retry_after: str | None, session_id: str) -> Problem:
