@@ -113,6 +113,7 @@ e2e-prep: $(STAMP) node-packages images
 	$(BIN)/kubesessions localcluster binaries --node kubelet
 
 # End to end on the kubelet node (real kubelet, containerd, runc): the chart installed with
-# the images built here, in a namespace enforcing PSS restricted. Needs root.
+# the images built here, in a namespace enforcing PSS restricted. Needs root. On a failure, also
+# the cluster as it was when a test failed (tests/e2e/conftest.py), printed last: a CI log's tail.
 e2e: $(STAMP) e2e-prep
-	$(BIN)/pytest tests/e2e -m e2e -p no:cacheprovider -rA
+	$(BIN)/pytest tests/e2e -m e2e -p no:cacheprovider -rA || { cat build/e2e-diagnostics.txt 2>/dev/null; exit 1; }

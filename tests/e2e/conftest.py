@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import shutil
 import subprocess
 import time
 import urllib.parse
@@ -33,6 +34,25 @@ from ..conftest import REPO, Cluster, await_condition
 RELEASE = "ks"
 NAMESPACE = "sessions"
 STATE_DIR = Path(os.environ.get("KUBESESSIONS_E2E_STATE_DIR", ".localcluster-e2e"))
+DISK_MARGIN = 3 * 10**9
+DIAGNOSTICS_FILE = REPO / "build" / "e2e-diagnostics.txt"  # the Makefile prints it when a test failed
+DIAGNOSTIC_LINES = 25
+DIAGNOSTICS = (
+    (
+        "node conditions",
+        [
+            "get",
+            "nodes",
+            "-o",
+            "jsonpath={range .items[*].status.conditions[*]}{.type}={.status} {.message}{'\\n'}{end}",
+        ],
+    ),
+    ("pods", ["get", "pods", "-A", "-o", "wide"]),
+    (
+        "Warning events, newest last",
+        ["get", "events", "-A", "--field-selector=type=Warning", "--sort-by=.lastTimestamp"],
+    ),
+)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -56,23 +76,63 @@ def record_images(archives: dict[str, Path]) -> None:
         print(f"[e2e] image {ref}: {int(str(entry['bytes'])) / 1e6:.1f} MB")
 
 
+def check_disk(archives: list[Path], where: Path) -> None:
+    """Fail at once, saying so, where the node's images would not fit: containerd keeps each
+    image twice (its layers and their unpacked snapshot), and a kubelet short of disk evicts
+    the operator and the gateway mid-run, which reads as every later test failing."""
+    need = 2 * sum(path.stat().st_size for path in archives) + DISK_MARGIN
+    free = shutil.disk_usage(where).free
+    if free < need:
+        pytest.fail(
+            f"make e2e needs {need / 1e9:.1f} GB free on {where} (the node's images twice, and "
+            f"{DISK_MARGIN / 1e9:.0f} GB for the cluster), it has {free / 1e9:.1f} GB: free some, e.g. "
+            f"old state directories (.localcluster-*) or {images.images_dir()}",
+            pytrace=False,
+        )
+
+
+def write_diagnostics(kube: Cluster) -> None:
+    """What a failed run's cluster looked like (the node, the pods, the Warning events), for
+    the Makefile to print after pytest's summary, where a CI log's tail shows it."""
+    parts = []
+    for title, args in DIAGNOSTICS:
+        proc = subprocess.run(
+            [str(kube.kubectl), f"--kubeconfig={kube.kubeconfig}", *args],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        lines = (proc.stdout + proc.stderr).splitlines()[-DIAGNOSTIC_LINES:]
+        parts.append(f"--- {title}\n" + "\n".join(line[:300] for line in lines))
+    DIAGNOSTICS_FILE.parent.mkdir(parents=True, exist_ok=True)
+    DIAGNOSTICS_FILE.write_text(
+        "===== e2e diagnostics (the cluster when the run ended)\n" + "\n".join(parts) + "\n"
+    )
+
+
 @pytest.fixture(scope="session")
-def kube() -> Iterator[Cluster]:
+def kube(request: pytest.FixtureRequest) -> Iterator[Cluster]:
     """The images built, a kubelet-node cluster up; at the end, down with nothing left."""
     started = time.monotonic()
     archives = images.build_all(REPO)
     record_images(archives)
     stage("images", started)
+    DIAGNOSTICS_FILE.unlink(missing_ok=True)
     started = time.monotonic()
     state_dir = cluster.StateDir(STATE_DIR)
     if state_dir.load() is not None:
         cluster.down(state_dir)
+    check_disk([*archives.values(), *images.build_examples(REPO).values()], STATE_DIR.absolute().parent)
     cluster.up(state_dir, NodeConfig(kind="kubelet", gpus=2))
     stage("kubelet-node cluster up", started)
     api = config.new_client_from_config(config_file=str(state_dir.kubeconfig))
+    kube = Cluster(state_dir.kubeconfig, binaries.ensure_binaries(("kubectl",))["kubectl"], state_dir, api)
     try:
-        yield Cluster(state_dir.kubeconfig, binaries.ensure_binaries(("kubectl",))["kubectl"], state_dir, api)
+        yield kube
     finally:
+        if request.session.testsfailed:
+            write_diagnostics(kube)
         api.close()
         started = time.monotonic()
         cluster.down(state_dir)

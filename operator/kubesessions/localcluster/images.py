@@ -18,6 +18,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -33,6 +34,7 @@ from kubesessions.localcluster.nodeconfig import EXAMPLE_IMAGES, OPERATOR_IMAGE,
 BASE_IMAGE = "localhost/kube-sessions-base:bookworm"
 PAUSE_IMAGE = "localhost/kube-sessions-pause:1"
 TAG = "0.1.0"
+KEEP_BUILDS = 2  # archives kept per image: this checkout's and one other's
 # What the base needs beyond minbase: Python and pip for the Dockerfiles' `pip install`,
 # passwd for their `useradd`, CA certificates for pip's downloads at build time.
 BASE_PACKAGES = ("python3", "python3-pip", "passwd", "ca-certificates")
@@ -218,10 +220,12 @@ def project_archive(repo: Path, image: ProjectImage) -> Path:
     """``image`` built from its Dockerfile on the Debian base, as a cached docker-archive."""
     name = image.repository.rsplit("/", 1)[-1]
     target = images_dir() / f"{name}-{sources_digest(repo)}.tar"
-    if target.is_file():
+    if _cached(target):
         return target
     ensure_base()
-    return _build(repo, image.ref, repo / image.dockerfile, repo, {"BASE_IMAGE": BASE_IMAGE}, target)
+    return _prune_older(
+        _build(repo, image.ref, repo / image.dockerfile, repo, {"BASE_IMAGE": BASE_IMAGE}, target)
+    )
 
 
 def example_archive(repo: Path, name: str, worker_archive: Path) -> Path:
@@ -231,12 +235,12 @@ def example_archive(repo: Path, name: str, worker_archive: Path) -> Path:
     key = hashlib.sha256(f"{sources_digest(folder, ('.',))} {worker_archive.name}".encode()).hexdigest()
     ref = f"{EXAMPLE_IMAGES[name]}:{TAG}"
     target = images_dir() / f"{ref.split('/')[-1].split(':')[0]}-{key[:16]}.tar"
-    if target.is_file():
+    if _cached(target):
         return target
     # FROM the image by its ID, loaded from this checkout's archive: the tag in buildah's store
     # may be another checkout's worker build.
     worker = _run([_tool("buildah"), "pull", "--quiet", f"docker-archive:{worker_archive}"]).split()[-1]
-    return _build(repo, ref, folder / "Dockerfile", folder, {"WORKER_IMAGE": worker}, target)
+    return _prune_older(_build(repo, ref, folder / "Dockerfile", folder, {"WORKER_IMAGE": worker}, target))
 
 
 def _build(
@@ -271,6 +275,30 @@ def _build(
     _run([buildah, "push", "--quiet", ref, f"docker-archive:{partial}:{ref}"])
     partial.replace(target)
     _say(f"  {ref} built in {time.monotonic() - started:.0f}s")
+    return target
+
+
+def _cached(target: Path) -> bool:
+    """Whether ``target`` is in the cache; a hit is a use (its time is what pruning keeps by)."""
+    if not target.is_file():
+        return False
+    target.touch()
+    return True
+
+
+def _prune_older(target: Path) -> Path:
+    """Of the cached archives of ``target``'s image (just built), keep the ``KEEP_BUILDS`` used
+    last: every source change makes a new image set (about 2.9 GB with the examples), and
+    checkouts side by side may each be using one."""
+    image = target.name[: -len("-0123456789abcdef.tar")]
+    same = re.compile(rf"{re.escape(image)}-[0-9a-f]{{16}}\.tar")
+    builds = sorted(
+        (p for p in target.parent.iterdir() if same.fullmatch(p.name)),
+        key=lambda p: p.stat().st_mtime,
+        reverse=True,
+    )
+    for stale in builds[KEEP_BUILDS:]:
+        stale.unlink(missing_ok=True)
     return target
 
 

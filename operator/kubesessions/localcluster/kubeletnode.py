@@ -52,6 +52,7 @@ GPU_RESOURCE = "nvidia.com/gpu"
 GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
 NETNS_DIR = Path("/var/run/netns")
 CGROUP_ROOT = Path("/sys/fs/cgroup")
+EVICTION_DISK_FREE = "1Gi"  # the kubelet evicts pods below this much free disk
 
 
 class NodeError(RuntimeError):
@@ -154,8 +155,14 @@ def kubelet_config(
         "registerWithTaints": (
             [{"key": GPU_RESOURCE, "value": "present", "effect": "NoSchedule"}] if node.gpu_taint else []
         ),
-        # A shared development disk: evict only when it is really full.
-        "evictionHard": {"memory.available": "100Mi", "nodefs.available": "2%", "imagefs.available": "2%"},
+        # A shared development disk: evict only when it is really full. An absolute figure, not
+        # a share: 2% of this VM's 252 GB disk is 5.4 GB, and a machine with 4.4 GB free (image
+        # caches of other checkouts) evicted the operator and the gateway mid-run (CI, stop 32).
+        "evictionHard": {
+            "memory.available": "100Mi",
+            "nodefs.available": EVICTION_DISK_FREE,
+            "imagefs.available": EVICTION_DISK_FREE,
+        },
         "imageGCHighThresholdPercent": 100,
         "imageGCLowThresholdPercent": 99,
         "nodeStatusUpdateFrequency": "4s",
