@@ -297,3 +297,18 @@ def test_policy_engine_counts_as_synced_only_after_the_offset(tmp_path: Path) ->
     with log.open("a") as f:
         f.write("I1207 Starting sync of iptables\nI1207 sync iptables took 55ms\n")
     assert kubeletnode.policy_engine_synced(log, offset)
+
+
+def test_a_pod_netns_no_process_is_in_is_a_leftover_and_a_held_one_is_not(tmp_path: Path) -> None:
+    """Not by age: a node killed without a `down` leaves its pods' namespaces, and another
+    node's, running, are held by their pause processes."""
+    (tmp_path / "cni-dead").touch()
+    (tmp_path / "cni-held").touch()
+    (tmp_path / "other").touch()
+    held = {(tmp_path / "cni-held").stat().st_ino}
+    assert kubeletnode.leftover_netns(tmp_path, held) == [tmp_path / "cni-dead"]
+    assert kubeletnode.leftover_netns(tmp_path / "absent", held) == []
+
+
+def test_held_netns_includes_this_process_s_own() -> None:
+    assert Path("/proc/self/ns/net").stat().st_ino in kubeletnode.held_netns()

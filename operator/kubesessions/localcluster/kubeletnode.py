@@ -20,6 +20,7 @@ kube-router's chains, kube-router's ipsets (it leaves both behind when stopped).
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
@@ -185,6 +186,7 @@ def start(
     repo: Path,
 ) -> None:
     """containerd (with the images), kube-proxy and the kubelet; returns once they run."""
+    remove_unheld_netns()  # an earlier node's, killed without a `down`
     ctd = paths(state_root)
     containerd.write_config(ctd, NETWORK, images.PAUSE_IMAGE)
     archives = images.build_all(repo).values()
@@ -404,10 +406,7 @@ def cleanup(state_root: Path) -> list[str]:
     for mount in mounts_under(state_root, Path("/proc/self/mountinfo").read_text()):
         if subprocess.run(["umount", "-l", mount], capture_output=True, check=False).returncode != 0:
             problems.append(f"umount {mount}")
-    config = paths(state_root).config
-    for netns in leftover_netns(config.stat().st_mtime if config.exists() else time.time()):
-        subprocess.run(["umount", str(netns)], capture_output=True, check=False)
-        netns.unlink(missing_ok=True)
+    remove_unheld_netns()
     if Path(f"/sys/class/net/{NETWORK.bridge}").exists():
         _ip("link", "delete", NETWORK.bridge)
     for hierarchy in CGROUP_ROOT.glob("*/kubepods"):
@@ -479,7 +478,7 @@ def kube_chain_removal(rules: str) -> list[list[str]]:
 def leftovers(state_root: Path) -> list[str]:
     """What of the kubelet node is still on the machine (empty after a clean `down`)."""
     left = [f"mount {m}" for m in mounts_under(state_root, Path("/proc/self/mountinfo").read_text())]
-    left += [f"netns {p.name}" for p in leftover_netns(0)]
+    left += [f"netns {p.name}" for p in leftover_netns(NETNS_DIR, held_netns())]
     if Path(f"/sys/class/net/{NETWORK.bridge}").exists():
         left.append(f"bridge {NETWORK.bridge}")
     left += [f"cgroup {p}" for p in CGROUP_ROOT.glob("*/kubepods")]
@@ -518,11 +517,28 @@ def mounts_under(root: Path, mountinfo: str) -> list[str]:
     return sorted(set(points), key=lambda p: (-p.count("/"), p))
 
 
-def leftover_netns(started_at: float) -> list[Path]:
-    """Network namespaces containerd made for this cluster's pods and did not remove."""
-    if not NETNS_DIR.is_dir():
+def leftover_netns(netns_dir: Path, held: set[int]) -> list[Path]:
+    """The pod network namespaces containerd made and no process is in: its pods are gone
+    (another node's, running, are held by their pause processes). Also a node's whose
+    processes were killed without a `down` (a session of work ended: CI found 11 of them)."""
+    if not netns_dir.is_dir():
         return []
-    return [p for p in NETNS_DIR.glob("cni-*") if p.stat().st_mtime >= started_at - 1]
+    return [p for p in netns_dir.glob("cni-*") if p.stat().st_ino not in held]
+
+
+def held_netns() -> set[int]:
+    """The network namespaces (nsfs inodes) that some process is in."""
+    held = set()
+    for proc in Path("/proc").glob("[0-9]*"):
+        with contextlib.suppress(OSError):
+            held.add((proc / "ns" / "net").stat().st_ino)
+    return held
+
+
+def remove_unheld_netns() -> None:
+    for netns in leftover_netns(NETNS_DIR, held_netns()):
+        subprocess.run(["umount", str(netns)], capture_output=True, check=False)
+        netns.unlink(missing_ok=True)
 
 
 def _running_tasks(ctd: containerd.ContainerdPaths) -> bool:
