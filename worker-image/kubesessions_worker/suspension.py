@@ -2,8 +2,9 @@
 
 ``POST /suspend`` asks the app to write its state into an empty directory, packs it as an
 uncompressed tar (the files under ``state/``, then ``manifest.json``) and PUTs it to the URL the
-operator gave; then the worker ends (``Suspended``). ``POST /resume`` GETs such a tar, checks its
-size and sha256 against what the suspend reported, and hands the files to the app's ``resume``.
+operator gave; then the worker ends (``Suspended``). ``POST /resume`` GETs such a tar, extracting
+it as it arrives, checks its size and sha256 against what the suspend reported, and only then
+hands the files to the app's ``resume``.
 
 The worker never holds the store's credentials: each URL is presigned by the operator for this
 session's own object only and expires within minutes. Packing, hashing and extracting run off the
@@ -13,18 +14,22 @@ event loop (a GB of state must not stall the probes).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
 import hashlib
+import http.client
 import json
 import logging
 import shutil
 import tarfile
 import tempfile
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, cast
 
 import aiohttp
 from aiohttp import web
@@ -48,7 +53,12 @@ STATE = "state"  # the app's files sit under this folder of the tar
 CHUNK = 1 << 20
 # The most a presigned transfer may take: a GB at a slow 20 MB/s, with room; the URL's own
 # expiry (minutes) bounds it too.
-TRANSFER_TIMEOUT = aiohttp.ClientTimeout(total=900, sock_connect=10)
+TRANSFER_SECONDS = 900
+TRANSFER_TIMEOUT = aiohttp.ClientTimeout(total=TRANSFER_SECONDS, sock_connect=10)
+SOCKET_TIMEOUT = 30  # seconds a connect or one read may wait
+# The resume's GET runs in a thread with the standard library (read, hashed and extracted in
+# one pass); a pod's proxy settings, if any, are not for the store's presigned URL.
+_NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
 @dataclass
@@ -132,33 +142,101 @@ def pack(source: Path, target: Path, max_bytes: int, manifest: dict[str, Any]) -
         return Packed(target, out.size, out.hash.hexdigest())
 
 
-def unpack(tar_path: Path, target: Path) -> tuple[Path, dict[str, Any]]:
-    """Extract a packed state; returns the app's folder and the manifest. Only files and
-    folders inside ``target`` are extracted (a state holds nothing else: :func:`pack` refuses
-    links), checked here because the ``data`` filter of ``extractall`` is missing from the
-    Python 3.11 of Debian bookworm (3.11.2), the worker image's base; where it exists it is
-    used as well."""
-    with tarfile.open(tar_path, mode="r:") as tar:
-        members = _plain_members(tar, target.resolve())
-        if hasattr(tarfile, "data_filter"):
-            tar.extractall(target, members=members, filter="data")
-        else:
-            tar.extractall(target, members=members)  # noqa: S202 (members checked above)
+def unpack(stream: IO[bytes], target: Path) -> tuple[Path, dict[str, Any]]:
+    """Extract a packed state as it is read (tar's stream mode: no copy of the tar on disk);
+    returns the app's folder and the manifest. Only files and folders inside ``target`` are
+    extracted (a state holds nothing else: :func:`pack` refuses links), checked here because
+    the ``data`` filter of ``extract`` is missing from the Python 3.11 of Debian bookworm
+    (3.11.2), the worker image's base; where it exists it is used as well."""
+    root = target.resolve()
+    # 1 MiB reads and copies, not tar's 10 KiB and 16 KiB: a GB in a thousand of each.
+    with tarfile.open(fileobj=stream, mode="r|", bufsize=CHUNK, copybufsize=CHUNK) as tar:  # type: ignore[call-overload]
+        for member in tar:
+            _check_member(member, root)
+            if hasattr(tarfile, "data_filter"):
+                tar.extract(member, target, filter="data")
+            else:
+                tar.extract(member, target)  # the member is checked above
     manifest = json.loads((target / MANIFEST).read_text(encoding="utf-8"))
     state = target / STATE
     state.mkdir(exist_ok=True)  # an app that saved nothing still gets its (empty) folder
     return state, manifest
 
 
-def _plain_members(tar: tarfile.TarFile, root: Path) -> list[tarfile.TarInfo]:
-    members = tar.getmembers()
-    for member in members:
-        if not (member.isfile() or member.isdir()):
-            raise ValueError(f"{member.name}: only files and folders may be in a state")
-        if member.name.startswith("/") or not (root / member.name).resolve().is_relative_to(root):
-            raise ValueError(f"{member.name}: outside the state's folder")
-        member.mode &= 0o755  # no set-id bits, whatever the tar says
-    return members
+def _check_member(member: tarfile.TarInfo, root: Path) -> None:
+    if not (member.isfile() or member.isdir()):
+        raise ValueError(f"{member.name}: only files and folders may be in a state")
+    if member.name.startswith("/") or not (root / member.name).resolve().is_relative_to(root):
+        raise ValueError(f"{member.name}: outside the state's folder")
+    member.mode &= 0o755  # no set-id bits, whatever the tar says
+
+
+class _Oversize(Exception):
+    """More bytes arrived than the suspend reported: a mismatch already, read no further."""
+
+
+class _TransferError(Exception):
+    """The connection to the store failed mid-way (not the state's fault)."""
+
+
+class _HashingReader:
+    """A response body read as it arrives: counted and hashed, cut off past ``limit`` bytes
+    and past ``deadline`` (monotonic)."""
+
+    def __init__(self, source: IO[bytes], limit: int, deadline: float) -> None:
+        self.source, self.limit, self.deadline = source, limit, deadline
+        self.hash = hashlib.sha256()
+        self.size = 0
+
+    def read(self, n: int = CHUNK) -> bytes:
+        if time.monotonic() > self.deadline:
+            raise _TransferError(f"the transfer ran past {TRANSFER_SECONDS}s")
+        try:
+            data = self.source.read(n if n >= 0 else CHUNK)
+        except (OSError, http.client.HTTPException) as exc:
+            raise _TransferError(repr(exc)) from None
+        self.size += len(data)
+        if self.size > self.limit:
+            raise _Oversize
+        self.hash.update(data)
+        return data
+
+    def drain(self) -> None:
+        while self.read(CHUNK):
+            pass
+
+
+@dataclass(frozen=True)
+class Fetched:
+    bytes: int
+    sha256: str
+    unpacked: tuple[Path, dict[str, Any]] | None  # None: it could not be unpacked (see why)
+    why: str = ""
+
+
+def fetch(url: str, target: Path, expected: int) -> Fetched:
+    """GET the state and extract it into ``target`` in one pass, hashing it as it comes; the
+    caller compares size and sha256 before the app sees anything (a mismatch: ``target`` is
+    thrown away). Raises Problem(RESUME_FAILED) when the store refuses or the transfer fails."""
+    try:
+        with _NO_PROXY.open(url, timeout=SOCKET_TIMEOUT) as response:
+            reader = _HashingReader(response, expected, time.monotonic() + TRANSFER_SECONDS)
+            unpacked, why = None, ""
+            try:
+                unpacked = unpack(cast(IO[bytes], reader), target)
+                reader.drain()  # the tar's end padding is part of what was hashed at suspend
+            except _Oversize:
+                why = "it is larger than saved"
+            except (OSError, ValueError, tarfile.TarError) as exc:
+                why = str(exc)
+                with contextlib.suppress(_Oversize):
+                    reader.drain()  # its size and hash still say whether it is the one saved
+            return Fetched(reader.size, reader.hash.hexdigest(), unpacked, why)
+    except urllib.error.HTTPError as exc:
+        text = exc.read()[:300].decode(errors="replace")
+        raise Problem(RESUME_FAILED, f"the store refused the download: {exc.code} {text}") from None
+    except (_TransferError, OSError, http.client.HTTPException) as exc:
+        raise Problem(RESUME_FAILED, f"downloading the state failed: {exc}") from None
 
 
 async def _suspend(request: web.Request) -> web.Response:
@@ -231,18 +309,16 @@ async def _resume(request: web.Request) -> web.Response:
     started = time.monotonic()
     work = Path(tempfile.mkdtemp(prefix="resume-"))
     try:
-        tar_path = work / "state.tar"
-        got = await _download(url, tar_path, size)
-        if got != (size, sha256.lower()):
+        got = await asyncio.to_thread(fetch, url, work / "x", size)
+        if (got.bytes, got.sha256) != (size, sha256.lower()):
             raise Problem(
                 STATE_CORRUPT,
-                f"the state fetched is {got[0]} bytes with sha256 {got[1]}, "
+                f"the state fetched is {got.bytes} bytes with sha256 {got.sha256}, "
                 f"not the {size} bytes with sha256 {sha256} saved: nothing was handed to the app",
             )
-        try:
-            state, manifest = await asyncio.to_thread(unpack, tar_path, work / "x")
-        except (OSError, ValueError, tarfile.TarError) as exc:
-            raise Problem(STATE_CORRUPT, f"the state cannot be unpacked: {exc}") from None
+        if got.unpacked is None:
+            raise Problem(STATE_CORRUPT, f"the state cannot be unpacked: {got.why}")
+        state, manifest = got.unpacked
         if manifest.get("app") != runner.app.spec:
             log.warning("resuming state saved by %s into %s", manifest.get("app"), runner.app.spec)
         await _app_step(runner, runner.app.resume, state, RESUME_FAILED, "resume")
@@ -285,27 +361,6 @@ async def _upload(url: str, packed: Packed) -> None:
                         raise Problem(SUSPEND_FAILED, f"the store refused the upload: {resp.status} {text}")
     except (aiohttp.ClientError, TimeoutError) as exc:
         raise Problem(SUSPEND_FAILED, f"uploading the state failed: {exc!r}") from None
-
-
-async def _download(url: str, target: Path, expected: int) -> tuple[int, str]:
-    """Stream the object into ``target``; stops reading past ``expected`` bytes (that is
-    already a mismatch). Returns (bytes, sha256)."""
-    digest, size = hashlib.sha256(), 0
-    try:
-        async with aiohttp.ClientSession(timeout=TRANSFER_TIMEOUT) as http, http.get(url) as resp:
-            if resp.status != 200:
-                text = (await resp.text())[:300]
-                raise Problem(RESUME_FAILED, f"the store refused the download: {resp.status} {text}")
-            with target.open("wb") as f:
-                async for chunk in resp.content.iter_chunked(CHUNK):
-                    size += len(chunk)
-                    if size > expected:
-                        break
-                    digest.update(chunk)
-                    f.write(chunk)
-    except (aiohttp.ClientError, TimeoutError) as exc:
-        raise Problem(RESUME_FAILED, f"downloading the state failed: {exc!r}") from None
-    return size, digest.hexdigest()
 
 
 def _url(body: dict[str, Any], field: str) -> str:

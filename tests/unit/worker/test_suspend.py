@@ -335,17 +335,18 @@ def _tar_with(path: Any, *entries: tarfile.TarInfo) -> None:
 def test_unpack_works_where_extractall_has_no_filter(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     # Debian bookworm's Python 3.11.2 (the worker image's) has no `filter` argument: a resume
     # there failed with a TypeError (HTTP 500) before the members were checked by the worker.
-    real = tarfile.TarFile.extractall
+    real = tarfile.TarFile.extract
 
-    def old_extractall(self: tarfile.TarFile, path: Any = ".", members: Any = None) -> None:
-        real(self, path, members)
+    def old_extract(self: tarfile.TarFile, member: Any, path: Any = "") -> None:
+        real(self, member, path)
 
     monkeypatch.delattr(tarfile, "data_filter")
-    monkeypatch.setattr(tarfile.TarFile, "extractall", old_extractall)
+    monkeypatch.setattr(tarfile.TarFile, "extract", old_extract)
     good = tarfile.TarInfo(f"{suspension.STATE}/notes.json")
     good.size, good.mode = 3, 0o4755
     _tar_with(tmp_path / "ok.tar", good)
-    state, manifest = suspension.unpack(tmp_path / "ok.tar", tmp_path / "ok")
+    with (tmp_path / "ok.tar").open("rb") as stream:
+        state, manifest = suspension.unpack(stream, tmp_path / "ok")
     assert (state / "notes.json").read_bytes() == b"xxx" and manifest == {"app": "x"}
     assert (state / "notes.json").stat().st_mode & 0o7000 == 0
     link = tarfile.TarInfo(f"{suspension.STATE}/link")
@@ -354,6 +355,6 @@ def test_unpack_works_where_extractall_has_no_filter(tmp_path: Any, monkeypatch:
     escape.size = 1
     for name, entry, why in (("link", link, "only files and folders"), ("escape", escape, "outside")):
         _tar_with(tmp_path / f"{name}.tar", entry)
-        with pytest.raises(ValueError, match=why):
-            suspension.unpack(tmp_path / f"{name}.tar", tmp_path / name)
+        with pytest.raises(ValueError, match=why), (tmp_path / f"{name}.tar").open("rb") as stream:
+            suspension.unpack(stream, tmp_path / name)
     assert not (tmp_path / "escaped").exists()
