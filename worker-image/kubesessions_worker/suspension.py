@@ -18,13 +18,16 @@ import contextlib
 import datetime
 import hashlib
 import http.client
+import io
 import json
 import logging
+import os
 import shutil
 import tarfile
 import tempfile
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -82,64 +85,158 @@ class TooLarge(Exception):
     pass
 
 
+class _UploadError(Exception):
+    """The store refused the upload, or the connection failed: the message says which."""
+
+
+class _Cut(Exception):
+    """The connection to the store failed while the state was being sent."""
+
+
 @dataclass(frozen=True)
 class Packed:
-    path: Path
     bytes: int
     sha256: str
 
 
-class _HashingWriter:
-    """A file that hashes and counts what is written, and refuses to grow past ``limit``."""
+def _members(source: Path) -> list[tuple[Path, str]]:
+    """``source``'s tree as (path, name in the tar), folders and regular files only."""
+    members = []
+    for path in sorted(source.rglob("*")):
+        name = f"{STATE}/{path.relative_to(source).as_posix()}"
+        if path.is_symlink() or not (path.is_dir() or path.is_file()):
+            raise ValueError(f"suspend left {name!r}, which is not a regular file or a folder")
+        members.append((path, name))
+    return members
 
-    def __init__(self, target: IO[bytes], limit: int) -> None:
-        self.target, self.limit = target, limit
+
+def _blocks(size: int, block: int = tarfile.BLOCKSIZE) -> int:
+    return -(-size // block) * block
+
+
+class _Planned:
+    """The tar :func:`pack` writes, sized before a byte of it is written: its headers are
+    made here (the same ``TarInfo.tobuf`` tar writes) and each file's data padded to blocks,
+    so the upload can say its length up front (a presigned PUT needs it) and stream."""
+
+    def __init__(self, source: Path, manifest: dict[str, Any]) -> None:
+        self.infos: list[tuple[tarfile.TarInfo, Path]] = []
+        self.state_bytes = 0
+        for path, name in _members(source):
+            info = tarfile.TarInfo(name)
+            stat = path.stat()
+            info.mode, info.mtime = stat.st_mode & 0o7777, int(stat.st_mtime)
+            info.type = tarfile.REGTYPE if path.is_file() else tarfile.DIRTYPE
+            info.size = stat.st_size if path.is_file() else 0
+            self.infos.append((info, path))
+            self.state_bytes += len(self._header(info)) + _blocks(info.size)
+        self.files = sum(1 for info, _ in self.infos if info.isfile())
+        self.manifest = manifest
+        self.bytes = _blocks(
+            self.state_bytes + self._manifest_bytes("0" * 64) + 2 * tarfile.BLOCKSIZE, tarfile.RECORDSIZE
+        )
+
+    @staticmethod
+    def _header(info: tarfile.TarInfo) -> bytes:
+        return info.tobuf(tarfile.PAX_FORMAT, tarfile.ENCODING, "surrogateescape")
+
+    def manifest_member(self, state_sha256: str) -> tuple[tarfile.TarInfo, bytes]:
+        body = json.dumps(
+            {
+                **self.manifest,
+                "files": self.files,
+                "stateBytes": self.state_bytes,
+                "stateSha256": state_sha256,
+            },
+            indent=1,
+        ).encode()
+        info = tarfile.TarInfo(MANIFEST)
+        info.size, info.mtime = len(body), int(time.time())
+        return info, body
+
+    def _manifest_bytes(self, state_sha256: str) -> int:
+        info, body = self.manifest_member(state_sha256)
+        return len(self._header(info)) + _blocks(len(body))
+
+
+class _Sink:
+    """What tar writes, hashed, counted and passed on to ``send``."""
+
+    def __init__(self, send: Callable[[bytes], None]) -> None:
+        self.send = send
         self.hash = hashlib.sha256()
         self.size = 0
 
     def write(self, data: bytes) -> int:
         self.size += len(data)
-        if self.size > self.limit:
-            raise TooLarge(f"the state is over max_bytes ({self.limit})")
         self.hash.update(data)
-        return self.target.write(data)
+        try:
+            self.send(data)
+        except OSError as exc:
+            raise _Cut(repr(exc)) from None
+        return len(data)
 
     def tell(self) -> int:
         return self.size
 
 
-def pack(source: Path, target: Path, max_bytes: int, manifest: dict[str, Any]) -> Packed:
-    """Tar ``source``'s tree (folders and regular files only) under ``state/``, then the manifest
-    (with the state part's bytes and sha256), into ``target``. Raises TooLarge past ``max_bytes``."""
-    with target.open("wb") as raw:
-        out = _HashingWriter(raw, max_bytes)
-        with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:  # type: ignore[call-overload]
-            tar.copybufsize = CHUNK  # 16 KiB by default: a GB in 64k small writes
-            files = 0
-            for path in sorted(source.rglob("*")):
-                name = f"{STATE}/{path.relative_to(source).as_posix()}"
-                if path.is_symlink() or not (path.is_dir() or path.is_file()):
-                    raise ValueError(f"suspend left {name!r}, which is not a regular file or a folder")
-                info = tar.gettarinfo(str(path), arcname=name)
-                info.uid = info.gid = 0
-                info.uname = info.gname = ""
-                if path.is_file():
-                    files += 1
-                    with path.open("rb") as f:
-                        tar.addfile(info, f)
-                else:
-                    tar.addfile(info)
-            body = json.dumps(
-                {**manifest, "files": files, "stateBytes": out.size, "stateSha256": out.hash.hexdigest()},
-                indent=1,
-            ).encode()
-            info = tarfile.TarInfo(MANIFEST)
-            info.size, info.mtime = len(body), int(time.time())
-            with tempfile.SpooledTemporaryFile() as f:
-                f.write(body)
-                f.seek(0)
-                tar.addfile(info, f)
-        return Packed(target, out.size, out.hash.hexdigest())
+def pack(plan: _Planned, send: Callable[[bytes], None]) -> Packed:
+    """Tar the planned tree under ``state/``, then the manifest (with the state part's sha256),
+    handing the bytes to ``send`` as they are made; exactly ``plan.bytes`` of them."""
+    out = _Sink(send)
+    with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:  # type: ignore[call-overload]
+        tar.copybufsize = CHUNK  # 16 KiB by default: a GB in 64k small writes
+        for info, path in plan.infos:
+            if info.isfile():
+                with path.open("rb") as f:
+                    tar.addfile(info, f)  # its planned size: a file grown since would be cut
+                    if os.fstat(f.fileno()).st_size != info.size:
+                        raise ValueError(f"the state changed while it was packed: {info.name}")
+            else:
+                tar.addfile(info)
+        info, body = plan.manifest_member(out.hash.hexdigest())
+        tar.addfile(info, io.BytesIO(body))
+    if out.size != plan.bytes:  # a file changed size under the suspend: the store refuses it anyway
+        raise ValueError(f"the state changed while it was packed ({out.size} bytes, {plan.bytes} planned)")
+    return Packed(out.size, out.hash.hexdigest())
+
+
+def upload(url: str, source: Path, manifest: dict[str, Any], max_bytes: int) -> Packed:
+    """PUT the tar of ``source`` to ``url`` as it is made (no copy of it on disk), in one pass
+    that reads, hashes and sends. Raises TooLarge (nothing sent) past ``max_bytes``;
+    _UploadError when the store refuses it or the connection fails; ValueError or OSError when
+    the state cannot be read."""
+    plan = _Planned(source, manifest)
+    if plan.bytes > max_bytes:
+        raise TooLarge(f"the state is {plan.bytes} bytes, over max_bytes ({max_bytes})")
+    parts = urllib.parse.urlsplit(url)
+    kind = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+    conn = kind(parts.netloc, timeout=SOCKET_TIMEOUT)
+    try:
+        conn.putrequest(
+            "PUT", f"{parts.path}?{parts.query}" if parts.query else parts.path, skip_accept_encoding=True
+        )
+        conn.putheader("Content-Length", str(plan.bytes))
+        conn.putheader("Content-Type", "application/x-tar")
+        conn.endheaders()
+        packed: Packed | None = None
+        cut: _Cut | None = None
+        try:
+            packed = pack(plan, conn.send)
+        except _Cut as exc:
+            cut = exc  # a store that refuses may close before the body is in: its answer says why
+        try:
+            response = conn.getresponse()
+            text = response.read()[:300].decode(errors="replace")
+        except (OSError, http.client.HTTPException) as exc:
+            raise _UploadError(f"uploading the state failed: {cut or repr(exc)}") from None
+        if response.status >= 300:
+            raise _UploadError(f"the store refused the upload: {response.status} {text}")
+        if packed is None:
+            raise _UploadError(f"uploading the state failed: {cut}")
+        return packed
+    finally:
+        conn.close()
 
 
 def unpack(stream: IO[bytes], target: Path) -> tuple[Path, dict[str, Any]]:
@@ -263,12 +360,13 @@ async def _suspend(request: web.Request) -> web.Response:
             "suspendSeconds": round(time.monotonic() - started, 3),
         }
         try:
-            packed = await asyncio.to_thread(pack, state, work / "state.tar", max_bytes, manifest)
+            packed = await asyncio.to_thread(upload, url, state, manifest, max_bytes)
         except TooLarge as exc:
             raise Problem(STATE_TOO_LARGE, f"{exc}: nothing was uploaded, the session goes on") from None
+        except _UploadError as exc:
+            raise Problem(SUSPEND_FAILED, str(exc)) from None
         except (OSError, ValueError) as exc:
             raise Problem(SUSPEND_FAILED, f"packing the state failed: {exc}") from None
-        await _upload(url, packed)
         result = {
             "bytes": packed.bytes,
             "sha256": packed.sha256,
@@ -348,19 +446,6 @@ async def _app_step(
     except Exception as exc:
         log.warning("the app's %s failed: %s: %s", what, type(exc).__name__, exc, exc_info=exc)
         raise Problem(code, f"the app's {what} raised {type(exc).__name__}: {exc}") from None
-
-
-async def _upload(url: str, packed: Packed) -> None:
-    try:
-        async with aiohttp.ClientSession(timeout=TRANSFER_TIMEOUT) as http:
-            with packed.path.open("rb") as f:
-                headers = {"Content-Length": str(packed.bytes), "Content-Type": "application/x-tar"}
-                async with http.put(url, data=f, headers=headers) as resp:
-                    if resp.status >= 300:
-                        text = (await resp.text())[:300]
-                        raise Problem(SUSPEND_FAILED, f"the store refused the upload: {resp.status} {text}")
-    except (aiohttp.ClientError, TimeoutError) as exc:
-        raise Problem(SUSPEND_FAILED, f"uploading the state failed: {exc!r}") from None
 
 
 def _url(body: dict[str, Any], field: str) -> str:

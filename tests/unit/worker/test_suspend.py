@@ -358,3 +358,33 @@ def test_unpack_works_where_extractall_has_no_filter(tmp_path: Any, monkeypatch:
         with pytest.raises(ValueError, match=why), (tmp_path / f"{name}.tar").open("rb") as stream:
             suspension.unpack(stream, tmp_path / name)
     assert not (tmp_path / "escaped").exists()
+
+
+def test_the_planned_size_is_the_tars_size_whatever_the_names(tmp_path: Any) -> None:
+    """The upload says its length before a byte is sent: long and non-ASCII names (PAX
+    headers), empty files and folders, sizes off the block size all counted exactly."""
+    source = tmp_path / "state"
+    deep = source / ("d" * 120) / "é-ü"
+    deep.mkdir(parents=True)
+    (source / "empty").mkdir()
+    (deep / ("f" * 150)).write_bytes(b"x" * 513)
+    (source / "zero").touch()
+    (source / "notes.json").write_text("[1, 2]")
+    plan = suspension._Planned(source, {"app": "x"})
+    sent = io.BytesIO()
+    packed = suspension.pack(plan, sent.write)
+    assert len(sent.getvalue()) == plan.bytes == packed.bytes
+    assert hashlib.sha256(sent.getvalue()).hexdigest() == packed.sha256
+    sent.seek(0)
+    state, manifest = suspension.unpack(sent, tmp_path / "out")
+    assert (state / ("d" * 120) / "é-ü" / ("f" * 150)).read_bytes() == b"x" * 513
+    assert (state / "empty").is_dir() and (state / "zero").read_bytes() == b""
+    assert manifest["files"] == 3 and manifest["stateBytes"] < plan.bytes
+
+
+def test_a_file_that_grows_while_it_is_packed_fails_the_suspend(tmp_path: Any) -> None:
+    (tmp_path / "blob").write_bytes(b"x" * 100)
+    plan = suspension._Planned(tmp_path, {})
+    (tmp_path / "blob").write_bytes(b"x" * 5000)
+    with pytest.raises(ValueError, match="changed while it was packed"):
+        suspension.pack(plan, io.BytesIO().write)
