@@ -143,6 +143,8 @@ def check(kube: Kube, namespace: str, held: set[str], expect: Expect, store: Sta
                 result.abandoned += 1
         elif phase in LIVE_PHASES and name in held:
             result.wrong_phase.append(f"{name}: still {phase}")
+    # Ended and its tombstone gone (the load then made a new one): it did not go on either.
+    result.wrong_phase += [f"{name}: gone, must go on" for name in sorted(expect.kept - sessions.keys())]
     live = {n for n, s in sessions.items() if (s.get("status") or {}).get("phase") not in FINISHED_PHASES}
     result.orphans = [f"{kind}/{name}" for kind, name, owner in others if owner not in live]
     asleep = {

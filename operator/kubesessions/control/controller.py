@@ -300,7 +300,7 @@ class Controller:
             # Suspending, its worker up, and no answer of this operator's (it restarted
             # mid-suspend): not Ready yet, ask again; the worker says if that suspend still runs.
             by_hand = status.reason != "IdleTimeout"
-            return await self._suspend(key, body, spec, pod, tracked, timeout, by_hand=by_hand)
+            return await self._suspend(key, body, spec, pod, tracked, timeout, by_hand=by_hand, again=True)
         pod_age = None if tracked.pod_created_at is None else time.monotonic() - tracked.pod_created_at
         settle = creating_settle(verdict, status.phase, pod_age)
         if settle > 0:
@@ -554,6 +554,7 @@ class Controller:
         timeout: int,
         *,
         by_hand: bool,
+        again: bool = False,
     ) -> float | None:
         """Have the worker save its app's state and stop. A call that came first wins (look
         again soon); a failure ends an idle session as an idle expiry would, and leaves one
@@ -579,12 +580,12 @@ class Controller:
             )
         except (aiohttp.ClientError, TimeoutError) as exc:
             code, answer = 0, {"code": "WORKER_UNREACHABLE", "detail": f"{type(exc).__name__}: {exc}"}
-        outcome = suspend.suspend_outcome(code, answer)
+        outcome = suspend.suspend_outcome(code, answer, again=again)
         self.accounting.suspended(outcome, time.monotonic() - started)
         tracked.suspend_answered = not outcome.underway
         if outcome.underway:
             log.info(
-                "session %s/%s: a suspend asked for before is under way; its exit records it",
+                "session %s/%s: a suspend asked for before is under way (or just done): its exit records it",
                 *key,
                 extra=extra,
             )

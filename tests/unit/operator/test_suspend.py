@@ -105,6 +105,15 @@ def test_suspend_answers(
     assert outcome.underway == (answer.get("code") == names.SUSPENDING)
 
 
+def test_a_worker_unreachable_when_asked_again_after_a_restart_is_waited_for() -> None:
+    """Asked again mid-suspend by a new operator, a worker that cannot be reached has most
+    likely just exited with the suspend done: its exit tells, so it is no failure."""
+    unreachable = {"code": "WORKER_UNREACHABLE", "detail": "Connect call failed"}
+    assert suspend.suspend_outcome(0, unreachable).failed == "WORKER_UNREACHABLE: Connect call failed"
+    waited = suspend.suspend_outcome(0, unreachable, again=True)
+    assert (waited.underway, waited.again_in, waited.failed) == (True, suspend.UNDERWAY_LOOK, None)
+
+
 def test_resume_answers() -> None:
     assert suspend.resume_outcome(200, {"seconds": 0.1}) is None
     assert suspend.resume_outcome(409, {"code": names.RESUME_REFUSED}) is None  # resumed before a restart

@@ -130,7 +130,12 @@ class SuspendOutcome:
     failed: str | None = None
 
 
-def suspend_outcome(code: int, answer: JSON) -> SuspendOutcome:
+def suspend_outcome(code: int, answer: JSON, *, again: bool = False) -> SuspendOutcome:
+    """``code`` 0: the worker could not be reached. ``again``: asked again by an operator that
+    restarted mid-suspend; then an unreachable worker most likely exited with that suspend done
+    (a pod event soon says how it ended), so it is waited for, not failed."""
+    if again and code == 0:
+        return SuspendOutcome(again_in=UNDERWAY_LOOK, underway=True)
     if code == 200 and isinstance(answer.get("bytes"), int) and isinstance(answer.get("sha256"), str):
         return SuspendOutcome(saved=answer)
     problem = str(answer.get("code") or f"HTTP {code}")
