@@ -394,8 +394,9 @@ class Suite:
         elif fault == "suspend-worker":
 
             def inject() -> float:
-                n, victim = self._suspend_by_hand(load)
                 with self._held("suspend"):
+                    n, victim = self._suspend_by_hand(load)
+                    self._started("suspend")
                     expect.notes["struck_in"] = self._phase_of(victim)
                     expect.worker_lost.add(victim)  # nothing saved: it ends as a lost worker does
                     pod = self.kube.call("GET", f"/api/v1/namespaces/{self.namespace}/pods/{victim}")
@@ -406,9 +407,10 @@ class Suite:
         elif fault == "suspend-operator":
 
             def inject() -> float:
-                n, victim = self._suspend_by_hand(load)
-                expect.kept.add(victim)
                 with self._held("suspend"):
+                    n, victim = self._suspend_by_hand(load)
+                    expect.kept.add(victim)
+                    self._started("suspend")
                     expect.notes["struck_in"] = self._phase_of(victim)
                     killed = self._kill_leader(expect)
                     # The new leader meets the suspend still under way (and waits for the worker's exit).
@@ -427,7 +429,7 @@ class Suite:
                 with self._held("resume"):
                     resuming = self._logged(f"{self.namespace}/{victim}: resuming")
                     load.unpause(n)  # its next call wakes it (and waits for the resume)
-                    _until((self.gate / "resume-started").exists, 120, "the app's resume to start")
+                    self._started("resume")
                     expect.notes["struck_in"] = self._phase_of(victim)
                     killed = self._kill_leader(expect)
                     # The new leader asks the worker again while the first resume still runs.
@@ -449,15 +451,17 @@ class Suite:
 
     @contextlib.contextmanager
     def _held(self, step: str) -> Iterator[None]:
-        """The gated app's ``step`` (suspend or resume) held from now; inside once it started."""
+        """The gated app's ``step`` (suspend or resume) held while inside."""
         (self.gate / f"{step}-started").unlink(missing_ok=True)
         (self.gate / f"hold-{step}").touch()
         try:
-            if step == "suspend":
-                _until((self.gate / "suspend-started").exists, 120, "the app's suspend to start")
             yield
         finally:
             (self.gate / f"hold-{step}").unlink()
+
+    def _started(self, step: str) -> None:
+        """Return once the gated app's ``step`` has started (and so is held inside)."""
+        _until((self.gate / f"{step}-started").exists, 120, f"the app's {step} to start")
 
     def _kill_leader(self, expect: Expect) -> float:
         """``kill -9`` of the operator's leader; a standby takes over, a new one replaces it."""
