@@ -361,6 +361,45 @@ def test_a_worker_killed_inside_its_suspend_ends_the_session_saying_so_and_leave
             client.run({"app": "counter-ks", "input": {"add": 1}, "session": session_id})
 
 
+def test_an_operator_back_while_the_suspend_it_asked_for_runs_waits_for_the_workers_exit(
+    gateway: GatewayProcess,
+    operator: OperatorProcess,
+    kube: Cluster,
+    namespace: str,
+    store: StateStore,
+    tmp_path: Path,
+) -> None:
+    """The operator dies inside the app's suspend and the one that comes back finds it still
+    running: asked again, the worker says a suspend is under way; the session stays Suspending
+    (not Ready) until the worker's exit records the suspend, and its next call has the state."""
+    gate = tmp_path / "gate"
+    gated_app(kube, namespace, "counter-ko", gate)
+    token = service_account_token(kube, namespace, "suspkiller", allowed=True)
+    with Client(gateway.url, token=token, namespace=namespace, request_timeout=60) as client:
+        session_id = client.run(
+            {"app": "counter-ko", "input": {"add": 42}, "session": "new", "session_timeout": 300}
+        )["session_id"]
+        (gate / "hold-suspend").touch()
+        try:
+            client.suspend(session_id)
+            await_condition(lambda: (gate / "suspend-started").exists(), 30, "the app's suspend to start")
+            operator.stop(signal.SIGKILL)
+            operator.start()
+            await_condition(
+                lambda: "a suspend asked for before is under way" in operator.log.read_text(),
+                30,
+                "the new operator to find the suspend under way",
+            )
+            body = custom(kube).get_namespaced_custom_object(*GROUP, namespace, "sessions", session_id)
+            assert body["status"]["phase"] == "Suspending", body["status"]
+        finally:
+            (gate / "hold-suspend").unlink()
+        suspended = await_session(kube, namespace, session_id, phase_is("Suspended"), 30, "Suspended")
+        assert stored(store, namespace, session_id) == [suspended["status"]["suspension"]["key"]]
+        answer = client.run({"app": "counter-ko", "input": {"add": 1}, "session": session_id})["output"]
+        assert (answer["total"], answer["calls"]) == (43, 2)
+
+
 def test_an_operator_killed_inside_a_resume_resumes_once_when_back(
     gateway: GatewayProcess,
     operator: OperatorProcess,

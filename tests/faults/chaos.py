@@ -9,8 +9,15 @@ Faults: ``gateway`` (``kill -9`` of the gateway serving the traffic while calls 
 through it; restarted a few seconds later, as its Deployment would), ``operator`` (``kill -9`` of the leader of two replicas; a
 new standby replaces it), ``apiserver`` and ``etcd`` (restarted), ``worker`` (``kill -9`` of a
 session's worker mid-call) and ``node`` (the process node and its pods crash, and it comes
-back after ``node_down`` seconds). Run by ``bench/chaos.py`` (``make chaos``) and, reduced,
-by ``tests/cluster/test_chaos.py``.
+back after ``node_down`` seconds). Three strike inside a suspend or a resume, of one session
+whose load thread is paused (idle, as a suspend needs) and which is suspended by hand while
+the others keep calling; the app's suspend (resume) is held there by a gate file
+(tests/cluster/apps/gated.py): ``suspend-worker`` (``kill -9`` of its worker: the session
+ends ``Failed``/``WorkerLost`` with nothing saved), ``suspend-operator`` and ``resume-operator``
+(``kill -9`` of the leader; the resume is the wake-on-call of the thread's next call): the
+session keeps its state, its next call answers its total + 1. After each fault no saved state
+is left in the state store but a suspended Session's. Run by ``bench/chaos.py`` (``make
+chaos``) and, reduced, by ``tests/cluster/test_chaos.py``.
 """
 
 from __future__ import annotations
@@ -28,26 +35,48 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from kubesessions.api.names import JSON
 from kubesessions.client import Client, KubeSessionsError, RecoveringSession, Retry
-from kubesessions.localcluster import processes
+from kubesessions.localcluster import objectstore, processes
 from kubesessions.localcluster.ports import free_port
 from kubesessions.localcluster.state import StateDir
+from kubesessions.statestore import StateStore, StoreConfig
 from tests.faults import faults
 from tests.faults.chaoscheck import Expect, Kube, KubeError, check
 from tests.faults.chaosledger import Ledger, Outcome, Phase
 
-FAULTS = ("gateway", "operator", "apiserver", "etcd", "worker", "node")
+FAULTS = (
+    "gateway",
+    "operator",
+    "apiserver",
+    "etcd",
+    "worker",
+    "node",
+    "suspend-worker",
+    "suspend-operator",
+    "resume-operator",
+)
 GROUP = ("kubesessions.io", "v1alpha1")
-APP = {
-    "apiVersion": "kubesessions.io/v1alpha1",
-    "kind": "App",
-    "metadata": {"name": "counter"},
-    "spec": {
-        "image": "ghcr.io/kube-sessions/kube-sessions-worker:0.1.0",
-        "entrypoint": "kubesessions_worker.examples.counter:Counter",
-        "resources": {"cpu": "100m", "memory": "128Mi"},
-    },
-}
+# The counter, its suspend and resume held while a gate file exists (a strike lands inside).
+GATED_APP = Path(__file__).resolve().parents[1] / "cluster" / "apps"
+
+
+def _app(gate: Path) -> JSON:
+    return {
+        "apiVersion": "kubesessions.io/v1alpha1",
+        "kind": "App",
+        "metadata": {"name": "counter"},
+        "spec": {
+            "image": "ghcr.io/kube-sessions/kube-sessions-worker:0.1.0",
+            "entrypoint": "gated:GatedCounter",
+            "env": [
+                {"name": "PYTHONPATH", "value": str(GATED_APP)},
+                {"name": "GATE_DIR", "value": str(gate)},
+            ],
+            "resources": {"cpu": "100m", "memory": "128Mi"},
+            "suspend": {"enabled": True, "keepSeconds": 3600},
+        },
+    }
 
 
 CALLER = "chaos-caller"  # the load's ServiceAccount
@@ -83,8 +112,10 @@ class Fleet:
     operators: list[processes.ProcessRecord] = field(default_factory=list)
     gateways: dict[str, tuple[processes.ProcessRecord, list[str]]] = field(default_factory=dict)
 
-    def _spawn(self, name: str, argv: list[str]) -> processes.ProcessRecord:
-        env = {**os.environ, "KUBECONFIG": str(self.state_dir.kubeconfig)}
+    def _spawn(
+        self, name: str, argv: list[str], env: dict[str, str] | None = None
+    ) -> processes.ProcessRecord:
+        env = {**os.environ, "KUBECONFIG": str(self.state_dir.kubeconfig), **(env or {})}
         return processes.spawn(name, argv, self.logs / f"{name}.log", env=env)
 
     def revive(self) -> int:
@@ -99,7 +130,9 @@ class Fleet:
     def operator(self) -> processes.ProcessRecord:
         ns, port = self.namespace, free_port()
         argv = [_cli(), "operator", "--namespace", ns, "--metrics-port", str(port), "--retention", "60"]
-        rec = self._spawn("operator", [*argv, "--leader-elect", "--lease-namespace", ns])
+        # The local cluster's state store, as the chart hands it to the operator.
+        store = objectstore.operator_env(self.state_dir.root)
+        rec = self._spawn("operator", [*argv, "--leader-elect", "--lease-namespace", ns], store)
         self.operators.append(rec)
         _await_http(f"http://127.0.0.1:{port}/metrics", "an operator replica")
         return rec
@@ -135,7 +168,8 @@ def _await_http(url: str, what: str, timeout: float = 90) -> None:
 
 
 class Load:
-    """One thread per session, each calling ``{"add": 1}`` on its (recovering) session in turn."""
+    """One thread per session, each calling ``{"add": 1}`` on its (recovering) session in turn;
+    a thread can be paused (its session idle) while the others call."""
 
     def __init__(
         self, gateways: list[str], settings: Settings, ledger: Ledger, token: str, namespace: str
@@ -150,6 +184,10 @@ class Load:
             RecoveringSession(self.client, "counter", session_timeout=3600) for _ in range(settings.sessions)
         ]
         self.stopping = threading.Event()
+        self.going = [threading.Event() for _ in range(settings.sessions)]  # cleared: paused
+        self.calling = [threading.Lock() for _ in range(settings.sessions)]  # held through a call
+        for going in self.going:
+            going.set()
         self.threads = [
             threading.Thread(target=self._loop, args=(n,), daemon=True) for n in range(settings.sessions)
         ]
@@ -175,8 +213,25 @@ class Load:
 
     def _loop(self, n: int) -> None:
         while not self.stopping.is_set():
-            if not self.call(n, 1):
+            self.going[n].wait()
+            with self.calling[n]:
+                if not self.going[n].is_set() or self.stopping.is_set():
+                    continue  # paused while it waited for the lock
+                called = self.call(n, 1)
+            if not called:
                 self.stopping.wait(0.5)  # a failing session is not hammered
+
+    def pause(self, n: int) -> str:
+        """Stop thread ``n``'s calls; returns, once none of them is in flight, its session."""
+        self.going[n].clear()
+        with self.calling[n]:
+            session = self.sessions[n].session_id
+        if session is None:
+            raise RuntimeError(f"load thread {n} holds no session to strike")
+        return session
+
+    def unpause(self, n: int) -> None:
+        self.going[n].set()
 
     def await_in_flight(self, timeout: float = 60) -> None:
         """Return while a call is on a worker: in flight for a quarter of the time a call takes
@@ -201,6 +256,8 @@ class Load:
     def stop(self) -> None:
         """Stop the threads, then read every session's total once more (an add of 0)."""
         self.stopping.set()
+        for going in self.going:
+            going.set()
         for thread in self.threads:
             thread.join(timeout=300)
         for n in range(len(self.sessions)):
@@ -213,12 +270,16 @@ class Suite:
         self.kube = Kube(state_dir.kubeconfig)
         self.namespace = f"chaos-{uuid.uuid4().hex[:6]}"
         self.fleet = Fleet(state_dir, self.namespace, state_dir.logs / self.namespace)
+        self.gate = state_dir.logs / self.namespace / "gate"  # the gated app's (GATE_DIR)
+        config = StoreConfig.from_env(objectstore.operator_env(state_dir.root))
+        self.store = StateStore(config) if config is not None else None
         self.ledger = Ledger()
         self.phases: list[Phase] = []
 
     @contextlib.contextmanager
     def running(self) -> Iterator[Load]:
-        token = _prepare(self.kube, self.namespace)
+        self.gate.mkdir(parents=True)
+        token = _prepare(self.kube, self.namespace, _app(self.gate))
         try:
             for _ in range(2):
                 self.fleet.operator()
@@ -232,6 +293,8 @@ class Suite:
         finally:
             self.fleet.stop()
             self.kube.close()
+            if self.store is not None:
+                self.store.close()
 
     def run(self) -> dict[str, Any]:
         with self.running() as load:
@@ -257,7 +320,7 @@ class Suite:
         restarted = 0
         while True:
             restarted += self.fleet.revive()
-            result = check(self.kube, self.namespace, load.held(), expect)
+            result = check(self.kube, self.namespace, load.held(), expect, self.store)
             calls_back = len(self.ledger.acked_since(applied)) == self.settings.sessions
             if (calls_back and result.settled) or time.monotonic() > deadline:
                 break
@@ -328,9 +391,98 @@ class Suite:
                 faults.restart(self.state_dir, faults.NODE, crash=True, down_for=s.node_down)
                 return time.monotonic()
 
+        elif fault == "suspend-worker":
+
+            def inject() -> float:
+                with self._held("suspend"):
+                    n, victim = self._suspend_by_hand(load)
+                    self._started("suspend")
+                    expect.notes["struck_in"] = self._phase_of(victim)
+                    expect.worker_lost.add(victim)  # nothing saved: it ends as a lost worker does
+                    pod = self.kube.call("GET", f"/api/v1/namespaces/{self.namespace}/pods/{victim}")
+                    faults.kill(faults.pod_processes(self.state_dir, pod["metadata"]["uid"]))
+                load.unpause(n)  # its next call finds the session ended, and starts a new one
+                return time.monotonic()
+
+        elif fault == "suspend-operator":
+
+            def inject() -> float:
+                with self._held("suspend"):
+                    n, victim = self._suspend_by_hand(load)
+                    expect.kept.add(victim)
+                    self._started("suspend")
+                    expect.notes["struck_in"] = self._phase_of(victim)
+                    killed = self._kill_leader(expect)
+                    # The new leader meets the suspend still under way (and waits for the worker's exit).
+                    underway = f"{self.namespace}/{victim}: a suspend asked for before is under way"
+                    expect.notes["found_under_way"] = _within(lambda: self._logged(underway), 60)
+                expect.notes["suspended"] = _within(lambda: self._phase_of(victim) == "Suspended", 60)
+                load.unpause(n)  # its next call wakes it: it must answer its total + 1
+                return killed
+
+        elif fault == "resume-operator":
+
+            def inject() -> float:
+                n, victim = self._suspend_by_hand(load)
+                expect.kept.add(victim)
+                _until(lambda: self._phase_of(victim) == "Suspended", 120, f"{victim} to be Suspended")
+                with self._held("resume"):
+                    resuming = self._logged(f"{self.namespace}/{victim}: resuming")
+                    load.unpause(n)  # its next call wakes it (and waits for the resume)
+                    self._started("resume")
+                    expect.notes["struck_in"] = self._phase_of(victim)
+                    killed = self._kill_leader(expect)
+                    # The new leader asks the worker again while the first resume still runs.
+                    asked = f"{self.namespace}/{victim}: resuming"
+                    expect.notes["asked_again"] = _within(lambda: self._logged(asked) > resuming, 60)
+                return killed
+
         else:
             raise ValueError(f"unknown fault {fault!r}: one of {', '.join(FAULTS)}")
         return inject, expect
+
+    def _suspend_by_hand(self, load: Load) -> tuple[int, str]:
+        """Pause the first load thread (its session idle) and ask for its session's suspend."""
+        if self.store is None:
+            raise RuntimeError("the suspend faults need the local cluster's state store; it has none")
+        victim = load.pause(0)
+        load.client.suspend(victim)
+        return 0, victim
+
+    @contextlib.contextmanager
+    def _held(self, step: str) -> Iterator[None]:
+        """The gated app's ``step`` (suspend or resume) held while inside."""
+        (self.gate / f"{step}-started").unlink(missing_ok=True)
+        (self.gate / f"hold-{step}").touch()
+        try:
+            yield
+        finally:
+            (self.gate / f"hold-{step}").unlink()
+
+    def _started(self, step: str) -> None:
+        """Return once the gated app's ``step`` has started (and so is held inside)."""
+        _until((self.gate / f"{step}-started").exists, 120, f"the app's {step} to start")
+
+    def _kill_leader(self, expect: Expect) -> float:
+        """``kill -9`` of the operator's leader; a standby takes over, a new one replaces it."""
+        leader = _leader(self.kube, self.namespace, self.fleet.operators, wait=60)
+        assert leader is not None, "no operator replica holds the Lease"
+        killed = time.monotonic()
+        faults.kill([leader])
+        self.fleet.operators.remove(leader)
+        if _leader(self.kube, self.namespace, self.fleet.operators, wait=120) is not None:
+            expect.notes["failover_s"] = round(time.monotonic() - killed, 1)
+        self.fleet.operator()
+        return killed
+
+    def _phase_of(self, session: str) -> str:
+        path = f"/apis/{GROUP[0]}/{GROUP[1]}/namespaces/{self.namespace}/sessions/{session}"
+        return str((self.kube.call("GET", path).get("status") or {}).get("phase"))
+
+    def _logged(self, text: str) -> int:
+        """How many lines of the operator replicas' log (one file, all replicas) hold ``text``."""
+        log = self.fleet.logs / "operator.log"
+        return sum(text in line for line in log.read_text(errors="replace").splitlines())
 
 
 def _established(kube: Kube, path: str) -> bool:
@@ -339,7 +491,7 @@ def _established(kube: Kube, path: str) -> bool:
     return established(kube.call("GET", path))
 
 
-def _prepare(kube: Kube, namespace: str) -> str:
+def _prepare(kube: Kube, namespace: str, app: JSON) -> str:
     """The CRDs, the namespace, the counter App and the load's caller: its token."""
     from kubesessions.api.crds import app_crd, session_crd
 
@@ -359,7 +511,7 @@ def _prepare(kube: Kube, namespace: str) -> str:
         60,
         f"the default ServiceAccount of {namespace}",
     )
-    kube.call("POST", f"/apis/{GROUP[0]}/{GROUP[1]}/namespaces/{namespace}/apps", APP)
+    kube.call("POST", f"/apis/{GROUP[0]}/{GROUP[1]}/namespaces/{namespace}/apps", app)
     return _caller_token(kube, namespace)
 
 
@@ -385,15 +537,21 @@ def _caller_token(kube: Kube, namespace: str) -> str:
 
 
 def _until(ready: Callable[[], object], timeout: float, what: str) -> None:
+    if not _within(ready, timeout):
+        raise RuntimeError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+def _within(ready: Callable[[], object], timeout: float) -> bool:
+    """Whether ``ready()`` came true within ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
     while True:
         try:
             if ready():
-                return
+                return True
         except OSError:
             pass  # the API server may be restarting
         if time.monotonic() > deadline:
-            raise RuntimeError(f"timed out after {timeout:.0f}s waiting for {what}")
+            return False
         time.sleep(0.2)
 
 

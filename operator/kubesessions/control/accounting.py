@@ -85,7 +85,7 @@ class Accounting:
         # A resumed session's GPU-seconds before its suspend: its new worker counts from zero.
         self.carried: dict[Key, JSON] = {}
         self.queued: dict[Key, int] = {}  # calls waiting in each worker, as last read
-        self.suspends: Counter[str] = Counter()  # by result: saved, busy, failed
+        self.suspends: Counter[str] = Counter()  # by result: saved, busy, underway, failed
         self.resumes: Counter[str] = Counter()  # by result: resumed, failed
         self.suspend_seconds, self.resume_seconds = Histogram(), Histogram()
         self.state_bytes_total = 0
@@ -150,7 +150,13 @@ class Accounting:
     def suspended(self, outcome: SuspendOutcome, seconds: float) -> None:
         """A `/suspend` answered (or failed to)."""
         result = (
-            "saved" if outcome.saved is not None else "busy" if outcome.again_in is not None else "failed"
+            "saved"
+            if outcome.saved is not None
+            else "underway"
+            if outcome.underway
+            else "busy"
+            if outcome.again_in is not None
+            else "failed"
         )
         self.suspends[result] += 1
         if outcome.saved is not None:

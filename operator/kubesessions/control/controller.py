@@ -291,6 +291,16 @@ class Controller:
             return await self._park(key, body, spec, pod, saved, "IdleTimeout")
         if finished(verdict.phase):
             return await self._finish(key, body, verdict, pod=pod)
+        if (
+            status.phase == Phase.SUSPENDING
+            and verdict.ready
+            and pod is not None
+            and not tracked.suspend_answered
+        ):
+            # Suspending, its worker up, and no answer of this operator's (it restarted
+            # mid-suspend): not Ready yet, ask again; the worker says if that suspend still runs.
+            by_hand = status.reason != "IdleTimeout"
+            return await self._suspend(key, body, spec, pod, tracked, timeout, by_hand=by_hand, again=True)
         pod_age = None if tracked.pod_created_at is None else time.monotonic() - tracked.pod_created_at
         settle = creating_settle(verdict, status.phase, pod_age)
         if settle > 0:
@@ -544,6 +554,7 @@ class Controller:
         timeout: int,
         *,
         by_hand: bool,
+        again: bool = False,
     ) -> float | None:
         """Have the worker save its app's state and stop. A call that came first wins (look
         again soon); a failure ends an idle session as an idle expiry would, and leaves one
@@ -562,14 +573,23 @@ class Controller:
         await self.link.last_reading(key, body, pod, tracked)  # its GPU-seconds up to now
         state_key = names.state_key(*key, body["metadata"]["uid"])
         started = time.monotonic()
+        tracked.suspend_answered = False
         try:
             code, answer = await self.link.suspend(
                 key, pod, tracked, self.store.presign_put(state_key), settings.maxStateBytes
             )
         except (aiohttp.ClientError, TimeoutError) as exc:
             code, answer = 0, {"code": "WORKER_UNREACHABLE", "detail": f"{type(exc).__name__}: {exc}"}
-        outcome = suspend.suspend_outcome(code, answer)
+        outcome = suspend.suspend_outcome(code, answer, again=again)
         self.accounting.suspended(outcome, time.monotonic() - started)
+        tracked.suspend_answered = not outcome.underway
+        if outcome.underway:
+            log.info(
+                "session %s/%s: a suspend asked for before is under way (or just done): its exit records it",
+                *key,
+                extra=extra,
+            )
+            return outcome.again_in
         if outcome.again_in is not None:
             return outcome.again_in  # the next look writes Ready back
         if outcome.saved is None:

@@ -24,3 +24,6 @@ class Tracked:
     # The uid of the worker the Session suspended from: gone or going, never its worker again
     # (the pod watch may show it a while longer).
     suspended_from: str | None = None
+    # This operator has its worker's answer to the last `/suspend` it sent (False: it sent
+    # none, or the worker said a suspend an earlier operator asked for is under way).
+    suspend_answered: bool = False

@@ -83,6 +83,8 @@ def test_a_keepalive_moves_the_expiry_once_without_waking_it() -> None:
     [
         (200, {"bytes": 5, "sha256": "b" * 64, "seconds": 0.2}, True, None, None),
         (409, {"code": names.BUSY, "detail": "a call is running"}, False, suspend.BUSY_RETRY, None),
+        # Asked again after an operator restart, while the first suspend runs: its exit tells.
+        (409, {"code": names.SUSPENDING, "detail": "under way"}, False, suspend.UNDERWAY_LOOK, None),
         (
             409,
             {"code": names.NOT_SUSPENDABLE, "detail": "no methods"},
@@ -100,6 +102,16 @@ def test_suspend_answers(
 ) -> None:
     outcome = suspend.suspend_outcome(code, answer)
     assert (outcome.saved is not None, outcome.again_in, outcome.failed) == (saved, again, failed)
+    assert outcome.underway == (answer.get("code") == names.SUSPENDING)
+
+
+def test_a_worker_unreachable_when_asked_again_after_a_restart_is_waited_for() -> None:
+    """Asked again mid-suspend by a new operator, a worker that cannot be reached has most
+    likely just exited with the suspend done: its exit tells, so it is no failure."""
+    unreachable = {"code": "WORKER_UNREACHABLE", "detail": "Connect call failed"}
+    assert suspend.suspend_outcome(0, unreachable).failed == "WORKER_UNREACHABLE: Connect call failed"
+    waited = suspend.suspend_outcome(0, unreachable, again=True)
+    assert (waited.underway, waited.again_in, waited.failed) == (True, suspend.UNDERWAY_LOOK, None)
 
 
 def test_resume_answers() -> None:

@@ -20,6 +20,9 @@ from kubesessions.control.decide.status import Verdict
 
 # After a BUSY answer (a call came in first) the next try waits at least this long.
 BUSY_RETRY = 1.0
+# A suspend that an operator before this one asked for is still under way: look again this
+# soon (the worker's exit, a pod event, most likely comes first and records it).
+UNDERWAY_LOOK = 1.0
 # What a suspended session's status no longer has: its worker's facts and its idle clock (a
 # resume starts them again, a pool claim's hand-over too).
 WORKER_FACTS = ("podIP", "startedAt", "readyAt", "startedFrom", "claimedAt", "idleSince")
@@ -117,19 +120,29 @@ def suspended_from_exit(message: str | None) -> JSON | None:
 @dataclass(frozen=True)
 class SuspendOutcome:
     """What a `/suspend` answer means: ``saved`` (the answer), ``again_in`` (a call came first:
-    try later), or ``failed`` (the reason: the session ends idle, or goes on if asked by hand)."""
+    try later; ``underway``: a suspend asked for by an operator before this one is still
+    running, its exit says how it ended), or ``failed`` (the reason: the session ends idle, or
+    goes on if asked by hand)."""
 
     saved: JSON | None = None
     again_in: float | None = None
+    underway: bool = False
     failed: str | None = None
 
 
-def suspend_outcome(code: int, answer: JSON) -> SuspendOutcome:
+def suspend_outcome(code: int, answer: JSON, *, again: bool = False) -> SuspendOutcome:
+    """``code`` 0: the worker could not be reached. ``again``: asked again by an operator that
+    restarted mid-suspend; then an unreachable worker most likely exited with that suspend done
+    (a pod event soon says how it ended), so it is waited for, not failed."""
+    if again and code == 0:
+        return SuspendOutcome(again_in=UNDERWAY_LOOK, underway=True)
     if code == 200 and isinstance(answer.get("bytes"), int) and isinstance(answer.get("sha256"), str):
         return SuspendOutcome(saved=answer)
     problem = str(answer.get("code") or f"HTTP {code}")
     if problem == names.BUSY:
         return SuspendOutcome(again_in=BUSY_RETRY)
+    if problem == names.SUSPENDING:
+        return SuspendOutcome(again_in=UNDERWAY_LOOK, underway=True)
     return SuspendOutcome(failed=f"{problem}: {answer.get('detail') or 'no detail'}")
 
 
