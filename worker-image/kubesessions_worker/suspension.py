@@ -196,7 +196,7 @@ def pack(plan: _Planned, send: Callable[[bytes], None]) -> Packed:
                 tar.addfile(info)
         info, body = plan.manifest_member(out.hash.hexdigest())
         tar.addfile(info, io.BytesIO(body))
-    if out.size != plan.bytes:  # a file changed size under the suspend: the store refuses it anyway
+    if out.size != plan.bytes:  # the plan missed a header: the store would refuse a body of another length
         raise ValueError(f"the state changed while it was packed ({out.size} bytes, {plan.bytes} planned)")
     return Packed(out.size, out.hash.hexdigest())
 
