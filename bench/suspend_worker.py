@@ -29,7 +29,8 @@ from worker_echo import await_ready
 
 from kubesessions.localcluster import binaries, objectstore, processes
 from kubesessions.localcluster.ports import free_port
-from kubesessions.statestore import StateStore, StoreConfig
+from kubesessions.statestore import StoreConfig
+from kubesessions.statestore.store import StateStore
 
 HERE = Path(__file__).parent
 TOKEN = secrets.token_urlsafe(24)

@@ -473,7 +473,8 @@ def test_a_volume_the_process_node_cannot_mount_fails_with_its_reason(kube: Clus
 def test_the_state_store_is_up_its_secret_written_and_pods_reach_it(kube: Cluster, namespace: str) -> None:
     """`up` ran SeaweedFS and wrote the chart's Secret; a URL presigned with those settings
     carries a pod's upload (as a worker's suspend does) and download."""
-    from kubesessions.statestore import StateStore, StoreConfig
+    from kubesessions.statestore import StoreConfig
+    from kubesessions.statestore.store import StateStore
 
     secret = kube.core.read_namespaced_secret("kube-sessions-state-store", "kube-sessions")
     env = {f"KUBESESSIONS_STATE_STORE_{k}": base64.b64decode(v).decode() for k, v in secret.data.items()}

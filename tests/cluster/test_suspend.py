@@ -23,7 +23,8 @@ from kubesessions.api import names
 from kubesessions.client import Client, SessionEnded, SessionExpired
 from kubesessions.common.timefmt import rfc3339
 from kubesessions.localcluster import objectstore
-from kubesessions.statestore import StateStore, StoreConfig
+from kubesessions.statestore import StoreConfig
+from kubesessions.statestore.store import StateStore
 from tests.faults import faults
 
 from ..conftest import Cluster, OperatorProcess, await_condition, await_session, phase_is, reason_is

@@ -11,7 +11,8 @@ import pytest
 
 from kubesessions.api.names import STATE_STORE_SECRET, state_key
 from kubesessions.localcluster import kubeletnode
-from kubesessions.statestore import StateStore, StoreConfig
+from kubesessions.statestore import StoreConfig
+from kubesessions.statestore.store import StateStore
 
 from .conftest import RELEASE, Release
 from .test_containers import new_session

@@ -40,7 +40,8 @@ from kubesessions.client import Client, KubeSessionsError, RecoveringSession, Re
 from kubesessions.localcluster import objectstore, processes
 from kubesessions.localcluster.ports import free_port
 from kubesessions.localcluster.state import StateDir
-from kubesessions.statestore import StateStore, StoreConfig
+from kubesessions.statestore import StoreConfig
+from kubesessions.statestore.store import StateStore
 from tests.faults import faults
 from tests.faults.chaoscheck import Expect, Kube, KubeError, check
 from tests.faults.chaosledger import Ledger, Outcome, Phase

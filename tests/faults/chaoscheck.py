@@ -28,7 +28,8 @@ from kubesessions.api.names import (
     state_key,
 )
 from kubesessions.kube import kubeapi
-from kubesessions.statestore import StateStore, StoreError
+from kubesessions.statestore import StoreError
+from kubesessions.statestore.store import StateStore
 
 LIVE_PHASES = ("Pending", "Starting")
 # The phases in which a Session's saved state may be in the store: being written (the worker's

@@ -59,6 +59,24 @@ def test_operator_and_gateway_never_import_the_sync_client_nor_every_generated_m
     assert isinstance(result["generated"], int) and result["generated"] < 150, result
 
 
+def test_botocore_is_loaded_only_where_a_state_store_is_configured() -> None:
+    """About 20 MB of an operator's RSS (docs/performance.md); without a store, suspend is off
+    and nothing needs it."""
+    result = _run(
+        """
+        import json, sys
+        from kubesessions.kube import slimimports
+        slimimports.install()
+        import kubesessions.control.process, kubesessions.gateway.app
+        before = "botocore" in sys.modules
+        from kubesessions.statestore import StoreConfig, open_store
+        open_store(StoreConfig("http://127.0.0.1:9", "b", "us-east-1", "k", "s"))
+        print(json.dumps({"before": before, "after": "botocore" in sys.modules}))
+        """
+    )
+    assert result == {"before": False, "after": True}
+
+
 def test_the_lazy_packages_offer_every_name_the_real_ones_do() -> None:
     """Checks slimimports' reading of the generated __init__ files against the installed version."""
     result = _run(

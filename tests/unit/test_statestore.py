@@ -16,7 +16,8 @@ import pytest
 from kubesessions.api.names import state_key
 from kubesessions.localcluster import binaries, objectstore, processes
 from kubesessions.localcluster.ports import free_port
-from kubesessions.statestore import StateStore, StoreConfig, StoreConfigError, StoreError
+from kubesessions.statestore import StoreConfig, StoreConfigError, StoreError
+from kubesessions.statestore.store import StateStore
 
 pytestmark = pytest.mark.unit
 

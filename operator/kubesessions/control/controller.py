@@ -58,7 +58,7 @@ from kubesessions.control.state import Key, Tracked
 from kubesessions.kube.kubeapi import Kube, core_path, group_path
 from kubesessions.kube.objects import cacheable, cacheable_pod, newer
 from kubesessions.kube.workqueue import WorkQueue
-from kubesessions.statestore import StateStore, StoreError
+from kubesessions.statestore import StoreError, open_store
 
 __all__ = ["Controller", "OperatorSettings"]
 log = logging.getLogger("kubesessions.operator")
@@ -91,7 +91,7 @@ class Controller:
         self.accounting = accounting.Accounting()
         self.status = StatusWriter(kube, self.accounting)
         self.link = WorkerLink(kube, settings, self.accounting)
-        self.store = StateStore(settings.state_store) if settings.state_store is not None else None
+        self.store = open_store(settings.state_store) if settings.state_store is not None else None
         self.pool = Pooling(kube, settings, self.apps, self.children, self._app_written, self.link)
         self.link.on_suspendable = self.pool.queue.add  # its App's condition says what was seen
         # Pool workers claimed before this replica began to act (by an earlier run or leader),

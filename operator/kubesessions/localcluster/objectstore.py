@@ -26,7 +26,8 @@ from pathlib import Path
 
 from kubesessions.api.names import STATE_PREFIX, STATE_STORE_ENV_PREFIX, STATE_STORE_SECRET
 from kubesessions.localcluster.state import ClusterError
-from kubesessions.statestore import StateStore, StoreConfig
+from kubesessions.statestore import StoreConfig, open_store
+from kubesessions.statestore.store import StateStore
 
 BUCKET = "kube-sessions-state"
 REGION = "us-east-1"
@@ -96,7 +97,7 @@ def ready(root: Path, launched: Launched) -> dict[str, str]:
     _await_s3(launched.endpoint)
     config = StoreConfig.from_env(launched.env)
     assert config is not None
-    store = StateStore(config)
+    store = open_store(config)
     try:
         asyncio.run(_first_write(store))
     finally:
