@@ -359,15 +359,7 @@ class Suite:
         elif fault == "operator":
 
             def inject() -> float:
-                leader = _leader(self.kube, self.namespace, self.fleet.operators, wait=60)
-                assert leader is not None, "no operator replica holds the Lease"
-                killed = time.monotonic()
-                faults.kill([leader])
-                self.fleet.operators.remove(leader)
-                if _leader(self.kube, self.namespace, self.fleet.operators, wait=120) is not None:
-                    expect.notes["failover_s"] = round(time.monotonic() - killed, 1)
-                self.fleet.operator()
-                return killed
+                return self._kill_leader(expect)
 
         elif fault in ("apiserver", "etcd"):
 
