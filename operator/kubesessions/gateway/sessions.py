@@ -106,6 +106,7 @@ def live(body: JSON, last_activity: str | None, calls: Any = None) -> JSON:
 
 # How long a call whose worker cannot be reached waits to learn that its session has ended.
 ENDED_WAIT = 2.0
+END_WAIT = 10.0  # the most a caller's close waits for the operator to end the session
 # Phases of a session whose worker is stopped or stopping with its state saved: a call wakes it.
 ASLEEP = frozenset({Phase.SUSPENDING, Phase.SUSPENDED, Phase.RESUMING})
 
@@ -360,10 +361,21 @@ class Sessions:
         return name
 
     async def end(self, namespace: str, session_id: str, identity: Identity) -> None:
-        """A caller's close: a session already finished or closing is left as it is."""
+        """A caller's close: a session already finished or closing is left as it is. Answered
+        once the operator has ended it (bounded): another replica's cache, behind by a watch
+        event, would otherwise still forward the caller's next call to the worker (seen under
+        load in tests/compat/test_js_sdk.py: a call through replica B after an end through A ran)."""
         body = await self.find(namespace, session_id)
-        if not closing(body):
-            await self.close(namespace, session_id, f"closed through the gateway by {identity.username}")
+        if closing(body):
+            return
+        await self.close(namespace, session_id, f"closed through the gateway by {identity.username}")
+        key = (namespace, session_id)
+
+        def ended() -> bool | None:
+            body = self.cache.sessions.get(key)
+            return True if body is None or _status(body).get("phase") in FINISHED_PHASES else None
+
+        await self.cache.wait(key, ended, END_WAIT)
 
     async def close(self, namespace: str, session_id: str, why: str, outcome: str | None = None) -> None:
         """Ask the operator to close the session (it deletes the worker and keeps a tombstone);
