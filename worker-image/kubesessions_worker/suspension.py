@@ -34,7 +34,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, cast
 
-import aiohttp
 from aiohttp import web
 
 from kubesessions.api.names import (
@@ -57,7 +56,6 @@ CHUNK = 1 << 20
 # The most a presigned transfer may take: a GB at a slow 20 MB/s, with room; the URL's own
 # expiry (minutes) bounds it too.
 TRANSFER_SECONDS = 900
-TRANSFER_TIMEOUT = aiohttp.ClientTimeout(total=TRANSFER_SECONDS, sock_connect=10)
 SOCKET_TIMEOUT = 30  # seconds a connect or one read may wait
 # The resume's GET runs in a thread with the standard library (read, hashed and extracted in
 # one pass); a pod's proxy settings, if any, are not for the store's presigned URL.
