@@ -16,10 +16,9 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
-import aiohttp
-
 from kubesessions.api.names import CALL_ID_HEADER, WORKER_PORT
 from kubesessions.gateway.problems import Problem, from_worker, snake_keys
+from kubesessions.gateway.upstream import Response, Upstream, WorkerConnectionError
 
 Key = tuple[str, str]
 
@@ -31,9 +30,6 @@ class Target:
     session_id: str
     pod_ip: str
     token: str
-
-    def url(self, path: str) -> str:
-        return f"http://{self.pod_ip}:{WORKER_PORT}{path}"
 
     def headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.token}"}
@@ -93,8 +89,8 @@ class Events:
     whole: Callable[[], Awaitable[bytes]]  # all of them, once the call has ended
 
     @classmethod
-    def live(cls, response: aiohttp.ClientResponse) -> Events:
-        return cls(response.content.iter_any, response.read)
+    def live(cls, response: Response) -> Events:
+        return cls(response.iter_any, response.read)
 
     @classmethod
     def again(cls, body: bytes) -> Events:
@@ -124,22 +120,16 @@ class Forwarder:
     def __init__(self, call_timeout: float, connect_timeout: float = 5.0) -> None:
         self.sequencer = Sequencer()
         # A call may legitimately run long; the worker enforces its own call timeout first.
-        self.timeout = aiohttp.ClientTimeout(total=None, sock_connect=connect_timeout, sock_read=call_timeout)
         self.call_timeout = call_timeout
-        self.http = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=30),
-            timeout=self.timeout,
-            auto_decompress=False,
-            skip_auto_headers=("User-Agent",),
-        )
+        self.upstream = Upstream(connect_timeout)
 
     async def close(self) -> None:
-        await self.http.close()
+        await self.upstream.close()
 
     @contextlib.asynccontextmanager
     async def call(
         self, key: Key, target: Target, input: Any, call_id: str | None = None, function: str = "run"
-    ) -> AsyncIterator[aiohttp.ClientResponse]:
+    ) -> AsyncIterator[Response]:
         """The worker's SSE response to one call, once the worker has queued it."""
         named = b"" if function == "run" else b'"function":' + json.dumps(function).encode() + b","
         payload = b'{"stream":true,' + named + b'"input":' + json.dumps(input).encode() + b"}"
@@ -147,59 +137,57 @@ class Forwarder:
         if call_id is not None:
             headers[CALL_ID_HEADER] = call_id  # the worker runs a call id at most once
         async with self.sequencer.turn(key):
-            response = await self._request("POST", target, "/run", data=payload, headers=headers)
+            response = await self._request("POST", target, "/run", payload, headers)
         try:
             if response.status != 200:
                 raise await _problem(response, target)
             yield response
         except TimeoutError:
             raise _timeout(self.call_timeout) from None
-        except aiohttp.ClientError as exc:
+        except WorkerConnectionError as exc:
             raise _unavailable(target, exc) from None
         finally:
             response.release()
 
     async def status(self, target: Target, timeout: float = 2.0) -> Any:
         """The worker's ``/status`` (its live activity), asked briefly: a reader can do without it."""
-        limit = aiohttp.ClientTimeout(total=timeout)
-        response = await self._request("GET", target, "/status", headers=target.headers(), timeout=limit)
-        async with response:
-            if response.status != 200:
-                raise await _problem(response, target)
-            return await response.json()
+        return await self._ask("GET", target, "/status", timeout)
 
     async def keepalive(self, target: Target) -> Any:
-        response = await self._request("POST", target, "/keepalive", headers=target.headers())
-        async with response:
-            if response.status != 200:
-                raise await _problem(response, target)
-            return await response.json()
+        return await self._ask("POST", target, "/keepalive")
 
     async def call_state(self, target: Target, call_id: str, wait: float = 0.0) -> Any:
         """A call by its id as the worker tells it (``GET /calls/{id}``), waiting up to ``wait``
         seconds for it to finish first."""
-        path = f"/calls/{quote(call_id, safe='')}?wait={wait:g}"
-        response = await self._request("GET", target, path, headers=target.headers())
-        async with response:
-            if response.status != 200:
-                raise await _problem(response, target)
-            return await response.json()
+        return await self._ask("GET", target, f"/calls/{quote(call_id, safe='')}?wait={wait:g}")
 
     async def cancel_call(self, target: Target, call_id: str) -> Any:
-        response = await self._request(
-            "POST", target, f"/calls/{quote(call_id, safe='')}/cancel", headers=target.headers()
-        )
-        async with response:
-            if response.status != 200:
-                raise await _problem(response, target)
-            return await response.json()
+        return await self._ask("POST", target, f"/calls/{quote(call_id, safe='')}/cancel")
 
-    async def _request(self, method: str, target: Target, path: str, **kwargs: Any) -> aiohttp.ClientResponse:
+    async def _ask(self, method: str, target: Target, path: str, timeout: float | None = None) -> Any:
+        """A short exchange with the worker: its JSON answer, or the problem it says. ``timeout``
+        bounds the whole exchange (else each read waits up to the call timeout)."""
         try:
-            return await self.http.request(method, target.url(path), **kwargs)
+            async with asyncio.timeout(timeout):
+                async with await self._request(method, target, path, b"", target.headers()) as response:
+                    if response.status != 200:
+                        raise await _problem(response, target)
+                    return await response.json()
+        except TimeoutError:
+            raise _timeout(timeout or self.call_timeout) from None
+        except WorkerConnectionError as exc:
+            raise _unavailable(target, exc) from None
+
+    async def _request(
+        self, method: str, target: Target, path: str, body: bytes, headers: dict[str, str]
+    ) -> Response:
+        try:
+            return await self.upstream.request(
+                method, target.pod_ip, WORKER_PORT, path, headers, body, read_timeout=self.call_timeout
+            )
         except TimeoutError:
             raise _timeout(self.call_timeout) from None
-        except aiohttp.ClientError as exc:
+        except WorkerConnectionError as exc:
             raise _unavailable(target, exc) from None
 
 
@@ -215,12 +203,12 @@ def _unavailable(target: Target, exc: BaseException) -> Problem:
     )
 
 
-async def _problem(response: aiohttp.ClientResponse, target: Target) -> Problem:
+async def _problem(response: Response, target: Target) -> Problem:
     try:
-        body = await response.json(content_type=None)
-    except (ValueError, aiohttp.ClientError):
+        body = await response.json()
+    except (ValueError, WorkerConnectionError):
         body = None
-    return from_worker(response.status, body, response.headers.get("Retry-After"), target.session_id)
+    return from_worker(response.status, body, response.headers.get("retry-after"), target.session_id)
 
 
 def _status_of(data: bytes) -> int:

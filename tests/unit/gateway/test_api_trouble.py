@@ -127,7 +127,7 @@ async def gateway(api_server: tuple[FakeApiServer, ApiClient]) -> AsyncIterator[
     app = build(settings, cache, Sessions(cache, Kube(api), settings), forwarder, KubernetesAuth(api))
     async with TestServer(app, host="127.0.0.1") as server:
         yield str(server.make_url("")).rstrip("/")
-    await forwarder.http.close()
+    await forwarder.close()
 
 
 @pytest.mark.parametrize("api_server", [("500", 2)], indirect=True)

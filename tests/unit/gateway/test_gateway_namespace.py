@@ -48,7 +48,7 @@ async def served() -> AsyncIterator[tuple[TestClient[Any, Any], Recorder]]:
         app = gateway.build(settings, cache, Sessions(cache, Kube(api), settings), forwarder, auth)
         async with TestClient(TestServer(app)) as client:
             yield client, auth
-        await forwarder.http.close()
+        await forwarder.close()
 
 
 BAD = ["..%2F..", "../..", "Default", "a" * 64, "-a", "a_b", "a.b", "ns%2Fpods"]
