@@ -29,6 +29,8 @@ RUNNER = web.AppKey("runner", Runner)
 GPU = web.AppKey("gpu", GpuMonitor)
 MAX_BODY = web.AppKey("max_body", int)
 PROBLEM_TYPE = "application/problem+json"
+SSE_HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
+QUICK_SECONDS = 0.002
 # Kubelet probes carry no token; everything else does.
 OPEN_PATHS = frozenset({"/healthz", "/readyz"})
 
@@ -176,8 +178,14 @@ async def _reply(call: Call) -> web.Response:
 
 
 async def _sse(request: web.Request, call: Call) -> web.StreamResponse:
-    response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
-    # The headers go out now: they tell the caller its call is queued (the gateway's ordering).
+    # A call over within QUICK_SECONDS is answered whole: headers and events in one write, which
+    # its caller reads in one wake-up (the gateway's CPU per call: docs/performance.md).
+    await call.settled(QUICK_SECONDS)
+    if call.finished:
+        return web.Response(body="".join(map(_sse_event, call.events)).encode(), headers=SSE_HEADERS)
+    response = web.StreamResponse(headers=SSE_HEADERS)
+    # A longer one has its headers sent now: they tell the caller its call is queued (the
+    # gateway's ordering), QUICK_SECONDS after it was at the latest.
     await response.prepare(request)
     # What has arrived goes out in one write, the end of the stream with the last event: a
     # quick call costs the caller one more packet after the headers, not three.

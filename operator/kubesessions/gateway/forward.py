@@ -1,8 +1,9 @@
 """Calls to a session's worker pod: in arrival order, with the session token, SSE passed through.
 
-The gateway always asks the worker for server-sent events. The worker sends their headers as
-soon as the call is in its queue, so the gateway can hand the next caller's call on only
-then: calls on one session reach the worker queue in the order they reached the gateway,
+The gateway always asks the worker for server-sent events. The worker sends their headers once
+the call is in its queue (with the events, for a call that ended within 2 ms), so the gateway
+can hand the next caller's call on only then: calls on one session reach the worker queue in
+the order they reached the gateway,
 while the worker (not the gateway) does the queueing and says QUEUE_FULL.
 """
 

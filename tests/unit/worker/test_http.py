@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from kubesessions_worker import http
 from kubesessions_worker.runner import State
 from kubesessions_worker.termination import Reason
 
@@ -158,6 +159,25 @@ async def test_accept_header_asks_for_a_stream_and_a_single_value_streams_once()
         assert re.findall(r"event: (\w+)", text) == ["output", "output", "done"]
     async with worker("Echo") as w:
         assert [name for name, _ in await w.events("one")] == ["output", "done"]
+
+
+async def test_a_quick_call_is_answered_whole_and_a_long_one_gets_its_headers_while_it_runs(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    headers = {**AUTH, "Accept": "text/event-stream"}
+    # "Quick" made long enough that a loaded machine's thread hand-off always fits in it.
+    monkeypatch.setattr(http, "QUICK_SECONDS", 30.0)
+    async with worker("Echo") as w, w.client.post("/run", json={"input": "hi"}, headers=headers) as resp:
+        # Headers and events in one answer of known length: its reader wakes once.
+        assert "Content-Length" in resp.headers and "Transfer-Encoding" not in resp.headers
+        assert re.findall(r"event: (\w+)", await resp.text()) == ["output", "done"]
+    monkeypatch.undo()
+    async with worker("Gate") as w, w.client.post("/run", json={"input": "slow"}, headers=headers) as resp:
+        # The headers tell the caller the call is queued (the gateway's ordering), long before it ends.
+        assert (resp.status, resp.content_type) == (200, "text/event-stream")
+        assert w.runner.status().in_flight == 1
+        w.app.release.set()
+        assert re.findall(r"event: (\w+)", await resp.text()) == ["output", "done"]
 
 
 async def test_a_refused_stream_is_a_plain_problem() -> None:
