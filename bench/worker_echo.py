@@ -10,7 +10,8 @@ worker), measured by the same client: the worker's targets are ratios to it (p50
 three servers alternate over ROUNDS rounds and each figure is the median over rounds, so a
 busy machine weighs on all alike. This process runs on the same loop as the gateway (the
 worker's real client).
-Side by side, in this process: the app called directly, and the same app through the runner
+Side by side, in this process: the app called directly, the app thread's round trip alone
+(the floor of running sync app code off the event loop), and the same app through the runner
 (FIFO queue + app thread) without HTTP, so the queue's overhead and HTTP's share are
 visible. Run with `.venv/bin/python bench/worker_echo.py`.
 """
@@ -163,7 +164,12 @@ async def in_process_scenarios() -> dict[str, dict[str, Any]]:
             event = batch[-1]
         assert isinstance(event, Done), event
 
-    results = {"direct_1": await measure(1, direct)}
+    async def handed_off() -> None:
+        # The app thread's round trip alone (AppThread.run): the floor of running sync app code
+        # off the event loop, which the worker contract requires.
+        await runner.app.thread.run(echo.run, PAYLOAD["input"])
+
+    results = {"direct_1": await measure(1, direct), "thread_1": await measure(1, handed_off)}
     for clients in (1, 8):
         results[f"runner_{clients}"] = await measure(clients, queued)
     runner.stop(Reason.CLOSED)
@@ -255,6 +261,7 @@ async def main() -> None:
         *row("runner_1", "runner (no http), 1"),
         *row("runner_8", "runner (no http), 8"),
         *row("direct_1", "app called directly"),
+        *row("thread_1", "app thread round trip, 1"),
         ("queue overhead p50 ms", f"{results['queue_overhead_p50_ms']:.3f}", "runner_1 - direct"),
         ("http share p50 ms", f"{results['http_share_p50_ms']:.3f}", "http_1 - runner_1"),
     ]
@@ -268,6 +275,7 @@ async def main() -> None:
         "runner_1": "runner, 1",
         "runner_8": "runner, 8",
         "direct_1": "app directly",
+        "thread_1": "app thread round trip",
     }
     samples = {label: results[name].pop("samples_ms") for name, label in labels.items()}
     for name in ("http_1", "http_8"):  # the same objects as the uvloop rows

@@ -149,16 +149,7 @@ class Accounting:
 
     def suspended(self, outcome: SuspendOutcome, seconds: float) -> None:
         """A `/suspend` answered (or failed to)."""
-        result = (
-            "saved"
-            if outcome.saved is not None
-            else "underway"
-            if outcome.underway
-            else "busy"
-            if outcome.again_in is not None
-            else "failed"
-        )
-        self.suspends[result] += 1
+        self.suspends[outcome.result] += 1
         if outcome.saved is not None:
             self.suspend_seconds.observe(seconds)
             self.state_bytes_total += int(outcome.saved.get("bytes") or 0)

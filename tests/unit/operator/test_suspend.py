@@ -105,6 +105,13 @@ def test_suspend_answers(
     assert outcome.underway == (answer.get("code") == names.SUSPENDING)
 
 
+def test_each_suspend_outcome_has_its_name_in_the_metric() -> None:
+    assert suspend.SuspendOutcome(saved={"bytes": 1, "sha256": "x"}).result == "saved"
+    assert suspend.SuspendOutcome(again_in=suspend.UNDERWAY_LOOK, underway=True).result == "underway"
+    assert suspend.SuspendOutcome(again_in=suspend.BUSY_RETRY).result == "busy"
+    assert suspend.SuspendOutcome(failed="SUSPEND_FAILED: boom").result == "failed"
+
+
 def test_a_worker_unreachable_when_asked_again_after_a_restart_is_waited_for() -> None:
     """Asked again mid-suspend by a new operator, a worker that cannot be reached has most
     likely just exited with the suspend done: its exit tells, so it is no failure."""

@@ -129,6 +129,15 @@ class SuspendOutcome:
     underway: bool = False
     failed: str | None = None
 
+    @property
+    def result(self) -> str:
+        """Its name in the suspends metric: saved, underway, busy or failed."""
+        if self.saved is not None:
+            return "saved"
+        if self.underway:
+            return "underway"
+        return "busy" if self.again_in is not None else "failed"
+
 
 def suspend_outcome(code: int, answer: JSON, *, again: bool = False) -> SuspendOutcome:
     """``code`` 0: the worker could not be reached. ``again``: asked again by an operator that
