@@ -318,11 +318,11 @@ def main() -> None:
     results["load_average"] = os.getloadavg()
     results["started"] = started
     (report.RESULTS / "proxy_floor.json").write_text(json.dumps(results, indent=2))
-    print(f"{'stack':<16}{'p50/direct c=1':>16}{'c=10':>8}{'CPU ms/call c=1':>17}{'c=10':>8}")
+    print(f"{'stack':<24}{'p50/direct c=1':>16}{'c=10':>8}{'CPU ms/call c=1':>17}{'c=10':>8}")
     for stack, figures in results["stacks"].items():
         one, ten = figures["1_clients"], figures["10_clients"]
         print(
-            f"{stack:<16}{one['p50_ratio']:>15.2f}x{ten['p50_ratio']:>7.2f}x"
+            f"{stack:<24}{one['p50_ratio']:>15.2f}x{ten['p50_ratio']:>7.2f}x"
             f"{one['cpu_ms_per_call']:>17.3f}{ten['cpu_ms_per_call']:>8.3f}"
         )
     print(
