@@ -216,11 +216,11 @@ async def start_proxy(stack: str, urls: list[str]) -> tuple[asyncio.subprocess.P
     )
     url = f"http://127.0.0.1:{port}"
     async with aiohttp.ClientSession() as http, asyncio.timeout(20):
-        while True:
+        while True:  # until it listens; any answer but 200 is a broken proxy, not a slow one
             try:
                 async with http.post(f"{url}/run", data=SSE_BODY, headers={"X-Worker": "0"}) as resp:
-                    if resp.status == 200:
-                        return proc, url
+                    assert resp.status == 200, f"{stack}: HTTP {resp.status}: {await resp.text()}"
+                    return proc, url
             except aiohttp.ClientConnectionError:
                 await asyncio.sleep(0.05)
 

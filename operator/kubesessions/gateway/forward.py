@@ -125,7 +125,7 @@ class Forwarder:
         self.upstream = Upstream(connect_timeout)
 
     async def close(self) -> None:
-        await self.upstream.close()
+        self.upstream.close()
 
     @contextlib.asynccontextmanager
     async def call(
@@ -137,18 +137,15 @@ class Forwarder:
         headers = {**target.headers(), "Content-Type": "application/json", "Accept": "text/event-stream"}
         if call_id is not None:
             headers[CALL_ID_HEADER] = call_id  # the worker runs a call id at most once
-        async with self.sequencer.turn(key):
-            response = await self._request("POST", target, "/run", payload, headers)
-        try:
-            if response.status != 200:
-                raise await _problem(response, target)
-            yield response
-        except TimeoutError:
-            raise _timeout(self.call_timeout) from None
-        except WorkerConnectionError as exc:
-            raise _unavailable(target, exc) from None
-        finally:
-            response.release()
+        with _failures(target, self.call_timeout):
+            async with self.sequencer.turn(key):
+                response = await self._request("POST", target, "/run", payload, headers)
+            try:
+                if response.status != 200:
+                    raise await _problem(response, target)
+                yield response
+            finally:
+                response.release()
 
     async def status(self, target: Target, timeout: float = 2.0) -> Any:
         """The worker's ``/status`` (its live activity), asked briefly: a reader can do without it."""
@@ -168,28 +165,31 @@ class Forwarder:
     async def _ask(self, method: str, target: Target, path: str, timeout: float | None = None) -> Any:
         """A short exchange with the worker: its JSON answer, or the problem it says. ``timeout``
         bounds the whole exchange (else each read waits up to the call timeout)."""
-        try:
+        with _failures(target, timeout or self.call_timeout):
             async with asyncio.timeout(timeout):
                 async with await self._request(method, target, path, b"", target.headers()) as response:
                     if response.status != 200:
                         raise await _problem(response, target)
                     return await response.json()
-        except TimeoutError:
-            raise _timeout(timeout or self.call_timeout) from None
-        except WorkerConnectionError as exc:
-            raise _unavailable(target, exc) from None
 
     async def _request(
         self, method: str, target: Target, path: str, body: bytes, headers: dict[str, str]
     ) -> Response:
-        try:
-            return await self.upstream.request(
-                method, target.pod_ip, WORKER_PORT, path, headers, body, read_timeout=self.call_timeout
-            )
-        except TimeoutError:
-            raise _timeout(self.call_timeout) from None
-        except WorkerConnectionError as exc:
-            raise _unavailable(target, exc) from None
+        return await self.upstream.request(
+            method, target.pod_ip, WORKER_PORT, path, headers, body, read_timeout=self.call_timeout
+        )
+
+
+@contextlib.contextmanager
+def _failures(target: Target, seconds: float) -> Iterator[None]:
+    """A worker that gave no answer within ``seconds``, or could not be reached or read, as the
+    caller's problem."""
+    try:
+        yield
+    except TimeoutError:
+        raise _timeout(seconds) from None
+    except WorkerConnectionError as exc:
+        raise _unavailable(target, exc) from None
 
 
 def _timeout(seconds: float) -> Problem:

@@ -115,10 +115,15 @@ def asleep(body: JSON) -> bool:
     return _status(body).get("phase") in ASLEEP
 
 
+def finished(body: JSON) -> bool:
+    """The operator has ended the session (closed, expired or failed)."""
+    return _status(body).get("phase") in FINISHED_PHASES
+
+
 def closing(body: JSON) -> bool:
     """Finished, or asked to close: either way no call may start on it any more."""
     annotations = body["metadata"].get("annotations") or {}
-    return _status(body).get("phase") in FINISHED_PHASES or CLOSE_ANNOTATION in annotations
+    return finished(body) or CLOSE_ANNOTATION in annotations
 
 
 def gone(body: JSON) -> Problem:
@@ -373,7 +378,7 @@ class Sessions:
 
         def ended() -> bool | None:
             body = self.cache.sessions.get(key)
-            return True if body is None or _status(body).get("phase") in FINISHED_PHASES else None
+            return True if body is None or finished(body) else None
 
         await self.cache.wait(key, ended, END_WAIT)
 

@@ -2,8 +2,8 @@
 httptools' parser, bodies as bytes.
 
 Why not aiohttp's client, which this replaced: a minimal proxy forwarding to echo workers spent
-0.29 ms of CPU per call at 10 clients with it and 0.155 ms with this (p50 over direct 1.51x
-against 1.25x; `bench/proxy_floor.py`, docs/performance.md). The gateway asks one thing of a
+0.311-0.393 ms of CPU per call at 10 clients with it and 0.185-0.245 ms with this (two runs;
+`bench/proxy_floor.py`, docs/performance.md). The gateway asks one thing of a
 client: send a request to a pod address it knows, read the status and a few headers, and read
 the body whole or as it arrives. Workers speak plain HTTP/1.1 (aiohttp's server), with
 `Content-Length` or chunked bodies. What it does not do, as the gateway never needs it: TLS,
@@ -36,15 +36,20 @@ class _Connection(asyncio.Protocol):
         self.parser = httptools.HttpResponseParser(self)
         self.transport: asyncio.Transport | None = None
         self.closed = False
+        self.chunks: deque[bytes] = deque()
+        self.error: WorkerConnectionError | None = None
+        self._waiter: asyncio.Future[None] | None = None
+        self._expect()
+
+    def _expect(self) -> None:
+        """Ready for the next answer."""
         self.status = 0
         self.headers: dict[str, str] = {}
-        self.chunks: deque[bytes] = deque()
+        self.chunks.clear()
         self.buffered = 0
         self.headed = False  # the status line and headers are in
         self.complete = False  # the whole answer is in
         self.keep_alive = False  # the worker keeps the connection open after this answer
-        self.error: WorkerConnectionError | None = None
-        self._waiter: asyncio.Future[None] | None = None
 
     # -- asyncio.Protocol ----------------------------------------------------------------------
 
@@ -96,9 +101,7 @@ class _Connection(asyncio.Protocol):
 
     def send(self, request: bytes) -> None:
         assert self.transport is not None
-        self.status, self.headers, self.headed, self.complete, self.keep_alive = 0, {}, False, False, False
-        self.chunks.clear()
-        self.buffered = 0
+        self._expect()
         self.transport.write(request)
 
     async def wait(self, timeout: float | None) -> None:
@@ -226,12 +229,15 @@ class Upstream:
             raise
         return Response(connection, self, address, read_timeout)
 
+    def _fresh(self, connection: _Connection, since: float, now: float) -> bool:
+        return not connection.closed and now - since < self.keepalive
+
     async def _connection(self, address: tuple[str, int]) -> _Connection:
         idle = self._idle.get(address)
         now = time.monotonic()
         while idle:
             connection, since = idle.pop()
-            if not connection.closed and now - since < self.keepalive:
+            if self._fresh(connection, since, now):
                 return connection
             connection.close()
         loop = asyncio.get_running_loop()
@@ -254,7 +260,7 @@ class Upstream:
         for address, idle in list(self._idle.items()):
             keep = []
             for connection, since in idle:
-                if not connection.closed and now - since < self.keepalive:
+                if self._fresh(connection, since, now):
                     keep.append((connection, since))
                 else:
                     connection.close()
@@ -268,7 +274,7 @@ class Upstream:
     def idle(self) -> int:
         return sum(map(len, self._idle.values()))
 
-    async def close(self) -> None:
+    def close(self) -> None:
         if self._sweeper is not None:
             self._sweeper.cancel()
             self._sweeper = None

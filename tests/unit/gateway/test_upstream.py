@@ -42,7 +42,7 @@ async def serve() -> AsyncIterator[Serve]:
 async def upstream() -> AsyncIterator[Upstream]:
     pool = Upstream(connect_timeout=2)
     yield pool
-    await pool.close()
+    pool.close()
 
 
 async def test_an_answer_is_read_whole_and_its_connection_reused(serve: Serve, upstream: Upstream) -> None:
@@ -203,7 +203,7 @@ async def test_idle_connections_are_closed_after_the_keepalive() -> None:
         async with asyncio.timeout(10):
             await closed.wait()
         assert pool.idle() == 0
-        await pool.close()
+        pool.close()
 
 
 def test_the_client_works_on_uvloop_the_gateways_loop() -> None:
@@ -219,7 +219,7 @@ def test_the_client_works_on_uvloop_the_gateways_loop() -> None:
             port = server.sockets[0].getsockname()[1]
             async with await pool.request("POST", "127.0.0.1", port, "/run", {}, b"{}") as response:
                 body = await response.read()
-            await pool.close()
+            pool.close()
         return body
 
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
