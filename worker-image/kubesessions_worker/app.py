@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import contextvars
 import importlib
 import inspect
@@ -54,7 +55,6 @@ class AppThread:
 
     def __init__(self) -> None:
         self._jobs: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
-        self._last: concurrent.futures.Future[Any] | None = None
         threading.Thread(target=self._work, name="app", daemon=True).start()
 
     def _work(self) -> None:
@@ -62,9 +62,26 @@ class AppThread:
             self._jobs.get()()
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
-        return await asyncio.wrap_future(self.submit(fn, *args))
+        """``fn(*args)`` on the app thread, its outcome back on the loop. Cancelled while queued,
+        it never runs; cancelled while running, it runs to its end (:meth:`settled` waits for it)."""
+        loop = asyncio.get_running_loop()
+        answer: asyncio.Future[T] = loop.create_future()
+        done = self.submit(fn, *args, answer=(loop, answer))
+        try:
+            return await answer
+        except asyncio.CancelledError:
+            done.cancel()  # fails, harmlessly, once the job has started
+            raise
 
-    def submit(self, fn: Callable[..., T], *args: Any) -> concurrent.futures.Future[T]:
+    def submit(
+        self,
+        fn: Callable[..., T],
+        *args: Any,
+        answer: tuple[asyncio.AbstractEventLoop, asyncio.Future[T]] | None = None,
+    ) -> concurrent.futures.Future[T]:
+        """Queue ``fn(*args)``; ``answer``: also settle this loop future with its outcome, from
+        the thread: one call into the loop, where ``asyncio.wrap_future`` chains callbacks on
+        both futures (the hand-off's cost: docs/performance.md, "Worker `/run`")."""
         done: concurrent.futures.Future[T] = concurrent.futures.Future()
         context = contextvars.copy_context()  # end_session() must see the current call
 
@@ -72,18 +89,24 @@ class AppThread:
             if not done.set_running_or_notify_cancel():
                 return
             try:
-                done.set_result(context.run(fn, *args))
+                result = context.run(fn, *args)
             except BaseException as exc:  # handed to the awaiting coroutine, never lost
                 done.set_exception(exc)
+                outcome: tuple[Any, BaseException | None] = (None, exc)
+            else:
+                done.set_result(result)
+                outcome = (result, None)
+            if answer is not None:
+                with contextlib.suppress(RuntimeError):  # the loop closed: no one awaits it now
+                    answer[0].call_soon_threadsafe(_settle, answer[1], *outcome)
 
-        self._last = done
         self._jobs.put(job)
         return done
 
     async def settled(self) -> None:
-        """Wait until the last job handed over has finished (even if its caller gave up)."""
-        if self._last is not None and not self._last.done():
-            await asyncio.wait([asyncio.wrap_future(self._last)])
+        """Wait until every job handed over so far has finished, even those whose callers gave
+        up: a job of nothing, queued behind them all, comes back."""
+        await asyncio.wrap_future(self.submit(_nothing))
 
 
 class AppHost:
@@ -171,6 +194,19 @@ class AppHost:
                 # Runs on the app thread after any step still in progress (a timed-out one),
                 # so still before the next call's code.
                 self.thread.submit(generator.close)
+
+
+def _nothing() -> None:
+    pass
+
+
+def _settle(answer: asyncio.Future[Any], result: Any, exc: BaseException | None) -> None:
+    if answer.cancelled():  # its caller gave up (a call timeout) while the job ran
+        return
+    if exc is not None:
+        answer.set_exception(exc)
+    else:
+        answer.set_result(result)
 
 
 _DONE = object()
