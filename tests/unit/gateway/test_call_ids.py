@@ -32,3 +32,15 @@ def test_json_nested_deeper_than_the_parser_goes_is_a_validation_error() -> None
     with pytest.raises(Problem, match="the body is not JSON") as err:
         parse(RunRequest, b"[" * 20_000 + b"]" * 20_000)
     assert err.value.code == "VALIDATION"
+
+
+def test_json_the_fast_parser_refuses_is_taken_as_the_standard_library_takes_it() -> None:
+    from kubesessions.gateway.requests import RunRequest, parse
+
+    # orjson refuses both; JSON allows any integer, and the gateway took NaN before it used orjson.
+    body = parse(RunRequest, b'{"input": {"big": 123456789012345678901234567890, "x": NaN}}')
+    assert body.input["big"] == 123456789012345678901234567890
+    assert body.input["x"] != body.input["x"]  # NaN
+    with pytest.raises(Problem, match="the body is not JSON: Expecting value") as err:
+        parse(RunRequest, b'{"input": }')
+    assert err.value.code == "VALIDATION"
