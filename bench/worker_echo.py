@@ -88,6 +88,15 @@ SERVERS = {
     # The floor: a bare echo handler on the same stack (it ignores the worker's arguments).
     "floor": [str(Path(__file__).parent / "echo_floor.py")],
 }
+# BENCH_WORKER_BEFORE=DIR: also an earlier worker, its package in DIR (e.g. `git archive REV
+# worker-image | tar -x -C /tmp/before` gives DIR=/tmp/before/worker-image), in the same rounds.
+BEFORE = os.environ.get("BENCH_WORKER_BEFORE")
+if BEFORE:
+    SERVERS["before"] = [
+        "-c",
+        f"import sys; sys.path.insert(0, {BEFORE!r}); "
+        "from kubesessions_worker.cli import main; sys.exit(main(sys.argv[1:]))",
+    ]
 
 
 async def start_worker(server: str) -> tuple[asyncio.subprocess.Process, str]:
@@ -258,6 +267,8 @@ async def main() -> None:
             )
             for c in (1, 8)
         ),
+        *(row("http_1_before", "earlier worker, 1 client") if BEFORE else ()),
+        *(row("http_8_before", "earlier worker, 8 clients") if BEFORE else ()),
         *row("runner_1", "runner (no http), 1"),
         *row("runner_8", "runner (no http), 8"),
         *row("direct_1", "app called directly"),
@@ -277,6 +288,8 @@ async def main() -> None:
         "direct_1": "app directly",
         "thread_1": "app thread round trip",
     }
+    if BEFORE:
+        labels |= {"http_1_before": "earlier worker, 1 client", "http_8_before": "earlier worker, 8 clients"}
     samples = {label: results[name].pop("samples_ms") for name, label in labels.items()}
     for name in ("http_1", "http_8"):  # the same objects as the uvloop rows
         results[name] = {k: v for k, v in results[name].items() if k != "rounds"}
