@@ -91,6 +91,11 @@ class AppThread:
             try:
                 result = context.run(fn, *args)
             except BaseException as exc:  # handed to the awaiting coroutine, never lost
+                if isinstance(exc, StopIteration):
+                    # A future refuses it (it would end the coroutine awaiting it): the call
+                    # would hang until its timeout. Named as Python names one out of a generator.
+                    stopped, exc = exc, RuntimeError("the app raised StopIteration")
+                    exc.__cause__ = stopped
                 done.set_exception(exc)
                 outcome: tuple[Any, BaseException | None] = (None, exc)
             else:

@@ -28,11 +28,14 @@ class FailingSetup:
 
 
 class Boom:
-    """Raises for the input "boom", echoes anything else."""
+    """Raises for the input "boom", lets a StopIteration escape for "empty" (``next`` of an
+    empty iterator, as app code may), echoes anything else."""
 
     def run(self, input: Any) -> Any:
         if input == "boom":
             raise ValueError("cannot digest boom")
+        if input == "empty":
+            return next(iter([]))
         return input
 
 

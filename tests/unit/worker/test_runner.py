@@ -82,6 +82,18 @@ async def test_exception_in_run_fails_that_call_only() -> None:
         assert runner.stats.outcomes == {"run_failed": 1, "ok": 1}
 
 
+async def test_a_stop_iteration_out_of_sync_code_fails_that_call_at_once() -> None:
+    # A future refuses StopIteration: handed back as it was, the call hung until its timeout.
+    async with runner_for("Boom", call_timeout=600) as runner:
+        _, failed = await outcome(runner.submit("empty"))
+        assert isinstance(failed, Failed)
+        body = failed.problem.body()
+        assert (body["code"], body["errorType"]) == ("RUN_FAILED", "RuntimeError")
+        assert "StopIteration" in body["detail"]
+        outputs, done = await outcome(runner.submit("fine"))
+        assert (outputs, type(done)) == (['"fine"'], Done)
+
+
 async def test_output_that_is_not_json_fails_the_call() -> None:
     async with runner_for("Unserialisable") as runner:
         _, failed = await outcome(runner.submit(1))
