@@ -222,7 +222,7 @@ def _status_of(data: bytes) -> int:
 
 def done_members(data: bytes) -> bytes:
     """The members of a worker's ``done`` object, snake_case, without braces."""
-    # orjson: 0.2x the standard library's time for this, on every call; the worker writes it.
+    # orjson: a ninth of the standard library's time for this (0.9 against 8.5 µs), every call.
     return orjson.dumps(snake_keys(orjson.loads(data)))[1:-1]
 
 

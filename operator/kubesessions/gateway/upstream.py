@@ -111,7 +111,7 @@ class _Connection(asyncio.Protocol):
             raise self.error
         loop = asyncio.get_running_loop()
         waiter = self._waiter = loop.create_future()
-        # A timer on the future, not asyncio.timeout (a third of its cost; twice a call).
+        # A timer on the future, not asyncio.timeout: half its cost, twice a call.
         timer = None if timeout is None else loop.call_later(timeout, _expire, waiter)
         try:
             await waiter
