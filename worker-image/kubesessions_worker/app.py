@@ -64,9 +64,8 @@ class AppThread:
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
         """``fn(*args)`` on the app thread, its outcome back on the loop. Cancelled while queued,
         it never runs; cancelled while running, it runs to its end (:meth:`settled` waits for it)."""
-        loop = asyncio.get_running_loop()
-        answer: asyncio.Future[T] = loop.create_future()
-        done = self.submit(fn, *args, answer=(loop, answer))
+        answer: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        done = self.submit(fn, *args, answer=answer)
         try:
             return await answer
         except asyncio.CancelledError:
@@ -77,7 +76,7 @@ class AppThread:
         self,
         fn: Callable[..., T],
         *args: Any,
-        answer: tuple[asyncio.AbstractEventLoop, asyncio.Future[T]] | None = None,
+        answer: asyncio.Future[T] | None = None,
     ) -> concurrent.futures.Future[T]:
         """Queue ``fn(*args)``; ``answer``: also settle this loop future with its outcome, from
         the thread: one call into the loop, where ``asyncio.wrap_future`` chains callbacks on
@@ -103,7 +102,7 @@ class AppThread:
                 outcome = (result, None)
             if answer is not None:
                 with contextlib.suppress(RuntimeError):  # the loop closed: no one awaits it now
-                    answer[0].call_soon_threadsafe(_settle, answer[1], *outcome)
+                    answer.get_loop().call_soon_threadsafe(_settle, answer, *outcome)
 
         self._jobs.put(job)
         return done
@@ -111,7 +110,7 @@ class AppThread:
     async def settled(self) -> None:
         """Wait until every job handed over so far has finished, even those whose callers gave
         up: a job of nothing, queued behind them all, comes back."""
-        await asyncio.wrap_future(self.submit(_nothing))
+        await self.run(_nothing)
 
 
 class AppHost:
