@@ -222,8 +222,13 @@ def _status_of(data: bytes) -> int:
 
 def done_members(data: bytes) -> bytes:
     """The members of a worker's ``done`` object, snake_case, without braces."""
+    return _snaked(data)[1:-1]
+
+
+def _snaked(data: bytes) -> bytes:
+    """A worker's ``done`` or ``error`` object with its member names in snake_case."""
     # orjson: a ninth of the standard library's time for this (0.9 against 8.5 µs), every call.
-    return orjson.dumps(snake_keys(orjson.loads(data)))[1:-1]
+    return orjson.dumps(snake_keys(orjson.loads(data)))
 
 
 async def snake_events(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
@@ -242,7 +247,7 @@ def _snake_event(raw: bytes) -> bytes:
     if not raw.startswith((b"event: done", b"event: error")):
         return raw
     ((event, data),) = sse_events(raw.split(b"\n"))
-    return b"event: " + event.encode() + b"\ndata: " + json.dumps(snake_keys(json.loads(data))).encode()
+    return b"event: " + event.encode() + b"\ndata: " + _snaked(data)
 
 
 def sse_events(lines: Iterable[bytes]) -> Iterator[tuple[str, bytes]]:
