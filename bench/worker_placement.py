@@ -15,14 +15,11 @@ Linux only (``os.sched_setaffinity``), two CPUs or more. Run with
 
 from __future__ import annotations
 
-import json
 import os
 import statistics
 import sys
 from pathlib import Path
 from typing import Any
-
-import aiohttp
 
 sys.path.insert(0, str(Path(__file__).parent))
 import report
@@ -50,16 +47,7 @@ async def one_round(placement: str) -> dict[str, dict[str, Any]]:
     proc, url = await we.start_worker("floor" if placement.startswith("floor") else "uvloop")
     try:
         place(proc.pid, placement)
-        body = json.dumps(we.PAYLOAD).encode()
-        headers = {"Authorization": f"Bearer {we.TOKEN}", "Content-Type": "application/json"}
-        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=16)) as http:
-
-            async def once() -> None:
-                async with http.post(f"{url}/run", data=body, headers=headers) as resp:
-                    await resp.read()
-                    assert resp.status == 200, resp.status
-
-            return {f"c{c}": await we.measure(c, once) for c in (1, 8)}
+        return await we.http_scenarios(url)  # http_1 and http_8: 1 and 8 clients
     finally:
         os.sched_setaffinity(0, ALL)
         proc.terminate()
@@ -76,21 +64,20 @@ async def main() -> None:
     results: dict[str, Any] = {}
     rows = []
     for placement, runs in rounds.items():
-        for c in ("c1", "c8"):
-            figures = [r[c] for r in runs]
-            results[f"{placement}_{c}"] = {
+        for clients in (1, 8):
+            figures = [r[f"http_{clients}"] for r in runs]
+            r = results[f"{placement}_c{clients}"] = {
                 "p50_ms": statistics.median(f["p50_ms"] for f in figures),
                 "calls_per_second": statistics.median(f["calls_per_second"] for f in figures),
                 "rounds": [
                     {"p50_ms": f["p50_ms"], "calls_per_second": f["calls_per_second"]} for f in figures
                 ],
             }
-            r = results[f"{placement}_{c}"]
             each = ", ".join(f"{f['calls_per_second']:,.0f}" for f in figures)
-            rows.append((f"{placement}, {c[1:]} client(s) p50 ms", f"{r['p50_ms']:.3f}", ""))
+            rows.append((f"{placement}, {clients} client(s) p50 ms", f"{r['p50_ms']:.3f}", ""))
             rows.append(
                 (
-                    f"{placement}, {c[1:]} client(s) calls/s",
+                    f"{placement}, {clients} client(s) calls/s",
                     f"{r['calls_per_second']:,.0f}",
                     f"rounds: {each}",
                 )
