@@ -17,10 +17,10 @@ and answer one JSON body. The same proxy is run on five stacks, all on uvloop:
 
 The first three forward with aiohttp's client (one `ClientSession`, keep-alive), what the
 gateway used before `gateway/upstream.py`.
-The same client calls the workers directly and through each proxy, taking turns over ROUNDS
-rounds at 1 and 10 concurrent clients (each on its own worker); the figures are the p50 ratio
-to direct in each round (median over rounds) and the proxy's own CPU per call (its
-`/proc/PID/stat` before and after). Run with `.venv/bin/python bench/proxy_floor.py`;
+The same client calls the workers directly and through each proxy, in ROUNDS rounds of
+`bench/gateway.py`'s `measure` (the paths take short alternating turns) at 1 and 10 concurrent
+clients (each on its own worker); the figures are the p50 ratio to direct in each round (median
+over rounds) and the proxy's own CPU per call (its `/proc/PID/stat` before and after). Run with `.venv/bin/python bench/proxy_floor.py`;
 writes `bench-results/proxy_floor.json`.
 """
 
@@ -29,7 +29,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import socket
 import statistics
 import sys
 import time
@@ -43,11 +42,12 @@ import uvloop
 sys.path.insert(0, str(Path(__file__).parent))
 import report
 import worker_echo
-from gateway import cpu_seconds
+from gateway import measure
+
+from kubesessions.localcluster.ports import free_port
 
 WORKERS = 10
-ROUNDS = 5
-SECONDS = 2.0
+ROUNDS = 3  # each one bench/gateway.py's measure: the paths in short alternating turns
 STACKS = ("aiohttp-app", "aiohttp-server", "uvicorn", "aiohttp-app+raw-client", "raw")
 SSE_BODY = json.dumps({"stream": True, "input": worker_echo.PAYLOAD["input"]}).encode()
 
@@ -203,12 +203,6 @@ async def raw_proxy(port: int, urls: list[str], token: str) -> None:
 # -- the measurement ----------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 async def start_proxy(stack: str, urls: list[str]) -> tuple[asyncio.subprocess.Process, str]:
     port = free_port()
     proc = await asyncio.create_subprocess_exec(
@@ -251,14 +245,10 @@ async def run() -> dict[str, Any]:
                     assert resp.status == 200, resp.status
 
             paths = {"direct": direct, **{stack: via(stack) for stack in STACKS}}
+            pids = {stack: proc.pid for stack, (proc, _) in proxies.items()}
             for _ in range(ROUNDS):
                 for clients in (1, 10):
-                    for name, once in paths.items():
-                        pid = proxies[name][0].pid if name in proxies else None
-                        before = cpu_seconds(pid) if pid else 0.0
-                        figures = await measure(clients, once)
-                        if pid:
-                            figures["cpu_ms_per_call"] = (cpu_seconds(pid) - before) * 1000 / figures["calls"]
+                    for name, figures in (await measure(clients, paths, pids)).items():
                         rounds.setdefault(f"{name}_{clients}", []).append(figures)
     finally:
         for proc, _ in [*workers, *proxies.values()]:
@@ -267,30 +257,8 @@ async def run() -> dict[str, Any]:
     return summarise(rounds)
 
 
-async def measure(clients: int, once: Callable[[int], Awaitable[None]]) -> dict[str, Any]:
-    """``clients`` loops, client i calling worker i back to back, for SECONDS after a warm-up."""
-    latencies: list[float] = []
-
-    async def loop(i: int, until: float, record: bool) -> None:
-        while time.monotonic() < until:
-            started = time.perf_counter()
-            await once(i)
-            if record:
-                latencies.append((time.perf_counter() - started) * 1000)
-
-    await asyncio.gather(*(loop(i, time.monotonic() + worker_echo.WARMUP, False) for i in range(clients)))
-    started = time.perf_counter()
-    await asyncio.gather(*(loop(i, time.monotonic() + SECONDS, True) for i in range(clients)))
-    elapsed = time.perf_counter() - started
-    return {
-        "calls": len(latencies),
-        "calls_per_second": len(latencies) / elapsed,
-        "p50_ms": statistics.median(latencies),
-    }
-
-
 def summarise(rounds: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
-    out: dict[str, Any] = {"rounds": ROUNDS, "seconds": SECONDS, "workers": WORKERS, "stacks": {}}
+    out: dict[str, Any] = {"rounds": ROUNDS, "workers": WORKERS, "stacks": {}}
     for clients in (1, 10):
         direct = rounds[f"direct_{clients}"]
         out[f"direct_{clients}_p50_ms"] = statistics.median(r["p50_ms"] for r in direct)
@@ -301,7 +269,7 @@ def summarise(rounds: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
                 "p50_ratio": statistics.median(
                     m["p50_ms"] / d["p50_ms"] for m, d in zip(mine, direct, strict=True)
                 ),
-                "calls_per_second": statistics.median(r["calls_per_second"] for r in mine),
+                "calls_per_second": statistics.median(r["calls_per_s"] for r in mine),
                 "cpu_ms_per_call": statistics.median(r["cpu_ms_per_call"] for r in mine),
             }
     return out
